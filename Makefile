@@ -1,0 +1,34 @@
+# The two commands a fresh machine needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast lint bench install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/drsync demo --dir demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check drsync tests bench
+	$(BIN)/mypy drsync
+
+test: lint
+	$(BIN)/pytest -n 2 -q tests
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m 'not slow' tests
+
+bench: $(STAMP)
+	$(BIN)/python bench/backup_bench.py
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,101 @@
+"""The ``drsync`` command line: parse, call one service function, render.
+
+Commands are loaded lazily (a name maps to ``module:attribute``) so that a
+run that needs one command imports only that command's code: the fixed cost
+of ``drsync wal-push`` or a tiny backup stays small.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from drsync import __version__
+from drsync.errors import DrsyncError
+
+__all__ = ["main"]
+
+# name -> "module:attribute"; each module keeps its handlers thin.
+COMMANDS: dict[str, str] = {
+    "init": "drsync.cli.repo_cmds:init_cmd",
+    "backup": "drsync.cli.repo_cmds:backup_cmd",
+    "snapshots": "drsync.cli.repo_cmds:snapshots_cmd",
+    "restore": "drsync.cli.repo_cmds:restore_cmd",
+    "check": "drsync.cli.repo_cmds:check_cmd",
+    "unlock": "drsync.cli.repo_cmds:unlock_cmd",
+    "runs": "drsync.cli.repo_cmds:runs_cmd",
+    "demo": "drsync.cli.demo_cmd:demo_cmd",
+    "plan": "drsync.cli.plan_cmd:plan_cmd",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="drsync")
+@click.option("--repo", "-r", envvar="DRSYNC_REPO", help="Repository URL: a path or file:///path.")
+@click.option(
+    "--password-file", envvar="DRSYNC_PASSWORD_FILE", type=click.Path(dir_okay=False),
+    help="File holding the repository passphrase.",
+)
+@click.option(
+    "--key-file", envvar="DRSYNC_KEY_FILE", type=click.Path(dir_okay=False),
+    help="Key file for unattended agents (opens the repository without a KDF).",
+)
+@click.option(
+    "--config", "config_path", envvar="DRSYNC_CONFIG", type=click.Path(dir_okay=False),
+    help="TOML settings file; command-line flags override it.",
+)
+@click.option("--catalog", envvar="DRSYNC_CATALOG", help="Catalog SQLAlchemy URL or SQLite path.")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    repo: str | None,
+    password_file: str | None,
+    key_file: str | None,
+    config_path: str | None,
+    catalog: str | None,
+) -> None:
+    """drsync: encrypted, deduplicating off-site backup and disaster recovery."""
+    ctx.obj = {
+        "repo": repo,
+        "password_file": password_file,
+        "key_file": key_file,
+        "config_path": config_path,
+        "catalog": catalog,
+    }
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console entry point: expected failures become one line and their exit code."""
+    try:
+        return cli.main(args=argv, prog_name="drsync", standalone_mode=False)
+    except DrsyncError as err:
+        click.echo(f"drsync: error: {err}", err=True)
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        click.echo("drsync: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        click.echo("drsync: interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,101 @@
+"""Every error drsync expects, and the exit code each one maps to.
+
+The tree::
+
+    DrsyncError (1)                  anything drsync anticipated; one line, no traceback
+    ├── UsageError (2)               a command line that cannot be carried out
+    ├── ConfigError (4)              a config or fleet file that is missing, unreadable or invalid
+    ├── RepositoryNotFound (10)      no repository at the URL
+    ├── RepositoryExists (10)        `init` over an existing repository
+    ├── WrongKey (11)                the passphrase or key file opens no wrapping of the master key
+    ├── RepositoryLocked (12)        another writer holds the repository lock
+    ├── IntegrityError (13)          a stored byte is not what was written: names the object and offset
+    ├── StoreError (14)              the store failed: I/O, full disk, permission, network
+    │   └── ObjectNotFound (14)      a key the repository needs is absent
+    │   └── ObjectExists (14)        a put-if-absent found the key taken
+    ├── SourceError (15)             a source cannot be read at all (missing database, bad path)
+    └── SnapshotNotFound (16)        no snapshot matches the id or prefix given
+
+A backup that finished but skipped unreadable files exits with PARTIAL (3);
+that is an outcome, not an exception.
+
+Exit codes are stable: scripts, systemd units and PostgreSQL's
+archive_command read them. Add new codes; never renumber.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_PARTIAL",
+    "ConfigError",
+    "DrsyncError",
+    "IntegrityError",
+    "ObjectExists",
+    "ObjectNotFound",
+    "RepositoryExists",
+    "RepositoryLocked",
+    "RepositoryNotFound",
+    "SnapshotNotFound",
+    "SourceError",
+    "StoreError",
+    "UsageError",
+    "WrongKey",
+]
+
+EXIT_OK = 0
+EXIT_PARTIAL = 3
+
+
+class DrsyncError(Exception):
+    """Base of every anticipated failure; ``str(err)`` is the one line a user sees."""
+
+    exit_code = 1
+
+
+class UsageError(DrsyncError):
+    exit_code = 2
+
+
+class ConfigError(DrsyncError):
+    exit_code = 4
+
+
+class RepositoryNotFound(DrsyncError):
+    exit_code = 10
+
+
+class RepositoryExists(DrsyncError):
+    exit_code = 10
+
+
+class WrongKey(DrsyncError):
+    exit_code = 11
+
+
+class RepositoryLocked(DrsyncError):
+    exit_code = 12
+
+
+class IntegrityError(DrsyncError):
+    exit_code = 13
+
+
+class StoreError(DrsyncError):
+    exit_code = 14
+
+
+class ObjectNotFound(StoreError):
+    exit_code = 14
+
+
+class ObjectExists(StoreError):
+    exit_code = 14
+
+
+class SourceError(DrsyncError):
+    exit_code = 15
+
+
+class SnapshotNotFound(DrsyncError):
+    exit_code = 16
