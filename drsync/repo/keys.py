@@ -1,0 +1,193 @@
+"""Wrappings of the master key: by passphrase (scrypt) and by key file.
+
+Each wrapping is a plaintext object ``keys/<key id>``: the envelope header
+then JSON naming the kind, the KDF and its parameters, and the master key
+sealed with AES-256-GCM under the key-encryption key, bound to the key id. A
+repository holds any number of wrappings; adding one never re-encrypts data.
+
+A key file (on an agent host, mode 0600) is one text line::
+
+    drsync-keyfile-v1 <repository id> <key id> <base64 of 32 random bytes>
+
+It names its wrapping, so opening with it is one GET and one AES operation,
+no KDF: an ``archive_command`` opens the repository in milliseconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from drsync.errors import ConfigError, WrongKey
+from drsync.repo.crypto import MASTER_KEY_SIZE, NONCE_SIZE, MasterKey
+from drsync.repo.objects import HEADER_SIZE, TYPE_KEY, FormatError, check_header, header
+
+__all__ = [
+    "DEFAULT_KDF",
+    "KEYFILE_MAGIC",
+    "KdfParams",
+    "KeyFile",
+    "Secret",
+    "unwrap",
+    "wrap",
+]
+
+KEYFILE_MAGIC = "drsync-keyfile-v1"
+
+
+@dataclass(frozen=True)
+class KdfParams:
+    """scrypt cost: n (CPU/memory), r (block size), p (parallelism)."""
+
+    n: int = 1 << 17  # 128 MiB, about 0.4 s here: slow for guessing, fine for people
+    r: int = 8
+    p: int = 1
+
+
+DEFAULT_KDF = KdfParams()
+
+
+@dataclass(frozen=True)
+class KeyFile:
+    repo_id: str
+    key_id: str
+    secret: bytes
+
+    def dumps(self) -> str:
+        encoded = base64.b64encode(self.secret).decode()
+        return f"{KEYFILE_MAGIC} {self.repo_id} {self.key_id} {encoded}\n"
+
+    @classmethod
+    def load(cls, path: str | Path) -> KeyFile:
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise ConfigError(f"cannot read key file {path}: {err.strerror}") from None
+        parts = text.split()
+        if len(parts) != 4 or parts[0] != KEYFILE_MAGIC:
+            raise ConfigError(f"{path} is not a drsync key file")
+        try:
+            secret = base64.b64decode(parts[3], validate=True)
+        except ValueError:
+            raise ConfigError(f"{path}: key file secret is not base64") from None
+        if len(secret) != 32:
+            raise ConfigError(f"{path}: key file secret must be 32 bytes")
+        return cls(parts[1], parts[2], secret)
+
+    def write(self, path: str | Path) -> None:
+        """Create the file with mode 0600; never overwrite an existing one."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise ConfigError(f"key file {path} already exists; refusing to overwrite") from None
+        except OSError as err:
+            raise ConfigError(f"cannot create key file {path}: {err.strerror}") from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.dumps())
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+@dataclass(frozen=True)
+class Secret:
+    """What a user presents: a passphrase or a key file (exactly one)."""
+
+    passphrase: str | None = None
+    key_file: KeyFile | None = None
+    source: str = ""  # where it came from, for error messages
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _scrypt(passphrase: str, salt: bytes, kdf: KdfParams) -> bytes:
+    return Scrypt(salt=salt, length=32, n=kdf.n, r=kdf.r, p=kdf.p).derive(passphrase.encode())
+
+
+def new_key_id() -> str:
+    return secrets.token_hex(16)
+
+
+def wrap(
+    master: MasterKey,
+    repo_id: str,
+    key_id: str,
+    *,
+    passphrase: str | None = None,
+    key_file: KeyFile | None = None,
+    kdf: KdfParams = DEFAULT_KDF,
+) -> bytes:
+    """Return the bytes of ``keys/<key_id>`` wrapping ``master``."""
+    doc: dict[str, Any] = {
+        "repository": repo_id,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": socket.gethostname(),
+    }
+    if passphrase is not None:
+        salt = os.urandom(16)
+        kek = _scrypt(passphrase, salt, kdf)
+        doc["kind"] = "passphrase"
+        doc["kdf"] = {"name": "scrypt", "n": kdf.n, "r": kdf.r, "p": kdf.p, "salt": _b64(salt)}
+    elif key_file is not None:
+        kek = key_file.secret
+        doc["kind"] = "keyfile"
+        doc["kdf"] = None
+    else:
+        raise ValueError("wrap needs a passphrase or a key file")
+    nonce = os.urandom(NONCE_SIZE)
+    doc["nonce"] = _b64(nonce)
+    doc["wrapped"] = _b64(AESGCM(kek).encrypt(nonce, master.raw, key_id.encode()))
+    return header(TYPE_KEY) + json.dumps(doc, indent=1).encode()
+
+
+def parse_wrapping(data: bytes) -> dict[str, Any]:
+    check_header(data, TYPE_KEY)
+    try:
+        doc = json.loads(data[HEADER_SIZE:])
+        if not isinstance(doc, dict) or doc.get("kind") not in ("passphrase", "keyfile"):
+            raise ValueError("unknown kind")
+    except ValueError as err:
+        raise FormatError(f"undecodable key wrapping: {err}") from None
+    return doc
+
+
+def unwrap(data: bytes, key_id: str, secret: Secret) -> MasterKey | None:
+    """The master key, or None when this secret does not open this wrapping."""
+    doc = parse_wrapping(data)
+    if doc["kind"] == "passphrase":
+        if secret.passphrase is None:
+            return None
+        kdf = doc["kdf"]
+        params = KdfParams(int(kdf["n"]), int(kdf["r"]), int(kdf["p"]))
+        kek = _scrypt(secret.passphrase, base64.b64decode(kdf["salt"]), params)
+    else:
+        if secret.key_file is None or secret.key_file.key_id != key_id:
+            return None
+        kek = secret.key_file.secret
+    try:
+        raw = AESGCM(kek).decrypt(
+            base64.b64decode(doc["nonce"]), base64.b64decode(doc["wrapped"]), key_id.encode()
+        )
+    except InvalidTag:
+        return None
+    if len(raw) != MASTER_KEY_SIZE:
+        raise FormatError("wrapped master key has the wrong length")
+    return MasterKey(raw)
+
+
+def no_key_error(url: str, secret: Secret) -> WrongKey:
+    what = "key file" if secret.key_file is not None else "passphrase"
+    where = f" ({secret.source})" if secret.source else ""
+    return WrongKey(f"wrong {what}{where} for repository {url}")

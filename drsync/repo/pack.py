@@ -1,0 +1,101 @@
+"""Pack files: many sealed blobs in one object, with a sealed header at the end.
+
+Layout: ``DRSY P 1 | blob... | sealed header | u32 header length``. The
+header lists each blob's type, id, offset, stored length and plaintext
+length, so an index can be rebuilt from the packs alone.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from drsync.repo.crypto import CODEC_RAW, MasterKey, SealError
+from drsync.repo.objects import (
+    HEADER_SIZE,
+    TYPE_PACK,
+    TYPE_PACK_HEADER,
+    FormatError,
+    check_header,
+    header,
+    object_id,
+)
+
+__all__ = ["BLOB_DATA", "BLOB_TREE", "BlobEntry", "PackBuilder", "parse_pack_header"]
+
+BLOB_DATA = 0
+BLOB_TREE = 1
+_ENTRY = struct.Struct("<B32sIII")  # type, id, offset, length, raw length
+_TRAILER = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class BlobEntry:
+    blob_type: int
+    blob_id: bytes
+    offset: int
+    length: int
+    raw_length: int
+
+
+class PackBuilder:
+    """Accumulates sealed blobs until the pack reaches its target size."""
+
+    def __init__(self, key: MasterKey) -> None:
+        self._key = key
+        self._buf = bytearray(header(TYPE_PACK))
+        self.entries: list[BlobEntry] = []
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def add(self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
+        self.entries.append(
+            BlobEntry(blob_type, blob_id, len(self._buf), len(sealed), raw_length)
+        )
+        self._buf += sealed
+
+    def finish(self) -> tuple[str, bytes]:
+        """Seal the header, return (pack id, pack bytes)."""
+        table = b"".join(
+            _ENTRY.pack(e.blob_type, e.blob_id, e.offset, e.length, e.raw_length)
+            for e in self.entries
+        )
+        sealed = self._key.seal(table, CODEC_RAW, header(TYPE_PACK_HEADER))
+        self._buf += sealed
+        self._buf += _TRAILER.pack(len(sealed))
+        data = bytes(self._buf)
+        return object_id(data), data
+
+
+def header_length(tail: bytes) -> int:
+    """The sealed header's length, from the pack's last four bytes."""
+    (length,) = _TRAILER.unpack(tail[-_TRAILER.size :])
+    return int(length)
+
+
+def parse_pack_header(key: MasterKey, data: bytes, pack_size: int) -> list[BlobEntry]:
+    """Decode ``data``: the sealed header followed by the 4-byte trailer."""
+    length = header_length(data)
+    if length + _TRAILER.size > len(data) or length + _TRAILER.size + HEADER_SIZE > pack_size:
+        raise FormatError(f"pack header length {length} is impossible")
+    sealed = data[-(_TRAILER.size + length) : -_TRAILER.size]
+    try:
+        _codec, table = key.unseal(bytes(sealed), header(TYPE_PACK_HEADER))
+    except SealError as err:
+        raise FormatError(f"pack header: {err}") from None
+    if len(table) % _ENTRY.size:
+        raise FormatError("pack header has a partial entry")
+    limit = pack_size - _TRAILER.size - length
+    entries = []
+    for values in _ENTRY.iter_unpack(table):
+        entry = BlobEntry(*values)
+        if entry.offset < HEADER_SIZE or entry.offset + entry.length > limit:
+            raise FormatError(f"blob {entry.blob_id.hex()} lies outside the pack")
+        entries.append(entry)
+    return entries
+
+
+def read_pack_header(key: MasterKey, pack: bytes) -> list[BlobEntry]:
+    check_header(pack, TYPE_PACK)
+    return parse_pack_header(key, pack, len(pack))

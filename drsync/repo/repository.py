@@ -1,0 +1,269 @@
+"""A repository: its config, keys, index and snapshots on one store.
+
+Object names (all under the store's root; see docs/FORMAT.md):
+
+    config                      sealed document: id, chunker, pack size, compression
+    keys/<key id>               wrappings of the master key (plaintext JSON)
+    data/<xx>/<sha256>          pack files
+    index/<sha256>              sealed index documents
+    snapshots/<sha256>          sealed snapshot manifests
+    lock                        the writer lock
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from dataclasses import dataclass
+from typing import Any
+
+from drsync.errors import (
+    IntegrityError,
+    ObjectNotFound,
+    RepositoryExists,
+    RepositoryNotFound,
+    SnapshotNotFound,
+    UsageError,
+)
+from drsync.repo.crypto import MasterKey, SealError
+from drsync.repo.index import BlobLocation, Index, pack_key
+from drsync.repo.keys import DEFAULT_KDF, KdfParams, KeyFile, Secret, new_key_id, unwrap, wrap
+from drsync.repo.keys import no_key_error, parse_wrapping
+from drsync.repo.objects import (
+    TYPE_CONFIG,
+    TYPE_INDEX,
+    TYPE_SNAPSHOT,
+    FormatError,
+    object_id,
+    open_document,
+    seal_document,
+)
+from drsync.repo.snapshot import Snapshot
+from drsync.store.base import Store
+
+__all__ = ["RepoConfig", "Repository"]
+
+CONFIG_KEY = "config"
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """Settings fixed at ``init`` (chunking must stay stable for dedup to work)."""
+
+    id: str = ""
+    chunk_avg: int = 1 * MiB
+    chunk_min: int = 256 * 1024
+    chunk_max: int = 4 * MiB
+    pack_size: int = 16 * MiB
+    compression_level: int = 3
+
+    def validate(self) -> RepoConfig:
+        if not 64 <= self.chunk_min <= self.chunk_avg <= self.chunk_max <= 16 * MiB:
+            raise UsageError(
+                "chunk sizes must satisfy 64 B <= min <= average <= max <= 16 MiB "
+                f"(got min {self.chunk_min}, average {self.chunk_avg}, max {self.chunk_max})"
+            )
+        if not 256 <= self.chunk_avg <= 4 * MiB or self.chunk_min > MiB:
+            raise UsageError("chunk average must be 256 B..4 MiB and minimum at most 1 MiB")
+        if not MiB <= self.pack_size <= 1024 * MiB:
+            raise UsageError(f"pack size must be 1 MiB..1 GiB (got {self.pack_size})")
+        if not 0 <= self.compression_level <= 22:
+            raise UsageError(f"compression level must be 0..22 (got {self.compression_level})")
+        return self
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "id": self.id,
+            "chunker": {"algorithm": "fastcdc2020", "avg": self.chunk_avg,
+                        "min": self.chunk_min, "max": self.chunk_max},
+            "pack_size": self.pack_size,
+            "compression_level": self.compression_level,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> RepoConfig:
+        chunker = doc["chunker"]
+        return cls(str(doc["id"]), int(chunker["avg"]), int(chunker["min"]),
+                   int(chunker["max"]), int(doc["pack_size"]), int(doc["compression_level"]))
+
+
+class Repository:
+    def __init__(self, store: Store, key: MasterKey, config: RepoConfig) -> None:
+        self.store = store
+        self.key = key
+        self.config = config
+        self.url = store.url
+
+    # -- creation and opening -------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        store: Store,
+        passphrase: str | None,
+        config: RepoConfig,
+        *,
+        kdf: KdfParams = DEFAULT_KDF,
+    ) -> Repository:
+        """Create a repository; the first wrapping is by passphrase when one is given."""
+        config.validate()
+        if store.exists(CONFIG_KEY):
+            raise RepositoryExists(f"a repository already exists at {store.url}")
+        config = RepoConfig(secrets.token_hex(16), config.chunk_avg, config.chunk_min,
+                            config.chunk_max, config.pack_size, config.compression_level)
+        repo = cls(store, MasterKey.generate(), config)
+        if passphrase is not None:
+            repo.add_passphrase(passphrase, kdf=kdf)
+        # The config is written last: until it exists, there is no repository.
+        store.put(CONFIG_KEY, seal_document(repo.key, TYPE_CONFIG, config.to_doc()),
+                  if_absent=True)
+        return repo
+
+    @classmethod
+    def open(cls, store: Store, secret: Secret) -> Repository:
+        try:
+            sealed_config = store.get(CONFIG_KEY)
+        except ObjectNotFound:
+            raise RepositoryNotFound(f"no repository at {store.url}") from None
+        key = cls._unwrap_master(store, secret)
+        try:
+            config = RepoConfig.from_doc(open_document(key, TYPE_CONFIG, sealed_config))
+        except (FormatError, KeyError, ValueError) as err:
+            raise IntegrityError(f"{store.url}: object config: {err}") from None
+        return cls(store, key, config)
+
+    @staticmethod
+    def _unwrap_master(store: Store, secret: Secret) -> MasterKey:
+        if secret.key_file is not None:
+            names = [f"keys/{secret.key_file.key_id}"]
+        else:
+            names = sorted(info.key for info in store.list("keys/"))
+        for name in names:
+            try:
+                data = store.get(name)
+            except ObjectNotFound:
+                continue
+            try:
+                key = unwrap(data, name.removeprefix("keys/"), secret)
+            except (FormatError, KeyError, ValueError) as err:
+                raise IntegrityError(f"{store.url}: object {name}: {err}") from None
+            if key is not None:
+                return key
+        raise no_key_error(store.url, secret)
+
+    def add_passphrase(self, passphrase: str, *, kdf: KdfParams = DEFAULT_KDF) -> str:
+        key_id = new_key_id()
+        self.store.put(f"keys/{key_id}",
+                       wrap(self.key, self.config.id, key_id, passphrase=passphrase, kdf=kdf),
+                       if_absent=True)
+        return key_id
+
+    def add_key_file(self) -> KeyFile:
+        key_id = new_key_id()
+        key_file = KeyFile(self.config.id, key_id, secrets.token_bytes(32))
+        self.store.put(f"keys/{key_id}",
+                       wrap(self.key, self.config.id, key_id, key_file=key_file),
+                       if_absent=True)
+        return key_file
+
+    def key_kinds(self) -> dict[str, str]:
+        """key id -> kind of wrapping, for reports."""
+        return {
+            info.key.removeprefix("keys/"): str(parse_wrapping(self.store.get(info.key))["kind"])
+            for info in self.store.list("keys/")
+        }
+
+    # -- sealed documents ------------------------------------------------------
+
+    def save_document(self, kind: bytes, prefix: str, doc: dict[str, Any]) -> tuple[str, int]:
+        data = seal_document(self.key, kind, doc, self.config.compression_level)
+        oid = object_id(data)
+        self.store.put(f"{prefix}/{oid}", data)
+        return oid, len(data)
+
+    def load_document(self, kind: bytes, name: str) -> dict[str, Any]:
+        data = self.store.get(name)
+        if object_id(data) != name.rsplit("/", 1)[-1]:
+            raise IntegrityError(f"{self.url}: object {name}: content does not match its name")
+        try:
+            return open_document(self.key, kind, data)
+        except FormatError as err:
+            raise IntegrityError(f"{self.url}: object {name}: {err}") from None
+
+    # -- index ----------------------------------------------------------------
+
+    def index_names(self) -> list[str]:
+        return sorted(info.key for info in self.store.list("index/"))
+
+    def load_index(self) -> Index:
+        index = Index()
+        for name in self.index_names():
+            doc = self.load_document(TYPE_INDEX, name)
+            try:
+                index.merge_document(doc)
+            except (KeyError, ValueError, TypeError) as err:
+                raise IntegrityError(f"{self.url}: object {name}: malformed index: {err}") from None
+        return index
+
+    # -- blobs ----------------------------------------------------------------
+
+    def read_blob(self, blob_id: bytes, loc: BlobLocation) -> bytes:
+        """Fetch, decrypt, decompress and verify one blob."""
+        name = pack_key(loc.pack_id)
+        sealed = self.store.get(name, loc.offset, loc.length)
+        return self.open_blob(blob_id, loc, sealed)
+
+    def open_blob(self, blob_id: bytes, loc: BlobLocation, sealed: bytes) -> bytes:
+        try:
+            if len(sealed) != loc.length:
+                raise SealError(f"truncated: {len(sealed)} of {loc.length} bytes")
+            return self.key.unseal_chunk(sealed, blob_id, loc.raw_length)
+        except SealError as err:
+            raise IntegrityError(
+                f"{self.url}: object {pack_key(loc.pack_id)} offset {loc.offset}: "
+                f"blob {blob_id.hex()[:16]}: {err}"
+            ) from None
+
+    # -- snapshots ------------------------------------------------------------
+
+    def snapshot_ids(self) -> list[str]:
+        return [info.key.removeprefix("snapshots/") for info in self.store.list("snapshots/")]
+
+    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        name = f"snapshots/{snapshot_id}"
+        doc = self.load_document(TYPE_SNAPSHOT, name)
+        try:
+            return Snapshot.from_doc(doc, snapshot_id)
+        except (KeyError, ValueError, TypeError) as err:
+            raise IntegrityError(f"{self.url}: object {name}: malformed snapshot: {err}") from None
+
+    def snapshots(self) -> list[Snapshot]:
+        """Every snapshot, oldest first."""
+        return sorted((self.load_snapshot(s) for s in self.snapshot_ids()),
+                      key=lambda s: (s.time, s.id))
+
+    def find_snapshot(self, ref: str) -> Snapshot:
+        """``latest``, a full id, or a unique id prefix (at least 4 characters)."""
+        if ref == "latest":
+            snaps = self.snapshots()
+            if not snaps:
+                raise SnapshotNotFound(f"repository {self.url} has no snapshots")
+            return snaps[-1]
+        matches = [s for s in self.snapshot_ids() if s.startswith(ref.lower())]
+        if len(ref) < 4 or not matches:
+            raise SnapshotNotFound(f"no snapshot {ref!r} in {self.url}")
+        if len(matches) > 1:
+            raise SnapshotNotFound(f"snapshot prefix {ref!r} is ambiguous in {self.url}")
+        return self.load_snapshot(matches[0])
+
+    def save_snapshot(self, snap: Snapshot) -> tuple[str, int]:
+        oid, size = self.save_document(TYPE_SNAPSHOT, "snapshots", snap.to_doc())
+        snap.id = oid
+        return oid, size
+
+
+def utc_now() -> str:
+    """ISO 8601 UTC with microseconds: snapshots sort by it."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

@@ -1,0 +1,248 @@
+"""The backup pipeline: chunk -> id -> dedup -> compress -> encrypt -> pack -> store.
+
+Streaming end to end with bounded memory: the chunker reads the source in
+its own buffer, at most ``window`` chunks are in flight on the worker
+threads (zstd, BLAKE3, AES-GCM and the chunker all release the GIL, so two
+cores are busy), and at most ``UPLOAD_QUEUE`` finished packs wait for the
+uploader thread. File entries stream their chunk ids into a spooled tree
+file, so even a snapshot's list of chunks is never held whole.
+
+Ordering: a pack is stored before any index names it; indexes are written
+every ``INDEX_EVERY`` packs (so an interrupted run's finished packs are
+reused by the next run) and at the end; the snapshot is written last.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import tempfile
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO, Any, BinaryIO
+
+from pyfastcdc import FastCDC
+
+from drsync.errors import DrsyncError, StoreError
+from drsync.repo.index import Index, index_document, pack_key
+from drsync.repo.objects import TYPE_INDEX
+from drsync.repo.pack import BLOB_DATA, BLOB_TREE, BlobEntry, PackBuilder
+from drsync.repo.repository import Repository, utc_now
+from drsync.repo.snapshot import Entry, Snapshot
+
+__all__ = ["SnapshotWriter", "WriterStats"]
+
+INDEX_EVERY = 8
+UPLOAD_QUEUE = 2
+_Processed = tuple[bytes, bytes | None, int]
+
+
+class WriterStats:
+    def __init__(self) -> None:
+        self.bytes_read = 0
+        self.bytes_added = 0  # bytes stored: packs, indexes, snapshot
+        self.chunks = 0
+        self.chunks_new = 0
+        self.packs = 0
+
+
+class _Uploader:
+    """One thread that stores finished packs, then the indexes naming them."""
+
+    def __init__(self, repo: Repository, index: Index, stats: WriterStats) -> None:
+        self._repo = repo
+        self._index = index
+        self._stats = stats
+        self._queue: queue.Queue[tuple[str, bytes, list[BlobEntry]] | None] = queue.Queue(
+            UPLOAD_QUEUE
+        )
+        self._unindexed: list[tuple[str, list[BlobEntry]]] = []
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="pack-uploader", daemon=True)
+        self._thread.start()
+
+    def submit(self, pack_id: str, data: bytes, entries: list[BlobEntry]) -> None:
+        self.raise_error()
+        self._queue.put((pack_id, data, entries))
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            if isinstance(self.error, DrsyncError):
+                raise self.error
+            raise StoreError(f"{self._repo.url}: storing a pack failed: {self.error}")
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self.error is not None:
+                continue  # drain so the producer never blocks after a failure
+            pack_id, data, entries = item
+            try:
+                self._repo.store.put(pack_key(pack_id), data)
+                self._stats.bytes_added += len(data)
+                self._stats.packs += 1
+                self._index.add_pack(pack_id, entries)
+                self._unindexed.append((pack_id, entries))
+                if len(self._unindexed) >= INDEX_EVERY:
+                    self._write_index()
+            except BaseException as err:
+                self.error = err
+
+    def _write_index(self) -> None:
+        if self._unindexed:
+            _oid, size = self._repo.save_document(
+                TYPE_INDEX, "index", index_document(self._unindexed)
+            )
+            self._stats.bytes_added += size
+            self._unindexed = []
+
+    def close(self) -> None:
+        """Wait for every queued pack, then index the rest."""
+        self._queue.put(None)
+        self._thread.join()
+        self.raise_error()
+        self._write_index()
+
+
+class SnapshotWriter:
+    """Collects one snapshot's streams and entries; ``commit`` makes it visible."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        index: Index,
+        *,
+        compression_level: int | None = None,
+        workers: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        cfg = repo.config
+        self._repo = repo
+        self._index = index
+        self._level = cfg.compression_level if compression_level is None else compression_level
+        self._workers = workers or min(4, os.cpu_count() or 2)
+        self._window = self._workers * 4
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="seal")
+        self._chunker = FastCDC(cfg.chunk_avg, min_size=cfg.chunk_min, max_size=cfg.chunk_max,
+                                seed=repo.key.chunker_seed())
+        self._progress = progress
+        self.stats = WriterStats()
+        self.start_time = utc_now()
+        self._added: set[bytes] = set()  # ids packed this run, not yet in the index
+        self._pack = PackBuilder(repo.key)
+        self._uploader = _Uploader(repo, index, self.stats)
+        self._tree: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 << 20)
+        self._closed = False
+
+    # -- the pipeline -----------------------------------------------------------
+
+    def _process(self, data: bytes, blob_type: int) -> _Processed:
+        chunk_id = self._repo.key.chunk_id(data)
+        if chunk_id in self._index or chunk_id in self._added:
+            return chunk_id, None, len(data)
+        return chunk_id, self._repo.key.seal_chunk(data, chunk_id, self._level), len(data)
+
+    def _accept(self, result: _Processed, blob_type: int) -> bytes:
+        chunk_id, sealed, raw_length = result
+        self.stats.chunks += 1
+        if sealed is None or chunk_id in self._index or chunk_id in self._added:
+            return chunk_id
+        self._added.add(chunk_id)
+        self.stats.chunks_new += 1
+        self._pack.add(blob_type, chunk_id, sealed, raw_length)
+        if len(self._pack) >= self._repo.config.pack_size:
+            self._flush_pack()
+        return chunk_id
+
+    def _flush_pack(self) -> None:
+        if not self._pack.entries:
+            return
+        pack_id, data = self._pack.finish()
+        entries = self._pack.entries
+        self._pack = PackBuilder(self._repo.key)
+        self._uploader.submit(pack_id, data, entries)
+
+    def _stream(self, reader: BinaryIO, blob_type: int, emit: Callable[[bytes], None]) -> int:
+        """Chunk ``reader``; call ``emit`` with each chunk id in order; return bytes read."""
+        inflight: collections.deque[Future[_Processed]] = collections.deque()
+        total = 0
+        for chunk in self._chunker.cut_stream(reader):
+            data = bytes(chunk.data)  # the chunker reuses its buffer
+            total += len(data)
+            if blob_type == BLOB_DATA:
+                self.stats.bytes_read += len(data)
+                if self._progress is not None:
+                    self._progress(len(data))
+            inflight.append(self._pool.submit(self._process, data, blob_type))
+            while len(inflight) >= self._window or (inflight and inflight[0].done()):
+                emit(self._accept(inflight.popleft().result(), blob_type))
+        while inflight:
+            emit(self._accept(inflight.popleft().result(), blob_type))
+        return total
+
+    # -- the tree -----------------------------------------------------------------
+
+    def add_entry(self, entry: Entry) -> None:
+        """Record a directory, symlink or other entry with no content."""
+        self._tree.write(json.dumps(entry.to_doc(), separators=(",", ":")).encode() + b"\n")
+
+    def add_stream(self, entry: Entry, reader: BinaryIO) -> int:
+        """Store a file's or stream's content and its entry; return bytes read.
+
+        The entry's chunk list is written into the tree as chunks are made,
+        so it never sits whole in memory.
+        """
+        doc: dict[str, Any] = entry.to_doc()
+        doc.pop("chunks", None)
+        doc.pop("size", None)
+        head = json.dumps(doc, separators=(",", ":"))[:-1] + ',"chunks":['
+        self._tree.write(head.encode())
+        first = True
+
+        def emit(chunk_id: bytes) -> None:
+            nonlocal first
+            self._tree.write((b'"' if first else b',"') + chunk_id.hex().encode() + b'"')
+            first = False
+
+        size = self._stream(reader, BLOB_DATA, emit)
+        self._tree.write(f'],"size":{size}}}\n'.encode())
+        return size
+
+    # -- finishing ----------------------------------------------------------------
+
+    def commit(self, *, host: str, source_kind: str, source_spec: dict[str, Any],
+               tags: list[str], summary: dict[str, Any], version: str) -> Snapshot:
+        """Store the tree, the last pack, the indexes, then the snapshot."""
+        tree_ids: list[str] = []
+        self._tree.seek(0)
+        self._stream(self._tree, BLOB_TREE,  # type: ignore[arg-type]
+                     lambda cid: tree_ids.append(cid.hex()))
+        self._flush_pack()
+        self._uploader.close()
+        self._shutdown()
+        snap = Snapshot(
+            time=utc_now(), start_time=self.start_time, host=host, source_kind=source_kind,
+            source_spec=source_spec, tree=tree_ids, tags=tags, drsync_version=version,
+            summary={**summary, "bytes_read": self.stats.bytes_read,
+                     "chunks": self.stats.chunks, "chunks_new": self.stats.chunks_new,
+                     "packs": self.stats.packs},
+        )
+        _oid, size = self._repo.save_snapshot(snap)
+        self.stats.bytes_added += size
+        return snap
+
+    def _shutdown(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._tree.close()
+
+    def abort(self) -> None:
+        """Stop without a snapshot; stored packs stay (indexed ones are reused later)."""
+        try:
+            self._uploader.close()
+        except DrsyncError:
+            pass
+        self._shutdown()

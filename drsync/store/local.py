@@ -1,0 +1,156 @@
+"""A store in a local or mounted (NFS) directory.
+
+Writes are crash-safe: the bytes go to a hidden temporary file in the target's
+own directory (never renamed across directories, which network filesystems
+do not make atomic), are fsynced, then renamed into place (or hard-linked,
+for put-if-absent, which fails atomically when the name is taken), and the
+directory is fsynced so the new name survives power loss.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from drsync.errors import ObjectExists, ObjectNotFound, StoreError
+from drsync.store.base import ObjectInfo, Store, validate_key, validate_prefix
+
+__all__ = ["LocalStore"]
+
+TMP_PREFIX = ".tmp-"
+
+
+def _describe(err: OSError, what: str) -> str:
+    if err.errno == errno.ENOSPC:
+        reason = "no space left on device"
+    elif err.errno == errno.EDQUOT:
+        reason = "disk quota exceeded"
+    elif err.errno == errno.ESTALE:
+        reason = "stale file handle (network filesystem remounted?)"
+    elif err.errno in (errno.EACCES, errno.EPERM):
+        reason = "permission denied"
+    elif err.errno == errno.EROFS:
+        reason = "read-only filesystem"
+    else:
+        reason = err.strerror or str(err)
+    return f"{what}: {reason}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStore(Store):
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).absolute()
+        self.url = str(self.root)
+        self._made_dirs: set[Path] = set()
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def _ensure_dir(self, directory: Path) -> None:
+        if directory in self._made_dirs:
+            return
+        if not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(directory.parent)
+        self._made_dirs.add(directory)
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        path = self._path(key)
+        tmp = path.with_name(TMP_PREFIX + secrets.token_hex(8))
+        try:
+            self._ensure_dir(path.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if if_absent:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise ObjectExists(f"{self.url}: object {key} already exists") from None
+                finally:
+                    tmp.unlink(missing_ok=True)
+            else:
+                os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(_describe(err, f"{self.url}: writing {key}")) from None
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as fh:
+                if offset:
+                    fh.seek(offset)
+                return fh.read() if length is None else fh.read(length)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{self.url}: object {key} not found") from None
+        except OSError as err:
+            raise StoreError(_describe(err, f"{self.url}: reading {key}")) from None
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            return ObjectInfo(key, self._path(key).stat().st_size)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{self.url}: object {key} not found") from None
+        except OSError as err:
+            raise StoreError(_describe(err, f"{self.url}: stat {key}")) from None
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        # Walk only the directory the prefix names, not the whole store.
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / base if base else self.root
+        if not start.is_dir():
+            return
+        try:
+            for dirpath, dirnames, filenames in os.walk(start):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                rel_dir = os.path.relpath(dirpath, self.root)
+                for name in filenames:
+                    if name.startswith("."):
+                        continue  # temporaries of an interrupted put
+                    key = name if rel_dir == "." else f"{rel_dir}/{name}"
+                    if key.startswith(prefix):
+                        full = os.path.join(dirpath, name)
+                        yield ObjectInfo(key, os.stat(full).st_size)
+        except OSError as err:
+            raise StoreError(_describe(err, f"{self.url}: listing {prefix or '/'}")) from None
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+            _fsync_dir(path.parent)
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            raise StoreError(_describe(err, f"{self.url}: deleting {key}")) from None
+
+    def remove_temporaries(self) -> int:
+        """Delete temporaries left by a process killed mid-put; returns how many."""
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for dirpath, _dirs, filenames in os.walk(self.root):
+            for name in filenames:
+                if name.startswith(TMP_PREFIX):
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+        return removed
