@@ -80,5 +80,6 @@ class Index:
                     raise ValueError(f"blob id {blob_hex!r} is not 32 bytes")
                 self._blobs.setdefault(
                     blob_id,
-                    BlobLocation(pack_id, int(blob_type), int(offset), int(length), int(raw_length)),
+                    BlobLocation(pack_id, int(blob_type), int(offset), int(length),
+                                 int(raw_length)),
                 )

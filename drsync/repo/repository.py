@@ -13,8 +13,8 @@ Object names (all under the store's root; see docs/FORMAT.md):
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from drsync.errors import (
@@ -27,8 +27,17 @@ from drsync.errors import (
 )
 from drsync.repo.crypto import MasterKey, SealError
 from drsync.repo.index import BlobLocation, Index, pack_key
-from drsync.repo.keys import DEFAULT_KDF, KdfParams, KeyFile, Secret, new_key_id, unwrap, wrap
-from drsync.repo.keys import no_key_error, parse_wrapping
+from drsync.repo.keys import (
+    DEFAULT_KDF,
+    KdfParams,
+    KeyFile,
+    Secret,
+    new_key_id,
+    no_key_error,
+    parse_wrapping,
+    unwrap,
+    wrap,
+)
 from drsync.repo.objects import (
     TYPE_CONFIG,
     TYPE_INDEX,

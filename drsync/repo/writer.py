@@ -15,6 +15,7 @@ reused by the next run) and at the end; the snapshot is written last.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import queue
@@ -133,7 +134,7 @@ class SnapshotWriter:
         self._added: set[bytes] = set()  # ids packed this run, not yet in the index
         self._pack = PackBuilder(repo.key)
         self._uploader = _Uploader(repo, index, self.stats)
-        self._tree: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 << 20)
+        self._tree: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115
         self._closed = False
 
     # -- the pipeline -----------------------------------------------------------
@@ -194,6 +195,16 @@ class SnapshotWriter:
         The entry's chunk list is written into the tree as chunks are made,
         so it never sits whole in memory.
         """
+        start = self._tree.tell()
+        try:
+            return self._add_stream(entry, reader)
+        except BaseException:
+            # Drop the half-written entry; chunks already packed are harmless.
+            self._tree.seek(start)
+            self._tree.truncate()
+            raise
+
+    def _add_stream(self, entry: Entry, reader: BinaryIO) -> int:
         doc: dict[str, Any] = entry.to_doc()
         doc.pop("chunks", None)
         doc.pop("size", None)
@@ -241,8 +252,6 @@ class SnapshotWriter:
 
     def abort(self) -> None:
         """Stop without a snapshot; stored packs stay (indexed ones are reused later)."""
-        try:
+        with contextlib.suppress(DrsyncError):
             self._uploader.close()
-        except DrsyncError:
-            pass
         self._shutdown()

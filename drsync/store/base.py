@@ -86,5 +86,5 @@ class Store(abc.ABC):
             return False
         return True
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections; the default has none."""

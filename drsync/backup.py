@@ -1,0 +1,157 @@
+"""The backup service: one source into one snapshot, recorded in the catalog."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from drsync import __version__
+from drsync.catalog import Catalog
+from drsync.errors import EXIT_OK, EXIT_PARTIAL, DrsyncError, SourceError, UsageError
+from drsync.repo import Entry, Repository, SnapshotWriter
+from drsync.repo.lock import RepositoryLock
+from drsync.sources import ItemMeta, SourceItem, SourceProblem, scan_paths, sqlite_consistent_copy
+
+__all__ = ["BackupRequest", "BackupResult", "run_backup"]
+
+
+@dataclass
+class BackupRequest:
+    paths: list[str] = field(default_factory=list)
+    sqlite: str | None = None
+    stdin_name: str | None = None
+    stdin: BinaryIO | None = None  # defaults to sys.stdin's bytes
+    tags: list[str] = field(default_factory=list)
+    host: str | None = None
+    compression_level: int | None = None
+    workers: int | None = None
+
+    def kind(self) -> str:
+        given = [k for k, v in (("files", self.paths), ("sqlite", self.sqlite),
+                                ("stdin", self.stdin_name)) if v]
+        if len(given) != 1:
+            raise UsageError("give exactly one source: PATH..., --sqlite DB or --stdin-name NAME")
+        return given[0]
+
+    def describe(self) -> str:
+        kind = self.kind()
+        if kind == "files":
+            return " ".join(self.paths)
+        return f"{kind}:{self.sqlite or self.stdin_name}"
+
+
+@dataclass
+class BackupResult:
+    snapshot_id: str
+    bytes_read: int
+    bytes_added: int
+    duration_s: float
+    items: int
+    problems: list[SourceProblem]
+
+    @property
+    def partial(self) -> bool:
+        return any(p.partial for p in self.problems)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PARTIAL if self.partial else EXIT_OK
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "snapshot_id": self.snapshot_id,
+            "status": "partial" if self.partial else "ok",
+            "bytes_read": self.bytes_read,
+            "bytes_added": self.bytes_added,
+            "duration_s": round(self.duration_s, 6),
+            "mb_per_s": round(self.bytes_read / 1e6 / self.duration_s, 3) if self.duration_s else 0,
+            "items": self.items,
+            "problems": [{"path": p.path, "reason": p.reason} for p in self.problems],
+        }
+
+
+def _to_entry(meta: ItemMeta) -> Entry:
+    return Entry(meta.path, meta.type, meta.mode, meta.mtime_ns, meta.size, meta.target)
+
+
+def _items(req: BackupRequest, stack: ExitStack, problems: list[SourceProblem],
+           spec: dict[str, Any]) -> Iterator[SourceItem]:
+    kind = req.kind()
+    if kind == "files":
+        spec["paths"] = list(req.paths)
+        yield from scan_paths(req.paths, problems)
+    elif kind == "sqlite":
+        assert req.sqlite is not None
+        copy = stack.enter_context(sqlite_consistent_copy(req.sqlite))
+        spec.update(copy.info)
+        path = copy.path
+        yield SourceItem(ItemMeta(copy.name, "stream", 0o600, 0, path.stat().st_size),
+                         lambda: open(path, "rb"))  # noqa: SIM115
+    else:
+        assert req.stdin_name is not None
+        if "/" in req.stdin_name or req.stdin_name in (".", ".."):
+            raise UsageError(f"--stdin-name {req.stdin_name!r} must be a plain file name")
+        stream = req.stdin if req.stdin is not None else sys.stdin.buffer
+        spec["name"] = req.stdin_name
+        yield SourceItem(ItemMeta(req.stdin_name, "stream", 0o600), lambda: stream)
+
+
+def run_backup(repo: Repository, req: BackupRequest, *, catalog: Catalog | None = None,
+               progress: Callable[[int], None] | None = None) -> BackupResult:
+    """Back up one source under the writer lock; the snapshot is written last."""
+    kind = req.kind()
+    host = req.host or socket.gethostname()
+    run_id = catalog.start_run(repo.url, "backup", req.describe(), host) if catalog else None
+    started = time.monotonic()
+    try:
+        result = _backup_locked(repo, req, kind, host, started, progress)
+    except BaseException as err:
+        if catalog is not None and run_id is not None:
+            message = str(err) if isinstance(err, DrsyncError) else repr(err)
+            catalog.finish_run(run_id, "failed", error=message)
+        raise
+    if catalog is not None and run_id is not None:
+        catalog.finish_run(
+            run_id, "partial" if result.partial else "ok", bytes_read=result.bytes_read,
+            bytes_added=result.bytes_added, snapshot_id=result.snapshot_id,
+            error="; ".join(f"{p.path}: {p.reason}" for p in result.problems) or None,
+        )
+    return result
+
+
+def _backup_locked(repo: Repository, req: BackupRequest, kind: str, host: str,
+                   started: float, progress: Callable[[int], None] | None) -> BackupResult:
+    problems: list[SourceProblem] = []
+    spec: dict[str, Any] = {}
+    with RepositoryLock(repo.store, f"backup {req.describe()}"), ExitStack() as stack:
+        writer = SnapshotWriter(repo, repo.load_index(), compression_level=req.compression_level,
+                                workers=req.workers, progress=progress)
+        items = 0
+        try:
+            for item in _items(req, stack, problems, spec):
+                items += 1
+                entry = _to_entry(item.meta)
+                if item.open is None:
+                    writer.add_entry(entry)
+                    continue
+                try:
+                    with item.open() as reader:
+                        writer.add_stream(entry, reader)
+                except OSError as err:
+                    if kind != "files":
+                        raise SourceError(f"reading {item.meta.path}: {err.strerror}") from None
+                    problems.append(SourceProblem(item.meta.path, err.strerror or str(err)))
+            snap = writer.commit(
+                host=host, source_kind=kind, source_spec=spec, tags=list(req.tags),
+                summary={"items": items, "problems": len(problems)}, version=__version__,
+            )
+        except BaseException:
+            writer.abort()
+            raise
+    return BackupResult(snap.id, writer.stats.bytes_read, writer.stats.bytes_added,
+                        time.monotonic() - started, items, problems)

@@ -1,0 +1,298 @@
+"""Repository commands: init, backup, snapshots, restore, check, unlock, runs."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from drsync.cli.context import (
+    kdf_params,
+    open_catalog,
+    open_repo,
+    read_passphrase,
+    repo_url,
+    settings_from,
+)
+from drsync.cli.render import human_bytes, print_json, progress_bar
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+
+def _table(title: str | None = None) -> object:
+    from rich.table import Table
+
+    return Table(title=title, show_header=True, header_style="bold")
+
+
+def _print(renderable: object) -> None:
+    from rich.console import Console
+
+    Console().print(renderable)
+
+
+@click.command("init")
+@click.option("--new-key-file", type=click.Path(dir_okay=False),
+              help="Also create a key file (mode 0600) for unattended agents.")
+@click.option("--chunk-avg-kib", type=int, help="Average chunk size in KiB (default 1024).")
+@click.option("--pack-size-mib", type=int, help="Target pack size in MiB (default 16).")
+@click.option("--compression-level", type=int, help="Default zstd level 0..22 (default 3).")
+@json_option
+@click.pass_context
+def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | None,
+             pack_size_mib: int | None, compression_level: int | None, as_json: bool) -> None:
+    """Create a repository, wrapped by a passphrase (and optionally a key file).
+
+    \b
+    Example:
+      drsync --repo /srv/dr/tenant init --new-key-file /etc/drsync/tenant.key
+    """
+    from drsync.repo import RepoConfig, Repository
+    from drsync.store import open_store
+
+    settings = settings_from(ctx)
+    store = open_store(repo_url(settings))
+    avg = (chunk_avg_kib or settings.chunk_avg_kib) * 1024
+    config = RepoConfig(
+        chunk_avg=avg,
+        chunk_min=min(settings.chunk_min_kib * 1024, avg),
+        chunk_max=max(settings.chunk_max_kib * 1024, avg),
+        pack_size=(pack_size_mib or settings.pack_size_mib) << 20,
+        compression_level=3 if compression_level is None and settings.compression_level is None
+        else int(compression_level if compression_level is not None
+                 else settings.compression_level or 0),
+    ).validate()
+    if store.exists("config"):
+        from drsync.errors import RepositoryExists
+
+        raise RepositoryExists(f"a repository already exists at {store.url}")
+    passphrase, _source = read_passphrase(settings, confirm=True)
+    repo = Repository.init(store, passphrase, config, kdf=kdf_params())
+    key_path = None
+    if new_key_file:
+        key_file = repo.add_key_file()
+        key_file.write(new_key_file)
+        key_path = new_key_file
+    if as_json:
+        print_json({"repository": repo.url, "id": repo.config.id, "key_file": key_path})
+    else:
+        click.echo(f"created repository {repo.config.id[:8]} at {repo.url}")
+        if key_path:
+            click.echo(f"key file written to {key_path} (keep a copy off this host)")
+
+
+@click.command("backup")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--sqlite", "sqlite_db", type=click.Path(dir_okay=False),
+              help="Back up a SQLite database consistently (online backup API).")
+@click.option("--stdin-name", help="Back up standard input as one stream with this name.")
+@click.option("--tag", "tags", multiple=True, help="Tag the snapshot (repeatable).")
+@click.option("--host", help="Host name recorded in the snapshot (default: this host).")
+@click.option("--compression-level", type=click.IntRange(0, 22), help="zstd level (0 = none).")
+@json_option
+@click.pass_context
+def backup_cmd(ctx: click.Context, paths: tuple[str, ...], sqlite_db: str | None,
+               stdin_name: str | None, tags: tuple[str, ...], host: str | None,
+               compression_level: int | None, as_json: bool) -> int:
+    """Back up files and directories, a SQLite database, or standard input.
+
+    \b
+    Examples:
+      drsync backup /srv/registry/exports --tag nightly
+      drsync backup --sqlite /var/lib/app/municipal.db
+      pg_dump -Fc registry | drsync backup --stdin-name registry.dump
+    Exit 3 means some files could not be read: the rest is in the snapshot.
+    """
+    from drsync.backup import BackupRequest, run_backup
+
+    settings = settings_from(ctx)
+    request = BackupRequest(
+        paths=list(paths), sqlite=sqlite_db, stdin_name=stdin_name,
+        tags=list(tags) or list(settings.tags), host=host or settings.host,
+        compression_level=compression_level if compression_level is not None
+        else settings.compression_level,
+        workers=settings.workers,
+    )
+    request.kind()  # usage errors before asking for a passphrase
+    repo = open_repo(ctx)
+    catalog = open_catalog(ctx)
+    with progress_bar("backup", enabled=not as_json) as (advance, _total):
+        result = run_backup(repo, request, catalog=catalog, progress=advance)
+    for problem in result.problems:
+        click.echo(f"drsync: warning: {problem.path}: {problem.reason}", err=True)
+    if as_json:
+        print_json(result.to_json())
+    else:
+        ratio = result.bytes_read / result.bytes_added if result.bytes_added else float("inf")
+        rate = result.bytes_read / 1e6 / result.duration_s if result.duration_s else 0.0
+        click.echo(
+            f"snapshot {result.snapshot_id[:8]} saved: read {human_bytes(result.bytes_read)}, "
+            f"added {human_bytes(result.bytes_added)} (ratio {ratio:.1f}x) "
+            f"in {result.duration_s:.2f} s, {rate:.1f} MB/s"
+        )
+    return result.exit_code
+
+
+@click.command("snapshots")
+@json_option
+@click.pass_context
+def snapshots_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List snapshots, oldest first.
+
+    \b
+    Example:
+      drsync snapshots --json | jq -r '.[-1].id'
+    """
+    repo = open_repo(ctx)
+    snaps = repo.snapshots()
+    if as_json:
+        print_json([
+            {"id": s.id, "time": s.time, "start_time": s.start_time, "host": s.host,
+             "tags": s.tags, "source": {"kind": s.source_kind, "spec": s.source_spec},
+             "size": s.summary.get("bytes_read", 0), "summary": s.summary,
+             "drsync_version": s.drsync_version}
+            for s in snaps
+        ])
+        return
+    table = _table()
+    for column in ("id", "time (UTC)", "host", "tags", "source", "size"):
+        table.add_column(column)  # type: ignore[attr-defined]
+    for s in snaps:
+        source = s.source_kind + ": " + str(
+            s.source_spec.get("path") or s.source_spec.get("name")
+            or " ".join(s.source_spec.get("paths", [])))
+        table.add_row(s.short_id, s.time[:19].replace("T", " "), s.host,  # type: ignore[attr-defined]
+                      ",".join(s.tags), source, human_bytes(s.summary.get("bytes_read", 0)))
+    _print(table)
+
+
+@click.command("restore")
+@click.argument("snapshot")
+@click.option("--target", type=click.Path(file_okay=False), help="Directory to restore into.")
+@click.option("--stdout", "to_stdout", is_flag=True, help="Write the single stream to stdout.")
+@json_option
+@click.pass_context
+def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout: bool,
+                as_json: bool) -> None:
+    """Restore SNAPSHOT (an id, a unique prefix, or `latest`), verifying every blob.
+
+    \b
+    Examples:
+      drsync restore latest --target /srv/restore/registry
+      drsync restore 3fa1c2d0 --stdout | pg_restore -d registry
+    """
+    from drsync.errors import UsageError
+    from drsync.restore import restore_snapshot
+
+    if to_stdout and as_json:
+        raise UsageError("--stdout and --json both want standard output; choose one")
+    repo = open_repo(ctx)
+    with progress_bar("restore", enabled=not as_json) as (advance, set_total):
+        result = restore_snapshot(repo, snapshot, target=target,
+                                  stdout=sys.stdout.buffer if to_stdout else None,
+                                  progress=advance, on_snapshot=set_total)
+    if as_json:
+        print_json(result.to_json())
+    elif not to_stdout:
+        rate = result.bytes_written / 1e6 / result.duration_s if result.duration_s else 0.0
+        click.echo(f"restored snapshot {result.snapshot_id[:8]}: {result.items} items, "
+                   f"{human_bytes(result.bytes_written)} in {result.duration_s:.2f} s, "
+                   f"{rate:.1f} MB/s, every blob verified")
+
+
+@click.command("check")
+@click.option("--read-data", is_flag=True, help="Read and verify every byte of every pack.")
+@json_option
+@click.pass_context
+def check_cmd(ctx: click.Context, read_data: bool, as_json: bool) -> int:
+    """Check the repository: every referenced object exists (and with --read-data, verifies).
+
+    \b
+    Example:
+      drsync check --read-data
+    Exit 0: consistent. Exit 13: one `error:` line per problem names the object.
+    """
+    from drsync.errors import IntegrityError
+    from drsync.repo.check import check_repository
+
+    repo = open_repo(ctx)
+    with progress_bar("check", enabled=not as_json and read_data) as (advance, _t):
+        report = check_repository(repo, read_data=read_data, progress=advance)
+    if as_json:
+        print_json(report.to_json())
+    else:
+        for note in report.notes:
+            click.echo(f"note: {note}")
+        for error in report.errors:
+            click.echo(f"error: {error}")
+        verdict = "no errors" if report.ok else f"{len(report.errors)} error(s)"
+        click.echo(f"checked {report.snapshots} snapshots, {report.packs} packs, "
+                   f"{report.blobs} blobs"
+                   + (f", {human_bytes(report.bytes_verified)} read" if read_data else "")
+                   + f": {verdict}")
+    return 0 if report.ok else IntegrityError.exit_code
+
+
+@click.command("unlock")
+@click.option("--force", is_flag=True, help="Remove the lock even if its holder looks alive.")
+@click.pass_context
+def unlock_cmd(ctx: click.Context, force: bool) -> int:
+    """Remove a stale writer lock (one whose process is gone).
+
+    \b
+    Example:
+      drsync unlock            # only a stale lock
+      drsync unlock --force    # the holder is known dead on another host
+    """
+    from drsync.repo.lock import LOCK_KEY, read_lock
+    from drsync.store import open_store
+
+    store = open_store(repo_url(settings_from(ctx)))
+    lock = read_lock(store)
+    if lock is None:
+        click.echo("repository is not locked")
+        return 0
+    if not force and not lock.is_stale():
+        click.echo(f"drsync: error: lock is held by {lock.describe()}; use --force if that "
+                   "process is known dead", err=True)
+        return 12
+    store.delete(LOCK_KEY)
+    click.echo(f"removed lock of {lock.describe()}")
+    return 0
+
+
+@click.command("runs")
+@click.option("--limit", default=50, show_default=True, help="How many runs, newest first.")
+@click.option("--all-repos", is_flag=True, help="Runs of every repository in the catalog.")
+@json_option
+@click.pass_context
+def runs_cmd(ctx: click.Context, limit: int, all_repos: bool, as_json: bool) -> None:
+    """Show the catalog of backup runs, newest first.
+
+    \b
+    Example:
+      drsync runs --json --limit 5
+    """
+    settings = settings_from(ctx)
+    catalog = open_catalog(ctx)
+    records = catalog.runs(None if all_repos or not settings.repo else _catalog_repo(settings.repo),
+                           limit)
+    if as_json:
+        print_json([r.to_json() for r in records])
+        return
+    table = _table()
+    for column in ("run", "started (UTC)", "ended", "status", "read", "added", "snapshot",
+                   "error"):
+        table.add_column(column)  # type: ignore[attr-defined]
+    for r in records:
+        table.add_row(str(r.id), r.started.strftime("%Y-%m-%d %H:%M:%S"),  # type: ignore[attr-defined]
+                      r.ended.strftime("%H:%M:%S") if r.ended else "-", r.status,
+                      human_bytes(r.bytes_read), human_bytes(r.bytes_added),
+                      (r.snapshot_id or "-")[:8], r.error or "")
+    _print(table)
+
+
+def _catalog_repo(url: str) -> str:
+    from drsync.store import open_store
+
+    return open_store(url).url

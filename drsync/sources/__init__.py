@@ -1,0 +1,20 @@
+"""Sources turn what a tenant has into named byte streams, and back.
+
+They know nothing of the repository: a source yields ``SourceItem``s (a
+snapshot ``Entry`` and, for content, a way to open it); a target receives
+entries and verified bytes. The backup and restore services join them to
+``drsync.repo``.
+"""
+
+from drsync.sources.base import ItemMeta, SourceItem, SourceProblem
+from drsync.sources.files import FileTreeTarget, scan_paths
+from drsync.sources.sqlite import sqlite_consistent_copy
+
+__all__ = [
+    "FileTreeTarget",
+    "ItemMeta",
+    "SourceItem",
+    "SourceProblem",
+    "scan_paths",
+    "sqlite_consistent_copy",
+]
