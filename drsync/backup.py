@@ -15,6 +15,7 @@ from drsync.catalog import Catalog
 from drsync.errors import EXIT_OK, EXIT_PARTIAL, DrsyncError, SourceError, UsageError
 from drsync.repo import Entry, Repository, SnapshotWriter
 from drsync.repo.lock import RepositoryLock
+from drsync.repo.writer import adopt_orphan_packs
 from drsync.sources import ItemMeta, SourceItem, SourceProblem, scan_paths, sqlite_consistent_copy
 
 __all__ = ["BackupRequest", "BackupResult", "run_backup"]
@@ -129,7 +130,9 @@ def _backup_locked(repo: Repository, req: BackupRequest, kind: str, host: str,
     problems: list[SourceProblem] = []
     spec: dict[str, Any] = {}
     with RepositoryLock(repo.store, f"backup {req.describe()}"), ExitStack() as stack:
-        writer = SnapshotWriter(repo, repo.load_index(), compression_level=req.compression_level,
+        index = repo.load_index()
+        adopt_orphan_packs(repo, index)
+        writer = SnapshotWriter(repo, index, compression_level=req.compression_level,
                                 workers=req.workers, progress=progress)
         items = 0
         try:

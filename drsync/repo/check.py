@@ -51,16 +51,15 @@ def check_repository(repo: Repository, *, read_data: bool = False,
     stored = {info.key.rsplit("/", 1)[-1]: info.size for info in repo.store.list("data/")}
     report.packs = len(stored)
     report.blobs = len(index)
-    for pack_id in sorted(index.packs - stored.keys()):
-        report.errors.append(f"object {pack_key(pack_id)}: missing (named by the index)")
-    for pack_id in sorted(stored.keys() - index.packs):
+    for pack_id, size in sorted(index.packs.items()):
+        if pack_id not in stored:
+            report.errors.append(f"object {pack_key(pack_id)}: missing (named by the index)")
+        elif stored[pack_id] != size:
+            report.errors.append(f"object {pack_key(pack_id)}: truncated or extended: "
+                                 f"{stored[pack_id]} bytes, the index says {size}")
+    for pack_id in sorted(stored.keys() - index.packs.keys()):
         report.notes.append(f"object {pack_key(pack_id)}: unreferenced pack (harmless leftover "
                             "of an interrupted run)")
-    for blob_id, loc in index.items():
-        size = stored.get(loc.pack_id)
-        if size is not None and loc.offset + loc.length > size:
-            report.errors.append(f"object {pack_key(loc.pack_id)}: truncated ({size} bytes; "
-                                 f"blob {blob_id.hex()[:16]} ends at {loc.offset + loc.length})")
     _check_snapshots(repo, index, report)
     if read_data:
         _read_packs(repo, index, stored, report, progress)

@@ -30,17 +30,19 @@ def pack_key(pack_id: str) -> str:
     return f"data/{pack_id[:2]}/{pack_id}"
 
 
-def index_document(packs: Iterable[tuple[str, list[BlobEntry]]]) -> dict[str, Any]:
+def index_document(packs: Iterable[tuple[str, int, list[BlobEntry]]]) -> dict[str, Any]:
+    """The index file for ``(pack id, pack size, blobs)`` triples."""
     return {
         "packs": [
             {
                 "id": pack_id,
+                "size": size,
                 "blobs": [
                     [e.blob_id.hex(), e.blob_type, e.offset, e.length, e.raw_length]
                     for e in entries
                 ],
             }
-            for pack_id, entries in packs
+            for pack_id, size, entries in packs
         ]
     }
 
@@ -48,7 +50,7 @@ def index_document(packs: Iterable[tuple[str, list[BlobEntry]]]) -> dict[str, An
 class Index:
     def __init__(self) -> None:
         self._blobs: dict[bytes, BlobLocation] = {}
-        self.packs: set[str] = set()
+        self.packs: dict[str, int] = {}  # pack id -> size in bytes
 
     def __contains__(self, blob_id: object) -> bool:
         return blob_id in self._blobs
@@ -62,8 +64,8 @@ class Index:
     def items(self) -> Iterator[tuple[bytes, BlobLocation]]:
         return iter(self._blobs.items())
 
-    def add_pack(self, pack_id: str, entries: Iterable[BlobEntry]) -> None:
-        self.packs.add(pack_id)
+    def add_pack(self, pack_id: str, size: int, entries: Iterable[BlobEntry]) -> None:
+        self.packs[pack_id] = size
         for e in entries:
             self._blobs.setdefault(
                 e.blob_id, BlobLocation(pack_id, e.blob_type, e.offset, e.length, e.raw_length)
@@ -73,7 +75,7 @@ class Index:
         """Add an index file's content; raise ValueError when it is malformed."""
         for pack in doc["packs"]:
             pack_id = str(pack["id"])
-            self.packs.add(pack_id)
+            self.packs[pack_id] = int(pack["size"])
             for blob_hex, blob_type, offset, length, raw_length in pack["blobs"]:
                 blob_id = bytes.fromhex(blob_hex)
                 if len(blob_id) != 32:

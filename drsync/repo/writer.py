@@ -29,12 +29,12 @@ from pyfastcdc import FastCDC
 
 from drsync.errors import DrsyncError, StoreError
 from drsync.repo.index import Index, index_document, pack_key
-from drsync.repo.objects import TYPE_INDEX
-from drsync.repo.pack import BLOB_DATA, BLOB_TREE, BlobEntry, PackBuilder
+from drsync.repo.objects import TYPE_INDEX, FormatError, object_id
+from drsync.repo.pack import BLOB_DATA, BLOB_TREE, BlobEntry, PackBuilder, read_pack_header
 from drsync.repo.repository import Repository, utc_now
 from drsync.repo.snapshot import Entry, Snapshot
 
-__all__ = ["SnapshotWriter", "WriterStats"]
+__all__ = ["SnapshotWriter", "WriterStats", "adopt_orphan_packs"]
 
 INDEX_EVERY = 8
 UPLOAD_QUEUE = 2
@@ -60,7 +60,7 @@ class _Uploader:
         self._queue: queue.Queue[tuple[str, bytes, list[BlobEntry]] | None] = queue.Queue(
             UPLOAD_QUEUE
         )
-        self._unindexed: list[tuple[str, list[BlobEntry]]] = []
+        self._unindexed: list[tuple[str, int, list[BlobEntry]]] = []
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="pack-uploader", daemon=True)
         self._thread.start()
@@ -84,8 +84,8 @@ class _Uploader:
                 self._repo.store.put(pack_key(pack_id), data)
                 self._stats.bytes_added += len(data)
                 self._stats.packs += 1
-                self._index.add_pack(pack_id, entries)
-                self._unindexed.append((pack_id, entries))
+                self._index.add_pack(pack_id, len(data), entries)
+                self._unindexed.append((pack_id, len(data), entries))
                 if len(self._unindexed) >= INDEX_EVERY:
                     self._write_index()
             except BaseException as err:
@@ -105,6 +105,33 @@ class _Uploader:
         self._thread.join()
         self.raise_error()
         self._write_index()
+
+
+def adopt_orphan_packs(repo: Repository, index: Index) -> int:
+    """Index the complete packs that an interrupted run stored but never indexed.
+
+    A run killed between storing a pack and writing the index that names it
+    leaves the pack orphaned. Such a pack is adopted only if its bytes hash to
+    its name and its header decrypts, so nothing unverified is ever reused.
+    Returns the number of packs adopted.
+    """
+    adopted: list[tuple[str, int, list[BlobEntry]]] = []
+    for info in repo.store.list("data/"):
+        pack_id = info.key.rsplit("/", 1)[-1]
+        if pack_id in index.packs:
+            continue
+        data = repo.store.get(info.key)
+        if object_id(data) != pack_id:
+            continue  # damaged: left for `check` to report
+        try:
+            entries = read_pack_header(repo.key, data)
+        except FormatError:
+            continue
+        index.add_pack(pack_id, len(data), entries)
+        adopted.append((pack_id, len(data), entries))
+    if adopted:
+        repo.save_document(TYPE_INDEX, "index", index_document(adopted))
+    return len(adopted)
 
 
 class SnapshotWriter:

@@ -1,0 +1,52 @@
+"""Helpers for tests, shipped with the code: an in-memory repository with a fast KDF.
+
+``FAST_KDF`` makes scrypt cheap; it exists for test suites only and must never
+protect a real repository.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+
+from drsync.repo import Entry, KdfParams, RepoConfig, Repository, Secret, Snapshot, SnapshotWriter
+from drsync.store import MemoryStore, Store
+
+__all__ = ["FAST_KDF", "backup_bytes", "make_repo", "text_like"]
+
+FAST_KDF = KdfParams(n=1 << 10)
+
+
+def make_repo(store: Store | None = None, passphrase: str = "test passphrase", *,
+              chunk_avg: int = 1 << 20, chunk_min: int = 256 << 10, chunk_max: int = 4 << 20,
+              pack_size: int = 16 << 20) -> Repository:
+    """Create a repository (in memory unless a store is given) and reopen it."""
+    store = store if store is not None else MemoryStore()
+    config = RepoConfig(chunk_avg=chunk_avg, chunk_min=chunk_min, chunk_max=chunk_max,
+                        pack_size=pack_size)
+    Repository.init(store, passphrase, config, kdf=FAST_KDF)
+    return Repository.open(store, Secret(passphrase=passphrase))
+
+
+def backup_bytes(repo: Repository, data: bytes, name: str = "stream") -> Snapshot:
+    """Back up one stream without the service layer (no lock, no catalog)."""
+    writer = SnapshotWriter(repo, repo.load_index())
+    writer.add_stream(Entry(name, "stream"), io.BytesIO(data))
+    return writer.commit(host="test", source_kind="stdin", source_spec={"name": name},
+                         tags=[], summary={}, version="test")
+
+
+_WORDS = ("tanaka suzuki sato takahashi watanabe miyazaki nobeoka saga kyushu tax "
+          "resident insurance premium household address 1-2-3 chome banchi 2011 "
+          "registry municipal office").split()
+
+
+def text_like(size: int, seed: int = 0) -> bytes:
+    """Compressible but not trivially repetitive text, like a dump."""
+    rng = random.Random(seed)
+    out = io.BytesIO()
+    while out.tell() < size:
+        line = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 14)))
+        out.write(f"{rng.randint(0, 10**9)}\t{line}\t{os.urandom(4).hex()}\n".encode())
+    return out.getvalue()[:size]

@@ -1,0 +1,136 @@
+"""One contract, every backend: the layers above rely on exactly this."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from drsync.errors import ObjectExists, ObjectNotFound, StoreError, UsageError
+from drsync.store import LocalStore, MemoryStore, Store, open_store
+
+
+@pytest.fixture(params=["local", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "local":
+        yield LocalStore(tmp_path / "store")
+    else:
+        yield MemoryStore()
+
+
+def test_put_get_roundtrip(store: Store) -> None:
+    store.put("data/ab/abc", b"hello world")
+    assert store.get("data/ab/abc") == b"hello world"
+    assert store.stat("data/ab/abc").size == 11
+
+
+def test_ranged_get(store: Store) -> None:
+    store.put("k", bytes(range(100)))
+    assert store.get("k", 10, 5) == bytes(range(10, 15))
+    assert store.get("k", 95) == bytes(range(95, 100))
+    assert store.get("k", 98, 10) == bytes([98, 99])
+
+
+def test_put_replaces_unless_if_absent(store: Store) -> None:
+    store.put("lock", b"one")
+    store.put("lock", b"two")
+    assert store.get("lock") == b"two"
+    with pytest.raises(ObjectExists, match="lock"):
+        store.put("lock", b"three", if_absent=True)
+    assert store.get("lock") == b"two"
+    store.put("fresh", b"x", if_absent=True)
+    assert store.get("fresh") == b"x"
+
+
+def test_missing_objects(store: Store) -> None:
+    with pytest.raises(ObjectNotFound, match="nope"):
+        store.get("nope")
+    with pytest.raises(ObjectNotFound):
+        store.stat("nope")
+    assert not store.exists("nope")
+    store.delete("nope")  # deleting an absent key is fine
+
+
+def test_list_by_prefix(store: Store) -> None:
+    for key in ("data/aa/1", "data/ab/2", "index/3", "snapshots/4", "config"):
+        store.put(key, key.encode())
+    assert sorted(i.key for i in store.list("data/")) == ["data/aa/1", "data/ab/2"]
+    assert sorted(i.key for i in store.list("index/")) == ["index/3"]
+    assert len(list(store.list(""))) == 5
+    assert list(store.list("keys/")) == []
+    assert {i.key: i.size for i in store.list("snapshots/")} == {"snapshots/4": 11}
+
+
+def test_delete(store: Store) -> None:
+    store.put("a/b", b"1")
+    store.delete("a/b")
+    assert not store.exists("a/b")
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "a//b", "../x", "a/../b", "a/./b", ".hidden",
+                                 "a/.tmp-x", "a b", "a\\b", "x" * 600])
+def test_invalid_keys_are_refused(store: Store, key: str) -> None:
+    with pytest.raises(StoreError, match="invalid object key"):
+        store.put(key, b"x")
+    with pytest.raises(StoreError, match="invalid object key"):
+        store.get(key)
+
+
+def test_local_put_leaves_no_temporaries(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.put("data/aa/x", b"1" * 1000)
+    store.put("data/aa/x", b"2" * 10, if_absent=False)
+    with pytest.raises(ObjectExists):
+        store.put("data/aa/x", b"3", if_absent=True)
+    assert sorted(os.listdir(tmp_path / "data" / "aa")) == ["x"]
+
+
+def test_local_list_ignores_interrupted_temporaries(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.put("data/aa/x", b"1")
+    (tmp_path / "data" / "aa" / ".tmp-deadbeef").write_bytes(b"half")
+    assert [i.key for i in store.list("data/")] == ["data/aa/x"]
+    assert store.remove_temporaries() == 1
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A real 256 KiB tmpfs, so 'disk full' is the kernel's ENOSPC, not a fake."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a tmpfs for the full-disk test: {done.stderr.strip()}")
+        pytest.skip(f"needs root to mount a tmpfs: {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_local_full_disk_is_one_clear_error_and_leaves_nothing(tiny_fs: Path) -> None:
+    store = LocalStore(tiny_fs / "repo")
+    store.put("config", b"small")
+    with pytest.raises(StoreError) as info:
+        store.put("data/aa/big", os.urandom(1 << 20))
+    assert "no space left on device" in str(info.value)
+    assert "data/aa/big" in str(info.value)
+    assert not store.exists("data/aa/big")
+    assert [p.name for p in (tiny_fs / "repo" / "data" / "aa").iterdir()] == []
+    assert store.get("config") == b"small"
+
+
+def test_open_store_urls(tmp_path: Path) -> None:
+    assert isinstance(open_store(str(tmp_path)), LocalStore)
+    store = open_store(f"file://{tmp_path}/repo")
+    assert isinstance(store, LocalStore)
+    assert store.url == f"{tmp_path}/repo"
+    with pytest.raises(UsageError, match="scheme"):
+        open_store("ftp://host/x")
+    with pytest.raises(UsageError, match="host"):
+        open_store("file://otherhost/x")
