@@ -146,9 +146,10 @@ def _backup_locked(repo: Repository, req: BackupRequest, kind: str, host: str,
                     with item.open() as reader:
                         writer.add_stream(entry, reader)
                 except OSError as err:
+                    origin = item.origin or item.meta.path
                     if kind != "files":
-                        raise SourceError(f"reading {item.meta.path}: {err.strerror}") from None
-                    problems.append(SourceProblem(item.meta.path, err.strerror or str(err)))
+                        raise SourceError(f"reading {origin}: {err.strerror}") from None
+                    problems.append(SourceProblem(origin, err.strerror or str(err)))
             snap = writer.commit(
                 host=host, source_kind=kind, source_spec=spec, tags=list(req.tags),
                 summary={"items": items, "problems": len(problems)}, version=__version__,

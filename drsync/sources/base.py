@@ -25,6 +25,7 @@ class ItemMeta:
 class SourceItem:
     meta: ItemMeta
     open: Callable[[], BinaryIO] | None = None  # content, for files and streams
+    origin: str = ""  # where it was read from, for messages
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,8 @@ def _walk(path: str, rel: str, problems: list[SourceProblem]) -> Iterator[Source
         if not os.access(path, os.R_OK):
             problems.append(SourceProblem(path, "permission denied"))
             return
-        yield SourceItem(ItemMeta(rel, "file", mode, st.st_mtime_ns, st.st_size), _opener(path))
+        yield SourceItem(ItemMeta(rel, "file", mode, st.st_mtime_ns, st.st_size), _opener(path),
+                         path)
     elif stat.S_ISDIR(st.st_mode):
         try:
             names = sorted(os.listdir(path))

@@ -1,0 +1,179 @@
+"""The command line end to end, through the installed `drsync` executable."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from drsync.testing import text_like
+
+
+class Cli:
+    def __init__(self, exe: str, base: Path) -> None:
+        self.exe = exe
+        self.base = base
+        self.env = {**os.environ, "DRSYNC_REPO": str(base / "repo"),
+                    "DRSYNC_PASSWORD": "correct horse",
+                    "DRSYNC_CATALOG": str(base / "catalog.sqlite")}
+
+    def __call__(self, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None,
+                 ok: bool = True) -> subprocess.CompletedProcess[bytes]:
+        done = subprocess.run([self.exe, *args], input=stdin, capture_output=True,
+                              env={**self.env, **(env or {})}, timeout=120)
+        if ok:
+            assert done.returncode == 0, done.stderr.decode()
+        return done
+
+    def json(self, *args: str, **kw: object) -> object:
+        return json.loads(self(*args, "--json", **kw).stdout)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def cli(drsync_bin: str, tmp_path: Path) -> Cli:
+    c = Cli(drsync_bin, tmp_path)
+    c("init", "--new-key-file", str(tmp_path / "agent.key"))
+    return c
+
+
+def _error_line(done: subprocess.CompletedProcess[bytes]) -> str:
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines  # one line, no traceback
+    return lines[0]
+
+
+def test_help_lists_every_command(drsync_bin: str) -> None:
+    out = subprocess.run([drsync_bin, "--help"], capture_output=True, text=True).stdout
+    for command in ("init", "backup", "snapshots", "restore", "check", "runs", "unlock", "demo",
+                    "plan"):
+        assert command in out
+    for command in ("init", "backup", "snapshots", "restore", "check", "runs", "unlock"):
+        sub = subprocess.run([drsync_bin, command, "--help"], capture_output=True, text=True)
+        assert sub.returncode == 0 and "Example" in sub.stdout, command
+
+
+def test_backup_snapshots_restore_files(cli: Cli, tmp_path: Path) -> None:
+    src = tmp_path / "exports"
+    src.mkdir()
+    (src / "residents.csv").write_bytes(text_like(1_500_000, seed=3))
+    doc = cli.json("backup", str(src), "--tag", "nightly", "--tag", "test")
+    assert isinstance(doc, dict)
+    assert {"snapshot_id", "bytes_read", "bytes_added", "duration_s"} <= doc.keys()
+    assert doc["bytes_read"] == 1_500_000 and 0 < doc["bytes_added"] < 1_500_000
+    snaps = cli.json("snapshots")
+    assert isinstance(snaps, list) and len(snaps) == 1
+    assert snaps[0]["id"] == doc["snapshot_id"] and snaps[0]["tags"] == ["nightly", "test"]
+    assert snaps[0]["size"] == 1_500_000
+    human = cli("backup", str(src)).stdout.decode()
+    assert "read 1.4 MiB" in human and "MB/s" in human and "ratio" in human
+    cli("restore", doc["snapshot_id"][:12], "--target", str(tmp_path / "out"))
+    assert (tmp_path / "out" / "exports" / "residents.csv").read_bytes() == (
+        src / "residents.csv").read_bytes()
+
+
+def test_stdin_stream_and_stdout_restore_with_key_file(cli: Cli, tmp_path: Path) -> None:
+    dump = text_like(700_000, seed=4) + os.urandom(5000)
+    env = {"DRSYNC_PASSWORD": "", "DRSYNC_KEY_FILE": str(tmp_path / "agent.key")}
+    doc = cli.json("backup", "--stdin-name", "registry.sql", stdin=dump, env=env)
+    assert isinstance(doc, dict) and doc["bytes_read"] == len(dump)
+    out = cli("restore", "latest", "--stdout", env=env).stdout
+    assert out == dump
+
+
+def test_runs_catalog(cli: Cli, tmp_path: Path) -> None:
+    cli("backup", "--stdin-name", "a", stdin=b"first")
+    cli("backup", "--sqlite", str(tmp_path / "absent.db"), ok=False)
+    runs = cli.json("runs")
+    assert isinstance(runs, list)
+    assert [r["status"] for r in runs] == ["failed", "ok"]
+    assert "absent.db" in runs[0]["error"] and runs[1]["bytes_read"] == 5
+    assert runs[1]["snapshot_id"] and runs[0]["ended"]
+
+
+def test_wrong_password_one_line_exit_11_nothing_written(cli: Cli, tmp_path: Path) -> None:
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "repo").rglob("*"))
+    done = cli("backup", "--stdin-name", "x", stdin=b"data", env={"DRSYNC_PASSWORD": "wrong"},
+               ok=False)
+    assert done.returncode == 11
+    assert "wrong passphrase" in _error_line(done) and str(tmp_path / "repo") in done.stderr.decode()
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "repo").rglob("*")) == before
+
+
+def test_missing_repository_names_the_path(cli: Cli, tmp_path: Path) -> None:
+    done = cli("snapshots", env={"DRSYNC_REPO": str(tmp_path / "nowhere")}, ok=False)
+    assert done.returncode == 10
+    assert str(tmp_path / "nowhere") in _error_line(done)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_malformed_config_names_file_and_key(cli: Cli, tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('repo = "x"\n[backup]\ncompression_level = "high"\n')
+    done = cli("--config", str(cfg), "snapshots", ok=False)
+    assert done.returncode == 4
+    line = _error_line(done)
+    assert str(cfg) in line and "backup.compression_level" in line
+    cfg.write_text("repo = [unclosed\n")
+    done = cli("--config", str(cfg), "snapshots", ok=False)
+    assert done.returncode == 4 and "not valid TOML" in _error_line(done)
+    done = cli("--config", str(tmp_path / "absent.toml"), "snapshots", ok=False)
+    assert done.returncode == 4 and "absent.toml" in _error_line(done)
+
+
+def test_config_file_supplies_settings_and_flags_override(cli: Cli, tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'repo = "{tmp_path / "other"}"\nkey_file = "agent.key"\n'
+                   '[backup]\ntags = ["from-config"]\n')
+    env = {"DRSYNC_REPO": "", "DRSYNC_PASSWORD": ""}
+    # The config's repo does not exist; the flag points at the real one.
+    done = cli("--config", str(cfg), "snapshots", env=env, ok=False)
+    assert done.returncode == 10
+    cli("--config", str(cfg), "--repo", str(tmp_path / "repo"), "backup", "--stdin-name", "s",
+        stdin=b"x", env=env)
+    snaps = cli.json("--config", str(cfg), "--repo", str(tmp_path / "repo"), "snapshots", env=env)
+    assert isinstance(snaps, list) and snaps[0]["tags"] == ["from-config"]
+
+
+def test_unknown_snapshot_and_usage_errors(cli: Cli) -> None:
+    done = cli("restore", "deadbeef", "--target", "/tmp/x", ok=False)
+    assert done.returncode == 16 and "deadbeef" in _error_line(done)
+    done = cli("backup", ok=False)
+    assert done.returncode == 2 and "exactly one source" in _error_line(done)
+    done = cli("init", ok=False)
+    assert done.returncode == 10 and "already exists" in _error_line(done)
+
+
+def test_lock_held_by_live_process_then_unlock(cli: Cli, tmp_path: Path) -> None:
+    from drsync.repo.lock import RepositoryLock
+    from drsync.store import LocalStore
+
+    store = LocalStore(tmp_path / "repo")
+    lock = RepositoryLock(store, "test holder")
+    lock.acquire()
+    try:
+        done = cli("backup", "--stdin-name", "x", stdin=b"x", ok=False)
+        assert done.returncode == 12
+        assert "locked by pid" in _error_line(done) and "drsync unlock" in done.stderr.decode()
+        assert cli("unlock", ok=False).returncode == 12  # holder alive: refuses without --force
+    finally:
+        lock.release()
+    assert "not locked" in cli("unlock").stdout.decode()
+
+
+def test_check_reports_corruption_exit_13(cli: Cli, tmp_path: Path) -> None:
+    cli("backup", "--stdin-name", "s", stdin=os.urandom(300_000))
+    report = cli.json("check", "--read-data")
+    assert isinstance(report, dict) and report["ok"] and report["bytes_verified"] > 300_000
+    (pack,) = (tmp_path / "repo" / "data").glob("*/*")
+    data = bytearray(pack.read_bytes())
+    data[1000] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    done = cli("check", "--read-data", ok=False)
+    assert done.returncode == 13
+    out = done.stdout.decode()
+    assert f"error: object data/{pack.parent.name}/{pack.name}" in out
+    done = cli("restore", "latest", "--target", str(tmp_path / "out"), ok=False)
+    assert done.returncode == 13 and pack.name in _error_line(done)

@@ -1,0 +1,146 @@
+"""File trees through the backup and restore services: content, modes, mtimes, links."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from drsync.backup import BackupRequest, run_backup
+from drsync.errors import EXIT_PARTIAL, IntegrityError, UsageError
+from drsync.repo import Repository
+from drsync.restore import restore_snapshot
+from drsync.store import LocalStore
+from drsync.testing import make_repo, text_like
+
+
+def _tree(root: Path) -> dict[str, tuple[str, int, int, bytes | str]]:
+    """Everything a restore must reproduce: type, mode, mtime, content or link target."""
+    out: dict[str, tuple[str, int, int, bytes | str]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            rel = str(path.relative_to(root))
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", 0, st.st_mtime_ns, os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode), st.st_mtime_ns, b"")
+            else:
+                out[rel] = ("file", stat.S_IMODE(st.st_mode), st.st_mtime_ns, path.read_bytes())
+    return out
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    src = tmp_path / "municipal"
+    (src / "tax" / "2026").mkdir(parents=True)
+    (src / "empty").mkdir()
+    (src / "tax" / "2026" / "ledger.csv").write_bytes(text_like(300_000, seed=1))
+    (src / "registry.dump").write_bytes(os.urandom(200_000) + text_like(2_000_000, seed=2))
+    (src / "empty.txt").write_bytes(b"")
+    (src / "secret.conf").write_text("mode 600\n")
+    os.chmod(src / "secret.conf", 0o600)
+    os.chmod(src / "tax", 0o750)
+    os.symlink("tax/2026/ledger.csv", src / "current-ledger")
+    os.symlink("/nonexistent/target", src / "dangling")
+    for i, path in enumerate(sorted(src.rglob("*"))):
+        os.utime(path, ns=(1_600_000_000_000_000_000 + i * 1000,) * 2, follow_symlinks=False)
+    os.utime(src, ns=(1_500_000_000_123_456_789,) * 2)
+    return src
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    return make_repo(LocalStore(tmp_path / "repo"), chunk_avg=16 * 1024, chunk_min=4096,
+                     chunk_max=64 * 1024)
+
+
+def test_tree_roundtrip_restores_content_modes_mtimes_links(
+        source: Path, repo: Repository, tmp_path: Path) -> None:
+    result = run_backup(repo, BackupRequest(paths=[str(source)]))
+    assert result.exit_code == 0 and not result.problems
+    target = tmp_path / "restore"
+    restored = restore_snapshot(repo, result.snapshot_id[:10], target=target)
+    assert _tree(target / "municipal") == _tree(source)
+    assert (target / "municipal").stat().st_mtime_ns == source.stat().st_mtime_ns
+    assert restored.bytes_written == result.bytes_read
+
+
+def test_special_files_are_reported_and_skipped(source: Path, repo: Repository) -> None:
+    os.mkfifo(source / "pipe")
+    result = run_backup(repo, BackupRequest(paths=[str(source)]))
+    assert [p.path for p in result.problems] == [str(source / "pipe")]
+    assert result.exit_code == 0  # skipped by design, not a partial run
+
+
+@pytest.fixture
+def unreadable_file(source: Path) -> Iterator[Path]:
+    """A file this process cannot open: mode 000, or, for root (who reads anything), a
+    bind mount of another process's memory, which the kernel refuses to open."""
+    path = source / "secret.conf"
+    if os.geteuid() != 0:
+        os.chmod(path, 0)
+        yield path
+        return
+    done = subprocess.run(["mount", "--bind", "/proc/1/mem", str(path)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot bind-mount an unreadable file: {done.stderr.strip()}")
+        pytest.skip(f"root cannot make an unreadable file here: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
+
+
+def test_unreadable_file_is_reported_rest_backed_up_run_is_partial(
+        source: Path, repo: Repository, tmp_path: Path, unreadable_file: Path) -> None:
+    result = run_backup(repo, BackupRequest(paths=[str(source)]))
+    assert result.exit_code == EXIT_PARTIAL
+    assert [p.path for p in result.problems if p.partial] == [str(unreadable_file)]
+    assert "denied" in result.problems[0].reason
+    target = tmp_path / "restore"
+    restore_snapshot(repo, "latest", target=target)
+    assert (target / "municipal" / "registry.dump").read_bytes() == (
+        source / "registry.dump").read_bytes()
+    assert not (target / "municipal" / "secret.conf").exists()
+
+
+def test_restore_refuses_to_overwrite_and_paths_outside_target(
+        source: Path, repo: Repository, tmp_path: Path) -> None:
+    run_backup(repo, BackupRequest(paths=[str(source)]))
+    target = tmp_path / "restore"
+    (target / "municipal").mkdir(parents=True)
+    (target / "municipal" / "registry.dump").write_bytes(b"precious")
+    with pytest.raises(UsageError, match="already exists"):
+        restore_snapshot(repo, "latest", target=target)
+    assert (target / "municipal" / "registry.dump").read_bytes() == b"precious"
+
+
+def test_a_corrupt_blob_leaves_no_half_file(source: Path, repo: Repository,
+                                            tmp_path: Path) -> None:
+    run_backup(repo, BackupRequest(paths=[str(source)]))
+    packs = sorted(Path(repo.store.url).glob("data/*/*"), key=lambda p: p.stat().st_size)
+    big = packs[-1]
+    data = bytearray(big.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    big.write_bytes(bytes(data))
+    target = tmp_path / "restore"
+    with pytest.raises(IntegrityError, match=big.name):
+        restore_snapshot(repo, "latest", target=target)
+    leftovers = [p for p in target.rglob("*") if p.name.endswith(".drsync-tmp")]
+    assert leftovers == []
+
+
+def test_two_sources_with_one_name_are_refused(tmp_path: Path, repo: Repository) -> None:
+    (tmp_path / "a" / "data").mkdir(parents=True)
+    (tmp_path / "b" / "data").mkdir(parents=True)
+    with pytest.raises(UsageError, match="share the name"):
+        run_backup(repo, BackupRequest(paths=[str(tmp_path / "a" / "data"),
+                                              str(tmp_path / "b" / "data")]))

@@ -1,0 +1,107 @@
+"""SQLite through the online backup API: consistent while another process writes."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from drsync.backup import BackupRequest, run_backup
+from drsync.errors import SourceError
+from drsync.restore import restore_snapshot
+from drsync.store import LocalStore
+from drsync.testing import make_repo
+
+ACCOUNTS = 200
+TOTAL = ACCOUNTS * 1000
+
+# Moves money between accounts in transactions and logs each move: in any consistent
+# state the balances sum to TOTAL and the log has one row per committed transfer.
+WRITER = """
+import random, sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None)
+rng = random.Random(1)
+end = time.monotonic() + float(sys.argv[2])
+n = 0
+while time.monotonic() < end:
+    a, b = rng.randrange({n}), rng.randrange({n})
+    amount = rng.randint(1, 50)
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("UPDATE account SET balance = balance - ? WHERE id = ?", (amount, a))
+    db.execute("INSERT INTO transfer (src, dst, amount, note) VALUES (?, ?, ?, ?)",
+               (a, b, amount, "x" * rng.randint(10, 400)))
+    db.execute("UPDATE account SET balance = balance + ? WHERE id = ?", (amount, b))
+    db.execute("COMMIT")
+    n += 1
+print(n)
+""".replace("{n}", str(ACCOUNTS))
+
+
+def _make_db(path: Path, journal: str) -> None:
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA journal_mode={journal}")
+    db.execute("CREATE TABLE account (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
+    db.execute("CREATE TABLE transfer (id INTEGER PRIMARY KEY, src INT, dst INT, amount INT, "
+               "note TEXT)")
+    db.executemany("INSERT INTO account VALUES (?, 1000)", [(i,) for i in range(ACCOUNTS)])
+    db.execute("INSERT INTO transfer (src, dst, amount, note) "
+               "SELECT 0, 0, 0, hex(randomblob(200)) FROM account, account LIMIT 30000")
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_backup_is_consistent_while_another_process_writes(tmp_path: Path, journal: str) -> None:
+    db = tmp_path / "bank.db"
+    _make_db(db, journal)
+    repo = make_repo(LocalStore(tmp_path / "repo"), chunk_avg=16 * 1024, chunk_min=4096,
+                     chunk_max=64 * 1024)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(db), "4"],
+                              stdout=subprocess.PIPE, text=True)
+    snapshots = []
+    try:
+        time.sleep(0.3)
+        for _ in range(3):
+            snapshots.append(run_backup(repo, BackupRequest(sqlite=str(db))).snapshot_id)
+            time.sleep(0.2)
+    finally:
+        out, _ = writer.communicate(timeout=60)
+    assert int(out) > 10, "the writer made no progress during the backups"
+    counts = set()
+    for i, snapshot_id in enumerate(snapshots):
+        target = tmp_path / f"restore-{i}"
+        restore_snapshot(repo, snapshot_id, target=target)
+        copy = sqlite3.connect(target / "bank.db")
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert copy.execute("SELECT sum(balance) FROM account").fetchone() == (TOTAL,)
+        counts.add(copy.execute("SELECT count(*) FROM transfer").fetchone()[0])
+        copy.close()
+    assert len(counts) > 1, "all snapshots saw the same state: the writer never overlapped"
+
+
+def test_snapshot_records_the_source(tmp_path: Path) -> None:
+    db = tmp_path / "small.db"
+    _make_db(db, "wal")
+    repo = make_repo()
+    result = run_backup(repo, BackupRequest(sqlite=str(db), tags=["nightly"]))
+    snap = repo.find_snapshot(result.snapshot_id)
+    assert snap.source_kind == "sqlite"
+    assert snap.source_spec["path"] == str(db)
+    assert snap.source_spec["page_size"] > 0
+    assert snap.tags == ["nightly"]
+    assert list(tmp_path.glob(".drsync-sqlite-*")) == []
+
+
+def test_missing_or_not_a_database(tmp_path: Path) -> None:
+    repo = make_repo()
+    with pytest.raises(SourceError, match="does not exist"):
+        run_backup(repo, BackupRequest(sqlite=str(tmp_path / "absent.db")))
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(SourceError, match="junk.db"):
+        run_backup(repo, BackupRequest(sqlite=str(junk)))
+    assert repo.snapshot_ids() == []
