@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from drsync import __version__
-from drsync.catalog import Catalog
+from drsync.catalog import RunRecorder
 from drsync.errors import EXIT_OK, EXIT_PARTIAL, DrsyncError, SourceError, UsageError
 from drsync.repo import Entry, Repository, SnapshotWriter
 from drsync.repo.lock import RepositoryLock
@@ -102,7 +102,7 @@ def _items(req: BackupRequest, stack: ExitStack, problems: list[SourceProblem],
         yield SourceItem(ItemMeta(req.stdin_name, "stream", 0o600), lambda: stream)
 
 
-def run_backup(repo: Repository, req: BackupRequest, *, catalog: Catalog | None = None,
+def run_backup(repo: Repository, req: BackupRequest, *, catalog: RunRecorder | None = None,
                progress: Callable[[int], None] | None = None) -> BackupResult:
     """Back up one source under the writer lock; the snapshot is written last."""
     kind = req.kind()
@@ -120,7 +120,8 @@ def run_backup(repo: Repository, req: BackupRequest, *, catalog: Catalog | None 
         catalog.finish_run(
             run_id, "partial" if result.partial else "ok", bytes_read=result.bytes_read,
             bytes_added=result.bytes_added, snapshot_id=result.snapshot_id,
-            error="; ".join(f"{p.path}: {p.reason}" for p in result.problems) or None,
+            error="; ".join(f"{p.path}: {p.reason}" for p in result.problems if p.partial)
+            or None,
         )
     return result
 

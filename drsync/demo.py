@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from drsync.backup import BackupRequest, BackupResult, run_backup
-from drsync.catalog import Catalog
+from drsync.catalog.db import Catalog
 from drsync.errors import UsageError
 from drsync.repo import KdfParams, RepoConfig, Repository, Secret
 from drsync.restore import RestoreResult, restore_snapshot

@@ -12,7 +12,7 @@ from drsync.errors import ConfigError, UsageError
 from drsync.repo.keys import KdfParams, KeyFile, Secret
 from drsync.settings import Settings, default_catalog_url, load_settings
 
-__all__ = ["open_catalog", "open_repo", "resolve_secret", "settings_from"]
+__all__ = ["open_catalog", "open_journal", "open_repo", "resolve_secret", "settings_from"]
 
 # Tests only: a cheap scrypt so that suites do not spend seconds per `init`.
 TEST_KDF_ENV = "DRSYNC_INSECURE_TEST_KDF"
@@ -84,7 +84,15 @@ def open_repo(ctx: click.Context) -> Any:
 
 
 def open_catalog(ctx: click.Context) -> Any:
-    from drsync.catalog import Catalog
+    """The catalog database (imports SQLAlchemy; ingests the run journal)."""
+    from drsync.catalog.db import Catalog
 
     settings = settings_from(ctx)
     return Catalog(settings.catalog or default_catalog_url())
+
+
+def open_journal(ctx: click.Context) -> Any:
+    """The cheap recorder for runs: the catalog's journal, ingested on the catalog's next open."""
+    from drsync.catalog.journal import RunJournal
+
+    return RunJournal(settings_from(ctx).catalog or default_catalog_url())

@@ -9,6 +9,7 @@ import click
 from drsync.cli.context import (
     kdf_params,
     open_catalog,
+    open_journal,
     open_repo,
     read_passphrase,
     repo_url,
@@ -115,9 +116,9 @@ def backup_cmd(ctx: click.Context, paths: tuple[str, ...], sqlite_db: str | None
     )
     request.kind()  # usage errors before asking for a passphrase
     repo = open_repo(ctx)
-    catalog = open_catalog(ctx)
+    journal = open_journal(ctx)
     with progress_bar("backup", enabled=not as_json) as (advance, _total):
-        result = run_backup(repo, request, catalog=catalog, progress=advance)
+        result = run_backup(repo, request, catalog=journal, progress=advance)
     for problem in result.problems:
         click.echo(f"drsync: warning: {problem.path}: {problem.reason}", err=True)
     if as_json:
@@ -285,7 +286,7 @@ def runs_cmd(ctx: click.Context, limit: int, all_repos: bool, as_json: bool) -> 
                    "error"):
         table.add_column(column)  # type: ignore[attr-defined]
     for r in records:
-        table.add_row(str(r.id), r.started.strftime("%Y-%m-%d %H:%M:%S"),  # type: ignore[attr-defined]
+        table.add_row(r.id[:8], r.started.strftime("%Y-%m-%d %H:%M:%S"),  # type: ignore[attr-defined]
                       r.ended.strftime("%H:%M:%S") if r.ended else "-", r.status,
                       human_bytes(r.bytes_read), human_bytes(r.bytes_added),
                       (r.snapshot_id or "-")[:8], r.error or "")

@@ -1,14 +1,9 @@
-"""The catalog: a SQLAlchemy record of backup runs (SQLite by default).
-
-The store is the truth; the catalog is a convenience for operators and
-reports and can be rebuilt from the store. A run is recorded as ``running``
-when it starts and finished with its outcome, so a killed run shows up as
-``running`` with no end, which is itself evidence.
-"""
+"""The catalog database: runs, in SQLAlchemy (a SQLite file by default, any URL by config)."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
+from drsync.catalog.journal import RunJournal
 from drsync.errors import ConfigError
 
 __all__ = ["Catalog", "RunRecord"]
@@ -24,16 +20,16 @@ _metadata = sa.MetaData()
 runs_table = sa.Table(
     "runs",
     _metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(32), primary_key=True),  # uuid hex
     sa.Column("repo", sa.String(1024), nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),  # backup, restore, check
-    sa.Column("source", sa.String(1024), nullable=False, default=""),
-    sa.Column("host", sa.String(255), nullable=False, default=""),
-    sa.Column("started", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("source", sa.String(1024), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("started", sa.DateTime(timezone=True), nullable=False, index=True),
     sa.Column("ended", sa.DateTime(timezone=True)),
     sa.Column("status", sa.String(16), nullable=False),  # running, ok, partial, failed
-    sa.Column("bytes_read", sa.BigInteger, nullable=False, default=0),
-    sa.Column("bytes_added", sa.BigInteger, nullable=False, default=0),
+    sa.Column("bytes_read", sa.BigInteger, nullable=False),
+    sa.Column("bytes_added", sa.BigInteger, nullable=False),
     sa.Column("snapshot_id", sa.String(64)),
     sa.Column("error", sa.Text),
 )
@@ -41,7 +37,7 @@ runs_table = sa.Table(
 
 @dataclass(frozen=True)
 class RunRecord:
-    id: int
+    id: str
     repo: str
     kind: str
     source: str
@@ -79,7 +75,13 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
 class Catalog:
+    """A ``RunRecorder`` writing straight to the database; ingests the journal on open."""
+
     def __init__(self, location: str) -> None:
         self.location = location
         try:
@@ -87,18 +89,42 @@ class Catalog:
             _metadata.create_all(self._engine)
         except (SQLAlchemyError, OSError) as err:
             raise ConfigError(f"cannot open catalog {location}: {err}") from None
+        self.ingest(RunJournal(location))
 
-    def start_run(self, repo: str, kind: str, source: str, host: str) -> int:
+    def ingest(self, journal: RunJournal) -> int:
+        """Apply the journal's events; return how many were applied."""
+        count = 0
         with self._engine.begin() as conn:
-            result = conn.execute(runs_table.insert().values(
-                repo=repo, kind=kind, source=source, host=host,
+            for event in journal.take():
+                run_id = str(event.get("run", ""))
+                if event.get("event") == "start":
+                    exists = conn.execute(sa.select(runs_table.c.id).where(
+                        runs_table.c.id == run_id)).first()
+                    if exists is None:
+                        conn.execute(runs_table.insert().values(
+                            id=run_id, repo=event["repo"], kind=event["kind"],
+                            source=event["source"], host=event["host"],
+                            started=_parse_time(event["time"]), status="running",
+                            bytes_read=0, bytes_added=0))
+                elif event.get("event") == "finish":
+                    conn.execute(runs_table.update().where(runs_table.c.id == run_id).values(
+                        ended=_parse_time(event["time"]), status=event["status"],
+                        bytes_read=event["bytes_read"], bytes_added=event["bytes_added"],
+                        snapshot_id=event["snapshot_id"], error=event["error"]))
+                count += 1
+        journal.done()
+        return count
+
+    def start_run(self, repo: str, kind: str, source: str, host: str) -> str:
+        run_id = uuid.uuid4().hex
+        with self._engine.begin() as conn:
+            conn.execute(runs_table.insert().values(
+                id=run_id, repo=repo, kind=kind, source=source, host=host,
                 started=datetime.now(UTC), status="running", bytes_read=0, bytes_added=0,
             ))
-            key = result.inserted_primary_key
-            assert key is not None
-            return int(key[0])
+        return run_id
 
-    def finish_run(self, run_id: int, status: str, *, bytes_read: int = 0, bytes_added: int = 0,
+    def finish_run(self, run_id: str, status: str, *, bytes_read: int = 0, bytes_added: int = 0,
                    snapshot_id: str | None = None, error: str | None = None) -> None:
         with self._engine.begin() as conn:
             conn.execute(runs_table.update().where(runs_table.c.id == run_id).values(
@@ -107,7 +133,7 @@ class Catalog:
             ))
 
     def runs(self, repo: str | None = None, limit: int = 50) -> list[RunRecord]:
-        query = sa.select(runs_table).order_by(runs_table.c.id.desc()).limit(limit)
+        query = sa.select(runs_table).order_by(runs_table.c.started.desc()).limit(limit)
         if repo is not None:
             query = query.where(runs_table.c.repo == repo)
         with self._engine.connect() as conn:

@@ -1,0 +1,96 @@
+"""The run journal: append-only JSON lines, fsynced, ingested by the catalog later.
+
+Each line is one event: ``{"event": "start", "run": <uuid>, ...}`` or
+``{"event": "finish", "run": <uuid>, ...}``. Lines are appended with
+O_APPEND in a single write (well under PIPE_BUF), so concurrent agents on
+one host never interleave. Ingestion renames the journal aside first, so
+events appended meanwhile land in a fresh journal and are never lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from drsync.errors import StoreError
+
+__all__ = ["RunJournal", "journal_path"]
+
+
+def journal_path(catalog: str) -> Path:
+    """Beside a SQLite catalog file; in the state directory for a catalog URL."""
+    if "://" not in catalog:
+        return Path(os.path.abspath(catalog) + "-journal.jsonl")
+    if catalog.startswith("sqlite:///"):
+        return Path(catalog.removeprefix("sqlite:///") + "-journal.jsonl")
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
+    digest = hashlib.sha256(catalog.encode()).hexdigest()[:12]
+    return Path(state) / "drsync" / f"catalog-{digest}-journal.jsonl"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class RunJournal:
+    """A ``RunRecorder`` that appends to the journal of one catalog."""
+
+    def __init__(self, catalog: str) -> None:
+        self.path = journal_path(catalog)
+
+    def _append(self, event: dict[str, Any]) -> None:
+        line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise StoreError(f"cannot write run journal {self.path}: {err.strerror}") from None
+
+    def start_run(self, repo: str, kind: str, source: str, host: str) -> str:
+        run_id = uuid.uuid4().hex
+        self._append({"event": "start", "run": run_id, "repo": repo, "kind": kind,
+                      "source": source, "host": host, "time": _now()})
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, *, bytes_read: int = 0,
+                   bytes_added: int = 0, snapshot_id: str | None = None,
+                   error: str | None = None) -> None:
+        self._append({"event": "finish", "run": run_id, "status": status,
+                      "bytes_read": bytes_read, "bytes_added": bytes_added,
+                      "snapshot_id": snapshot_id, "error": error, "time": _now()})
+
+    def take(self) -> Iterator[dict[str, Any]]:
+        """Yield every event, oldest first, from journals set aside for ingestion.
+
+        The journal is renamed aside before reading; the caller deletes the
+        aside file (``done``) only after committing what it read, so a crash
+        during ingestion re-ingests rather than loses.
+        """
+        aside = self.path.with_name(self.path.name + ".ingesting")
+        if self.path.exists() and not aside.exists():
+            os.replace(self.path, aside)
+        if not aside.exists():
+            return
+        with open(aside, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    continue  # a torn last line from a crash mid-append
+
+    def done(self) -> None:
+        self.path.with_name(self.path.name + ".ingesting").unlink(missing_ok=True)
