@@ -37,9 +37,9 @@ def backup_bytes(repo: Repository, data: bytes, name: str = "stream") -> Snapsho
                          tags=[], summary={}, version="test")
 
 
-_WORDS = ("tanaka suzuki sato takahashi watanabe miyazaki nobeoka saga kyushu tax "
-          "resident insurance premium household address 1-2-3 chome banchi 2011 "
-          "registry municipal office").split()
+_WORDS = ["tanaka", "suzuki", "sato", "takahashi", "watanabe", "miyazaki", "nobeoka", "saga",
+    "kyushu", "tax", "resident", "insurance", "premium", "household", "address", "1-2-3",
+    "chome", "banchi", "2011", "registry", "municipal", "office"]
 
 
 def text_like(size: int, seed: int = 0) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -17,10 +18,8 @@ def test_journal_is_ingested_once_with_outcomes(tmp_path: Path) -> None:
     journal = RunJournal(location)
     repo = make_repo()
     ok = run_backup(repo, BackupRequest(stdin_name="a", stdin=_bytes(b"abc")), catalog=journal)
-    try:
+    with contextlib.suppress(SourceError):
         run_backup(repo, BackupRequest(sqlite=str(tmp_path / "none.db")), catalog=journal)
-    except SourceError:
-        pass
     killed = journal.start_run("memory://", "backup", "killed", "h")  # never finished
     catalog = Catalog(location)
     runs = {r.source: r for r in catalog.runs()}

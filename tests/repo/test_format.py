@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 from drsync.repo.crypto import CODEC_RAW, CODEC_ZSTD, MasterKey, SealError, compress
 from drsync.repo.index import Index, index_document
-from drsync.repo.objects import TYPE_INDEX, TYPE_SNAPSHOT, FormatError, open_document
-from drsync.repo.objects import seal_document
+from drsync.repo.objects import TYPE_INDEX, TYPE_SNAPSHOT, FormatError, open_document, seal_document
 from drsync.repo.pack import BLOB_DATA, BLOB_TREE, PackBuilder, read_pack_header
 
 KEY = MasterKey(bytes(range(64)))
@@ -73,11 +72,11 @@ def test_pack_and_index_roundtrip(blobs: list[tuple[bytes, int]]) -> None:
     pack_id, pack = builder.finish()
     entries = read_pack_header(KEY, pack)
     assert entries == builder.entries
-    doc = open_document(KEY, TYPE_INDEX, seal_document(KEY, TYPE_INDEX,
-                                                      index_document([(pack_id, len(pack), entries)])))
+    sealed = seal_document(KEY, TYPE_INDEX, index_document([(pack_id, len(pack), entries)]))
+    doc = open_document(KEY, TYPE_INDEX, sealed)
     index = Index()
     index.merge_document(doc)
-    for data, blob_type in blobs:
+    for data, _blob_type in blobs:
         cid = KEY.chunk_id(data)
         loc = index.get(cid)
         assert loc is not None and loc.pack_id == pack_id

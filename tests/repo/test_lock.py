@@ -22,9 +22,9 @@ def _plant(store: MemoryStore, host: str, pid: int, age: float) -> None:
 
 def test_second_writer_is_refused_naming_the_holder() -> None:
     store = MemoryStore("memory://r")
-    with RepositoryLock(store, "backup one"):
-        with pytest.raises(RepositoryLocked, match=r"locked by pid \d+ on .* \(backup one\)"):
-            RepositoryLock(store, "backup two").acquire()
+    with RepositoryLock(store, "backup one"), pytest.raises(
+            RepositoryLocked, match=r"locked by pid \d+ on .* \(backup one\)"):
+        RepositoryLock(store, "backup two").acquire()
     assert read_lock(store) is None
 
 

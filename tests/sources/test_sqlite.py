@@ -102,6 +102,6 @@ def test_missing_or_not_a_database(tmp_path: Path) -> None:
         run_backup(repo, BackupRequest(sqlite=str(tmp_path / "absent.db")))
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(SourceError, match="junk.db"):
+    with pytest.raises(SourceError, match=r"junk\.db"):
         run_backup(repo, BackupRequest(sqlite=str(junk)))
     assert repo.snapshot_ids() == []
