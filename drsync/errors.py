@@ -9,7 +9,7 @@ The tree::
     ├── RepositoryExists (10)        `init` over an existing repository
     ├── WrongKey (11)                the passphrase or key file opens no wrapping of the master key
     ├── RepositoryLocked (12)        another writer holds the repository lock
-    ├── IntegrityError (13)          a stored byte is not what was written: names the object and offset
+    ├── IntegrityError (13)          a stored byte is not what was written: names object and offset
     ├── StoreError (14)              the store failed: I/O, full disk, permission, network
     │   └── ObjectNotFound (14)      a key the repository needs is absent
     │   └── ObjectExists (14)        a put-if-absent found the key taken
