@@ -13,7 +13,8 @@ of the periods, so the pattern of nights repeats exactly.
 3. Repair: for a night that does not fit, try moving one of its fulls
    (largest first) to another phase where every night it lands on still
    fits; each move is reported as "full of X moves from night a to night
-   b". A night no move can repair is reported with who is left out.
+   b". A night no move can repair is reported with who is left out, and
+   fulls too big for any night (even as its only full) are named.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Cycle:
     nights: tuple[Night, ...]
     moves: tuple[Move, ...]
     baseline: Plan  # a night without any full
+    too_big: tuple[str, ...]  # fulls that do not fit even as a night's only full
 
 
 def plan_cycle(fleet: Fleet) -> Cycle:
@@ -88,13 +90,26 @@ def plan_cycle(fleet: Fleet) -> Cycle:
     for n in range(days):
         if not fits(n):
             moves.extend(_repair(n, days, phases, by_name, fits, fleet))
+    too_big = sorted(
+        {name for n in range(days) if not fits(n) for name in phases
+         if _due(by_name[name], phases[name], n)
+         and not _fits_alone(fleet, by_name[name], base_unfit)}
+    )
     nights = []
     for n in range(days):
         plan = night_plan(n)
         fulls = tuple(sorted(name for name in phases if _due(by_name[name], phases[name], n)))
         left = tuple(sorted({u.tenant.name for u in plan.unfit} - base_unfit))
         nights.append(Night(n + 1, fulls, plan, left))
-    return Cycle(days, dict(phases), tuple(nights), tuple(moves), baseline)
+    return Cycle(days, dict(phases), tuple(nights), tuple(moves), baseline, tuple(too_big))
+
+
+def _fits_alone(fleet: Fleet, tenant: Tenant, base_unfit: set[str]) -> bool:
+    """Does a night with this full as its only one fit?"""
+    tenants = tuple(t.with_full(t.full_mb or 0.0) if t.name == tenant.name else t
+                    for t in fleet.tenants)
+    plan = plan_fleet(fleet.with_tenants(tenants))
+    return {u.tenant.name for u in plan.unfit} <= base_unfit
 
 
 def _repair(

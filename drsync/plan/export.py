@@ -99,6 +99,7 @@ def cycle_to_dict(cycle: Cycle) -> dict[str, Any]:
     return {
         "days": cycle.days,
         "fits": all(night.fits for night in cycle.nights),
+        "too_big": list(cycle.too_big),
         "first_full_night": {name: phase + 1 for name, phase in sorted(cycle.phases.items())},
         "moves": [
             {"tenant": m.tenant, "from_night": m.from_night, "to_night": m.to_night,
