@@ -61,7 +61,7 @@ class Profile:
 
     def note_full(self, link: int, t: float) -> None:
         """Remember that ``link`` is full from ``t`` up to its next usable segment."""
-        i = self.segment_at(t)
+        i = self.segment_at(self.skip_full(link, t))
         while i < len(self.streams) and not self.usable(link, i):
             i += 1
         end = self.times[i]
