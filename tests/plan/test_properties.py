@@ -89,3 +89,24 @@ def test_more_capacity_never_drops_a_tenant_that_fit_in_order(fleet: Fleet,
     check_plan(plan_fleet(faster))
     if plan_fleet(fleet).all_fit:
         assert plan_fleet(faster).all_fit
+
+
+def test_japan_benchmark_plans_fast() -> None:
+    """Issue 5, item 10: all 1,741 municipalities in under a second (generous here)."""
+    import importlib.util
+    import time
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "plan_bench.py"
+    spec = importlib.util.spec_from_file_location("plan_bench", path)
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from drsync.plan import fleet_from_dict
+
+    fleet = fleet_from_dict(bench.japan())
+    start = time.perf_counter()
+    plan = plan_fleet(fleet)
+    assert time.perf_counter() - start < 2.0
+    assert len(fleet.tenants) == 1741 and plan.fits > 1700
+    check_plan(plan)
