@@ -92,11 +92,13 @@ def plan_cmd(
     if learned is not None:
         out["learned"] = learned_to_dict(learned)
     if schedule_path is not None:
-        Path(schedule_path).write_text(json.dumps(schedule_file(plan), indent=2) + "\n")
+        _write("--write-schedule", schedule_path,
+               lambda: Path(schedule_path).write_text(
+                   json.dumps(schedule_file(plan), indent=2) + "\n"))
     if chart_path is not None:
         from drsync.plan.chart import write_chart
 
-        write_chart(plan, chart_path)
+        _write("--chart", chart_path, lambda: write_chart(plan, chart_path))
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
@@ -106,6 +108,13 @@ def plan_cmd(
     if learned is not None:
         _render_learned(console, learned)
     render(console)
+
+
+def _write(flag: str, path: str, write: Callable[[], object]) -> None:
+    try:
+        write()
+    except OSError as err:
+        raise UsageError(f"{flag} {path}: cannot write: {err.strerror or err}") from None
 
 
 def _check_flags(max_fit_tenant: str | None, strategy: str | None, cycle: bool,
