@@ -30,8 +30,8 @@ class Window:
 
     def clock(self, offset_s: float) -> str:
         """The time of day ``offset_s`` seconds after the window opens, "HH:MM:SS"."""
-        h, m = (int(x) for x in self.start.split(":")[:2])
-        total = round(h * 3600 + m * 60 + offset_s) % 86400
+        h, m, s = (int(x) for x in [*self.start.split(":"), "0"][:3])
+        total = round(h * 3600 + m * 60 + s + offset_s) % 86400
         return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 
