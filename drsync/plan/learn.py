@@ -1,0 +1,155 @@
+"""Replacing planned volumes and rates with what past nights really did.
+
+History comes as plain ``History`` records: from the catalog once it keeps
+them, or today from a CSV with the header
+``tenant,date,bytes_in,bytes_out,prep_s,send_s``. For each tenant with
+history, over its last ``RECENT`` nights:
+
+- ``daily_mb``: the 90th percentile of ``bytes_in`` (nearest rank). Volumes
+  are planned for a bad night, not an average one: a slot sized on the mean
+  overruns on half the nights.
+- ``compression_ratio`` and ``compress_mb_per_s``: an exponentially
+  weighted mean (alpha 0.3, newest weighing most) of each night's
+  ``bytes_in / bytes_out`` and ``bytes_in / (prep_s - setup_s)``. Rates
+  drift slowly (data mix, host load), and one odd night should move them
+  only a little.
+
+A tenant whose latest night took longer (``prep_s + send_s``) than the slot
+the current plan gives it (start of preparation to last byte) is flagged.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from drsync.errors import ConfigError
+from drsync.plan.fleet import Fleet, Tenant
+from drsync.plan.schedule import Plan, plan_fleet
+
+__all__ = ["ALPHA", "PERCENTILE", "RECENT", "Estimate", "History", "Learned", "learn",
+           "read_history_csv"]
+
+RECENT = 28
+ALPHA = 0.3
+PERCENTILE = 90
+COLUMNS = ("tenant", "date", "bytes_in", "bytes_out", "prep_s", "send_s")
+
+
+@dataclass(frozen=True)
+class History:
+    """One tenant's measured night."""
+
+    tenant: str
+    date: dt.date
+    bytes_in: int
+    bytes_out: int
+    prep_s: float
+    send_s: float
+
+
+@dataclass(frozen=True)
+class Estimate:
+    tenant: str
+    nights: int
+    daily_mb: float
+    compression_ratio: float
+    compress_mb_per_s: float
+    latest_s: float  # the latest night's prep_s + send_s
+    slot_s: float | None  # what the plan before learning gave it; None if it did not fit
+
+    @property
+    def overran(self) -> bool:
+        return self.slot_s is None or self.latest_s > self.slot_s
+
+
+@dataclass(frozen=True)
+class Learned:
+    fleet: Fleet  # the fleet with estimates in place of planned values
+    estimates: tuple[Estimate, ...]
+    unknown: tuple[str, ...]  # tenants in the history that the fleet does not have
+
+
+def learn(fleet: Fleet, history: list[History], before: Plan | None = None) -> Learned:
+    """Estimate each tenant's volume and rates from its recent nights."""
+    before = before or plan_fleet(fleet)
+    slots = {s.tenant.name: s.end_s - s.start_s for s in before.slots}
+    by_tenant: dict[str, list[History]] = {}
+    for night in history:
+        by_tenant.setdefault(night.tenant, []).append(night)
+    names = {t.name for t in fleet.tenants}
+    estimates: list[Estimate] = []
+    tenants: list[Tenant] = []
+    for tenant in fleet.tenants:
+        nights = sorted(by_tenant.get(tenant.name, []), key=lambda h: h.date)[-RECENT:]
+        if not nights:
+            tenants.append(tenant)
+            continue
+        est = _estimate(tenant, nights, slots.get(tenant.name))
+        estimates.append(est)
+        tenants.append(replace(tenant, daily_mb=est.daily_mb,
+                               compression_ratio=est.compression_ratio,
+                               compress_mb_per_s=est.compress_mb_per_s))
+    unknown = tuple(sorted(set(by_tenant) - names))
+    return Learned(fleet.with_tenants(tuple(tenants)), tuple(estimates), unknown)
+
+
+def _estimate(tenant: Tenant, nights: list[History], slot_s: float | None) -> Estimate:
+    volumes = sorted(h.bytes_in / 1e6 for h in nights)
+    rank = max(1, math.ceil(PERCENTILE / 100 * len(volumes)))
+    ratio = _ewma([h.bytes_in / h.bytes_out for h in nights if h.bytes_out > 0],
+                  tenant.compression_ratio)
+    rate = _ewma([h.bytes_in / 1e6 / (h.prep_s - tenant.setup_s)
+                  for h in nights if h.prep_s > tenant.setup_s and h.bytes_in > 0],
+                 tenant.compress_mb_per_s)
+    latest = nights[-1]
+    return Estimate(tenant.name, len(nights), volumes[rank - 1], ratio, rate,
+                    latest.prep_s + latest.send_s, slot_s)
+
+
+def _ewma(values: list[float], fallback: float) -> float:
+    if not values:
+        return fallback
+    mean = values[0]
+    for value in values[1:]:
+        mean = ALPHA * value + (1 - ALPHA) * mean
+    return mean
+
+
+def read_history_csv(path: str | Path) -> list[History]:
+    """Parse a history CSV; ConfigError names the file, line and column."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+            header = tuple(rows[0].keys()) if rows else ()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read history: {err}") from None
+    missing = [c for c in COLUMNS if rows and c not in header]
+    if missing:
+        raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}; "
+                          f"expected {','.join(COLUMNS)}")
+    history = []
+    for line, row in enumerate(rows, start=2):
+        column = "tenant"
+        try:
+            column = "date"
+            date = dt.date.fromisoformat(row["date"].strip())
+            column = "bytes_in"
+            bytes_in = int(row["bytes_in"])
+            column = "bytes_out"
+            bytes_out = int(row["bytes_out"])
+            column = "prep_s"
+            prep_s = float(row["prep_s"])
+            column = "send_s"
+            send_s = float(row["send_s"])
+        except (ValueError, AttributeError, TypeError):
+            raise ConfigError(f"{path}:{line}: {column}: not a valid value: "
+                              f"{row.get(column)!r}") from None
+        if min(bytes_in, bytes_out) < 0 or min(prep_s, send_s) < 0:
+            raise ConfigError(f"{path}:{line}: negative bytes or seconds")
+        history.append(History(row["tenant"].strip(), date, bytes_in, bytes_out, prep_s, send_s))
+    return history
