@@ -28,10 +28,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PeerRun", "installed", "render", "run_all", "run_borg", "run_restic"]
+__all__ = ["PeerRun", "installed", "render", "run_all", "run_borg", "run_job", "run_restic"]
 
 PASSWORD = "drsync-bench-not-a-secret"
-_FILE_NAME = "dump.sql"  # the path both days are backed up from, as a nightly dump would be
+FILE_NAME = "dump.sql"  # the path both days are backed up from, as a nightly dump would be
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def _place(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def _job(
+def run_job(
     tool: str,
     version: str,
     day1: Path,
@@ -113,12 +113,12 @@ def _job(
     sizes = [_tree_bytes(repo)]
     timings = []
     for label, day in (("day1", day1), ("day2", day2)):
-        _place(Path(day), source / _FILE_NAME)
+        _place(Path(day), source / FILE_NAME)
         timings.append(backup(label, source))
         sizes.append(_tree_bytes(repo))
     target.mkdir()
     restore_s = restore(target)
-    restored = next(target.rglob(_FILE_NAME), None)
+    restored = next(target.rglob(FILE_NAME), None)
     ok = restored is not None and filecmp.cmp(restored, day2, shallow=False)
     return PeerRun(
         tool, version, init_s, timings[0], sizes[1] - sizes[0], timings[1],
@@ -145,13 +145,13 @@ def run_restic(day1: Path, day2: Path, workdir: Path) -> PeerRun | None:
         return _run([exe, "init", "--repository-version", "2"], env)
 
     def backup(label: str, source: Path) -> float:
-        return _run([exe, "backup", "--quiet", "--host", "bench", "--tag", label, _FILE_NAME],
+        return _run([exe, "backup", "--quiet", "--host", "bench", "--tag", label, FILE_NAME],
                     env, cwd=source)  # fmt: skip
 
     def restore(target: Path) -> float:
         return _run([exe, "restore", "latest", "--target", str(target)], env)
 
-    return _job("restic", version, day1, day2, workdir, repo, init, backup, restore)
+    return run_job("restic", version, day1, day2, workdir, repo, init, backup, restore)
 
 
 def _borg_major(version: str) -> int:
@@ -186,14 +186,14 @@ def run_borg(day1: Path, day2: Path, workdir: Path) -> PeerRun | None:
 
     def backup(label: str, source: Path) -> float:
         archive = label if borg2 else f"{repo}::{label}"
-        return _run([exe, "create", "--compression", "zstd,3", archive, _FILE_NAME], env,
+        return _run([exe, "create", "--compression", "zstd,3", archive, FILE_NAME], env,
                     cwd=source)  # fmt: skip
 
     def restore(target: Path) -> float:
         archive = "day2" if borg2 else f"{repo}::day2"
         return _run([exe, "extract", archive], env, cwd=target)
 
-    return _job("borg", version, day1, day2, workdir, repo, init, backup, restore)
+    return run_job("borg", version, day1, day2, workdir, repo, init, backup, restore)
 
 
 def run_all(day1: Path, day2: Path, workdir: Path) -> dict[str, PeerRun | None]:
