@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,6 +28,9 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -q -m 'not slow' tests
 
 bench: $(STAMP)
+	@command -v restic >/dev/null && command -v borg >/dev/null || \
+	  (apt-get install -y -q restic borgbackup >/dev/null 2>&1 || \
+	   echo "restic/borg not installed and could not be installed: the benchmark will say so")
 	$(BIN)/python bench/backup_bench.py
 
 clean:

@@ -14,7 +14,8 @@ The tree::
     │   └── ObjectNotFound (14)      a key the repository needs is absent
     │   └── ObjectExists (14)        a put-if-absent found the key taken
     ├── SourceError (15)             a source cannot be read at all (missing database, bad path)
-    └── SnapshotNotFound (16)        no snapshot matches the id or prefix given
+    ├── SnapshotNotFound (16)        no snapshot matches the id or prefix given
+    └── RestoreTargetError (17)      the restore target cannot be written (full disk, permission)
 
 A backup that finished but skipped unreadable files exits with PARTIAL (3);
 that is an outcome, not an exception.
@@ -36,6 +37,7 @@ __all__ = [
     "RepositoryExists",
     "RepositoryLocked",
     "RepositoryNotFound",
+    "RestoreTargetError",
     "SnapshotNotFound",
     "SourceError",
     "StoreError",
@@ -99,3 +101,7 @@ class SourceError(DrsyncError):
 
 class SnapshotNotFound(DrsyncError):
     exit_code = 16
+
+
+class RestoreTargetError(DrsyncError):
+    exit_code = 17

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import sys
 from pathlib import Path
 
@@ -67,12 +66,3 @@ def test_raw_limits_measures_every_stage(dump: datagen.DumpStats) -> None:
 
 def test_peers_render_missing_tools_as_not_installed() -> None:
     assert "borg            not installed" in peers.render({"borg": None})
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("borg") is None, reason="borg not installed")
-def test_borg_round_trip(dump: datagen.DumpStats, tmp_path: Path) -> None:
-    day2 = datagen.day2(dump.path, tmp_path / "day2.sql").path
-    run = peers.run_borg(dump.path, day2, tmp_path / "work")
-    assert run is not None and run.restored_ok
-    assert run.backup1_added > 0 and run.backup2_added > 0  # 3 MiB is one borg chunk

@@ -27,7 +27,6 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from drsync.errors import ConfigError, WrongKey
 from drsync.repo.crypto import MASTER_KEY_SIZE, NONCE_SIZE, MasterKey
@@ -113,6 +112,9 @@ def _b64(data: bytes) -> str:
 
 
 def _scrypt(passphrase: str, salt: bytes, kdf: KdfParams) -> bytes:
+    # Imported here: agents opening with a key file never pay for it.
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
     return Scrypt(salt=salt, length=32, n=kdf.n, r=kdf.r, p=kdf.p).derive(passphrase.encode())
 
 

@@ -34,7 +34,6 @@ from drsync.repo.keys import (
     Secret,
     new_key_id,
     no_key_error,
-    parse_wrapping,
     unwrap,
     wrap,
 )
@@ -176,13 +175,6 @@ class Repository:
                        wrap(self.key, self.config.id, key_id, key_file=key_file),
                        if_absent=True)
         return key_file
-
-    def key_kinds(self) -> dict[str, str]:
-        """key id -> kind of wrapping, for reports."""
-        return {
-            info.key.removeprefix("keys/"): str(parse_wrapping(self.store.get(info.key))["kind"])
-            for info in self.store.list("keys/")
-        }
 
     # -- sealed documents ------------------------------------------------------
 

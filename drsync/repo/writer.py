@@ -57,7 +57,7 @@ class _Uploader:
         self._repo = repo
         self._index = index
         self._stats = stats
-        self._queue: queue.Queue[tuple[str, bytes, list[BlobEntry]] | None] = queue.Queue(
+        self._queue: queue.Queue[PackBuilder | None] = queue.Queue(
             UPLOAD_QUEUE
         )
         self._unindexed: list[tuple[str, int, list[BlobEntry]]] = []
@@ -65,9 +65,11 @@ class _Uploader:
         self._thread = threading.Thread(target=self._run, name="pack-uploader", daemon=True)
         self._thread.start()
 
-    def submit(self, pack_id: str, data: bytes, entries: list[BlobEntry]) -> None:
+    def submit(self, pack: PackBuilder) -> None:
+        """Queue a full pack; sealing its header and hashing it happen on this thread,
+        off the chunking thread."""
         self.raise_error()
-        self._queue.put((pack_id, data, entries))
+        self._queue.put(pack)
 
     def raise_error(self) -> None:
         if self.error is not None:
@@ -79,8 +81,9 @@ class _Uploader:
         while (item := self._queue.get()) is not None:
             if self.error is not None:
                 continue  # drain so the producer never blocks after a failure
-            pack_id, data, entries = item
             try:
+                pack_id, data = item.finish()
+                entries = item.entries
                 self._repo.store.put(pack_key(pack_id), data)
                 self._stats.bytes_added += len(data)
                 self._stats.packs += 1
@@ -187,10 +190,8 @@ class SnapshotWriter:
     def _flush_pack(self) -> None:
         if not self._pack.entries:
             return
-        pack_id, data = self._pack.finish()
-        entries = self._pack.entries
+        self._uploader.submit(self._pack)
         self._pack = PackBuilder(self._repo.key)
-        self._uploader.submit(pack_id, data, entries)
 
     def _stream(self, reader: BinaryIO, blob_type: int, emit: Callable[[bytes], None]) -> int:
         """Chunk ``reader``; call ``emit`` with each chunk id in order; return bytes read."""

@@ -13,12 +13,13 @@ are restored; directory mtimes last, since writing into a directory moves it.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
-from drsync.errors import SourceError, UsageError
+from drsync.errors import RestoreTargetError, SourceError, UsageError
 from drsync.sources.base import ItemMeta, SourceItem, SourceProblem
 
 __all__ = ["FileTreeTarget", "safe_relative", "scan_paths"]
@@ -80,6 +81,19 @@ def safe_relative(name: str) -> PurePosixPath:
     return rel
 
 
+def _preallocate(fd: int, size: int) -> None:
+    """Reserve the file's blocks first: a full disk fails before a byte is written, and
+    ext4 writes into allocated blocks several times faster than it allocates them."""
+    if size <= 0:
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as err:
+        if err.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+            return  # the filesystem cannot preallocate (some NFS); write as usual
+        raise
+
+
 class FileTreeTarget:
     """Writes restored items under ``root``; refuses to overwrite existing files."""
 
@@ -111,6 +125,7 @@ class FileTreeTarget:
         written = 0
         try:
             with open(tmp, "wb") as fh:
+                _preallocate(fh.fileno(), meta.size)
                 for block in blocks:
                     fh.write(block)
                     written += len(block)
@@ -120,6 +135,9 @@ class FileTreeTarget:
             if meta.mtime_ns:
                 os.utime(tmp, ns=(meta.mtime_ns, meta.mtime_ns))
             os.replace(tmp, dest)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise RestoreTargetError(f"cannot write {dest}: {err.strerror or err}") from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

@@ -39,6 +39,18 @@ def _describe(err: OSError, what: str) -> str:
     return f"{what}: {reason}"
 
 
+def _preallocate(fd: int, size: int) -> None:
+    """Reserve blocks before writing: a full disk fails at once, and ext4 writes into
+    allocated blocks several times faster than it allocates them while writing."""
+    if size < 65536:
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise  # ENOSPC and friends: reported by put() like any write error
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -71,6 +83,7 @@ class LocalStore(Store):
             self._ensure_dir(path.parent)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
+                _preallocate(fd, len(data))
                 view = memoryview(data)
                 while view:
                     written = os.write(fd, view)
