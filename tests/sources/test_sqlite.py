@@ -22,12 +22,11 @@ TOTAL = ACCOUNTS * 1000
 # Moves money between accounts in transactions and logs each move: in any consistent
 # state the balances sum to TOTAL and the log has one row per committed transfer.
 WRITER = """
-import random, sqlite3, sys, time
+import os, random, sqlite3, sys
 db = sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None)
 rng = random.Random(1)
-end = time.monotonic() + float(sys.argv[2])
 n = 0
-while time.monotonic() < end:
+while not os.path.exists(sys.argv[2]):
     a, b = rng.randrange({n}), rng.randrange({n})
     amount = rng.randint(1, 50)
     db.execute("BEGIN IMMEDIATE")
@@ -54,23 +53,45 @@ def _make_db(path: Path, journal: str) -> None:
     db.close()
 
 
+def _transfers(db: Path) -> int:
+    con = sqlite3.connect(db, timeout=60)
+    try:
+        return int(con.execute("SELECT count(*) FROM transfer").fetchone()[0])
+    finally:
+        con.close()
+
+
+def _wait_for_more_transfers(db: Path, seen: int) -> int:
+    """Block until the writer has committed past ``seen`` (no timing assumptions)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = _transfers(db)
+        if now > seen:
+            return now
+        time.sleep(0.01)
+    raise AssertionError("the writer committed nothing for 60 s")
+
+
 @pytest.mark.parametrize("journal", ["wal", "delete"])
 def test_backup_is_consistent_while_another_process_writes(tmp_path: Path, journal: str) -> None:
     db = tmp_path / "bank.db"
     _make_db(db, journal)
     repo = make_repo(LocalStore(tmp_path / "repo"), chunk_avg=16 * 1024, chunk_min=4096,
                      chunk_max=64 * 1024)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(db), "4"],
+    stop = tmp_path / "stop"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(stop)],
                               stdout=subprocess.PIPE, text=True)
     snapshots = []
     try:
-        time.sleep(0.3)
         for _ in range(3):
+            # Wait until the writer commits past what any earlier snapshot could hold, so
+            # each snapshot is taken mid-workload and sees a different state.
+            _wait_for_more_transfers(db, _transfers(db))
             snapshots.append(run_backup(repo, BackupRequest(sqlite=str(db))).snapshot_id)
-            time.sleep(0.2)
     finally:
+        stop.touch()
         out, _ = writer.communicate(timeout=60)
-    assert int(out) > 10, "the writer made no progress during the backups"
+    assert int(out) > 3, "the writer made no progress"
     counts = set()
     for i, snapshot_id in enumerate(snapshots):
         target = tmp_path / f"restore-{i}"
