@@ -49,7 +49,10 @@ def test_sigkill_at_several_points_then_check_backup_restore(drsync_bin: str,
                               timeout=300)
 
     assert run("init", "--pack-size-mib", "1", "--chunk-avg-kib", "64").returncode == 0
-    data = os.urandom(24 * MiB)
+    # Large enough that every kill point is reached while input is still flowing: the
+    # feeder can run ahead of what is stored by at most the pipe, the in-flight window
+    # and the upload queue (a few MiB).
+    data = os.urandom(40 * MiB)
     points: list[tuple[str, Callable[[], bool]]] = [
         ("after the lock, before any pack", lambda: (repo / "lock").exists()),
         ("after two packs, before an index", lambda: _count(repo, "data") >= 2),

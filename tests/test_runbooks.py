@@ -82,9 +82,8 @@ def test_after_a_crash_runbook(tenant: dict[str, str], tmp_path: Path, drsync_bi
     assert proc.stdin is not None
     proc.stdin.write(os.urandom(1 << 20))
     proc.stdin.flush()
-    for _ in range(500):
-        if (repo / "lock").exists():
-            break
+    deadline = time.monotonic() + 60
+    while not (repo / "lock").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     proc.kill()
     proc.wait()
