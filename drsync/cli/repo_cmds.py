@@ -217,8 +217,9 @@ def check_cmd(ctx: click.Context, read_data: bool, as_json: bool) -> int:
     from drsync.repo.check import check_repository
 
     repo = open_repo(ctx)
-    with progress_bar("check", enabled=not as_json and read_data) as (advance, _t):
-        report = check_repository(repo, read_data=read_data, progress=advance)
+    with progress_bar("check", enabled=not as_json and read_data) as (advance, set_total):
+        report = check_repository(repo, read_data=read_data, progress=advance,
+                                  on_total=set_total)
     if as_json:
         print_json(report.to_json())
     else:

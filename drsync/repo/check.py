@@ -44,12 +44,17 @@ class CheckReport:
 
 
 def check_repository(repo: Repository, *, read_data: bool = False,
-                     progress: Callable[[int], None] | None = None) -> CheckReport:
+                     progress: Callable[[int], None] | None = None,
+                     on_total: Callable[[int], None] | None = None) -> CheckReport:
+    """Check structure (and with ``read_data`` every byte); ``on_total`` is told how many
+    bytes will be read, ``progress`` each time some are."""
     report = CheckReport()
     _check_keys(repo, report)
     index = _load_index(repo, report)
     stored = {info.key.rsplit("/", 1)[-1]: info.size for info in repo.store.list("data/")}
     report.packs = len(stored)
+    if read_data and on_total is not None:
+        on_total(sum(stored.values()))
     report.blobs = len(index)
     for pack_id, size in sorted(index.packs.items()):
         if pack_id not in stored:
