@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from drsync.repo import Repository
 from drsync.restore import restore_snapshot
 from drsync.store import LocalStore
 from drsync.testing import make_repo, text_like
+from tests.helpers import mounted
 
 
 def _tree(root: Path) -> dict[str, tuple[str, int, int, bytes | str]]:
@@ -87,16 +87,8 @@ def unreadable_file(source: Path) -> Iterator[Path]:
         os.chmod(path, 0)
         yield path
         return
-    done = subprocess.run(["mount", "--bind", "/proc/1/mem", str(path)], capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot bind-mount an unreadable file: {done.stderr.strip()}")
-        pytest.skip(f"root cannot make an unreadable file here: {done.stderr.strip()}")
-    try:
+    with mounted(["--bind", "/proc/1/mem"], path, "an unreadable file"):
         yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=False)
 
 
 def test_unreadable_file_is_reported_rest_backed_up_run_is_partial(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from drsync.errors import ObjectExists, ObjectNotFound, StoreError, UsageError
 from drsync.store import LocalStore, MemoryStore, Store, open_store
+from tests.helpers import mounted
 
 
 @pytest.fixture(params=["local", "memory"])
@@ -101,16 +101,8 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     """A real 256 KiB tmpfs, so 'disk full' is the kernel's ENOSPC, not a fake."""
     mount_point = tmp_path / "tiny"
     mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a tmpfs for the full-disk test: {done.stderr.strip()}")
-        pytest.skip(f"needs root to mount a tmpfs: {done.stderr.strip()}")
-    try:
+    with mounted(["-t", "tmpfs", "-o", "size=256k", "tmpfs"], mount_point, "a 256 KiB tmpfs"):
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_local_full_disk_is_one_clear_error_and_leaves_nothing(tiny_fs: Path) -> None:
