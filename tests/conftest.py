@@ -27,3 +27,31 @@ def drsync_bin() -> str:
         venv = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "drsync"
         path = str(venv)
     return path
+
+
+def _postgres_missing(reason: str) -> None:
+    """Under CI a missing PostgreSQL is a failure; on a laptop, a skip that names it."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"PostgreSQL 15 is required in CI: {reason}")
+    pytest.skip(f"needs PostgreSQL 15 server binaries (initdb, pg_ctl, pg_basebackup): {reason}")
+
+
+@pytest.fixture(scope="session")
+def pg_bindir() -> str:
+    from drsync.testing_postgres import find_pg_bindir, running_as_root
+
+    bindir = find_pg_bindir()
+    if bindir is None:
+        _postgres_missing("no initdb in $DRSYNC_PG_BINDIR, /usr/lib/postgresql/*/bin or PATH")
+    if running_as_root() and shutil.which("runuser") is None:
+        _postgres_missing("running as root and runuser is missing")
+    assert bindir is not None
+    return bindir
+
+
+@pytest.fixture(scope="session")
+def pg_drsync(pg_bindir: str) -> str:
+    """A drsync executable the cluster's user (postgres) can run, for archive_command."""
+    from drsync.testing_postgres import postgres_runnable_drsync
+
+    return postgres_runnable_drsync()
