@@ -73,7 +73,8 @@ class Bench:
 
     def sh(self, script: str) -> float:
         started = time.monotonic()
-        subprocess.run(as_cluster_user(["bash", "-c", f"set -o pipefail; PATH={self.cluster.bindir}:$PATH; " + script]),
+        prelude = f"set -o pipefail; PATH={self.cluster.bindir}:$PATH; "
+        subprocess.run(as_cluster_user(["bash", "-c", prelude + script]),
                        check=True, cwd=self.base, capture_output=True)
         return time.monotonic() - started
 
