@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import glob
 import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -32,9 +33,11 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "PG_USER",
+    "ArchivingTenant",
     "Cluster",
     "as_cluster_user",
     "find_pg_bindir",
@@ -167,6 +170,67 @@ class Cluster:
                            + self.log.read_text()[-3000:])
 
 
+class ArchivingTenant:
+    """A cluster whose archive_command is drsync wal-push, and a repository for it.
+
+    Every drsync command runs as the cluster's user with the postgres-runnable
+    launcher, as the agent would on a tenant host.
+    """
+
+    def __init__(self, bindir: str, exe: str, settings: dict[str, str] | None = None) -> None:
+        self.base = make_cluster_dir()
+        self.exe = exe
+        self.bindir = bindir
+        self.cluster = Cluster(self.base, bindir)
+        self.repo = self.base / "repo"
+        self.key = self.base / "tenant.key"
+        self.spool = self.base / "spool"
+        self.config = self.base / "agent.toml"
+        self.config.write_text(f'repo = "{self.repo}"\nkey_file = "{self.key}"\n'
+                               f'catalog = "{self.base / "catalog.sqlite"}"\n'
+                               f'[wal]\nspool = "{self.spool}"\n')
+        chown_to_cluster_user(self.base)
+        self.env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(self.base),
+                    "XDG_STATE_HOME": str(self.base / "state"), "DRSYNC_INSECURE_TEST_KDF": "1",
+                    "DRSYNC_CONFIG": str(self.config), "LANG": "C.UTF-8"}
+        self.drsync("init", "--new-key-file", str(self.key), env={"DRSYNC_PASSWORD": "pw"})
+        self.cluster.initdb({
+            "archive_mode": "on",
+            "archive_command": f"'{exe} wal-push --config {self.config} %p'",
+            "track_commit_timestamp": "on",
+            **(settings or {}),
+        })
+        self.cluster.start()
+
+    def drsync(self, *args: str, env: dict[str, str] | None = None, ok: bool = True,
+               timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        full = {**self.env, **(env or {})}
+        cmd = as_cluster_user(["env", *(f"{k}={v}" for k, v in full.items()), self.exe, *args])
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              cwd=self.base, env={"PATH": os.environ["PATH"]})
+        if ok:
+            assert done.returncode == 0, f"drsync {' '.join(args)}: {done.stderr}"
+        return done
+
+    def drsync_json(self, *args: str, **kw: Any) -> Any:
+        return json.loads(self.drsync(*args, "--json", **kw).stdout)
+
+    def pgbench(self, *args: str) -> None:
+        self.cluster.run(self.cluster.bin("pgbench"), "-h", str(self.base), "-p",
+                         str(self.cluster.port), "-U", PG_USER, *args, "postgres")
+
+    def switch_and_ship(self) -> str:
+        """Close the current WAL segment, wait until it is archived, ship the spool."""
+        segment = self.cluster.psql("SELECT pg_walfile_name(pg_switch_wal())")
+        self.cluster.wait_archived(segment)
+        self.drsync("wal-ship")
+        return segment
+
+    def close(self) -> None:
+        self.cluster.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
 def _source_hash(root: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
@@ -200,9 +264,11 @@ def postgres_runnable_drsync() -> str:
 
     package = Path(drsync.__file__).resolve().parent
     if not running_as_root():
-        launcher = Path(tempfile.gettempdir()) / f"drsync-{os.getuid()}-{_source_hash(package)}"
+        home = Path(tempfile.gettempdir()) / f"drsync-{os.getuid()}-{_source_hash(package)}"
+        launcher = home / "bin" / "drsync"
         if not launcher.exists():
-            tmp = launcher.with_suffix(".tmp")
+            launcher.parent.mkdir(parents=True, exist_ok=True)
+            tmp = launcher.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, "
                            f"{str(package.parent)!r})\nfrom drsync.cli import main\nmain()\n")
             tmp.chmod(0o755)
@@ -215,7 +281,7 @@ def postgres_runnable_drsync() -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         venv = _deps_venv(python)
         code = SHARED_ROOT / f"code-{_source_hash(package)}"
-        launcher = code / "drsync-launcher"
+        launcher = code / "bin" / "drsync"  # named drsync: a PATH entry for runbooks
         if not launcher.exists():
             tmp = SHARED_ROOT / f".code-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
@@ -224,14 +290,15 @@ def postgres_runnable_drsync() -> str:
             # Compiled now, as root: the cluster's user cannot write __pycache__ here.
             subprocess.run([str(venv / "bin" / "python"), "-m", "compileall", "-q",
                             str(tmp / "drsync")], check=True, capture_output=True)
-            (tmp / "drsync-launcher").write_text(
+            (tmp / "bin").mkdir()
+            (tmp / "bin" / "drsync").write_text(
                 f"#!{venv}/bin/python -I\nimport sys\nsys.path.insert(0, {str(code)!r})\n"
                 "from drsync.cli import main\nmain()\n")
             for root, _dirs, files in os.walk(tmp):
                 os.chmod(root, 0o755)
                 for name in files:
                     os.chmod(os.path.join(root, name), 0o644)
-            os.chmod(tmp / "drsync-launcher", 0o755)
+            os.chmod(tmp / "bin" / "drsync", 0o755)
             shutil.rmtree(code, ignore_errors=True)
             os.rename(tmp, code)
         return str(launcher)

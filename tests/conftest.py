@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +57,34 @@ def pg_drsync(pg_bindir: str) -> str:
     from drsync.testing_postgres import postgres_runnable_drsync
 
     return postgres_runnable_drsync()
+
+
+@pytest.fixture
+def tenant_factory(pg_bindir: str, pg_drsync: str) -> Iterator[Any]:
+    from drsync.testing_postgres import ArchivingTenant
+
+    made: list[Any] = []
+
+    def make(settings: dict[str, str] | None = None) -> Any:
+        made.append(ArchivingTenant(pg_bindir, pg_drsync, settings))
+        return made[-1]
+
+    yield make
+    for tenant in made:
+        tenant.close()
+
+
+@pytest.fixture
+def scratch_dir() -> Iterator[Path]:
+    """A postgres-owned directory for a second (restored) cluster."""
+    from drsync.testing_postgres import make_cluster_dir
+
+    path = make_cluster_dir("drpgr-")
+    yield path
+    pid = path / "data" / "postmaster.pid"
+    if pid.exists():
+        from drsync.testing_postgres import as_cluster_user, find_pg_bindir
+
+        subprocess.run(as_cluster_user([f"{find_pg_bindir()}/pg_ctl", "-D", str(path / "data"),
+                                        "-m", "immediate", "stop"]), capture_output=True)
+    shutil.rmtree(path, ignore_errors=True)
