@@ -72,14 +72,14 @@ def pg_dump_source(dsn: str, spec: dict[str, Any], *, with_globals: bool = False
                      "globals": with_globals})
         yield _items(tools, dsn, snap, with_globals)
     finally:
-        if session.poll() is None:
-            try:
+        try:
+            if not session.stdin.closed:
                 session.stdin.write("COMMIT;\n")
                 session.stdin.close()
-                session.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                session.kill()
-                session.wait()
+            session.wait(timeout=30)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            session.kill()
+            session.wait()
 
 
 def _items(tools: PgTools, dsn: str, snapshot: str, with_globals: bool) -> Iterator[SourceItem]:
