@@ -27,6 +27,9 @@ class BackupRequest:
     sqlite: str | None = None
     stdin_name: str | None = None
     stdin: BinaryIO | None = None  # defaults to sys.stdin's bytes
+    pg_dump: str | None = None  # a PostgreSQL DSN: logical dump (custom format, -Z0)
+    pg_dumpall_globals: bool = False  # with pg_dump: also roles and tablespaces
+    pg_base: str | None = None  # a PostgreSQL DSN: physical base backup
     tags: list[str] = field(default_factory=list)
     host: str | None = None
     compression_level: int | None = None
@@ -34,15 +37,23 @@ class BackupRequest:
 
     def kind(self) -> str:
         given = [k for k, v in (("files", self.paths), ("sqlite", self.sqlite),
-                                ("stdin", self.stdin_name)) if v]
+                                ("stdin", self.stdin_name), ("pg_dump", self.pg_dump),
+                                ("pg_base", self.pg_base)) if v]
         if len(given) != 1:
-            raise UsageError("give exactly one source: PATH..., --sqlite DB or --stdin-name NAME")
+            raise UsageError("give exactly one source: PATH..., --sqlite DB, --stdin-name NAME, "
+                             "--pg-dump DSN or --pg-base DSN")
+        if self.pg_dumpall_globals and given[0] != "pg_dump":
+            raise UsageError("--pg-dumpall-globals goes with --pg-dump")
         return given[0]
 
     def describe(self) -> str:
         kind = self.kind()
         if kind == "files":
             return " ".join(self.paths)
+        if kind in ("pg_dump", "pg_base"):
+            from drsync.sources.postgres.tools import redact
+
+            return f"{kind}:{redact(self.pg_dump or self.pg_base or '')}"
         return f"{kind}:{self.sqlite or self.stdin_name}"
 
 
@@ -93,6 +104,17 @@ def _items(req: BackupRequest, stack: ExitStack, problems: list[SourceProblem],
         path = copy.path
         yield SourceItem(ItemMeta(copy.name, "stream", 0o600, 0, path.stat().st_size),
                          lambda: open(path, "rb"))  # noqa: SIM115
+    elif kind == "pg_dump":
+        from drsync.sources.postgres import pg_dump_source
+
+        assert req.pg_dump is not None
+        yield from stack.enter_context(
+            pg_dump_source(req.pg_dump, spec, with_globals=req.pg_dumpall_globals))
+    elif kind == "pg_base":
+        from drsync.sources.postgres import base_backup_source
+
+        assert req.pg_base is not None
+        yield from stack.enter_context(base_backup_source(req.pg_base, spec))
     else:
         assert req.stdin_name is not None
         if "/" in req.stdin_name or req.stdin_name in (".", ".."):
@@ -145,7 +167,7 @@ def _backup_locked(repo: Repository, req: BackupRequest, kind: str, host: str,
                     continue
                 try:
                     with item.open() as reader:
-                        writer.add_stream(entry, reader)
+                        writer.add_stream(entry, reader, fixed_size=item.meta.fixed_chunk or None)
                 except OSError as err:
                     origin = item.origin or item.meta.path
                     if kind != "files":

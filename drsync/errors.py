@@ -15,7 +15,9 @@ The tree::
     │   └── ObjectExists (14)        a put-if-absent found the key taken
     ├── SourceError (15)             a source cannot be read at all (missing database, bad path)
     ├── SnapshotNotFound (16)        no snapshot matches the id or prefix given
-    └── RestoreTargetError (17)      the restore target cannot be written (full disk, permission)
+    ├── RestoreTargetError (17)      the restore target cannot be written (full disk, permission)
+    ├── WalNotFound (1)              wal-fetch: no such WAL file in the spool or the store
+    └── WalConflict (20)             a WAL file pushed again with other content (never overwritten)
 
 A backup that finished but skipped unreadable files exits with PARTIAL (3);
 that is an outcome, not an exception.
@@ -42,6 +44,8 @@ __all__ = [
     "SourceError",
     "StoreError",
     "UsageError",
+    "WalConflict",
+    "WalNotFound",
     "WrongKey",
 ]
 
@@ -105,3 +109,13 @@ class SnapshotNotFound(DrsyncError):
 
 class RestoreTargetError(DrsyncError):
     exit_code = 17
+
+
+class WalNotFound(DrsyncError):
+    """Exit 1 is what PostgreSQL's restore_command contract expects for a missing file."""
+
+    exit_code = 1
+
+
+class WalConflict(DrsyncError):
+    exit_code = 20

@@ -17,6 +17,9 @@ Config file keys::
     workers = 2                            # sealing threads (default: CPUs, at most 4)
     tags = ["nightly"]
 
+    [wal]
+    spool = "/var/spool/drsync/registry"   # wal-push's durable local spool (default: state dir)
+
     [init]                                 # fixed when a repository is created
     chunk_avg_kib = 1024
     chunk_min_kib = 256
@@ -51,6 +54,7 @@ class Settings:
     chunk_min_kib: int = 256
     chunk_max_kib: int = 4096
     pack_size_mib: int = 16
+    spool: str | None = None
     source: str = ""  # the config file these came from, for messages
 
     def override(self, **flags: Any) -> Settings:
@@ -66,6 +70,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
                "tags": ("tags", list)},
     "init": {"chunk_avg_kib": ("chunk_avg_kib", int), "chunk_min_kib": ("chunk_min_kib", int),
              "chunk_max_kib": ("chunk_max_kib", int), "pack_size_mib": ("pack_size_mib", int)},
+    "wal": {"spool": ("spool", str)},
 }
 _FIELDS = {f.name for f in fields(Settings)}
 
@@ -108,7 +113,7 @@ def _check(path: str, section: str, key: str, value: Any) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: key {dotted!r} must be a list of strings")
     if kind is int and value < 0:
         raise ConfigError(f"config file {path}: key {dotted!r} must not be negative")
-    if name in ("repo", "password_file", "key_file", "catalog") and isinstance(value, str):
+    if name in ("repo", "password_file", "key_file", "catalog", "spool") and isinstance(value, str):
         value = _relative_to(path, value)
     return {name: value}
 

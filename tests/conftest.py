@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,3 +29,62 @@ def drsync_bin() -> str:
         venv = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "drsync"
         path = str(venv)
     return path
+
+
+def _postgres_missing(reason: str) -> None:
+    """Under CI a missing PostgreSQL is a failure; on a laptop, a skip that names it."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"PostgreSQL 15 is required in CI: {reason}")
+    pytest.skip(f"needs PostgreSQL 15 server binaries (initdb, pg_ctl, pg_basebackup): {reason}")
+
+
+@pytest.fixture(scope="session")
+def pg_bindir() -> str:
+    from drsync.testing_postgres import find_pg_bindir, running_as_root
+
+    bindir = find_pg_bindir()
+    if bindir is None:
+        _postgres_missing("no initdb in $DRSYNC_PG_BINDIR, /usr/lib/postgresql/*/bin or PATH")
+    if running_as_root() and shutil.which("runuser") is None:
+        _postgres_missing("running as root and runuser is missing")
+    assert bindir is not None
+    return bindir
+
+
+@pytest.fixture(scope="session")
+def pg_drsync(pg_bindir: str) -> str:
+    """A drsync executable the cluster's user (postgres) can run, for archive_command."""
+    from drsync.testing_postgres import postgres_runnable_drsync
+
+    return postgres_runnable_drsync()
+
+
+@pytest.fixture
+def tenant_factory(pg_bindir: str, pg_drsync: str) -> Iterator[Any]:
+    from drsync.testing_postgres import ArchivingTenant
+
+    made: list[Any] = []
+
+    def make(settings: dict[str, str] | None = None) -> Any:
+        made.append(ArchivingTenant(pg_bindir, pg_drsync, settings))
+        return made[-1]
+
+    yield make
+    for tenant in made:
+        tenant.close()
+
+
+@pytest.fixture
+def scratch_dir() -> Iterator[Path]:
+    """A postgres-owned directory for a second (restored) cluster."""
+    from drsync.testing_postgres import make_cluster_dir
+
+    path = make_cluster_dir("drpgr-")
+    yield path
+    pid = path / "data" / "postmaster.pid"
+    if pid.exists():
+        from drsync.testing_postgres import as_cluster_user, find_pg_bindir
+
+        subprocess.run(as_cluster_user([f"{find_pg_bindir()}/pg_ctl", "-D", str(path / "data"),
+                                        "-m", "immediate", "stop"]), capture_output=True)
+    shutil.rmtree(path, ignore_errors=True)

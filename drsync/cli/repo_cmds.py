@@ -87,20 +87,29 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
 @click.option("--sqlite", "sqlite_db", type=click.Path(dir_okay=False),
               help="Back up a SQLite database consistently (online backup API).")
 @click.option("--stdin-name", help="Back up standard input as one stream with this name.")
+@click.option("--pg-dump", metavar="DSN",
+              help="PostgreSQL logical backup: pg_dump -Fc -Z0, streamed, consistent snapshot.")
+@click.option("--pg-dumpall-globals", is_flag=True,
+              help="With --pg-dump: also roles and tablespaces (pg_dumpall --globals-only).")
+@click.option("--pg-base", metavar="DSN",
+              help="PostgreSQL physical base backup (pg_basebackup), block-incremental.")
 @click.option("--tag", "tags", multiple=True, help="Tag the snapshot (repeatable).")
 @click.option("--host", help="Host name recorded in the snapshot (default: this host).")
 @click.option("--compression-level", type=click.IntRange(0, 22), help="zstd level (0 = none).")
 @json_option
 @click.pass_context
 def backup_cmd(ctx: click.Context, paths: tuple[str, ...], sqlite_db: str | None,
-               stdin_name: str | None, tags: tuple[str, ...], host: str | None,
+               stdin_name: str | None, pg_dump: str | None, pg_dumpall_globals: bool,
+               pg_base: str | None, tags: tuple[str, ...], host: str | None,
                compression_level: int | None, as_json: bool) -> int:
-    """Back up files and directories, a SQLite database, or standard input.
+    """Back up files and directories, a SQLite database, PostgreSQL, or standard input.
 
     \b
     Examples:
       drsync backup /srv/registry/exports --tag nightly
       drsync backup --sqlite /var/lib/app/municipal.db
+      drsync backup --pg-dump 'host=/run/postgresql dbname=registry' --pg-dumpall-globals
+      drsync backup --pg-base 'host=/run/postgresql user=postgres'
       pg_dump -Fc registry | drsync backup --stdin-name registry.dump
     Exit 3 means some files could not be read: the rest is in the snapshot.
     """
@@ -108,7 +117,8 @@ def backup_cmd(ctx: click.Context, paths: tuple[str, ...], sqlite_db: str | None
 
     settings = settings_from(ctx)
     request = BackupRequest(
-        paths=list(paths), sqlite=sqlite_db, stdin_name=stdin_name,
+        paths=list(paths), sqlite=sqlite_db, stdin_name=stdin_name, pg_dump=pg_dump,
+        pg_dumpall_globals=pg_dumpall_globals, pg_base=pg_base,
         tags=list(tags) or list(settings.tags), host=host or settings.host,
         compression_level=compression_level if compression_level is not None
         else settings.compression_level,
@@ -161,28 +171,72 @@ def snapshots_cmd(ctx: click.Context, as_json: bool) -> None:
     for s in snaps:
         source = s.source_kind + ": " + str(
             s.source_spec.get("path") or s.source_spec.get("name")
-            or " ".join(s.source_spec.get("paths", [])))
+            or " ".join(s.source_spec.get("paths", [])) or _pg_source(s.source_spec))
         table.add_row(s.short_id, s.time[:19].replace("T", " "), s.host,  # type: ignore[attr-defined]
                       ",".join(s.tags), source, human_bytes(s.summary.get("bytes_read", 0)))
     _print(table)
 
 
+def _pg_source(spec: dict[str, object]) -> str:
+    if "stop_lsn" in spec:
+        return (f"timeline {spec.get('timeline')} {spec.get('start_lsn')}..{spec.get('stop_lsn')}"
+                f", consistent {str(spec.get('consistent_at'))[:19]}")
+    return f"{spec.get('database')} as of {str(spec.get('consistent_at'))[:19]}"
+
+
 @click.command("restore")
 @click.argument("snapshot")
-@click.option("--target", type=click.Path(file_okay=False), help="Directory to restore into.")
+@click.option("--target", help="Directory to restore into (with --pgdata: only `latest`, "
+              "the recovery target).")
 @click.option("--stdout", "to_stdout", is_flag=True, help="Write the single stream to stdout.")
+@click.option("--pg-restore", metavar="DSN",
+              help="Load a --pg-dump snapshot into this existing database with pg_restore.")
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="pg_restore parallel jobs (>1 stages the dump in a temporary file).")
+@click.option("--no-owner", is_flag=True, help="pg_restore --no-owner --no-privileges.")
+@click.option("--pg-globals", is_flag=True, help="Also apply the snapshot's roles/tablespaces.")
+@click.option("--pgdata", type=click.Path(file_okay=False),
+              help="Write a --pg-base snapshot into this empty directory, configured for "
+              "recovery from the WAL archive.")
+@click.option("--target-time", metavar="TS", help="Recover to this moment (e.g. "
+              "'2026-11-27 03:00:00+09').")
+@click.option("--target-lsn", metavar="LSN", help="Recover to this WAL position.")
+@click.option("--start", "start_server", is_flag=True,
+              help="Start the restored cluster and wait until recovery ended.")
+@click.option("--pg-option", "pg_options", multiple=True, metavar="KEY=VALUE",
+              help="Extra postgresql.auto.conf setting for the restored cluster (repeatable), "
+              "e.g. port=5433.")
+@click.option("--keep-archiving", is_flag=True,
+              help="Keep the backup's archive settings (default: archive_mode = off).")
+@click.option("--drsync-command", metavar="PATH",
+              help="drsync executable for restore_command (default: this one).")
+@click.option("--spool", envvar="DRSYNC_SPOOL", type=click.Path(file_okay=False),
+              help="Also let restore_command look in this WAL spool.")
 @json_option
 @click.pass_context
 def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout: bool,
-                as_json: bool) -> None:
+                pg_restore: str | None, jobs: int, no_owner: bool, pg_globals: bool,
+                pgdata: str | None, target_time: str | None, target_lsn: str | None,
+                start_server: bool, pg_options: tuple[str, ...], keep_archiving: bool,
+                drsync_command: str | None, spool: str | None, as_json: bool) -> None:
     """Restore SNAPSHOT (an id, a unique prefix, or `latest`), verifying every blob.
 
     \b
     Examples:
       drsync restore latest --target /srv/restore/registry
       drsync restore 3fa1c2d0 --stdout | pg_restore -d registry
+      drsync restore 3fa1c2d0 --pg-restore 'host=db2 dbname=registry_restored' --jobs 4
+      drsync restore 9b2e41aa --pgdata /srv/pg/main --target-time '2026-11-27 10:15+09' --start
     """
     from drsync.errors import UsageError
+
+    if pgdata or pg_restore:
+        _restore_postgres(ctx, snapshot, target, pg_restore, jobs, no_owner, pg_globals, pgdata,
+                          target_time, target_lsn, start_server, pg_options, keep_archiving,
+                          drsync_command, spool, as_json)
+        return
+    if target_time or target_lsn or start_server:
+        raise UsageError("--target-time, --target-lsn and --start go with --pgdata")
     from drsync.restore import restore_snapshot
 
     if to_stdout and as_json:
@@ -199,6 +253,58 @@ def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout
         click.echo(f"restored snapshot {result.snapshot_id[:8]}: {result.items} items, "
                    f"{human_bytes(result.bytes_written)} in {result.duration_s:.2f} s, "
                    f"{rate:.1f} MB/s, every blob verified")
+
+
+def _restore_postgres(ctx: click.Context, snapshot: str, target: str | None,
+                      pg_restore: str | None, jobs: int, no_owner: bool, pg_globals: bool,
+                      pgdata: str | None, target_time: str | None, target_lsn: str | None,
+                      start_server: bool, pg_options: tuple[str, ...], keep_archiving: bool,
+                      drsync_command: str | None, spool: str | None, as_json: bool) -> None:
+    from drsync.errors import UsageError
+    from drsync.pgrestore import restore_command_for, restore_logical, restore_pgdata
+    from drsync.sources.postgres import RecoveryTarget
+
+    if pgdata and pg_restore:
+        raise UsageError("give --pg-restore DSN or --pgdata DIR, not both")
+    if pg_restore:
+        result = restore_logical(open_repo(ctx), snapshot, pg_restore, jobs=jobs,
+                                 no_owner=no_owner, with_globals=pg_globals)
+    else:
+        assert pgdata is not None
+        if target not in (None, "latest"):
+            raise UsageError("with --pgdata, --target takes only `latest` (or use "
+                             "--target-time / --target-lsn)")
+        if sum(x is not None for x in (target, target_time, target_lsn)) > 1:
+            raise UsageError("give one of --target-time, --target-lsn, --target latest")
+        options = {}
+        for opt in pg_options:
+            key, sep, value = opt.partition("=")
+            if not sep or not key.strip():
+                raise UsageError(f"--pg-option {opt!r} is not KEY=VALUE")
+            options[key.strip()] = value.strip()
+        settings = settings_from(ctx)
+        command = restore_command_for(repo_url(settings), key_file=settings.key_file,
+                                      password_file=settings.password_file, spool=spool,
+                                      drsync_command=drsync_command)
+        result = restore_pgdata(open_repo(ctx), snapshot, pgdata,
+                                target=RecoveryTarget(time=target_time, lsn=target_lsn),
+                                restore_command=command, options=options,
+                                keep_archiving=keep_archiving, start=start_server)
+    if as_json:
+        print_json(result.to_json())
+        return
+    click.echo(f"restored {result.kind} snapshot {result.snapshot_id[:8]}: "
+               f"{human_bytes(result.bytes_written)} in {result.duration_s:.2f} s, "
+               "every blob verified")
+    details = result.details
+    if result.kind == "pg_base":
+        click.echo(f"recovery configured in {details['config']}: target {details['target']}, "
+                   f"WAL {details['wal_needed'][0]}..{details['wal_needed'][1]} needed at least")
+        if details.get("started"):
+            click.echo(f"PostgreSQL is up on port {details['port']} "
+                       f"(socket {details['socket_dir']}), recovery finished")
+        else:
+            click.echo(f"start it with: pg_ctl -D {details['pgdata']} start")
 
 
 @click.command("check")

@@ -21,7 +21,7 @@ import os
 import queue
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any, BinaryIO
 
@@ -39,6 +39,20 @@ __all__ = ["SnapshotWriter", "WriterStats", "adopt_orphan_packs"]
 INDEX_EVERY = 8
 UPLOAD_QUEUE = 2
 _Processed = tuple[bytes, bytes | None, int]
+
+
+def _fixed_chunks(reader: BinaryIO, size: int) -> Iterator[bytes]:
+    """Chunks of exactly ``size`` bytes (the last may be shorter), even from a pipe."""
+    while True:
+        data = reader.read(size)
+        if not data:
+            return
+        while len(data) < size:
+            more = reader.read(size - len(data))
+            if not more:
+                break
+            data += more
+        yield bytes(data)
 
 
 class WriterStats:
@@ -193,12 +207,16 @@ class SnapshotWriter:
         self._uploader.submit(self._pack)
         self._pack = PackBuilder(self._repo.key)
 
-    def _stream(self, reader: BinaryIO, blob_type: int, emit: Callable[[bytes], None]) -> int:
+    def _stream(self, reader: BinaryIO, blob_type: int, emit: Callable[[bytes], None],
+                fixed_size: int | None = None) -> int:
         """Chunk ``reader``; call ``emit`` with each chunk id in order; return bytes read."""
         inflight: collections.deque[Future[_Processed]] = collections.deque()
         total = 0
-        for chunk in self._chunker.cut_stream(reader):
-            data = bytes(chunk.data)  # the chunker reuses its buffer
+        chunks: Iterator[bytes] = (
+            _fixed_chunks(reader, fixed_size) if fixed_size
+            else (bytes(c.data) for c in self._chunker.cut_stream(reader))  # buffer is reused
+        )
+        for data in chunks:
             total += len(data)
             if blob_type == BLOB_DATA:
                 self.stats.bytes_read += len(data)
@@ -217,22 +235,27 @@ class SnapshotWriter:
         """Record a directory, symlink or other entry with no content."""
         self._tree.write(json.dumps(entry.to_doc(), separators=(",", ":")).encode() + b"\n")
 
-    def add_stream(self, entry: Entry, reader: BinaryIO) -> int:
+    def add_stream(self, entry: Entry, reader: BinaryIO, *, fixed_size: int | None = None) -> int:
         """Store a file's or stream's content and its entry; return bytes read.
 
         The entry's chunk list is written into the tree as chunks are made,
-        so it never sits whole in memory.
+        so it never sits whole in memory. ``fixed_size`` cuts chunks at every
+        multiple of that many bytes instead of content-defined boundaries: for
+        block-structured files (PostgreSQL relations, 8 KiB pages) an
+        offset-aligned cut means a changed page changes exactly one chunk.
         """
+        if fixed_size is not None and not 4096 <= fixed_size <= self._repo.config.chunk_max:
+            raise ValueError(f"fixed chunk size {fixed_size} out of range")
         start = self._tree.tell()
         try:
-            return self._add_stream(entry, reader)
+            return self._add_stream(entry, reader, fixed_size)
         except BaseException:
             # Drop the half-written entry; chunks already packed are harmless.
             self._tree.seek(start)
             self._tree.truncate()
             raise
 
-    def _add_stream(self, entry: Entry, reader: BinaryIO) -> int:
+    def _add_stream(self, entry: Entry, reader: BinaryIO, fixed_size: int | None) -> int:
         doc: dict[str, Any] = entry.to_doc()
         doc.pop("chunks", None)
         doc.pop("size", None)
@@ -245,7 +268,7 @@ class SnapshotWriter:
             self._tree.write((b'"' if first else b',"') + chunk_id.hex().encode() + b'"')
             first = False
 
-        size = self._stream(reader, BLOB_DATA, emit)
+        size = self._stream(reader, BLOB_DATA, emit, fixed_size)
         self._tree.write(f'],"size":{size}}}\n'.encode())
         return size
 

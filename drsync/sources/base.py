@@ -19,6 +19,9 @@ class ItemMeta:
     mtime_ns: int = 0
     size: int = 0
     target: str = ""  # symlink target
+    # > 0: store the content in chunks cut at every multiple of this many bytes
+    # (block-structured files: a changed page changes one chunk); 0: content-defined.
+    fixed_chunk: int = 0
 
 
 @dataclass

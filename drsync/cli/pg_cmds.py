@@ -1,0 +1,74 @@
+"""PostgreSQL commands: pitr-range (what can be restored, RPO now) and doctor."""
+
+from __future__ import annotations
+
+import click
+
+from drsync.cli.context import open_repo, settings_from
+from drsync.cli.render import print_json
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+
+@click.command("pitr-range")
+@click.option("--spool", envvar="DRSYNC_SPOOL", type=click.Path(file_okay=False),
+              help="Also count WAL still in this spool (default: the configured spool, if any).")
+@json_option
+@click.pass_context
+def pitr_range_cmd(ctx: click.Context, spool: str | None, as_json: bool) -> None:
+    """Earliest and latest restorable moments of the tenant's PostgreSQL, and the RPO now.
+
+    A base backup is restorable once the WAL from its start to its stop is
+    archived; it reaches as far as the archived WAL continues without a gap.
+    RPO now is the age of the newest archived WAL (store or spool).
+
+    \b
+    Example:
+      drsync pitr-range --json | jq .rpo_s
+    """
+    from drsync.pgrestore import pitr_range
+    from drsync.wal.spool import Spool
+
+    settings = settings_from(ctx)
+    given = spool or settings.spool
+    doc = pitr_range(open_repo(ctx), Spool(given) if given else None)
+    if as_json:
+        print_json(doc)
+        return
+    click.echo(f"repository {doc['repository']}: {doc['wal_in_store']} WAL files in the store, "
+               f"{doc['wal_in_spool']} in the spool")
+    click.echo(f"earliest restorable: {doc['earliest'] or '-'}")
+    click.echo(f"latest restorable:   {doc['latest'] or '-'} (when its last WAL was archived)")
+    for row in doc["base_backups"]:
+        state = (f"restorable to {row['latest']} ({row['last_wal']})" if row["complete"]
+                 else f"NOT restorable: {row['first_missing_wal']} missing")
+        click.echo(f"  base {row['snapshot_id'][:8]} consistent {row['consistent_at']}: {state}")
+    for where in ("store", "spool"):
+        newest = doc[f"newest_wal_in_{where}"]
+        if newest:
+            click.echo(f"newest WAL in the {where}: {newest['wal']} archived {newest['pushed_at']}"
+                       f" ({newest['age_s']:.0f} s ago)")
+    click.echo(f"RPO now: {doc['rpo_s']:.0f} s" if doc["rpo_s"] is not None
+               else "RPO now: unknown (no WAL archived)")
+
+
+@click.command("doctor")
+@click.option("--pg", "dsn", required=True, metavar="DSN", help="The server to check.")
+@json_option
+def doctor_cmd(dsn: str, as_json: bool) -> int:
+    """Check a PostgreSQL server's settings for backups; one line each, with what to change.
+
+    \b
+    Example:
+      drsync doctor --pg 'host=/run/postgresql user=postgres'
+    Exit 0: nothing to change; 1: at least one setting needs attention.
+    """
+    from drsync.sources.postgres.doctor import check_server
+
+    findings = check_server(dsn)
+    if as_json:
+        print_json([f.to_json() for f in findings])
+    else:
+        for f in findings:
+            click.echo(f"{'ok  ' if f.ok else 'FIX '} {f.setting} = {f.value}: {f.advice}")
+    return 0 if all(f.ok for f in findings) else 1

@@ -1,0 +1,174 @@
+"""WAL archiving commands: wal-push (archive_command), wal-ship, wal-fetch (restore_command).
+
+wal-push is on PostgreSQL's critical path: this module imports only the
+spool, the WAL object format and the key code at module level.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from drsync.cli.context import repo_url, resolve_secret, settings_from
+from drsync.errors import DrsyncError, WalNotFound
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+spool_option = click.option(
+    "--spool", envvar="DRSYNC_SPOOL", type=click.Path(file_okay=False),
+    help="Local spool directory (default: per repository under the user's state directory).",
+)
+
+
+def _use_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """``wal-push --config FILE`` works like the global ``--config`` (as archive_command
+    lines are usually written)."""
+    if value:
+        root = ctx.find_root()
+        root.obj = {**(root.obj or {}), "config_path": value}
+        root.obj.pop("_settings", None)
+
+
+config_option = click.option(
+    "--config", type=click.Path(dir_okay=False), expose_value=False, is_eager=True,
+    callback=_use_config, help="TOML settings file (same as the global --config).")
+
+
+def _spool(ctx: click.Context, spool: str | None) -> Any:
+    from drsync.wal.push import resolve_spool
+
+    settings = settings_from(ctx)
+    return resolve_spool(spool or settings.spool, settings.key_file, settings.repo)
+
+
+def _key(ctx: click.Context, spool: Any) -> Any:
+    from drsync.wal.push import spool_key
+
+    settings = settings_from(ctx)
+
+    def open_repo_key() -> Any:
+        from drsync.cli.context import open_repo
+
+        return open_repo(ctx).key
+
+    return spool_key(spool, settings.key_file, settings.repo, open_repo_key)
+
+
+def _echo_json(doc: Any) -> None:
+    from drsync.cli.render import print_json
+
+    print_json(doc)
+
+
+@click.command("wal-push")
+@click.argument("path", type=click.Path(dir_okay=False))
+@spool_option
+@config_option
+@json_option
+@click.pass_context
+def wal_push_cmd(ctx: click.Context, path: str, spool: str | None, as_json: bool) -> None:
+    """Seal a WAL file (%p) into the local spool and fsync it: PostgreSQL's archive_command.
+
+    Exit 0 only once the sealed file is durable in the spool. The same file
+    pushed again with the same content succeeds; with different content it
+    fails (exit 20) and nothing is overwritten.
+
+    \b
+    Example (postgresql.conf; no config file needed, environment works too):
+      archive_command = 'drsync wal-push --config /etc/drsync/agent.toml %p'
+      archive_command = 'DRSYNC_KEY_FILE=/etc/drsync/t.key drsync wal-push %p'
+    """
+    from drsync.wal.push import push_file
+
+    started = time.monotonic()
+    spooler = _spool(ctx, spool)
+    result = push_file(path, spooler, _key(ctx, spooler))
+    if as_json:
+        _echo_json({"name": result.name, "size": result.size, "stored": result.stored,
+                    "duplicate": result.duplicate, "spool": str(spooler.dir),
+                    "duration_s": round(time.monotonic() - started, 6)})
+
+
+@click.command("wal-ship")
+@spool_option
+@config_option
+@click.option("--continuous", is_flag=True, help="Keep shipping until stopped (SIGTERM).")
+@click.option("--interval", type=float, default=10.0, show_default=True,
+              help="Seconds between passes with --continuous.")
+@click.option("--bwlimit-kib", type=click.IntRange(1), help="Average rate limit in KiB/s.")
+@json_option
+@click.pass_context
+def wal_ship_cmd(ctx: click.Context, spool: str | None, continuous: bool, interval: float,
+                 bwlimit_kib: int | None, as_json: bool) -> None:
+    """Move spooled WAL files to the store; a spooled file is deleted only once stored.
+
+    \b
+    Examples:
+      drsync --config /etc/drsync/agent.toml wal-ship              # once, in the window
+      drsync --config /etc/drsync/agent.toml wal-ship --continuous # all day
+    """
+    from drsync.cli.context import open_repo
+    from drsync.wal.ship import ship_spool
+
+    spooler = _spool(ctx, spool)
+    repo = open_repo(ctx)
+    limit = bwlimit_kib * 1024 if bwlimit_kib else None
+    while True:
+        result = ship_spool(spooler, repo.store, repo.key, bwlimit_bps=limit)
+        if as_json:
+            _echo_json(result.to_json())
+        elif result.shipped or result.already or not continuous:
+            click.echo(f"shipped {len(result.shipped)} WAL file(s)"
+                       + (f" ({len(result.already)} already stored)" if result.already else "")
+                       + f" from {spooler.dir} to {repo.url}")
+        if not continuous:
+            return
+        time.sleep(interval)
+
+
+@click.command("wal-fetch")
+@click.argument("name")
+@click.argument("dest", type=click.Path(dir_okay=False))
+@spool_option
+@config_option
+@click.pass_context
+def wal_fetch_cmd(ctx: click.Context, name: str, dest: str, spool: str | None) -> None:
+    """Write WAL file NAME (%f) to DEST (%p) from the spool or the store: restore_command.
+
+    Every byte is authenticated and verified first. Exit 1: the file does not
+    exist (PostgreSQL then ends recovery normally). Any other failure (a
+    damaged object, an unreachable store, a wrong key) exits 126, which
+    PostgreSQL treats as fatal, so recovery stops instead of silently ending
+    early.
+
+    \b
+    Example (postgresql.auto.conf, as written by `drsync restore --pgdata`):
+      restore_command = 'drsync --repo /srv/dr/t --key-file /etc/t.key wal-fetch %f %p'
+    """
+    try:
+        _fetch(ctx, name, dest, spool)
+    except WalNotFound:
+        raise
+    except DrsyncError as err:
+        click.echo(f"drsync: error: {err}", err=True)
+        sys.exit(126)
+
+
+def _fetch(ctx: click.Context, name: str, dest: str, spool: str | None) -> None:
+    from drsync.store import open_store
+    from drsync.wal.push import resolve_spool
+    from drsync.wal.ship import fetch_file
+
+    settings = settings_from(ctx)
+    given = spool or settings.spool
+    spooler = resolve_spool(given, None, None) if given else None
+    store = open_store(repo_url(settings))
+    if settings.key_file and spooler is not None:
+        key = _key(ctx, spooler)
+    else:
+        from drsync.repo.repository import Repository
+
+        key = Repository.open(store, resolve_secret(settings)).key
+    fetch_file(name, dest, key, spool=spooler, store=store)

@@ -1,0 +1,229 @@
+"""PostgreSQL restores: a logical snapshot into a database, a base backup into a data
+directory configured for point-in-time recovery; and the restorable range.
+
+The repository side (find the snapshot, verify every blob) is the same as
+any restore; the PostgreSQL side is ``drsync.sources.postgres``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from drsync.errors import UsageError
+from drsync.repo import Repository, Snapshot, SnapshotReader
+from drsync.repo.wal import HEADER_MAX, WAL_PREFIX, parse_wal_header, wal_key
+from drsync.sources import FileTreeTarget
+from drsync.sources.base import ItemMeta
+from drsync.sources.postgres import (
+    LOGICAL_DUMP_NAME,
+    PGDATA_PREFIX,
+    RecoveryTarget,
+    configure_recovery,
+    pg_restore_stream,
+    start_cluster,
+)
+from drsync.sources.postgres.dump import GLOBALS_NAME, apply_globals
+from drsync.wal.coverage import BaseBackup, Coverage, wal_coverage
+from drsync.wal.spool import Spool
+
+__all__ = ["PgRestoreResult", "pitr_range", "restore_command_for", "restore_logical",
+           "restore_pgdata"]
+
+
+@dataclass
+class PgRestoreResult:
+    snapshot_id: str
+    kind: str
+    bytes_written: int
+    duration_s: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"snapshot_id": self.snapshot_id, "kind": self.kind,
+                "bytes_written": self.bytes_written, "duration_s": round(self.duration_s, 6),
+                **self.details}
+
+
+def _expect(snap: Snapshot, kind: str, flag: str) -> None:
+    if snap.source_kind != kind:
+        raise UsageError(f"snapshot {snap.short_id} is a {snap.source_kind} backup; {flag} "
+                         f"needs a {kind} snapshot")
+
+
+def restore_logical(repo: Repository, ref: str, dsn: str, *, jobs: int = 1,
+                    no_owner: bool = False, with_globals: bool = False) -> PgRestoreResult:
+    """Load a pg_dump snapshot into the (existing, empty) database ``dsn`` names."""
+    started = time.monotonic()
+    snap = repo.find_snapshot(ref)
+    _expect(snap, "pg_dump", "--pg-restore")
+    written = 0
+    details: dict[str, Any] = {"database": snap.source_spec.get("database"),
+                               "consistent_at": snap.source_spec.get("consistent_at")}
+    with SnapshotReader(repo) as reader:
+        entries = {e.path: e for e in reader.entries(snap)}
+        if with_globals and GLOBALS_NAME in entries:
+            details["globals_errors"] = apply_globals(
+                dsn, reader.blobs(entries[GLOBALS_NAME].chunks))
+        dump = entries.get(LOGICAL_DUMP_NAME)
+        if dump is None:
+            raise UsageError(f"snapshot {snap.short_id} holds no {LOGICAL_DUMP_NAME}")
+
+        def counted() -> Any:
+            nonlocal written
+            for block in reader.blobs(dump.chunks):
+                written += len(block)
+                yield block
+
+        pg_restore_stream(dsn, counted(), jobs=jobs, no_owner=no_owner)
+    details["jobs"] = jobs
+    return PgRestoreResult(snap.id, "pg_dump", written, time.monotonic() - started, details)
+
+
+def restore_command_for(repo_url: str, *, key_file: str | None, password_file: str | None,
+                        spool: str | None = None, drsync_command: str | None = None) -> str:
+    """The restore_command that runs wal-fetch with this restore's repository and key."""
+    if not key_file and not password_file:
+        raise UsageError("a --pgdata restore needs --key-file or --password-file: "
+                         "restore_command must open the repository without a prompt")
+    exe = drsync_command or _own_command()
+    args = [exe, "--repo", repo_url]
+    args += ["--key-file", os.path.abspath(key_file)] if key_file else [
+        "--password-file", os.path.abspath(str(password_file))]
+    args.append("wal-fetch")
+    if spool:
+        args += ["--spool", os.path.abspath(spool)]
+    return " ".join(shlex.quote(a) for a in args) + " %f %p"
+
+
+def _own_command() -> str:
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if os.path.basename(argv0).startswith("drsync") and os.path.exists(argv0):
+        return os.path.abspath(argv0)
+    return shutil.which("drsync") or "drsync"
+
+
+def _owner_prefix(pgdata: Path) -> list[str]:
+    """Root cannot run PostgreSQL: the cluster belongs to whoever owns the target directory."""
+    if os.geteuid() != 0:
+        return []
+    owner = pgdata.stat().st_uid
+    if owner == 0:
+        raise UsageError(f"{pgdata} is owned by root; PostgreSQL cannot run as root: "
+                         f"chown it to the database user (e.g. postgres) first")
+    return ["runuser", "-u", pwd.getpwuid(owner).pw_name, "--"]
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    for dirpath, dirs, files in os.walk(root):
+        os.chown(dirpath, uid, gid)
+        for name in dirs + files:
+            os.lchown(os.path.join(dirpath, name), uid, gid)
+
+
+def restore_pgdata(repo: Repository, ref: str, pgdata: str | Path, *,
+                   target: RecoveryTarget, restore_command: str,
+                   options: dict[str, str] | None = None, keep_archiving: bool = False,
+                   start: bool = False) -> PgRestoreResult:
+    """Write a base backup into the empty directory ``pgdata`` and configure recovery."""
+    started = time.monotonic()
+    snap = repo.find_snapshot(ref)
+    _expect(snap, "pg_base", "--pgdata")
+    pgdata = Path(pgdata).absolute()
+    if pgdata.exists() and any(pgdata.iterdir()):
+        raise UsageError(f"{pgdata} is not empty; restore a data directory into an empty one")
+    pgdata.mkdir(mode=0o700, parents=True, exist_ok=True)
+    prefix = _owner_prefix(pgdata) if start or os.geteuid() == 0 else []
+    target_tree = FileTreeTarget(pgdata)
+    written = 0
+    prefix_len = len(PGDATA_PREFIX) + 1
+    with SnapshotReader(repo) as reader:
+        for entry in reader.entries(snap):
+            if not entry.path.startswith(PGDATA_PREFIX + "/"):
+                continue
+            meta = ItemMeta(entry.path[prefix_len:], entry.type, entry.mode, entry.mtime_ns,
+                            entry.size, entry.target)
+            if entry.type == "dir":
+                target_tree.directory(meta)
+            elif entry.type == "symlink":
+                target_tree.symlink(meta)
+            else:
+                written += target_tree.file(meta, reader.blobs(entry.chunks))
+    target_tree.finish()
+    conf = configure_recovery(pgdata, restore_command, target, options=options,
+                              keep_archiving=keep_archiving)
+    if os.geteuid() == 0:
+        st = pgdata.stat()
+        _chown_tree(pgdata, st.st_uid, st.st_gid)
+    spec = snap.source_spec
+    details: dict[str, Any] = {
+        "pgdata": str(pgdata), "target": target.describe(), "config": str(conf),
+        "restore_command": restore_command, "timeline": spec.get("timeline"),
+        "start_lsn": spec.get("start_lsn"), "stop_lsn": spec.get("stop_lsn"),
+        "wal_needed": [spec.get("start_wal"), spec.get("stop_wal")], "started": False,
+    }
+    if start:
+        details.update(start_cluster(pgdata, run_as=prefix))
+        details["started"] = True
+    return PgRestoreResult(snap.id, "pg_base", written, time.monotonic() - started, details)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _newest(names: list[str], read_head: Any) -> dict[str, Any] | None:
+    segments = [n for n in names if len(n) == 24 or n.endswith(".partial")]
+    if not segments:
+        return None
+    name = max(segments)
+    head = parse_wal_header(read_head(name))
+    at = datetime.fromtimestamp(head.pushed, UTC)
+    return {"wal": name, "pushed_at": at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "age_s": round((_now() - at).total_seconds(), 3)}
+
+
+def pitr_range(repo: Repository, spool: Spool | None = None) -> dict[str, Any]:
+    """Earliest and latest restorable moments, per base backup, and the RPO now."""
+    store_names = sorted(info.key.removeprefix(WAL_PREFIX) for info in repo.store.list(WAL_PREFIX))
+    spool_names = spool.names() if spool is not None else []
+    bases = [BaseBackup(s.id, str(s.source_spec.get("consistent_at", s.time)),
+                        int(s.source_spec["timeline"]), str(s.source_spec["start_wal"]),
+                        str(s.source_spec["stop_wal"]),
+                        int(s.source_spec.get("wal_segment_size", 16 << 20)))
+             for s in repo.snapshots() if s.source_kind == "pg_base"]
+    archived = set(store_names) | set(spool_names)
+    covered: list[Coverage] = wal_coverage(bases, archived)
+
+    def pushed(name: str) -> str | None:
+        data = (spool.read(name, HEADER_MAX) if spool is not None and name in spool_names
+                else repo.store.get(wal_key(name), 0, HEADER_MAX))
+        return datetime.fromtimestamp(parse_wal_header(data).pushed, UTC).isoformat(
+            timespec="seconds").replace("+00:00", "Z")
+
+    rows = []
+    for cov in covered:
+        row = cov.to_json()
+        row["latest"] = pushed(cov.last_wal) if cov.complete and cov.last_wal else None
+        rows.append(row)
+    complete = [r for r in rows if r["complete"]]
+    store_newest = _newest(store_names, lambda n: repo.store.get(wal_key(n), 0, HEADER_MAX))
+    spool_newest = _newest(spool_names, lambda n: spool.read(n, HEADER_MAX)) if spool else None
+    ages = [x["age_s"] for x in (store_newest, spool_newest) if x]
+    return {
+        "repository": repo.url,
+        "earliest": min((r["consistent_at"] for r in complete), default=None),
+        "latest": max((r["latest"] for r in complete if r["latest"]), default=None),
+        "base_backups": rows,
+        "wal_in_store": len(store_names), "wal_in_spool": len(spool_names),
+        "newest_wal_in_store": store_newest, "newest_wal_in_spool": spool_newest,
+        "rpo_s": min(ages) if ages else None,
+    }

@@ -1,0 +1,118 @@
+"""WAL objects: one archived PostgreSQL file (segment, timeline history, backup label).
+
+An object is self-describing and sealed with the repository key (see
+docs/FORMAT.md, section "WAL objects")::
+
+    DRSY W 01 | name length (1) | name | content id (32) | size (u64) | pushed (u64 µs)
+              | sealed payload (codec, nonce, ciphertext, tag)
+
+Everything before the sealed payload is its associated data, so the name,
+content id, size and time cannot be changed without authentication
+failing. The content id (keyed BLAKE3 of the plaintext, like a chunk id)
+lets a second push of the same name be compared with the first without
+decrypting, and leaks nothing without the key.
+
+The same bytes sit in the local spool (``<spool>/<name>``) and, once
+shipped, in the store (``wal/<name>``).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import time
+from dataclasses import dataclass
+
+from drsync.repo.crypto import MasterKey, SealError, compress, decompress
+from drsync.repo.objects import HEADER_SIZE, FormatError, check_header, header
+
+__all__ = [
+    "TYPE_WAL",
+    "WAL_PREFIX",
+    "WalHeader",
+    "is_wal_name",
+    "open_wal",
+    "parse_wal_header",
+    "seal_wal",
+    "wal_key",
+]
+
+TYPE_WAL = b"W"
+WAL_PREFIX = "wal/"
+# 24 hex digits (timeline, log, segment), optionally .partial; NNNNNNNN.history;
+# a backup label NNNNNNNNNNNNNNNNNNNNNNNN.OOOOOOOO.backup.
+_NAME = re.compile(r"^(?:[0-9A-F]{24}(?:\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\.history)$")
+_FIXED = struct.Struct("<32sQQ")
+MAX_WAL_FILE = 1 << 30  # PostgreSQL's largest segment size
+
+
+def is_wal_name(name: str) -> bool:
+    return bool(_NAME.match(name))
+
+
+def wal_key(name: str) -> str:
+    return WAL_PREFIX + name
+
+
+@dataclass(frozen=True)
+class WalHeader:
+    name: str
+    content_id: bytes
+    size: int
+    pushed_us: int
+    length: int  # bytes of header before the sealed payload
+
+    @property
+    def pushed(self) -> float:
+        return self.pushed_us / 1e6
+
+
+def seal_wal(key: MasterKey, name: str, data: bytes, level: int = 1) -> bytes:
+    """The object for ``name`` holding ``data``."""
+    if not is_wal_name(name):
+        raise ValueError(f"{name!r} is not a WAL file name")
+    raw_name = name.encode()
+    head = (header(TYPE_WAL) + bytes((len(raw_name),)) + raw_name
+            + _FIXED.pack(key.chunk_id(data), len(data), int(time.time() * 1e6)))
+    codec, payload = compress(data, level)
+    return head + key.seal(payload, codec, head)
+
+
+def parse_wal_header(data: bytes) -> WalHeader:
+    """The clear header of a WAL object (authenticated only by ``open_wal``)."""
+    check_header(data, TYPE_WAL)
+    if len(data) < HEADER_SIZE + 1:
+        raise FormatError("truncated WAL object")
+    n = data[HEADER_SIZE]
+    end = HEADER_SIZE + 1 + n
+    if len(data) < end + _FIXED.size:
+        raise FormatError("truncated WAL object")
+    try:
+        name = bytes(data[HEADER_SIZE + 1:end]).decode("ascii")
+    except UnicodeDecodeError:
+        raise FormatError("WAL object name is not ASCII") from None
+    content_id, size, pushed = _FIXED.unpack_from(data, end)
+    return WalHeader(name, content_id, size, pushed, end + _FIXED.size)
+
+
+HEADER_MAX = HEADER_SIZE + 1 + 255 + _FIXED.size  # read this much to parse any header
+
+
+def open_wal(key: MasterKey, data: bytes, expected_name: str | None = None) -> tuple[WalHeader,
+                                                                                       bytes]:
+    """Authenticate, decompress and verify a WAL object; return its header and content."""
+    head = parse_wal_header(data)
+    if expected_name is not None and head.name != expected_name:
+        raise FormatError(f"holds {head.name}, not {expected_name}")
+    if head.size > MAX_WAL_FILE:
+        raise FormatError(f"declared size {head.size} is too large")
+    try:
+        codec, payload = key.unseal(bytes(data[head.length:]), bytes(data[:head.length]))
+        plain = decompress(codec, payload, head.size)
+    except SealError as err:
+        raise FormatError(str(err)) from None
+    if len(plain) != head.size:
+        raise FormatError(f"content is {len(plain)} bytes, header says {head.size}")
+    if key.chunk_id(plain) != head.content_id:
+        raise FormatError("content does not match its id")
+    return head, plain

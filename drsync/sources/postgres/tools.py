@@ -1,0 +1,115 @@
+"""Finding PostgreSQL's programs, asking the server small questions, WAL naming."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from drsync.errors import SourceError, UsageError
+
+__all__ = ["PgTools", "RecoveryTarget", "lsn_to_int", "segment_name"]
+
+
+def lsn_to_int(lsn: str) -> int:
+    high, _, low = lsn.partition("/")
+    try:
+        return (int(high, 16) << 32) | int(low, 16)
+    except ValueError:
+        raise UsageError(f"{lsn!r} is not an LSN (like 0/16B3748)") from None
+
+
+def segment_name(timeline: int, lsn: int, segment_size: int = 16 << 20) -> str:
+    """The WAL file holding byte ``lsn`` on ``timeline``."""
+    segno = lsn // segment_size
+    per_id = 0x100000000 // segment_size
+    return f"{timeline:08X}{segno // per_id:08X}{segno % per_id:08X}"
+
+
+@dataclass(frozen=True)
+class RecoveryTarget:
+    """Where replay stops: a time, an LSN, or the end of the archived WAL ("latest")."""
+
+    time: str | None = None
+    lsn: str | None = None
+
+    def settings(self) -> dict[str, str]:
+        if self.time:
+            return {"recovery_target_time": self.time, "recovery_target_action": "promote"}
+        if self.lsn:
+            lsn_to_int(self.lsn)
+            return {"recovery_target_lsn": self.lsn, "recovery_target_action": "promote"}
+        return {}
+
+    def describe(self) -> str:
+        return self.time or self.lsn or "latest"
+
+
+class PgTools:
+    """PostgreSQL's programs: $DRSYNC_PG_BINDIR, then PATH, then Debian's newest version."""
+
+    def __init__(self, bindir: str | None = None) -> None:
+        self.bindir = bindir or os.environ.get("DRSYNC_PG_BINDIR") or None
+
+    def path(self, name: str) -> str:
+        if self.bindir:
+            return os.path.join(self.bindir, name)
+        found = shutil.which(name)
+        if found:
+            return found
+        for cand in sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+                           key=lambda p: int(re.sub(r"\D", "", p.split("/")[4]) or 0),
+                           reverse=True):
+            return cand
+        raise SourceError(f"{name} not found: install the PostgreSQL client programs or set "
+                          "DRSYNC_PG_BINDIR")
+
+    def psql_args(self, dsn: str) -> list[str]:
+        return [self.path("psql"), "-X", "-At", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn]
+
+    def query(self, dsn: str, sql: str) -> list[list[str]]:
+        """Rows of one query, each a list of text fields (psql unaligned, '|' separated)."""
+        try:
+            done = subprocess.run([*self.psql_args(dsn), "-F", "\x1f", "-c", sql],
+                                  capture_output=True, text=True, timeout=120)
+        except OSError as err:
+            raise SourceError(f"cannot run psql: {err.strerror}") from None
+        if done.returncode != 0:
+            raise SourceError(f"PostgreSQL ({_redact(dsn)}): {_last_line(done.stderr)}")
+        return [line.split("\x1f") for line in done.stdout.splitlines() if line]
+
+    def server_info(self, dsn: str) -> dict[str, object]:
+        row = self.query(dsn, (
+            "SELECT current_setting('server_version'), current_setting('server_version_num'),"
+            " current_database(), (SELECT system_identifier FROM pg_control_system()),"
+            " current_setting('wal_segment_size'), current_setting('data_checksums'),"
+            " current_setting('block_size')"))[0]
+        return {"server_version": row[0], "server_version_num": int(row[1]), "database": row[2],
+                "system_identifier": row[3], "wal_segment_size": _size(row[4]),
+                "data_checksums": row[5] == "on", "block_size": int(row[6])}
+
+
+def _size(text: str) -> int:
+    match = re.fullmatch(r"(\d+)\s*(kB|MB|GB)?", text.strip())
+    if not match:
+        return int(text)
+    return int(match.group(1)) * {None: 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}[
+        match.group(2)]
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "failed without a message"
+
+
+def _redact(dsn: str) -> str:
+    """A DSN for messages: never print a password."""
+    return re.sub(r"(password\s*=\s*)\S+|(://[^:/@]+:)[^@]+@", lambda m: (m.group(1) or m.group(2))
+                  + "***" + ("" if m.group(1) else "@"), dsn)
+
+
+last_line = _last_line
+redact = _redact

@@ -1,0 +1,119 @@
+"""wal-ship and wal-fetch: the spool to the store, and a WAL file back for recovery.
+
+Shipping verifies each spooled object (authenticated decryption, content
+hash) before storing it with put-if-absent, and deletes the spooled copy
+only after the store confirmed the put (or holds identical content). A name
+already stored with different content is reported and kept in the spool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drsync.errors import (
+    IntegrityError,
+    ObjectExists,
+    ObjectNotFound,
+    RestoreTargetError,
+    WalConflict,
+    WalNotFound,
+)
+from drsync.repo.crypto import MasterKey
+from drsync.repo.objects import FormatError
+from drsync.repo.wal import HEADER_MAX, WalHeader, open_wal, parse_wal_header, wal_key
+from drsync.store.base import Store
+from drsync.wal.spool import Spool
+
+__all__ = ["ShipResult", "fetch_file", "ship_spool"]
+
+
+@dataclass
+class ShipResult:
+    shipped: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)  # identical copy was in the store
+    conflicts: list[str] = field(default_factory=list)
+    bytes: int = 0
+    duration_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"shipped": len(self.shipped), "already_stored": len(self.already),
+                "conflicts": self.conflicts, "bytes": self.bytes,
+                "duration_s": round(self.duration_s, 6),
+                "last": max([*self.already, *self.shipped], default=None)}
+
+
+def ship_spool(spool: Spool, store: Store, key: MasterKey, *,
+               bwlimit_bps: float | None = None,
+               progress: Callable[[int], None] | None = None) -> ShipResult:
+    """Ship every spooled object, oldest name first; never delete before the store confirmed."""
+    result = ShipResult()
+    started = time.monotonic()
+    for name in spool.names():
+        try:
+            data = spool.read(name)
+        except FileNotFoundError:
+            continue  # shipped by a concurrent wal-ship
+        try:
+            open_wal(key, data, name)
+        except FormatError as err:
+            raise IntegrityError(f"spool {spool.dir}: {name}: {err}") from None
+        try:
+            store.put(wal_key(name), data, if_absent=True)
+            result.shipped.append(name)
+        except ObjectExists:
+            stored = parse_wal_header(store.get(wal_key(name), 0, HEADER_MAX))
+            if stored.content_id != parse_wal_header(data).content_id:
+                result.conflicts.append(name)
+                continue
+            result.already.append(name)
+        spool.remove(name)
+        result.bytes += len(data)
+        if progress is not None:
+            progress(len(data))
+        if bwlimit_bps:
+            # Average-rate pacing: sleep until the bytes so far fit the limit.
+            ahead = result.bytes / bwlimit_bps - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    result.duration_s = time.monotonic() - started
+    if result.conflicts:
+        raise WalConflict(
+            f"{len(result.conflicts)} WAL file(s) differ from the copy already in the store "
+            f"and were kept in spool {spool.dir}: {', '.join(result.conflicts[:5])}"
+        )
+    return result
+
+
+def fetch_file(name: str, dest: str | Path, key: MasterKey, *, spool: Spool | None,
+               store: Store | None) -> WalHeader:
+    """Find ``name`` in the spool or the store, verify it, write it to ``dest``."""
+    data = None
+    where = ""
+    if spool is not None:
+        with contextlib.suppress(FileNotFoundError):
+            data, where = spool.read(name), f"spool {spool.dir}"
+    if data is None and store is not None:
+        with contextlib.suppress(ObjectNotFound):
+            data, where = store.get(wal_key(name)), f"{store.url}: object {wal_key(name)}"
+    if data is None:
+        raise WalNotFound(f"WAL file {name} is in neither the spool nor the store")
+    try:
+        head, plain = open_wal(key, data, name)
+    except FormatError as err:
+        raise IntegrityError(f"{where}: {err}") from None
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.drsync-tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(plain)
+        os.replace(tmp, dest)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise RestoreTargetError(f"cannot write {dest}: {err.strerror}") from None
+    return head

@@ -1,0 +1,87 @@
+"""Logical backups: pg_dump streamed into the repository, pg_restore into a new database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drsync.testing_postgres import Cluster, make_cluster_dir
+
+CHECKSUM = ("SELECT count(*), md5(string_agg(md5(t::text), '' ORDER BY {key})) "
+            "FROM {table} t")
+TABLES = {"pgbench_accounts": "aid", "pgbench_branches": "bid", "resident": "id"}
+
+
+@pytest.fixture
+def cluster(pg_bindir: str) -> Iterator[Cluster]:
+    c = Cluster(make_cluster_dir(), pg_bindir)
+    c.initdb()
+    c.start()
+    yield c
+    c.stop("immediate")
+    subprocess.run(["rm", "-rf", str(c.base)])
+
+
+def _drsync(exe: str, env: dict[str, str], *args: str) -> Any:
+    done = subprocess.run([exe, *args, "--json"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_dump_restores_with_equal_row_counts_and_checksums(
+        cluster: Cluster, drsync_bin: str, tmp_path: Path) -> None:
+    cluster.psql("CREATE DATABASE registry")
+    cluster.run(cluster.bin("pgbench"), "-h", str(cluster.base), "-p", str(cluster.port),
+                "-U", "postgres", "-i", "-s", "1", "-q", "registry")
+    cluster.psql("CREATE ROLE clerk; CREATE TABLE resident (id serial PRIMARY KEY, name text, "
+                 "moved timestamptz); ALTER TABLE resident OWNER TO clerk; "
+                 "INSERT INTO resident (name, moved) SELECT '住民 ' || g, now() - g * "
+                 "interval '1 day' FROM generate_series(1, 5000) g", dbname="registry")
+    env = {**os.environ, "DRSYNC_REPO": str(tmp_path / "repo"), "DRSYNC_PASSWORD": "pw",
+           "DRSYNC_CATALOG": str(tmp_path / "catalog.sqlite")}
+    _drsync(drsync_bin, env, "init")
+    first = _drsync(drsync_bin, env, "backup", "--pg-dump", cluster.dsn_for("registry"),
+                    "--pg-dumpall-globals")
+    cluster.psql("UPDATE resident SET name = name || ' (moved)' WHERE id % 100 = 0",
+                 dbname="registry")
+    second = _drsync(drsync_bin, env, "backup", "--pg-dump", cluster.dsn_for("registry"))
+    # Uncompressed custom format: the second night deduplicates against the first.
+    assert second["bytes_added"] < min(first["bytes_added"], second["bytes_read"] * 0.05)
+
+    snaps = _drsync(drsync_bin, env, "snapshots")
+    spec = snaps[-1]["source"]["spec"]
+    assert snaps[-1]["source"]["kind"] == "pg_dump"
+    assert spec["database"] == "registry" and spec["server_version"].startswith("15")
+    assert spec["consistent_at"].endswith("Z") and "/" in spec["consistent_lsn"]
+    assert snaps[0]["source"]["spec"]["globals"] is True
+
+    for jobs, snap in (("1", second), ("2", second)):
+        name = f"restored_{jobs}"
+        cluster.psql(f"CREATE DATABASE {name}")
+        done = _drsync(drsync_bin, env, "restore", snap["snapshot_id"], "--pg-restore",
+                       cluster.dsn_for(name), "--jobs", jobs)
+        assert done["kind"] == "pg_dump" and done["bytes_written"] > 0
+        for table, key in TABLES.items():
+            query = CHECKSUM.format(table=table, key=key)
+            assert cluster.psql(query, dbname=name) == cluster.psql(query, dbname="registry")
+        assert cluster.psql("SELECT tableowner FROM pg_tables WHERE tablename = 'resident'",
+                            dbname=name) == "clerk"
+
+
+def test_dump_of_a_missing_database_is_one_line(cluster: Cluster, drsync_bin: str,
+                                                tmp_path: Path) -> None:
+    env = {**os.environ, "DRSYNC_REPO": str(tmp_path / "repo"), "DRSYNC_PASSWORD": "pw",
+           "DRSYNC_CATALOG": str(tmp_path / "catalog.sqlite")}
+    _drsync(drsync_bin, env, "init")
+    done = subprocess.run([drsync_bin, "backup", "--pg-dump", cluster.dsn_for("nowhere")],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 15
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nowhere" in lines[0], lines
