@@ -180,7 +180,7 @@ class S3Store(Store):
             session = _session(opts.profile)
             config = Config(
                 s3={"addressing_style": opts.addressing_style},  # type: ignore[arg-type]
-                retries={"max_attempts": 1, "mode": "standard"},  # RetryStore retries
+                retries={"total_max_attempts": 1, "mode": "standard"},  # RetryStore retries
                 connect_timeout=opts.connect_timeout,
                 read_timeout=opts.read_timeout,
                 max_pool_connections=max(10, connections * 2),
@@ -279,7 +279,8 @@ class S3Store(Store):
         try:
             self._client.put_object(
                 Bucket=self.bucket, Key=self.full_key(key), Body=self.body(data),  # type: ignore[arg-type]
-                ContentLength=len(data), ChecksumSHA256=_b64_sha256(data),
+                ContentLength=len(data), ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=_b64_sha256(data),
                 Metadata={META_SHA256: sha}, **self._lock_args(key), **extra)
         except (ClientError, BotoCoreError, OSError) as err:
             raise self.error(err, f"writing {key}") from None
@@ -309,7 +310,7 @@ class S3Store(Store):
                 answer = self._client.upload_part(
                     Bucket=self.bucket, Key=full, UploadId=upload.upload_id, PartNumber=number,
                     Body=self.body(part), ContentLength=len(part),  # type: ignore[arg-type]
-                    ChecksumSHA256=checksum)
+                    ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum)
                 upload.parts[number] = {"PartNumber": number, "ETag": answer["ETag"],
                                         "ChecksumSHA256": checksum}
             extra: dict[str, Any] = {"IfNoneMatch": "*"} if if_none_match else {}
@@ -317,6 +318,7 @@ class S3Store(Store):
                 Bucket=self.bucket, Key=full, UploadId=upload.upload_id,
                 MultipartUpload={"Parts": [upload.parts[n] for n in sorted(upload.parts)]},
                 **extra)
+            self._ensure_retention(key)
         except (ClientError, BotoCoreError, OSError) as err:
             failure = self.error(err, f"writing {key}")
             if isinstance(err, ClientError) and error_code(err) == "NoSuchUpload":
@@ -332,6 +334,19 @@ class S3Store(Store):
             raise failure from None
         with self._uploads_lock:
             self._uploads.pop(key, None)
+
+    def _ensure_retention(self, key: str) -> None:
+        """Some S3-compatible stores (moto among them) drop the lock given when a multipart
+        upload is created; set it on the finished object then."""
+        lock = self._lock_args(key)
+        if not lock:
+            return
+        head = self.head(key)
+        if head is not None and self.retained_until(head) is None:
+            self._client.put_object_retention(
+                Bucket=self.bucket, Key=self.full_key(key),
+                Retention={"Mode": lock["ObjectLockMode"],
+                           "RetainUntilDate": lock["ObjectLockRetainUntilDate"]})
 
     def _abort(self, full: str, upload_id: str) -> None:
         # What a failed abort leaves shows in `drsync check`, which cleans it up.

@@ -8,6 +8,7 @@ faults trigger on byte counts, never on timing.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import struct
 import threading
@@ -17,9 +18,13 @@ __all__ = ["FaultProxy"]
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST (SO_LINGER 0), as a dropped WAN link looks to the peer."""
+    """Drop the connection as a failing WAN link does. SO_LINGER 0 makes the close an RST;
+    the shutdown first wakes a pump thread blocked reading the same socket (a bare close
+    from another thread would not)."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
 
@@ -41,6 +46,7 @@ class FaultProxy:
         self.down = False  # the link is down: every new connection is reset at once
         self.down_after_cut = False  # a cut also takes the link down (until heal())
         self.corrupt_down_after: int | None = None  # flip one byte this far into the downstream
+        self.strip_if_none_match = False  # drop the header, as a store that ignores it would
         self.resets = 0  # connections reset by a fault
         # Counters:
         self.bytes_up = 0
@@ -132,6 +138,8 @@ class FaultProxy:
         """Count the block and apply one-shot faults: (bytes to forward, cut after them)."""
         with self._lock:
             cut = False
+            if direction == "up" and self.strip_if_none_match:
+                block = re.sub(rb"(?i)\r\nif-none-match: ?\*", b"", block)
             if direction == "up":
                 if self.cut_after_up is not None:
                     if len(block) >= self.cut_after_up:
