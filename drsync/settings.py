@@ -40,6 +40,7 @@ Config file keys::
     conditional_writes = "auto"            # auto (probe) | on | off (claim protocol)
     object_lock_mode = "compliance"        # or "governance"; needs a bucket with Object Lock
     object_lock_days = 30
+    spool_dir = "/var/lib/drsync/s3-spool"  # local copies of uploads in flight, for resuming
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class Settings:
     s3_conditional_writes: str | None = None
     object_lock_mode: str | None = None
     object_lock_days: int | None = None
+    s3_spool_dir: str | None = None
     source: str = ""  # the config file these came from, for messages
 
     def override(self, **flags: Any) -> Settings:
@@ -106,7 +108,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
            "part_size_mib": ("s3_part_size_mib", int),
            "conditional_writes": ("s3_conditional_writes", str),
            "object_lock_mode": ("object_lock_mode", str),
-           "object_lock_days": ("object_lock_days", int)},
+           "object_lock_days": ("object_lock_days", int),
+           "spool_dir": ("s3_spool_dir", str)},
 }
 _FIELDS = {f.name for f in fields(Settings)}
 
@@ -161,7 +164,7 @@ def _check(path: str, section: str, key: str, value: Any) -> dict[str, Any]:
             parse_rate(value)
         except UsageError as err:
             raise ConfigError(f"config file {path}: key {dotted!r}: {err}") from None
-    if name in ("repo", "password_file", "key_file", "catalog", "s3_ca_bundle") \
+    if name in ("repo", "password_file", "key_file", "catalog", "s3_ca_bundle", "s3_spool_dir") \
             and isinstance(value, str):
         value = _relative_to(path, value)
     return {name: value}

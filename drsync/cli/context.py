@@ -87,6 +87,8 @@ def store_options(settings: Settings) -> Any:
         conditional_writes=settings.s3_conditional_writes or "auto",
         object_lock_mode=settings.object_lock_mode.upper() if settings.object_lock_mode else None,
         object_lock_days=settings.object_lock_days or 0,
+        spool_dir=settings.s3_spool_dir
+        or os.path.join(os.path.dirname(default_catalog_url()), "s3-spool"),
     )
     defaults = StoreOptions()
     return StoreOptions(

@@ -6,9 +6,10 @@
   digest plus a ranged read of its authenticated header: tens of bytes
   instead of the whole pack cross the link. Elsewhere the pack is read and
   hashed whole. Nothing unverified is adopted.
-- Multipart uploads cut off in a process that died cannot be finished (the
-  pack's bytes died with it): under the writer lock they belong to no live
-  writer and are aborted.
+- Multipart uploads cut off in a process that died belong, under the writer
+  lock, to no live writer. Those whose bytes the store kept locally (the S3
+  spool) are finished, sending only the missing parts, and become orphan
+  packs to adopt; the rest are aborted.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from drsync.repo.crypto import MasterKey
 from drsync.repo.objects import HEADER_SIZE, TYPE_PACK, FormatError, check_header, object_id
 from drsync.repo.pack import BlobEntry, header_length, parse_pack_header, read_pack_header
 from drsync.store.base import Store
-from drsync.store.capabilities import ContentDigests, PendingUpload, PendingUploads, capability
+from drsync.store.capabilities import (
+    ContentDigests,
+    PendingUpload,
+    PendingUploads,
+    ResumableUploads,
+    capability,
+)
 
 __all__ = ["abort_interrupted_uploads", "verified_pack_entries"]
 
@@ -49,11 +56,23 @@ def verified_pack_entries(store: Store, key: MasterKey, name: str, pack_id: str,
 
 
 def abort_interrupted_uploads(store: Store) -> list[PendingUpload]:
-    """Abort every unfinished upload; call only while holding the writer lock."""
+    """Finish or abort every unfinished upload; call only while holding the writer lock.
+    Returns the uploads aborted."""
     uploads = capability(store, PendingUploads)
     if uploads is None:
         return []
-    pending: list[PendingUpload] = uploads.pending_uploads()
-    for upload in pending:
+    resumable = capability(store, ResumableUploads)
+    aborted = []
+    for upload in uploads.pending_uploads():
+        data = resumable.resume_data(upload) if resumable is not None else None
+        if data is not None:
+            try:
+                store.put(upload.key, data)  # through the wrappers: retried and throttled
+                continue
+            except DrsyncError:
+                pass
         uploads.abort_upload(upload)
-    return pending
+        aborted.append(upload)
+    if resumable is not None:
+        resumable.tidy_spool()
+    return aborted

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["ContentDigests", "Paced", "Pacer", "PendingUpload", "PendingUploads", "capability"]
+__all__ = ["ContentDigests", "Paced", "Pacer", "PendingUpload", "PendingUploads",
+           "ResumableUploads", "capability"]
 
 Pacer = Callable[[int], None]
 """Called with a byte count before those bytes go over the wire; blocks to pace them."""
@@ -39,6 +40,15 @@ class PendingUploads(Protocol):
     def pending_uploads(self) -> list[PendingUpload]: ...
 
     def abort_upload(self, upload: PendingUpload) -> None: ...
+
+
+@runtime_checkable
+class ResumableUploads(Protocol):
+    """A store that can finish, in this process, an upload a dead process started."""
+
+    def resume_data(self, upload: PendingUpload) -> bytes | None: ...
+
+    def tidy_spool(self) -> None: ...
 
 
 @runtime_checkable

@@ -31,6 +31,7 @@ class S3Options:
     object_lock_mode: str | None = None  # GOVERNANCE | COMPLIANCE: retain what is written
     object_lock_days: int = 0
     unlocked_keys: tuple[str, ...] = ("lock",)  # never retained: the writer lock is deleted
+    spool_dir: str | None = None  # local copies of multipart objects in flight, for resuming
 
     def validate(self) -> S3Options:
         if self.addressing_style not in ("auto", "path", "virtual"):

@@ -12,7 +12,10 @@ owns, and nothing above it knows:
   retried; three in a row are an integrity error.
 - **Resume.** A multipart upload cut off mid-way keeps its upload id and
   completed parts in memory; the retry of the same put sends only the parts
-  that are missing. Uploads left by a process that died are listed
+  that are missing. With a spool directory, the object's bytes are also kept
+  on local disk until it completes, so the next process can finish an
+  upload whose process died (``resume_data``: parts whose stored SHA-256
+  matches are not sent again). Uploads nobody can finish are listed
   (``pending_uploads``) and aborted (``abort_upload``).
 - **Atomic create.** ``put(if_absent=True)`` uses ``If-None-Match: *`` when
   the store honours it (probed once, see ``s3_commit``) and the claim
@@ -30,10 +33,13 @@ import base64
 import builtins
 import contextlib
 import hashlib
+import json
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -59,6 +65,7 @@ if TYPE_CHECKING:
 
 __all__ = ["S3Store", "parse_s3_url"]
 
+log = logging.getLogger(__name__)
 META_SHA256 = "drsync-sha256"
 READ_BLOCK = 256 * 1024
 _VERIFY_ATTEMPTS = 3
@@ -172,6 +179,7 @@ class S3Store(Store):
         self._download_pacer: Pacer | None = None
         self._uploads: dict[str, _Upload] = {}
         self._uploads_lock = threading.Lock()
+        self._spool = Path(self.options.spool_dir) if self.options.spool_dir else None
         self.create = ConditionalCreate(self)
 
     def _make_client(self, connections: int) -> S3Client:
@@ -301,6 +309,7 @@ class S3Store(Store):
                 upload = _Upload(created["UploadId"], sha, size)
                 with self._uploads_lock:
                     self._uploads[key] = upload
+                self._spool_write(key, upload, data)
             for number, start in enumerate(range(0, len(data), size), start=1):
                 part = data[start:start + size]
                 if number in upload.parts:
@@ -331,9 +340,11 @@ class S3Store(Store):
                 with self._uploads_lock:
                     self._uploads.pop(key, None)
                 self._abort(full, upload.upload_id)
+                self._spool_drop(upload.sha256)
             raise failure from None
         with self._uploads_lock:
             self._uploads.pop(key, None)
+        self._spool_drop(sha)
 
     def _ensure_retention(self, key: str) -> None:
         """Some S3-compatible stores (moto among them) drop the lock given when a multipart
@@ -435,6 +446,94 @@ class S3Store(Store):
 
     def close(self) -> None:
         self._client.close()
+
+    # -- the upload spool: what lets another process finish a cut upload ----------
+
+    def _spool_paths(self, sha: str) -> tuple[Path, Path]:
+        assert self._spool is not None
+        return self._spool / f"{sha}.data", self._spool / f"{sha}.json"
+
+    def _spool_write(self, key: str, upload: _Upload, data: memoryview) -> None:
+        """Keep a local copy of a multipart object while it goes up. Best effort: without
+        it, a cut upload is aborted instead of finished."""
+        if self._spool is None:
+            return
+        data_path, meta_path = self._spool_paths(upload.sha256)
+        try:
+            self._spool.mkdir(parents=True, exist_ok=True)
+            data_path.write_bytes(data)
+            meta_path.write_text(json.dumps({"url": self.url, "key": key,
+                                             "upload_id": upload.upload_id,
+                                             "part_size": upload.part_size}))
+        except OSError as err:
+            log.warning("cannot spool %s for resuming: %s", key, err)
+
+    def _spool_drop(self, sha: str) -> None:
+        if self._spool is not None:
+            for path in self._spool_paths(sha):
+                path.unlink(missing_ok=True)
+
+    def resume_data(self, upload: PendingUpload) -> bytes | None:
+        """The bytes of a pending upload this host started (from the spool), verified, with
+        the parts already stored primed so the next ``put`` of them sends only the rest;
+        None when it cannot be finished here."""
+        if self._spool is None or not self._spool.is_dir():
+            return None
+        for meta_path in self._spool.glob("*.json"):
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, ValueError):
+                continue
+            if meta.get("upload_id") != upload.upload_id or meta.get("url") != self.url:
+                continue
+            sha = meta_path.stem
+            try:
+                data = self._spool_paths(sha)[0].read_bytes()
+            except OSError:
+                return None
+            if hashlib.sha256(data).hexdigest() != sha or meta.get("key") != upload.key:
+                return None  # torn or foreign: do not trust it
+            return self._prime(upload, sha, int(meta["part_size"]), memoryview(data))
+        return None
+
+    def _prime(self, upload: PendingUpload, sha: str, part_size: int,
+               data: memoryview) -> bytes:
+        full = self.full_key(upload.key)
+        try:
+            listed = self._client.list_parts(Bucket=self.bucket, Key=full,
+                                             UploadId=upload.upload_id)
+        except (ClientError, BotoCoreError, OSError) as err:
+            raise self.error(err, f"listing the parts of {upload.key}") from None
+        state = _Upload(upload.upload_id, sha, part_size)
+        for part in listed.get("Parts", []):
+            number = int(part["PartNumber"])
+            piece = data[(number - 1) * part_size:number * part_size]
+            checksum = _b64_sha256(piece)
+            # Only a part whose stored checksum is ours counts as sent: its SHA-256 where
+            # the store lists it, else its ETag, the MD5 of the part on S3 (without
+            # SSE-KMS), MinIO and Ceph (moto lists no checksums).
+            stored = part.get("ChecksumSHA256")
+            md5 = hashlib.md5(piece, usedforsecurity=False).hexdigest()
+            same = stored == checksum if stored else str(part.get("ETag", "")).strip('"') == md5
+            if same and int(part["Size"]) == len(piece):
+                state.parts[number] = {"PartNumber": number, "ETag": part["ETag"],
+                                       "ChecksumSHA256": checksum}
+        with self._uploads_lock:
+            self._uploads[upload.key] = state
+        return bytes(data)
+
+    def tidy_spool(self) -> None:
+        """Drop spooled copies whose upload no longer exists (finished or aborted)."""
+        if self._spool is None or not self._spool.is_dir():
+            return
+        live = {u.upload_id for u in self.pending_uploads()}
+        for meta_path in self._spool.glob("*.json"):
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, ValueError):
+                meta = {}
+            if meta.get("url") == self.url and meta.get("upload_id") not in live:
+                self._spool_drop(meta_path.stem)
 
     # -- capabilities --------------------------------------------------------------
 
