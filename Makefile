@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench bench-plan install clean
+.PHONY: demo test test-fast lint bench bench-plan bench-s3 install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,6 @@ clean:
 
 bench-plan: $(STAMP)
 	$(BIN)/python bench/plan_bench.py
+
+bench-s3: $(STAMP)
+	$(BIN)/python bench/s3_bench.py

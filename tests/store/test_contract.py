@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from collections.abc import Iterator
@@ -181,3 +182,42 @@ def test_open_store_urls(tmp_path: Path) -> None:
         open_store("ftp://host/x")
     with pytest.raises(UsageError, match="host"):
         open_store("file://otherhost/x")
+
+
+@pytest.mark.parametrize(("code", "words"), [
+    (errno.ESTALE, "stale file handle (network filesystem remounted?)"),
+    (errno.ENOSPC, "no space left on device"),
+    (errno.EDQUOT, "disk quota exceeded"),
+    (errno.EROFS, "read-only filesystem"),
+    (errno.EACCES, "permission denied"),
+])
+def test_local_errors_of_a_mounted_directory_are_named(code: int, words: str) -> None:
+    """What an NFS mount of the secondary data center fails with, as one clear line."""
+    from drsync.store.local import _describe
+
+    assert _describe(OSError(code, os.strerror(code)), "/mnt/dc2: writing data/aa/x") == (
+        f"/mnt/dc2: writing data/aa/x: {words}")
+
+
+def test_local_put_never_renames_across_directories(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """NFS makes a rename atomic only within one directory: temporaries live beside
+    their target."""
+    seen: list[tuple[str, str]] = []
+    real_replace, real_link = os.replace, os.link
+
+    def replace(src: str, dst: str) -> None:
+        seen.append((str(src), str(dst)))
+        real_replace(src, dst)
+
+    def link(src: str, dst: str) -> None:
+        seen.append((str(src), str(dst)))
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "link", link)
+    store = LocalStore(tmp_path)
+    store.put("data/ab/pack", b"1")
+    store.put("lock", b"2", if_absent=True)
+    assert len(seen) == 2
+    assert all(os.path.dirname(a) == os.path.dirname(b) for a, b in seen)
