@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench bench-plan bench-pg install clean
+.PHONY: demo test test-fast lint bench bench-plan bench-pg bench-s3 install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,3 +41,6 @@ bench-plan: $(STAMP)
 
 bench-pg: $(STAMP)
 	$(BIN)/python bench/pg_bench.py
+
+bench-s3: $(STAMP)
+	$(BIN)/python bench/s3_bench.py

@@ -13,6 +13,9 @@ The tree::
     ├── StoreError (14)              the store failed: I/O, full disk, permission, network
     │   └── ObjectNotFound (14)      a key the repository needs is absent
     │   └── ObjectExists (14)        a put-if-absent found the key taken
+    │   └── ObjectLocked (14)        the store refuses to delete or replace a retained object
+    │   └── StoreUnavailable (14)    a transient failure (reset, timeout, 5xx, throttling, a bad
+    │                                transfer); the retry wrapper retries these, and only these
     ├── SourceError (15)             a source cannot be read at all (missing database, bad path)
     ├── SnapshotNotFound (16)        no snapshot matches the id or prefix given
     ├── RestoreTargetError (17)      the restore target cannot be written (full disk, permission)
@@ -35,6 +38,7 @@ __all__ = [
     "DrsyncError",
     "IntegrityError",
     "ObjectExists",
+    "ObjectLocked",
     "ObjectNotFound",
     "RepositoryExists",
     "RepositoryLocked",
@@ -43,6 +47,7 @@ __all__ = [
     "SnapshotNotFound",
     "SourceError",
     "StoreError",
+    "StoreUnavailable",
     "UsageError",
     "WalConflict",
     "WalNotFound",
@@ -96,6 +101,14 @@ class ObjectNotFound(StoreError):
 
 
 class ObjectExists(StoreError):
+    exit_code = 14
+
+
+class ObjectLocked(StoreError):
+    exit_code = 14
+
+
+class StoreUnavailable(StoreError):
     exit_code = 14
 
 

@@ -25,6 +25,25 @@ Config file keys::
     chunk_min_kib = 256
     chunk_max_kib = 4096
     pack_size_mib = 16
+
+    [store]                                # any store; limits are for the whole process
+    connections = 4                        # parallel transfers (pack uploads) on S3
+    retry_deadline_s = 300                 # how long one request rides out transient failures
+    limit_upload = "20Mbit"                # decimal units: 20Mbit, 2.5MB/s, 800kbit
+    limit_download = "50Mbit"
+
+    [s3]                                   # for repo = "s3://bucket/prefix"
+    endpoint_url = "https://s3.dc2.example.lg.jp"   # default: AWS_ENDPOINT_URL(_S3), then AWS
+    region = "ap-northeast-1"
+    addressing_style = "path"              # auto | path | virtual
+    profile = "drsync"                     # in ~/.aws/config; default: the usual boto3 chain
+    verify_tls = true
+    ca_bundle = "/etc/drsync/dc2-ca.pem"
+    part_size_mib = 8                      # multipart part size (S3's minimum is 5)
+    conditional_writes = "auto"            # auto (probe) | on | off (claim protocol)
+    object_lock_mode = "compliance"        # or "governance"; needs a bucket with Object Lock
+    object_lock_days = 30
+    spool_dir = "/var/lib/drsync/s3-spool"  # local copies of uploads in flight, for resuming
 """
 
 from __future__ import annotations
@@ -55,6 +74,21 @@ class Settings:
     chunk_max_kib: int = 4096
     pack_size_mib: int = 16
     spool: str | None = None
+    connections: int | None = None
+    retry_deadline_s: float | None = None
+    limit_upload: str | None = None
+    limit_download: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_addressing_style: str | None = None
+    s3_profile: str | None = None
+    s3_verify_tls: bool = True
+    s3_ca_bundle: str | None = None
+    s3_part_size_mib: int | None = None
+    s3_conditional_writes: str | None = None
+    object_lock_mode: str | None = None
+    object_lock_days: int | None = None
+    s3_spool_dir: str | None = None
     source: str = ""  # the config file these came from, for messages
 
     def override(self, **flags: Any) -> Settings:
@@ -71,6 +105,16 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "init": {"chunk_avg_kib": ("chunk_avg_kib", int), "chunk_min_kib": ("chunk_min_kib", int),
              "chunk_max_kib": ("chunk_max_kib", int), "pack_size_mib": ("pack_size_mib", int)},
     "wal": {"spool": ("spool", str)},
+    "store": {"connections": ("connections", int), "retry_deadline_s": ("retry_deadline_s", float),
+              "limit_upload": ("limit_upload", str), "limit_download": ("limit_download", str)},
+    "s3": {"endpoint_url": ("s3_endpoint_url", str), "region": ("s3_region", str),
+           "addressing_style": ("s3_addressing_style", str), "profile": ("s3_profile", str),
+           "verify_tls": ("s3_verify_tls", bool), "ca_bundle": ("s3_ca_bundle", str),
+           "part_size_mib": ("s3_part_size_mib", int),
+           "conditional_writes": ("s3_conditional_writes", str),
+           "object_lock_mode": ("object_lock_mode", str),
+           "object_lock_days": ("object_lock_days", int),
+           "spool_dir": ("s3_spool_dir", str)},
 }
 _FIELDS = {f.name for f in fields(Settings)}
 
@@ -111,9 +155,23 @@ def _check(path: str, section: str, key: str, value: Any) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: key {dotted!r} must be a string")
     if kind is list and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
         raise ConfigError(f"config file {path}: key {dotted!r} must be a list of strings")
-    if kind is int and value < 0:
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"config file {path}: key {dotted!r} must be true or false")
+    if kind is float and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise ConfigError(f"config file {path}: key {dotted!r} must be a number")
+    if kind in (int, float) and value < 0:
         raise ConfigError(f"config file {path}: key {dotted!r} must not be negative")
-    if name in ("repo", "password_file", "key_file", "catalog", "spool") and isinstance(value, str):
+    if name in ("limit_upload", "limit_download"):
+        from drsync.errors import UsageError
+        from drsync.store.throttle import parse_rate
+
+        try:
+            parse_rate(value)
+        except UsageError as err:
+            raise ConfigError(f"config file {path}: key {dotted!r}: {err}") from None
+    if name in ("repo", "password_file", "key_file", "catalog", "s3_ca_bundle", "s3_spool_dir",
+                "spool") \
+            and isinstance(value, str):
         value = _relative_to(path, value)
     return {name: value}
 

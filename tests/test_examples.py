@@ -13,3 +13,11 @@ def test_agent_example_config_is_valid() -> None:
     settings = load_settings(str(ROOT / "config" / "agent.example.toml"))
     assert settings.repo == "/srv/drsync/secondary-dc/registry"
     assert settings.compression_level == 3 and settings.tags == ["nightly"]
+
+
+def test_s3_example_config_is_valid() -> None:
+    settings = load_settings(str(ROOT / "config" / "s3.example.toml"))
+    assert settings.repo == "s3://dr-backups/registry"
+    assert settings.limit_upload == "20Mbit" and settings.object_lock_days == 35
+    assert settings.s3_ca_bundle == str(ROOT / "config" / "dc2-ca.pem")
+    assert settings.s3_verify_tls is True and settings.connections == 4

@@ -55,7 +55,8 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="drsync")
-@click.option("--repo", "-r", envvar="DRSYNC_REPO", help="Repository URL: a path or file:///path.")
+@click.option("--repo", "-r", envvar="DRSYNC_REPO",
+              help="Repository URL: a path, file:///path or s3://bucket/prefix.")
 @click.option(
     "--password-file", envvar="DRSYNC_PASSWORD_FILE", type=click.Path(dir_okay=False),
     help="File holding the repository passphrase.",
@@ -69,6 +70,15 @@ class LazyGroup(click.Group):
     help="TOML settings file; command-line flags override it.",
 )
 @click.option("--catalog", envvar="DRSYNC_CATALOG", help="Catalog SQLAlchemy URL or SQLite path.")
+@click.option(
+    "--limit-upload", envvar="DRSYNC_LIMIT_UPLOAD", metavar="RATE",
+    help="Cap on all uploads of this process together, in decimal units "
+         "(e.g. --limit-upload 20Mbit, or 2.5MB/s).",
+)
+@click.option(
+    "--limit-download", envvar="DRSYNC_LIMIT_DOWNLOAD", metavar="RATE",
+    help="Cap on all downloads of this process together (e.g. --limit-download 50Mbit).",
+)
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -77,14 +87,23 @@ def cli(
     key_file: str | None,
     config_path: str | None,
     catalog: str | None,
+    limit_upload: str | None,
+    limit_download: str | None,
 ) -> None:
-    """drsync: encrypted, deduplicating off-site backup and disaster recovery."""
+    """drsync: encrypted, deduplicating off-site backup and disaster recovery.
+
+    \b
+    Example (an S3 bucket in the secondary data center, on a 20 Mbit/s share):
+      drsync --repo s3://dr-backups/registry --limit-upload 20Mbit backup /srv/exports
+    """
     ctx.obj = {
         "repo": repo,
         "password_file": password_file,
         "key_file": key_file,
         "config_path": config_path,
         "catalog": catalog,
+        "limit_upload": limit_upload,
+        "limit_download": limit_download,
     }
 
 

@@ -26,6 +26,7 @@ def settings_from(ctx: click.Context) -> Settings:
     settings = load_settings(obj.get("config_path")).override(
         repo=obj.get("repo"), password_file=obj.get("password_file"),
         key_file=obj.get("key_file"), catalog=obj.get("catalog"),
+        limit_upload=obj.get("limit_upload"), limit_download=obj.get("limit_download"),
     )
     obj["_settings"] = settings
     return settings
@@ -73,13 +74,45 @@ def repo_url(settings: Settings) -> str:
     return settings.repo
 
 
+def store_options(settings: Settings) -> Any:
+    """The store's typed options from the settings (S3, retries, bandwidth limits)."""
+    from drsync.store.options import MiB, S3Options, StoreOptions
+    from drsync.store.throttle import parse_rate
+
+    s3 = S3Options(
+        endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
+        addressing_style=settings.s3_addressing_style or "auto", profile=settings.s3_profile,
+        verify_tls=settings.s3_verify_tls, ca_bundle=settings.s3_ca_bundle,
+        part_size=(settings.s3_part_size_mib or 8) * MiB,
+        conditional_writes=settings.s3_conditional_writes or "auto",
+        object_lock_mode=settings.object_lock_mode.upper() if settings.object_lock_mode else None,
+        object_lock_days=settings.object_lock_days or 0,
+        spool_dir=settings.s3_spool_dir
+        or os.path.join(os.path.dirname(default_catalog_url()), "s3-spool"),
+    )
+    defaults = StoreOptions()
+    return StoreOptions(
+        s3=s3, connections=settings.connections or defaults.connections,
+        retry_deadline=defaults.retry_deadline if settings.retry_deadline_s is None
+        else float(settings.retry_deadline_s),
+        limit_upload=parse_rate(settings.limit_upload or "0"),
+        limit_download=parse_rate(settings.limit_download or "0"),
+    )
+
+
+def open_store_for(settings: Settings) -> Any:
+    """The store the settings name, wrapped as configured."""
+    from drsync.store import open_store
+
+    return open_store(repo_url(settings), store_options(settings))
+
+
 def open_repo(ctx: click.Context) -> Any:
     """Open the repository the options name (imports the format code only when needed)."""
     from drsync.repo import Repository
-    from drsync.store import open_store
 
     settings = settings_from(ctx)
-    store = open_store(repo_url(settings))
+    store = open_store_for(settings)
     return Repository.open(store, resolve_secret(settings))
 
 

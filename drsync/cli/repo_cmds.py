@@ -11,8 +11,8 @@ from drsync.cli.context import (
     open_catalog,
     open_journal,
     open_repo,
+    open_store_for,
     read_passphrase,
-    repo_url,
     settings_from,
 )
 from drsync.cli.render import human_bytes, print_json, progress_bar
@@ -45,14 +45,14 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
     """Create a repository, wrapped by a passphrase (and optionally a key file).
 
     \b
-    Example:
+    Examples:
       drsync --repo /srv/dr/tenant init --new-key-file /etc/drsync/tenant.key
+      drsync --repo s3://dr-backups/tenant init --new-key-file /etc/drsync/tenant.key
     """
     from drsync.repo import RepoConfig, Repository
-    from drsync.store import open_store
 
     settings = settings_from(ctx)
-    store = open_store(repo_url(settings))
+    store = open_store_for(settings)
     avg = (chunk_avg_kib or settings.chunk_avg_kib) * 1024
     config = RepoConfig(
         chunk_avg=avg,
@@ -67,6 +67,11 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
         from drsync.errors import RepositoryExists
 
         raise RepositoryExists(f"a repository already exists at {store.url}")
+    if next(iter(store.list("")), None) is not None:
+        from drsync.errors import UsageError
+
+        raise UsageError(f"{store.url} is not empty and is not a drsync repository; "
+                         "choose an empty directory or bucket prefix")
     passphrase, _source = read_passphrase(settings, confirm=True)
     repo = Repository.init(store, passphrase, config, kdf=kdf_params())
     key_path = None
@@ -309,15 +314,20 @@ def _restore_postgres(ctx: click.Context, snapshot: str, target: str | None,
 
 @click.command("check")
 @click.option("--read-data", is_flag=True, help="Read and verify every byte of every pack.")
+@click.option("--cleanup-uploads", is_flag=True,
+              help="Abort stale unfinished (multipart) uploads that a cut or killed run left "
+                   "on the store; they are listed either way.")
 @json_option
 @click.pass_context
-def check_cmd(ctx: click.Context, read_data: bool, as_json: bool) -> int:
+def check_cmd(ctx: click.Context, read_data: bool, cleanup_uploads: bool, as_json: bool) -> int:
     """Check the repository: every referenced object exists (and with --read-data, verifies).
 
     \b
-    Example:
+    Examples:
       drsync check --read-data
+      drsync --repo s3://dr-backups/registry check --cleanup-uploads
     Exit 0: consistent. Exit 13: one `error:` line per problem names the object.
+    Unreferenced packs and unfinished uploads are `note:` lines, not errors.
     """
     from drsync.errors import IntegrityError
     from drsync.repo.check import check_repository
@@ -325,7 +335,7 @@ def check_cmd(ctx: click.Context, read_data: bool, as_json: bool) -> int:
     repo = open_repo(ctx)
     with progress_bar("check", enabled=not as_json and read_data) as (advance, set_total):
         report = check_repository(repo, read_data=read_data, progress=advance,
-                                  on_total=set_total)
+                                  on_total=set_total, cleanup_uploads=cleanup_uploads)
     if as_json:
         print_json(report.to_json())
     else:
@@ -353,9 +363,8 @@ def unlock_cmd(ctx: click.Context, force: bool) -> int:
       drsync unlock --force    # the holder is known dead on another host
     """
     from drsync.repo.lock import LOCK_KEY, read_lock
-    from drsync.store import open_store
 
-    store = open_store(repo_url(settings_from(ctx)))
+    store = open_store_for(settings_from(ctx))
     lock = read_lock(store)
     if lock is None:
         click.echo("repository is not locked")

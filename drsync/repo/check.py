@@ -7,6 +7,7 @@ are reported as notes, not errors.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,11 +16,12 @@ from drsync.errors import DrsyncError, IntegrityError
 from drsync.repo.crypto import SealError
 from drsync.repo.index import Index, pack_key
 from drsync.repo.keys import parse_wrapping
-from drsync.repo.lock import read_lock
+from drsync.repo.lock import STALE_AFTER, LockInfo, read_lock
 from drsync.repo.objects import TYPE_INDEX, FormatError, object_id
 from drsync.repo.pack import read_pack_header
 from drsync.repo.reader import SnapshotReader
 from drsync.repo.repository import Repository
+from drsync.store.capabilities import PendingUploads, capability
 
 __all__ = ["CheckReport", "check_repository"]
 
@@ -32,6 +34,7 @@ class CheckReport:
     packs: int = 0
     blobs: int = 0
     bytes_verified: int = 0
+    uploads: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -40,12 +43,13 @@ class CheckReport:
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "errors": self.errors, "notes": self.notes,
                 "snapshots": self.snapshots, "packs": self.packs, "blobs": self.blobs,
-                "bytes_verified": self.bytes_verified}
+                "bytes_verified": self.bytes_verified, "uploads": self.uploads}
 
 
 def check_repository(repo: Repository, *, read_data: bool = False,
                      progress: Callable[[int], None] | None = None,
-                     on_total: Callable[[int], None] | None = None) -> CheckReport:
+                     on_total: Callable[[int], None] | None = None,
+                     cleanup_uploads: bool = False) -> CheckReport:
     """Check structure (and with ``read_data`` every byte); ``on_total`` is told how many
     bytes will be read, ``progress`` each time some are."""
     report = CheckReport()
@@ -72,7 +76,32 @@ def check_repository(repo: Repository, *, read_data: bool = False,
     if lock is not None:
         state = "stale" if lock.is_stale() else "held"
         report.notes.append(f"object lock: {state} by {lock.describe()}")
+    _check_uploads(repo, report, lock, cleanup_uploads)
     return report
+
+
+def _check_uploads(repo: Repository, report: CheckReport, lock: LockInfo | None,
+                   cleanup: bool) -> None:
+    """Unfinished uploads: stale when no live writer holds the lock, or when older than
+    a lock's staleness limit (the live writer cannot still be sending them)."""
+    uploads = capability(repo.store, PendingUploads)
+    if uploads is None:
+        return
+    writer_alive = lock is not None and not lock.is_stale()
+    now = time.time()
+    for upload in sorted(uploads.pending_uploads(), key=lambda u: u.started):
+        stale = not writer_alive or now - upload.started > STALE_AFTER
+        entry = {"key": upload.key, "started": upload.started,
+                 "bytes_stored": upload.bytes_stored, "stale": stale, "aborted": False}
+        if stale and cleanup:
+            uploads.abort_upload(upload)
+            entry["aborted"] = True
+            report.notes.append(f"{upload.describe()}: aborted")
+        else:
+            hint = ("stale; `drsync check --cleanup-uploads` aborts it" if stale
+                    else "in progress (a backup holds the lock)")
+            report.notes.append(f"{upload.describe()}: {hint}")
+        report.uploads.append(entry)
 
 
 def _check_keys(repo: Repository, report: CheckReport) -> None:

@@ -10,6 +10,7 @@ lock by hand.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -19,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from drsync.errors import ObjectExists, ObjectNotFound, RepositoryLocked
+from drsync.errors import DrsyncError, ObjectExists, ObjectNotFound, RepositoryLocked
 from drsync.repo.objects import HEADER_SIZE, TYPE_LOCK, FormatError, check_header, header
 from drsync.store.base import Store
 
@@ -131,5 +132,11 @@ class RepositoryLock:
         self.acquire()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc is None:
+            self.release()
+            return
+        # Failing already (often because the store is unreachable): a lock that cannot be
+        # removed goes stale; the original error is the one to report.
+        with contextlib.suppress(DrsyncError):
+            self.release()

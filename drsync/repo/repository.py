@@ -12,6 +12,7 @@ Object names (all under the store's root; see docs/FORMAT.md):
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from typing import Any
 
 from drsync.errors import (
     IntegrityError,
+    ObjectExists,
     ObjectNotFound,
     RepositoryExists,
     RepositoryNotFound,
@@ -178,10 +180,15 @@ class Repository:
 
     # -- sealed documents ------------------------------------------------------
 
-    def save_document(self, kind: bytes, prefix: str, doc: dict[str, Any]) -> tuple[str, int]:
+    def save_document(self, kind: bytes, prefix: str, doc: dict[str, Any], *,
+                      if_absent: bool = False) -> tuple[str, int]:
+        """Store a sealed document under its SHA-256. With ``if_absent`` the store never
+        replaces an existing object; one already there has the same name, so the same
+        bytes, and that is success."""
         data = seal_document(self.key, kind, doc, self.config.compression_level)
         oid = object_id(data)
-        self.store.put(f"{prefix}/{oid}", data)
+        with contextlib.suppress(ObjectExists):
+            self.store.put(f"{prefix}/{oid}", data, if_absent=if_absent)
         return oid, len(data)
 
     def load_document(self, kind: bytes, name: str) -> dict[str, Any]:
@@ -214,7 +221,12 @@ class Repository:
         """Fetch, decrypt, decompress and verify one blob."""
         name = pack_key(loc.pack_id)
         sealed = self.store.get(name, loc.offset, loc.length)
-        return self.open_blob(blob_id, loc, sealed)
+        try:
+            return self.open_blob(blob_id, loc, sealed)
+        except IntegrityError:
+            # A byte flipped in transit fails authentication like one flipped at rest:
+            # read once more before calling it damage.
+            return self.open_blob(blob_id, loc, self.store.get(name, loc.offset, loc.length))
 
     def open_blob(self, blob_id: bytes, loc: BlobLocation, sealed: bytes) -> bytes:
         try:
@@ -260,7 +272,8 @@ class Repository:
         return self.load_snapshot(matches[0])
 
     def save_snapshot(self, snap: Snapshot) -> tuple[str, int]:
-        oid, size = self.save_document(TYPE_SNAPSHOT, "snapshots", snap.to_doc())
+        # Conditional: a snapshot is never silently replaced by a concurrent writer.
+        oid, size = self.save_document(TYPE_SNAPSHOT, "snapshots", snap.to_doc(), if_absent=True)
         snap.id = oid
         return oid, size
 

@@ -29,9 +29,10 @@ from pyfastcdc import FastCDC
 
 from drsync.errors import DrsyncError, StoreError
 from drsync.repo.index import Index, index_document, pack_key
-from drsync.repo.objects import TYPE_INDEX, FormatError, object_id
-from drsync.repo.pack import BLOB_DATA, BLOB_TREE, BlobEntry, PackBuilder, read_pack_header
+from drsync.repo.objects import TYPE_INDEX
+from drsync.repo.pack import BLOB_DATA, BLOB_TREE, BlobEntry, PackBuilder
 from drsync.repo.repository import Repository, utc_now
+from drsync.repo.resume import abort_interrupted_uploads, verified_pack_entries
 from drsync.repo.snapshot import Entry, Snapshot
 
 __all__ = ["SnapshotWriter", "WriterStats", "adopt_orphan_packs"]
@@ -65,23 +66,35 @@ class WriterStats:
 
 
 class _Uploader:
-    """One thread that stores finished packs, then the indexes naming them."""
+    """Threads that store finished packs, then the indexes naming them.
+
+    ``repo.store.connections`` threads upload at once (one for a local
+    directory, several for S3). A pack joins the list of packs awaiting an
+    index only after its put returned, so an index never names a pack that is
+    not stored, however the uploads interleave.
+    """
 
     def __init__(self, repo: Repository, index: Index, stats: WriterStats) -> None:
         self._repo = repo
         self._index = index
         self._stats = stats
+        self._threads_n = max(1, repo.store.connections)
         self._queue: queue.Queue[PackBuilder | None] = queue.Queue(
-            UPLOAD_QUEUE
+            UPLOAD_QUEUE + self._threads_n - 1
         )
         self._unindexed: list[tuple[str, int, list[BlobEntry]]] = []
+        self._lock = threading.Lock()
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="pack-uploader", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"pack-uploader-{i}", daemon=True)
+            for i in range(self._threads_n)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, pack: PackBuilder) -> None:
-        """Queue a full pack; sealing its header and hashing it happen on this thread,
-        off the chunking thread."""
+        """Queue a full pack; sealing its header and hashing it happen on an uploader
+        thread, off the chunking thread."""
         self.raise_error()
         self._queue.put(pack)
 
@@ -99,29 +112,39 @@ class _Uploader:
                 pack_id, data = item.finish()
                 entries = item.entries
                 self._repo.store.put(pack_key(pack_id), data)
-                self._stats.bytes_added += len(data)
-                self._stats.packs += 1
-                self._index.add_pack(pack_id, len(data), entries)
-                self._unindexed.append((pack_id, len(data), entries))
-                if len(self._unindexed) >= INDEX_EVERY:
-                    self._write_index()
+                with self._lock:
+                    self._stats.bytes_added += len(data)
+                    self._stats.packs += 1
+                    self._index.add_pack(pack_id, len(data), entries)
+                    self._unindexed.append((pack_id, len(data), entries))
+                    batch = self._take_batch(INDEX_EVERY)
+                if batch:
+                    self._write_index(batch)
             except BaseException as err:
                 self.error = err
 
-    def _write_index(self) -> None:
-        if self._unindexed:
-            _oid, size = self._repo.save_document(
-                TYPE_INDEX, "index", index_document(self._unindexed)
-            )
-            self._stats.bytes_added += size
-            self._unindexed = []
+    def _take_batch(self, at_least: int) -> list[tuple[str, int, list[BlobEntry]]]:
+        if len(self._unindexed) < at_least:
+            return []
+        batch, self._unindexed = self._unindexed, []
+        return batch
+
+    def _write_index(self, batch: list[tuple[str, int, list[BlobEntry]]]) -> None:
+        if batch:
+            _oid, size = self._repo.save_document(TYPE_INDEX, "index", index_document(batch))
+            with self._lock:
+                self._stats.bytes_added += size
 
     def close(self) -> None:
         """Wait for every queued pack, then index the rest."""
-        self._queue.put(None)
-        self._thread.join()
+        for _thread in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
         self.raise_error()
-        self._write_index()
+        with self._lock:
+            batch = self._take_batch(1)
+        self._write_index(batch)
 
 
 def adopt_orphan_packs(repo: Repository, index: Index) -> int:
@@ -129,23 +152,21 @@ def adopt_orphan_packs(repo: Repository, index: Index) -> int:
 
     A run killed between storing a pack and writing the index that names it
     leaves the pack orphaned. Such a pack is adopted only if its bytes hash to
-    its name and its header decrypts, so nothing unverified is ever reused.
-    Returns the number of packs adopted.
+    its name and its header decrypts, so nothing unverified is ever reused
+    (see drsync.repo.resume). Unfinished uploads of a dead run are aborted
+    first. Returns the number of packs adopted.
     """
+    abort_interrupted_uploads(repo.store)
     adopted: list[tuple[str, int, list[BlobEntry]]] = []
     for info in repo.store.list("data/"):
         pack_id = info.key.rsplit("/", 1)[-1]
         if pack_id in index.packs:
             continue
-        data = repo.store.get(info.key)
-        if object_id(data) != pack_id:
+        entries = verified_pack_entries(repo.store, repo.key, info.key, pack_id, info.size)
+        if entries is None:
             continue  # damaged: left for `check` to report
-        try:
-            entries = read_pack_header(repo.key, data)
-        except FormatError:
-            continue
-        index.add_pack(pack_id, len(data), entries)
-        adopted.append((pack_id, len(data), entries))
+        index.add_pack(pack_id, info.size, entries)
+        adopted.append((pack_id, info.size, entries))
     if adopted:
         repo.save_document(TYPE_INDEX, "index", index_document(adopted))
     return len(adopted)

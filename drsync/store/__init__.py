@@ -1,4 +1,9 @@
-"""Stores: where repository objects live. ``open_store`` turns a URL into one."""
+"""Stores: where repository objects live. ``open_store`` turns a URL into one.
+
+It is also the one place where wrappers are composed around a backend, as
+restic does: ``RetryStore(ThrottledStore(S3Store))``. The throttle sits
+inside the retry so that bytes sent again are paced like the first ones.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +13,50 @@ from drsync.errors import UsageError
 from drsync.store.base import ObjectInfo, Store, validate_key
 from drsync.store.local import LocalStore
 from drsync.store.memory import MemoryStore
+from drsync.store.options import S3Options, StoreOptions
 
-__all__ = ["LocalStore", "MemoryStore", "ObjectInfo", "Store", "open_store", "validate_key"]
+__all__ = ["LocalStore", "MemoryStore", "ObjectInfo", "S3Options", "Store", "StoreOptions",
+           "open_store", "validate_key"]
 
 
-def open_store(url: str) -> Store:
-    """A plain path or ``file:///path`` opens a directory store.
-
-    Other schemes (``s3://``) plug in here without the layers above changing.
-    """
+def open_store(url: str, options: StoreOptions | None = None) -> Store:
+    """A plain path or ``file:///path`` opens a directory store; ``s3://bucket/prefix`` a
+    bucket. ``options`` carries the S3 settings, retry deadline and bandwidth limits."""
     if not url:
         raise UsageError("no repository given: use --repo, DRSYNC_REPO or `repo` in the config")
+    options = (options or StoreOptions()).validate()
+    store: Store
     if "://" not in url:
-        return LocalStore(url)
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise UsageError(f"file URL {url!r} names a host; use file:///absolute/path")
-        return LocalStore(unquote(parsed.path))
-    raise UsageError(f"unsupported repository URL scheme {parsed.scheme!r} in {url!r}")
+        store = LocalStore(url)
+    else:
+        parsed = urlparse(url)
+        if parsed.scheme == "file":
+            if parsed.netloc not in ("", "localhost"):
+                raise UsageError(f"file URL {url!r} names a host; use file:///absolute/path")
+            store = LocalStore(unquote(parsed.path))
+        elif parsed.scheme == "s3":
+            from drsync.store.s3 import S3Store  # boto3 is imported only for S3 URLs
+
+            store = S3Store(url, options.s3, connections=options.connections)
+        else:
+            raise UsageError(f"unsupported repository URL scheme {parsed.scheme!r} in {url!r}")
+    return wrap_store(store, options)
+
+
+def wrap_store(store: Store, options: StoreOptions) -> Store:
+    """Throttle (when limited), then retry (for stores that can fail transiently)."""
+    from drsync.store.local import LocalStore as _Local
+
+    if options.limit_upload or options.limit_download:
+        from drsync.store.throttle import ThrottledStore, shared_bucket
+
+        store = ThrottledStore(
+            store,
+            shared_bucket("upload", options.limit_upload) if options.limit_upload else None,
+            shared_bucket("download", options.limit_download) if options.limit_download else None,
+        )
+    if not isinstance(store, _Local):
+        from drsync.store.retry import RetryPolicy, RetryStore
+
+        store = RetryStore(store, RetryPolicy(deadline=options.retry_deadline))
+    return store

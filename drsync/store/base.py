@@ -54,6 +54,9 @@ class Store(abc.ABC):
     the whole object or none of it, never a prefix."""
 
     url: str
+    # How many transfers the store serves well in parallel (restic's Connections()):
+    # the writer runs this many pack uploads at once. Wrappers pass the inner value on.
+    connections: int = 1
 
     @abc.abstractmethod
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:

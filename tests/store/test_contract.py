@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,16 +10,40 @@ from pathlib import Path
 import pytest
 
 from drsync.errors import ObjectExists, ObjectNotFound, StoreError, UsageError
-from drsync.store import LocalStore, MemoryStore, Store, open_store
+from drsync.store import LocalStore, MemoryStore, S3Options, Store, StoreOptions, open_store
 from tests.helpers import mounted
+from tests.store.conftest import new_bucket
+
+PART = 64 * 1024  # small multipart parts, so the contract covers multipart too
 
 
-@pytest.fixture(params=["local", "memory"])
+def s3_options(endpoint: str | None, **s3: object) -> StoreOptions:
+    return StoreOptions(s3=S3Options(endpoint_url=endpoint, part_size=PART, **s3),  # type: ignore[arg-type]
+                        retry_deadline=5)
+
+
+@pytest.fixture(params=["local", "memory", "s3-mock", "s3-http", "s3-http-claims"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "local":
         yield LocalStore(tmp_path / "store")
-    else:
+    elif request.param == "memory":
         yield MemoryStore()
+    elif request.param == "s3-mock":
+        # moto in process: boto3's requests never leave the process.
+        request.getfixturevalue("in_process_s3")
+        bucket = new_bucket(None)
+        yield open_store(f"s3://{bucket}/tenant-a", s3_options(None))
+    else:
+        # moto's threaded server: boto3 speaks real HTTP on loopback. The claims
+        # variant switches conditional writes off, so put-if-absent uses the
+        # fallback protocol.
+        endpoint = request.getfixturevalue("moto_endpoint")
+        bucket = new_bucket(endpoint)
+        mode = "off" if request.param == "s3-http-claims" else "auto"
+        store = open_store(f"s3://{bucket}/tenant-a",
+                           s3_options(endpoint, conditional_writes=mode))
+        yield store
+        store.close()
 
 
 def test_put_get_roundtrip(store: Store) -> None:
@@ -62,6 +87,29 @@ def test_list_by_prefix(store: Store) -> None:
     assert len(list(store.list(""))) == 5
     assert list(store.list("keys/")) == []
     assert {i.key: i.size for i in store.list("snapshots/")} == {"snapshots/4": 11}
+
+
+def test_large_objects_and_ranges_across_parts(store: Store) -> None:
+    data = os.urandom(3 * PART + 1234)
+    store.put("data/big", data)
+    assert store.get("data/big") == data
+    assert store.stat("data/big").size == len(data)
+    assert store.get("data/big", PART - 10, 20) == data[PART - 10 : PART + 10]
+    assert store.get("data/big", len(data) - 5) == data[-5:]
+    assert store.get("data/big", len(data)) == b""
+    with pytest.raises(ObjectExists):
+        store.put("data/big", data[:10] * 100_000, if_absent=True)
+    assert store.get("data/big") == data
+    store.put("data/big2", data, if_absent=True)
+    assert store.get("data/big2") == data
+
+
+def test_keys_with_a_shared_prefix_stay_apart(store: Store) -> None:
+    store.put("index/ab", b"1")
+    store.put("index/abc", b"22")
+    assert sorted((i.key, i.size) for i in store.list("index/ab")) == [
+        ("index/ab", 1), ("index/abc", 2)]
+    assert store.get("index/ab") == b"1"
 
 
 def test_delete(store: Store) -> None:
@@ -126,3 +174,42 @@ def test_open_store_urls(tmp_path: Path) -> None:
         open_store("ftp://host/x")
     with pytest.raises(UsageError, match="host"):
         open_store("file://otherhost/x")
+
+
+@pytest.mark.parametrize(("code", "words"), [
+    (errno.ESTALE, "stale file handle (network filesystem remounted?)"),
+    (errno.ENOSPC, "no space left on device"),
+    (errno.EDQUOT, "disk quota exceeded"),
+    (errno.EROFS, "read-only filesystem"),
+    (errno.EACCES, "permission denied"),
+])
+def test_local_errors_of_a_mounted_directory_are_named(code: int, words: str) -> None:
+    """What an NFS mount of the secondary data center fails with, as one clear line."""
+    from drsync.store.local import _describe
+
+    assert _describe(OSError(code, os.strerror(code)), "/mnt/dc2: writing data/aa/x") == (
+        f"/mnt/dc2: writing data/aa/x: {words}")
+
+
+def test_local_put_never_renames_across_directories(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """NFS makes a rename atomic only within one directory: temporaries live beside
+    their target."""
+    seen: list[tuple[str, str]] = []
+    real_replace, real_link = os.replace, os.link
+
+    def replace(src: str, dst: str) -> None:
+        seen.append((str(src), str(dst)))
+        real_replace(src, dst)
+
+    def link(src: str, dst: str) -> None:
+        seen.append((str(src), str(dst)))
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "link", link)
+    store = LocalStore(tmp_path)
+    store.put("data/ab/pack", b"1")
+    store.put("lock", b"2", if_absent=True)
+    assert len(seen) == 2
+    assert all(os.path.dirname(a) == os.path.dirname(b) for a, b in seen)

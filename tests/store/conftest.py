@@ -1,0 +1,79 @@
+"""S3 test fixtures: moto in process, moto's threaded server on loopback, a fault proxy.
+
+Network traffic goes only to 127.0.0.1. Credentials are fake and fixed, the
+AWS config files and the EC2 metadata service are switched off, so boto3
+never looks beyond the test.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+
+import pytest
+
+# moto reads this when imported: small multipart parts keep the tests fast.
+os.environ.setdefault("S3_UPLOAD_PART_MIN_SIZE", str(64 * 1024))
+
+import boto3
+from moto import mock_aws
+from moto.server import ThreadedMotoServer
+
+from tests.store.faultproxy import FaultProxy
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": "/nonexistent/aws-config", "AWS_SHARED_CREDENTIALS_FILE":
+    "/nonexistent/aws-credentials",
+}
+
+
+@pytest.fixture(autouse=True)
+def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def new_bucket(endpoint: str | None, *, object_lock: bool = False) -> str:
+    name = f"drsync-{secrets.token_hex(6)}"
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    if object_lock:
+        client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    else:
+        client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def bucket_on(moto_endpoint: str) -> Callable[..., str]:
+    """A new bucket on the threaded server: ``bucket_on(object_lock=True)``."""
+    return lambda **kw: new_bucket(moto_endpoint, **kw)
+
+
+@pytest.fixture
+def in_process_s3() -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
+    host, port = moto_endpoint.removeprefix("http://").split(":")
+    fault = FaultProxy((host, int(port)))
+    yield fault
+    fault.close()

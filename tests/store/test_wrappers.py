@@ -1,0 +1,186 @@
+"""Retry and throttle wrappers, on an honest in-memory store that fails on demand."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from drsync.errors import ObjectExists, ObjectNotFound, StoreError, StoreUnavailable, UsageError
+from drsync.store import MemoryStore, ObjectInfo, Store
+from drsync.store.retry import RetryPolicy, RetryStore
+from drsync.store.throttle import ThrottledStore, TokenBucket, format_rate, parse_rate
+
+
+class FlakyStore(Store):
+    """Fails the next ``failures`` calls with StoreUnavailable; ``land`` makes a failing put
+    store its bytes first (an answer lost after the write happened)."""
+
+    def __init__(self, failures: int = 0, land: bool = False) -> None:
+        self.inner = MemoryStore("memory://flaky")
+        self.url = self.inner.url
+        self.failures = failures
+        self.land = land
+        self.calls = 0
+
+    def _maybe_fail(self) -> None:
+        self.calls += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreUnavailable(f"{self.url}: connection reset")
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        if self.failures > 0 and self.land:
+            self.inner.put(key, data, if_absent=if_absent)
+        self._maybe_fail()
+        self.inner.put(key, data, if_absent=if_absent)
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        self._maybe_fail()
+        return self.inner.get(key, offset, length)
+
+    def stat(self, key: str) -> ObjectInfo:
+        self._maybe_fail()
+        return self.inner.stat(key)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        self._maybe_fail()
+        return self.inner.list(prefix)
+
+    def delete(self, key: str) -> None:
+        self._maybe_fail()
+        self.inner.delete(key)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def _retrying(inner: Store, deadline: float = 60.0) -> tuple[RetryStore, FakeClock]:
+    clock = FakeClock()
+    return RetryStore(inner, RetryPolicy(deadline=deadline, sleep=clock.sleep, clock=clock)), clock
+
+
+def test_transient_failures_are_retried_with_growing_jittered_backoff() -> None:
+    flaky = FlakyStore(failures=5)
+    store, clock = _retrying(flaky)
+    store.put("k", b"v")
+    assert store.get("k") == b"v"
+    assert store.retries == 5 and len(clock.slept) == 5
+    caps = [min(store.policy.cap, store.policy.base * 2**n) for n in range(5)]
+    assert all(0 <= s <= c for s, c in zip(clock.slept, caps, strict=True))
+
+
+def test_a_failure_that_outlasts_the_deadline_is_one_final_line() -> None:
+    flaky = FlakyStore(failures=10_000)
+    store, clock = _retrying(flaky, deadline=30)
+    with pytest.raises(StoreError) as info:
+        store.get("data/aa/x")
+    assert not isinstance(info.value, StoreUnavailable)  # final: nothing above retries again
+    message = str(info.value)
+    assert "\n" not in message and "connection reset" in message and "deadline is 30 s" in message
+    assert clock.now <= 30
+
+
+def test_permanent_failures_are_not_retried() -> None:
+    flaky = FlakyStore()
+    store, clock = _retrying(flaky)
+    with pytest.raises(ObjectNotFound):
+        store.get("missing")
+    store.put("k", b"1", if_absent=True)
+    with pytest.raises(ObjectExists):
+        store.put("k", b"2", if_absent=True)
+    assert clock.slept == [] and store.retries == 0
+
+
+def test_put_if_absent_whose_answer_was_lost_is_success() -> None:
+    # The first attempt stores the object, then the connection drops: the retry
+    # finds the key taken, by our own bytes.
+    flaky = FlakyStore(failures=1, land=True)
+    store, _clock = _retrying(flaky)
+    store.put("lock", b"mine", if_absent=True)
+    assert flaky.inner.get("lock") == b"mine"
+    # ...but another writer's object is still a conflict.
+    flaky.failures, flaky.land = 1, False
+    flaky.inner.put("lock2", b"theirs")
+    with pytest.raises(ObjectExists):
+        store.put("lock2", b"mine", if_absent=True)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("20Mbit", 2.5e6), ("20Mbit/s", 2.5e6), ("2.5MB/s", 2.5e6), ("2.5MB", 2.5e6),
+    ("800kbit", 1e5), ("1Gbit", 1.25e8), ("50Mbps", 6.25e6), ("1000", 1000.0),
+    ("0", 0.0), ("none", 0.0),
+])
+def test_parse_rate_decimal_units(text: str, expected: float) -> None:
+    assert parse_rate(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["fast", "20 furlongs", "-5MB", "MB"])
+def test_parse_rate_refuses_nonsense(text: str) -> None:
+    with pytest.raises(UsageError, match="rate"):
+        parse_rate(text)
+
+
+def test_format_rate() -> None:
+    assert format_rate(6.25e6) == "50 Mbit/s"
+
+
+def test_token_bucket_holds_the_rate_over_a_simulated_minute() -> None:
+    clock = FakeClock()
+    rate = 6.25e6  # 50 Mbit/s
+    bucket = TokenBucket(rate, clock=clock, sleep=clock.sleep)
+    block = 64 * 1024
+    while clock.now < 60:
+        bucket.take(block)
+    achieved = bucket.taken / clock.now
+    assert achieved == pytest.approx(rate, rel=0.01)
+    assert bucket.taken <= bucket.burst + rate * clock.now
+
+
+def test_token_bucket_is_shared_by_threads_without_losing_bytes() -> None:
+    """Eight threads take blocks at once: every byte is accounted, and the grant never
+    runs ahead of burst + rate x elapsed by more than the blocks being waited for."""
+    clock = FakeClock()
+    lock = threading.Lock()
+
+    def sleep(seconds: float) -> None:
+        with lock:
+            clock.now += seconds
+
+    rate = 6.25e6
+    bucket = TokenBucket(rate, clock=clock, sleep=sleep)
+    block = 64 * 1024
+
+    def worker() -> None:
+        for _ in range(200):
+            bucket.take(block)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert bucket.taken == 8 * 200 * block
+    assert bucket.taken <= bucket.burst + rate * clock.now + 8 * block
+
+
+def test_throttle_charges_whole_objects_on_stores_that_cannot_pace() -> None:
+    clock = FakeClock()
+    up = TokenBucket(1000.0, burst=1000, clock=clock, sleep=clock.sleep)
+    down = TokenBucket(500.0, burst=500, clock=clock, sleep=clock.sleep)
+    store = ThrottledStore(MemoryStore(), up, down)
+    store.put("a", b"x" * 3000)
+    assert clock.now == pytest.approx(2.0)  # 3000 bytes at 1000 B/s, less the 1000 burst
+    assert store.get("a") == b"x" * 3000
+    assert clock.now == pytest.approx(2.0 + 5.0)
