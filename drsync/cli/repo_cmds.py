@@ -13,6 +13,7 @@ from drsync.cli.context import (
     open_repo,
     open_store_for,
     read_passphrase,
+    repo_url,
     settings_from,
 )
 from drsync.cli.render import human_bytes, print_json, progress_bar
