@@ -43,17 +43,17 @@ def _spool(ctx: click.Context, spool: str | None) -> Any:
     return resolve_spool(spool or settings.spool, settings.key_file, settings.repo)
 
 
+def _repo_key(ctx: click.Context) -> Any:
+    from drsync.cli.context import open_repo
+
+    return open_repo(ctx).key
+
+
 def _key(ctx: click.Context, spool: Any) -> Any:
     from drsync.wal.push import spool_key
 
     settings = settings_from(ctx)
-
-    def open_repo_key() -> Any:
-        from drsync.cli.context import open_repo
-
-        return open_repo(ctx).key
-
-    return spool_key(spool, settings.key_file, settings.repo, open_repo_key)
+    return spool_key(spool, settings.key_file, settings.repo, lambda: _repo_key(ctx))
 
 
 def _echo_json(doc: Any) -> None:
@@ -80,11 +80,12 @@ def wal_push_cmd(ctx: click.Context, path: str, spool: str | None, as_json: bool
       archive_command = 'drsync wal-push --config /etc/drsync/agent.toml %p'
       archive_command = 'DRSYNC_KEY_FILE=/etc/drsync/t.key drsync wal-push %p'
     """
-    from drsync.wal.push import push_file
+    from drsync.wal.push import push_segment
 
     started = time.monotonic()
-    spooler = _spool(ctx, spool)
-    result = push_file(path, spooler, _key(ctx, spooler))
+    settings = settings_from(ctx)
+    result, spooler = push_segment(path, spool or settings.spool, settings.key_file,
+                                   settings.repo, lambda: _repo_key(ctx))
     if as_json:
         _echo_json({"name": result.name, "size": result.size, "stored": result.stored,
                     "duplicate": result.duplicate, "spool": str(spooler.dir),
