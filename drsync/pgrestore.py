@@ -31,7 +31,7 @@ from drsync.sources.postgres import (
     pg_restore_stream,
     start_cluster,
 )
-from drsync.sources.postgres.dump import GLOBALS_NAME, apply_globals
+from drsync.sources.postgres.dump import GLOBALS_NAME, apply_globals, prepare_database
 from drsync.wal.coverage import BaseBackup, Coverage, wal_coverage
 from drsync.wal.spool import Spool
 
@@ -60,14 +60,19 @@ def _expect(snap: Snapshot, kind: str, flag: str) -> None:
 
 
 def restore_logical(repo: Repository, ref: str, dsn: str, *, jobs: int = 1,
-                    no_owner: bool = False, with_globals: bool = False) -> PgRestoreResult:
-    """Load a pg_dump snapshot into the (existing, empty) database ``dsn`` names."""
+                    no_owner: bool = False, with_globals: bool = False,
+                    clean: bool = False) -> PgRestoreResult:
+    """Load a pg_dump snapshot into the database ``dsn`` names, creating it if it does not
+    exist; an existing one must be empty unless ``clean``."""
     started = time.monotonic()
     snap = repo.find_snapshot(ref)
     _expect(snap, "pg_dump", "--pg-restore")
     written = 0
     details: dict[str, Any] = {"database": snap.source_spec.get("database"),
                                "consistent_at": snap.source_spec.get("consistent_at")}
+    target = prepare_database(dsn, clean=clean)
+    details["target_database"] = target["database"]
+    details["created"] = target["created"]
     with SnapshotReader(repo) as reader:
         entries = {e.path: e for e in reader.entries(snap)}
         if with_globals and GLOBALS_NAME in entries:
@@ -83,7 +88,7 @@ def restore_logical(repo: Repository, ref: str, dsn: str, *, jobs: int = 1,
                 written += len(block)
                 yield block
 
-        pg_restore_stream(dsn, counted(), jobs=jobs, no_owner=no_owner)
+        pg_restore_stream(dsn, counted(), jobs=jobs, no_owner=no_owner, clean=clean)
     details["jobs"] = jobs
     return PgRestoreResult(snap.id, "pg_dump", written, time.monotonic() - started, details)
 
