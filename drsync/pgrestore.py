@@ -31,7 +31,7 @@ from drsync.sources.postgres import (
     pg_restore_stream,
     start_cluster,
 )
-from drsync.sources.postgres.dump import GLOBALS_NAME, apply_globals
+from drsync.sources.postgres.dump import GLOBALS_NAME, apply_globals, prepare_database
 from drsync.wal.coverage import BaseBackup, Coverage, wal_coverage
 from drsync.wal.spool import Spool
 
@@ -60,14 +60,19 @@ def _expect(snap: Snapshot, kind: str, flag: str) -> None:
 
 
 def restore_logical(repo: Repository, ref: str, dsn: str, *, jobs: int = 1,
-                    no_owner: bool = False, with_globals: bool = False) -> PgRestoreResult:
-    """Load a pg_dump snapshot into the (existing, empty) database ``dsn`` names."""
+                    no_owner: bool = False, with_globals: bool = False,
+                    clean: bool = False) -> PgRestoreResult:
+    """Load a pg_dump snapshot into the database ``dsn`` names, creating it if it does not
+    exist; an existing one must be empty unless ``clean``."""
     started = time.monotonic()
     snap = repo.find_snapshot(ref)
     _expect(snap, "pg_dump", "--pg-restore")
     written = 0
     details: dict[str, Any] = {"database": snap.source_spec.get("database"),
                                "consistent_at": snap.source_spec.get("consistent_at")}
+    target = prepare_database(dsn, clean=clean)
+    details["target_database"] = target["database"]
+    details["created"] = target["created"]
     with SnapshotReader(repo) as reader:
         entries = {e.path: e for e in reader.entries(snap)}
         if with_globals and GLOBALS_NAME in entries:
@@ -83,7 +88,7 @@ def restore_logical(repo: Repository, ref: str, dsn: str, *, jobs: int = 1,
                 written += len(block)
                 yield block
 
-        pg_restore_stream(dsn, counted(), jobs=jobs, no_owner=no_owner)
+        pg_restore_stream(dsn, counted(), jobs=jobs, no_owner=no_owner, clean=clean)
     details["jobs"] = jobs
     return PgRestoreResult(snap.id, "pg_dump", written, time.monotonic() - started, details)
 
@@ -191,6 +196,38 @@ def _newest(names: list[str], read_head: Any) -> dict[str, Any] | None:
             "age_s": round((_now() - at).total_seconds(), 3)}
 
 
+LATEST_COMMIT = "last commit in the archived WAL"
+LATEST_PUSHED = "push time of the last archived WAL file (approximate: no commit found)"
+_SEARCH_BACK = 8  # segments read back from the end of a run to find its last commit
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _last_commit(repo: Repository, read: Any, first: str, last: str,
+                 segment_size: int) -> tuple[datetime, str] | None:
+    """The newest commit timestamp in the run's last few segments, and its LSN."""
+    from drsync.repo.objects import FormatError
+    from drsync.repo.wal import open_wal
+    from drsync.wal.coverage import next_segment
+    from drsync.wal.records import last_commit
+
+    run = [first]
+    while run[-1] != last and len(run) < 1_000_000:
+        run.append(next_segment(run[-1], segment_size))
+    for name in reversed(run[-_SEARCH_BACK:]):
+        try:
+            _head, plain = open_wal(repo.key, read(name), name)
+            end = last_commit(plain)
+        except (FormatError, ValueError):
+            return None  # not readable as WAL: fall back to the push time
+        if end.commit_time is not None and end.commit_lsn is not None:
+            lsn = end.commit_lsn
+            return end.commit_time, f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+    return None
+
+
 def pitr_range(repo: Repository, spool: Spool | None = None) -> dict[str, Any]:
     """Earliest and latest restorable moments, per base backup, and the RPO now."""
     store_names = sorted(info.key.removeprefix(WAL_PREFIX) for info in repo.store.list(WAL_PREFIX))
@@ -203,25 +240,37 @@ def pitr_range(repo: Repository, spool: Spool | None = None) -> dict[str, Any]:
     archived = set(store_names) | set(spool_names)
     covered: list[Coverage] = wal_coverage(bases, archived)
 
-    def pushed(name: str) -> str | None:
-        data = (spool.read(name, HEADER_MAX) if spool is not None and name in spool_names
-                else repo.store.get(wal_key(name), 0, HEADER_MAX))
-        return datetime.fromtimestamp(parse_wal_header(data).pushed, UTC).isoformat(
-            timespec="seconds").replace("+00:00", "Z")
+    def read(name: str, length: int | None = None) -> bytes:
+        if spool is not None and name in spool_names:
+            return spool.read(name, length)
+        return repo.store.get(wal_key(name), 0, length) if length else repo.store.get(
+            wal_key(name))
+
+    def pushed(name: str) -> str:
+        return _iso(datetime.fromtimestamp(parse_wal_header(read(name, HEADER_MAX)).pushed, UTC))
 
     rows = []
-    for cov in covered:
+    for cov, base in zip(covered, bases, strict=True):
         row = cov.to_json()
-        row["latest"] = pushed(cov.last_wal) if cov.complete and cov.last_wal else None
+        row["latest"] = row["latest_lsn"] = row["latest_basis"] = None
+        if cov.complete and cov.last_wal:
+            found = _last_commit(repo, read, base.start_wal, cov.last_wal, base.segment_size)
+            if found is not None:
+                row["latest"], row["latest_lsn"] = _iso(found[0]), found[1]
+                row["latest_basis"] = LATEST_COMMIT
+            else:
+                row["latest"], row["latest_basis"] = pushed(cov.last_wal), LATEST_PUSHED
         rows.append(row)
     complete = [r for r in rows if r["complete"]]
     store_newest = _newest(store_names, lambda n: repo.store.get(wal_key(n), 0, HEADER_MAX))
     spool_newest = _newest(spool_names, lambda n: spool.read(n, HEADER_MAX)) if spool else None
     ages = [x["age_s"] for x in (store_newest, spool_newest) if x]
+    newest = max((r for r in complete if r["latest"]), key=lambda r: r["latest"], default=None)
     return {
         "repository": repo.url,
         "earliest": min((r["consistent_at"] for r in complete), default=None),
-        "latest": max((r["latest"] for r in complete if r["latest"]), default=None),
+        "latest": newest["latest"] if newest else None,
+        "latest_basis": newest["latest_basis"] if newest else None,
         "base_backups": rows,
         "wal_in_store": len(store_names), "wal_in_spool": len(spool_names),
         "newest_wal_in_store": store_newest, "newest_wal_in_spool": spool_newest,

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "demo": "drsync.cli.demo_cmd:demo_cmd",
     "plan": "drsync.cli.plan_cmd:plan_cmd",
     "wal-push": "drsync.cli.wal_cmds:wal_push_cmd",
+    "wal-receive": "drsync.cli.wal_cmds:wal_receive_cmd",
     "wal-ship": "drsync.cli.wal_cmds:wal_ship_cmd",
     "wal-fetch": "drsync.cli.wal_cmds:wal_fetch_cmd",
     "pitr-range": "drsync.cli.pg_cmds:pitr_range_cmd",

@@ -19,8 +19,10 @@ def pitr_range_cmd(ctx: click.Context, spool: str | None, as_json: bool) -> None
     """Earliest and latest restorable moments of the tenant's PostgreSQL, and the RPO now.
 
     A base backup is restorable once the WAL from its start to its stop is
-    archived; it reaches as far as the archived WAL continues without a gap.
-    RPO now is the age of the newest archived WAL (store or spool).
+    archived; it reaches as far as the archived WAL continues without a gap
+    on its timeline, to the timestamp of the last commit in that WAL (read
+    from the WAL itself; the push time, labelled approximate, when no commit
+    is found). RPO now is the age of the newest archived WAL (store or spool).
 
     \b
     Example:
@@ -38,7 +40,8 @@ def pitr_range_cmd(ctx: click.Context, spool: str | None, as_json: bool) -> None
     click.echo(f"repository {doc['repository']}: {doc['wal_in_store']} WAL files in the store, "
                f"{doc['wal_in_spool']} in the spool")
     click.echo(f"earliest restorable: {doc['earliest'] or '-'}")
-    click.echo(f"latest restorable:   {doc['latest'] or '-'} (when its last WAL was archived)")
+    click.echo(f"latest restorable:   {doc['latest'] or '-'}"
+               + (f" ({doc['latest_basis']})" if doc["latest_basis"] else ""))
     for row in doc["base_backups"]:
         state = (f"restorable to {row['latest']} ({row['last_wal']})" if row["complete"]
                  else f"NOT restorable: {row['first_missing_wal']} missing")

@@ -196,7 +196,10 @@ def _pg_source(spec: dict[str, object]) -> str:
               "the recovery target).")
 @click.option("--stdout", "to_stdout", is_flag=True, help="Write the single stream to stdout.")
 @click.option("--pg-restore", metavar="DSN",
-              help="Load a --pg-dump snapshot into this existing database with pg_restore.")
+              help="Load a --pg-dump snapshot into this database with pg_restore; created "
+              "(from template0, owned by the DSN's user) if it does not exist.")
+@click.option("--clean", is_flag=True, help="With --pg-restore: restore into a database "
+              "that is not empty, dropping the dump's objects first (pg_restore --clean).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
               help="pg_restore parallel jobs (>1 stages the dump in a temporary file).")
 @click.option("--no-owner", is_flag=True, help="pg_restore --no-owner --no-privileges.")
@@ -221,10 +224,11 @@ def _pg_source(spec: dict[str, object]) -> str:
 @json_option
 @click.pass_context
 def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout: bool,
-                pg_restore: str | None, jobs: int, no_owner: bool, pg_globals: bool,
-                pgdata: str | None, target_time: str | None, target_lsn: str | None,
-                start_server: bool, pg_options: tuple[str, ...], keep_archiving: bool,
-                drsync_command: str | None, spool: str | None, as_json: bool) -> None:
+                pg_restore: str | None, clean: bool, jobs: int, no_owner: bool,
+                pg_globals: bool, pgdata: str | None, target_time: str | None,
+                target_lsn: str | None, start_server: bool, pg_options: tuple[str, ...],
+                keep_archiving: bool, drsync_command: str | None, spool: str | None,
+                as_json: bool) -> None:
     """Restore SNAPSHOT (an id, a unique prefix, or `latest`), verifying every blob.
 
     \b
@@ -232,17 +236,22 @@ def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout
       drsync restore latest --target /srv/restore/registry
       drsync restore 3fa1c2d0 --stdout | pg_restore -d registry
       drsync restore 3fa1c2d0 --pg-restore 'host=db2 dbname=registry_restored' --jobs 4
+        (creates registry_restored; an existing database must be empty, or add --clean)
       drsync restore 9b2e41aa --pgdata /srv/pg/main --target-time '2026-11-27 10:15+09' --start
     """
     from drsync.errors import UsageError
 
     if pgdata or pg_restore:
+        if clean and not pg_restore:
+            raise UsageError("--clean goes with --pg-restore")
         _restore_postgres(ctx, snapshot, target, pg_restore, jobs, no_owner, pg_globals, pgdata,
                           target_time, target_lsn, start_server, pg_options, keep_archiving,
-                          drsync_command, spool, as_json)
+                          drsync_command, spool, as_json, clean)
         return
     if target_time or target_lsn or start_server:
         raise UsageError("--target-time, --target-lsn and --start go with --pgdata")
+    if clean:
+        raise UsageError("--clean goes with --pg-restore")
     from drsync.restore import restore_snapshot
 
     if to_stdout and as_json:
@@ -265,7 +274,8 @@ def _restore_postgres(ctx: click.Context, snapshot: str, target: str | None,
                       pg_restore: str | None, jobs: int, no_owner: bool, pg_globals: bool,
                       pgdata: str | None, target_time: str | None, target_lsn: str | None,
                       start_server: bool, pg_options: tuple[str, ...], keep_archiving: bool,
-                      drsync_command: str | None, spool: str | None, as_json: bool) -> None:
+                      drsync_command: str | None, spool: str | None, as_json: bool,
+                      clean: bool = False) -> None:
     from drsync.errors import UsageError
     from drsync.pgrestore import restore_command_for, restore_logical, restore_pgdata
     from drsync.sources.postgres import RecoveryTarget
@@ -274,7 +284,7 @@ def _restore_postgres(ctx: click.Context, snapshot: str, target: str | None,
         raise UsageError("give --pg-restore DSN or --pgdata DIR, not both")
     if pg_restore:
         result = restore_logical(open_repo(ctx), snapshot, pg_restore, jobs=jobs,
-                                 no_owner=no_owner, with_globals=pg_globals)
+                                 no_owner=no_owner, with_globals=pg_globals, clean=clean)
     else:
         assert pgdata is not None
         if target not in (None, "latest"):
@@ -303,6 +313,9 @@ def _restore_postgres(ctx: click.Context, snapshot: str, target: str | None,
                f"{human_bytes(result.bytes_written)} in {result.duration_s:.2f} s, "
                "every blob verified")
     details = result.details
+    if result.kind == "pg_dump":
+        click.echo(f"into database {details['target_database']}"
+                   + (" (created)" if details["created"] else ""))
     if result.kind == "pg_base":
         click.echo(f"recovery configured in {details['config']}: target {details['target']}, "
                    f"WAL {details['wal_needed'][0]}..{details['wal_needed'][1]} needed at least")

@@ -1,4 +1,5 @@
-"""WAL archiving commands: wal-push (archive_command), wal-ship, wal-fetch (restore_command).
+"""WAL archiving commands: wal-push (archive_command), wal-receive (streaming), wal-ship,
+wal-fetch (restore_command).
 
 wal-push is on PostgreSQL's critical path: this module imports only the
 spool, the WAL object format and the key code at module level.
@@ -43,17 +44,17 @@ def _spool(ctx: click.Context, spool: str | None) -> Any:
     return resolve_spool(spool or settings.spool, settings.key_file, settings.repo)
 
 
+def _repo_key(ctx: click.Context) -> Any:
+    from drsync.cli.context import open_repo
+
+    return open_repo(ctx).key
+
+
 def _key(ctx: click.Context, spool: Any) -> Any:
     from drsync.wal.push import spool_key
 
     settings = settings_from(ctx)
-
-    def open_repo_key() -> Any:
-        from drsync.cli.context import open_repo
-
-        return open_repo(ctx).key
-
-    return spool_key(spool, settings.key_file, settings.repo, open_repo_key)
+    return spool_key(spool, settings.key_file, settings.repo, lambda: _repo_key(ctx))
 
 
 def _echo_json(doc: Any) -> None:
@@ -80,15 +81,69 @@ def wal_push_cmd(ctx: click.Context, path: str, spool: str | None, as_json: bool
       archive_command = 'drsync wal-push --config /etc/drsync/agent.toml %p'
       archive_command = 'DRSYNC_KEY_FILE=/etc/drsync/t.key drsync wal-push %p'
     """
-    from drsync.wal.push import push_file
+    from drsync.wal.push import push_segment
 
     started = time.monotonic()
-    spooler = _spool(ctx, spool)
-    result = push_file(path, spooler, _key(ctx, spooler))
+    settings = settings_from(ctx)
+    result, spooler = push_segment(path, spool or settings.spool, settings.key_file,
+                                   settings.repo, lambda: _repo_key(ctx))
     if as_json:
         _echo_json({"name": result.name, "size": result.size, "stored": result.stored,
                     "duplicate": result.duplicate, "spool": str(spooler.dir),
                     "duration_s": round(time.monotonic() - started, 6)})
+
+
+@click.command("wal-receive")
+@click.argument("dsn")
+@click.option("--slot", default="drsync", show_default=True,
+              help="Physical replication slot (created if missing): the server keeps WAL "
+              "until drsync has it, even while drsync is down.")
+@spool_option
+@click.option("--staging", type=click.Path(file_okay=False),
+              help="Where pg_receivewal writes (default: <spool>/.receive).")
+@config_option
+@json_option
+@click.pass_context
+def wal_receive_cmd(ctx: click.Context, dsn: str, slot: str, spool: str | None,
+                    staging: str | None, as_json: bool) -> None:
+    """Stream WAL with pg_receivewal into the spool, for servers whose archive_command
+    cannot be changed; runs until SIGTERM.
+
+    Every segment pg_receivewal completes (never a .partial) is sealed into
+    the same spool wal-push uses, durably, and `wal-ship` ships it as
+    usual. The server needs max_wal_senders > 0 and a replication entry in
+    pg_hba.conf for the DSN's user; archive_mode may stay off. Stop it
+    with SIGTERM (systemd) or Ctrl-C: what is complete is spooled first.
+
+    \b
+    Example (as a service beside `wal-ship --continuous`):
+      drsync --config /etc/drsync/agent.toml wal-receive 'host=/run/postgresql user=postgres'
+    """
+    import signal
+
+    from drsync.wal.receive import receive_wal, staging_dir
+
+    spooler = _spool(ctx, spool)
+    key = _key(ctx, spooler)
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping.append(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+
+    def spooled(pushed: Any) -> None:
+        if not as_json:
+            click.echo(f"spooled {pushed.name} ({pushed.size} bytes, sealed {pushed.stored})")
+
+    result = receive_wal(dsn, spooler, key, slot=slot,
+                         staging=staging_dir(spooler, staging), stop=lambda: bool(stopping),
+                         on_spooled=spooled)
+    if as_json:
+        _echo_json(result.to_json())
+    else:
+        click.echo(f"stopped: {len(result.spooled)} WAL file(s) spooled into {spooler.dir}")
 
 
 @click.command("wal-ship")

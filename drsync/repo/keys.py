@@ -18,8 +18,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import secrets
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +117,8 @@ def _scrypt(passphrase: str, salt: bytes, kdf: KdfParams) -> bytes:
 
 
 def new_key_id() -> str:
+    import secrets  # here, like socket below: wal-push only opens wrappings
+
     return secrets.token_hex(16)
 
 
@@ -132,6 +132,8 @@ def wrap(
     kdf: KdfParams = DEFAULT_KDF,
 ) -> bytes:
     """Return the bytes of ``keys/<key_id>`` wrapping ``master``."""
+    import socket
+
     doc: dict[str, Any] = {
         "repository": repo_id,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -20,7 +20,7 @@ from drsync.repo.objects import FormatError
 from drsync.repo.wal import HEADER_MAX, is_wal_name, parse_wal_header, seal_wal
 from drsync.wal.spool import Spool, default_spool_dir
 
-__all__ = ["PushResult", "push_file", "resolve_spool", "spool_key"]
+__all__ = ["PushResult", "push_file", "push_segment", "resolve_spool", "spool_key"]
 
 WAL_LEVEL = 1  # zstd level for WAL: level 1 already takes most of the gain, and is fastest
 
@@ -86,6 +86,19 @@ def _fetch_wrapping(kf: KeyFile, repo_url: str | None) -> bytes:
         raise RepositoryNotFound(f"no key {kf.key_id} in repository {repo_url}") from None
 
 
+def push_segment(path: str | Path, spool_dir: str | None, key_file: str | None,
+                 repo_url: str | None, open_repo: Callable[[], MasterKey]
+                 ) -> tuple[PushResult, Spool]:
+    """wal-push as a whole: find the spool and the key, then seal ``path`` into it.
+
+    The one service both front doors call (the click command and the
+    click-free fast path in ``drsync.entry``), so they cannot drift apart.
+    """
+    spool = resolve_spool(spool_dir, key_file, repo_url)
+    key = spool_key(spool, key_file, repo_url, open_repo)
+    return push_file(path, spool, key), spool
+
+
 def push_file(path: str | Path, spool: Spool, key: MasterKey) -> PushResult:
     """Seal ``path`` into the spool; return only once it is durable.
 
@@ -102,12 +115,11 @@ def push_file(path: str | Path, spool: Spool, key: MasterKey) -> PushResult:
             data = fh.read()
     except OSError as err:
         raise SourceError(f"cannot read WAL file {path}: {err.strerror}") from None
-    content_id = key.chunk_id(data)
     if spool.exists(name):
-        return _compare(spool, name, content_id, len(data))
+        return _compare(spool, name, key.chunk_id(data), len(data))
     sealed = seal_wal(key, name, data, WAL_LEVEL)
-    if not spool.write_new(name, sealed):
-        return _compare(spool, name, content_id, len(data))  # a concurrent push won the race
+    if not spool.write_new(name, sealed):  # a concurrent push won the race
+        return _compare(spool, name, parse_wal_header(sealed).content_id, len(data))
     return PushResult(name, len(data), len(sealed), False)
 
 

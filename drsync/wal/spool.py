@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 from pathlib import Path
 
 from drsync.errors import StoreError
@@ -78,7 +77,7 @@ class Spool:
         """Store ``data`` as ``name`` durably; False (nothing written) if the name exists."""
         self.ensure()
         final = self.dir / name
-        tmp = self.dir / (TMP_PREFIX + secrets.token_hex(8))
+        tmp = self.dir / (TMP_PREFIX + os.urandom(8).hex())
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:

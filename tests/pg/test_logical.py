@@ -85,3 +85,40 @@ def test_dump_of_a_missing_database_is_one_line(cluster: Cluster, drsync_bin: st
     assert done.returncode == 15
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "nowhere" in lines[0], lines
+
+
+def test_restore_creates_a_missing_database_and_refuses_a_non_empty_one(
+        cluster: Cluster, drsync_bin: str, tmp_path: Path) -> None:
+    cluster.psql("CREATE DATABASE registry")
+    cluster.psql("CREATE TABLE resident (id int PRIMARY KEY, name text); INSERT INTO resident "
+                 "SELECT g, 'resident ' || g FROM generate_series(1, 300) g", dbname="registry")
+    # Another user than the superuser: the new database must be owned by the DSN's user.
+    cluster.psql("CREATE ROLE restorer LOGIN CREATEDB")
+    env = {**os.environ, "DRSYNC_REPO": str(tmp_path / "repo"), "DRSYNC_PASSWORD": "pw",
+           "DRSYNC_CATALOG": str(tmp_path / "catalog.sqlite")}
+    _drsync(drsync_bin, env, "init")
+    snap = _drsync(drsync_bin, env, "backup", "--pg-dump", cluster.dsn_for("registry"))
+    dsn = f"host={cluster.base} port={cluster.port} user=restorer dbname='new registry'"
+    done = _drsync(drsync_bin, env, "restore", snap["snapshot_id"], "--pg-restore", dsn,
+                   "--no-owner")
+    assert done["created"] is True and done["target_database"] == "new registry"
+    query = CHECKSUM.format(table="resident", key="id")
+    assert cluster.psql(query, dbname="new registry") == cluster.psql(query, dbname="registry")
+    assert cluster.psql("SELECT pg_get_userbyid(datdba) FROM pg_database "
+                        "WHERE datname = 'new registry'") == "restorer"
+
+    # It exists now and holds a table: refused in one line, nothing touched.
+    cluster.psql("UPDATE resident SET name = 'changed'", dbname="new registry")
+    refused = subprocess.run([drsync_bin, "restore", snap["snapshot_id"], "--pg-restore", dsn,
+                              "--no-owner"], env=env, capture_output=True, text=True)
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not empty" in lines[0] and "--clean" in lines[0], lines
+    assert cluster.psql("SELECT count(*) FROM resident WHERE name = 'changed'",
+                        dbname="new registry") == "300"
+
+    # --clean: the dump's objects are dropped and recreated.
+    done = _drsync(drsync_bin, env, "restore", snap["snapshot_id"], "--pg-restore", dsn,
+                   "--no-owner", "--clean")
+    assert done["created"] is False
+    assert cluster.psql(query, dbname="new registry") == cluster.psql(query, dbname="registry")

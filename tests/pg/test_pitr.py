@@ -68,6 +68,13 @@ def test_pitr_contains_every_row_before_the_target_and_none_after(
     doc = tenant.drsync_json("pitr-range")
     assert doc["earliest"] == base_consistent(tenant, base["snapshot_id"])
     assert doc["latest"] is not None and doc["latest"] >= doc["earliest"]
+    # Read from the WAL itself: the newest commit archived, at least the last stamped row's.
+    assert doc["latest_basis"] == "last commit in the archived WAL"
+    last_row = tenant.cluster.psql(
+        f"SELECT to_char(timestamptz '{rows[-1][1]}' AT TIME ZONE 'UTC', "
+        "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+    assert doc["latest"] >= last_row
+    assert doc["base_backups"][0]["latest_lsn"]
     assert doc["rpo_s"] is not None and doc["rpo_s"] >= 0
     assert doc["base_backups"][0]["complete"] is True
 

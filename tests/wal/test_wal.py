@@ -239,7 +239,7 @@ def test_doctor_advice_for_a_default_server() -> None:
 
 
 def test_new_commands_have_help_with_an_example(drsync_bin: str) -> None:
-    for command in ("wal-push", "wal-ship", "wal-fetch", "pitr-range", "doctor"):
+    for command in ("wal-push", "wal-receive", "wal-ship", "wal-fetch", "pitr-range", "doctor"):
         done = subprocess.run([drsync_bin, command, "--help"], capture_output=True, text=True)
         assert done.returncode == 0 and "Example" in done.stdout, command
     done = subprocess.run([drsync_bin, "restore", "--help"], capture_output=True, text=True)

@@ -24,12 +24,21 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from drsync.errors import SourceError
+from drsync.errors import SourceError, UsageError
 from drsync.sources.base import ItemMeta, SourceItem
 from drsync.sources.postgres.process import ProcessReader, spawn, stderr_text
-from drsync.sources.postgres.tools import PgTools, last_line, redact
+from drsync.sources.postgres.tools import (
+    PgTools,
+    dsn_dbname,
+    dsn_with_dbname,
+    last_line,
+    quote_ident,
+    quote_literal,
+    redact,
+)
 
-__all__ = ["GLOBALS_NAME", "LOGICAL_DUMP_NAME", "pg_dump_source", "pg_restore_stream"]
+__all__ = ["GLOBALS_NAME", "LOGICAL_DUMP_NAME", "pg_dump_source", "pg_restore_stream",
+           "prepare_database"]
 
 LOGICAL_DUMP_NAME = "database.dump"
 GLOBALS_NAME = "globals.sql"
@@ -94,14 +103,75 @@ def _items(tools: PgTools, dsn: str, snapshot: str, with_globals: bool) -> Itera
                      "pg_dump")
 
 
+MAINTENANCE_DATABASES = ("postgres", "template1")
+
+# What a database holds beyond what CREATE DATABASE from template0 gives it.
+_USER_OBJECTS_SQL = """
+SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%')
+     + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema'))
+     + (SELECT count(*) FROM pg_namespace
+        WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public')
+          AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp%')
+     + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')
+"""
+
+
+def prepare_database(dsn: str, *, clean: bool = False,
+                     tools: PgTools | None = None) -> dict[str, Any]:
+    """Make the database ``dsn`` names ready for a restore: create it if it does not exist.
+
+    Created from template0 (nothing a dump could collide with) by the DSN's
+    own user, who therefore owns it, over a connection to a maintenance
+    database (``postgres``, else ``template1``) on the same server with the
+    DSN's other parameters. An existing database must hold no user objects,
+    unless ``clean`` (pg_restore then drops the dump's objects first).
+    """
+    tools = tools or PgTools()
+    dbname = dsn_dbname(dsn)
+    if not dbname:
+        raise UsageError(f"the DSN {redact(dsn)!r} names no database (add dbname=...)")
+    exists, maintenance, error = None, None, ""
+    for candidate in MAINTENANCE_DATABASES:
+        other = dsn_with_dbname(dsn, candidate)
+        try:
+            rows = tools.query(other, "SELECT count(*) FROM pg_database WHERE datname = "
+                               + quote_literal(dbname))
+        except SourceError as err:
+            error = str(err)
+            continue
+        exists, maintenance = rows[0][0] != "0", other
+        break
+    if exists is False:
+        assert maintenance is not None
+        tools.query(maintenance, f"CREATE DATABASE {quote_ident(dbname)} TEMPLATE template0")
+        return {"database": dbname, "created": True}
+    try:
+        # Exists (or the maintenance databases are closed to this user: try it directly).
+        objects = int(tools.query(dsn, _USER_OBJECTS_SQL)[0][0])
+    except SourceError:
+        if exists is None:
+            raise SourceError(error) from None
+        raise
+    if objects and not clean:
+        raise UsageError(f"database {dbname!r} already exists and is not empty ({objects} "
+                         "objects): restore into a new database, or add --clean to drop "
+                         "and recreate the dump's objects")
+    return {"database": dbname, "created": False}
+
+
 def pg_restore_stream(dsn: str, blocks: Iterable[bytes], *, jobs: int = 1,
-                      no_owner: bool = False, work_dir: str | None = None,
-                      tools: PgTools | None = None) -> str:
+                      no_owner: bool = False, clean: bool = False,
+                      work_dir: str | None = None, tools: PgTools | None = None) -> str:
     """Feed a custom-format dump to pg_restore; return its stderr (warnings)."""
     tools = tools or PgTools()
     args = [tools.path("pg_restore"), "--exit-on-error", "-d", dsn]
     if no_owner:
         args += ["--no-owner", "--no-privileges"]
+    if clean:
+        args += ["--clean", "--if-exists"]
     if jobs > 1:
         # Parallel restore seeks in the archive: it must be a file.
         fd, path = tempfile.mkstemp(prefix=".drsync-restore-", suffix=".dump", dir=work_dir)

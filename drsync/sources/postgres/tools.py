@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from drsync.errors import SourceError, UsageError
 
-__all__ = ["PgTools", "RecoveryTarget", "lsn_to_int", "segment_name"]
+__all__ = ["PgTools", "RecoveryTarget", "dsn_dbname", "dsn_with_dbname", "lsn_to_int",
+           "quote_ident", "quote_literal", "segment_name"]
 
 
 def lsn_to_int(lsn: str) -> int:
@@ -27,6 +28,62 @@ def segment_name(timeline: int, lsn: int, segment_size: int = 16 << 20) -> str:
     segno = lsn // segment_size
     per_id = 0x100000000 // segment_size
     return f"{timeline:08X}{segno // per_id:08X}{segno % per_id:08X}"
+
+
+_URI = re.compile(r"^postgres(?:ql)?://", re.IGNORECASE)
+_PAIR = re.compile(r"\s*([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
+
+
+def _conninfo_pairs(dsn: str) -> list[tuple[str, str]]:
+    """libpq's key=value connection string, as (key, unquoted value) pairs."""
+    pairs = []
+    pos = 0
+    while pos < len(dsn.rstrip()):
+        match = _PAIR.match(dsn, pos)
+        if not match:
+            raise UsageError(f"cannot parse the connection string {_redact(dsn)!r}")
+        value = match.group(2)
+        if value.startswith("'"):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        pairs.append((match.group(1), value))
+        pos = match.end()
+    return pairs
+
+
+def dsn_dbname(dsn: str) -> str | None:
+    """The database a DSN names (a URI, key=value pairs, or a bare name), if it names one."""
+    if _URI.match(dsn):
+        from urllib.parse import parse_qs, unquote, urlsplit
+
+        parts = urlsplit(dsn)
+        query = parse_qs(parts.query).get("dbname")
+        return query[-1] if query else (unquote(parts.path.lstrip("/")) or None)
+    if "=" not in dsn:
+        return dsn or None
+    names = [value for key, value in _conninfo_pairs(dsn) if key == "dbname"]
+    return names[-1] if names else None
+
+
+def dsn_with_dbname(dsn: str, dbname: str) -> str:
+    """The same connection parameters, another database (libpq: the last dbname wins)."""
+    if _URI.match(dsn):
+        from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+        parts = urlsplit(dsn)
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "dbname"])
+        return urlunsplit(parts._replace(path="/" + quote(dbname, safe=""), query=query))
+    quoted = "'" + dbname.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if "=" not in dsn:
+        return f"dbname={quoted}"
+    return f"{dsn} dbname={quoted}"
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
