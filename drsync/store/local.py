@@ -18,12 +18,13 @@ from pathlib import Path
 from drsync.errors import ObjectExists, ObjectNotFound, StoreError
 from drsync.store.base import ObjectInfo, Store, validate_key, validate_prefix
 
-__all__ = ["LocalStore"]
+__all__ = ["TMP_PREFIX", "LocalStore", "describe_os_error", "fsync_dir"]
 
 TMP_PREFIX = ".tmp-"
 
 
-def _describe(err: OSError, what: str) -> str:
+def describe_os_error(err: OSError) -> str:
+    """The reason, in words an operator acts on."""
     if err.errno == errno.ENOSPC:
         reason = "no space left on device"
     elif err.errno == errno.EDQUOT:
@@ -36,7 +37,11 @@ def _describe(err: OSError, what: str) -> str:
         reason = "read-only filesystem"
     else:
         reason = err.strerror or str(err)
-    return f"{what}: {reason}"
+    return reason
+
+
+def _describe(err: OSError, what: str) -> str:
+    return f"{what}: {describe_os_error(err)}"
 
 
 def _preallocate(fd: int, size: int) -> None:
@@ -51,7 +56,8 @@ def _preallocate(fd: int, size: int) -> None:
             raise  # ENOSPC and friends: reported by put() like any write error
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a directory's new or removed names durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -73,7 +79,7 @@ class LocalStore(Store):
             return
         if not directory.is_dir():
             directory.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(directory.parent)
+            fsync_dir(directory.parent)
         self._made_dirs.add(directory)
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
@@ -100,7 +106,7 @@ class LocalStore(Store):
                     tmp.unlink(missing_ok=True)
             else:
                 os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as err:
             tmp.unlink(missing_ok=True)
             raise StoreError(_describe(err, f"{self.url}: writing {key}")) from None
@@ -150,7 +156,7 @@ class LocalStore(Store):
         path = self._path(key)
         try:
             path.unlink(missing_ok=True)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except FileNotFoundError:
             return
         except OSError as err:

@@ -9,16 +9,13 @@ the cached key wrapping; ``names()`` skips them.
 
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 
-from drsync.errors import StoreError
+from drsync.errors import ObjectExists, StoreError
+from drsync.store.local import TMP_PREFIX, LocalStore, describe_os_error, fsync_dir
 
 __all__ = ["Spool", "default_spool_dir"]
-
-TMP_PREFIX = ".tmp-"
-
 
 def default_spool_dir(repo_tag: str) -> Path:
     """Under the running user's state directory, one spool per repository."""
@@ -26,35 +23,20 @@ def default_spool_dir(repo_tag: str) -> Path:
     return Path(state) / "drsync" / "wal-spool" / repo_tag
 
 
-def _reason(err: OSError) -> str:
-    if err.errno == errno.ENOSPC:
-        return "no space left on device"
-    if err.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied"
-    return err.strerror or str(err)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Spool:
     def __init__(self, directory: str | Path) -> None:
         self.dir = Path(directory).absolute()
+        self._store = LocalStore(self.dir)
 
     def _error(self, err: OSError, what: str) -> StoreError:
-        return StoreError(f"spool {self.dir}: {what}: {_reason(err)}")
+        return StoreError(f"spool {self.dir}: {what}: {describe_os_error(err)}")
 
     def ensure(self) -> None:
         if self.dir.is_dir():
             return
         try:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _fsync_dir(self.dir.parent)
+            fsync_dir(self.dir.parent)
         except OSError as err:
             raise self._error(err, "creating it") from None
 
@@ -74,31 +56,17 @@ class Spool:
             raise self._error(err, f"reading {name}") from None
 
     def write_new(self, name: str, data: bytes) -> bool:
-        """Store ``data`` as ``name`` durably; False (nothing written) if the name exists."""
+        """Store ``data`` as ``name`` durably; False (nothing written) if the name exists.
+
+        The local store's put-if-absent is exactly the durable write the spool needs.
+        """
         self.ensure()
-        final = self.dir / name
-        tmp = self.dir / (TMP_PREFIX + os.urandom(8).hex())
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                if len(data) >= 65536:
-                    os.posix_fallocate(fd, 0, len(data))  # a full disk fails here, at once
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, final)
-            except FileExistsError:
-                return False
-            finally:
-                tmp.unlink(missing_ok=True)
-            _fsync_dir(self.dir)
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
-            raise self._error(err, f"writing {name}") from None
+            self._store.put(name, data, if_absent=True)
+        except ObjectExists:
+            return False
+        except StoreError as err:
+            raise StoreError(f"spool {err}") from None
         return True
 
     def names(self) -> list[str]:
@@ -112,7 +80,7 @@ class Spool:
     def remove(self, name: str) -> None:
         try:
             (self.dir / name).unlink(missing_ok=True)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         except OSError as err:
             raise self._error(err, f"removing {name}") from None
 
