@@ -9,18 +9,10 @@ from typing import Any
 
 import pytest
 
-from drsync.testing_postgres import free_port
+from drsync.testing_postgres import as_cluster_user
+from tests.pg.pitr import restore_between, restored_ids, stamped_inserts
 
 pytestmark = pytest.mark.slow
-
-
-def _stamped_inserts(tenant: Any, n: int) -> list[tuple[int, str]]:
-    """n rows, each committed alone; returns (id, commit timestamp) from the server."""
-    for i in range(n):
-        tenant.cluster.psql(f"INSERT INTO stamped (note) VALUES ('row {i}')")
-    rows = tenant.cluster.psql(
-        "SELECT id, pg_xact_commit_timestamp(xmin) FROM stamped ORDER BY id")
-    return [(int(a), b) for a, b in (line.split("|") for line in rows.splitlines())]
 
 
 def test_pitr_contains_every_row_before_the_target_and_none_after(
@@ -30,34 +22,15 @@ def test_pitr_contains_every_row_before_the_target_and_none_after(
     base = tenant.drsync_json("backup", "--pg-base", tenant.cluster.dsn)
     tenant.cluster.psql("CREATE TABLE stamped (id serial PRIMARY KEY, note text)")
     bench = subprocess.Popen(
-        ["runuser", "-u", "postgres", "--", tenant.cluster.bin("pgbench"), "-h",
-         str(tenant.base), "-p", str(tenant.cluster.port), "-T", "3", "-c", "2", "postgres"]
-        if __import__("os").geteuid() == 0 else
-        [tenant.cluster.bin("pgbench"), "-h", str(tenant.base), "-p", str(tenant.cluster.port),
-         "-T", "3", "-c", "2", "postgres"],
+        as_cluster_user([tenant.cluster.bin("pgbench"), "-h", str(tenant.base), "-p",
+                         str(tenant.cluster.port), "-T", "3", "-c", "2", "postgres"]),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rows = _stamped_inserts(tenant, 40)
+    rows = stamped_inserts(tenant, 40)
     bench.wait()
     tenant.switch_and_ship()
     # The target falls strictly between two commits, half-way.
-    k = 25
-    target = tenant.cluster.psql(
-        f"SELECT (timestamptz '{rows[k][1]}' + (timestamptz '{rows[k + 1][1]}' - "
-        f"timestamptz '{rows[k][1]}') / 2)::text")
-    expected = [rid for rid, ts in rows if ts <= target]
-    assert 0 < len(expected) < len(rows)
-
-    port = free_port()
-    done = tenant.drsync_json(
-        "restore", base["snapshot_id"], "--pgdata", str(scratch_dir / "data"),
-        "--target-time", target, "--start", "--pg-option", f"port={port}",
-        "--pg-option", f"unix_socket_directories={scratch_dir}")
-    assert done["started"] is True
-    from drsync.testing_postgres import Cluster
-
-    restored = Cluster(scratch_dir, tenant.bindir, port)
-    got = [int(x) for x in restored.psql("SELECT id FROM stamped ORDER BY id").split()]
-    assert got == expected
+    expected, restored = restore_between(tenant, base["snapshot_id"], rows, 25, scratch_dir)
+    assert restored_ids(restored) == expected
     # pgbench's invariant holds in any consistent state: money is neither made nor lost.
     sums = restored.psql("SELECT (SELECT sum(abalance) FROM pgbench_accounts) = "
                          "(SELECT coalesce(sum(delta), 0) FROM pgbench_history)")

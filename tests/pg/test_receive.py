@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from drsync.testing_postgres import Cluster, as_cluster_user, free_port
+from drsync.testing_postgres import as_cluster_user
+from tests.pg.pitr import restore_between, restored_ids, stamped_inserts
 
 pytestmark = pytest.mark.slow
 
@@ -58,10 +59,7 @@ def test_streamed_wal_restores_to_a_point_in_time(tenant_factory: Any,
         tenant.pgbench("-i", "-s", "1", "-q")
         base = tenant.drsync_json("backup", "--pg-base", tenant.cluster.dsn)
         tenant.cluster.psql("CREATE TABLE stamped (id serial PRIMARY KEY, note text)")
-        for i in range(30):
-            tenant.cluster.psql(f"INSERT INTO stamped (note) VALUES ('row {i}')")
-        rows = [(int(a), b) for a, b in (line.split("|") for line in tenant.cluster.psql(
-            "SELECT id, pg_xact_commit_timestamp(xmin) FROM stamped ORDER BY id").splitlines())]
+        rows = stamped_inserts(tenant, 30)
         last = tenant.cluster.psql("SELECT pg_walfile_name(pg_switch_wal())")
         # Completed segments reach the spool; the one being written stays .partial in staging.
         _poll(f"{last} in the spool", lambda: last in _spooled(tenant))
@@ -78,19 +76,6 @@ def test_streamed_wal_restores_to_a_point_in_time(tenant_factory: Any,
     shipped = tenant.drsync_json("wal-ship")
     assert shipped["shipped"] >= 2 and _spooled(tenant) == []
 
-    k = 20
-    target = tenant.cluster.psql(
-        f"SELECT (timestamptz '{rows[k][1]}' + (timestamptz '{rows[k + 1][1]}' - "
-        f"timestamptz '{rows[k][1]}') / 2)::text")
-    expected = [rid for rid, ts in rows if ts <= target]
-    assert 0 < len(expected) < len(rows)
-    port = free_port()
-    done = tenant.drsync_json(
-        "restore", base["snapshot_id"], "--pgdata", str(scratch_dir / "data"),
-        "--target-time", target, "--start", "--pg-option", f"port={port}",
-        "--pg-option", f"unix_socket_directories={scratch_dir}")
-    assert done["started"] is True
-    restored = Cluster(scratch_dir, tenant.bindir, port)
-    got = [int(x) for x in restored.psql("SELECT id FROM stamped ORDER BY id").split()]
-    assert got == expected
+    expected, restored = restore_between(tenant, base["snapshot_id"], rows, 20, scratch_dir)
+    assert restored_ids(restored) == expected
     restored.stop()
