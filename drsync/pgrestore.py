@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drsync.errors import UsageError
+from drsync.errors import IntegrityError, UsageError
 from drsync.repo import Repository, Snapshot, SnapshotReader
 from drsync.repo.wal import HEADER_MAX, WAL_PREFIX, parse_wal_header, wal_key
 from drsync.sources import FileTreeTarget
@@ -198,25 +198,19 @@ def _newest(names: list[str], read_head: Any) -> dict[str, Any] | None:
 
 LATEST_COMMIT = "last commit in the archived WAL"
 LATEST_PUSHED = "push time of the last archived WAL file (approximate: no commit found)"
-_SEARCH_BACK = 8  # segments read back from the end of a run to find its last commit
 
 
 def _iso(at: datetime) -> str:
     return at.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _last_commit(repo: Repository, read: Any, first: str, last: str,
-                 segment_size: int) -> tuple[datetime, str] | None:
+def _last_commit(repo: Repository, read: Any, tail: list[str]) -> tuple[datetime, str] | None:
     """The newest commit timestamp in the run's last few segments, and its LSN."""
     from drsync.repo.objects import FormatError
     from drsync.repo.wal import open_wal
-    from drsync.wal.coverage import next_segment
     from drsync.wal.records import last_commit
 
-    run = [first]
-    while run[-1] != last and len(run) < 1_000_000:
-        run.append(next_segment(run[-1], segment_size))
-    for name in reversed(run[-_SEARCH_BACK:]):
+    for name in reversed(tail):
         try:
             _head, plain = open_wal(repo.key, read(name), name)
             end = last_commit(plain)
@@ -226,6 +220,27 @@ def _last_commit(repo: Repository, read: Any, first: str, last: str,
             lsn = end.commit_lsn
             return end.commit_time, f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
     return None
+
+
+def _timeline_switches(repo: Repository, read: Any,
+                       archived: set[str]) -> dict[int, tuple[int, int]]:
+    """child timeline -> (parent, switch LSN), from the archived .history files."""
+    from drsync.repo.objects import FormatError
+    from drsync.repo.wal import open_wal
+    from drsync.wal.coverage import parse_history
+
+    switches = {}
+    for name in archived:
+        if not name.endswith(".history"):
+            continue
+        try:
+            _head, plain = open_wal(repo.key, read(name), name)
+            entry = parse_history(plain.decode("utf-8", "replace"))
+        except (FormatError, ValueError) as err:
+            raise IntegrityError(f"{repo.url}: timeline history {name}: {err}") from None
+        if entry is not None:
+            switches[int(name.split(".", 1)[0], 16)] = entry
+    return switches
 
 
 def pitr_range(repo: Repository, spool: Spool | None = None) -> dict[str, Any]:
@@ -238,7 +253,6 @@ def pitr_range(repo: Repository, spool: Spool | None = None) -> dict[str, Any]:
                         int(s.source_spec.get("wal_segment_size", 16 << 20)))
              for s in repo.snapshots() if s.source_kind == "pg_base"]
     archived = set(store_names) | set(spool_names)
-    covered: list[Coverage] = wal_coverage(bases, archived)
 
     def read(name: str, length: int | None = None) -> bytes:
         if spool is not None and name in spool_names:
@@ -246,15 +260,18 @@ def pitr_range(repo: Repository, spool: Spool | None = None) -> dict[str, Any]:
         return repo.store.get(wal_key(name), 0, length) if length else repo.store.get(
             wal_key(name))
 
+    covered: list[Coverage] = wal_coverage(bases, archived, _timeline_switches(repo, read,
+                                                                                archived))
+
     def pushed(name: str) -> str:
         return _iso(datetime.fromtimestamp(parse_wal_header(read(name, HEADER_MAX)).pushed, UTC))
 
     rows = []
-    for cov, base in zip(covered, bases, strict=True):
+    for cov in covered:
         row = cov.to_json()
         row["latest"] = row["latest_lsn"] = row["latest_basis"] = None
         if cov.complete and cov.last_wal:
-            found = _last_commit(repo, read, base.start_wal, cov.last_wal, base.segment_size)
+            found = _last_commit(repo, read, cov.tail)
             if found is not None:
                 row["latest"], row["latest_lsn"] = _iso(found[0]), found[1]
                 row["latest_basis"] = LATEST_COMMIT

@@ -2,18 +2,23 @@
 
 Pure functions over plain data (tested without I/O): a base backup is
 restorable once every WAL file from its start to its stop segment is
-archived; it then reaches as far as the WAL continues without a gap on its
-timeline. Times of WAL are when each file was pushed: the last commit in a
+archived; it then reaches as far as the WAL continues without a gap. Where
+a timeline history file says a child timeline branched off inside the
+segment reached, the walk moves onto the child (the newest, as
+``recovery_target_timeline = 'latest'`` does), so a restored-and-promoted
+server's WAL extends the range. Times of WAL are when each file was pushed: the last commit in a
 file is at most that old (at most ``archive_timeout`` older on an idle server).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BaseBackup", "Coverage", "next_segment", "wal_coverage"]
+__all__ = ["BaseBackup", "Coverage", "next_segment", "parse_history", "wal_coverage"]
+
+_TAIL = 8  # how many of a run's last file names a Coverage keeps (to look for commits)
 
 
 @dataclass(frozen=True)
@@ -33,11 +38,13 @@ class Coverage:
     complete: bool  # every WAL file needed for consistency is archived
     missing: str | None  # the first missing file, if not complete
     last_wal: str | None  # the last file of the unbroken run that follows the backup
+    tail: list[str] = field(default_factory=list)  # the run's last few files, oldest first
+    timeline: int = 0  # the timeline the run ends on
 
     def to_json(self) -> dict[str, Any]:
         return {"snapshot_id": self.snapshot_id, "consistent_at": self.consistent_at,
                 "complete": self.complete, "first_missing_wal": self.missing,
-                "last_wal": self.last_wal}
+                "last_wal": self.last_wal, "timeline": self.timeline}
 
 
 def _split(name: str, segment_size: int) -> tuple[int, int]:
@@ -45,28 +52,58 @@ def _split(name: str, segment_size: int) -> tuple[int, int]:
     return int(name[:8], 16), int(name[8:16], 16) * per_id + int(name[16:24], 16)
 
 
-def next_segment(name: str, segment_size: int = 16 << 20) -> str:
+def _name(tli: int, segno: int, segment_size: int) -> str:
     per_id = 0x100000000 // segment_size
-    tli, segno = _split(name, segment_size)
-    segno += 1
     return f"{tli:08X}{segno // per_id:08X}{segno % per_id:08X}"
 
 
-def wal_coverage(bases: Iterable[BaseBackup], archived: set[str]) -> list[Coverage]:
-    """For each base backup: is it restorable, and up to which WAL file."""
+def next_segment(name: str, segment_size: int = 16 << 20) -> str:
+    tli, segno = _split(name, segment_size)
+    return _name(tli, segno + 1, segment_size)
+
+
+def parse_history(text: str) -> tuple[int, int] | None:
+    """A ``.history`` file's last entry: (parent timeline, switch LSN), or None if empty.
+
+    Lines are ``parentTLI <tab> switchpoint <tab> reason``; ``#`` starts a comment.
+    """
+    last = None
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2:
+            high, _, low = fields[1].partition("/")
+            last = (int(fields[0]), (int(high, 16) << 32) | int(low, 16))
+    return last
+
+
+def wal_coverage(bases: Iterable[BaseBackup], archived: set[str],
+                 switches: Mapping[int, tuple[int, int]] | None = None) -> list[Coverage]:
+    """For each base backup: is it restorable, and up to which WAL file.
+
+    ``switches`` maps a child timeline to (parent timeline, switch LSN), from the
+    archived ``.history`` files.
+    """
+    switches = switches or {}
     result = []
     for base in bases:
-        name = base.start_wal
+        size = base.segment_size
+        tli, segno = _split(base.start_wal, size)
+        stop = _split(base.stop_wal, size)[1]
         missing = None
-        last = None
+        tail: list[str] = []
         while True:
+            children = [c for c, (parent, lsn) in switches.items()
+                        if parent == tli and lsn // size == segno and segno > stop]
+            if children:
+                tli = max(children)
+            name = _name(tli, segno, size)
             if name not in archived:
-                if _split(name, base.segment_size)[1] <= _split(base.stop_wal,
-                                                                base.segment_size)[1]:
+                if segno <= stop:
                     missing = name
                 break
-            last = name
-            name = next_segment(name, base.segment_size)
+            tail = [*tail[-(_TAIL - 1):], name]
+            segno += 1
         result.append(Coverage(base.snapshot_id, base.consistent_at, missing is None, missing,
-                               last if missing is None else None))
+                               tail[-1] if missing is None and tail else None,
+                               tail if missing is None else [], tli))
     return result

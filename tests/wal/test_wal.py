@@ -17,7 +17,7 @@ from drsync.repo.crypto import MasterKey
 from drsync.repo.objects import FormatError
 from drsync.repo.wal import open_wal, parse_wal_header, seal_wal
 from drsync.sources.postgres.doctor import judge
-from drsync.wal.coverage import BaseBackup, next_segment, wal_coverage
+from drsync.wal.coverage import BaseBackup, next_segment, parse_history, wal_coverage
 
 SEG = "000000010000000000000003"
 
@@ -224,6 +224,36 @@ def test_coverage_needs_the_backups_wal_and_follows_it_to_the_first_gap() -> Non
     [cov] = wal_coverage([base], set(names[:1]))
     assert not cov.complete and cov.missing == "000000010000000000000004"
     assert next_segment("0000000100000000000000FF") == "000000010000000100000000"
+    assert cov.tail == [] and cov.last_wal is None
+
+
+def test_coverage_follows_a_timeline_switch_onto_the_newest_child() -> None:
+    # A restore of timeline 1 was promoted inside segment 6 (timeline 2), and a later
+    # restore of timeline 2 was promoted inside segment 8 (timeline 3). Timeline 1's
+    # segment 6 exists only as .partial, as PostgreSQL archives it.
+    base = BaseBackup("s1", "2026-11-27T03:00:00Z", 1, "000000010000000000000003",
+                      "000000010000000000000004")
+    names = {"000000010000000000000003", "000000010000000000000004",
+             "000000010000000000000005", "000000010000000000000006.partial",
+             "000000020000000000000006", "000000020000000000000007",
+             "000000020000000000000008", "000000030000000000000008",
+             "000000030000000000000009", "00000002.history", "00000003.history"}
+    switches = {2: parse_history("1\t0/6000123\tno recovery target specified\n"),
+                3: parse_history("1\t0/6000123\tno recovery target specified\n"
+                                 "# a comment\n2\t0/8000ABC\tbefore 2026-11-28 01:00\n")}
+    assert switches[3] == (2, 0x8000ABC)
+    [cov] = wal_coverage([base], names, switches)  # type: ignore[arg-type]
+    assert cov.complete and cov.last_wal == "000000030000000000000009" and cov.timeline == 3
+    assert cov.tail[-3:] == ["000000020000000000000007", "000000030000000000000008",
+                             "000000030000000000000009"]
+    # Without the history files the run stops where timeline 1 does.
+    [cov] = wal_coverage([base], names)
+    assert cov.last_wal == "000000010000000000000005" and cov.timeline == 1
+    # A switch inside the backup's own WAL range is not followed (it could not be reached).
+    early = {2: (1, 0x4000000)}
+    [cov] = wal_coverage([base], names, early)
+    assert cov.timeline == 1
+    assert parse_history("# only comments\n") is None
 
 
 def test_doctor_advice_for_a_default_server() -> None:
