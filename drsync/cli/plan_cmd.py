@@ -15,6 +15,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from drsync.cli.context import open_catalog
 from drsync.errors import UsageError
 from drsync.plan import (
     Cycle,
@@ -25,6 +26,7 @@ from drsync.plan import (
     Slot,
     Strategy,
     cycle_to_dict,
+    history_from_runs,
     learn,
     learned_to_dict,
     load_fleet,
@@ -58,19 +60,28 @@ __all__ = ["plan_cmd"]
 @click.option("--learn", "history_path", type=click.Path(dir_okay=False),
               help="CSV of past nights (tenant,date,bytes_in,bytes_out,prep_s,send_s): "
                    "plan with volumes and rates learned from it.")
+@click.option("--learn-catalog", "learn_catalog", is_flag=True,
+              help="Learn from the catalog's backup runs instead (the global --catalog; an "
+                   "agent's `host` setting names its tenant).")
 @click.option("--write-schedule", "schedule_path", type=click.Path(dir_okay=False),
               help="Write the schedule the agents follow (JSON, see docs/PLANNER.md).")
 def plan_cmd(
     fleet_path: str, as_json: bool, overrides: tuple[str, ...], max_fit_tenant: str | None,
     strategy: str | None, cycle: bool, chart_path: str | None, history_path: str | None,
-    schedule_path: str | None,
+    learn_catalog: bool, schedule_path: str | None,
 ) -> None:
     """Schedule a fleet's night, or say how many tenants fit the window."""
     _check_flags(max_fit_tenant, strategy, cycle, chart_path, schedule_path)
     fleet = load_fleet(fleet_path, overrides)
     learned = None
+    if history_path is not None and learn_catalog:
+        raise UsageError("--learn CSV and --learn-catalog: choose one source of history")
     if history_path is not None:
         learned = learn(fleet, read_history_csv(history_path))
+        fleet = learned.fleet
+    elif learn_catalog:
+        learned = learn(fleet, history_from_runs(open_catalog(click.get_current_context())
+                                                 .runs(limit=1_000_000)))
         fleet = learned.fleet
     out: dict[str, Any]
     render: Callable[[Console], None]

@@ -19,7 +19,14 @@ from drsync.plan.export import (
 )
 from drsync.plan.fleet import UNLIMITED_STREAMS, Fleet, Link, Tenant, Window
 from drsync.plan.fleetfile import apply_overrides, fleet_from_dict, load_fleet
-from drsync.plan.learn import Estimate, History, Learned, learn, read_history_csv
+from drsync.plan.learn import (
+    Estimate,
+    History,
+    Learned,
+    history_from_runs,
+    learn,
+    read_history_csv,
+)
 from drsync.plan.maxfit import MAX_COPIES, MaxFit, Strategy, max_fit
 from drsync.plan.schedule import LinkLoad, Plan, Send, Slot, Unfit, placement_order, plan_fleet
 
@@ -47,6 +54,7 @@ __all__ = [
     "apply_overrides",
     "cycle_to_dict",
     "fleet_from_dict",
+    "history_from_runs",
     "learn",
     "learned_to_dict",
     "load_fleet",

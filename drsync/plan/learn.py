@@ -1,8 +1,10 @@
 """Replacing planned volumes and rates with what past nights really did.
 
-History comes as plain ``History`` records: from the catalog once it keeps
-them, or today from a CSV with the header
-``tenant,date,bytes_in,bytes_out,prep_s,send_s``. For each tenant with
+History comes as plain ``History`` records: from a CSV with the header
+``tenant,date,bytes_in,bytes_out,prep_s,send_s``, or from the catalog's
+backup runs (``history_from_runs``: the run's host names the tenant, its
+bytes read and added are bytes in and out, its duration is preparation, as
+an agent compresses and stores in one pipeline). For each tenant with
 history, over its last ``RECENT`` nights:
 
 - ``daily_mb``: the 90th percentile of ``bytes_in`` (nearest rank). Volumes
@@ -23,15 +25,17 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 from drsync.errors import ConfigError
 from drsync.plan.fleet import Fleet, Tenant
 from drsync.plan.schedule import Plan, plan_fleet
 
-__all__ = ["ALPHA", "PERCENTILE", "RECENT", "Estimate", "History", "Learned", "learn",
-           "read_history_csv"]
+__all__ = ["ALPHA", "PERCENTILE", "RECENT", "Estimate", "History", "Learned", "RunLike",
+           "history_from_runs", "learn", "read_history_csv"]
 
 RECENT = 28
 ALPHA = 0.3
@@ -153,3 +157,42 @@ def read_history_csv(path: str | Path) -> list[History]:
             raise ConfigError(f"{path}:{line}: negative bytes or seconds")
         history.append(History(row["tenant"].strip(), date, bytes_in, bytes_out, prep_s, send_s))
     return history
+
+
+class RunLike(Protocol):
+    """What ``history_from_runs`` reads of a catalog run (the catalog's RunRecord)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def started(self) -> dt.datetime: ...
+    @property
+    def ended(self) -> dt.datetime | None: ...
+    @property
+    def bytes_read(self) -> int: ...
+    @property
+    def bytes_added(self) -> int: ...
+
+
+def history_from_runs(runs: Iterable[RunLike]) -> list[History]:
+    """Nights from finished backup runs (``ok`` or ``partial``); the host is the tenant.
+
+    Several runs of one tenant on one date count as one night: their bytes and
+    durations add up, as the window has to hold all of them.
+    """
+    nights: dict[tuple[str, dt.date], History] = {}
+    for run in runs:
+        if run.kind != "backup" or run.status not in ("ok", "partial") or run.ended is None:
+            continue
+        key = (run.host, run.started.date())
+        seconds = max(0.0, (run.ended - run.started).total_seconds())
+        old = nights.get(key)
+        nights[key] = History(
+            run.host, key[1], run.bytes_read + (old.bytes_in if old else 0),
+            run.bytes_added + (old.bytes_out if old else 0),
+            seconds + (old.prep_s if old else 0.0), 0.0)
+    return sorted(nights.values(), key=lambda h: (h.tenant, h.date))

@@ -103,3 +103,24 @@ def test_bad_fleet_is_a_config_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["plan", str(bad)])
     assert isinstance(result.exception, ConfigError)
     assert "window.minutes" in str(result.exception)
+
+
+def test_learn_from_the_catalogs_backup_runs(tmp_path: Path) -> None:
+    import io
+
+    from drsync.backup import BackupRequest, run_backup
+    from drsync.catalog import RunJournal
+    from drsync.testing import make_repo, text_like
+
+    catalog = str(tmp_path / "catalog.sqlite")
+    repo = make_repo()
+    dump = text_like(3_000_000, seed=1)
+    result = run_backup(repo, BackupRequest(stdin_name="log", stdin=io.BytesIO(dump),
+                                            host="Nobeoka"), catalog=RunJournal(catalog))
+    done = CliRunner().invoke(cli, ["--catalog", catalog, "plan", str(TRIAL), "--learn-catalog",
+                                    "--json"], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    (estimate,) = json.loads(done.output)["learned"]["estimates"]
+    assert estimate["tenant"] == "Nobeoka" and estimate["nights"] == 1
+    assert estimate["daily_mb"] == pytest.approx(len(dump) / 1e6)
+    assert estimate["compression_ratio"] == pytest.approx(len(dump) / result.bytes_added)

@@ -60,3 +60,30 @@ def test_csv_round_trip_and_errors(tmp_path: Path) -> None:
     cols.write_text("tenant,date\nNobeoka,2024-04-01\n")
     with pytest.raises(ConfigError, match="missing column"):
         read_history_csv(cols)
+
+
+def test_history_from_catalog_runs_one_night_per_tenant_and_date() -> None:
+    from drsync.catalog.db import RunRecord
+    from drsync.plan import history_from_runs
+
+    start = dt.datetime(2024, 4, 1, 0, 0, tzinfo=dt.UTC)
+
+    def run(host: str, minutes: int, read: int, added: int, status: str = "ok",
+            kind: str = "backup", day: int = 0) -> RunRecord:
+        began = start + dt.timedelta(days=day)
+        return RunRecord("id", "/repo", kind, "src", host, began,
+                         began + dt.timedelta(minutes=minutes), status, read, added, None, None)
+
+    runs = [run("Nobeoka", 10, 300_000_000, 30_000_000),
+            run("Nobeoka", 2, 10_000_000, 1_000_000),  # a second run the same night adds up
+            run("Nobeoka", 12, 320_000_000, 32_000_000, day=1),
+            run("Nobeoka", 99, 1, 1, status="failed", day=2),  # not a night's work
+            run("Nobeoka", 5, 1, 1, status="running", day=3),
+            run("Nobeoka", 5, 1, 1, kind="restore", day=4),
+            run("Hyuga", 3, 50_000_000, 5_000_000, status="partial")]
+    history = history_from_runs(runs)
+    assert [(h.tenant, h.date.day) for h in history] == [("Hyuga", 1), ("Nobeoka", 1),
+                                                         ("Nobeoka", 2)]
+    first = history[1]
+    assert (first.bytes_in, first.bytes_out, first.prep_s, first.send_s) == (
+        310_000_000, 31_000_000, 720.0, 0.0)
