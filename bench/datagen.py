@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from drsync.sample_vocab import FEMALE_GIVEN_NAMES, MALE_GIVEN_NAMES, SURNAMES, TOWNS
+from drsync.sample.vocab import FEMALE_GIVEN_NAMES, MALE_GIVEN_NAMES, SURNAMES, TOWNS
 
 __all__ = ["TABLES", "Day2Stats", "DumpStats", "day2", "generate", "parse_size"]
 
