@@ -178,3 +178,26 @@ def test_check_reports_corruption_exit_13(cli: Cli, tmp_path: Path) -> None:
     assert f"error: object data/{pack.parent.name}/{pack.name}" in out
     done = cli("restore", "latest", "--target", str(tmp_path / "out"), ok=False)
     assert done.returncode == 13 and pack.name in _error_line(done)
+
+
+def test_demo_backs_up_twice_restores_and_verifies(drsync_bin: str, tmp_path: Path) -> None:
+    demo = tmp_path / "demo"
+    done = subprocess.run([drsync_bin, "demo", "--dir", str(demo), "--size-mb", "20", "--json"],
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    doc = json.loads(done.stdout)
+    assert doc["verified"] is True and doc["differences"] == []
+    night1, night2 = doc["backups"]
+    assert doc["rows_changed"] > 0
+    # Only chunks holding changed pages are stored again (with 1 MiB chunks over 4 KiB
+    # pages, 1% of rows touches about half of a 20 MB database's chunks).
+    assert night2["bytes_added"] < 0.8 * night1["bytes_added"]
+    assert (demo / "restore" / "municipal.db").exists()
+    # Running it again starts clean; a directory it did not make is never deleted.
+    assert subprocess.run([drsync_bin, "demo", "--dir", str(demo), "--size-mb", "2", "--json"],
+                          capture_output=True, timeout=300).returncode == 0
+    foreign = tmp_path / "precious"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    refused = subprocess.run([drsync_bin, "demo", "--dir", str(foreign)], capture_output=True)
+    assert refused.returncode == 2 and (foreign / "keep.txt").read_text() == "mine"
