@@ -152,26 +152,25 @@ def wal_receive_cmd(ctx: click.Context, dsn: str, slot: str, spool: str | None,
 @click.option("--continuous", is_flag=True, help="Keep shipping until stopped (SIGTERM).")
 @click.option("--interval", type=float, default=10.0, show_default=True,
               help="Seconds between passes with --continuous.")
-@click.option("--bwlimit-kib", type=click.IntRange(1), help="Average rate limit in KiB/s.")
 @json_option
 @click.pass_context
 def wal_ship_cmd(ctx: click.Context, spool: str | None, continuous: bool, interval: float,
-                 bwlimit_kib: int | None, as_json: bool) -> None:
+                 as_json: bool) -> None:
     """Move spooled WAL files to the store; a spooled file is deleted only once stored.
 
     \b
     Examples:
       drsync --config /etc/drsync/agent.toml wal-ship              # once, in the window
       drsync --config /etc/drsync/agent.toml wal-ship --continuous # all day
+      drsync --limit-upload 20Mbit wal-ship --continuous           # within the tenant's share
     """
     from drsync.cli.context import open_repo
     from drsync.wal.ship import ship_spool
 
     spooler = _spool(ctx, spool)
     repo = open_repo(ctx)
-    limit = bwlimit_kib * 1024 if bwlimit_kib else None
     while True:
-        result = ship_spool(spooler, repo.store, repo.key, bwlimit_bps=limit)
+        result = ship_spool(spooler, repo.store, repo.key)
         if as_json:
             _echo_json(result.to_json())
         elif result.shipped or result.already or not continuous:

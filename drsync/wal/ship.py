@@ -49,9 +49,12 @@ class ShipResult:
 
 
 def ship_spool(spool: Spool, store: Store, key: MasterKey, *,
-               bwlimit_bps: float | None = None,
                progress: Callable[[int], None] | None = None) -> ShipResult:
-    """Ship every spooled object, oldest name first; never delete before the store confirmed."""
+    """Ship every spooled object, oldest name first; never delete before the store confirmed.
+
+    Bandwidth is the store's business: a store opened with ``--limit-upload`` is
+    throttled by the process-wide token bucket every transfer shares.
+    """
     result = ShipResult()
     started = time.monotonic()
     for name in spool.names():
@@ -76,11 +79,6 @@ def ship_spool(spool: Spool, store: Store, key: MasterKey, *,
         result.bytes += len(data)
         if progress is not None:
             progress(len(data))
-        if bwlimit_bps:
-            # Average-rate pacing: sleep until the bytes so far fit the limit.
-            ahead = result.bytes / bwlimit_bps - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
     result.duration_s = time.monotonic() - started
     if result.conflicts:
         raise WalConflict(

@@ -3,6 +3,7 @@ wal-ship, wal-fetch, and coverage. Commands run through the installed executable
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -274,3 +275,15 @@ def test_new_commands_have_help_with_an_example(drsync_bin: str) -> None:
         assert done.returncode == 0 and "Example" in done.stdout, command
     done = subprocess.run([drsync_bin, "restore", "--help"], capture_output=True, text=True)
     assert "--pgdata" in done.stdout and "--pg-restore" in done.stdout
+
+
+def test_ship_goes_through_the_shared_upload_limit(wal: Wal, tmp_path: Path) -> None:
+    # The process-wide token bucket (--limit-upload, tested with a virtual clock in
+    # tests/store) is what paces wal-ship; here: it is wired in, and shipping completes.
+    seg = _segment(tmp_path / SEG, size=1 << 20)
+    assert wal("wal-push", str(seg)).returncode == 0
+    done = wal("--limit-upload", "500MB/s", "wal-ship", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["shipped"] == 1
+    bad = wal("--limit-upload", "fast", "wal-ship")
+    assert bad.returncode == 2 and "fast" in bad.stderr
