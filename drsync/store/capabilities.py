@@ -2,7 +2,8 @@
 
 The layers above never test for a backend class; they ask whether a store
 (or the store inside its wrappers) offers a capability, and do without it
-when it does not. Only the S3 store implements these today.
+when it does not. The S3 store implements them all; a local directory reports its stale temporaries
+as pending uploads.
 """
 
 from __future__ import annotations

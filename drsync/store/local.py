@@ -9,18 +9,22 @@ directory is fsynced so the new name survives power loss.
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from drsync.errors import ObjectExists, ObjectNotFound, StoreError
 from drsync.store.base import ObjectInfo, Store, validate_key, validate_prefix
+from drsync.store.capabilities import PendingUpload
 
 __all__ = ["TMP_PREFIX", "LocalStore", "describe_os_error", "fsync_dir"]
 
 TMP_PREFIX = ".tmp-"
+STALE_TMP_S = 900.0
 
 
 def describe_os_error(err: OSError) -> str:
@@ -162,14 +166,31 @@ class LocalStore(Store):
         except OSError as err:
             raise StoreError(_describe(err, f"{self.url}: deleting {key}")) from None
 
-    def remove_temporaries(self) -> int:
-        """Delete temporaries left by a process killed mid-put; returns how many."""
-        removed = 0
+    # -- the PendingUploads capability: temporaries a killed put left behind ---------
+
+    def pending_uploads(self) -> builtins.list[PendingUpload]:
+        """Temporaries older than ``STALE_TMP_S``: a put takes seconds, so these belong to
+        a dead process (younger ones may be a concurrent wal-ship's, and are left alone)."""
+        found: builtins.list[PendingUpload] = []
         if not self.root.is_dir():
-            return 0
+            return found
+        now = time.time()
         for dirpath, _dirs, filenames in os.walk(self.root):
             for name in filenames:
-                if name.startswith(TMP_PREFIX):
-                    os.unlink(os.path.join(dirpath, name))
-                    removed += 1
-        return removed
+                if not name.startswith(TMP_PREFIX):
+                    continue
+                path = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue  # finished meanwhile
+                if now - st.st_mtime >= STALE_TMP_S:
+                    key = os.path.relpath(path, self.root)
+                    found.append(PendingUpload(key, name, st.st_mtime, st.st_size))
+        return found
+
+    def abort_upload(self, upload: PendingUpload) -> None:
+        try:
+            (self.root / upload.key).unlink(missing_ok=True)
+        except OSError as err:
+            raise StoreError(_describe(err, f"{self.url}: removing {upload.key}")) from None

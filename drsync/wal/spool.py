@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from drsync.errors import ObjectExists, StoreError
-from drsync.store.local import TMP_PREFIX, LocalStore, describe_os_error, fsync_dir
+from drsync.store.local import LocalStore, describe_os_error, fsync_dir
 
 __all__ = ["Spool", "default_spool_dir"]
 
@@ -83,11 +83,3 @@ class Spool:
             fsync_dir(self.dir)
         except OSError as err:
             raise self._error(err, f"removing {name}") from None
-
-    def remove_temporaries(self) -> int:
-        removed = 0
-        for name in os.listdir(self.dir) if self.dir.is_dir() else []:
-            if name.startswith(TMP_PREFIX):
-                (self.dir / name).unlink(missing_ok=True)
-                removed += 1
-        return removed

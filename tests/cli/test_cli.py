@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,18 @@ def test_demo_backs_up_twice_restores_and_verifies(drsync_bin: str, tmp_path: Pa
     (foreign / "keep.txt").write_text("mine")
     refused = subprocess.run([drsync_bin, "demo", "--dir", str(foreign)], capture_output=True)
     assert refused.returncode == 2 and (foreign / "keep.txt").read_text() == "mine"
+
+
+def test_check_reports_and_cleans_a_dead_puts_temporary(cli: Cli, tmp_path: Path) -> None:
+    cli("backup", "--stdin-name", "s", stdin=b"data")
+    (pack,) = (tmp_path / "repo" / "data").glob("*/*")
+    leftover = pack.parent / ".tmp-0123456789abcdef"
+    leftover.write_bytes(b"half a pack")
+    hour_ago = time.time() - 3600
+    os.utime(leftover, (hour_ago, hour_ago))
+    report = cli.json("check")
+    assert isinstance(report, dict) and report["ok"]
+    (upload,) = report["uploads"]
+    assert upload["stale"] is True and upload["key"].endswith(".tmp-0123456789abcdef")
+    cli("check", "--cleanup-uploads")
+    assert not leftover.exists() and pack.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,12 +137,22 @@ def test_local_put_leaves_no_temporaries(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path / "data" / "aa")) == ["x"]
 
 
-def test_local_list_ignores_interrupted_temporaries(tmp_path: Path) -> None:
+def test_local_list_ignores_interrupted_temporaries_and_reports_stale_ones(
+        tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     store.put("data/aa/x", b"1")
-    (tmp_path / "data" / "aa" / ".tmp-deadbeef").write_bytes(b"half")
+    stale = tmp_path / "data" / "aa" / ".tmp-deadbeef"
+    stale.write_bytes(b"half")
+    hour_ago = time.time() - 3600
+    os.utime(stale, (hour_ago, hour_ago))
+    fresh = tmp_path / "data" / "aa" / ".tmp-inflight"  # maybe a concurrent put: left alone
+    fresh.write_bytes(b"writing")
     assert [i.key for i in store.list("data/")] == ["data/aa/x"]
-    assert store.remove_temporaries() == 1
+    (pending,) = store.pending_uploads()
+    assert pending.key == "data/aa/.tmp-deadbeef" and pending.bytes_stored == 4
+    store.abort_upload(pending)
+    assert not stale.exists() and fresh.exists()
+    assert store.pending_uploads() == []
 
 
 @pytest.fixture
