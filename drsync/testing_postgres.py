@@ -301,4 +301,14 @@ def postgres_runnable_drsync() -> str:
             os.chmod(tmp / "bin" / "drsync", 0o755)
             shutil.rmtree(code, ignore_errors=True)
             os.rename(tmp, code)
+            _prune_old_copies(keep=code)
         return str(launcher)
+
+
+def _prune_old_copies(keep: Path, older_than_s: float = 86400.0) -> None:
+    """Drop copies of earlier sources (one is made per source version tested) a day old;
+    younger ones may serve a test run of another checkout right now."""
+    cutoff = time.time() - older_than_s
+    for old in SHARED_ROOT.glob("code-*"):
+        if old != keep and old.stat().st_mtime < cutoff:
+            shutil.rmtree(old, ignore_errors=True)
