@@ -170,9 +170,7 @@ def _read_packs(repo: Repository, index: Index, stored: dict[str, int], report: 
         for blob_id, loc in sorted(by_pack.get(pack_id, []), key=lambda b: b[1].offset):
             sealed = data[loc.offset : loc.offset + loc.length]
             try:
-                if len(sealed) != loc.length:
-                    raise SealError(f"truncated: {len(sealed)} of {loc.length} bytes")
-                repo.key.unseal_chunk(sealed, blob_id, loc.raw_length)
+                repo.unseal_located(blob_id, loc, sealed)
             except SealError as err:
                 report.errors.append(
                     f"object {name} offset {loc.offset}: blob {blob_id.hex()[:16]}: {err}")

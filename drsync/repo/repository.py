@@ -228,11 +228,15 @@ class Repository:
             # read once more before calling it damage.
             return self.open_blob(blob_id, loc, self.store.get(name, loc.offset, loc.length))
 
+    def unseal_located(self, blob_id: bytes, loc: BlobLocation, sealed: bytes) -> bytes:
+        """The verified plaintext of a blob read from ``loc``; SealError when it is not."""
+        if len(sealed) != loc.length:
+            raise SealError(f"truncated: {len(sealed)} of {loc.length} bytes")
+        return self.key.unseal_chunk(sealed, blob_id, loc.raw_length)
+
     def open_blob(self, blob_id: bytes, loc: BlobLocation, sealed: bytes) -> bytes:
         try:
-            if len(sealed) != loc.length:
-                raise SealError(f"truncated: {len(sealed)} of {loc.length} bytes")
-            return self.key.unseal_chunk(sealed, blob_id, loc.raw_length)
+            return self.unseal_located(blob_id, loc, sealed)
         except SealError as err:
             raise IntegrityError(
                 f"{self.url}: object {pack_key(loc.pack_id)} offset {loc.offset}: "
