@@ -67,6 +67,11 @@ class BackupResult:
     problems: list[SourceProblem]
 
     @property
+    def mb_per_s(self) -> float:
+        """Input megabytes (10^6 bytes) read per second."""
+        return self.bytes_read / 1e6 / self.duration_s if self.duration_s else 0.0
+
+    @property
     def partial(self) -> bool:
         return any(p.partial for p in self.problems)
 
@@ -81,7 +86,7 @@ class BackupResult:
             "bytes_read": self.bytes_read,
             "bytes_added": self.bytes_added,
             "duration_s": round(self.duration_s, 6),
-            "mb_per_s": round(self.bytes_read / 1e6 / self.duration_s, 3) if self.duration_s else 0,
+            "mb_per_s": round(self.mb_per_s, 3),
             "items": self.items,
             "problems": [{"path": p.path, "reason": p.reason} for p in self.problems],
         }

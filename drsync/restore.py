@@ -27,14 +27,18 @@ class RestoreResult:
     items: int
     duration_s: float
 
+    @property
+    def mb_per_s(self) -> float:
+        """Megabytes (10^6 bytes) written per second."""
+        return self.bytes_written / 1e6 / self.duration_s if self.duration_s else 0.0
+
     def to_json(self) -> dict[str, Any]:
         return {
             "snapshot_id": self.snapshot_id,
             "bytes_written": self.bytes_written,
             "items": self.items,
             "duration_s": round(self.duration_s, 6),
-            "mb_per_s": round(self.bytes_written / 1e6 / self.duration_s, 3)
-            if self.duration_s else 0,
+            "mb_per_s": round(self.mb_per_s, 3),
         }
 
 

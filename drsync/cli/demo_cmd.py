@@ -39,11 +39,11 @@ def demo_cmd(directory: str, size_mb: float, change: float, as_json: bool) -> in
         table.add_row(f"backup night {night}", human_bytes(run.bytes_read),
                       human_bytes(run.bytes_added),
                       f"{100 * run.bytes_added / max(run.bytes_read, 1):.1f}%",
-                      f"{run.duration_s:.2f} s", f"{run.bytes_read / 1e6 / run.duration_s:.0f}")
+                      f"{run.duration_s:.2f} s", f"{run.mb_per_s:.0f}")
     if report.restore is not None:
         r = report.restore
         table.add_row("restore latest", human_bytes(r.bytes_written), "-", "-",
-                      f"{r.duration_s:.2f} s", f"{r.bytes_written / 1e6 / r.duration_s:.0f}")
+                      f"{r.duration_s:.2f} s", f"{r.mb_per_s:.0f}")
     Console().print(table)
     if report.verified:
         Console().print(f"[green]restored database is identical row for row[/] "

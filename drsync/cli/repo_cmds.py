@@ -141,11 +141,10 @@ def backup_cmd(ctx: click.Context, paths: tuple[str, ...], sqlite_db: str | None
         print_json(result.to_json())
     else:
         ratio = result.bytes_read / result.bytes_added if result.bytes_added else float("inf")
-        rate = result.bytes_read / 1e6 / result.duration_s if result.duration_s else 0.0
         click.echo(
             f"snapshot {result.snapshot_id[:8]} saved: read {human_bytes(result.bytes_read)}, "
             f"added {human_bytes(result.bytes_added)} (ratio {ratio:.1f}x) "
-            f"in {result.duration_s:.2f} s, {rate:.1f} MB/s"
+            f"in {result.duration_s:.2f} s, {result.mb_per_s:.1f} MB/s"
         )
     return result.exit_code
 
@@ -264,10 +263,9 @@ def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout
     if as_json:
         print_json(result.to_json())
     elif not to_stdout:
-        rate = result.bytes_written / 1e6 / result.duration_s if result.duration_s else 0.0
         click.echo(f"restored snapshot {result.snapshot_id[:8]}: {result.items} items, "
                    f"{human_bytes(result.bytes_written)} in {result.duration_s:.2f} s, "
-                   f"{rate:.1f} MB/s, every blob verified")
+                   f"{result.mb_per_s:.1f} MB/s, every blob verified")
 
 
 def _restore_postgres(ctx: click.Context, snapshot: str, target: str | None,
