@@ -74,7 +74,14 @@ def check_repository(repo: Repository, *, read_data: bool = False,
         on_total(sum(stored.values()) + sum(wal_objects.values()))
     report.blobs = len(index)
     damaged = _read_packs(repo, index, stored, report, progress) if read_data else {}
-    snaps, present_ids = _check_snapshots(repo, index, report, damaged)
+    needed: set[str] = set()  # lost packs some snapshot needs a blob of
+    snaps, present_ids = _check_snapshots(repo, index, report, damaged, needed)
+    for pack_id, why in sorted(index.lost_packs.items()):
+        line = f"object {pack_key(pack_id)}: {why} (named by the index)"
+        if pack_id in needed or len(snaps) < len(present_ids):
+            report.errors.append(line)
+        else:  # every blob of it a snapshot needs was stored again by a later backup
+            report.notes.append(f"{line}; no snapshot needs it any more")
     _check_wal(repo, report, snaps, wal_objects, read_data, progress)
     if known_snapshots is not None:
         errors, notes = recorded_snapshots_missing(known_snapshots, present_ids, snaps)
@@ -125,8 +132,6 @@ def _load_index(repo: Repository, report: CheckReport) -> Index:
     index = repo.load_index(warn=lambda _message: None)
     for name, why in sorted(index.skipped.items()):
         report.errors.append(f"object {name}: {why}")
-    for pack_id, why in sorted(index.lost_packs.items()):
-        report.errors.append(f"object {pack_key(pack_id)}: {why} (named by the index)")
     for pack_id, _size, _entries in index.adopted:
         report.notes.append(f"object {pack_key(pack_id)}: named by no readable index; its "
                             "blobs are read from its authenticated header")
@@ -143,8 +148,10 @@ def describe_snapshot(snap: Snapshot) -> str:
     return f"snapshot {snap.short_id} ({snap.time[:19].replace('T', ' ')}{tags})"
 
 
-def _unreadable(index: Index, damaged: Mapping[bytes, str], hex_id: str) -> str | None:
-    """Why the blob cannot be restored (``missing pack 80abf9…``), or None if it can."""
+def _unreadable(index: Index, damaged: Mapping[bytes, str], hex_id: str,
+                needed: set[str]) -> str | None:
+    """Why the blob cannot be restored (``missing pack 80abf9…``), or None if it can.
+    A lost pack it should be in joins ``needed``."""
     try:
         blob_id = bytes.fromhex(hex_id)
     except ValueError:
@@ -155,12 +162,14 @@ def _unreadable(index: Index, damaged: Mapping[bytes, str], hex_id: str) -> str 
     lost = index.lost(blob_id)
     if lost is None:
         return "no index"
+    needed.add(lost.pack_id)
     why = index.lost_packs.get(lost.pack_id, "missing")
     return f"{'missing' if why == 'missing' else 'truncated'} pack {lost.pack_id[:12]}…"
 
 
 def _check_snapshots(repo: Repository, index: Index, report: CheckReport,
-                     damaged: Mapping[bytes, str]) -> tuple[list[Snapshot], set[str]]:
+                     damaged: Mapping[bytes, str],
+                     needed: set[str]) -> tuple[list[Snapshot], set[str]]:
     """Every snapshot that references a blob that cannot be restored, named once with
     how many blobs and where. Returns the readable snapshots and every id listed."""
     snaps = []
@@ -175,7 +184,7 @@ def _check_snapshots(repo: Repository, index: Index, report: CheckReport,
                 continue
             snaps.append(snap)
             report.snapshots += 1
-            problem = _cannot_restore(reader, index, damaged, snap)
+            problem = _cannot_restore(reader, index, damaged, snap, needed)
             if problem is not None:
                 report.errors.append(f"{describe_snapshot(snap)} cannot be fully restored: "
                                      f"{problem}")
@@ -183,13 +192,13 @@ def _check_snapshots(repo: Repository, index: Index, report: CheckReport,
 
 
 def _cannot_restore(reader: SnapshotReader, index: Index, damaged: Mapping[bytes, str],
-                    snap: Snapshot) -> str | None:
+                    snap: Snapshot, needed: set[str]) -> str | None:
     """Why ``snap`` cannot be restored whole (``2 blobs in missing pack 80abf9…``)."""
     problems: dict[str, set[str]] = {}
 
     def note(hex_ids: list[str]) -> None:
         for hex_id in hex_ids:
-            where = _unreadable(index, damaged, hex_id)
+            where = _unreadable(index, damaged, hex_id, needed)
             if where is not None:
                 problems.setdefault(where, set()).add(hex_id)
 
