@@ -200,7 +200,7 @@ def _recorded_snapshots(ctx: click.Context, url: str) -> dict[str, str] | None:
             return dict(catalog.snapshot_times(url))
         finally:
             catalog.close()
-    except DrsyncError as err:
+    except (DrsyncError, ImportError) as err:  # ImportError: an install without SQLAlchemy
         click.echo(f"drsync: warning: catalog not consulted: {err}", err=True)
         return None
 
