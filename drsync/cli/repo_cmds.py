@@ -357,6 +357,11 @@ def _restore_postgres(ctx: click.Context, snapshot: str, target: str | None,
 def check_cmd(ctx: click.Context, read_data: bool, cleanup_uploads: bool, as_json: bool) -> int:
     """Check the repository: every referenced object exists (and with --read-data, verifies).
 
+    Also: which snapshots a missing or damaged blob keeps from being restored,
+    gaps in the archived WAL after each base backup (with --read-data, every
+    WAL object authenticated), and snapshots the local catalog recorded that
+    the store no longer holds (a rollback).
+
     \b
     Examples:
       drsync check --read-data
@@ -383,6 +388,7 @@ def check_cmd(ctx: click.Context, read_data: bool, cleanup_uploads: bool, as_jso
         verdict = "no errors" if report.ok else f"{len(report.errors)} error(s)"
         click.echo(f"checked {report.snapshots} snapshots, {report.packs} packs, "
                    f"{report.blobs} blobs"
+                   + (f", {report.wal_files} WAL files" if report.wal_files else "")
                    + (f", {human_bytes(report.bytes_verified)} read" if read_data else "")
                    + f": {verdict}")
     return 0 if report.ok else IntegrityError.exit_code
