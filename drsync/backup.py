@@ -15,6 +15,7 @@ from drsync.catalog import RunRecorder
 from drsync.errors import EXIT_OK, EXIT_PARTIAL, DrsyncError, SourceError, UsageError
 from drsync.repo import Entry, Repository, SnapshotWriter
 from drsync.repo.lock import RepositoryLock
+from drsync.repo.resume import abort_interrupted_uploads
 from drsync.repo.writer import adopt_orphan_packs
 from drsync.sources import ItemMeta, SourceItem, SourceProblem, scan_paths, sqlite_consistent_copy
 
@@ -158,6 +159,9 @@ def _backup_locked(repo: Repository, req: BackupRequest, kind: str, host: str,
     problems: list[SourceProblem] = []
     spec: dict[str, Any] = {}
     with RepositoryLock(repo.store, f"backup {req.describe()}"), ExitStack() as stack:
+        abort_interrupted_uploads(repo.store)  # finished ones become packs to adopt
+        # The index trusts only packs listed present now: a chunk whose pack was lost is
+        # stored again, never referenced in its absence.
         index = repo.load_index()
         adopt_orphan_packs(repo, index)
         writer = SnapshotWriter(repo, index, compression_level=req.compression_level,

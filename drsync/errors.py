@@ -9,9 +9,13 @@ The tree::
     ├── RepositoryExists (10)        `init` over an existing repository
     ├── WrongKey (11)                the passphrase or key file opens no wrapping of the master key
     ├── RepositoryLocked (12)        another writer holds the repository lock
-    ├── IntegrityError (13)          a stored byte is not what was written (object, offset)
+    ├── IntegrityError (13)          a stored byte is not what was written (object, offset), or
+    │                                an object the repository needs (named by an index, a
+    │                                listing) is missing from the store
     ├── StoreError (14)              the store failed: I/O, full disk, permission, network
-    │   └── ObjectNotFound (14)      a key the repository needs is absent
+    │   └── ObjectNotFound (14)      the store holds no such key; store level only: where the
+    │                                repository needs the object it raises IntegrityError (13)
+    │                                naming it, wal-fetch raises WalNotFound (1)
     │   └── ObjectExists (14)        a put-if-absent found the key taken
     │   └── ObjectLocked (14)        the store refuses to delete or replace a retained object
     │   └── StoreUnavailable (14)    a transient failure (reset, timeout, 5xx, throttling, a bad

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drsync.errors import IntegrityError, UsageError
+from drsync.errors import UsageError
 from drsync.repo import Repository, Snapshot, SnapshotReader
-from drsync.repo.wal import HEADER_MAX, WAL_PREFIX, parse_wal_header, wal_key
+from drsync.repo.wal import HEADER_MAX, parse_wal_header, wal_key
 from drsync.sources import FileTreeTarget
 from drsync.sources.base import ItemMeta
 from drsync.sources.postgres import (
@@ -32,7 +32,8 @@ from drsync.sources.postgres import (
     start_cluster,
 )
 from drsync.sources.postgres.dump import GLOBALS_NAME, apply_globals, prepare_database
-from drsync.wal.coverage import BaseBackup, Coverage, wal_coverage
+from drsync.wal.archive import wal_archive
+from drsync.wal.coverage import Coverage
 from drsync.wal.spool import Spool
 
 __all__ = ["PgRestoreResult", "pitr_range", "restore_command_for", "restore_logical",
@@ -222,46 +223,11 @@ def _last_commit(repo: Repository, read: Any, tail: list[str]) -> tuple[datetime
     return None
 
 
-def _timeline_switches(repo: Repository, read: Any,
-                       archived: set[str]) -> dict[int, tuple[int, int]]:
-    """child timeline -> (parent, switch LSN), from the archived .history files."""
-    from drsync.repo.objects import FormatError
-    from drsync.repo.wal import open_wal
-    from drsync.wal.coverage import parse_history
-
-    switches = {}
-    for name in archived:
-        if not name.endswith(".history"):
-            continue
-        try:
-            _head, plain = open_wal(repo.key, read(name), name)
-            entry = parse_history(plain.decode("utf-8", "replace"))
-        except (FormatError, ValueError) as err:
-            raise IntegrityError(f"{repo.url}: timeline history {name}: {err}") from None
-        if entry is not None:
-            switches[int(name.split(".", 1)[0], 16)] = entry
-    return switches
-
-
 def pitr_range(repo: Repository, spool: Spool | None = None) -> dict[str, Any]:
     """Earliest and latest restorable moments, per base backup, and the RPO now."""
-    store_names = sorted(info.key.removeprefix(WAL_PREFIX) for info in repo.store.list(WAL_PREFIX))
-    spool_names = spool.names() if spool is not None else []
-    bases = [BaseBackup(s.id, str(s.source_spec.get("consistent_at", s.time)),
-                        int(s.source_spec["timeline"]), str(s.source_spec["start_wal"]),
-                        str(s.source_spec["stop_wal"]),
-                        int(s.source_spec.get("wal_segment_size", 16 << 20)))
-             for s in repo.snapshots() if s.source_kind == "pg_base"]
-    archived = set(store_names) | set(spool_names)
-
-    def read(name: str, length: int | None = None) -> bytes:
-        if spool is not None and name in spool_names:
-            return spool.read(name, length)
-        return repo.store.get(wal_key(name), 0, length) if length else repo.store.get(
-            wal_key(name))
-
-    covered: list[Coverage] = wal_coverage(bases, archived, _timeline_switches(repo, read,
-                                                                                archived))
+    archive = wal_archive(repo, spool)
+    store_names, spool_names, read = archive.store_names, archive.spool_names, archive.read
+    covered: list[Coverage] = archive.coverage()
 
     def pushed(name: str) -> str:
         return _iso(datetime.fromtimestamp(parse_wal_header(read(name, HEADER_MAX)).pushed, UTC))

@@ -143,5 +143,17 @@ class Catalog:
             for row in rows
         ]
 
+    def snapshot_times(self, repo: str) -> dict[str, str]:
+        """Snapshot id -> when its backup finished (ISO 8601 UTC), for every snapshot the
+        runs of ``repo`` made: what the store should still hold (a rollback shows)."""
+        query = sa.select(runs_table.c.snapshot_id, runs_table.c.ended).where(
+            runs_table.c.repo == repo, runs_table.c.kind == "backup",
+            runs_table.c.snapshot_id.is_not(None), runs_table.c.ended.is_not(None),
+            runs_table.c.status.in_(("ok", "partial")))
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return {str(snapshot_id): _aware(ended).isoformat()  # type: ignore[union-attr]
+                for snapshot_id, ended in rows}
+
     def close(self) -> None:
         self._engine.dispose()

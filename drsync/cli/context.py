@@ -113,7 +113,11 @@ def open_repo(ctx: click.Context) -> Any:
 
     settings = settings_from(ctx)
     store = open_store_for(settings)
-    return Repository.open(store, resolve_secret(settings))
+    return Repository.open(store, resolve_secret(settings), warn=_print_warning)
+
+
+def _print_warning(message: str) -> None:
+    click.echo(f"drsync: warning: {message}", err=True)
 
 
 def open_catalog(ctx: click.Context) -> Any:

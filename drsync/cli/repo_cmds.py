@@ -159,8 +159,15 @@ def snapshots_cmd(ctx: click.Context, as_json: bool) -> None:
     Example:
       drsync snapshots --json | jq -r '.[-1].id'
     """
+    from drsync.repo.check import recorded_snapshots_missing
+
     repo = open_repo(ctx)
     snaps = repo.snapshots()
+    known = _recorded_snapshots(ctx, repo.url)
+    if known:
+        errors, _notes = recorded_snapshots_missing(known, repo.snapshot_ids(), snaps)
+        for error in errors:
+            click.echo(f"drsync: warning: {error}", err=True)
     if as_json:
         print_json([
             {"id": s.id, "time": s.time, "start_time": s.start_time, "host": s.host,
@@ -180,6 +187,22 @@ def snapshots_cmd(ctx: click.Context, as_json: bool) -> None:
         table.add_row(s.short_id, s.time[:19].replace("T", " "), s.host,  # type: ignore[attr-defined]
                       ",".join(s.tags), source, human_bytes(s.summary.get("bytes_read", 0)))
     _print(table)
+
+
+def _recorded_snapshots(ctx: click.Context, url: str) -> dict[str, str] | None:
+    """The snapshots the local catalog recorded for ``url``; None (with a warning) when
+    the catalog cannot be read: checking the store goes on without it."""
+    from drsync.errors import DrsyncError
+
+    try:
+        catalog = open_catalog(ctx)
+        try:
+            return dict(catalog.snapshot_times(url))
+        finally:
+            catalog.close()
+    except (DrsyncError, ImportError) as err:  # ImportError: an install without SQLAlchemy
+        click.echo(f"drsync: warning: catalog not consulted: {err}", err=True)
+        return None
 
 
 def _pg_source(spec: dict[str, object]) -> str:
@@ -334,6 +357,11 @@ def _restore_postgres(ctx: click.Context, snapshot: str, target: str | None,
 def check_cmd(ctx: click.Context, read_data: bool, cleanup_uploads: bool, as_json: bool) -> int:
     """Check the repository: every referenced object exists (and with --read-data, verifies).
 
+    Also: which snapshots a missing or damaged blob keeps from being restored,
+    gaps in the archived WAL after each base backup (with --read-data, every
+    WAL object authenticated), and snapshots the local catalog recorded that
+    the store no longer holds (a rollback).
+
     \b
     Examples:
       drsync check --read-data
@@ -345,9 +373,11 @@ def check_cmd(ctx: click.Context, read_data: bool, cleanup_uploads: bool, as_jso
     from drsync.repo.check import check_repository
 
     repo = open_repo(ctx)
+    known = _recorded_snapshots(ctx, repo.url)
     with progress_bar("check", enabled=not as_json and read_data) as (advance, set_total):
         report = check_repository(repo, read_data=read_data, progress=advance,
-                                  on_total=set_total, cleanup_uploads=cleanup_uploads)
+                                  on_total=set_total, cleanup_uploads=cleanup_uploads,
+                                  known_snapshots=known)
     if as_json:
         print_json(report.to_json())
     else:
@@ -358,6 +388,7 @@ def check_cmd(ctx: click.Context, read_data: bool, cleanup_uploads: bool, as_jso
         verdict = "no errors" if report.ok else f"{len(report.errors)} error(s)"
         click.echo(f"checked {report.snapshots} snapshots, {report.packs} packs, "
                    f"{report.blobs} blobs"
+                   + (f", {report.wal_files} WAL files" if report.wal_files else "")
                    + (f", {human_bytes(report.bytes_verified)} read" if read_data else "")
                    + f": {verdict}")
     return 0 if report.ok else IntegrityError.exit_code

@@ -1,29 +1,37 @@
 """Checking a repository: structure always, every byte with ``read_data``.
 
-Errors name the object (and the offset, for a blob) and what is wrong.
+Errors name the object (and the offset, for a blob) and what is wrong, and
+every snapshot that a missing or damaged blob keeps from being restored.
 Packs no index names are the harmless leftovers of an interrupted run and
-are reported as notes, not errors.
+are reported as notes, not errors. Archived WAL is checked too: gaps in the
+chain after each base backup always, every object's authentication with
+``read_data``. Given the snapshots a local catalog recorded, a rollback of
+the store (its newest snapshots deleted) is an error.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from drsync.errors import DrsyncError, IntegrityError
+from drsync.errors import DrsyncError
 from drsync.repo.crypto import SealError
 from drsync.repo.index import Index, pack_key
 from drsync.repo.keys import parse_wrapping
 from drsync.repo.lock import STALE_AFTER, LockInfo, read_lock
-from drsync.repo.objects import TYPE_INDEX, FormatError, object_id
+from drsync.repo.objects import FormatError, object_id
 from drsync.repo.pack import read_pack_header
 from drsync.repo.reader import SnapshotReader
 from drsync.repo.repository import Repository
+from drsync.repo.snapshot import Snapshot
+from drsync.repo.wal import WAL_PREFIX, is_wal_name, open_wal
 from drsync.store.capabilities import PendingUploads, capability
+from drsync.wal.coverage import next_segment
 
-__all__ = ["CheckReport", "check_repository"]
+__all__ = ["CheckReport", "check_repository", "describe_snapshot", "recorded_snapshots_missing"]
 
 
 @dataclass
@@ -34,6 +42,7 @@ class CheckReport:
     packs: int = 0
     blobs: int = 0
     bytes_verified: int = 0
+    wal_files: int = 0
     uploads: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -43,35 +52,41 @@ class CheckReport:
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "errors": self.errors, "notes": self.notes,
                 "snapshots": self.snapshots, "packs": self.packs, "blobs": self.blobs,
-                "bytes_verified": self.bytes_verified, "uploads": self.uploads}
+                "bytes_verified": self.bytes_verified, "wal_files": self.wal_files,
+                "uploads": self.uploads}
 
 
 def check_repository(repo: Repository, *, read_data: bool = False,
                      progress: Callable[[int], None] | None = None,
                      on_total: Callable[[int], None] | None = None,
-                     cleanup_uploads: bool = False) -> CheckReport:
+                     cleanup_uploads: bool = False,
+                     known_snapshots: Mapping[str, str] | None = None) -> CheckReport:
     """Check structure (and with ``read_data`` every byte); ``on_total`` is told how many
-    bytes will be read, ``progress`` each time some are."""
+    bytes will be read, ``progress`` each time some are. ``known_snapshots`` (snapshot id
+    -> ISO time, from the local catalog) lets a rollback of the store be detected."""
     report = CheckReport()
     _check_keys(repo, report)
     index = _load_index(repo, report)
-    stored = {info.key.rsplit("/", 1)[-1]: info.size for info in repo.store.list("data/")}
+    stored = index.present or {}
+    wal_objects = {info.key: info.size for info in repo.store.list(WAL_PREFIX)}
     report.packs = len(stored)
     if read_data and on_total is not None:
-        on_total(sum(stored.values()))
+        on_total(sum(stored.values()) + sum(wal_objects.values()))
     report.blobs = len(index)
-    for pack_id, size in sorted(index.packs.items()):
-        if pack_id not in stored:
-            report.errors.append(f"object {pack_key(pack_id)}: missing (named by the index)")
-        elif stored[pack_id] != size:
-            report.errors.append(f"object {pack_key(pack_id)}: truncated or extended: "
-                                 f"{stored[pack_id]} bytes, the index says {size}")
-    for pack_id in sorted(stored.keys() - index.packs.keys()):
-        report.notes.append(f"object {pack_key(pack_id)}: unreferenced pack (harmless leftover "
-                            "of an interrupted run)")
-    _check_snapshots(repo, index, report)
-    if read_data:
-        _read_packs(repo, index, stored, report, progress)
+    damaged = _read_packs(repo, index, stored, report, progress) if read_data else {}
+    needed: set[str] = set()  # lost packs some snapshot needs a blob of
+    snaps, present_ids = _check_snapshots(repo, index, report, damaged, needed)
+    for pack_id, why in sorted(index.lost_packs.items()):
+        line = f"object {pack_key(pack_id)}: {why} (named by the index)"
+        if pack_id in needed or len(snaps) < len(present_ids):
+            report.errors.append(line)
+        else:  # every blob of it a snapshot needs was stored again by a later backup
+            report.notes.append(f"{line}; no snapshot needs it any more")
+    _check_wal(repo, report, snaps, wal_objects, read_data, progress)
+    if known_snapshots is not None:
+        errors, notes = recorded_snapshots_missing(known_snapshots, present_ids, snaps)
+        report.errors += errors
+        report.notes += notes
     lock = read_lock(repo.store)
     if lock is not None:
         state = "stale" if lock.is_stale() else "held"
@@ -113,50 +128,194 @@ def _check_keys(repo: Repository, report: CheckReport) -> None:
 
 
 def _load_index(repo: Repository, report: CheckReport) -> Index:
-    index = Index()
-    for name in repo.index_names():
-        try:
-            index.merge_document(repo.load_document(TYPE_INDEX, name))
-        except IntegrityError as err:
-            report.errors.append(str(err))
-        except (KeyError, ValueError, TypeError) as err:
-            report.errors.append(f"object {name}: malformed index: {err}")
+    """The index a restore would use, and what it had to leave out, as errors."""
+    index = repo.load_index(warn=lambda _message: None)
+    for name, why in sorted(index.skipped.items()):
+        report.errors.append(f"object {name}: {why}")
+    for pack_id, _size, _entries in index.adopted:
+        report.notes.append(f"object {pack_key(pack_id)}: named by no readable index; its "
+                            "blobs are read from its authenticated header")
+    stored = index.present or {}
+    for pack_id in sorted(stored.keys() - index.packs.keys() - index.lost_packs.keys()):
+        report.notes.append(f"object {pack_key(pack_id)}: unreferenced pack (harmless leftover "
+                            "of an interrupted run)")
     return index
 
 
-def _check_snapshots(repo: Repository, index: Index, report: CheckReport) -> None:
+def describe_snapshot(snap: Snapshot) -> str:
+    """``snapshot 3fa1c2d0 (2026-11-28 03:00:12 nightly)``: id, time and tags."""
+    tags = f" {','.join(snap.tags)}" if snap.tags else ""
+    return f"snapshot {snap.short_id} ({snap.time[:19].replace('T', ' ')}{tags})"
+
+
+def _unreadable(index: Index, damaged: Mapping[bytes, str], hex_id: str,
+                needed: set[str]) -> str | None:
+    """Why the blob cannot be restored (``missing pack 80abf9…``), or None if it can.
+    A lost pack it should be in joins ``needed``."""
+    try:
+        blob_id = bytes.fromhex(hex_id)
+    except ValueError:
+        return "a malformed id"
+    if blob_id in index:
+        pack_id = damaged.get(blob_id)
+        return None if pack_id is None else f"damaged pack {pack_id[:12]}…"
+    lost = index.lost(blob_id)
+    if lost is None:
+        return "no index"
+    needed.add(lost.pack_id)
+    why = index.lost_packs.get(lost.pack_id, "missing")
+    return f"{'missing' if why == 'missing' else 'truncated'} pack {lost.pack_id[:12]}…"
+
+
+def _check_snapshots(repo: Repository, index: Index, report: CheckReport,
+                     damaged: Mapping[bytes, str],
+                     needed: set[str]) -> tuple[list[Snapshot], set[str]]:
+    """Every snapshot that references a blob that cannot be restored, named once with
+    how many blobs and where. Returns the readable snapshots and every id listed."""
+    snaps = []
+    ids = set(repo.snapshot_ids())
     with SnapshotReader(repo, index) as reader:
-        for snapshot_id in sorted(repo.snapshot_ids()):
+        for snapshot_id in sorted(ids):
             name = f"snapshots/{snapshot_id}"
             try:
                 snap = repo.load_snapshot(snapshot_id)
-                missing = [c for c in snap.tree if bytes.fromhex(c) not in index]
-                if missing:
-                    report.errors.append(f"object {name}: tree blob {missing[0][:16]} missing "
-                                         f"from the index ({len(missing)} in all)")
-                    continue
-                for entry in reader.entries(snap):
-                    lost = [c for c in entry.chunks if bytes.fromhex(c) not in index]
-                    if lost:
-                        report.errors.append(
-                            f"object {name}: {entry.path}: {len(lost)} chunk(s) missing from "
-                            f"the index, first {lost[0][:16]}")
-                report.snapshots += 1
-            except (DrsyncError, ValueError) as err:
+            except DrsyncError as err:
                 report.errors.append(f"object {name}: {err}" if name not in str(err) else str(err))
+                continue
+            snaps.append(snap)
+            report.snapshots += 1
+            problem = _cannot_restore(reader, index, damaged, snap, needed)
+            if problem is not None:
+                report.errors.append(f"{describe_snapshot(snap)} cannot be fully restored: "
+                                     f"{problem}")
+    return snaps, ids
+
+
+def _cannot_restore(reader: SnapshotReader, index: Index, damaged: Mapping[bytes, str],
+                    snap: Snapshot, needed: set[str]) -> str | None:
+    """Why ``snap`` cannot be restored whole (``2 blobs in missing pack 80abf9…``)."""
+    problems: dict[str, set[str]] = {}
+
+    def note(hex_ids: list[str]) -> None:
+        for hex_id in hex_ids:
+            where = _unreadable(index, damaged, hex_id, needed)
+            if where is not None:
+                problems.setdefault(where, set()).add(hex_id)
+
+    note(snap.tree)
+    walk_error = "its file list cannot be read" if problems else None
+    if not problems:
+        try:
+            for entry in reader.entries(snap):
+                note(entry.chunks)
+        except (DrsyncError, ValueError) as err:
+            walk_error = str(err)
+    parts = [f"{len(blobs)} blob{'s' if len(blobs) > 1 else ''} in {where}"
+             for where, blobs in sorted(problems.items())]
+    parts += [walk_error] if walk_error else []
+    return "; ".join(parts) or None
+
+
+def recorded_snapshots_missing(known: Mapping[str, str], present_ids: Iterable[str],
+                               snaps: Iterable[Snapshot]) -> tuple[list[str], list[str]]:
+    """Snapshots the local catalog recorded that the store no longer holds: (errors,
+    notes). One newer than every snapshot the store holds means the store was rolled
+    back (or its newest snapshot deleted), an error; an older one is a note."""
+    present = set(present_ids)
+    newest = max((_when(s.time) for s in snaps), default=None)
+    errors, notes = [], []
+    for snapshot_id, time_text in sorted(known.items(), key=lambda kv: (kv[1], kv[0])):
+        if snapshot_id in present:
+            continue
+        line = (f"snapshot {snapshot_id[:8]} ({time_text[:19].replace('T', ' ')}) recorded in "
+                "the catalog is missing from the store")
+        if newest is None or _when(time_text) > newest:
+            errors.append(line + " (rolled back or deleted)")
+        else:
+            notes.append(line + " (deleted?)")
+    return errors, notes
+
+
+def _when(text: str) -> datetime:
+    at = datetime.fromisoformat(text)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _check_wal(repo: Repository, report: CheckReport, snaps: list[Snapshot],
+               objects: Mapping[str, int], read_data: bool,
+               progress: Callable[[int], None] | None) -> None:
+    """Archived WAL: every object authenticated under its own name (``read_data``), and
+    after each base backup, the chain without gaps."""
+    from drsync.wal.archive import WalArchive, base_backups
+
+    archived = []
+    for key in sorted(objects):
+        name = key.removeprefix(WAL_PREFIX)
+        if not is_wal_name(name):
+            report.errors.append(f"object {key}: not a WAL file name")
+            continue
+        if read_data:
+            try:
+                data = repo.store.get(key)
+                if progress is not None:
+                    progress(len(data))
+                report.bytes_verified += len(data)
+                open_wal(repo.key, data, name)
+            except (FormatError, DrsyncError) as err:
+                report.errors.append(f"object {key}: {err}" if key not in str(err) else str(err))
+                continue  # damaged: a gap in the chain, too
+        archived.append(name)
+    report.wal_files = len(objects)
+    try:
+        bases = base_backups(snaps)
+    except (KeyError, ValueError, TypeError) as err:
+        report.errors.append(f"a pg_base snapshot lacks its WAL positions: {err}")
+        return
+    if not bases:
+        return
+    archive = WalArchive(repo, bases, archived)
+    try:
+        coverage = archive.coverage()
+    except DrsyncError as err:
+        report.errors.append(str(err))
+        return
+    segments = [n for n in archived if len(n) == 24]
+    for base, cov in zip(bases, coverage, strict=True):
+        gap = cov.missing if not cov.complete else (
+            next_segment(cov.last_wal, base.segment_size) if cov.last_wal else None)
+        if gap is None:
+            continue
+        later = [n for n in segments if n[:8] == gap[:8] and n > gap]
+        label = f"base backup {base.snapshot_id[:8]} ({base.consistent_at[:19].replace('T', ' ')})"
+        if not later:
+            if not cov.complete:
+                report.notes.append(f"{label}: WAL from {gap} is not in the store yet "
+                                    "(not shipped?); it cannot be restored without it")
+            continue
+        if cov.complete:
+            report.errors.append(f"{label}: gap in the WAL chain: {gap} is missing, "
+                                 f"{len(later)} later segment(s) archived; recovery stops at "
+                                 f"{cov.last_wal}")
+        else:
+            report.errors.append(f"{label} cannot be restored: WAL {gap} needed to reach "
+                                 f"consistency is missing ({len(later)} later segment(s) "
+                                 "archived)")
 
 
 def _read_packs(repo: Repository, index: Index, stored: dict[str, int], report: CheckReport,
-                progress: Callable[[int], None] | None) -> None:
+                progress: Callable[[int], None] | None) -> dict[bytes, str]:
+    """Read every pack whole; return the blobs that fail authentication (id -> pack)."""
     by_pack: dict[str, list[tuple[bytes, Any]]] = {}
     for blob_id, loc in index.items():
         by_pack.setdefault(loc.pack_id, []).append((blob_id, loc))
+    damaged: dict[bytes, str] = {}
     for pack_id in sorted(stored):
         name = pack_key(pack_id)
         try:
             data = repo.store.get(name)
         except DrsyncError as err:
             report.errors.append(f"object {name}: {err}")
+            damaged.update((blob_id, pack_id) for blob_id, _loc in by_pack.get(pack_id, []))
             continue
         if progress is not None:
             progress(len(data))
@@ -172,5 +331,7 @@ def _read_packs(repo: Repository, index: Index, stored: dict[str, int], report: 
             try:
                 repo.unseal_located(blob_id, loc, sealed)
             except SealError as err:
+                damaged[blob_id] = pack_id
                 report.errors.append(
                     f"object {name} offset {loc.offset}: blob {blob_id.hex()[:16]}: {err}")
+    return damaged

@@ -3,12 +3,18 @@
 Index files are sealed documents ``index/<sha256>`` listing packs and their
 blobs. A backup writes one every few packs, after those packs are stored, so
 an interrupted run's finished packs are found and reused by the next run.
-The in-memory ``Index`` is the union of all index files.
+The in-memory ``Index`` is the union of all index files, less what a reader
+must not trust: given the packs the store holds (``present``: one listing of
+``data/`` per run), an index entry whose pack is missing or has another size
+is set aside as *lost*, so a backup stores those chunks again and a restore
+names the missing pack instead of reading it. Index files that cannot be read
+are *skipped* (recorded, never fatal); packs no readable index names can be
+*adopted* from their authenticated headers (drsync.repo.resume).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,10 +53,18 @@ def index_document(packs: Iterable[tuple[str, int, list[BlobEntry]]]) -> dict[st
     }
 
 
+_PackRecord = tuple[str, int, list[tuple[bytes, BlobLocation]]]
+
+
 class Index:
     def __init__(self) -> None:
         self._blobs: dict[bytes, BlobLocation] = {}
         self.packs: dict[str, int] = {}  # pack id -> size in bytes
+        self.present: dict[str, int] | None = None  # the data/ listing merged against
+        self.lost_packs: dict[str, str] = {}  # pack id named by an index -> why it is unusable
+        self._lost: dict[bytes, BlobLocation] = {}  # blobs named only in lost packs
+        self.skipped: dict[str, str] = {}  # index object name -> why it was not read
+        self.adopted: list[tuple[str, int, list[BlobEntry]]] = []  # indexed from headers
 
     def __contains__(self, blob_id: object) -> bool:
         return blob_id in self._blobs
@@ -64,6 +78,10 @@ class Index:
     def items(self) -> Iterator[tuple[bytes, BlobLocation]]:
         return iter(self._blobs.items())
 
+    def lost(self, blob_id: bytes) -> BlobLocation | None:
+        """Where a blob the index names, but no present pack holds, was."""
+        return None if blob_id in self._blobs else self._lost.get(blob_id)
+
     def add_pack(self, pack_id: str, size: int, entries: Iterable[BlobEntry]) -> None:
         self.packs[pack_id] = size
         for e in entries:
@@ -71,17 +89,40 @@ class Index:
                 e.blob_id, BlobLocation(pack_id, e.blob_type, e.offset, e.length, e.raw_length)
             )
 
-    def merge_document(self, doc: dict[str, Any]) -> None:
-        """Add an index file's content; raise ValueError when it is malformed."""
+    def merge_document(self, doc: dict[str, Any],
+                       present: Mapping[str, int] | None = None) -> None:
+        """Add an index file's content; raise ValueError (or KeyError, TypeError) when it
+        is malformed, having added nothing. With ``present`` (pack id -> stored size),
+        a pack that is not there with the size the index gives is set aside as lost."""
+        records: list[_PackRecord] = []
         for pack in doc["packs"]:
             pack_id = str(pack["id"])
-            self.packs[pack_id] = int(pack["size"])
+            size = int(pack["size"])
+            blobs: list[tuple[bytes, BlobLocation]] = []
             for blob_hex, blob_type, offset, length, raw_length in pack["blobs"]:
                 blob_id = bytes.fromhex(blob_hex)
                 if len(blob_id) != 32:
                     raise ValueError(f"blob id {blob_hex!r} is not 32 bytes")
-                self._blobs.setdefault(
-                    blob_id,
-                    BlobLocation(pack_id, int(blob_type), int(offset), int(length),
-                                 int(raw_length)),
-                )
+                blobs.append((blob_id, BlobLocation(pack_id, int(blob_type), int(offset),
+                                                    int(length), int(raw_length))))
+            records.append((pack_id, size, blobs))
+        for pack_id, size, blobs in records:
+            why = None if present is None else _unusable(pack_id, size, present)
+            if why is not None:
+                self.lost_packs.setdefault(pack_id, why)
+                for blob_id, loc in blobs:
+                    self._lost.setdefault(blob_id, loc)
+                continue
+            self.lost_packs.pop(pack_id, None)
+            self.packs[pack_id] = size
+            for blob_id, loc in blobs:
+                self._blobs.setdefault(blob_id, loc)
+
+
+def _unusable(pack_id: str, size: int, present: Mapping[str, int]) -> str | None:
+    stored = present.get(pack_id)
+    if stored is None:
+        return "missing"
+    if stored != size:
+        return f"truncated or extended: {stored} bytes, the index says {size}"
+    return None

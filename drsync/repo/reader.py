@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from drsync.errors import IntegrityError
-from drsync.repo.index import Index
+from drsync.repo.index import Index, pack_key
 from drsync.repo.repository import Repository
 from drsync.repo.snapshot import Entry, Snapshot
 
@@ -42,6 +42,10 @@ class SnapshotReader:
         blob_id = bytes.fromhex(hex_id)
         loc = self.index.get(blob_id)
         if loc is None:
+            lost = self.index.lost(blob_id)
+            if lost is not None:
+                raise self.repo.missing(pack_key(lost.pack_id), "the index",
+                                        self.index.lost_packs.get(lost.pack_id, "missing"))
             raise IntegrityError(f"{self.repo.url}: blob {hex_id[:16]} is in no index (missing)")
         return self.repo.read_blob(blob_id, loc)
 

@@ -8,12 +8,21 @@ Object names (all under the store's root; see docs/FORMAT.md):
     index/<sha256>              sealed index documents
     snapshots/<sha256>          sealed snapshot manifests
     lock                        the writer lock
+
+What a reader trusts: an index entry only while its pack is seen present
+(one listing of ``data/`` per index load, taken after the index files are
+listed, so every pack an index we read names was stored before the listing);
+an object the repository needs and the store does not hold is an
+IntegrityError naming it. One unreadable index file, snapshot or key wrapping
+is skipped with a warning (``warn``) rather than blocking every command;
+``check`` reports each as an error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -51,7 +60,9 @@ from drsync.repo.objects import (
 from drsync.repo.snapshot import Snapshot
 from drsync.store.base import Store
 
-__all__ = ["RepoConfig", "Repository"]
+__all__ = ["RepoConfig", "Repository", "Warn"]
+
+Warn = Callable[[str], None]
 
 CONFIG_KEY = "config"
 MiB = 1 << 20
@@ -100,11 +111,21 @@ class RepoConfig:
 
 
 class Repository:
-    def __init__(self, store: Store, key: MasterKey, config: RepoConfig) -> None:
+    def __init__(self, store: Store, key: MasterKey, config: RepoConfig, *,
+                 warn: Warn | None = None) -> None:
         self.store = store
         self.key = key
         self.config = config
         self.url = store.url
+        self._on_warning = warn
+        self._warned: set[str] = set()
+
+    def warn(self, message: str) -> None:
+        """Tell the user once about an object skipped (the CLI prints it to stderr)."""
+        if message not in self._warned:
+            self._warned.add(message)
+            if self._on_warning is not None:
+                self._on_warning(message)
 
     # -- creation and opening -------------------------------------------------
 
@@ -132,24 +153,29 @@ class Repository:
         return repo
 
     @classmethod
-    def open(cls, store: Store, secret: Secret) -> Repository:
+    def open(cls, store: Store, secret: Secret, *, warn: Warn | None = None) -> Repository:
         try:
             sealed_config = store.get(CONFIG_KEY)
         except ObjectNotFound:
             raise RepositoryNotFound(f"no repository at {store.url}") from None
-        key = cls._unwrap_master(store, secret)
+        repo_warn = warn or (lambda _message: None)
+        key = cls._unwrap_master(store, secret, repo_warn)
         try:
             config = RepoConfig.from_doc(open_document(key, TYPE_CONFIG, sealed_config))
         except (FormatError, KeyError, ValueError) as err:
             raise IntegrityError(f"{store.url}: object config: {err}") from None
-        return cls(store, key, config)
+        return cls(store, key, config, warn=warn)
 
     @staticmethod
-    def _unwrap_master(store: Store, secret: Secret) -> MasterKey:
+    def _unwrap_master(store: Store, secret: Secret, warn: Warn) -> MasterKey:
+        """The master key from the first wrapping the secret opens. A malformed wrapping
+        is skipped (one damaged or foreign file must not lock a tenant out while another
+        wrapping opens); it is an error only when nothing else opens."""
         if secret.key_file is not None:
             names = [f"keys/{secret.key_file.key_id}"]
         else:
             names = sorted(info.key for info in store.list("keys/"))
+        malformed: list[str] = []
         for name in names:
             try:
                 data = store.get(name)
@@ -157,11 +183,20 @@ class Repository:
                 continue
             try:
                 key = unwrap(data, name.removeprefix("keys/"), secret)
-            except (FormatError, KeyError, ValueError) as err:
-                raise IntegrityError(f"{store.url}: object {name}: {err}") from None
+            except (FormatError, KeyError, ValueError, TypeError) as err:
+                malformed.append(f"object {name}: {err}")
+                continue
             if key is not None:
+                for problem in malformed:
+                    warn(f"{problem}: skipped")
                 return key
-        raise no_key_error(store.url, secret)
+        if malformed and len(malformed) == len(names):
+            raise IntegrityError(f"{store.url}: {malformed[0]}")
+        error = no_key_error(store.url, secret)
+        if malformed:
+            error.args = (f"{error}; {len(malformed)} wrapping(s) could not be read, first "
+                          f"{malformed[0]}",)
+        raise error
 
     def add_passphrase(self, passphrase: str, *, kdf: KdfParams = DEFAULT_KDF) -> str:
         key_id = new_key_id()
@@ -192,27 +227,61 @@ class Repository:
         return oid, len(data)
 
     def load_document(self, kind: bytes, name: str) -> dict[str, Any]:
-        data = self.store.get(name)
-        if object_id(data) != name.rsplit("/", 1)[-1]:
-            raise IntegrityError(f"{self.url}: object {name}: content does not match its name")
         try:
-            return open_document(self.key, kind, data)
+            return self._read_document(kind, name)
         except FormatError as err:
             raise IntegrityError(f"{self.url}: object {name}: {err}") from None
+
+    def _read_document(self, kind: bytes, name: str) -> dict[str, Any]:
+        """The opened document; FormatError saying what is wrong with it."""
+        try:
+            data = self.store.get(name)
+        except ObjectNotFound:
+            raise FormatError("missing (listed, then gone)") from None
+        if object_id(data) != name.rsplit("/", 1)[-1]:
+            raise FormatError("content does not match its name")
+        return open_document(self.key, kind, data)
+
+    def missing(self, name: str, named_by: str, why: str = "missing") -> IntegrityError:
+        """The error for an object the repository needs and the store does not hold (or
+        holds with another size)."""
+        return IntegrityError(f"{self.url}: object {name}: {why} (named by {named_by})")
 
     # -- index ----------------------------------------------------------------
 
     def index_names(self) -> list[str]:
         return sorted(info.key for info in self.store.list("index/"))
 
-    def load_index(self) -> Index:
+    def stored_packs(self) -> dict[str, int]:
+        """Pack id -> size, of every pack the store holds now (one listing of data/)."""
+        return {info.key.rsplit("/", 1)[-1]: info.size for info in self.store.list("data/")}
+
+    def load_index(self, warn: Warn | None = None) -> Index:
+        """The union of the readable index files, trusting only packs seen present.
+
+        An index file that cannot be read is skipped (``warn`` is told, and
+        ``index.skipped`` names it); then the packs no readable index names are
+        adopted from their authenticated headers, so their blobs stay reachable.
+        """
+        warn = warn or self.warn
         index = Index()
-        for name in self.index_names():
-            doc = self.load_document(TYPE_INDEX, name)
+        names = self.index_names()
+        # Listed after the index names: every pack a listed index names was stored first.
+        index.present = self.stored_packs()
+        for name in names:
             try:
-                index.merge_document(doc)
+                index.merge_document(self._read_document(TYPE_INDEX, name), index.present)
+            except FormatError as err:
+                index.skipped[name] = str(err)
             except (KeyError, ValueError, TypeError) as err:
-                raise IntegrityError(f"{self.url}: object {name}: malformed index: {err}") from None
+                index.skipped[name] = f"malformed index: {err}"
+            else:
+                continue
+            warn(f"object {name}: skipped: {index.skipped[name]}")
+        if index.skipped:
+            from drsync.repo.resume import adopt_unindexed
+
+            adopt_unindexed(self.store, self.key, index, index.present)
         return index
 
     # -- blobs ----------------------------------------------------------------
@@ -220,7 +289,10 @@ class Repository:
     def read_blob(self, blob_id: bytes, loc: BlobLocation) -> bytes:
         """Fetch, decrypt, decompress and verify one blob."""
         name = pack_key(loc.pack_id)
-        sealed = self.store.get(name, loc.offset, loc.length)
+        try:
+            sealed = self.store.get(name, loc.offset, loc.length)
+        except ObjectNotFound:
+            raise self.missing(name, "the index") from None
         try:
             return self.open_blob(blob_id, loc, sealed)
         except IntegrityError:
@@ -253,18 +325,33 @@ class Repository:
         doc = self.load_document(TYPE_SNAPSHOT, name)
         try:
             return Snapshot.from_doc(doc, snapshot_id)
-        except (KeyError, ValueError, TypeError) as err:
+        except (KeyError, ValueError, TypeError, AttributeError) as err:
             raise IntegrityError(f"{self.url}: object {name}: malformed snapshot: {err}") from None
 
-    def snapshots(self) -> list[Snapshot]:
-        """Every snapshot, oldest first."""
-        return sorted((self.load_snapshot(s) for s in self.snapshot_ids()),
-                      key=lambda s: (s.time, s.id))
+    def snapshots(self, warn: Warn | None = None) -> list[Snapshot]:
+        """Every readable snapshot, oldest first; an unreadable one is skipped (``warn``
+        is told: ``check`` reports it)."""
+        warn = warn or self.warn
+        snaps = []
+        for snapshot_id in self.snapshot_ids():
+            try:
+                snaps.append(self.load_snapshot(snapshot_id))
+            except IntegrityError as err:
+                warn(f"{str(err).removeprefix(self.url + ': ')}: skipped")
+        return sorted(snaps, key=lambda s: (s.time, s.id))
 
     def find_snapshot(self, ref: str) -> Snapshot:
         """``latest``, a full id, or a unique id prefix (at least 4 characters)."""
         if ref == "latest":
-            snaps = self.snapshots()
+            skipped: list[str] = []
+
+            def warn(message: str) -> None:
+                skipped.append(message)
+                self.warn(message)
+
+            snaps = self.snapshots(warn)
+            if not snaps and skipped:
+                raise IntegrityError(f"{self.url}: no readable snapshot: {skipped[0]}")
             if not snaps:
                 raise SnapshotNotFound(f"repository {self.url} has no snapshots")
             return snaps[-1]

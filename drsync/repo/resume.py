@@ -1,7 +1,9 @@
 """What an interrupted backup left behind, made useful or cleared away.
 
-- Packs stored but never indexed are *adopted* (writer.adopt_orphan_packs)
-  once verified. Where the store recorded each object's SHA-256 at upload
+- Packs stored but never indexed, or named only by an index file that
+  cannot be read, are *adopted* (``adopt_unindexed``) once verified: by a
+  reader in memory, by the next backup in a new index file
+  (writer.adopt_orphan_packs). Where the store recorded each object's SHA-256 at upload
   and verified the transfer against it (S3), a pack is verified by that
   digest plus a ranged read of its authenticated header: tens of bytes
   instead of the whole pack cross the link. Elsewhere the pack is read and
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from drsync.errors import DrsyncError
 from drsync.repo.crypto import MasterKey
+from drsync.repo.index import Index, pack_key
 from drsync.repo.objects import HEADER_SIZE, TYPE_PACK, FormatError, check_header, object_id
 from drsync.repo.pack import BlobEntry, header_length, parse_pack_header, read_pack_header
 from drsync.store.base import Store
@@ -27,7 +30,7 @@ from drsync.store.capabilities import (
     capability,
 )
 
-__all__ = ["abort_interrupted_uploads", "verified_pack_entries"]
+__all__ = ["abort_interrupted_uploads", "adopt_unindexed", "verified_pack_entries"]
 
 _TRAILER = 4
 
@@ -53,6 +56,27 @@ def verified_pack_entries(store: Store, key: MasterKey, name: str, pack_id: str,
         return parse_pack_header(key, tail, size)
     except (FormatError, DrsyncError):
         return None  # damaged or vanished: left for `check` to report
+
+
+def adopt_unindexed(store: Store, key: MasterKey, index: Index,
+                    present: dict[str, int]) -> list[tuple[str, int, list[BlobEntry]]]:
+    """Add to ``index`` every verified pack of ``present`` that no index names.
+
+    Packs an index names with another size, and packs that do not verify, are
+    left out (``check`` reports them). The packs adopted are also recorded in
+    ``index.adopted``, for a writer to index them; they are returned.
+    """
+    adopted = []
+    for pack_id, size in sorted(present.items()):
+        if pack_id in index.packs or pack_id in index.lost_packs:
+            continue
+        entries = verified_pack_entries(store, key, pack_key(pack_id), pack_id, size)
+        if entries is None:
+            continue
+        index.add_pack(pack_id, size, entries)
+        adopted.append((pack_id, size, entries))
+    index.adopted += adopted
+    return adopted
 
 
 def abort_interrupted_uploads(store: Store) -> list[PendingUpload]:

@@ -32,7 +32,7 @@ from drsync.repo.index import Index, index_document, pack_key
 from drsync.repo.objects import TYPE_INDEX
 from drsync.repo.pack import BLOB_DATA, BLOB_TREE, BlobEntry, PackBuilder
 from drsync.repo.repository import Repository, utc_now
-from drsync.repo.resume import abort_interrupted_uploads, verified_pack_entries
+from drsync.repo.resume import adopt_unindexed
 from drsync.repo.snapshot import Entry, Snapshot
 
 __all__ = ["SnapshotWriter", "WriterStats", "adopt_orphan_packs"]
@@ -148,28 +148,24 @@ class _Uploader:
 
 
 def adopt_orphan_packs(repo: Repository, index: Index) -> int:
-    """Index the complete packs that an interrupted run stored but never indexed.
+    """Index the complete packs that no readable index names.
 
     A run killed between storing a pack and writing the index that names it
-    leaves the pack orphaned. Such a pack is adopted only if its bytes hash to
-    its name and its header decrypts, so nothing unverified is ever reused
-    (see drsync.repo.resume). Unfinished uploads of a dead run are aborted
-    first. Returns the number of packs adopted.
+    leaves the pack orphaned; so does an index file that cannot be read. Such
+    a pack is adopted only if its bytes hash to its name and its header
+    decrypts, so nothing unverified is ever reused (see drsync.repo.resume).
+    ``index`` comes from ``load_index`` (the packs it saw present are the ones
+    considered); call ``abort_interrupted_uploads`` before loading it, so the
+    uploads it finishes are among them. Writes one index file for every pack
+    adopted, here or in memory by ``load_index``; returns how many.
     """
-    abort_interrupted_uploads(repo.store)
-    adopted: list[tuple[str, int, list[BlobEntry]]] = []
-    for info in repo.store.list("data/"):
-        pack_id = info.key.rsplit("/", 1)[-1]
-        if pack_id in index.packs:
-            continue
-        entries = verified_pack_entries(repo.store, repo.key, info.key, pack_id, info.size)
-        if entries is None:
-            continue  # damaged: left for `check` to report
-        index.add_pack(pack_id, info.size, entries)
-        adopted.append((pack_id, info.size, entries))
-    if adopted:
-        repo.save_document(TYPE_INDEX, "index", index_document(adopted))
-    return len(adopted)
+    present = index.present if index.present is not None else repo.stored_packs()
+    adopt_unindexed(repo.store, repo.key, index, present)
+    if index.adopted:
+        repo.save_document(TYPE_INDEX, "index", index_document(index.adopted))
+    count = len(index.adopted)
+    index.adopted = []
+    return count
 
 
 class SnapshotWriter:

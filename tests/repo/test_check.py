@@ -75,8 +75,6 @@ def test_flipped_byte_in_an_index(repo: Repository) -> None:
     report = check_repository(repo)
     assert any(f"index/{index.name}" in e and "does not match its name" in e
                for e in report.errors), report.errors
-    with pytest.raises(IntegrityError, match=f"index/{index.name}"):
-        repo.load_index()
 
 
 def test_flipped_byte_in_a_snapshot(repo: Repository) -> None:
