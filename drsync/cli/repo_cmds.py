@@ -374,19 +374,21 @@ def unlock_cmd(ctx: click.Context, force: bool) -> int:
       drsync unlock            # only a stale lock
       drsync unlock --force    # the holder is known dead on another host
     """
-    from drsync.repo.lock import LOCK_KEY, read_lock
+    from drsync.repo.lock import read_lock, remove_lock
 
     store = open_store_for(settings_from(ctx))
     lock = read_lock(store)
     if lock is None:
+        remove_lock(store)  # leftover takeover claims, if any
         click.echo("repository is not locked")
         return 0
-    if not force and not lock.is_stale():
+    reason = lock.stale_reason()
+    if not force and reason is None:
         click.echo(f"drsync: error: lock is held by {lock.describe()}; use --force if that "
                    "process is known dead", err=True)
         return 12
-    store.delete(LOCK_KEY)
-    click.echo(f"removed lock of {lock.describe()}")
+    remove_lock(store)
+    click.echo(f"removed lock of {lock.describe()}" + (f" (stale: {reason})" if reason else ""))
     return 0
 
 

@@ -165,6 +165,25 @@ def test_lock_held_by_live_process_then_unlock(cli: Cli, tmp_path: Path) -> None
     assert "not locked" in cli("unlock").stdout.decode()
 
 
+def test_check_and_unlock_name_a_lock_whose_pid_was_reused(cli: Cli, tmp_path: Path) -> None:
+    import socket
+
+    from drsync.repo.lock import LOCK_KEY, boot_id, process_start_time
+    from drsync.repo.objects import TYPE_LOCK, header
+
+    parent = os.getppid()  # alive, but not the process that wrote the lock
+    doc = {"host": socket.gethostname(), "pid": parent, "time": time.time(), "token": "t",
+           "command": "backup", "boot_id": boot_id(),
+           "start_time": (process_start_time(parent) or 0) + 1}
+    (tmp_path / "repo" / LOCK_KEY).write_bytes(header(TYPE_LOCK) + json.dumps(doc).encode())
+    notes = cli.json("check")["notes"]  # type: ignore[index]
+    assert f"object lock: stale (pid {parent} now belongs to another process) by pid {parent}" \
+        in " ".join(notes)
+    out = cli("unlock").stdout.decode()
+    assert f"removed lock of pid {parent}" in out and "now belongs to another process" in out
+    assert not (tmp_path / "repo" / LOCK_KEY).exists()
+
+
 def test_check_reports_corruption_exit_13(cli: Cli, tmp_path: Path) -> None:
     cli("backup", "--stdin-name", "s", stdin=os.urandom(300_000))
     report = cli.json("check", "--read-data")
