@@ -165,6 +165,35 @@ def test_lock_held_by_live_process_then_unlock(cli: Cli, tmp_path: Path) -> None
     assert "not locked" in cli("unlock").stdout.decode()
 
 
+def test_init_refuses_a_key_file_it_cannot_create_before_touching_the_store(
+        drsync_bin: str, tmp_path: Path) -> None:
+    cli = Cli(drsync_bin, tmp_path)
+    taken = tmp_path / "taken.key"
+    taken.write_text("someone else's\n")
+    plain = tmp_path / "plain-file"
+    plain.write_text("")
+    cases = [(taken, "already exists"), (tmp_path / "no-such-dir" / "agent.key", "cannot create"),
+             (plain / "agent.key", "cannot create")]
+    if os.geteuid() != 0:  # root writes anywhere; the other cases stand for it
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        cases.append((locked / "agent.key", "cannot create"))
+    for path, why in cases:
+        done = cli("init", "--new-key-file", str(path), ok=False)
+        assert done.returncode == 4, done.stderr
+        line = _error_line(done)
+        assert why in line and str(path) in line, line
+        repo = tmp_path / "repo"
+        assert not repo.exists() or sorted(os.listdir(repo)) == [], os.listdir(repo)
+    assert taken.read_text() == "someone else's\n"
+    # And with a path it can create, the same init succeeds and the key file opens the repo.
+    key = tmp_path / "agent.key"
+    cli("init", "--new-key-file", str(key))
+    assert (key.stat().st_mode & 0o777) == 0o600
+    done = cli("--key-file", str(key), "snapshots", "--json", env={"DRSYNC_PASSWORD": ""})
+    assert json.loads(done.stdout) == []
+
+
 def test_check_and_unlock_name_a_lock_whose_pid_was_reused(cli: Cli, tmp_path: Path) -> None:
     import socket
 
