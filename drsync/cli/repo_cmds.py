@@ -51,6 +51,7 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
       drsync --repo s3://dr-backups/tenant init --new-key-file /etc/drsync/tenant.key
     """
     from drsync.repo import RepoConfig, Repository
+    from drsync.repo.keys import KeyFileSlot
 
     settings = settings_from(ctx)
     store = open_store_for(settings)
@@ -74,11 +75,19 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
         raise UsageError(f"{store.url} is not empty and is not a drsync repository; "
                          "choose an empty directory or bucket prefix")
     passphrase, _source = read_passphrase(settings, confirm=True)
-    repo = Repository.init(store, passphrase, config, kdf=kdf_params())
+    # The key file's path is taken before the store is touched: a key file that cannot be
+    # written must not leave a repository behind with a wrapping nobody holds.
+    slot = KeyFileSlot.claim(new_key_file) if new_key_file else None
+    try:
+        repo = Repository.init(store, passphrase, config, kdf=kdf_params())
+        key_file = repo.add_key_file() if slot is not None else None
+    except BaseException:
+        if slot is not None:
+            slot.abandon()
+        raise
     key_path = None
-    if new_key_file:
-        key_file = repo.add_key_file()
-        key_file.write(new_key_file)
+    if slot is not None and key_file is not None:
+        slot.fill(key_file)
         key_path = new_key_file
     if as_json:
         print_json({"repository": repo.url, "id": repo.config.id, "key_file": key_path})
@@ -405,19 +414,21 @@ def unlock_cmd(ctx: click.Context, force: bool) -> int:
       drsync unlock            # only a stale lock
       drsync unlock --force    # the holder is known dead on another host
     """
-    from drsync.repo.lock import LOCK_KEY, read_lock
+    from drsync.repo.lock import read_lock, remove_lock
 
     store = open_store_for(settings_from(ctx))
     lock = read_lock(store)
     if lock is None:
+        remove_lock(store)  # leftover takeover claims, if any
         click.echo("repository is not locked")
         return 0
-    if not force and not lock.is_stale():
+    reason = lock.stale_reason()
+    if not force and reason is None:
         click.echo(f"drsync: error: lock is held by {lock.describe()}; use --force if that "
                    "process is known dead", err=True)
         return 12
-    store.delete(LOCK_KEY)
-    click.echo(f"removed lock of {lock.describe()}")
+    remove_lock(store)
+    click.echo(f"removed lock of {lock.describe()}" + (f" (stale: {reason})" if reason else ""))
     return 0
 
 

@@ -89,7 +89,8 @@ def check_repository(repo: Repository, *, read_data: bool = False,
         report.notes += notes
     lock = read_lock(repo.store)
     if lock is not None:
-        state = "stale" if lock.is_stale() else "held"
+        reason = lock.stale_reason()
+        state = f"stale ({reason})" if reason else "held"
         report.notes.append(f"object lock: {state} by {lock.describe()}")
     _check_uploads(repo, report, lock, cleanup_uploads)
     return report

@@ -35,6 +35,7 @@ __all__ = [
     "KEYFILE_MAGIC",
     "KdfParams",
     "KeyFile",
+    "KeyFileSlot",
     "Secret",
     "unwrap",
     "wrap",
@@ -84,16 +85,45 @@ class KeyFile:
 
     def write(self, path: str | Path) -> None:
         """Create the file with mode 0600; never overwrite an existing one."""
+        KeyFileSlot.claim(path).fill(self)
+
+
+class KeyFileSlot:
+    """A key file's path, created empty (O_EXCL, 0600) before the repository exists, so that
+    ``init --new-key-file`` fails before it writes a byte to the store when the file cannot
+    be created (it exists, its directory is missing or not writable)."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @classmethod
+    def claim(cls, path: str | Path) -> KeyFileSlot:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         except FileExistsError:
             raise ConfigError(f"key file {path} already exists; refusing to overwrite") from None
         except OSError as err:
             raise ConfigError(f"cannot create key file {path}: {err.strerror}") from None
-        with os.fdopen(fd, "w") as fh:
-            fh.write(self.dumps())
-            fh.flush()
-            os.fsync(fh.fileno())
+        return cls(Path(path), fd)
+
+    def fill(self, key_file: KeyFile) -> None:
+        assert self._fd is not None, "a key file slot is filled once"
+        fd, self._fd = self._fd, None
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(key_file.dumps())
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as err:
+            raise ConfigError(f"cannot write key file {self.path}: {err.strerror}") from None
+
+    def abandon(self) -> None:
+        """Remove the still empty file (the repository was not created)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self.path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from typing import IO, Any
 from drsync.errors import SourceError
 from drsync.repo.crypto import MasterKey
 from drsync.repo.wal import is_wal_name
-from drsync.sources.postgres.tools import PgTools, last_line, redact
+from drsync.sources.postgres.tools import PgConnection, PgTools, last_line
 from drsync.wal.push import PushResult, push_file
 from drsync.wal.spool import Spool
 
@@ -76,16 +76,17 @@ def spool_completed(staging: Path, spool: Spool, key: MasterKey) -> list[PushRes
     return done
 
 
-def _slot_args(tools: PgTools, dsn: str, slot: str) -> list[str]:
-    return [tools.path("pg_receivewal"), "-d", dsn, "--slot", slot]
+def _slot_args(tools: PgTools, conn: PgConnection, slot: str) -> list[str]:
+    return [tools.path("pg_receivewal"), "-d", conn.dsn, "--slot", slot]
 
 
 def ensure_slot(dsn: str, slot: str, tools: PgTools) -> None:
     """Create the physical replication slot unless it exists (it then keeps WAL for us)."""
-    done = subprocess.run([*_slot_args(tools, dsn, slot), "--create-slot", "--if-not-exists"],
-                          capture_output=True, text=True, timeout=120)
+    conn = PgConnection.of(dsn)
+    done = subprocess.run([*_slot_args(tools, conn, slot), "--create-slot", "--if-not-exists"],
+                          capture_output=True, text=True, timeout=120, env=conn.env())
     if done.returncode != 0:
-        raise SourceError(f"cannot create replication slot {slot!r} on {redact(dsn)}: "
+        raise SourceError(f"cannot create replication slot {slot!r} on {conn.shown}: "
                           f"{last_line(done.stderr)}")
 
 
@@ -114,8 +115,10 @@ def receive_wal(dsn: str, spool: Spool, key: MasterKey, *, slot: str = DEFAULT_S
     ensure_slot(dsn, slot, tools)
     log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
     try:
-        proc = subprocess.Popen([*_slot_args(tools, dsn, slot), "-D", str(staging), "--no-loop"],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+        conn = PgConnection.of(dsn)
+        proc = subprocess.Popen([*_slot_args(tools, conn, slot), "-D", str(staging),
+                                 "--no-loop"], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=log, env=conn.env())
     except OSError as exc:
         log.close()
         raise SourceError(f"cannot run pg_receivewal: {exc.strerror}") from None

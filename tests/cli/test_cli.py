@@ -165,6 +165,54 @@ def test_lock_held_by_live_process_then_unlock(cli: Cli, tmp_path: Path) -> None
     assert "not locked" in cli("unlock").stdout.decode()
 
 
+def test_init_refuses_a_key_file_it_cannot_create_before_touching_the_store(
+        drsync_bin: str, tmp_path: Path) -> None:
+    cli = Cli(drsync_bin, tmp_path)
+    taken = tmp_path / "taken.key"
+    taken.write_text("someone else's\n")
+    plain = tmp_path / "plain-file"
+    plain.write_text("")
+    cases = [(taken, "already exists"), (tmp_path / "no-such-dir" / "agent.key", "cannot create"),
+             (plain / "agent.key", "cannot create")]
+    if os.geteuid() != 0:  # root writes anywhere; the other cases stand for it
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        cases.append((locked / "agent.key", "cannot create"))
+    for path, why in cases:
+        done = cli("init", "--new-key-file", str(path), ok=False)
+        assert done.returncode == 4, done.stderr
+        line = _error_line(done)
+        assert why in line and str(path) in line, line
+        repo = tmp_path / "repo"
+        assert not repo.exists() or sorted(os.listdir(repo)) == [], os.listdir(repo)
+    assert taken.read_text() == "someone else's\n"
+    # And with a path it can create, the same init succeeds and the key file opens the repo.
+    key = tmp_path / "agent.key"
+    cli("init", "--new-key-file", str(key))
+    assert (key.stat().st_mode & 0o777) == 0o600
+    done = cli("--key-file", str(key), "snapshots", "--json", env={"DRSYNC_PASSWORD": ""})
+    assert json.loads(done.stdout) == []
+
+
+def test_check_and_unlock_name_a_lock_whose_pid_was_reused(cli: Cli, tmp_path: Path) -> None:
+    import socket
+
+    from drsync.repo.lock import LOCK_KEY, boot_id, process_start_time
+    from drsync.repo.objects import TYPE_LOCK, header
+
+    parent = os.getppid()  # alive, but not the process that wrote the lock
+    doc = {"host": socket.gethostname(), "pid": parent, "time": time.time(), "token": "t",
+           "command": "backup", "boot_id": boot_id(),
+           "start_time": (process_start_time(parent) or 0) + 1}
+    (tmp_path / "repo" / LOCK_KEY).write_bytes(header(TYPE_LOCK) + json.dumps(doc).encode())
+    notes = cli.json("check")["notes"]  # type: ignore[index]
+    assert f"object lock: stale (pid {parent} now belongs to another process) by pid {parent}" \
+        in " ".join(notes)
+    out = cli("unlock").stdout.decode()
+    assert f"removed lock of pid {parent}" in out and "now belongs to another process" in out
+    assert not (tmp_path / "repo" / LOCK_KEY).exists()
+
+
 def test_check_reports_corruption_exit_13(cli: Cli, tmp_path: Path) -> None:
     cli("backup", "--stdin-name", "s", stdin=os.urandom(300_000))
     report = cli.json("check", "--read-data")

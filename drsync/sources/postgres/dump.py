@@ -28,6 +28,7 @@ from drsync.errors import SourceError, UsageError
 from drsync.sources.base import ItemMeta, SourceItem
 from drsync.sources.postgres.process import ProcessReader, spawn, stderr_text
 from drsync.sources.postgres.tools import (
+    PgConnection,
     PgTools,
     dsn_dbname,
     dsn_with_dbname,
@@ -62,8 +63,10 @@ def pg_dump_source(dsn: str, spec: dict[str, Any], *, with_globals: bool = False
     and the moment (and LSN) the dump is consistent at.
     """
     tools = tools or PgTools()
-    session = subprocess.Popen(tools.psql_args(dsn), stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    conn = PgConnection.of(dsn)
+    session = subprocess.Popen(tools.psql_args(conn), stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=conn.env())
     assert session.stdin is not None and session.stdout is not None
     try:
         session.stdin.write(_SNAPSHOT_SQL)
@@ -72,14 +75,14 @@ def pg_dump_source(dsn: str, spec: dict[str, Any], *, with_globals: bool = False
         if not line:
             session.stdin.close()
             err = session.stderr.read() if session.stderr else ""
-            raise SourceError(f"PostgreSQL ({redact(dsn)}): {last_line(err)}")
+            raise SourceError(f"PostgreSQL ({conn.shown}): {last_line(err)}")
         snap, at, lsn, version, version_num, database, sysid = line.split("|")
-        spec.update({"dsn": redact(dsn), "format": "custom", "compression": 0,
+        spec.update({"dsn": conn.shown, "format": "custom", "compression": 0,
                      "server_version": version, "server_version_num": int(version_num),
                      "database": database, "system_identifier": sysid,
                      "consistent_at": at, "consistent_lsn": lsn,
                      "globals": with_globals})
-        yield _items(tools, dsn, snap, with_globals)
+        yield _items(tools, conn, snap, with_globals)
     finally:
         try:
             if not session.stdin.closed:
@@ -91,15 +94,16 @@ def pg_dump_source(dsn: str, spec: dict[str, Any], *, with_globals: bool = False
             session.wait()
 
 
-def _items(tools: PgTools, dsn: str, snapshot: str, with_globals: bool) -> Iterator[SourceItem]:
+def _items(tools: PgTools, conn: PgConnection, snapshot: str,
+           with_globals: bool) -> Iterator[SourceItem]:
     if with_globals:
-        args = [tools.path("pg_dumpall"), "--globals-only", "-d", dsn]
+        args = [tools.path("pg_dumpall"), "--globals-only", "-d", conn.dsn]
         yield SourceItem(ItemMeta(GLOBALS_NAME, "stream", 0o600),
-                         lambda: ProcessReader(args, "pg_dumpall --globals-only"),  # type: ignore[arg-type,return-value]
+                         lambda: ProcessReader(args, "pg_dumpall --globals-only", conn.env()),  # type: ignore[arg-type,return-value]
                          "pg_dumpall --globals-only")
-    args = [tools.path("pg_dump"), "-Fc", "-Z0", f"--snapshot={snapshot}", "-d", dsn]
+    args = [tools.path("pg_dump"), "-Fc", "-Z0", f"--snapshot={snapshot}", "-d", conn.dsn]
     yield SourceItem(ItemMeta(LOGICAL_DUMP_NAME, "stream", 0o600),
-                     lambda: ProcessReader(args, "pg_dump"),  # type: ignore[arg-type,return-value]
+                     lambda: ProcessReader(args, "pg_dump", conn.env()),  # type: ignore[arg-type,return-value]
                      "pg_dump")
 
 
@@ -167,7 +171,8 @@ def pg_restore_stream(dsn: str, blocks: Iterable[bytes], *, jobs: int = 1,
                       work_dir: str | None = None, tools: PgTools | None = None) -> str:
     """Feed a custom-format dump to pg_restore; return its stderr (warnings)."""
     tools = tools or PgTools()
-    args = [tools.path("pg_restore"), "--exit-on-error", "-d", dsn]
+    conn = PgConnection.of(dsn)
+    args = [tools.path("pg_restore"), "--exit-on-error", "-d", conn.dsn]
     if no_owner:
         args += ["--no-owner", "--no-privileges"]
     if clean:
@@ -179,14 +184,15 @@ def pg_restore_stream(dsn: str, blocks: Iterable[bytes], *, jobs: int = 1,
             with os.fdopen(fd, "wb") as fh:
                 for block in blocks:
                     fh.write(block)
-            return _run_restore([*args, "-j", str(jobs), path], None)
+            return _run_restore([*args, "-j", str(jobs), path], None, conn)
         finally:
             os.unlink(path)
-    return _run_restore(args, blocks)
+    return _run_restore(args, blocks, conn)
 
 
-def _run_restore(args: list[str], blocks: Iterable[bytes] | None) -> str:
-    proc, err = spawn(args, stdin=subprocess.PIPE if blocks is not None else subprocess.DEVNULL)
+def _run_restore(args: list[str], blocks: Iterable[bytes] | None, conn: PgConnection) -> str:
+    proc, err = spawn(args, stdin=subprocess.PIPE if blocks is not None else subprocess.DEVNULL,
+                      env=conn.env())
     try:
         if blocks is not None:
             assert proc.stdin is not None
@@ -215,6 +221,7 @@ def apply_globals(dsn: str, blocks: Iterable[bytes], tools: PgTools | None = Non
     roles that already exist on the new server)."""
     tools = tools or PgTools()
     script = b"".join(blocks)
-    done = subprocess.run([tools.path("psql"), "-X", "-q", "-d", dsn], input=script,
-                          capture_output=True, timeout=600)
+    conn = PgConnection.of(dsn)
+    done = subprocess.run([tools.path("psql"), "-X", "-q", "-d", conn.dsn], input=script,
+                          capture_output=True, timeout=600, env=conn.env())
     return done.stderr.count(b"ERROR:")

@@ -32,11 +32,11 @@ from drsync.errors import SourceError, UsageError
 from drsync.sources.base import ItemMeta, SourceItem
 from drsync.sources.postgres.process import ProcessReader
 from drsync.sources.postgres.tools import (
+    PgConnection,
     PgTools,
     RecoveryTarget,
     last_line,
     lsn_to_int,
-    redact,
     segment_name,
 )
 
@@ -74,11 +74,12 @@ def base_backup_source(dsn: str, spec: dict[str, Any], *, tools: PgTools | None 
     once the stream has been read to its end."""
     tools = tools or PgTools()
     spec.update(tools.server_info(dsn))
-    spec["dsn"] = redact(dsn)
+    conn = PgConnection.of(dsn)
+    spec["dsn"] = conn.shown
     spec["fixed_chunk"] = fixed_chunk
-    args = [tools.path("pg_basebackup"), "-d", dsn, "-D", "-", "-Ft", "-X", "none",
+    args = [tools.path("pg_basebackup"), "-d", conn.dsn, "-D", "-", "-Ft", "-X", "none",
             "-c", "fast", "-v", "--label", "drsync base backup"]
-    reader = ProcessReader(args, "pg_basebackup")
+    reader = ProcessReader(args, "pg_basebackup", conn.env())
     try:
         yield _tar_items(reader, spec, fixed_chunk)
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import IO, BinaryIO
 
 from drsync.errors import SourceError
@@ -13,12 +13,14 @@ from drsync.sources.postgres.tools import last_line
 __all__ = ["ProcessReader", "spawn"]
 
 
-def spawn(args: Sequence[str], *, stdin: int | IO[bytes] | None = subprocess.DEVNULL
-          ) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
-    """Start ``args`` with stdout piped and stderr in a temporary file (no pipe deadlock)."""
+def spawn(args: Sequence[str], *, stdin: int | IO[bytes] | None = subprocess.DEVNULL,
+          env: Mapping[str, str] | None = None) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """Start ``args`` with stdout piped and stderr in a temporary file (no pipe deadlock).
+    ``env`` is how a password reaches the child (PgConnection.env), never ``args``."""
     err = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the caller
     try:
-        proc = subprocess.Popen(list(args), stdin=stdin, stdout=subprocess.PIPE, stderr=err)
+        proc = subprocess.Popen(list(args), stdin=stdin, stdout=subprocess.PIPE, stderr=err,
+                                env=env)
     except OSError as exc:
         err.close()
         raise SourceError(f"cannot run {args[0]}: {exc.strerror}") from None
@@ -33,9 +35,10 @@ def stderr_text(err: IO[bytes]) -> str:
 class ProcessReader:
     """``read`` from the child's stdout; at EOF, a non-zero exit raises SourceError."""
 
-    def __init__(self, args: Sequence[str], what: str) -> None:
+    def __init__(self, args: Sequence[str], what: str,
+                 env: Mapping[str, str] | None = None) -> None:
         self.what = what
-        self.proc, self._err = spawn(args)
+        self.proc, self._err = spawn(args, env=env)
         assert self.proc.stdout is not None
         self._out: BinaryIO = self.proc.stdout  # type: ignore[assignment]
         self.stderr = ""

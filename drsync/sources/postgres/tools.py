@@ -10,9 +10,10 @@ import subprocess
 from dataclasses import dataclass
 
 from drsync.errors import SourceError, UsageError
+from drsync.sources.postgres.conninfo import PgConnection, conninfo_pairs, is_conninfo, redact
 
-__all__ = ["PgTools", "RecoveryTarget", "dsn_dbname", "dsn_with_dbname", "lsn_to_int",
-           "quote_ident", "quote_literal", "segment_name"]
+__all__ = ["PgConnection", "PgTools", "RecoveryTarget", "dsn_dbname", "dsn_with_dbname",
+           "lsn_to_int", "quote_ident", "quote_literal", "redact", "segment_name"]
 
 
 def lsn_to_int(lsn: str) -> int:
@@ -30,24 +31,7 @@ def segment_name(timeline: int, lsn: int, segment_size: int = 16 << 20) -> str:
     return f"{timeline:08X}{segno // per_id:08X}{segno % per_id:08X}"
 
 
-_URI = re.compile(r"^postgres(?:ql)?://", re.IGNORECASE)
-_PAIR = re.compile(r"\s*([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
-
-
-def _conninfo_pairs(dsn: str) -> list[tuple[str, str]]:
-    """libpq's key=value connection string, as (key, unquoted value) pairs."""
-    pairs = []
-    pos = 0
-    while pos < len(dsn.rstrip()):
-        match = _PAIR.match(dsn, pos)
-        if not match:
-            raise UsageError(f"cannot parse the connection string {_redact(dsn)!r}")
-        value = match.group(2)
-        if value.startswith("'"):
-            value = re.sub(r"\\(.)", r"\1", value[1:-1])
-        pairs.append((match.group(1), value))
-        pos = match.end()
-    return pairs
+_URI = re.compile(r"^postgres(?:ql)?://")
 
 
 def dsn_dbname(dsn: str) -> str | None:
@@ -58,9 +42,9 @@ def dsn_dbname(dsn: str) -> str | None:
         parts = urlsplit(dsn)
         query = parse_qs(parts.query).get("dbname")
         return query[-1] if query else (unquote(parts.path.lstrip("/")) or None)
-    if "=" not in dsn:
+    if not is_conninfo(dsn):
         return dsn or None
-    names = [value for key, value in _conninfo_pairs(dsn) if key == "dbname"]
+    names = [value for key, value in conninfo_pairs(dsn) if key == "dbname"]
     return names[-1] if names else None
 
 
@@ -124,18 +108,19 @@ class PgTools:
         raise SourceError(f"{name} not found: install the PostgreSQL client programs or set "
                           "DRSYNC_PG_BINDIR")
 
-    def psql_args(self, dsn: str) -> list[str]:
-        return [self.path("psql"), "-X", "-At", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn]
+    def psql_args(self, conn: PgConnection) -> list[str]:
+        return [self.path("psql"), "-X", "-At", "-q", "-v", "ON_ERROR_STOP=1", "-d", conn.dsn]
 
     def query(self, dsn: str, sql: str) -> list[list[str]]:
         """Rows of one query, each a list of text fields (psql unaligned, '|' separated)."""
+        conn = PgConnection.of(dsn)
         try:
-            done = subprocess.run([*self.psql_args(dsn), "-F", "\x1f", "-c", sql],
-                                  capture_output=True, text=True, timeout=120)
+            done = subprocess.run([*self.psql_args(conn), "-F", "\x1f", "-c", sql],
+                                  capture_output=True, text=True, timeout=120, env=conn.env())
         except OSError as err:
             raise SourceError(f"cannot run psql: {err.strerror}") from None
         if done.returncode != 0:
-            raise SourceError(f"PostgreSQL ({_redact(dsn)}): {_last_line(done.stderr)}")
+            raise SourceError(f"PostgreSQL ({conn.shown}): {_last_line(done.stderr)}")
         return [line.split("\x1f") for line in done.stdout.splitlines() if line]
 
     def server_info(self, dsn: str) -> dict[str, object]:
@@ -162,11 +147,4 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "failed without a message"
 
 
-def _redact(dsn: str) -> str:
-    """A DSN for messages: never print a password."""
-    return re.sub(r"(password\s*=\s*)\S+|(://[^:/@]+:)[^@]+@", lambda m: (m.group(1) or m.group(2))
-                  + "***" + ("" if m.group(1) else "@"), dsn)
-
-
 last_line = _last_line
-redact = _redact
