@@ -10,6 +10,9 @@ The tree::
     ├── WrongKey (11)                the passphrase or key file opens no wrapping of the master key
     ├── RepositoryLocked (12)        another writer holds the repository lock
     ├── IntegrityError (13)          a stored byte is not what was written (object, offset)
+    │   └── UnsafePath (13)          a snapshot entry that would be written outside the restore
+    │                                target (absolute, `..`, through a symlink); names entry and
+    │                                snapshot
     ├── StoreError (14)              the store failed: I/O, full disk, permission, network
     │   └── ObjectNotFound (14)      a key the repository needs is absent
     │   └── ObjectExists (14)        a put-if-absent found the key taken
@@ -48,6 +51,7 @@ __all__ = [
     "SourceError",
     "StoreError",
     "StoreUnavailable",
+    "UnsafePath",
     "UsageError",
     "WalConflict",
     "WalNotFound",
@@ -89,6 +93,10 @@ class RepositoryLocked(DrsyncError):
 
 
 class IntegrityError(DrsyncError):
+    exit_code = 13
+
+
+class UnsafePath(IntegrityError):
     exit_code = 13
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drsync.errors import DrsyncError, IntegrityError
+from drsync.paths import tree_problems
 from drsync.repo.crypto import SealError
 from drsync.repo.index import Index, pack_key
 from drsync.repo.keys import parse_wrapping
@@ -135,12 +136,17 @@ def _check_snapshots(repo: Repository, index: Index, report: CheckReport) -> Non
                     report.errors.append(f"object {name}: tree blob {missing[0][:16]} missing "
                                          f"from the index ({len(missing)} in all)")
                     continue
+                shape: list[tuple[str, str]] = []
                 for entry in reader.entries(snap):
+                    shape.append((entry.path, entry.type))
                     lost = [c for c in entry.chunks if bytes.fromhex(c) not in index]
                     if lost:
                         report.errors.append(
                             f"object {name}: {entry.path}: {len(lost)} chunk(s) missing from "
                             f"the index, first {lost[0][:16]}")
+                report.errors += [f"object {name}: snapshot {snap.short_id}: unsafe entry "
+                                  f"{path!r}: {reason} (a restore refuses it)"
+                                  for path, reason in tree_problems(shape)]
                 report.snapshots += 1
             except (DrsyncError, ValueError) as err:
                 report.errors.append(f"object {name}: {err}" if name not in str(err) else str(err))
