@@ -215,6 +215,8 @@ class FileTreeTarget:
                 fd = self._enter(parts, meta.path)
                 os.fchmod(fd, meta.mode)
                 os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
+        with self._writing(ItemMeta("", "dir")):
+            self._open_root()  # an empty snapshot still leaves its (empty) target
         self.close()
 
     # -- the walk --------------------------------------------------------------------
