@@ -153,16 +153,16 @@ class FileTreeTarget:
         parts = path.split("/")
         for depth in range(1, len(parts) + 1):
             here = "/".join(parts[:depth])
-            if here in dirs:
+            wants_dir = depth < len(parts) or kind == "dir"
+            if wants_dir and here in dirs:
                 continue
             try:
                 st = os.stat(here, dir_fd=root_fd, follow_symlinks=False)
             except FileNotFoundError:
                 return  # nothing below exists either
-            final = depth == len(parts)
-            if stat.S_ISLNK(st.st_mode) and not (final and kind != "dir"):
+            if wants_dir and stat.S_ISLNK(st.st_mode):
                 raise self._unsafe(path, f"{here!r} is a symlink in the target {self.root}")
-            if stat.S_ISDIR(st.st_mode) and not (final and kind != "dir"):
+            if wants_dir and stat.S_ISDIR(st.st_mode):
                 dirs.add(here)
                 continue
             raise self._exists(here)
