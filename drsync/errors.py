@@ -12,6 +12,9 @@ The tree::
     ├── IntegrityError (13)          a stored byte is not what was written (object, offset), or
     │                                an object the repository needs (named by an index, a
     │                                listing) is missing from the store
+    │   └── UnsafePath (13)          a snapshot entry that would be written outside the restore
+    │                                target (absolute, `..`, through a symlink); names entry and
+    │                                snapshot
     ├── StoreError (14)              the store failed: I/O, full disk, permission, network
     │   └── ObjectNotFound (14)      the store holds no such key; store level only: where the
     │                                repository needs the object it raises IntegrityError (13)
@@ -52,6 +55,7 @@ __all__ = [
     "SourceError",
     "StoreError",
     "StoreUnavailable",
+    "UnsafePath",
     "UsageError",
     "WalConflict",
     "WalNotFound",
@@ -93,6 +97,10 @@ class RepositoryLocked(DrsyncError):
 
 
 class IntegrityError(DrsyncError):
+    exit_code = 13
+
+
+class UnsafePath(IntegrityError):
     exit_code = 13
 
 

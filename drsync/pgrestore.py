@@ -13,13 +13,14 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from drsync.errors import UsageError
-from drsync.repo import Repository, Snapshot, SnapshotReader
+from drsync.repo import Entry, Repository, Snapshot, SnapshotReader
 from drsync.repo.wal import HEADER_MAX, parse_wal_header, wal_key
 from drsync.sources import FileTreeTarget
 from drsync.sources.base import ItemMeta
@@ -129,10 +130,17 @@ def _owner_prefix(pgdata: Path) -> list[str]:
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
-    for dirpath, dirs, files in os.walk(root):
-        os.chown(dirpath, uid, gid)
-        for name in dirs + files:
-            os.lchown(os.path.join(dirpath, name), uid, gid)
+    """Give the restored tree to ``uid``; through descriptors, never following a symlink
+    (a link in the restored tree must not hand a file outside it to the cluster user)."""
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for _dirpath, _dirs, files, dir_fd in os.fwalk(".", dir_fd=root_fd,
+                                                       follow_symlinks=False):
+            os.chown(dir_fd, uid, gid)
+            for name in files:
+                os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+    finally:
+        os.close(root_fd)
 
 
 def restore_pgdata(repo: Repository, ref: str, pgdata: str | Path, *,
@@ -148,22 +156,26 @@ def restore_pgdata(repo: Repository, ref: str, pgdata: str | Path, *,
         raise UsageError(f"{pgdata} is not empty; restore a data directory into an empty one")
     pgdata.mkdir(mode=0o700, parents=True, exist_ok=True)
     prefix = _owner_prefix(pgdata) if start or os.geteuid() == 0 else []
-    target_tree = FileTreeTarget(pgdata)
     written = 0
     prefix_len = len(PGDATA_PREFIX) + 1
-    with SnapshotReader(repo) as reader:
+
+    def pgdata_entries(reader: SnapshotReader) -> Iterator[tuple[Entry, ItemMeta]]:
         for entry in reader.entries(snap):
-            if not entry.path.startswith(PGDATA_PREFIX + "/"):
-                continue
-            meta = ItemMeta(entry.path[prefix_len:], entry.type, entry.mode, entry.mtime_ns,
-                            entry.size, entry.target)
+            if entry.path.startswith(PGDATA_PREFIX + "/"):
+                yield entry, ItemMeta(entry.path[prefix_len:], entry.type, entry.mode,
+                                      entry.mtime_ns, entry.size, entry.target)
+
+    with SnapshotReader(repo) as reader, FileTreeTarget(pgdata,
+                                                        snapshot=snap.short_id) as target_tree:
+        target_tree.prepare(meta for _entry, meta in pgdata_entries(reader))
+        for entry, meta in pgdata_entries(reader):
             if entry.type == "dir":
                 target_tree.directory(meta)
             elif entry.type == "symlink":
                 target_tree.symlink(meta)
             else:
                 written += target_tree.file(meta, reader.blobs(entry.chunks))
-    target_tree.finish()
+        target_tree.finish()
     conf = configure_recovery(pgdata, restore_command, target, options=options,
                               keep_archiving=keep_archiving)
     if os.geteuid() == 0:

@@ -2,7 +2,9 @@
 
 Every blob is verified (authenticated decryption, then its keyed hash)
 before a byte of it is written; files appear under their final names only
-when complete.
+when complete. The tree is read twice: once, metadata only, so that every
+entry is checked (safe path, no conflict in the target) before the first
+byte is written; then to stream the data.
 """
 
 from __future__ import annotations
@@ -89,15 +91,17 @@ def restore_snapshot(
             items = 1
         else:
             assert target is not None
-            tree = FileTreeTarget(target)
-            for entry in reader.entries(snap):
-                items += 1
-                meta = _meta(entry)
-                if entry.type == "dir":
-                    tree.directory(meta)
-                elif entry.type == "symlink":
-                    tree.symlink(meta)
-                else:
-                    written += tree.file(meta, _counted(reader.blobs(entry.chunks), progress))
-            tree.finish()
+            with FileTreeTarget(target, snapshot=snap.short_id) as tree:
+                tree.prepare(_meta(entry) for entry in reader.entries(snap))
+                for entry in reader.entries(snap):
+                    items += 1
+                    meta = _meta(entry)
+                    if entry.type == "dir":
+                        tree.directory(meta)
+                    elif entry.type == "symlink":
+                        tree.symlink(meta)
+                    else:
+                        written += tree.file(meta, _counted(reader.blobs(entry.chunks),
+                                                            progress))
+                tree.finish()
     return RestoreResult(snap.id, written, items, time.monotonic() - started)

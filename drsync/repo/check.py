@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from drsync.errors import DrsyncError
+from drsync.paths import tree_problems
 from drsync.repo.crypto import SealError
 from drsync.repo.index import Index, pack_key
 from drsync.repo.keys import parse_wrapping
@@ -185,16 +186,22 @@ def _check_snapshots(repo: Repository, index: Index, report: CheckReport,
                 continue
             snaps.append(snap)
             report.snapshots += 1
-            problem = _cannot_restore(reader, index, damaged, snap, needed)
+            shape: list[tuple[str, str]] = []
+            problem = _cannot_restore(reader, index, damaged, snap, needed, shape)
             if problem is not None:
                 report.errors.append(f"{describe_snapshot(snap)} cannot be fully restored: "
                                      f"{problem}")
+            report.errors += [f"object {name}: snapshot {snap.short_id}: unsafe entry "
+                              f"{path!r}: {reason} (a restore refuses it)"
+                              for path, reason in tree_problems(shape)]
     return snaps, ids
 
 
 def _cannot_restore(reader: SnapshotReader, index: Index, damaged: Mapping[bytes, str],
-                    snap: Snapshot, needed: set[str]) -> str | None:
-    """Why ``snap`` cannot be restored whole (``2 blobs in missing pack 80abf9…``)."""
+                    snap: Snapshot, needed: set[str],
+                    shape: list[tuple[str, str]]) -> str | None:
+    """Why ``snap`` cannot be restored whole (``2 blobs in missing pack 80abf9…``);
+    ``shape`` is filled with each entry's (path, type) for the path-safety check."""
     problems: dict[str, set[str]] = {}
 
     def note(hex_ids: list[str]) -> None:
@@ -208,6 +215,7 @@ def _cannot_restore(reader: SnapshotReader, index: Index, damaged: Mapping[bytes
     if not problems:
         try:
             for entry in reader.entries(snap):
+                shape.append((entry.path, entry.type))
                 note(entry.chunks)
         except (DrsyncError, ValueError) as err:
             walk_error = str(err)

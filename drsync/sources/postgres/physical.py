@@ -16,6 +16,8 @@ tenant's spool) to ``postgresql.auto.conf`` and creates ``recovery.signal``.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -28,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from drsync.errors import SourceError, UsageError
+from drsync.errors import SourceError, UnsafePath, UsageError
 from drsync.sources.base import ItemMeta, SourceItem
 from drsync.sources.postgres.process import ProcessReader
 from drsync.sources.postgres.tools import (
@@ -151,11 +153,15 @@ def _quote(value: str) -> str:
 def configure_recovery(pgdata: str | Path, restore_command: str, target: RecoveryTarget, *,
                        options: dict[str, str] | None = None,
                        keep_archiving: bool = False) -> Path:
-    """Make ``pgdata`` replay archived WAL to ``target`` when started; return the conf file."""
+    """Make ``pgdata`` replay archived WAL to ``target`` when started; return the conf file.
+
+    Written through the directory's descriptor, never following a symlink: a
+    restored ``postgresql.auto.conf`` that is a link must not carry the settings
+    (as root) into a file outside the data directory.
+    """
     pgdata = Path(pgdata)
     if not (pgdata / "PG_VERSION").exists():
         raise UsageError(f"{pgdata} does not hold a restored data directory")
-    (pgdata / "pg_wal" / "archive_status").mkdir(parents=True, exist_ok=True)
     settings = {"restore_command": restore_command, **target.settings()}
     if not keep_archiving:
         settings["archive_mode"] = "off"
@@ -164,11 +170,37 @@ def configure_recovery(pgdata: str | Path, restore_command: str, target: Recover
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     lines = [f"\n# drsync restore, {stamp}: replay archived WAL to {target.describe()}\n"]
     lines += [f"{key} = {_quote(value)}\n" for key, value in settings.items()]
-    with open(conf, "a") as fh:
-        fh.writelines(lines)
-    (pgdata / "recovery.signal").touch()
-    os.chmod(pgdata, 0o700)
+    root = os.open(pgdata, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        wal = _inside(pgdata, root, "pg_wal", os.O_RDONLY | os.O_DIRECTORY, mkdir=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir("archive_status", 0o700, dir_fd=wal)
+        os.close(wal)
+        with os.fdopen(_inside(pgdata, root, "postgresql.auto.conf",
+                               os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a") as fh:
+            fh.writelines(lines)
+        os.close(_inside(pgdata, root, "recovery.signal", os.O_WRONLY | os.O_CREAT))
+        os.fchmod(root, 0o700)
+    finally:
+        os.close(root)
     return conf
+
+
+def _inside(pgdata: Path, dir_fd: int, name: str, flags: int, *, mkdir: bool = False) -> int:
+    """Open ``name`` in the data directory, refusing a symlink there."""
+    try:
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if not mkdir:
+            raise
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafePath(f"refusing to write {pgdata / name}: the restored data directory "
+                             f"holds a symlink or a file there") from None
+        raise
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, 0o700, dir_fd=dir_fd)
+    return _inside(pgdata, dir_fd, name, flags)
 
 
 def start_cluster(pgdata: str | Path, *, run_as: list[str] | None = None,
