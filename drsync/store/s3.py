@@ -548,17 +548,17 @@ class S3Store(Store):
     def _prime(self, upload: PendingUpload, sha: str, part_size: int,
                data: memoryview) -> bytes:
         full = self.full_key(upload.key)
+        parts: builtins.list[Any] = []  # without ListParts, every part is sent again
         try:
-            listed = self._client.list_parts(Bucket=self.bucket, Key=full,
-                                             UploadId=upload.upload_id)
+            parts = list(self._client.list_parts(Bucket=self.bucket, Key=full,
+                                                 UploadId=upload.upload_id).get("Parts", []))
         except ClientError as err:
             if not unsupported(err):
                 raise self.error(err, f"listing the parts of {upload.key}") from None
-            listed = {}  # no ListParts: every part is sent again, under the same upload
         except (BotoCoreError, OSError) as err:
             raise self.error(err, f"listing the parts of {upload.key}") from None
         state = _Upload(upload.upload_id, sha, part_size)
-        for part in listed.get("Parts", []):
+        for part in parts:
             number = int(part["PartNumber"])
             piece = data[(number - 1) * part_size:number * part_size]
             checksum = _b64_sha256(piece)

@@ -23,7 +23,6 @@ from moto.server import ThreadedMotoServer
 
 from tests.helpers import unavailable
 from tests.store.faultproxy import FaultProxy
-from tests.store.minimal_s3 import ACCESS_KEY as MINIMAL_KEY
 from tests.store.minimal_s3 import MinimalS3
 
 AWS_ENV = {
@@ -100,12 +99,6 @@ def minimal_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def minimal_bucket(minimal_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A new bucket on s3rver, with its credentials in the environment."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", MINIMAL_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", MINIMAL_KEY)
-    name = f"drsync-{secrets.token_hex(6)}"
-    boto3.client("s3", endpoint_url=minimal_endpoint, region_name="us-east-1",
-                 aws_access_key_id=MINIMAL_KEY,
-                 aws_secret_access_key=MINIMAL_KEY).create_bucket(Bucket=name)
-    return name
+def minimal_bucket(minimal_endpoint: str) -> str:
+    """A new bucket on s3rver."""
+    return new_bucket(minimal_endpoint)

@@ -8,9 +8,10 @@ stands for the small S3-compatible stores drsync must also work on:
   ``AbortMultipartUpload`` are not implemented (501 / 405);
 - no versioning and no Object Lock (501).
 
-``make test`` installs it from ``tools/s3rver/package-lock.json``. The server
-listens on a free loopback port with a data directory of its own and is
-stopped when the test session ends. Its fixed credentials are S3RVER/S3RVER.
+``make test`` installs it from ``tools/s3rver/package-lock.json``;
+``tools/s3rver/serve.js`` starts it on a free loopback port with a data
+directory of its own, accepting the fake credentials of the other S3 tests
+(see serve.js). It is stopped when the test session ends.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ import tempfile
 import threading
 from pathlib import Path
 
-__all__ = ["ACCESS_KEY", "SECRET_KEY", "S3RVER_JS", "MinimalS3"]
+__all__ = ["MinimalS3"]
 
-ROOT = Path(__file__).resolve().parents[2]
-S3RVER_JS = ROOT / "tools" / "s3rver" / "node_modules" / "s3rver" / "bin" / "s3rver.js"
-ACCESS_KEY = SECRET_KEY = "S3RVER"
+TOOLS = Path(__file__).resolve().parents[2] / "tools" / "s3rver"
+S3RVER_PACKAGE = TOOLS / "node_modules" / "s3rver" / "package.json"
 _LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
 
 
@@ -45,8 +45,8 @@ class MinimalS3:
         """Why it cannot run here, or None."""
         if shutil.which("node") is None:
             return "node is not installed (the s3rver tests need node 18+)"
-        if not S3RVER_JS.exists():
-            return f"s3rver is not installed ({S3RVER_JS}): run `make test` or " \
+        if not S3RVER_PACKAGE.exists():
+            return f"s3rver is not installed ({S3RVER_PACKAGE.parent}): run `make test` or " \
                    "`npm ci --prefix tools/s3rver`"
         return None
 
@@ -54,8 +54,7 @@ class MinimalS3:
         node = shutil.which("node")
         assert node is not None
         self._proc = subprocess.Popen(
-            [node, str(S3RVER_JS), "--directory", str(self._dir), "--address", "127.0.0.1",
-             "--port", "0", "--silent", "--no-vhost-buckets"],
+            [node, str(TOOLS / "serve.js"), str(self._dir)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         port: list[int] = []
         seen: list[bytes] = []
