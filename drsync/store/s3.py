@@ -318,10 +318,11 @@ class S3Store(Store):
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         validate_key(key)
         sha = hashlib.sha256(data).hexdigest()
+        locked = bool(self._lock_args(key))  # first: a bucket without Object Lock stops here
         if if_absent:
             self.create.put_if_absent(key, data, sha)
             return
-        if self._lock_args(key):
+        if locked:
             head = self.head(key)
             if head is not None and self._refuse_if_locked(key, head, "replace", sha):
                 return

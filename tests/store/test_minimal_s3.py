@@ -130,6 +130,24 @@ def minimal_cli(drsync_bin: str, tmp_path: Path, minimal_endpoint: str,
     return cli
 
 
+def test_init_asking_for_object_lock_on_a_store_without_it_stops_before_writing(
+        drsync_bin: str, tmp_path: Path, minimal_endpoint: str, minimal_bucket: str) -> None:
+    import boto3
+
+    cli = S3Cli(drsync_bin, tmp_path, minimal_endpoint, minimal_bucket)
+    cli.config.write_text(cli.config.read_text() + 'object_lock_mode = "governance"\n'
+                          "object_lock_days = 30\n")
+    done = cli("init", ok=False)
+    assert done.returncode == 4
+    assert done.stderr.decode().splitlines() == [
+        f"drsync: error: [s3] object_lock_mode = 'governance' is set, but bucket "
+        f"'{minimal_bucket}': the store does not implement Object Lock; create the bucket "
+        "with Object Lock enabled, or remove object_lock_mode"]
+    listed = boto3.client("s3", endpoint_url=minimal_endpoint).list_objects_v2(
+        Bucket=minimal_bucket)
+    assert listed.get("Contents", []) == []  # not even a probe or a claim
+
+
 @pytest.mark.slow
 def test_backup_restore_and_check_on_a_minimal_store(minimal_cli: S3Cli) -> None:
     data = os.urandom(3 * MiB) + b"municipal registry " * 50_000  # multipart packs

@@ -212,11 +212,9 @@ def test_racing_creators_one_wins(mode: str, moto_endpoint: str,
     for t in threads:
         t.join()
     winners = [o for o in outcomes if o.startswith("won")]
-    assert len(outcomes) == len(stores) and len(winners) <= 1
-    if winners:
-        assert stores[0].get("lock") == f"writer {winners[0].split()[1]}".encode()
-    else:  # every claimant saw a rival and backed off: safe, and the caller retries
-        assert mode == "off" and not stores[0].exists("lock")
+    # Claimants that meet a rival's claim retry (a transient failure), so one always wins.
+    assert len(outcomes) == len(stores) and len(winners) == 1, outcomes
+    assert stores[0].get("lock") == f"writer {winners[0].split()[1]}".encode()
 
 
 # -- object lock ---------------------------------------------------------------------------
