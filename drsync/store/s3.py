@@ -246,38 +246,39 @@ class S3Store(Store):
 
     def _require_object_lock(self) -> None:
         """Once per store: Object Lock was asked for, so the bucket must have it enabled.
-        A store without it (no versioning, a 501, or no configuration) would accept the
+        A store without it (no versioning, a 501, or no configuration) may accept the
         retention headers and keep nothing: that is a configuration error, not a warning."""
         with self._lock_check_lock:
             if self._lock_checked:
                 return
-            setting = f"[s3] object_lock_mode = {self.options.object_lock_mode.lower()!r}" \
-                if self.options.object_lock_mode else "[s3] object_lock_mode"
+            reason = None
             try:
                 answer = self._client.get_object_lock_configuration(Bucket=self.bucket)
-                enabled = answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
-                reason = None if enabled == "Enabled" else "Object Lock is not enabled on it"
+                if answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") \
+                        != "Enabled":
+                    reason = "Object Lock is not enabled on it"
             except ClientError as err:
                 code = error_code(err)
-                if code == "AccessDenied":
+                if unsupported(err):
+                    reason = "the store does not implement Object Lock"
+                elif code in ("ObjectLockConfigurationNotFoundError",
+                              "NoSuchObjectLockConfiguration"):
+                    reason = "Object Lock is not enabled on it"
+                elif code == "AccessDenied":  # a policy without GetBucketObjectLockConfiguration
                     warn_once(self.url, "object-lock-config",
                               f"{self.url}: cannot read the bucket's Object Lock configuration "
                               "(access denied): relying on the store to refuse retention it "
                               "cannot keep")
-                    self._lock_checked = True
-                    return
-                if code == "ObjectLockConfigurationNotFoundError" or unsupported(err) \
-                        or code == "NoSuchObjectLockConfiguration":
-                    reason = ("the store does not implement Object Lock" if unsupported(err)
-                              else "Object Lock is not enabled on it")
                 else:
                     raise self.error(err, "reading the Object Lock configuration") from None
             except (BotoCoreError, OSError) as err:
                 raise self.error(err, "reading the Object Lock configuration") from None
             if reason is not None:
+                mode = (self.options.object_lock_mode or "").lower()
                 raise ConfigError(
-                    f"{setting} is set, but bucket {self.bucket!r}: {reason}; create the "
-                    "bucket with Object Lock enabled, or remove object_lock_mode")
+                    f"[s3] object_lock_mode = {mode!r} is set, but bucket {self.bucket!r}: "
+                    f"{reason}; create the bucket with Object Lock enabled, or remove "
+                    "object_lock_mode")
             self._lock_checked = True
 
     def head(self, key: str) -> dict[str, Any] | None:
