@@ -21,6 +21,7 @@ from drsync.repo.resume import abort_interrupted_uploads
 from drsync.store import S3Options, Store, StoreOptions, open_store
 from drsync.store.capabilities import CapabilityUnavailable, PendingUploads, capability
 from drsync.store.s3 import S3Store
+from tests.store.faultproxy import FaultProxy
 from tests.store.test_s3_cli import S3Cli
 
 PART = 64 * 1024
@@ -168,6 +169,35 @@ def test_backup_restore_and_check_on_a_minimal_store(minimal_cli: S3Cli) -> None
     plain = minimal_cli("check", "--cleanup-uploads")
     assert b"no errors" in plain.stdout
     assert b"unfinished uploads cannot be listed on this store" in plain.stdout
+
+
+@pytest.mark.slow
+def test_a_backup_cut_mid_upload_on_a_minimal_store_is_completed_by_the_next(
+        drsync_bin: str, tmp_path: Path, minimal_endpoint: str, minimal_bucket: str) -> None:
+    """No ListMultipartUploads: the cut upload cannot be found again, so none is spooled for
+    resuming; the next run adopts the packs that arrived and sends the rest."""
+    host, port = minimal_endpoint.removeprefix("http://").split(":")
+    proxy = FaultProxy((host, int(port)))
+    try:
+        cli = S3Cli(drsync_bin, tmp_path, proxy.url, minimal_bucket)
+        cli.config.write_text(cli.config.read_text().replace("retry_deadline_s = 20",
+                                                             "retry_deadline_s = 1"))
+        cli("init", "--pack-size-mib", "1")
+        data = os.urandom(6 * MiB)
+        proxy.cut_after_up = 3 * MiB  # half way, and the link stays down
+        proxy.down_after_cut = True
+        failed = cli("backup", "--stdin-name", "registry.dump", stdin=data, ok=False)
+        assert failed.returncode == 14, failed.stderr.decode()
+        spool = Path(os.environ["XDG_STATE_HOME"]) / "drsync" / "s3-spool"  # the default
+        assert not spool.exists() or list(spool.iterdir()) == []  # nothing kept for nobody
+        proxy.heal()
+        proxy.down_after_cut = False
+        cli("backup", "--stdin-name", "registry.dump", stdin=data)
+        assert cli("restore", "latest", "--stdout").stdout == data
+        report = json.loads(cli("check", "--read-data", "--json").stdout)
+        assert report["ok"] and report["snapshots"] == 1, report
+    finally:
+        proxy.close()
 
 
 @pytest.mark.slow
