@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# s3rver, a minimal second S3 implementation for the store tests (tests/store/minimal_s3.py).
+S3RVER := tools/s3rver/node_modules/.installed
 
 .PHONY: demo test test-fast lint bench bench-plan bench-pg bench-s3 install clean
 
@@ -14,6 +16,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(S3RVER): tools/s3rver/package-lock.json
+	@command -v npm >/dev/null || apt-get install -y -q nodejs npm >/dev/null 2>&1 || true
+	@if command -v npm >/dev/null; then \
+	  npm ci --prefix tools/s3rver --no-audit --no-fund --loglevel=error && touch $@; \
+	elif [ "$$CI" = true ]; then \
+	  echo "npm (node) is required in CI for the s3rver store tests"; exit 1; \
+	else echo "npm not found: the s3rver (minimal S3) tests will be skipped"; fi
+
 demo: $(STAMP)
 	$(BIN)/drsync demo --dir demo
 
@@ -21,10 +31,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check drsync tests bench
 	$(BIN)/mypy drsync
 
-test: lint
+test: lint $(S3RVER)
 	$(BIN)/pytest -n 2 -q tests
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(S3RVER)
 	$(BIN)/pytest -q -m 'not slow' tests
 
 bench: $(STAMP)
@@ -34,7 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/backup_bench.py
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache tools/s3rver/node_modules
 
 bench-plan: $(STAMP)
 	$(BIN)/python bench/plan_bench.py

@@ -8,6 +8,7 @@ of ``drsync wal-push`` or a tiny backup stays small.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from typing import Any
 
@@ -108,8 +109,19 @@ def cli(
     }
 
 
+class _WarningLines(logging.Handler):
+    """Warnings of the layers below (a store lacking an optional feature, said once per
+    process) as one ``drsync: warning: ...`` line each on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"drsync: warning: {record.getMessage()}", err=True)
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point: expected failures become one line and their exit code."""
+    logger = logging.getLogger("drsync")
+    if not any(isinstance(h, _WarningLines) for h in logger.handlers):
+        logger.addHandler(_WarningLines(logging.WARNING))
     try:
         return cli.main(args=argv, prog_name="drsync", standalone_mode=False)
     except DrsyncError as err:

@@ -29,7 +29,7 @@ from drsync.repo.reader import SnapshotReader
 from drsync.repo.repository import Repository
 from drsync.repo.snapshot import Snapshot
 from drsync.repo.wal import WAL_PREFIX, is_wal_name, open_wal
-from drsync.store.capabilities import PendingUploads, capability
+from drsync.store.capabilities import CapabilityUnavailable, PendingUploads, capability
 from drsync.wal.coverage import next_segment
 
 __all__ = ["CheckReport", "check_repository", "describe_snapshot", "recorded_snapshots_missing"]
@@ -104,9 +104,15 @@ def _check_uploads(repo: Repository, report: CheckReport, lock: LockInfo | None,
     uploads = capability(repo.store, PendingUploads)
     if uploads is None:
         return
+    try:
+        pending = uploads.pending_uploads()
+    except CapabilityUnavailable:
+        report.notes.append("unfinished uploads cannot be listed on this store (it does not "
+                            "implement ListMultipartUploads)")
+        return
     writer_alive = lock is not None and not lock.is_stale()
     now = time.time()
-    for upload in sorted(uploads.pending_uploads(), key=lambda u: u.started):
+    for upload in sorted(pending, key=lambda u: u.started):
         stale = not writer_alive or now - upload.started > STALE_AFTER
         entry = {"key": upload.key, "started": upload.started,
                  "bytes_stored": upload.bytes_stored, "stale": stale, "aborted": False}

@@ -11,7 +11,8 @@
 - Multipart uploads cut off in a process that died belong, under the writer
   lock, to no live writer. Those whose bytes the store kept locally (the S3
   spool) are finished, sending only the missing parts, and become orphan
-  packs to adopt; the rest are aborted.
+  packs to adopt; the rest are aborted. On a store that cannot list them
+  (a minimal S3 server), there is nothing to do: the store has warned once.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from drsync.repo.objects import HEADER_SIZE, TYPE_PACK, FormatError, check_heade
 from drsync.repo.pack import BlobEntry, header_length, parse_pack_header, read_pack_header
 from drsync.store.base import Store
 from drsync.store.capabilities import (
+    CapabilityUnavailable,
     ContentDigests,
     PendingUpload,
     PendingUploads,
@@ -86,8 +88,12 @@ def abort_interrupted_uploads(store: Store) -> list[PendingUpload]:
     if uploads is None:
         return []
     resumable = capability(store, ResumableUploads)
+    try:
+        pending = uploads.pending_uploads()
+    except CapabilityUnavailable:
+        pending = []
     aborted = []
-    for upload in uploads.pending_uploads():
+    for upload in pending:
         data = resumable.resume_data(upload) if resumable is not None else None
         if data is not None:
             try:

@@ -4,16 +4,44 @@ The layers above never test for a backend class; they ask whether a store
 (or the store inside its wrappers) offers a capability, and do without it
 when it does not. The S3 store implements them all; a local directory reports its stale temporaries
 as pending uploads.
+
+A store can also find out only when it asks that it lacks an optional
+feature (a minimal S3 server answers 501 to ListMultipartUploads): the
+capability then raises ``CapabilityUnavailable``, the caller does without
+it, and the store says so once per process with ``warn_once`` (a
+``drsync.store`` log warning; the CLI prints it as ``drsync: warning: ...``).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["ContentDigests", "Paced", "Pacer", "PendingUpload", "PendingUploads",
-           "ResumableUploads", "capability"]
+from drsync.errors import StoreError
+
+__all__ = ["CapabilityUnavailable", "ContentDigests", "Paced", "Pacer", "PendingUpload",
+           "PendingUploads", "ResumableUploads", "capability", "warn_once"]
+
+log = logging.getLogger("drsync.store")
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+class CapabilityUnavailable(StoreError):
+    """This store does not offer the optional capability after all (it said so when asked)."""
+
+
+def warn_once(url: str, feature: str, message: str) -> None:
+    """Log ``message`` as a warning the first time this process meets ``feature`` missing
+    on the store at ``url``; later calls are silent."""
+    with _warned_lock:
+        if (url, feature) in _warned:
+            return
+        _warned.add((url, feature))
+    log.warning("%s", message)
 
 Pacer = Callable[[int], None]
 """Called with a byte count before those bytes go over the wire; blocks to pace them."""
@@ -36,7 +64,9 @@ class PendingUpload:
 
 @runtime_checkable
 class PendingUploads(Protocol):
-    """A store whose large puts go up in parts that can be left behind by a cut."""
+    """A store whose large puts go up in parts that can be left behind by a cut.
+
+    ``pending_uploads`` raises CapabilityUnavailable on a store that cannot list them."""
 
     def pending_uploads(self) -> list[PendingUpload]: ...
 

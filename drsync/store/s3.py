@@ -22,6 +22,14 @@ owns, and nothing above it knows:
   protocol of docs/FORMAT.md otherwise.
 - **Object Lock.** With a lock mode and days, objects are written with that
   retention; deleting or replacing a retained object raises ObjectLocked.
+  Before the first locked write the bucket's Object Lock configuration is
+  read once: a bucket without it is a ConfigError naming the setting, never
+  a backup that only seems retained.
+- **Minimal stores.** Optional S3 features are found missing when first
+  asked for and done without, with one warning per process (``warn_once``):
+  no ``If-None-Match`` (the claim protocol), no ListMultipartUploads (cut
+  uploads are neither listed, resumed from the spool nor aborted). A 501 is
+  a permanent answer, never retried.
 - **Errors.** Transient ones are StoreUnavailable (the retry wrapper retries
   them); permanent ones are one line naming the bucket and the reason.
   boto3's own retries are off, so retrying happens in exactly one place.
@@ -47,6 +55,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from drsync.errors import (
+    ConfigError,
     IntegrityError,
     ObjectLocked,
     ObjectNotFound,
@@ -55,10 +64,10 @@ from drsync.errors import (
     UsageError,
 )
 from drsync.store.base import ObjectInfo, Store, validate_key, validate_prefix
-from drsync.store.capabilities import Pacer, PendingUpload
+from drsync.store.capabilities import CapabilityUnavailable, Pacer, PendingUpload, warn_once
 from drsync.store.options import S3Options
 from drsync.store.s3_commit import ConditionalCreate
-from drsync.store.s3_errors import error_code, translate
+from drsync.store.s3_errors import error_code, translate, unsupported
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -181,6 +190,9 @@ class S3Store(Store):
         self._uploads_lock = threading.Lock()
         self._spool = Path(self.options.spool_dir) if self.options.spool_dir else None
         self.create = ConditionalCreate(self)
+        self._lists_uploads: bool | None = None  # None: not asked yet
+        self._lock_checked = False
+        self._lock_check_lock = threading.Lock()
 
     def _make_client(self, connections: int) -> S3Client:
         opts = self.options
@@ -227,9 +239,47 @@ class S3Store(Store):
         opts = self.options
         if opts.object_lock_mode is None or key in opts.unlocked_keys:
             return {}
+        self._require_object_lock()
         until = datetime.now(UTC) + timedelta(days=opts.object_lock_days)
         return {"ObjectLockMode": opts.object_lock_mode.upper(),
                 "ObjectLockRetainUntilDate": until}
+
+    def _require_object_lock(self) -> None:
+        """Once per store: Object Lock was asked for, so the bucket must have it enabled.
+        A store without it (no versioning, a 501, or no configuration) may accept the
+        retention headers and keep nothing: that is a configuration error, not a warning."""
+        with self._lock_check_lock:
+            if self._lock_checked:
+                return
+            reason = None
+            try:
+                answer = self._client.get_object_lock_configuration(Bucket=self.bucket)
+                if answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") \
+                        != "Enabled":
+                    reason = "Object Lock is not enabled on it"
+            except ClientError as err:
+                code = error_code(err)
+                if unsupported(err):
+                    reason = "the store does not implement Object Lock"
+                elif code in ("ObjectLockConfigurationNotFoundError",
+                              "NoSuchObjectLockConfiguration"):
+                    reason = "Object Lock is not enabled on it"
+                elif code == "AccessDenied":  # a policy without GetBucketObjectLockConfiguration
+                    warn_once(self.url, "object-lock-config",
+                              f"{self.url}: cannot read the bucket's Object Lock configuration "
+                              "(access denied): relying on the store to refuse retention it "
+                              "cannot keep")
+                else:
+                    raise self.error(err, "reading the Object Lock configuration") from None
+            except (BotoCoreError, OSError) as err:
+                raise self.error(err, "reading the Object Lock configuration") from None
+            if reason is not None:
+                mode = (self.options.object_lock_mode or "").lower()
+                raise ConfigError(
+                    f"[s3] object_lock_mode = {mode!r} is set, but bucket {self.bucket!r}: "
+                    f"{reason}; create the bucket with Object Lock enabled, or remove "
+                    "object_lock_mode")
+            self._lock_checked = True
 
     def head(self, key: str) -> dict[str, Any] | None:
         """The object's HEAD answer, or None when absent."""
@@ -269,10 +319,11 @@ class S3Store(Store):
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         validate_key(key)
         sha = hashlib.sha256(data).hexdigest()
+        locked = bool(self._lock_args(key))  # first: a bucket without Object Lock stops here
         if if_absent:
             self.create.put_if_absent(key, data, sha)
             return
-        if self._lock_args(key):
+        if locked:
             head = self.head(key)
             if head is not None and self._refuse_if_locked(key, head, "replace", sha):
                 return
@@ -456,8 +507,8 @@ class S3Store(Store):
     def _spool_write(self, key: str, upload: _Upload, data: memoryview) -> None:
         """Keep a local copy of a multipart object while it goes up. Best effort: without
         it, a cut upload is aborted instead of finished."""
-        if self._spool is None:
-            return
+        if self._spool is None or self._lists_uploads is False:
+            return  # (without a listing, no later process could find the upload to finish)
         data_path, meta_path = self._spool_paths(upload.sha256)
         try:
             self._spool.mkdir(parents=True, exist_ok=True)
@@ -499,13 +550,17 @@ class S3Store(Store):
     def _prime(self, upload: PendingUpload, sha: str, part_size: int,
                data: memoryview) -> bytes:
         full = self.full_key(upload.key)
+        parts: builtins.list[Any] = []  # without ListParts, every part is sent again
         try:
-            listed = self._client.list_parts(Bucket=self.bucket, Key=full,
-                                             UploadId=upload.upload_id)
-        except (ClientError, BotoCoreError, OSError) as err:
+            parts = list(self._client.list_parts(Bucket=self.bucket, Key=full,
+                                                 UploadId=upload.upload_id).get("Parts", []))
+        except ClientError as err:
+            if not unsupported(err):
+                raise self.error(err, f"listing the parts of {upload.key}") from None
+        except (BotoCoreError, OSError) as err:
             raise self.error(err, f"listing the parts of {upload.key}") from None
         state = _Upload(upload.upload_id, sha, part_size)
-        for part in listed.get("Parts", []):
+        for part in parts:
             number = int(part["PartNumber"])
             piece = data[(number - 1) * part_size:number * part_size]
             checksum = _b64_sha256(piece)
@@ -526,7 +581,10 @@ class S3Store(Store):
         """Drop spooled copies whose upload no longer exists (finished or aborted)."""
         if self._spool is None or not self._spool.is_dir():
             return
-        live = {u.upload_id for u in self.pending_uploads()}
+        try:
+            live = {u.upload_id for u in self.pending_uploads()}
+        except CapabilityUnavailable:
+            live = set()  # no upload can be found again to finish: no copy is of use
         for meta_path in self._spool.glob("*.json"):
             try:
                 meta = json.loads(meta_path.read_text())
@@ -547,6 +605,10 @@ class S3Store(Store):
         return str(value) if value else None
 
     def pending_uploads(self) -> builtins.list[PendingUpload]:
+        """Unfinished multipart uploads under the prefix; CapabilityUnavailable (after one
+        warning) on a store that does not implement ListMultipartUploads."""
+        if self._lists_uploads is False:
+            raise CapabilityUnavailable(self._no_upload_listing)
         base = f"{self.prefix}/" if self.prefix else ""
         found = []
         try:
@@ -554,14 +616,34 @@ class S3Store(Store):
                 Bucket=self.bucket, Prefix=base)
             for page in pages:
                 for up in page.get("Uploads", []):
-                    parts = self._client.list_parts(Bucket=self.bucket, Key=up["Key"],
-                                                    UploadId=up["UploadId"])
-                    stored = sum(int(p.get("Size", 0)) for p in parts.get("Parts", []))
                     found.append(PendingUpload(up["Key"][len(base):], up["UploadId"],
-                                               up["Initiated"].timestamp(), stored))
-        except (ClientError, BotoCoreError, OSError) as err:
+                                               up["Initiated"].timestamp(),
+                                               self._bytes_stored(up["Key"], up["UploadId"])))
+        except ClientError as err:
+            if unsupported(err):
+                self._lists_uploads = False
+                warn_once(self.url, "list-multipart-uploads", self._no_upload_listing)
+                raise CapabilityUnavailable(self._no_upload_listing) from None
             raise self.error(err, "listing unfinished uploads") from None
+        except (BotoCoreError, OSError) as err:
+            raise self.error(err, "listing unfinished uploads") from None
+        self._lists_uploads = True
         return found
+
+    @property
+    def _no_upload_listing(self) -> str:
+        return (f"{self.url}: the store does not implement ListMultipartUploads: unfinished "
+                "uploads cannot be listed, so a cut upload is not resumed or aborted by "
+                "drsync (its parts stay until the store's own tools remove them)")
+
+    def _bytes_stored(self, full: str, upload_id: str) -> int:
+        try:
+            parts = self._client.list_parts(Bucket=self.bucket, Key=full, UploadId=upload_id)
+        except ClientError as err:
+            if unsupported(err):
+                return 0  # listed but without ListParts: size unknown
+            raise
+        return sum(int(p.get("Size", 0)) for p in parts.get("Parts", []))
 
     def abort_upload(self, upload: PendingUpload) -> None:
         try:

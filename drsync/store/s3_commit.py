@@ -10,9 +10,16 @@ do) or answers 501 does not, and then the claim protocol of docs/FORMAT.md
 1. If the key exists, it is taken.
 2. Write a unique claim ``.claims/<key>/<ns time>-<random>``.
 3. List ``.claims/<key>/``: a fresh claim of another writer means a race;
-   withdraw ours and report the key taken (the caller retries or gives up).
+   withdraw ours. If the key now exists it is taken (ObjectExists); if not,
+   the other writer is still at it, and the attempt fails as transient
+   (StoreUnavailable): the retry wrapper tries again after a random backoff,
+   so racing writers do not keep backing off in step. ObjectExists thus always
+   means the key exists, which the lock and ``save_document`` rely on.
 4. Check again that the key does not exist, then write it, then withdraw
    the claim.
+
+A claim this process could not withdraw (the link dropped) is remembered
+and never taken for a rival by its own retry.
 
 Under the strong read-after-write and list consistency that S3 (since
 December 2020), MinIO and Ceph RGW give, two racing writers cannot both pass
@@ -32,7 +39,8 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from drsync.errors import ObjectExists
+from drsync.errors import ObjectExists, StoreUnavailable
+from drsync.store.capabilities import warn_once
 from drsync.store.s3_errors import error_code
 
 if TYPE_CHECKING:
@@ -50,12 +58,20 @@ class ConditionalCreate:
         self._supported: bool | None = {"on": True, "off": False}.get(
             store.options.conditional_writes)
         self._lock = threading.Lock()
+        self._leftovers: set[str] = set()  # our claims whose withdrawal failed
 
     @property
     def supported(self) -> bool:
         with self._lock:
             if self._supported is None:
                 self._supported = self._probe()
+                if not self._supported:
+                    url = self._store.url
+                    warn_once(url, "if-none-match",
+                              f"{url}: the store does not honour If-None-Match (conditional "
+                              "writes): objects are created with the claim protocol "
+                              "(docs/FORMAT.md 9.1); set [s3] conditional_writes = \"off\" "
+                              "to skip the probe")
             return self._supported
 
     def _probe(self) -> bool:
@@ -105,12 +121,20 @@ class ConditionalCreate:
             self._withdraw(mine)
             raise store.error(err, f"claiming {key}") from None
         now = datetime.now(UTC)
+        with self._lock:
+            ours = set(self._leftovers)
+        for leftover in ours & {o["Key"] for o in listed.get("Contents", [])}:
+            self._withdraw(leftover)
         rivals = [o for o in listed.get("Contents", []) if o["Key"] != mine
+                  and o["Key"] not in ours
                   and (now - o["LastModified"]).total_seconds() < CLAIM_STALE]
-        try:
-            if rivals:
-                raise ObjectExists(f"{store.url}: object {key} is being created by another "
+        if rivals:
+            self._withdraw(mine)
+            if store.head(key) is not None:
+                raise self._taken(key)
+            raise StoreUnavailable(f"{store.url}: object {key} is being created by another "
                                    "writer at the same time")
+        try:
             if store.head(key) is not None:
                 raise self._taken(key)
             store.write(key, data, sha)
@@ -118,6 +142,13 @@ class ConditionalCreate:
             self._withdraw(mine)
 
     def _withdraw(self, claim: str) -> None:
-        # A leftover claim goes stale after CLAIM_STALE seconds.
-        with contextlib.suppress(ClientError, BotoCoreError, OSError):
+        # A claim left behind goes stale after CLAIM_STALE seconds; until then this
+        # process knows it for its own.
+        try:
             self._store.client.delete_object(Bucket=self._store.bucket, Key=claim)
+        except (ClientError, BotoCoreError, OSError):
+            with self._lock:
+                self._leftovers.add(claim)
+            return
+        with self._lock:
+            self._leftovers.discard(claim)

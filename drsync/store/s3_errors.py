@@ -22,7 +22,7 @@ from botocore.exceptions import (
 
 from drsync.errors import ObjectExists, ObjectLocked, ObjectNotFound, StoreError, StoreUnavailable
 
-__all__ = ["error_code", "translate"]
+__all__ = ["error_code", "translate", "unsupported"]
 
 # Codes S3 (and MinIO, Ceph RGW) answer for conditions that pass.
 TRANSIENT_CODES = frozenset({
@@ -60,6 +60,17 @@ def _status(err: ClientError) -> int:
     return int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
 
 
+# What a store answers to a request it does not implement at all: 501 (s3rver, older
+# Ceph RGW), or a 405 for a verb on a resource it has no handler for.
+_UNSUPPORTED_CODES = frozenset({"NotImplemented", "MethodNotAllowed"})
+
+
+def unsupported(err: BaseException) -> bool:
+    """True when the store does not implement the request (an optional S3 feature)."""
+    return isinstance(err, ClientError) and (
+        error_code(err) in _UNSUPPORTED_CODES or _status(err) in (501, 405))
+
+
 def translate(err: BaseException, bucket: str, url: str, what: str) -> StoreError:
     """The StoreError (or subclass) that ``err`` means; ``what`` is e.g. 'writing data/..'."""
     if isinstance(err, StoreError):
@@ -72,6 +83,9 @@ def translate(err: BaseException, bucket: str, url: str, what: str) -> StoreErro
             return ObjectNotFound(f"{url}: object {what.split(' ', 1)[-1]} not found")
         if code == "PreconditionFailed" or status == 412:
             return ObjectExists(f"{url}: {what}: the object already exists")
+        if unsupported(err):  # a 501 does not pass by waiting
+            return StoreError(f"bucket {bucket!r}: the store does not implement this request "
+                              f"({code or status}) {what}")
         if code in TRANSIENT_CODES or status >= 500 or status == 429:
             return StoreUnavailable(f"{url}: {what}: {code or status} {message}".rstrip())
         reason = PERMANENT_REASONS.get(code) or (message or code or f"HTTP {status}")

@@ -1,4 +1,5 @@
-"""S3 test fixtures: moto in process, moto's threaded server on loopback, a fault proxy.
+"""S3 test fixtures: moto in process, moto's threaded server on loopback, a fault proxy,
+and s3rver, a minimal second S3 implementation.
 
 Network traffic goes only to 127.0.0.1. Credentials are fake and fixed, the
 AWS config files and the EC2 metadata service are switched off, so boto3
@@ -20,7 +21,9 @@ import boto3
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
+from tests.helpers import unavailable
 from tests.store.faultproxy import FaultProxy
+from tests.store.minimal_s3 import MinimalS3
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -77,3 +80,25 @@ def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
     fault = FaultProxy((host, int(port)))
     yield fault
     fault.close()
+
+
+@pytest.fixture(scope="session")
+def minimal_endpoint() -> Iterator[str]:
+    """s3rver on loopback: a second S3 implementation, one without If-None-Match,
+    ListMultipartUploads, versioning or Object Lock (see minimal_s3.py)."""
+    why = MinimalS3.missing()
+    if why is not None:
+        unavailable(why)
+    server = MinimalS3()
+    try:
+        server.start()
+    except RuntimeError as err:
+        unavailable(str(err))
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def minimal_bucket(minimal_endpoint: str) -> str:
+    """A new bucket on s3rver."""
+    return new_bucket(minimal_endpoint)

@@ -47,6 +47,9 @@ class FaultProxy:
         self.down_after_cut = False  # a cut also takes the link down (until heal())
         self.corrupt_down_after: int | None = None  # flip one byte this far into the downstream
         self.strip_if_none_match = False  # drop the header, as a store that ignores it would
+        # Reset everything instead of forwarding a request whose first line matches one of
+        # these; each pattern fires once (e.g. rb"DELETE /bucket/prefix/\.claims/").
+        self.reset_requests: list[re.Pattern[bytes]] = []
         self.resets = 0  # connections reset by a fault
         # Counters:
         self.bytes_up = 0
@@ -140,6 +143,11 @@ class FaultProxy:
             cut = False
             if direction == "up" and self.strip_if_none_match:
                 block = re.sub(rb"(?i)\r\nif-none-match: ?\*", b"", block)
+            if direction == "up":
+                for pattern in self.reset_requests:
+                    if pattern.match(block):
+                        self.reset_requests.remove(pattern)
+                        return b"", True
             if direction == "up":
                 if self.cut_after_up is not None:
                     if len(block) >= self.cut_after_up:

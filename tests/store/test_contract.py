@@ -23,7 +23,7 @@ def s3_options(endpoint: str | None, **s3: object) -> StoreOptions:
                         retry_deadline=5)
 
 
-@pytest.fixture(params=["local", "memory", "s3-mock", "s3-http", "s3-http-claims"])
+@pytest.fixture(params=["local", "memory", "s3-mock", "s3-http", "s3-http-claims", "s3-minimal"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "local":
         yield LocalStore(tmp_path / "store")
@@ -34,6 +34,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         request.getfixturevalue("in_process_s3")
         bucket = new_bucket(None)
         yield open_store(f"s3://{bucket}/tenant-a", s3_options(None))
+    elif request.param == "s3-minimal":
+        # s3rver: a second implementation, without If-None-Match (conditional writes are
+        # probed and found missing), ListMultipartUploads, versioning or Object Lock.
+        bucket = request.getfixturevalue("minimal_bucket")
+        endpoint = request.getfixturevalue("minimal_endpoint")
+        store = open_store(f"s3://{bucket}/tenant-a", s3_options(endpoint))
+        yield store
+        store.close()
     else:
         # moto's threaded server: boto3 speaks real HTTP on loopback. The claims
         # variant switches conditional writes off, so put-if-absent uses the
