@@ -1,4 +1,4 @@
-"""Shared fixtures: isolated environment for every test, a fast KDF for the CLI."""
+"""Shared fixtures: an isolated environment for every test, throwaway PostgreSQL."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
         if name.startswith("DRSYNC_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("DRSYNC_INSECURE_TEST_KDF", "1")
     yield
 
 
