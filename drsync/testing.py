@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import random
+from pathlib import Path
 
 from drsync.repo import Entry, KdfParams, RepoConfig, Repository, Secret, Snapshot, SnapshotWriter
 from drsync.store import MemoryStore, Store, StoreOptions, open_store
@@ -33,7 +34,7 @@ def make_repo(store: Store | None = None, passphrase: str = "test passphrase", *
 
 
 def make_repository(url: str | Store, passphrase: str | None = None,
-                    key_file_path: str | os.PathLike[str] | None = None, *,
+                    key_file_path: str | Path | None = None, *,
                     config: RepoConfig | None = None,
                     options: StoreOptions | None = None) -> Repository:
     """Create a repository at ``url`` (a path, file:// or s3:// URL, or a store) as
