@@ -64,8 +64,8 @@ def tenant_factory(pg_bindir: str, pg_drsync: str) -> Iterator[Any]:
 
     made: list[Any] = []
 
-    def make(settings: dict[str, str] | None = None) -> Any:
-        made.append(ArchivingTenant(pg_bindir, pg_drsync, settings))
+    def make(settings: dict[str, str] | None = None, **kw: Any) -> Any:
+        made.append(ArchivingTenant(pg_bindir, pg_drsync, settings, **kw))
         return made[-1]
 
     yield make

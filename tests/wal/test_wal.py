@@ -195,6 +195,7 @@ def test_ship_then_fetch_verifies_and_missing_is_exit_1(wal: Wal, tmp_path: Path
     assert wal("wal-fetch", "00000002.history", str(out / "h"), env=env).returncode == 0
     missing = wal("wal-fetch", "000000010000000000000007", str(out / "x"), env=env)
     assert missing.returncode == 1 and not (out / "x").exists()
+    assert missing.stderr == ""  # PostgreSQL asks for files that do not exist: no log noise
     data = bytearray(stored.read_bytes())
     data[len(data) // 2] ^= 0xFF
     stored.write_bytes(bytes(data))
