@@ -19,12 +19,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from moto.moto_server.werkzeug_app import (
-    DomainDispatcherApplication,
-    MotoRequestHandler,
-    create_backend_app,
-)
-from werkzeug.serving import make_server
 
 
 def _name(cn: str) -> x509.Name:
@@ -73,6 +67,16 @@ def write_certificates(directory: Path) -> tuple[Path, Path, Path]:
 @contextmanager
 def tls_moto_server(directory: Path) -> Iterator[tuple[str, Path]]:
     """(https endpoint, CA bundle path) of a moto S3 server on 127.0.0.1; stopped after."""
+    # Imported here, not at module level: moto reads its settings (tests/store/conftest.py
+    # sets a small multipart minimum) when first imported, and this module is imported by
+    # tests collected before that conftest.
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
     ca, cert, key = write_certificates(directory)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
