@@ -283,7 +283,8 @@ def postgres_runnable_drsync() -> str:
             launcher.parent.mkdir(parents=True, exist_ok=True)
             tmp = launcher.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, "
-                           f"{str(package.parent)!r})\nfrom drsync.entry import main\nmain()\n")
+                           f"{str(package.parent)!r})\nfrom drsync.entry import main\n"
+                           "sys.exit(main())\n")  # a command's return value is its exit code
             tmp.chmod(0o755)
             tmp.replace(launcher)
         return str(launcher)
@@ -306,7 +307,7 @@ def postgres_runnable_drsync() -> str:
             (tmp / "bin").mkdir()
             (tmp / "bin" / "drsync").write_text(
                 f"#!{venv}/bin/python -I\nimport sys\nsys.path.insert(0, {str(code)!r})\n"
-                "from drsync.entry import main\nmain()\n")
+                "from drsync.entry import main\nsys.exit(main())\n")
             for root, _dirs, files in os.walk(tmp):
                 os.chmod(root, 0o755)
                 for name in files:
