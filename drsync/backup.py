@@ -35,6 +35,7 @@ class BackupRequest:
     host: str | None = None
     compression_level: int | None = None
     workers: int | None = None
+    pg_bindir: str | None = None  # PostgreSQL's programs (default: PATH, then Debian's)
 
     def kind(self) -> str:
         given = [k for k, v in (("files", self.paths), ("sqlite", self.sqlite),
@@ -111,16 +112,18 @@ def _items(req: BackupRequest, stack: ExitStack, problems: list[SourceProblem],
         yield SourceItem(ItemMeta(copy.name, "stream", 0o600, 0, path.stat().st_size),
                          lambda: open(path, "rb"))  # noqa: SIM115
     elif kind == "pg_dump":
-        from drsync.sources.postgres import pg_dump_source
+        from drsync.sources.postgres import PgTools, pg_dump_source
 
         assert req.pg_dump is not None
         yield from stack.enter_context(
-            pg_dump_source(req.pg_dump, spec, with_globals=req.pg_dumpall_globals))
+            pg_dump_source(req.pg_dump, spec, with_globals=req.pg_dumpall_globals,
+                           tools=PgTools(req.pg_bindir)))
     elif kind == "pg_base":
-        from drsync.sources.postgres import base_backup_source
+        from drsync.sources.postgres import PgTools, base_backup_source
 
         assert req.pg_base is not None
-        yield from stack.enter_context(base_backup_source(req.pg_base, spec))
+        yield from stack.enter_context(base_backup_source(req.pg_base, spec,
+                                                          tools=PgTools(req.pg_bindir)))
     else:
         assert req.stdin_name is not None
         if "/" in req.stdin_name or req.stdin_name in (".", ".."):

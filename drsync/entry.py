@@ -5,19 +5,19 @@ CLI's context module is a good part of a ``wal-push`` run. So when the
 first argument is ``wal-push`` and the rest has the plain shape of an
 archive_command (``wal-push [--config FILE] [--spool DIR] PATH``, options
 before or after PATH, ``--opt=value`` or ``--opt value``), this module
-resolves the settings as the click command does (the same functions, the
-same environment variables, ``--config`` after the subcommand winning
-over ``DRSYNC_CONFIG``) and calls the same service,
-:func:`drsync.wal.push.push_segment`.
+resolves the settings with the same :func:`drsync.settings.resolve` the
+click command uses (``--config`` after the subcommand winning over
+``DRSYNC_CONFIG``) and calls the same service,
+:func:`drsync.wal.push.push_segment`, which also fetches the key wrapping
+for the first push of a spool from the store with the configured options.
 
 Anything else goes to :func:`drsync.cli.main` unchanged: every other
 command, global options before ``wal-push``, ``--json``, ``--help``, an
 unknown or malformed option, a path click would reject (a directory, an
-unreadable file), a passphrase instead of a key file, and the very first
-push into a spool (it fetches the key wrapping from the store, with
-whatever store options the full CLI knows). Those cases behave exactly as
-the click command by construction; the fast path handles only the shape
-whose behaviour it reproduces, and the tests run both paths side by side.
+unreadable file), and a passphrase instead of a key file (it may prompt).
+Those cases behave exactly as the click command by construction; the fast
+path handles only the shape whose behaviour it reproduces, and the tests run
+both paths side by side.
 """
 
 from __future__ import annotations
@@ -82,40 +82,25 @@ def _click_would_reject(path: str | None, *, dir_okay: bool = True,
     return not os.access(path, os.R_OK)
 
 
-def _env(name: str) -> str | None:
-    return os.environ.get(name) or None  # click ignores an empty variable
-
-
 def wal_push_fast(args: list[str]) -> None:
     """Run ``wal-push`` without click, or raise _UseClick."""
     opts = _parse(args)
-    global_paths = {name: _env(env) for name, env in (
-        ("config", "DRSYNC_CONFIG"), ("key_file", "DRSYNC_KEY_FILE"),
-        ("password_file", "DRSYNC_PASSWORD_FILE"))}
-    if (any(_click_would_reject(p, dir_okay=False) for p in global_paths.values())
-            or _click_would_reject(opts["--config"], dir_okay=False)
+    if (_click_would_reject(opts["--config"], dir_okay=False)
             or _click_would_reject(opts["--spool"], file_okay=False)
             or _click_would_reject(opts["path"], dir_okay=False)):
         raise _UseClick
 
-    from drsync.repo.keys import KeyFile
-    from drsync.settings import load_settings
-    from drsync.wal.push import push_segment, resolve_spool
+    from drsync.settings import resolve
+    from drsync.wal.push import push_segment
 
-    settings = load_settings(opts["--config"] or global_paths["config"]).override(
-        repo=_env("DRSYNC_REPO"), password_file=global_paths["password_file"],
-        key_file=global_paths["key_file"], catalog=_env("DRSYNC_CATALOG"))
-    spool_dir = opts["--spool"] or _env("DRSYNC_SPOOL") or settings.spool
+    settings = resolve(opts["--config"], {"spool": opts["--spool"]}, os.environ)
     if not settings.key_file:
         raise _UseClick  # a passphrase: the KDF dominates anyway, and it may prompt
-    spool = resolve_spool(spool_dir, settings.key_file, settings.repo)
-    if not spool.path(f".key-{KeyFile.load(settings.key_file).key_id}").exists():
-        raise _UseClick  # the first push of this spool reads the store
 
-    def no_store() -> Any:
+    def no_passphrase() -> Any:
         raise _UseClick
 
-    push_segment(opts["path"], spool_dir, settings.key_file, settings.repo, no_store)
+    push_segment(opts["path"], settings, no_passphrase)
 
 
 def main(argv: list[str] | None = None) -> Any:

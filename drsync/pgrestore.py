@@ -27,6 +27,7 @@ from drsync.sources.base import ItemMeta
 from drsync.sources.postgres import (
     LOGICAL_DUMP_NAME,
     PGDATA_PREFIX,
+    PgTools,
     RecoveryTarget,
     configure_recovery,
     pg_restore_stream,
@@ -63,7 +64,7 @@ def _expect(snap: Snapshot, kind: str, flag: str) -> None:
 
 def restore_logical(repo: Repository, ref: str, dsn: str, *, jobs: int = 1,
                     no_owner: bool = False, with_globals: bool = False,
-                    clean: bool = False) -> PgRestoreResult:
+                    clean: bool = False, pg_bindir: str | None = None) -> PgRestoreResult:
     """Load a pg_dump snapshot into the database ``dsn`` names, creating it if it does not
     exist; an existing one must be empty unless ``clean``."""
     started = time.monotonic()
@@ -72,14 +73,15 @@ def restore_logical(repo: Repository, ref: str, dsn: str, *, jobs: int = 1,
     written = 0
     details: dict[str, Any] = {"database": snap.source_spec.get("database"),
                                "consistent_at": snap.source_spec.get("consistent_at")}
-    target = prepare_database(dsn, clean=clean)
+    tools = PgTools(pg_bindir)
+    target = prepare_database(dsn, clean=clean, tools=tools)
     details["target_database"] = target["database"]
     details["created"] = target["created"]
     with SnapshotReader(repo) as reader:
         entries = {e.path: e for e in reader.entries(snap)}
         if with_globals and GLOBALS_NAME in entries:
             details["globals_errors"] = apply_globals(
-                dsn, reader.blobs(entries[GLOBALS_NAME].chunks))
+                dsn, reader.blobs(entries[GLOBALS_NAME].chunks), tools=tools)
         dump = entries.get(LOGICAL_DUMP_NAME)
         if dump is None:
             raise UsageError(f"snapshot {snap.short_id} holds no {LOGICAL_DUMP_NAME}")
@@ -90,19 +92,29 @@ def restore_logical(repo: Repository, ref: str, dsn: str, *, jobs: int = 1,
                 written += len(block)
                 yield block
 
-        pg_restore_stream(dsn, counted(), jobs=jobs, no_owner=no_owner, clean=clean)
+        pg_restore_stream(dsn, counted(), jobs=jobs, no_owner=no_owner, clean=clean,
+                          tools=tools)
     details["jobs"] = jobs
     return PgRestoreResult(snap.id, "pg_dump", written, time.monotonic() - started, details)
 
 
 def restore_command_for(repo_url: str, *, key_file: str | None, password_file: str | None,
-                        spool: str | None = None, drsync_command: str | None = None) -> str:
-    """The restore_command that runs wal-fetch with this restore's repository and key."""
+                        spool: str | None = None, drsync_command: str | None = None,
+                        config: str | None = None) -> str:
+    """The restore_command that runs wal-fetch with this restore's repository and key.
+
+    ``config`` (the config file this restore used) goes along as ``--config``, so
+    wal-fetch opens the store with the same store options and credentials; the
+    repository and key are also given explicitly, so they win over the file.
+    """
     if not key_file and not password_file:
         raise UsageError("a --pgdata restore needs --key-file or --password-file: "
                          "restore_command must open the repository without a prompt")
     exe = drsync_command or _own_command()
-    args = [exe, "--repo", repo_url]
+    args = [exe]
+    if config:
+        args += ["--config", os.path.abspath(config)]
+    args += ["--repo", repo_url]
     args += ["--key-file", os.path.abspath(key_file)] if key_file else [
         "--password-file", os.path.abspath(str(password_file))]
     args.append("wal-fetch")
@@ -146,7 +158,7 @@ def _chown_tree(root: Path, uid: int, gid: int) -> None:
 def restore_pgdata(repo: Repository, ref: str, pgdata: str | Path, *,
                    target: RecoveryTarget, restore_command: str,
                    options: dict[str, str] | None = None, keep_archiving: bool = False,
-                   start: bool = False) -> PgRestoreResult:
+                   start: bool = False, pg_bindir: str | None = None) -> PgRestoreResult:
     """Write a base backup into the empty directory ``pgdata`` and configure recovery."""
     started = time.monotonic()
     snap = repo.find_snapshot(ref)
@@ -189,7 +201,7 @@ def restore_pgdata(repo: Repository, ref: str, pgdata: str | Path, *,
         "wal_needed": [spec.get("start_wal"), spec.get("stop_wal")], "started": False,
     }
     if start:
-        details.update(start_cluster(pgdata, run_as=prefix))
+        details.update(start_cluster(pgdata, run_as=prefix, tools=PgTools(pg_bindir)))
         details["started"] = True
     return PgRestoreResult(snap.id, "pg_base", written, time.monotonic() - started, details)
 

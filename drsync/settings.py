@@ -1,8 +1,32 @@
-"""One typed settings model: TOML in, validated, flags and environment on top.
+"""Every setting, resolved in one place: flags, environment, config file, defaults.
 
-Precedence, highest first: command-line flag, its environment variable (both
-handled by the CLI), the config file, the built-in default. Every problem in
-a config file is one ``ConfigError`` naming the file and the key.
+:func:`resolve` is the only reader of drsync's environment variables and the
+only place that fills in defaults; the click commands and the click-free
+``wal-push`` fast path (``drsync.entry``) both call it, so they cannot
+disagree. Precedence, highest first: the command-line flag, its environment
+variable, the config file, the built-in default. An empty variable counts
+as unset. Every problem in a config file is one ``ConfigError`` naming the
+file (and the key).
+
+Environment variables (nothing else in drsync reads the environment; AWS_*
+variables stay boto3's own business unless the config names credentials)::
+
+    DRSYNC_CONFIG          the config file (a command's --config wins)
+    DRSYNC_REPO            repo
+    DRSYNC_PASSWORD_FILE   password_file
+    DRSYNC_PASSWORD        the passphrase itself (no config key: use password_file)
+    DRSYNC_KEY_FILE        key_file
+    DRSYNC_CATALOG         catalog
+    DRSYNC_SPOOL           [wal] spool
+    DRSYNC_LIMIT_UPLOAD    [store] limit_upload
+    DRSYNC_LIMIT_DOWNLOAD  [store] limit_download
+    DRSYNC_PG_BINDIR       pg_bindir
+    XDG_STATE_HOME, HOME   the state directory: $XDG_STATE_HOME/drsync, else
+                           ~/.local/state/drsync
+
+Defaults under the state directory: ``catalog.sqlite`` (catalog),
+``wal-spool/<repository id>`` (the WAL spool, one per repository),
+``s3-spool`` (S3 uploads in flight), the journal of a catalog URL.
 
 Config file keys::
 
@@ -11,6 +35,7 @@ Config file keys::
     key_file = "/etc/drsync/tenant.key"
     catalog = "/var/lib/drsync/catalog.sqlite"   # or any SQLAlchemy URL
     host = "registry-db-1"                 # recorded in snapshots (default: hostname)
+    pg_bindir = "/usr/lib/postgresql/15/bin"     # default: PATH, then Debian's newest
 
     [backup]
     compression_level = 3                  # zstd 0..22 (0 = store raw)
@@ -36,7 +61,9 @@ Config file keys::
     endpoint_url = "https://s3.dc2.example.lg.jp"   # default: AWS_ENDPOINT_URL(_S3), then AWS
     region = "ap-northeast-1"
     addressing_style = "path"              # auto | path | virtual
-    profile = "drsync"                     # in ~/.aws/config; default: the usual boto3 chain
+    credentials_file = "/etc/drsync/s3.credentials" # an AWS shared-credentials file
+    profile = "drsync"                     # its section (default "default"); without
+                                           # credentials_file: a profile of ~/.aws/config
     verify_tls = true
     ca_bundle = "/etc/drsync/dc2-ca.pem"
     part_size_mib = 8                      # multipart part size (S3's minimum is 5)
@@ -44,28 +71,53 @@ Config file keys::
     object_lock_mode = "compliance"        # or "governance"; needs a bucket with Object Lock
     object_lock_days = 30
     spool_dir = "/var/lib/drsync/s3-spool"  # local copies of uploads in flight, for resuming
+
+Without ``credentials_file`` the credentials come from boto3's usual chain
+(AWS_* variables, ~/.aws, instance metadata).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drsync.errors import ConfigError
 
-__all__ = ["Settings", "default_catalog_url", "load_settings"]
+if TYPE_CHECKING:
+    from drsync.store import Store, StoreOptions
+
+__all__ = ["CONFIG_ENV", "ENVIRONMENT", "Settings", "load_settings", "resolve", "store_for",
+           "store_options"]
+
+CONFIG_ENV = "DRSYNC_CONFIG"
+# environment variable -> Settings field
+ENVIRONMENT: dict[str, str] = {
+    "DRSYNC_REPO": "repo",
+    "DRSYNC_PASSWORD_FILE": "password_file",
+    "DRSYNC_PASSWORD": "password",
+    "DRSYNC_KEY_FILE": "key_file",
+    "DRSYNC_CATALOG": "catalog",
+    "DRSYNC_SPOOL": "spool",
+    "DRSYNC_LIMIT_UPLOAD": "limit_upload",
+    "DRSYNC_LIMIT_DOWNLOAD": "limit_download",
+    "DRSYNC_PG_BINDIR": "pg_bindir",
+}
 
 
 @dataclass(frozen=True)
 class Settings:
     repo: str | None = None
     password_file: str | None = None
+    password: str | None = field(default=None, repr=False)  # DRSYNC_PASSWORD only
     key_file: str | None = None
     catalog: str | None = None
     host: str | None = None
+    pg_bindir: str | None = None
     compression_level: int | None = None
     workers: int | None = None
     tags: list[str] = field(default_factory=list)
@@ -82,6 +134,7 @@ class Settings:
     s3_region: str | None = None
     s3_addressing_style: str | None = None
     s3_profile: str | None = None
+    s3_credentials_file: str | None = None
     s3_verify_tls: bool = True
     s3_ca_bundle: str | None = None
     s3_part_size_mib: int | None = None
@@ -89,17 +142,37 @@ class Settings:
     object_lock_mode: str | None = None
     object_lock_days: int | None = None
     s3_spool_dir: str | None = None
-    source: str = ""  # the config file these came from, for messages
+    state_dir: str = ""  # filled in by resolve(): $XDG_STATE_HOME/drsync
+    source: str = ""  # the config file these came from (absolute), for messages
 
     def override(self, **flags: Any) -> Settings:
         """Settings with every flag that was given (not None) taking precedence."""
         return replace(self, **{k: v for k, v in flags.items() if v is not None})
 
+    def wal_spool(self) -> str:
+        """The WAL spool: ``[wal] spool``, else one per repository in the state directory
+        (named by the key file's repository id, or by a hash of the repository URL)."""
+        if self.spool:
+            return self.spool
+        if self.key_file:
+            from drsync.repo.keys import KeyFile
+
+            tag = KeyFile.load(self.key_file).repo_id
+        elif self.repo:
+            tag = "url-" + hashlib.sha256(self.repo.encode()).hexdigest()[:16]
+        else:
+            raise ConfigError("no spool: use --spool, DRSYNC_SPOOL, [wal] spool in the config, "
+                              "or --key-file/--repo for the default one")
+        if not self.state_dir:
+            raise ValueError("wal_spool() needs resolved settings (drsync.settings.resolve)")
+        return os.path.join(self.state_dir, "wal-spool", tag)
+
 
 # section -> key -> (Settings field, expected type)
 _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "": {"repo": ("repo", str), "password_file": ("password_file", str),
-         "key_file": ("key_file", str), "catalog": ("catalog", str), "host": ("host", str)},
+         "key_file": ("key_file", str), "catalog": ("catalog", str), "host": ("host", str),
+         "pg_bindir": ("pg_bindir", str)},
     "backup": {"compression_level": ("compression_level", int), "workers": ("workers", int),
                "tags": ("tags", list)},
     "init": {"chunk_avg_kib": ("chunk_avg_kib", int), "chunk_min_kib": ("chunk_min_kib", int),
@@ -109,6 +182,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
               "limit_upload": ("limit_upload", str), "limit_download": ("limit_download", str)},
     "s3": {"endpoint_url": ("s3_endpoint_url", str), "region": ("s3_region", str),
            "addressing_style": ("s3_addressing_style", str), "profile": ("s3_profile", str),
+           "credentials_file": ("s3_credentials_file", str),
            "verify_tls": ("s3_verify_tls", bool), "ca_bundle": ("s3_ca_bundle", str),
            "part_size_mib": ("s3_part_size_mib", int),
            "conditional_writes": ("s3_conditional_writes", str),
@@ -117,22 +191,59 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
            "spool_dir": ("s3_spool_dir", str)},
 }
 _FIELDS = {f.name for f in fields(Settings)}
+# Paths in a config file are relative to the file.
+_PATH_FIELDS = ("repo", "password_file", "key_file", "catalog", "pg_bindir", "s3_ca_bundle",
+                "s3_credentials_file", "s3_spool_dir", "spool")
+
+
+def resolve(config_path: str | None, flags: Mapping[str, Any],
+            environ: Mapping[str, str]) -> Settings:
+    """The settings a command runs with.
+
+    ``config_path`` is the ``--config`` flag (None: ``DRSYNC_CONFIG``, else no
+    file); ``flags`` maps Settings fields to what the command line gave (None:
+    not given); ``environ`` is the process environment (``os.environ``).
+    """
+    unknown = set(flags) - _FIELDS
+    if unknown:
+        raise ValueError(f"not settings: {sorted(unknown)}")
+    path = config_path or environ.get(CONFIG_ENV) or None
+    from_env = {name: environ[var] for var, name in ENVIRONMENT.items() if environ.get(var)}
+    settings = load_settings(path).override(**from_env).override(**flags)
+    state_dir = _state_dir(environ)
+    return replace(
+        settings, state_dir=state_dir,
+        catalog=settings.catalog or os.path.join(state_dir, "catalog.sqlite"),
+        s3_spool_dir=settings.s3_spool_dir or os.path.join(state_dir, "s3-spool"),
+    )
+
+
+def _state_dir(environ: Mapping[str, str]) -> str:
+    state = environ.get("XDG_STATE_HOME") or os.path.join(
+        environ.get("HOME") or str(Path.home()), ".local", "state")
+    return os.path.join(os.path.abspath(state), "drsync")
 
 
 def load_settings(path: str | None) -> Settings:
-    """Read a config file (or return defaults when ``path`` is None)."""
+    """Read a config file (or return defaults when ``path`` is None); nothing resolved."""
     if path is None:
         return Settings()
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            raw = fh.read()
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start})") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
-    values: dict[str, Any] = {"source": path}
+    values: dict[str, Any] = {"source": os.path.abspath(path)}
     for key, value in data.items():
         if isinstance(value, dict) and key in _SCHEMA and key:
             for sub, sub_value in value.items():
@@ -169,9 +280,7 @@ def _check(path: str, section: str, key: str, value: Any) -> dict[str, Any]:
             parse_rate(value)
         except UsageError as err:
             raise ConfigError(f"config file {path}: key {dotted!r}: {err}") from None
-    if name in ("repo", "password_file", "key_file", "catalog", "s3_ca_bundle", "s3_spool_dir",
-                "spool") \
-            and isinstance(value, str):
+    if name in _PATH_FIELDS and isinstance(value, str):
         value = _relative_to(path, value)
     return {name: value}
 
@@ -183,6 +292,38 @@ def _relative_to(config_path: str, value: str) -> str:
     return str(Path(config_path).absolute().parent / value)
 
 
-def default_catalog_url() -> str:
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
-    return os.path.join(state, "drsync", "catalog.sqlite")
+def store_options(settings: Settings) -> StoreOptions:
+    """The store's typed options from the settings (S3, retries, bandwidth limits)."""
+    from drsync.store.options import MiB, S3Options, StoreOptions
+    from drsync.store.throttle import parse_rate
+
+    s3 = S3Options(
+        endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
+        addressing_style=settings.s3_addressing_style or "auto", profile=settings.s3_profile,
+        credentials_file=settings.s3_credentials_file,
+        verify_tls=settings.s3_verify_tls, ca_bundle=settings.s3_ca_bundle,
+        part_size=(settings.s3_part_size_mib or 8) * MiB,
+        conditional_writes=settings.s3_conditional_writes or "auto",
+        object_lock_mode=settings.object_lock_mode.upper() if settings.object_lock_mode else None,
+        object_lock_days=settings.object_lock_days or 0,
+        spool_dir=settings.s3_spool_dir,
+    )
+    defaults = StoreOptions()
+    return StoreOptions(
+        s3=s3, connections=settings.connections or defaults.connections,
+        retry_deadline=defaults.retry_deadline if settings.retry_deadline_s is None
+        else float(settings.retry_deadline_s),
+        limit_upload=parse_rate(settings.limit_upload or "0"),
+        limit_download=parse_rate(settings.limit_download or "0"),
+    )
+
+
+def store_for(settings: Settings) -> Store:
+    """The store the settings name, with every store option they carry: the one way
+    every command (wal-push and wal-fetch included) opens its store."""
+    from drsync.errors import UsageError
+    from drsync.store import open_store
+
+    if not settings.repo:
+        raise UsageError("no repository: use --repo, DRSYNC_REPO or `repo` in the config file")
+    return open_store(settings.repo, store_options(settings))

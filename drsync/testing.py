@@ -1,7 +1,10 @@
-"""Helpers for tests, shipped with the code: an in-memory repository with a fast KDF.
+"""Helpers for tests, shipped with the code: repositories with a fast KDF, made in-process.
 
 ``FAST_KDF`` makes scrypt cheap; it exists for test suites only and must never
-protect a real repository.
+protect a real repository. The product has no switch that weakens the KDF of
+``drsync init``: a test that needs a repository (in memory, in a directory, in a
+bucket) makes it here, through the same public ``Repository.init`` and
+``add_key_file`` that ``init`` calls. Key files involve no KDF at all.
 """
 
 from __future__ import annotations
@@ -9,11 +12,12 @@ from __future__ import annotations
 import io
 import os
 import random
+from pathlib import Path
 
 from drsync.repo import Entry, KdfParams, RepoConfig, Repository, Secret, Snapshot, SnapshotWriter
-from drsync.store import MemoryStore, Store
+from drsync.store import MemoryStore, Store, StoreOptions, open_store
 
-__all__ = ["FAST_KDF", "backup_bytes", "make_repo", "text_like"]
+__all__ = ["FAST_KDF", "backup_bytes", "make_repo", "make_repository", "text_like"]
 
 FAST_KDF = KdfParams(n=1 << 10)
 
@@ -27,6 +31,25 @@ def make_repo(store: Store | None = None, passphrase: str = "test passphrase", *
                         pack_size=pack_size)
     Repository.init(store, passphrase, config, kdf=FAST_KDF)
     return Repository.open(store, Secret(passphrase=passphrase))
+
+
+def make_repository(url: str | Store, passphrase: str | None = None,
+                    key_file_path: str | Path | None = None, *,
+                    config: RepoConfig | None = None,
+                    options: StoreOptions | None = None) -> Repository:
+    """Create a repository at ``url`` (a path, file:// or s3:// URL, or a store) as
+    ``drsync init [--new-key-file PATH]`` would, with the fast KDF for the passphrase.
+
+    At least one of ``passphrase`` and ``key_file_path`` is needed; the key file is
+    written with mode 0600 and never overwrites an existing one.
+    """
+    if passphrase is None and key_file_path is None:
+        raise ValueError("make_repository needs a passphrase, a key file path, or both")
+    store = url if isinstance(url, Store) else open_store(url, options)
+    repo = Repository.init(store, passphrase, config or RepoConfig(), kdf=FAST_KDF)
+    if key_file_path is not None:
+        repo.add_key_file().write(key_file_path)
+    return repo
 
 
 def backup_bytes(repo: Repository, data: bytes, name: str = "stream") -> Snapshot:

@@ -49,15 +49,18 @@ __all__ = [
 PG_USER = "postgres"
 SHARED_ROOT = Path(os.environ.get("DRSYNC_TEST_SHARED", "/var/tmp/drsync-test"))
 # What the postgres-side venv needs: drsync's runtime dependencies minus the
-# catalog and planner ones (SQLAlchemy, matplotlib), never imported by wal-*.
+# catalog and planner ones (SQLAlchemy, matplotlib), never imported by wal-*;
+# boto3 for archiving into (and recovering from) an S3 repository.
 RUNTIME_DEPS = ("zstandard>=0.22", "cryptography>=42", "blake3>=0.4", "pyfastcdc>=0.3",
-                "click>=8.1", "rich>=13")
+                "click>=8.1", "rich>=13", "boto3>=1.34")
 
 
 def find_pg_bindir(version: str = "15") -> str | None:
-    """PostgreSQL's binaries: $DRSYNC_PG_BINDIR, Debian's layout, or pg_ctl on PATH."""
-    env = os.environ.get("DRSYNC_PG_BINDIR")
-    candidates = [env] if env else []
+    """PostgreSQL's binaries: the pg_bindir setting, Debian's layout, or pg_ctl on PATH."""
+    from drsync.settings import resolve
+
+    configured = resolve(None, {}, os.environ).pg_bindir
+    candidates = [configured] if configured else []
     candidates += [f"/usr/lib/postgresql/{version}/bin",
                    *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
     on_path = shutil.which("pg_ctl")
@@ -174,10 +177,18 @@ class ArchivingTenant:
     """A cluster whose archive_command is drsync wal-push, and a repository for it.
 
     Every drsync command runs as the cluster's user with the postgres-runnable
-    launcher, as the agent would on a tenant host.
+    launcher, as the agent would on a tenant host. The repository (``repo_url``, by
+    default a directory beside the cluster; ``config_extra`` is appended to the
+    config file, e.g. an ``[s3]`` section) is made in-process with the fast KDF
+    (``drsync.testing.make_repository``), opened with the store options of that
+    config file, with a key file for the agent.
     """
 
-    def __init__(self, bindir: str, exe: str, settings: dict[str, str] | None = None) -> None:
+    def __init__(self, bindir: str, exe: str, settings: dict[str, str] | None = None, *,
+                 repo_url: str | None = None, config_extra: str = "") -> None:
+        from drsync.settings import resolve, store_options
+        from drsync.testing import make_repository
+
         self.base = make_cluster_dir()
         self.exe = exe
         self.bindir = bindir
@@ -186,14 +197,16 @@ class ArchivingTenant:
         self.key = self.base / "tenant.key"
         self.spool = self.base / "spool"
         self.config = self.base / "agent.toml"
-        self.config.write_text(f'repo = "{self.repo}"\nkey_file = "{self.key}"\n'
+        self.config.write_text(f'repo = "{repo_url or self.repo}"\nkey_file = "{self.key}"\n'
                                f'catalog = "{self.base / "catalog.sqlite"}"\n'
-                               f'[wal]\nspool = "{self.spool}"\n')
-        chown_to_cluster_user(self.base)
+                               f'[wal]\nspool = "{self.spool}"\n{config_extra}')
         self.env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(self.base),
-                    "XDG_STATE_HOME": str(self.base / "state"), "DRSYNC_INSECURE_TEST_KDF": "1",
+                    "XDG_STATE_HOME": str(self.base / "state"),
                     "DRSYNC_CONFIG": str(self.config), "LANG": "C.UTF-8"}
-        self.drsync("init", "--new-key-file", str(self.key), env={"DRSYNC_PASSWORD": "pw"})
+        resolved = resolve(str(self.config), {}, self.env)
+        assert resolved.repo is not None
+        make_repository(resolved.repo, "pw", self.key, options=store_options(resolved))
+        chown_to_cluster_user(self.base)
         self.cluster.initdb({
             "archive_mode": "on",
             "archive_command": f"'{exe} wal-push --config {self.config} %p'",
@@ -271,7 +284,7 @@ def postgres_runnable_drsync() -> str:
             tmp = launcher.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, "
                            f"{str(package.parent)!r})\nfrom drsync.entry import main\n"
-                           "sys.exit(main())\n")
+                           "sys.exit(main())\n")  # a command's return value is its exit code
             tmp.chmod(0o755)
             tmp.replace(launcher)
         return str(launcher)

@@ -1,4 +1,4 @@
-"""Shared fixtures: isolated environment for every test, a fast KDF for the CLI."""
+"""Shared fixtures: an isolated environment for every test, throwaway PostgreSQL."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
         if name.startswith("DRSYNC_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("DRSYNC_INSECURE_TEST_KDF", "1")
     yield
 
 
@@ -65,8 +64,8 @@ def tenant_factory(pg_bindir: str, pg_drsync: str) -> Iterator[Any]:
 
     made: list[Any] = []
 
-    def make(settings: dict[str, str] | None = None) -> Any:
-        made.append(ArchivingTenant(pg_bindir, pg_drsync, settings))
+    def make(settings: dict[str, str] | None = None, **kw: Any) -> Any:
+        made.append(ArchivingTenant(pg_bindir, pg_drsync, settings, **kw))
         return made[-1]
 
     yield make

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from drsync.repo import RepoConfig
+from drsync.testing import make_repository
+
 MiB = 1 << 20
 
 
@@ -48,7 +51,8 @@ def test_sigkill_at_several_points_then_check_backup_restore(drsync_bin: str,
         return subprocess.run([drsync_bin, *args], input=stdin, env=env, capture_output=True,
                               timeout=300)
 
-    assert run("init", "--pack-size-mib", "1", "--chunk-avg-kib", "64").returncode == 0
+    make_repository(str(repo), "pw", config=RepoConfig(chunk_avg=64 << 10, chunk_min=64 << 10,
+                                                       pack_size=1 << 20))
     # Large enough that every kill point is reached while input is still flowing: the
     # feeder can run ahead of what is stored by at most the pipe, the in-flight window
     # and the upload queue (a few MiB).

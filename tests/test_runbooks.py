@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from drsync.testing import make_repository
+
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOKS = ROOT / "runbooks"
 
@@ -40,8 +42,7 @@ def tenant(tmp_path: Path, drsync_bin: str) -> dict[str, str]:
     con.executemany("INSERT INTO resident (name, address) VALUES (?, ?)",
                     [(f"住民 {i}", f"宮崎県延岡市 {i}") for i in range(20000)])
     con.commit()
-    subprocess.run([drsync_bin, "init", "--new-key-file", str(tmp_path / "tenant.key")],
-                   env=env, check=True, capture_output=True)
+    make_repository(env["DRSYNC_REPO"], "tenant passphrase", tmp_path / "tenant.key")
     subprocess.run([drsync_bin, "backup", "--sqlite", str(db)], env=env, check=True,
                    capture_output=True)
     con.execute("UPDATE resident SET address = 'moved' WHERE id % 100 = 0")

@@ -1,13 +1,17 @@
-"""The settings model: TOML in, one clear error per problem, paths relative to the file."""
+"""The settings model: TOML in, one clear error per problem, paths relative to the file;
+resolve() layering flags, environment, config file and defaults."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import drsync.settings
 from drsync.errors import ConfigError
-from drsync.settings import Settings, load_settings
+from drsync.settings import CONFIG_ENV, ENVIRONMENT, Settings, load_settings, resolve
 
 
 def test_full_config(tmp_path: Path) -> None:
@@ -47,3 +51,88 @@ def test_each_problem_names_file_and_key(tmp_path: Path, text: str, message: str
     with pytest.raises(ConfigError) as info:
         load_settings(str(cfg))
     assert message in str(info.value) and str(cfg) in str(info.value)
+
+
+# -- resolve(): flags, environment, config file, defaults ------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+@pytest.mark.parametrize("variable", sorted(ENVIRONMENT))
+def test_each_environment_variable_is_honoured_and_a_flag_beats_it(
+        variable: str, tmp_path: Path) -> None:
+    name = ENVIRONMENT[variable]
+    value = "20Mbit" if "LIMIT" in variable else str(tmp_path / "from-env")
+    assert getattr(resolve(None, {}, {variable: value}), name) == value
+    assert getattr(resolve(None, {name: "flag"}, {variable: value}), name) == "flag"
+    # An empty variable counts as unset, as it always did.
+    assert getattr(resolve(None, {}, {variable: ""}), name) == getattr(resolve(None, {}, {}),
+                                                                       name)
+
+
+def test_environment_beats_the_config_file_which_beats_the_default(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('repo = "from-file"\ncatalog = "cat.sqlite"\n[wal]\nspool = "sp"\n'
+                   '[store]\nlimit_upload = "1Mbit"\n')
+    s = resolve(str(cfg), {}, {"DRSYNC_REPO": "from-env"})
+    assert (s.repo, s.catalog, s.spool, s.limit_upload) == (
+        "from-env", str(tmp_path / "cat.sqlite"), str(tmp_path / "sp"), "1Mbit")
+    assert s.source == str(cfg)
+    s = resolve(str(cfg), {"repo": "from-flag", "spool": None}, {"DRSYNC_REPO": "from-env"})
+    assert (s.repo, s.spool) == ("from-flag", str(tmp_path / "sp"))
+
+
+def test_config_comes_from_the_flag_else_drsync_config(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a.write_text('host = "a"\n')
+    b.write_text('host = "b"\n')
+    assert resolve(None, {}, {CONFIG_ENV: str(b)}).host == "b"
+    assert resolve(str(a), {}, {CONFIG_ENV: str(b)}).host == "a"
+    assert resolve(None, {}, {CONFIG_ENV: ""}).source == ""
+
+
+def test_defaults_live_under_the_state_directory(tmp_path: Path) -> None:
+    s = resolve(None, {"repo": "/srv/dr/t"}, {"XDG_STATE_HOME": str(tmp_path / "xdg")})
+    state = tmp_path / "xdg" / "drsync"
+    assert s.state_dir == str(state)
+    assert s.catalog == str(state / "catalog.sqlite")
+    assert s.s3_spool_dir == str(state / "s3-spool")
+    assert Path(s.wal_spool()).parent == state / "wal-spool"
+    s = resolve(None, {}, {"HOME": str(tmp_path / "home")})
+    assert s.state_dir == str(tmp_path / "home" / ".local" / "state" / "drsync")
+
+
+def test_the_passphrase_is_never_in_the_settings_repr() -> None:
+    s = resolve(None, {}, {"DRSYNC_PASSWORD": "s3cret-passphrase"})
+    assert s.password == "s3cret-passphrase" and "s3cret" not in repr(s)
+
+
+def test_every_key_and_variable_is_documented_where_users_read(tmp_path: Path) -> None:
+    """The settings docstring lists every config key and environment variable; the README
+    names every variable."""
+    from drsync.settings import _SCHEMA
+
+    doc = drsync.settings.__doc__ or ""
+    readme = README.read_text()
+    for variable in [*ENVIRONMENT, CONFIG_ENV]:
+        assert variable in doc and variable in readme, variable
+    for section, keys in _SCHEMA.items():
+        for key in keys:
+            line = next((ln for ln in doc.splitlines() if ln.strip().startswith(f"{key} =")),
+                        None)
+            assert line is not None, f"{section}.{key}"
+        if section:
+            assert f"[{section}]" in doc
+
+
+def test_a_config_file_that_is_not_utf8_is_one_config_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "latin1.toml"
+    cfg.write_bytes('host = "Nobeoka-shi \u00e9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_settings(str(cfg))
+    assert str(cfg) in str(info.value) and "UTF-8" in str(info.value)
+    done = subprocess.run([sys.executable, "-c", "from drsync.cli import main; main()",
+                           "--config", str(cfg), "snapshots"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 4
+    assert done.stderr.strip().splitlines() == [f"drsync: error: {info.value}"]

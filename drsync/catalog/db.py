@@ -82,14 +82,14 @@ def _parse_time(text: str) -> datetime:
 class Catalog:
     """A ``RunRecorder`` writing straight to the database; ingests the journal on open."""
 
-    def __init__(self, location: str) -> None:
+    def __init__(self, location: str, state_dir: str | None = None) -> None:
         self.location = location
         try:
             self._engine = sa.create_engine(_url(location))
             _metadata.create_all(self._engine)
         except (SQLAlchemyError, OSError) as err:
             raise ConfigError(f"cannot open catalog {location}: {err}") from None
-        self.ingest(RunJournal(location))
+        self.ingest(RunJournal(location, state_dir))
 
     def ingest(self, journal: RunJournal) -> int:
         """Apply the journal's events; return how many were applied."""

@@ -18,20 +18,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drsync.errors import StoreError
+from drsync.errors import StoreError, UsageError
 
 __all__ = ["RunJournal", "journal_path"]
 
 
-def journal_path(catalog: str) -> Path:
-    """Beside a SQLite catalog file; in the state directory for a catalog URL."""
+def journal_path(catalog: str, state_dir: str | None = None) -> Path:
+    """Beside a SQLite catalog file; in the state directory (drsync.settings resolves it)
+    for a catalog URL."""
     if "://" not in catalog:
         return Path(os.path.abspath(catalog) + "-journal.jsonl")
     if catalog.startswith("sqlite:///"):
         return Path(catalog.removeprefix("sqlite:///") + "-journal.jsonl")
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
+    if not state_dir:
+        raise UsageError(f"catalog {catalog}: a catalog URL needs the state directory for "
+                         "its run journal")
     digest = hashlib.sha256(catalog.encode()).hexdigest()[:12]
-    return Path(state) / "drsync" / f"catalog-{digest}-journal.jsonl"
+    return Path(state_dir) / f"catalog-{digest}-journal.jsonl"
 
 
 def _now() -> str:
@@ -41,8 +44,8 @@ def _now() -> str:
 class RunJournal:
     """A ``RunRecorder`` that appends to the journal of one catalog."""
 
-    def __init__(self, catalog: str) -> None:
-        self.path = journal_path(catalog)
+    def __init__(self, catalog: str, state_dir: str | None = None) -> None:
+        self.path = journal_path(catalog, state_dir)
 
     def _append(self, event: dict[str, Any]) -> None:
         line = (json.dumps(event, separators=(",", ":")) + "\n").encode()

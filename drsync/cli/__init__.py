@@ -1,5 +1,10 @@
 """The ``drsync`` command line: parse, call one service function, render.
 
+Options carry no environment variables and no defaults of their own: a flag
+not given is None, and ``drsync.settings.resolve`` (through
+``drsync.cli.context.settings_from``) layers flags, environment, config file
+and defaults in one place.
+
 Commands are loaded lazily (a name maps to ``module:attribute``) so that a
 run that needs one command imports only that command's code: the fixed cost
 of ``drsync wal-push`` or a tiny backup stays small.
@@ -57,29 +62,31 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="drsync")
-@click.option("--repo", "-r", envvar="DRSYNC_REPO",
-              help="Repository URL: a path, file:///path or s3://bucket/prefix.")
+@click.option("--repo", "-r", help="Repository URL: a path, file:///path or s3://bucket/prefix "
+              "(env DRSYNC_REPO).")
 @click.option(
-    "--password-file", envvar="DRSYNC_PASSWORD_FILE", type=click.Path(dir_okay=False),
-    help="File holding the repository passphrase.",
+    "--password-file", type=click.Path(dir_okay=False),
+    help="File holding the repository passphrase (env DRSYNC_PASSWORD_FILE).",
 )
 @click.option(
-    "--key-file", envvar="DRSYNC_KEY_FILE", type=click.Path(dir_okay=False),
-    help="Key file for unattended agents (opens the repository without a KDF).",
+    "--key-file", type=click.Path(dir_okay=False),
+    help="Key file for unattended agents, opens the repository without a KDF "
+         "(env DRSYNC_KEY_FILE).",
 )
 @click.option(
-    "--config", "config_path", envvar="DRSYNC_CONFIG", type=click.Path(dir_okay=False),
-    help="TOML settings file; command-line flags override it.",
+    "--config", "config_path", type=click.Path(dir_okay=False),
+    help="TOML settings file (env DRSYNC_CONFIG); flags and environment override it.",
 )
-@click.option("--catalog", envvar="DRSYNC_CATALOG", help="Catalog SQLAlchemy URL or SQLite path.")
+@click.option("--catalog", help="Catalog SQLAlchemy URL or SQLite path (env DRSYNC_CATALOG).")
 @click.option(
-    "--limit-upload", envvar="DRSYNC_LIMIT_UPLOAD", metavar="RATE",
+    "--limit-upload", metavar="RATE",
     help="Cap on all uploads of this process together, in decimal units "
-         "(e.g. --limit-upload 20Mbit, or 2.5MB/s).",
+         "(e.g. --limit-upload 20Mbit, or 2.5MB/s; env DRSYNC_LIMIT_UPLOAD).",
 )
 @click.option(
-    "--limit-download", envvar="DRSYNC_LIMIT_DOWNLOAD", metavar="RATE",
-    help="Cap on all downloads of this process together (e.g. --limit-download 50Mbit).",
+    "--limit-download", metavar="RATE",
+    help="Cap on all downloads of this process together (e.g. --limit-download 50Mbit; "
+         "env DRSYNC_LIMIT_DOWNLOAD).",
 )
 @click.pass_context
 def cli(

@@ -11,7 +11,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 
 
 @click.command("pitr-range")
-@click.option("--spool", envvar="DRSYNC_SPOOL", type=click.Path(file_okay=False),
+@click.option("--spool", type=click.Path(file_okay=False),
               help="Also count WAL still in this spool (default: the configured spool, if any).")
 @json_option
 @click.pass_context
@@ -31,9 +31,9 @@ def pitr_range_cmd(ctx: click.Context, spool: str | None, as_json: bool) -> None
     from drsync.pgrestore import pitr_range
     from drsync.wal.spool import Spool
 
-    settings = settings_from(ctx)
-    given = spool or settings.spool
-    doc = pitr_range(open_repo(ctx), Spool(given) if given else None)
+    settings = settings_from(ctx, spool=spool)
+    # the configured or default spool, when there is one here
+    doc = pitr_range(open_repo(ctx, settings), Spool.if_present(settings.wal_spool()))
     if as_json:
         print_json(doc)
         return
@@ -58,7 +58,8 @@ def pitr_range_cmd(ctx: click.Context, spool: str | None, as_json: bool) -> None
 @click.command("doctor")
 @click.option("--pg", "dsn", required=True, metavar="DSN", help="The server to check.")
 @json_option
-def doctor_cmd(dsn: str, as_json: bool) -> int:
+@click.pass_context
+def doctor_cmd(ctx: click.Context, dsn: str, as_json: bool) -> int:
     """Check a PostgreSQL server's settings for backups; one line each, with what to change.
 
     \b
@@ -66,9 +67,10 @@ def doctor_cmd(dsn: str, as_json: bool) -> int:
       drsync doctor --pg 'host=/run/postgresql user=postgres'
     Exit 0: nothing to change; 1: at least one setting needs attention.
     """
+    from drsync.sources.postgres import PgTools
     from drsync.sources.postgres.doctor import check_server
 
-    findings = check_server(dsn)
+    findings = check_server(dsn, PgTools(settings_from(ctx).pg_bindir))
     if as_json:
         print_json([f.to_json() for f in findings])
     else:

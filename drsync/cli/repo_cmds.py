@@ -7,7 +7,6 @@ import sys
 import click
 
 from drsync.cli.context import (
-    kdf_params,
     open_catalog,
     open_journal,
     open_repo,
@@ -79,7 +78,7 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
     # written must not leave a repository behind with a wrapping nobody holds.
     slot = KeyFileSlot.claim(new_key_file) if new_key_file else None
     try:
-        repo = Repository.init(store, passphrase, config, kdf=kdf_params())
+        repo = Repository.init(store, passphrase, config)
         key_file = repo.add_key_file() if slot is not None else None
     except BaseException:
         if slot is not None:
@@ -137,7 +136,7 @@ def backup_cmd(ctx: click.Context, paths: tuple[str, ...], sqlite_db: str | None
         tags=list(tags) or list(settings.tags), host=host or settings.host,
         compression_level=compression_level if compression_level is not None
         else settings.compression_level,
-        workers=settings.workers,
+        workers=settings.workers, pg_bindir=settings.pg_bindir,
     )
     request.kind()  # usage errors before asking for a passphrase
     repo = open_repo(ctx)
@@ -250,7 +249,7 @@ def _pg_source(spec: dict[str, object]) -> str:
               help="Keep the backup's archive settings (default: archive_mode = off).")
 @click.option("--drsync-command", metavar="PATH",
               help="drsync executable for restore_command (default: this one).")
-@click.option("--spool", envvar="DRSYNC_SPOOL", type=click.Path(file_okay=False),
+@click.option("--spool", type=click.Path(file_okay=False),
               help="Also let restore_command look in this WAL spool.")
 @json_option
 @click.pass_context
@@ -314,7 +313,8 @@ def _restore_postgres(ctx: click.Context, snapshot: str, target: str | None,
         raise UsageError("give --pg-restore DSN or --pgdata DIR, not both")
     if pg_restore:
         result = restore_logical(open_repo(ctx), snapshot, pg_restore, jobs=jobs,
-                                 no_owner=no_owner, with_globals=pg_globals, clean=clean)
+                                 no_owner=no_owner, with_globals=pg_globals, clean=clean,
+                                 pg_bindir=settings_from(ctx).pg_bindir)
     else:
         assert pgdata is not None
         if target not in (None, "latest"):
@@ -328,14 +328,16 @@ def _restore_postgres(ctx: click.Context, snapshot: str, target: str | None,
             if not sep or not key.strip():
                 raise UsageError(f"--pg-option {opt!r} is not KEY=VALUE")
             options[key.strip()] = value.strip()
-        settings = settings_from(ctx)
+        settings = settings_from(ctx, spool=spool)
         command = restore_command_for(repo_url(settings), key_file=settings.key_file,
-                                      password_file=settings.password_file, spool=spool,
-                                      drsync_command=drsync_command)
-        result = restore_pgdata(open_repo(ctx), snapshot, pgdata,
+                                      password_file=settings.password_file,
+                                      spool=settings.spool, drsync_command=drsync_command,
+                                      config=settings.source or None)
+        result = restore_pgdata(open_repo(ctx, settings), snapshot, pgdata,
                                 target=RecoveryTarget(time=target_time, lsn=target_lsn),
                                 restore_command=command, options=options,
-                                keep_archiving=keep_archiving, start=start_server)
+                                keep_archiving=keep_archiving, start=start_server,
+                                pg_bindir=settings.pg_bindir)
     if as_json:
         print_json(result.to_json())
         return
@@ -446,8 +448,8 @@ def runs_cmd(ctx: click.Context, limit: int, all_repos: bool, as_json: bool) -> 
     """
     settings = settings_from(ctx)
     catalog = open_catalog(ctx)
-    records = catalog.runs(None if all_repos or not settings.repo else _catalog_repo(settings.repo),
-                           limit)
+    records = catalog.runs(None if all_repos or not settings.repo
+                           else open_store_for(settings).url, limit)
     if as_json:
         print_json([r.to_json() for r in records])
         return
@@ -462,8 +464,3 @@ def runs_cmd(ctx: click.Context, limit: int, all_repos: bool, as_json: bool) -> 
                       (r.snapshot_id or "-")[:8], r.error or "")
     _print(table)
 
-
-def _catalog_repo(url: str) -> str:
-    from drsync.store import open_store
-
-    return open_store(url).url

@@ -13,12 +13,12 @@ from typing import Any
 
 import click
 
-from drsync.cli.context import repo_url, resolve_secret, settings_from
+from drsync.cli.context import resolve_secret, settings_from
 from drsync.errors import DrsyncError, WalNotFound
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 spool_option = click.option(
-    "--spool", envvar="DRSYNC_SPOOL", type=click.Path(file_okay=False),
+    "--spool", type=click.Path(file_okay=False),
     help="Local spool directory (default: per repository under the user's state directory).",
 )
 
@@ -40,21 +40,21 @@ config_option = click.option(
 def _spool(ctx: click.Context, spool: str | None) -> Any:
     from drsync.wal.push import resolve_spool
 
-    settings = settings_from(ctx)
-    return resolve_spool(spool or settings.spool, settings.key_file, settings.repo)
+    return resolve_spool(settings_from(ctx, spool=spool))
 
 
-def _repo_key(ctx: click.Context) -> Any:
+def _repo_key(ctx: click.Context, spool: str | None) -> Any:
     from drsync.cli.context import open_repo
 
-    return open_repo(ctx).key
+    return open_repo(ctx, settings_from(ctx, spool=spool)).key
 
 
-def _key(ctx: click.Context, spool: Any) -> Any:
-    from drsync.wal.push import spool_key
+def _key(ctx: click.Context, spooler: Any, spool: str | None) -> Any:
+    from drsync.wal.push import spool_key, wrapping_from_store
 
-    settings = settings_from(ctx)
-    return spool_key(spool, settings.key_file, settings.repo, lambda: _repo_key(ctx))
+    settings = settings_from(ctx, spool=spool)
+    return spool_key(spooler, settings.key_file, wrapping_from_store(settings),
+                     lambda: _repo_key(ctx, spool))
 
 
 def _echo_json(doc: Any) -> None:
@@ -84,9 +84,8 @@ def wal_push_cmd(ctx: click.Context, path: str, spool: str | None, as_json: bool
     from drsync.wal.push import push_segment
 
     started = time.monotonic()
-    settings = settings_from(ctx)
-    result, spooler = push_segment(path, spool or settings.spool, settings.key_file,
-                                   settings.repo, lambda: _repo_key(ctx))
+    result, spooler = push_segment(path, settings_from(ctx, spool=spool),
+                                   lambda: _repo_key(ctx, spool))
     if as_json:
         _echo_json({"name": result.name, "size": result.size, "stored": result.stored,
                     "duplicate": result.duplicate, "spool": str(spooler.dir),
@@ -124,7 +123,7 @@ def wal_receive_cmd(ctx: click.Context, dsn: str, slot: str, spool: str | None,
     from drsync.wal.receive import receive_wal, staging_dir
 
     spooler = _spool(ctx, spool)
-    key = _key(ctx, spooler)
+    key = _key(ctx, spooler, spool)
     stopping: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -137,7 +136,10 @@ def wal_receive_cmd(ctx: click.Context, dsn: str, slot: str, spool: str | None,
         if not as_json:
             click.echo(f"spooled {pushed.name} ({pushed.size} bytes, sealed {pushed.stored})")
 
+    from drsync.sources.postgres import PgTools
+
     result = receive_wal(dsn, spooler, key, slot=slot,
+                         tools=PgTools(settings_from(ctx, spool=spool).pg_bindir),
                          staging=staging_dir(spooler, staging), stop=lambda: bool(stopping),
                          on_spooled=spooled)
     if as_json:
@@ -168,7 +170,7 @@ def wal_ship_cmd(ctx: click.Context, spool: str | None, continuous: bool, interv
     from drsync.wal.ship import ship_spool
 
     spooler = _spool(ctx, spool)
-    repo = open_repo(ctx)
+    repo = open_repo(ctx, settings_from(ctx, spool=spool))
     while True:
         result = ship_spool(spooler, repo.store, repo.key)
         if as_json:
@@ -191,11 +193,13 @@ def wal_ship_cmd(ctx: click.Context, spool: str | None, continuous: bool, interv
 def wal_fetch_cmd(ctx: click.Context, name: str, dest: str, spool: str | None) -> None:
     """Write WAL file NAME (%f) to DEST (%p) from the spool or the store: restore_command.
 
-    Every byte is authenticated and verified first. Exit 1: the file does not
-    exist (PostgreSQL then ends recovery normally). Any other failure (a
-    damaged object, an unreachable store, a wrong key) exits 126, which
+    Every byte is authenticated and verified first. Exit 1, silently: the
+    file does not exist (PostgreSQL asks for such files as part of recovery,
+    and then ends it normally). Any other failure (a damaged object, an
+    unreachable store, a wrong key) exits 126 with one line, which
     PostgreSQL treats as fatal, so recovery stops instead of silently ending
-    early.
+    early. The spool is read when it exists and never created: a restore
+    host does not need the tenant host's spool.
 
     \b
     Example (postgresql.auto.conf, as written by `drsync restore --pgdata`):
@@ -204,25 +208,31 @@ def wal_fetch_cmd(ctx: click.Context, name: str, dest: str, spool: str | None) -
     try:
         _fetch(ctx, name, dest, spool)
     except WalNotFound:
-        raise
+        sys.exit(WalNotFound.exit_code)
     except DrsyncError as err:
         click.echo(f"drsync: error: {err}", err=True)
         sys.exit(126)
 
 
 def _fetch(ctx: click.Context, name: str, dest: str, spool: str | None) -> None:
-    from drsync.store import open_store
-    from drsync.wal.push import resolve_spool
+    from drsync.settings import store_for
+    from drsync.wal.push import spool_key
     from drsync.wal.ship import fetch_file
+    from drsync.wal.spool import Spool
 
-    settings = settings_from(ctx)
-    given = spool or settings.spool
-    spooler = resolve_spool(given, None, None) if given else None
-    store = open_store(repo_url(settings))
-    if settings.key_file and spooler is not None:
-        key = _key(ctx, spooler)
-    else:
+    settings = settings_from(ctx, spool=spool)
+    spooler = None
+    if settings.spool or settings.key_file or settings.repo:
+        spooler = Spool.if_present(settings.wal_spool())
+    store = store_for(settings)
+
+    def repo_key() -> Any:
         from drsync.repo.repository import Repository
 
-        key = Repository.open(store, resolve_secret(settings)).key
+        return Repository.open(store, resolve_secret(settings)).key
+
+    def wrapping(kf: Any) -> bytes:
+        return bytes(store.get(f"keys/{kf.key_id}"))
+
+    key = spool_key(spooler, settings.key_file, wrapping, repo_key, cache=False)
     fetch_file(name, dest, key, spool=spooler, store=store)

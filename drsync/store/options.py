@@ -22,6 +22,7 @@ class S3Options:
     region: str | None = None  # None: boto3's chain (AWS_REGION, the profile, ...)
     addressing_style: str = "auto"  # auto | path | virtual
     profile: str | None = None  # a profile in the AWS config/credentials files
+    credentials_file: str | None = None  # an AWS shared-credentials file; profile: its section
     verify_tls: bool = True
     ca_bundle: str | None = None  # PEM file of CAs to trust instead of the system's
     part_size: int = 8 * MiB  # multipart part size; objects larger than one part go multipart

@@ -30,6 +30,8 @@ owns, and nothing above it knows:
   no ``If-None-Match`` (the claim protocol), no ListMultipartUploads (cut
   uploads are neither listed, resumed from the spool nor aborted). A 501 is
   a permanent answer, never retried.
+- **Credentials.** boto3's usual chain, or the keys of ``credentials_file``
+  (``s3_credentials``) given to the session explicitly.
 - **Errors.** Transient ones are StoreUnavailable (the retry wrapper retries
   them); permanent ones are one line naming the bucket and the reason.
   boto3's own retries are off, so retrying happens in exactly one place.
@@ -67,6 +69,7 @@ from drsync.store.base import ObjectInfo, Store, validate_key, validate_prefix
 from drsync.store.capabilities import CapabilityUnavailable, Pacer, PendingUpload, warn_once
 from drsync.store.options import S3Options
 from drsync.store.s3_commit import ConditionalCreate
+from drsync.store.s3_credentials import StaticCredentials, read_credentials_file
 from drsync.store.s3_errors import error_code, translate, unsupported
 
 if TYPE_CHECKING:
@@ -96,17 +99,25 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-_sessions: dict[str | None, boto3.session.Session] = {}
+_sessions: dict[tuple[str | None, StaticCredentials | None], boto3.session.Session] = {}
 _sessions_lock = threading.Lock()
 
 
-def _session(profile: str | None) -> boto3.session.Session:
-    """One boto3 session per profile: loading the service model once makes opening a
-    store cheap (tests open hundreds)."""
+def _session(profile: str | None, credentials_file: str | None = None) -> boto3.session.Session:
+    """One boto3 session per profile (or per credentials read from a credentials file):
+    loading the service model once makes opening a store cheap (tests open hundreds)."""
+    creds = read_credentials_file(credentials_file, profile) if credentials_file else None
     with _sessions_lock:
-        session = _sessions.get(profile)
+        session = _sessions.get((profile, creds))
         if session is None:
-            session = _sessions[profile] = boto3.session.Session(profile_name=profile)
+            if creds is not None:  # keys given explicitly: the profile named their section
+                session = boto3.session.Session(
+                    aws_access_key_id=creds.access_key_id,
+                    aws_secret_access_key=creds.secret_access_key,
+                    aws_session_token=creds.session_token)
+            else:
+                session = boto3.session.Session(profile_name=profile)
+            _sessions[(profile, creds)] = session
         return session
 
 
@@ -197,7 +208,7 @@ class S3Store(Store):
     def _make_client(self, connections: int) -> S3Client:
         opts = self.options
         try:
-            session = _session(opts.profile)
+            session = _session(opts.profile, opts.credentials_file)
             config = Config(
                 s3={"addressing_style": opts.addressing_style},  # type: ignore[arg-type]
                 retries={"total_max_attempts": 1, "mode": "standard"},  # RetryStore retries

@@ -3,7 +3,8 @@
 The master key comes from the key file and a cached copy of its wrapping
 (``<spool>/.key-<key id>``, the same bytes as the store's ``keys/<key id>``,
 useless without the key file), so a push reads no store and works while the
-WAN is down; only the very first push of a spool fetches the wrapping.
+WAN is down; only the very first push of a spool fetches the wrapping, from
+the store the settings name with every store option they carry.
 """
 
 from __future__ import annotations
@@ -12,15 +13,20 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from drsync.errors import ConfigError, IntegrityError, SourceError, WalConflict, WrongKey
 from drsync.repo.crypto import MasterKey
 from drsync.repo.keys import KeyFile, Secret, unwrap
 from drsync.repo.objects import FormatError
 from drsync.repo.wal import HEADER_MAX, is_wal_name, parse_wal_header, seal_wal
-from drsync.wal.spool import Spool, default_spool_dir
+from drsync.wal.spool import Spool
 
-__all__ = ["PushResult", "push_file", "push_segment", "resolve_spool", "spool_key"]
+if TYPE_CHECKING:
+    from drsync.settings import Settings
+
+__all__ = ["PushResult", "push_file", "push_segment", "resolve_spool", "spool_key",
+           "wrapping_from_store"]
 
 WAL_LEVEL = 1  # zstd level for WAL: level 1 already takes most of the gain, and is fastest
 
@@ -33,69 +39,82 @@ class PushResult:
     duplicate: bool  # the same content was already spooled
 
 
-def resolve_spool(spool: str | None, key_file: str | None, repo_url: str | None) -> Spool:
-    """The spool given, or a default per repository under the user's state directory."""
-    if spool:
-        return Spool(spool)
-    if key_file:
-        return Spool(default_spool_dir(KeyFile.load(key_file).repo_id))
-    if repo_url:
-        import hashlib
-
-        return Spool(default_spool_dir("url-" + hashlib.sha256(repo_url.encode()).hexdigest()[:16]))
-    raise ConfigError("no spool: use --spool, DRSYNC_SPOOL, [wal] spool in the config, "
-                      "or --key-file/--repo for the default one")
+def resolve_spool(settings: Settings) -> Spool:
+    """The configured spool, or the default one per repository (see Settings.wal_spool)."""
+    return Spool(settings.wal_spool())
 
 
-def spool_key(spool: Spool, key_file: str | None, repo_url: str | None,
-              open_repo: Callable[[], MasterKey]) -> MasterKey:
-    """The master key, without touching the store when the wrapping is cached."""
+def spool_key(spool: Spool | None, key_file: str | None,
+              fetch_wrapping: Callable[[KeyFile], bytes] | None,
+              open_repo: Callable[[], MasterKey], *, cache: bool = True) -> MasterKey:
+    """The master key, without touching the store when the spool caches the wrapping.
+
+    Without a cached copy the wrapping is fetched (``fetch_wrapping``) and, when
+    ``cache``, kept in the spool for the next push; ``cache=False`` (wal-fetch on a
+    restore host) never creates or writes the spool.
+    """
     if not key_file:
         return open_repo()  # a passphrase: the KDF runs (slow); agents should use a key file
     kf = KeyFile.load(key_file)
-    cache = spool.path(f".key-{kf.key_id}")
-    try:
-        wrapping = cache.read_bytes()
-    except FileNotFoundError:
-        wrapping = _fetch_wrapping(kf, repo_url)
-        spool.ensure()
-        tmp = cache.with_name(cache.name + ".tmp")
-        tmp.write_bytes(wrapping)
-        os.replace(tmp, cache)
-    except OSError as err:
-        raise ConfigError(f"cannot read {cache}: {err.strerror}") from None
+    cached = spool.path(f".key-{kf.key_id}") if spool is not None else None
+    wrapping = None
+    where = f"key wrapping keys/{kf.key_id}"
+    if cached is not None:
+        try:
+            wrapping = cached.read_bytes()
+            where = f"key wrapping cached in {cached}"
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise ConfigError(f"cannot read {cached}: {err.strerror}") from None
+    if wrapping is None:
+        if fetch_wrapping is None:
+            raise ConfigError(f"no key wrapping for key file {key_file} cached in the spool")
+        wrapping = fetch_wrapping(kf)
+        if cache and spool is not None and cached is not None:
+            spool.ensure()
+            tmp = cached.with_name(cached.name + ".tmp")
+            tmp.write_bytes(wrapping)
+            os.replace(tmp, cached)
     try:
         key = unwrap(wrapping, kf.key_id, Secret(key_file=kf))
     except (FormatError, KeyError, ValueError) as err:
-        raise IntegrityError(f"{cache}: {err}") from None
+        raise IntegrityError(f"{where}: {err}") from None
     if key is None:
-        raise WrongKey(f"wrong key file ({key_file}) for the key wrapping cached in {cache}")
+        raise WrongKey(f"wrong key file ({key_file}) for the {where}")
     return key
 
 
-def _fetch_wrapping(kf: KeyFile, repo_url: str | None) -> bytes:
-    from drsync.errors import ObjectNotFound, RepositoryNotFound
-    from drsync.store import open_store
+def wrapping_from_store(settings: Settings) -> Callable[[KeyFile], bytes]:
+    """Fetch a key file's wrapping from the store the settings name, with all their
+    store options (endpoint, credentials, CA bundle, limits)."""
 
-    if not repo_url:
-        raise ConfigError("no repository: the first wal-push of a spool needs --repo or "
-                          "DRSYNC_REPO to fetch the key wrapping")
-    try:
-        return open_store(repo_url).get(f"keys/{kf.key_id}")
-    except ObjectNotFound:
-        raise RepositoryNotFound(f"no key {kf.key_id} in repository {repo_url}") from None
+    def fetch(kf: KeyFile) -> bytes:
+        from drsync.errors import ObjectNotFound, RepositoryNotFound
+        from drsync.settings import store_for
+
+        if not settings.repo:
+            raise ConfigError("no repository: the first wal-push of a spool needs --repo, "
+                              "DRSYNC_REPO or `repo` in the config to fetch the key wrapping")
+        try:
+            return store_for(settings).get(f"keys/{kf.key_id}")
+        except ObjectNotFound:
+            raise RepositoryNotFound(f"no key {kf.key_id} in repository {settings.repo}") \
+                from None
+
+    return fetch
 
 
-def push_segment(path: str | Path, spool_dir: str | None, key_file: str | None,
-                 repo_url: str | None, open_repo: Callable[[], MasterKey]
+def push_segment(path: str | Path, settings: Settings, open_repo: Callable[[], MasterKey]
                  ) -> tuple[PushResult, Spool]:
     """wal-push as a whole: find the spool and the key, then seal ``path`` into it.
 
     The one service both front doors call (the click command and the
-    click-free fast path in ``drsync.entry``), so they cannot drift apart.
+    click-free fast path in ``drsync.entry``), with settings from the same
+    ``drsync.settings.resolve``, so they cannot drift apart.
     """
-    spool = resolve_spool(spool_dir, key_file, repo_url)
-    key = spool_key(spool, key_file, repo_url, open_repo)
+    spool = resolve_spool(settings)
+    key = spool_key(spool, settings.key_file, wrapping_from_store(settings), open_repo)
     return push_file(path, spool, key), spool
 
 

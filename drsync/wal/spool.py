@@ -15,12 +15,7 @@ from pathlib import Path
 from drsync.errors import ObjectExists, StoreError
 from drsync.store.local import LocalStore, describe_os_error, fsync_dir
 
-__all__ = ["Spool", "default_spool_dir"]
-
-def default_spool_dir(repo_tag: str) -> Path:
-    """Under the running user's state directory, one spool per repository."""
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
-    return Path(state) / "drsync" / "wal-spool" / repo_tag
+__all__ = ["Spool"]
 
 
 class Spool:
@@ -30,6 +25,12 @@ class Spool:
 
     def _error(self, err: OSError, what: str) -> StoreError:
         return StoreError(f"spool {self.dir}: {what}: {describe_os_error(err)}")
+
+    @classmethod
+    def if_present(cls, directory: str | Path) -> Spool | None:
+        """The spool at ``directory`` if that is a directory we can see, else None: for
+        readers (wal-fetch, pitr-range) that must never create one."""
+        return cls(directory) if os.path.isdir(directory) else None
 
     def ensure(self) -> None:
         if self.dir.is_dir():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from drsync.testing import text_like
+from drsync.testing import make_repository, text_like
 
 
 class Cli:
@@ -36,7 +36,7 @@ class Cli:
 @pytest.fixture
 def cli(drsync_bin: str, tmp_path: Path) -> Cli:
     c = Cli(drsync_bin, tmp_path)
-    c("init", "--new-key-file", str(tmp_path / "agent.key"))
+    make_repository(str(tmp_path / "repo"), "correct horse", tmp_path / "agent.key")
     return c
 
 
@@ -54,6 +54,23 @@ def test_help_lists_every_command(drsync_bin: str) -> None:
     for command in ("init", "backup", "snapshots", "restore", "check", "runs", "unlock"):
         sub = subprocess.run([drsync_bin, command, "--help"], capture_output=True, text=True)
         assert sub.returncode == 0 and "Example" in sub.stdout, command
+
+
+def test_init_uses_the_real_kdf_whatever_the_environment(drsync_bin: str,
+                                                         tmp_path: Path) -> None:
+    """`drsync init` has no test switch: the passphrase wrapping always gets full scrypt
+    cost, and the key file it writes opens the repository without any KDF."""
+    from drsync.repo.keys import DEFAULT_KDF, parse_wrapping
+
+    cli = Cli(drsync_bin, tmp_path)
+    cli("init", "--new-key-file", str(tmp_path / "agent.key"),
+        env={"DRSYNC_INSECURE_TEST_KDF": "1"})  # the switch that used to weaken it
+    wrappings = [parse_wrapping(p.read_bytes()) for p in (tmp_path / "repo" / "keys").iterdir()]
+    assert sorted(w["kind"] for w in wrappings) == ["keyfile", "passphrase"]
+    kdf = next(w["kdf"] for w in wrappings if w["kind"] == "passphrase")
+    assert (kdf["n"], kdf["r"], kdf["p"]) == (DEFAULT_KDF.n, DEFAULT_KDF.r, DEFAULT_KDF.p)
+    assert cli.json("snapshots", env={"DRSYNC_PASSWORD": "",
+                                      "DRSYNC_KEY_FILE": str(tmp_path / "agent.key")}) == []
 
 
 def test_backup_snapshots_restore_files(cli: Cli, tmp_path: Path) -> None:

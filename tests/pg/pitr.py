@@ -18,11 +18,13 @@ def stamped_inserts(tenant: Any, n: int) -> list[tuple[int, str]]:
 
 
 def restore_between(tenant: Any, base_id: str, rows: list[tuple[int, str]], k: int,
-                    scratch_dir: Path) -> tuple[list[int], Cluster]:
+                    scratch_dir: Path, *, global_args: tuple[str, ...] = (),
+                    env: dict[str, str] | None = None) -> tuple[list[int], Cluster]:
     """Restore ``base_id`` to half-way between the commits of rows k and k+1 and start it.
 
-    Returns the ids that must be there (committed at or before the target) and the
-    running restored cluster.
+    ``global_args`` go before ``restore`` (e.g. ``--config FILE``), ``env`` over the
+    tenant's environment. Returns the ids that must be there (committed at or before
+    the target) and the running restored cluster.
     """
     target = tenant.cluster.psql(
         f"SELECT (timestamptz '{rows[k][1]}' + (timestamptz '{rows[k + 1][1]}' - "
@@ -31,9 +33,9 @@ def restore_between(tenant: Any, base_id: str, rows: list[tuple[int, str]], k: i
     assert 0 < len(expected) < len(rows)
     port = free_port()
     done = tenant.drsync_json(
-        "restore", base_id, "--pgdata", str(scratch_dir / "data"),
+        *global_args, "restore", base_id, "--pgdata", str(scratch_dir / "data"),
         "--target-time", target, "--start", "--pg-option", f"port={port}",
-        "--pg-option", f"unix_socket_directories={scratch_dir}")
+        "--pg-option", f"unix_socket_directories={scratch_dir}", env=env)
     assert done["started"] is True
     return expected, Cluster(scratch_dir, tenant.bindir, port)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from drsync.testing import make_repository
 from drsync.testing_postgres import Cluster, make_cluster_dir
 
 CHECKSUM = ("SELECT count(*), md5(string_agg(md5(t::text), '' ORDER BY {key})) "
@@ -46,7 +47,7 @@ def test_dump_restores_with_equal_row_counts_and_checksums(
                  "interval '1 day' FROM generate_series(1, 5000) g", dbname="registry")
     env = {**os.environ, "DRSYNC_REPO": str(tmp_path / "repo"), "DRSYNC_PASSWORD": "pw",
            "DRSYNC_CATALOG": str(tmp_path / "catalog.sqlite")}
-    _drsync(drsync_bin, env, "init")
+    make_repository(str(tmp_path / "repo"), "pw")
     first = _drsync(drsync_bin, env, "backup", "--pg-dump", cluster.dsn_for("registry"),
                     "--pg-dumpall-globals")
     cluster.psql("UPDATE resident SET name = name || ' (moved)' WHERE id % 100 = 0",
@@ -79,7 +80,7 @@ def test_dump_of_a_missing_database_is_one_line(cluster: Cluster, drsync_bin: st
                                                 tmp_path: Path) -> None:
     env = {**os.environ, "DRSYNC_REPO": str(tmp_path / "repo"), "DRSYNC_PASSWORD": "pw",
            "DRSYNC_CATALOG": str(tmp_path / "catalog.sqlite")}
-    _drsync(drsync_bin, env, "init")
+    make_repository(str(tmp_path / "repo"), "pw")
     done = subprocess.run([drsync_bin, "backup", "--pg-dump", cluster.dsn_for("nowhere")],
                           env=env, capture_output=True, text=True)
     assert done.returncode == 15
@@ -96,7 +97,7 @@ def test_restore_creates_a_missing_database_and_refuses_a_non_empty_one(
     cluster.psql("CREATE ROLE restorer LOGIN CREATEDB")
     env = {**os.environ, "DRSYNC_REPO": str(tmp_path / "repo"), "DRSYNC_PASSWORD": "pw",
            "DRSYNC_CATALOG": str(tmp_path / "catalog.sqlite")}
-    _drsync(drsync_bin, env, "init")
+    make_repository(str(tmp_path / "repo"), "pw")
     snap = _drsync(drsync_bin, env, "backup", "--pg-dump", cluster.dsn_for("registry"))
     dsn = f"host={cluster.base} port={cluster.port} user=restorer dbname='new registry'"
     done = _drsync(drsync_bin, env, "restore", snap["snapshot_id"], "--pg-restore", dsn,

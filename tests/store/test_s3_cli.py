@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from drsync.repo import RepoConfig
+from drsync.store import S3Options, StoreOptions
+from drsync.testing import make_repository
 from tests.store.faultproxy import FaultProxy
 
 MiB = 1 << 20
@@ -40,8 +43,11 @@ class S3Cli:
 @pytest.fixture
 def s3cli(drsync_bin: str, tmp_path: Path, proxy: FaultProxy,
           bucket_on: Callable[..., str]) -> S3Cli:
-    cli = S3Cli(drsync_bin, tmp_path, proxy.url, bucket_on())
-    cli("init", "--pack-size-mib", "1")
+    bucket = bucket_on()
+    cli = S3Cli(drsync_bin, tmp_path, proxy.url, bucket)
+    make_repository(f"s3://{bucket}/registry", "correct horse",
+                    config=RepoConfig(pack_size=1 << 20),
+                    options=StoreOptions(s3=S3Options(endpoint_url=proxy.url)))
     return cli
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from drsync.testing import make_repository
+
 SEG = "000000010000000000000003"
 RUNNER = """
 import sys
@@ -57,7 +59,7 @@ CASES = [
     ("json", ["--json", "{seg}"], {}, 0, False),
     ("passphrase, no key file", ["{seg}"],
      {"DRSYNC_KEY_FILE": "", "DRSYNC_PASSWORD": "pw"}, 0, False),
-    ("first push of a spool", ["--spool", "{dir}/fresh", "{seg}"], {}, 0, False),
+    ("first push of a spool", ["--spool", "{dir}/fresh", "{seg}"], {}, 0, True),
 ]
 
 
@@ -65,11 +67,9 @@ CASES = [
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A repository, a key file, a config, a spool whose key wrapping is cached."""
     base = tmp_path_factory.mktemp("fast")
-    env = {**os.environ, "DRSYNC_REPO": str(base / "repo"), "DRSYNC_PASSWORD": "pw",
-           "DRSYNC_INSECURE_TEST_KDF": "1"}
+    env = {**os.environ, "DRSYNC_REPO": str(base / "repo")}
     drsync = [sys.executable, "-c", "from drsync.cli import main; main()"]
-    subprocess.run([*drsync, "init", "--new-key-file", str(base / "agent.key")], env=env,
-                   check=True, capture_output=True)
+    make_repository(str(base / "repo"), "pw", base / "agent.key")
     (base / SEG).write_bytes(os.urandom(4096) + bytes(1 << 20))
     (base / "dup").mkdir()
     (base / "dup" / "000000010000000000000002").write_bytes(b"same" * 1000)
@@ -94,7 +94,7 @@ def _run(template: Path, work: Path, module: str, argv: list[str],
             "conflict": str(work / "conflict" / "000000010000000000000002")}
     full = {**{k: v for k, v in os.environ.items() if not k.startswith("DRSYNC_")},
             "DRSYNC_REPO": str(work / "repo"), "DRSYNC_KEY_FILE": str(work / "agent.key"),
-            "DRSYNC_SPOOL": str(work / "spool"), "DRSYNC_INSECURE_TEST_KDF": "1",
+            "DRSYNC_SPOOL": str(work / "spool"),
             **{k: v.format(**fill) for k, v in env.items()}}
     done = subprocess.run(
         [sys.executable, "-c", RUNNER.format(module=module, mark=str(mark)), "wal-push",

@@ -18,6 +18,7 @@ from drsync.repo.crypto import MasterKey
 from drsync.repo.objects import FormatError
 from drsync.repo.wal import open_wal, parse_wal_header, seal_wal
 from drsync.sources.postgres.doctor import judge
+from drsync.testing import make_repository
 from drsync.wal.coverage import BaseBackup, next_segment, parse_history, wal_coverage
 
 SEG = "000000010000000000000003"
@@ -46,9 +47,7 @@ class Wal:
 
 @pytest.fixture
 def wal(drsync_bin: str, tmp_path: Path) -> Wal:
-    env = {**os.environ, "DRSYNC_REPO": str(tmp_path / "repo"), "DRSYNC_PASSWORD": "pw"}
-    subprocess.run([drsync_bin, "init", "--new-key-file", str(tmp_path / "agent.key")], env=env,
-                   check=True, capture_output=True)
+    make_repository(str(tmp_path / "repo"), "pw", tmp_path / "agent.key")
     return Wal(drsync_bin, tmp_path)
 
 
@@ -196,6 +195,7 @@ def test_ship_then_fetch_verifies_and_missing_is_exit_1(wal: Wal, tmp_path: Path
     assert wal("wal-fetch", "00000002.history", str(out / "h"), env=env).returncode == 0
     missing = wal("wal-fetch", "000000010000000000000007", str(out / "x"), env=env)
     assert missing.returncode == 1 and not (out / "x").exists()
+    assert missing.stderr == ""  # PostgreSQL asks for files that do not exist: no log noise
     data = bytearray(stored.read_bytes())
     data[len(data) // 2] ^= 0xFF
     stored.write_bytes(bytes(data))

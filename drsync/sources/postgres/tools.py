@@ -90,10 +90,11 @@ class RecoveryTarget:
 
 
 class PgTools:
-    """PostgreSQL's programs: $DRSYNC_PG_BINDIR, then PATH, then Debian's newest version."""
+    """PostgreSQL's programs: ``bindir`` (the resolved ``pg_bindir`` setting, from
+    DRSYNC_PG_BINDIR or the config), then PATH, then Debian's newest version."""
 
     def __init__(self, bindir: str | None = None) -> None:
-        self.bindir = bindir or os.environ.get("DRSYNC_PG_BINDIR") or None
+        self.bindir = bindir or None
 
     def path(self, name: str) -> str:
         if self.bindir:
@@ -106,7 +107,7 @@ class PgTools:
                            reverse=True):
             return cand
         raise SourceError(f"{name} not found: install the PostgreSQL client programs or set "
-                          "DRSYNC_PG_BINDIR")
+                          "DRSYNC_PG_BINDIR (or pg_bindir in the config)")
 
     def psql_args(self, conn: PgConnection) -> list[str]:
         return [self.path("psql"), "-X", "-At", "-q", "-v", "ON_ERROR_STOP=1", "-d", conn.dsn]
