@@ -132,6 +132,8 @@ def load_settings(path: str | None) -> Settings:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
     values: dict[str, Any] = {"source": path}
     for key, value in data.items():
         if isinstance(value, dict) and key in _SCHEMA and key:

@@ -78,7 +78,7 @@ def read_lock(store: Store) -> LockInfo | None:
         doc = json.loads(data[HEADER_SIZE:])
         return LockInfo(str(doc["host"]), int(doc["pid"]), float(doc["time"]),
                         str(doc["token"]), str(doc.get("command", "")))
-    except (FormatError, ValueError, KeyError, TypeError):
+    except (FormatError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
         # An unreadable lock (torn by a crashed non-atomic store) blocks nobody forever.
         return LockInfo("?", 0, 0.0, "", "unreadable lock")
 
