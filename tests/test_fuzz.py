@@ -141,17 +141,19 @@ def perturbed(doc: Any) -> st.SearchStrategy[Any]:
         holder: Any = None
         key: Any = None
         node = copy
-        while isinstance(node, dict | list) and node and draw(st.booleans()):
+        # Mostly one field of the document; sometimes deeper, sometimes the whole of it.
+        while isinstance(node, dict | list) and node and (
+                (holder is None and draw(st.integers(0, 9))) or draw(st.booleans())):
             holder = node
             key = draw(st.sampled_from(sorted(node) if isinstance(node, dict)
                                        else range(len(node))))
             node = node[key]
         if holder is None:
             return draw(json_values)
-        if isinstance(holder, dict) and draw(st.booleans()):
+        if isinstance(holder, dict) and not draw(st.integers(0, 3)):
             del holder[key]
         else:
-            holder[key] = draw(json_values)
+            holder[key] = draw(st.one_of(SPECIAL, json_values))
         return copy
 
     return build()
