@@ -297,11 +297,17 @@ def test_new_commands_have_help_with_an_example(drsync_bin: str) -> None:
 
 def test_ship_goes_through_the_shared_upload_limit(wal: Wal, tmp_path: Path) -> None:
     # The process-wide token bucket (--limit-upload, tested with a virtual clock in
-    # tests/store) is what paces wal-ship; here: it is wired in, and shipping completes.
+    # tests/store) is what paces wal-ship. Here the cap is one the transfer certainly
+    # exceeds without it: about 0.55 MB of sealed WAL at 1 MB/s must take at least
+    # (bytes - burst) / rate, about half a second, where an unthrottled local put takes
+    # milliseconds. Only a lower bound: a slow machine can never fail it.
     seg = _segment(tmp_path / SEG, size=1 << 20)
     assert wal("wal-push", str(seg)).returncode == 0
-    done = wal("--limit-upload", "500MB/s", "wal-ship", "--json")
+    rate, burst = 1e6, 64 * 1024  # "8Mbit"; the burst is max(64 KiB, rate / 20)
+    done = wal("--limit-upload", "8Mbit", "wal-ship", "--json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["shipped"] == 1
+    shipped = json.loads(done.stdout)
+    assert shipped["shipped"] == 1 and shipped["bytes"] > 4 * burst
+    assert shipped["duration_s"] >= (shipped["bytes"] - burst) / rate
     bad = wal("--limit-upload", "fast", "wal-ship")
     assert bad.returncode == 2 and "fast" in bad.stderr
