@@ -25,7 +25,14 @@ from hypothesis import strategies as st
 
 from drsync.errors import DrsyncError, WrongKey
 from drsync.pgrestore import pitr_range
-from drsync.plan import fleet_from_dict, load_fleet, load_schedule, plan_fleet, schedule_file
+from drsync.plan import (
+    fleet_from_dict,
+    load_fleet,
+    load_schedule,
+    plan_fleet,
+    read_history_csv,
+    schedule_file,
+)
 from drsync.plan.fleetfile import apply_overrides
 from drsync.repo.crypto import CODEC_RAW, CODEC_ZSTD, MasterKey
 from drsync.repo.index import index_document, pack_key
@@ -225,6 +232,20 @@ def test_fleet_tables_and_overrides(raw: Any, overrides: list[str]) -> None:
         plan_fleet(fleet_from_dict(raw, "fleet.toml", apply_overrides(raw, overrides)))
 
     refused(plan)
+
+
+HISTORY = (b"tenant,date,bytes_in,bytes_out,prep_s,send_s\n"
+           b"Nobeoka,2026-11-27,300000000,33000000,750.5,138.9\n"
+           b"Nobeoka,2026-11-28,310000000,34000000,760.0,140.0\n")
+
+
+@FUZZ
+@given(data=either(st.binary(max_size=200), mutated(HISTORY)))
+def test_plan_history_csv(data: bytes) -> None:
+    with scratch() as tmp:
+        path = tmp / "history.csv"
+        path.write_bytes(data)
+        refused(lambda: read_history_csv(path), str(path))
 
 
 SCHEDULE = schedule_file(plan_fleet(load_fleet(FLEET_FILES[0])))
