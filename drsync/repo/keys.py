@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 KEYFILE_MAGIC = "drsync-keyfile-v1"
-_KEYFILE_MAX = 4096  # a key file is one short line; read no more of a wrong file than this
+_KEYFILE_MAX = 4096  # a key file is one short line; never read all of /dev/urandom
 # Anyone who can write to the store can add a wrapping; one asking scrypt for terabytes
 # or hours is refused, not attempted. 128 x n x r is scrypt's memory, times p its work:
 # the bound is twice what DEFAULT_KDF costs.
@@ -85,11 +85,12 @@ class KeyFile:
     @classmethod
     def load(cls, path: str | Path) -> KeyFile:
         try:
-            data = Path(path).read_bytes()[:_KEYFILE_MAX]
+            with open(path, "rb") as fh:
+                data = fh.read(_KEYFILE_MAX + 1)
         except OSError as err:
             raise ConfigError(f"cannot read key file {path}: {err.strerror}") from None
         parts = data.split()
-        if len(parts) != 4 or parts[0] != KEYFILE_MAGIC.encode():
+        if len(data) > _KEYFILE_MAX or len(parts) != 4 or parts[0] != KEYFILE_MAGIC.encode():
             raise ConfigError(f"{path} is not a drsync key file")
         repo_id, key_id = (p.decode("ascii", "replace") for p in parts[1:3])
         if not (_is_id(repo_id) and _is_id(key_id)):
