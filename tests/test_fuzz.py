@@ -72,7 +72,7 @@ from drsync.wal.spool import Spool
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-DISK = settings(FUZZ, max_examples=150)  # each example writes and fsyncs a spool
+DISK = settings(FUZZ, max_examples=200)  # each example writes and fsyncs a spool
 KEY = MasterKey(bytes(range(64)))
 FAST = KdfParams(n=1 << 4, r=1, p=1)
 REPO_ID = "0123456789abcdef0123456789abcdef"
