@@ -71,6 +71,14 @@ class DrsyncError(Exception):
 
     exit_code = 1
 
+    def __str__(self) -> str:
+        # Messages quote names and values from files and flags; a newline or other control
+        # character in those must not break the one line (nor forge a second one in a log).
+        text = super().__str__()
+        if text.isprintable():
+            return text
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
 
 class UsageError(DrsyncError):
     exit_code = 2

@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drsync.errors import UsageError
+from drsync.errors import IntegrityError, UsageError
 from drsync.repo import Entry, Repository, Snapshot, SnapshotReader
-from drsync.repo.wal import HEADER_MAX, parse_wal_header, wal_key
+from drsync.repo.objects import FormatError
+from drsync.repo.wal import HEADER_MAX, WAL_PREFIX, WalHeader, parse_wal_header, wal_key
 from drsync.sources import FileTreeTarget
 from drsync.sources.base import ItemMeta
 from drsync.sources.postgres import (
@@ -210,15 +211,22 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _newest(names: list[str], read_head: Any) -> dict[str, Any] | None:
+def _newest(names: list[str], read_head: Any, where: str) -> dict[str, Any] | None:
     segments = [n for n in names if len(n) == 24 or n.endswith(".partial")]
     if not segments:
         return None
     name = max(segments)
-    head = parse_wal_header(read_head(name))
+    head = _wal_header(read_head(name), f"{where}{name}")
     at = datetime.fromtimestamp(head.pushed, UTC)
     return {"wal": name, "pushed_at": at.isoformat(timespec="seconds").replace("+00:00", "Z"),
             "age_s": round((_now() - at).total_seconds(), 3)}
+
+
+def _wal_header(data: bytes, where: str) -> WalHeader:
+    try:
+        return parse_wal_header(data)
+    except FormatError as err:
+        raise IntegrityError(f"{where}: {err}") from None
 
 
 LATEST_COMMIT = "last commit in the archived WAL"
@@ -254,7 +262,8 @@ def pitr_range(repo: Repository, spool: Spool | None = None) -> dict[str, Any]:
     covered: list[Coverage] = archive.coverage()
 
     def pushed(name: str) -> str:
-        return _iso(datetime.fromtimestamp(parse_wal_header(read(name, HEADER_MAX)).pushed, UTC))
+        head = _wal_header(read(name, HEADER_MAX), f"WAL file {name}")
+        return _iso(datetime.fromtimestamp(head.pushed, UTC))
 
     rows = []
     for cov in covered:
@@ -269,8 +278,10 @@ def pitr_range(repo: Repository, spool: Spool | None = None) -> dict[str, Any]:
                 row["latest"], row["latest_basis"] = pushed(cov.last_wal), LATEST_PUSHED
         rows.append(row)
     complete = [r for r in rows if r["complete"]]
-    store_newest = _newest(store_names, lambda n: repo.store.get(wal_key(n), 0, HEADER_MAX))
-    spool_newest = _newest(spool_names, lambda n: spool.read(n, HEADER_MAX)) if spool else None
+    store_newest = _newest(store_names, lambda n: repo.store.get(wal_key(n), 0, HEADER_MAX),
+                           f"{repo.url}: object {WAL_PREFIX}")
+    spool_newest = _newest(spool_names, lambda n: spool.read(n, HEADER_MAX),
+                           f"spool {spool.dir}: ") if spool else None
     ages = [x["age_s"] for x in (store_newest, spool_newest) if x]
     newest = max((r for r in complete if r["latest"]), key=lambda r: r["latest"], default=None)
     return {

@@ -29,6 +29,13 @@ def test_dump_is_deterministic_and_about_the_size(dump: datagen.DumpStats, tmp_p
     assert SIZE * 0.95 < dump.size_bytes < SIZE * 1.1
     text = dump.path.read_text()
     assert text.count(" FROM stdin;\n") == len(datagen.TABLES) == text.count("\n\\.\n")
+    # What generate() reports is what it wrote: the file's size, and each table's rows.
+    assert dump.size_bytes == dump.path.stat().st_size
+    for table in datagen.TABLES:
+        section = text.split(f"COPY public.{table.name} (", 1)[1].split(" FROM stdin;\n", 1)[1]
+        rows = section.split("\n\\.\n", 1)[0].split("\n")
+        assert len(rows) == dump.rows[table.name] > 0, table.name
+        assert all(row.count("\t") == len(table.columns) - 1 for row in rows), table.name
 
 
 def test_day2_changes_a_few_rows_in_place_and_appends(
@@ -57,11 +64,37 @@ def test_parse_size() -> None:
 
 
 def test_raw_limits_measures_every_stage(dump: datagen.DumpStats) -> None:
-    results = raw_limits.measure(dump.path, 2 << 20, repeat=1)
+    """Every figure checked against an independent count over the same bytes: the sizes
+    and ratios exactly (the stages are deterministic), the rates within physical bounds
+    (a finite rate no faster than memory), the rendering against the figures."""
+    import zstandard
+    from pyfastcdc import FastCDC
+
+    limit = 2 << 20
+    results = raw_limits.measure(dump.path, limit, repeat=1)
+    data = dump.path.read_bytes()[:limit]
+    assert len(data) == limit < dump.size_bytes  # the limit, not the file, bounds the input
+    assert results["input_mb"] == limit / 1e6
+    chunks = [bytes(c.data) for c in FastCDC(avg_size=raw_limits.CDC_AVG,
+                                             min_size=raw_limits.CDC_MIN,
+                                             max_size=raw_limits.CDC_MAX).cut_buf(data)]
+    assert b"".join(chunks) == data
+    assert results["chunks"] == len(chunks)
+    assert -(-limit // raw_limits.CDC_MAX) <= len(chunks) <= limit // raw_limits.CDC_MIN + 1
+    zstd = zstandard.ZstdCompressor(level=raw_limits.ZSTD_LEVEL)
+    blocks = [data[i : i + raw_limits.MIB] for i in range(0, limit, raw_limits.MIB)]
+    assert results["zstd3_ratio"] == pytest.approx(
+        limit / sum(len(zstd.compress(b)) for b in blocks), rel=1e-12)
+    # The pipeline seals each chunk: zstd, then AES-GCM adds a 16-byte tag.
+    sealed = sum(len(zstd.compress(c)) + 16 for c in chunks)
+    assert results["pipeline_ratio"] == pytest.approx(limit / sealed, rel=1e-12)
     for key in ("fastcdc", "blake3_keyed", "zstd3", "aes_gcm", "pipeline_1t", "pipeline_2t"):
-        assert results[f"{key}_mb_s"] > 0
-    assert 2 < results["zstd3_ratio"] < 10
-    assert results["input_mb"] == pytest.approx(2 * 2**20 / 1e6)
+        assert 0 < results[f"{key}_mb_s"] < 1e5, key  # 100 GB/s: beyond any memory bus here
+    text = raw_limits.render(results)
+    assert f"{results['input_mb']:.0f} MB, {len(chunks)} chunks" in text
+    assert f"(ratio {results['zstd3_ratio']:.2f}x)" in text
+    speedup = results["pipeline_2t_mb_s"] / results["pipeline_1t_mb_s"]
+    assert f"({speedup:.2f}x of 1 thread)" in text
 
 
 def test_peers_render_missing_tools_as_not_installed() -> None:

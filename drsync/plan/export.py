@@ -2,13 +2,19 @@
 
 Times are seconds from the window start, rounded to the millisecond; rates
 are Mbit/s (10^6 bits) and volumes MB (10^6 bytes), rounded to six places,
-so output is stable enough to keep as golden files.
+so output is stable enough to keep as golden files. ``load_schedule`` reads
+a schedule file back, checking every field an agent relies on.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, NoReturn
 
+from drsync.errors import ConfigError
 from drsync.plan.cycle import Cycle
 from drsync.plan.learn import Learned
 from drsync.plan.maxfit import MaxFit
@@ -19,6 +25,7 @@ __all__ = [
     "SCHEDULE_VERSION",
     "cycle_to_dict",
     "learned_to_dict",
+    "load_schedule",
     "maxfit_to_dict",
     "plan_to_dict",
     "schedule_file",
@@ -157,3 +164,87 @@ def schedule_file(plan: Plan) -> dict[str, Any]:
         },
         "unscheduled": [u.tenant.name for u in plan.unfit],
     }
+
+
+_CLOCK = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?")
+
+
+def load_schedule(path: str | Path) -> dict[str, Any]:
+    """Read a ``--write-schedule`` file; ConfigError naming the file and the field.
+
+    Refuses an unknown format or version (docs/PLANNER.md); fields added within
+    version 1 are kept as they are, unchecked.
+    """
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+        doc = json.loads(text)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: schedule file not found") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read schedule file: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: schedule file is not UTF-8 text") from None
+    except (ValueError, RecursionError) as err:
+        raise ConfigError(f"{path}: schedule file is not valid JSON: {str(err)[:200]}") from None
+    _Schedule(str(path)).check(doc)
+    return dict(doc)
+
+
+class _Schedule:
+    """The checks of one schedule file, failing with ``file: field: problem``."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, where: str, message: str) -> NoReturn:
+        raise ConfigError(f"{self.source}: {where}: {message}")
+
+    def table(self, value: Any, where: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(where, "must be an object")
+        return value
+
+    def seconds(self, value: Any, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value) or value < 0:
+            self.fail(where, f"must be a number >= 0, got {str(value)[:40]}")
+        return float(value)
+
+    def check(self, doc: Any) -> None:
+        doc = self.table(doc, "the document")
+        if doc.get("format") != SCHEDULE_FORMAT:
+            self.fail("format", f"is not {SCHEDULE_FORMAT!r} (not a drsync schedule file)")
+        if doc.get("version") != SCHEDULE_VERSION:
+            self.fail("version", f"{str(doc.get('version'))[:20]} is not supported "
+                                 f"(this drsync reads {SCHEDULE_VERSION})")
+        window = self.table(doc.get("window"), "window")
+        if not isinstance(window.get("start"), str) or not _CLOCK.fullmatch(window["start"]):
+            self.fail("window.start", 'must be a time of day "HH:MM"')
+        for key in ("minutes", "seconds"):
+            self.seconds(window.get(key), f"window.{key}")
+        for name, slot in self.table(doc.get("tenants"), "tenants").items():
+            self.slot(self.table(slot, f"tenants.{name}"), f"tenants.{name}")
+        unscheduled = doc.get("unscheduled")
+        if not isinstance(unscheduled, list) or not all(isinstance(n, str) for n in unscheduled):
+            self.fail("unscheduled", "must be a list of tenant names")
+
+    def slot(self, slot: dict[str, Any], where: str) -> None:
+        if not isinstance(slot.get("link"), str):
+            self.fail(f"{where}.link", "must be a link name")
+        if not isinstance(slot.get("start"), str) or not _CLOCK.fullmatch(slot["start"]):
+            self.fail(f"{where}.start", 'must be a time of day "HH:MM:SS"')
+        start, end = (self.seconds(slot.get(k), f"{where}.{k}") for k in ("start_s", "end_s"))
+        if end < start:
+            self.fail(f"{where}.end_s", "is before start_s")
+        for key in ("deadline_s", "max_mbit_per_s"):
+            self.seconds(slot.get(key), f"{where}.{key}")
+        sends = slot.get("send")
+        if not isinstance(sends, list):
+            self.fail(f"{where}.send", "must be a list of {from_s, to_s, mbit_per_s}")
+        for i, send in enumerate(sends):
+            at = f"{where}.send[{i}]"
+            send = self.table(send, at)
+            low, high = (self.seconds(send.get(k), f"{at}.{k}") for k in ("from_s", "to_s"))
+            if high < low:
+                self.fail(f"{at}.to_s", "is before from_s")
+            self.seconds(send.get("mbit_per_s"), f"{at}.mbit_per_s")

@@ -132,6 +132,8 @@ def read_history_csv(path: str | Path) -> list[History]:
             header = tuple(rows[0].keys()) if rows else ()
     except OSError as err:
         raise ConfigError(f"{path}: cannot read history: {err}") from None
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ConfigError(f"{path}: not a history CSV: {err}") from None
     missing = [c for c in COLUMNS if rows and c not in header]
     if missing:
         raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}; "
@@ -140,6 +142,7 @@ def read_history_csv(path: str | Path) -> list[History]:
     for line, row in enumerate(rows, start=2):
         column = "tenant"
         try:
+            tenant = row["tenant"].strip()
             column = "date"
             date = dt.date.fromisoformat(row["date"].strip())
             column = "bytes_in"
@@ -155,7 +158,7 @@ def read_history_csv(path: str | Path) -> list[History]:
                               f"{row.get(column)!r}") from None
         if min(bytes_in, bytes_out) < 0 or min(prep_s, send_s) < 0:
             raise ConfigError(f"{path}:{line}: negative bytes or seconds")
-        history.append(History(row["tenant"].strip(), date, bytes_in, bytes_out, prep_s, send_s))
+        history.append(History(tenant, date, bytes_in, bytes_out, prep_s, send_s))
     return history
 
 

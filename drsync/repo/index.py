@@ -14,6 +14,7 @@ are *skipped* (recorded, never fatal); packs no readable index names can be
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,9 +54,6 @@ def index_document(packs: Iterable[tuple[str, int, list[BlobEntry]]]) -> dict[st
     }
 
 
-_PackRecord = tuple[str, int, list[tuple[bytes, BlobLocation]]]
-
-
 class Index:
     def __init__(self) -> None:
         self._blobs: dict[bytes, BlobLocation] = {}
@@ -89,34 +87,21 @@ class Index:
                 e.blob_id, BlobLocation(pack_id, e.blob_type, e.offset, e.length, e.raw_length)
             )
 
-    def merge_document(self, doc: dict[str, Any],
-                       present: Mapping[str, int] | None = None) -> None:
-        """Add an index file's content; raise ValueError (or KeyError, TypeError) when it
-        is malformed, having added nothing. With ``present`` (pack id -> stored size),
-        a pack that is not there with the size the index gives is set aside as lost."""
-        records: list[_PackRecord] = []
-        for pack in doc["packs"]:
-            pack_id = str(pack["id"])
-            size = int(pack["size"])
-            blobs: list[tuple[bytes, BlobLocation]] = []
-            for blob_hex, blob_type, offset, length, raw_length in pack["blobs"]:
-                blob_id = bytes.fromhex(blob_hex)
-                if len(blob_id) != 32:
-                    raise ValueError(f"blob id {blob_hex!r} is not 32 bytes")
-                blobs.append((blob_id, BlobLocation(pack_id, int(blob_type), int(offset),
-                                                    int(length), int(raw_length))))
-            records.append((pack_id, size, blobs))
-        for pack_id, size, blobs in records:
+    def merge_document(self, doc: Any, present: Mapping[str, int] | None = None) -> None:
+        """Add an index file's content; ValueError (and nothing added) when it is malformed.
+        With ``present`` (pack id -> stored size), a pack that is not there with the size
+        the index gives is set aside as lost."""
+        records = [(pack_id, size, list(entries)) for pack_id, size, entries in _parse(doc)]
+        for pack_id, size, entries in records:
             why = None if present is None else _unusable(pack_id, size, present)
             if why is not None:
                 self.lost_packs.setdefault(pack_id, why)
-                for blob_id, loc in blobs:
-                    self._lost.setdefault(blob_id, loc)
+                for e in entries:
+                    self._lost.setdefault(e.blob_id, BlobLocation(
+                        pack_id, e.blob_type, e.offset, e.length, e.raw_length))
                 continue
             self.lost_packs.pop(pack_id, None)
-            self.packs[pack_id] = size
-            for blob_id, loc in blobs:
-                self._blobs.setdefault(blob_id, loc)
+            self.add_pack(pack_id, size, entries)
 
 
 def _unusable(pack_id: str, size: int, present: Mapping[str, int]) -> str | None:
@@ -126,3 +111,32 @@ def _unusable(pack_id: str, size: int, present: Mapping[str, int]) -> str | None
     if stored != size:
         return f"truncated or extended: {stored} bytes, the index says {size}"
     return None
+
+
+_HEX64 = re.compile("[0-9a-f]{64}")
+_U32 = (1 << 32) - 1  # offsets and lengths inside a pack, as its header stores them
+
+
+def _parse(doc: Any) -> Iterator[tuple[str, int, Iterator[BlobEntry]]]:
+    if not isinstance(doc, dict) or not isinstance(doc.get("packs"), list):
+        raise ValueError("an index is an object with a list 'packs'")
+    for i, pack in enumerate(doc["packs"]):
+        if not isinstance(pack, dict):
+            raise ValueError(f"packs[{i}] is not an object")
+        pack_id, size, blobs = pack.get("id"), pack.get("size"), pack.get("blobs")
+        if not isinstance(pack_id, str) or not _HEX64.fullmatch(pack_id):
+            raise ValueError(f"packs[{i}].id {pack_id!r} is not a pack id")
+        if type(size) is not int or size < 0:
+            raise ValueError(f"pack {pack_id}: size {size!r} is not a byte count")
+        if not isinstance(blobs, list):
+            raise ValueError(f"pack {pack_id}: blobs is not a list")
+        yield pack_id, size, (_blob(pack_id, blob) for blob in blobs)
+
+
+def _blob(pack_id: str, blob: Any) -> BlobEntry:
+    if not (isinstance(blob, list) and len(blob) == 5 and isinstance(blob[0], str)
+            and _HEX64.fullmatch(blob[0])
+            and all(type(v) is int and 0 <= v <= _U32 for v in blob[1:])):
+        raise ValueError(f"pack {pack_id}: blob {str(blob)[:80]} is not "
+                         "[id, type, offset, length, raw length]")
+    return BlobEntry(blob[1], bytes.fromhex(blob[0]), blob[2], blob[3], blob[4])

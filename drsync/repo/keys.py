@@ -28,7 +28,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from drsync.errors import ConfigError, WrongKey
 from drsync.repo.crypto import MASTER_KEY_SIZE, NONCE_SIZE, MasterKey
-from drsync.repo.objects import HEADER_SIZE, TYPE_KEY, FormatError, check_header, header
+from drsync.repo.objects import (
+    HEADER_SIZE,
+    TYPE_KEY,
+    FormatError,
+    check_header,
+    decode_json,
+    header,
+)
 
 __all__ = [
     "DEFAULT_KDF",
@@ -42,6 +49,16 @@ __all__ = [
 ]
 
 KEYFILE_MAGIC = "drsync-keyfile-v1"
+_KEYFILE_MAX = 4096  # a key file is one short line; never read all of /dev/urandom
+# Anyone who can write to the store can add a wrapping; one asking scrypt for terabytes
+# or hours is refused, not attempted. 128 x n x r is scrypt's memory, times p its work:
+# the bound is twice what DEFAULT_KDF costs.
+_SCRYPT_MAX_COST = 1 << 28
+
+
+def _is_id(text: str) -> bool:
+    """Repository and key ids are 32 lower-case hex digits (``secrets.token_hex(16)``)."""
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
 
 
 @dataclass(frozen=True)
@@ -69,19 +86,23 @@ class KeyFile:
     @classmethod
     def load(cls, path: str | Path) -> KeyFile:
         try:
-            text = Path(path).read_text()
+            with open(path, "rb") as fh:
+                data = fh.read(_KEYFILE_MAX + 1)
         except OSError as err:
             raise ConfigError(f"cannot read key file {path}: {err.strerror}") from None
-        parts = text.split()
-        if len(parts) != 4 or parts[0] != KEYFILE_MAGIC:
+        parts = data.split()
+        if len(data) > _KEYFILE_MAX or len(parts) != 4 or parts[0] != KEYFILE_MAGIC.encode():
             raise ConfigError(f"{path} is not a drsync key file")
+        repo_id, key_id = (p.decode("ascii", "replace") for p in parts[1:3])
+        if not (_is_id(repo_id) and _is_id(key_id)):
+            raise ConfigError(f"{path}: key file names no valid repository and key id")
         try:
             secret = base64.b64decode(parts[3], validate=True)
         except ValueError:
             raise ConfigError(f"{path}: key file secret is not base64") from None
         if len(secret) != 32:
             raise ConfigError(f"{path}: key file secret must be 32 bytes")
-        return cls(parts[1], parts[2], secret)
+        return cls(repo_id, key_id, secret)
 
     def write(self, path: str | Path) -> None:
         """Create the file with mode 0600; never overwrite an existing one."""
@@ -187,24 +208,50 @@ def wrap(
 
 
 def parse_wrapping(data: bytes) -> dict[str, Any]:
+    """The wrapping's JSON fields, every one checked: FormatError for anything malformed,
+    so whoever opens a wrapping only meets well-formed values."""
     check_header(data, TYPE_KEY)
-    try:
-        doc = json.loads(data[HEADER_SIZE:])
-        if not isinstance(doc, dict) or doc.get("kind") not in ("passphrase", "keyfile"):
-            raise ValueError("unknown kind")
-    except ValueError as err:
-        raise FormatError(f"undecodable key wrapping: {err}") from None
+    doc = decode_json(data[HEADER_SIZE:])
+    if not isinstance(doc, dict) or doc.get("kind") not in ("passphrase", "keyfile"):
+        raise FormatError("undecodable key wrapping: unknown kind")
+    if len(_b64_field(doc, "nonce")) != NONCE_SIZE:
+        raise FormatError(f"key wrapping: nonce is not {NONCE_SIZE} bytes")
+    _b64_field(doc, "wrapped")
+    if doc["kind"] == "passphrase":
+        kdf = doc.get("kdf")
+        if not isinstance(kdf, dict) or kdf.get("name") != "scrypt":
+            raise FormatError("key wrapping: kdf must be scrypt with n, r, p and salt")
+        cost: list[Any] = [kdf.get(k) for k in ("n", "r", "p")]
+        if not all(type(v) is int for v in cost):
+            raise FormatError("key wrapping: scrypt n, r and p must be integers")
+        n, r, p = cost
+        if not (n > 1 and n & (n - 1) == 0 and r >= 1 and p >= 1
+                and 128 * n * r * p <= _SCRYPT_MAX_COST):
+            raise FormatError(f"key wrapping: scrypt cost n={n} r={r} p={p} is out of bounds")
+        _b64_field(kdf, "salt")
     return doc
 
 
+def _b64_field(doc: dict[str, Any], name: str) -> bytes:
+    value = doc.get(name)
+    try:
+        if not isinstance(value, str):
+            raise ValueError("not a string")
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise FormatError(f"key wrapping: {name} is not base64") from None
+
+
 def unwrap(data: bytes, key_id: str, secret: Secret) -> MasterKey | None:
-    """The master key, or None when this secret does not open this wrapping."""
+    """The master key, or None when this secret does not open this wrapping.
+
+    FormatError when the wrapping itself is malformed."""
     doc = parse_wrapping(data)
     if doc["kind"] == "passphrase":
         if secret.passphrase is None:
             return None
         kdf = doc["kdf"]
-        params = KdfParams(int(kdf["n"]), int(kdf["r"]), int(kdf["p"]))
+        params = KdfParams(kdf["n"], kdf["r"], kdf["p"])
         kek = _scrypt(secret.passphrase, base64.b64decode(kdf["salt"]), params)
     else:
         if secret.key_file is None or secret.key_file.key_id != key_id:

@@ -166,7 +166,8 @@ def _decode(data: bytes) -> LockInfo:
                         str(doc["token"]), str(doc.get("command", "")),
                         None if boot is None else str(boot),
                         None if start is None else int(start))
-    except (FormatError, ValueError, KeyError, TypeError, AttributeError):
+    except (FormatError, ValueError, KeyError, TypeError, AttributeError, OverflowError,
+            RecursionError):
         # An unreadable lock (torn by a crashed non-atomic store) blocks nobody forever.
         return LockInfo("?", 0, 0.0, "", "unreadable lock")
 

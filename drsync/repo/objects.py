@@ -12,6 +12,7 @@ import hashlib
 import json
 from typing import Any
 
+from drsync.errors import IntegrityError
 from drsync.repo.crypto import MasterKey, SealError, compress, decompress
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "TYPE_SNAPSHOT",
     "FormatError",
     "check_header",
+    "decode_json",
     "header",
     "object_id",
     "open_document",
@@ -46,8 +48,12 @@ HEADER_SIZE = 6
 MAX_DOCUMENT = 1 << 30
 
 
-class FormatError(Exception):
-    """Bytes that are not the object they should be (caller names the object)."""
+class FormatError(IntegrityError):
+    """Bytes that are not the object they should be.
+
+    Callers catch it and name the object; one that is not caught is still a
+    one-line error with the exit code of damage, never a traceback.
+    """
 
 
 def header(kind: bytes) -> bytes:
@@ -61,6 +67,15 @@ def check_header(data: bytes, kind: bytes) -> None:
         raise FormatError(f"object type {data[4:5]!r}, expected {kind!r}")
     if data[5] != FORMAT_VERSION:
         raise FormatError(f"format version {data[5]} is not supported (this drsync reads 1)")
+
+
+def decode_json(data: bytes) -> Any:
+    """JSON from untrusted bytes: FormatError for anything that is not (bad UTF-8, bad
+    syntax, nesting deep enough to exhaust the parser's recursion)."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as err:
+        raise FormatError(f"undecodable JSON: {str(err)[:200]}") from None
 
 
 def object_id(data: bytes) -> str:
@@ -79,11 +94,10 @@ def open_document(key: MasterKey, kind: bytes, data: bytes) -> dict[str, Any]:
     head = bytes(data[:HEADER_SIZE])
     try:
         codec, payload = key.unseal(bytes(data[HEADER_SIZE:]), head)
-        doc = json.loads(decompress(codec, payload, MAX_DOCUMENT))
+        plain = decompress(codec, payload, MAX_DOCUMENT)
     except SealError as err:
         raise FormatError(str(err)) from None
-    except ValueError as err:
-        raise FormatError(f"undecodable document: {err}") from None
+    doc = decode_json(plain)
     if not isinstance(doc, dict):
         raise FormatError("document is not an object")
     return doc

@@ -70,6 +70,8 @@ class PackBuilder:
 
 def header_length(tail: bytes) -> int:
     """The sealed header's length, from the pack's last four bytes."""
+    if len(tail) < _TRAILER.size:
+        raise FormatError(f"pack truncated to {len(tail)} bytes: no header length")
     (length,) = _TRAILER.unpack(tail[-_TRAILER.size :])
     return int(length)
 

@@ -105,9 +105,15 @@ class RepoConfig:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> RepoConfig:
-        chunker = doc["chunker"]
-        return cls(str(doc["id"]), int(chunker["avg"]), int(chunker["min"]),
-                   int(chunker["max"]), int(doc["pack_size"]), int(doc["compression_level"]))
+        """ValueError when the document is the wrong shape (it may still authenticate)."""
+        chunker = doc.get("chunker")
+        sizes = [chunker.get(k) for k in ("avg", "min", "max")] if isinstance(chunker, dict) \
+            else [None]
+        sizes += [doc.get("pack_size"), doc.get("compression_level")]
+        if not isinstance(doc.get("id"), str) or not all(type(v) is int for v in sizes):
+            raise ValueError("config document is not {id, chunker {avg, min, max}, "
+                             "pack_size, compression_level}")
+        return cls(doc["id"], *sizes)
 
 
 class Repository:

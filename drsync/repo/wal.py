@@ -46,6 +46,9 @@ _NAME = re.compile(r"^(?:[0-9A-F]{24}(?:\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A-
 _FIXED = struct.Struct("<32sQQ")
 MAX_WAL_FILE = 1 << 30  # PostgreSQL's largest segment size
 _PARALLEL_HASH = 1 << 20
+# The header is clear text until ``open_wal`` authenticates it; a push time no calendar
+# can show is refused here, so nobody converting it to a date meets an overflow.
+_LAST_PUSH_US = 253_402_300_799 * 10**6  # 9999-12-31T23:59:59Z
 
 
 def is_wal_name(name: str) -> bool:
@@ -106,6 +109,8 @@ def parse_wal_header(data: bytes) -> WalHeader:
     except UnicodeDecodeError:
         raise FormatError("WAL object name is not ASCII") from None
     content_id, size, pushed = _FIXED.unpack_from(data, end)
+    if pushed > _LAST_PUSH_US:
+        raise FormatError(f"push time {pushed} µs is past the year 9999")
     return WalHeader(name, content_id, size, pushed, end + _FIXED.size)
 
 

@@ -70,7 +70,10 @@ def ship_spool(spool: Spool, store: Store, key: MasterKey, *,
             store.put(wal_key(name), data, if_absent=True)
             result.shipped.append(name)
         except ObjectExists:
-            stored = parse_wal_header(store.get(wal_key(name), 0, HEADER_MAX))
+            try:
+                stored = parse_wal_header(store.get(wal_key(name), 0, HEADER_MAX))
+            except FormatError as err:
+                raise IntegrityError(f"{store.url}: object {wal_key(name)}: {err}") from None
             if stored.content_id != parse_wal_header(data).content_id:
                 result.conflicts.append(name)
                 continue
@@ -95,7 +98,7 @@ def fetch_file(name: str, dest: str | Path, key: MasterKey, *, spool: Spool | No
     where = ""
     if spool is not None:
         with contextlib.suppress(FileNotFoundError):
-            data, where = spool.read(name), f"spool {spool.dir}"
+            data, where = spool.read(name), f"spool {spool.dir}: {name}"
     if data is None and store is not None:
         with contextlib.suppress(ObjectNotFound):
             data, where = store.get(wal_key(name)), f"{store.url}: object {wal_key(name)}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -78,4 +77,13 @@ def test_second_base_backup_after_one_percent_of_pages_is_incremental(
           f"{second['bytes_added']} ({added:.2%}); first added {first['bytes_added']}")
     assert added <= 0.05
     assert first["bytes_added"] > 5 * second["bytes_added"]
-    time.sleep(0)
+    # An incremental base backup is only worth its WAL, off-site: wait until the archiver
+    # has closed and archived the segment after it and the spool is shipped to the store.
+    tenant.switch_and_ship()
+    doc = tenant.drsync_json("pitr-range")
+    bases = {b["snapshot_id"]: b for b in doc["base_backups"]}
+    assert bases[first["snapshot_id"]]["complete"] and bases[second["snapshot_id"]]["complete"]
+    spec = next(s for s in tenant.drsync_json("snapshots")
+                if s["id"] == second["snapshot_id"])["source"]["spec"]
+    assert doc["newest_wal_in_store"] is not None, doc
+    assert doc["newest_wal_in_store"]["wal"] >= spec["stop_wal"]

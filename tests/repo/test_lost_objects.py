@@ -197,7 +197,7 @@ def test_a_malformed_key_wrapping_does_not_lock_the_tenant_out(repo: Repository,
     warnings: list[str] = []
     fresh = Repository.open(repo.store, Secret(passphrase=PASS), warn=warnings.append)
     assert _restore(fresh, snapshot_id) == b"registry"
-    assert warnings == [f"object keys/{'0' * 32}: undecodable key wrapping: Expecting property "
+    assert warnings == [f"object keys/{'0' * 32}: undecodable JSON: Expecting property "
                         "name enclosed in double quotes: line 1 column 2 (char 1): skipped"]
     # A key file opens its own wrapping, untouched by the damaged one.
     path = tmp_path / "agent.key"
