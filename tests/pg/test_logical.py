@@ -5,28 +5,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from drsync.testing import make_repository
-from drsync.testing_postgres import Cluster, make_cluster_dir
+from drsync.testing_postgres import Cluster
 
 CHECKSUM = ("SELECT count(*), md5(string_agg(md5(t::text), '' ORDER BY {key})) "
             "FROM {table} t")
 TABLES = {"pgbench_accounts": "aid", "pgbench_branches": "bid", "resident": "id"}
-
-
-@pytest.fixture
-def cluster(pg_bindir: str) -> Iterator[Cluster]:
-    c = Cluster(make_cluster_dir(), pg_bindir)
-    c.initdb()
-    c.start()
-    yield c
-    c.stop("immediate")
-    subprocess.run(["rm", "-rf", str(c.base)])
 
 
 def _drsync(exe: str, env: dict[str, str], *args: str) -> Any:

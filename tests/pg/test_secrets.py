@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,7 +20,7 @@ from urllib.parse import quote
 import pytest
 
 from drsync.repo.crypto import MasterKey
-from drsync.testing_postgres import Cluster, make_cluster_dir
+from drsync.testing_postgres import Cluster
 from drsync.wal.receive import receive_wal
 from drsync.wal.spool import Spool
 
@@ -32,16 +31,6 @@ printf '%s\\0' "$0" "$@" > "$log.argv"
 printf '%s' "${{PGPASSWORD-}}" > "$log.env"
 exec {real}/$(basename "$0") "$@"
 """
-
-
-@pytest.fixture
-def cluster(pg_bindir: str) -> Iterator[Cluster]:
-    c = Cluster(make_cluster_dir(), pg_bindir)
-    c.initdb()
-    c.start()
-    yield c
-    c.stop("immediate")
-    subprocess.run(["rm", "-rf", str(c.base)])
 
 
 def _require_password(cluster: Cluster, role: str, password: str) -> None:
