@@ -86,6 +86,7 @@ class MasterKey:
     """A repository's secret: the AES key and the chunk-id key, never stored unwrapped."""
 
     raw: bytes
+    generation: int = 0
 
     def __post_init__(self) -> None:
         if len(self.raw) != MASTER_KEY_SIZE:

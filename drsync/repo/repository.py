@@ -3,7 +3,8 @@
 Object names (all under the store's root; see docs/FORMAT.md):
 
     config                      sealed document: id, chunker, pack size, compression
-    keys/<key id>               wrappings of the master key (plaintext JSON)
+    keys/<key id>               wrappings of the master key (plaintext JSON): passphrase,
+                                key file, operator escrow
     data/<xx>/<sha256>          pack files
     index/<sha256>              sealed index documents
     snapshots/<sha256>          sealed snapshot manifests
@@ -25,7 +26,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drsync.errors import (
     IntegrityError,
@@ -43,6 +44,8 @@ from drsync.repo.keys import (
     KdfParams,
     KeyFile,
     Secret,
+    WrappingInfo,
+    describe_wrapping,
     new_key_id,
     no_key_error,
     unwrap,
@@ -59,6 +62,9 @@ from drsync.repo.objects import (
 )
 from drsync.repo.snapshot import Snapshot
 from drsync.store.base import Store
+
+if TYPE_CHECKING:
+    from drsync.repo.escrow import EscrowPublicKey
 
 __all__ = ["RepoConfig", "Repository", "Warn"]
 
@@ -118,10 +124,11 @@ class RepoConfig:
 
 class Repository:
     def __init__(self, store: Store, key: MasterKey, config: RepoConfig, *,
-                 warn: Warn | None = None) -> None:
+                 warn: Warn | None = None, key_id: str | None = None) -> None:
         self.store = store
         self.key = key
         self.config = config
+        self.key_id = key_id  # the wrapping that opened it (None: just created)
         self.url = store.url
         self._on_warning = warn
         self._warned: set[str] = set()
@@ -143,8 +150,10 @@ class Repository:
         config: RepoConfig,
         *,
         kdf: KdfParams = DEFAULT_KDF,
+        escrow: EscrowPublicKey | None = None,
     ) -> Repository:
-        """Create a repository; the first wrapping is by passphrase when one is given."""
+        """Create a repository; the first wrapping is by passphrase when one is given, then
+        one by the operator's escrow key when one is given."""
         config.validate()
         if store.exists(CONFIG_KEY):
             raise RepositoryExists(f"a repository already exists at {store.url}")
@@ -152,7 +161,9 @@ class Repository:
                             config.chunk_max, config.pack_size, config.compression_level)
         repo = cls(store, MasterKey.generate(), config)
         if passphrase is not None:
-            repo.add_passphrase(passphrase, kdf=kdf)
+            repo.key_id = repo.add_passphrase(passphrase, kdf=kdf)
+        if escrow is not None:
+            repo.add_escrow(escrow)
         # The config is written last: until it exists, there is no repository.
         store.put(CONFIG_KEY, seal_document(repo.key, TYPE_CONFIG, config.to_doc()),
                   if_absent=True)
@@ -165,15 +176,15 @@ class Repository:
         except ObjectNotFound:
             raise RepositoryNotFound(f"no repository at {store.url}") from None
         repo_warn = warn or (lambda _message: None)
-        key = cls._unwrap_master(store, secret, repo_warn)
+        key_id, key = cls._unwrap_master(store, secret, repo_warn)
         try:
             config = RepoConfig.from_doc(open_document(key, TYPE_CONFIG, sealed_config))
         except (FormatError, KeyError, ValueError) as err:
             raise IntegrityError(f"{store.url}: object config: {err}") from None
-        return cls(store, key, config, warn=warn)
+        return cls(store, key, config, warn=warn, key_id=key_id)
 
     @staticmethod
-    def _unwrap_master(store: Store, secret: Secret, warn: Warn) -> MasterKey:
+    def _unwrap_master(store: Store, secret: Secret, warn: Warn) -> tuple[str, MasterKey]:
         """The master key from the first wrapping the secret opens. A malformed wrapping
         is skipped (one damaged or foreign file must not lock a tenant out while another
         wrapping opens); it is an error only when nothing else opens."""
@@ -195,7 +206,7 @@ class Repository:
             if key is not None:
                 for problem in malformed:
                     warn(f"{problem}: skipped")
-                return key
+                return name.removeprefix("keys/"), key
         if malformed and len(malformed) == len(names):
             raise IntegrityError(f"{store.url}: {malformed[0]}")
         error = no_key_error(store.url, secret)
@@ -218,6 +229,56 @@ class Repository:
                        wrap(self.key, self.config.id, key_id, key_file=key_file),
                        if_absent=True)
         return key_file
+
+    def add_escrow(self, public: EscrowPublicKey) -> str:
+        """Wrap the master key for the fleet operator's escrow key; one wrapping per escrow
+        key (adding the same escrow key again returns the existing one)."""
+        for info in self.wrappings():
+            if info.kind == "escrow" and info.escrow_key == public.key_id \
+                    and info.generation == self.key.generation:
+                return info.key_id
+        key_id = new_key_id()
+        self.store.put(f"keys/{key_id}",
+                       wrap(self.key, self.config.id, key_id, escrow=public), if_absent=True)
+        return key_id
+
+    def wrappings(self) -> list[WrappingInfo]:
+        """Every readable wrapping, by key id; a malformed one is skipped with a warning."""
+        found = []
+        for info in sorted(self.store.list("keys/"), key=lambda i: i.key):
+            key_id = info.key.removeprefix("keys/")
+            try:
+                found.append(describe_wrapping(key_id, self.store.get(info.key)))
+            except ObjectNotFound:
+                continue
+            except (FormatError, KeyError, ValueError, TypeError) as err:
+                self.warn(f"object {info.key}: {err}: skipped")
+        return found
+
+    def find_wrapping(self, ref: str) -> WrappingInfo:
+        """A wrapping by key id or unique prefix (at least 4 hex digits)."""
+        matches = [w for w in self.wrappings() if w.key_id.startswith(ref.lower())]
+        if len(ref) < 4 or not matches:
+            raise UsageError(f"no key {ref!r} in {self.url}")
+        if len(matches) > 1:
+            raise UsageError(f"key prefix {ref!r} is ambiguous in {self.url}")
+        return matches[0]
+
+    def remove_wrapping(self, ref: str, *, force: bool = False) -> WrappingInfo:
+        """Delete one wrapping. Refused when no passphrase or key file wrapping would be left
+        (an escrow wrapping alone is the operator's, not the tenant's), and for the wrapping
+        in use unless ``force``."""
+        target = self.find_wrapping(ref)
+        if target.key_id == self.key_id and not force:
+            raise UsageError(f"key {target.key_id} is the one in use; open with another key, "
+                             "use `key passwd` to change a passphrase, or pass --force")
+        tenant_held = [w for w in self.wrappings() if w.kind != "escrow"
+                       and w.generation == self.key.generation and w.key_id != target.key_id]
+        if target.kind != "escrow" and not tenant_held:
+            raise UsageError(f"key {target.key_id} is the last passphrase or key file of "
+                             f"{self.url}; add another first (`drsync key add`)")
+        self.store.delete(f"keys/{target.key_id}")
+        return target
 
     # -- sealed documents ------------------------------------------------------
 
