@@ -34,7 +34,7 @@ def test_escrow_key_opens_and_nothing_else_opens_its_wrapping() -> None:
         Repository.open(store, Secret(key_file=forged))
     with pytest.raises(WrongKey, match="wrong passphrase"):
         Repository.open(store, Secret(passphrase="not the tenant's"))
-    with pytest.raises(WrongKey, match="escrow key .* opens no wrapping"):
+    with pytest.raises(WrongKey, match=r"escrow key .* opens no wrapping"):
         Repository.open(store, Secret(escrow_key=EscrowKeyPair.generate()))
 
 
