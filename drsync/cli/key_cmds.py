@@ -1,4 +1,4 @@
-"""Key commands: list, add, remove, passwd, gen-escrow, escrow, recover.
+"""Key commands: list, add, remove, passwd, gen-escrow, escrow, recover, rotate.
 
 Each opens the repository with the usual secret (``--password-file``, ``--key-file``),
 calls one ``Repository`` method and renders the outcome; ``recover`` opens with the
@@ -11,7 +11,12 @@ from typing import Any
 
 import click
 
-from drsync.cli.context import open_repo, read_new_passphrase
+from drsync.cli.context import (
+    open_repo,
+    read_new_passphrase,
+    resolve_secret,
+    settings_from,
+)
 from drsync.cli.render import print_json
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -45,6 +50,7 @@ def key_group() -> None:
       drsync key gen-escrow --out /srv/operator/escrow
       drsync key escrow --pubkey /srv/operator/escrow/escrow.pub
       drsync key recover --escrow-key /srv/operator/escrow/escrow.key --new-key-file t.key
+      drsync --key-file /etc/drsync/tenant.key key rotate --remove-others
     """
 
 
@@ -64,12 +70,12 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(show_header=True, header_style="bold")
-    for column in ("", "id", "kind", "created", "host"):
+    for column in ("", "id", "kind", "generation", "created", "host"):
         table.add_column(column)
     for row in rows:
         kind = row["kind"] + (f" ({str(row['escrow_key'])[:8]})" if row["escrow_key"] else "")
-        table.add_row("*" if row["in_use"] else "", row["id"], kind, row["created"],
-                      row["host"])
+        table.add_row("*" if row["in_use"] else "", row["id"], kind, str(row["generation"]),
+                      row["created"], row["host"])
     Console().print(table)
 
 
@@ -178,3 +184,33 @@ def recover_cmd(ctx: click.Context, escrow_key: str, new_key_file: str) -> None:
     key_id = _write_new_key_file(repo, new_key_file)
     click.echo(f"recovered {repo.url} with escrow key {pair.public.key_id}; new key file "
                f"{new_key_file} (key {key_id})")
+
+
+@key_group.command("rotate")
+@click.option("--key-file-also", "key_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Another key file to re-wrap under the new generation (repeatable).")
+@click.option("--remove-others", is_flag=True,
+              help="Remove the wrappings whose secrets are not given instead of refusing.")
+@json_option
+@click.pass_context
+def rotate_cmd(ctx: click.Context, key_files: tuple[str, ...], remove_others: bool,
+               as_json: bool) -> None:
+    """Start a new master-key generation: new data is sealed with it, old data stays
+    readable, nothing is re-uploaded. The key in use, the --key-file-also files and every
+    escrow key are re-wrapped; a key file keeps its file and id."""
+    from drsync.repo.keys import KeyFile
+
+    settings = settings_from(ctx)
+    secret = resolve_secret(settings)
+    extra = tuple(KeyFile.load(path) for path in key_files)
+    repo = open_repo(ctx, settings, secret=secret)
+    done = repo.rotate(secret, key_files=extra, remove_others=remove_others)
+    if as_json:
+        print_json({"repository": repo.url, "generation": done.generation,
+                    "previous": done.old_generation, "wrapped": done.wrapped,
+                    "removed": [w.key_id for w in done.removed]})
+        return
+    click.echo(f"{repo.url}: master key generation {done.old_generation} -> "
+               f"{done.generation}; re-wrapped {len(done.wrapped)} key(s)")
+    for w in done.removed:
+        click.echo(f"removed {w.kind} key {w.key_id}")

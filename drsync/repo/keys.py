@@ -339,13 +339,15 @@ class WrappingInfo:
     host: str
     generation: int
     escrow_key: str | None = None
+    escrow_public: bytes | None = None
 
 
 def describe_wrapping(key_id: str, data: bytes) -> WrappingInfo:
     """FormatError when the wrapping is malformed."""
     doc = parse_wrapping(data)
+    public = base64.b64decode(doc["escrow_public"]) if doc["kind"] == "escrow" else None
     return WrappingInfo(key_id, doc["kind"], doc.get("created", ""), doc.get("host", ""),
-                        doc["generation"], doc.get("escrow_key"))
+                        doc["generation"], doc.get("escrow_key"), public)
 
 
 def no_key_error(url: str, secret: Secret) -> WrongKey:

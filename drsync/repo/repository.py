@@ -5,6 +5,7 @@ Object names (all under the store's root; see docs/FORMAT.md):
     config                      sealed document: id, chunker, pack size, compression
     keys/<key id>               wrappings of the master key (plaintext JSON): passphrase,
                                 key file, operator escrow
+    generations/<g>             sealed by generation g: the AES keys of generations < g
     data/<xx>/<sha256>          pack files
     index/<sha256>              sealed index documents
     snapshots/<sha256>          sealed snapshot manifests
@@ -21,6 +22,7 @@ is skipped with a warning (``warn``) rather than blocking every command;
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import secrets
 from collections.abc import Callable
@@ -36,6 +38,7 @@ from drsync.errors import (
     RepositoryNotFound,
     SnapshotNotFound,
     UsageError,
+    WrongKey,
 )
 from drsync.repo.crypto import MasterKey, SealError
 from drsync.repo.index import BlobLocation, Index, pack_key
@@ -53,6 +56,7 @@ from drsync.repo.keys import (
 )
 from drsync.repo.objects import (
     TYPE_CONFIG,
+    TYPE_GENERATIONS,
     TYPE_INDEX,
     TYPE_SNAPSHOT,
     FormatError,
@@ -71,7 +75,19 @@ __all__ = ["RepoConfig", "Repository", "Warn"]
 Warn = Callable[[str], None]
 
 CONFIG_KEY = "config"
+GENERATIONS_PREFIX = "generations/"
 MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What ``rotate`` did: generations, the wrappings written, the ones removed (dropped
+    for want of their secrets; those replaced by a new wrapping are not listed)."""
+
+    old_generation: int
+    generation: int
+    wrapped: list[str]
+    removed: list[WrappingInfo]
 
 
 @dataclass(frozen=True)
@@ -177,6 +193,7 @@ class Repository:
             raise RepositoryNotFound(f"no repository at {store.url}") from None
         repo_warn = warn or (lambda _message: None)
         key_id, key = cls._unwrap_master(store, secret, repo_warn)
+        key = cls._load_generations(store, key)
         try:
             config = RepoConfig.from_doc(open_document(key, TYPE_CONFIG, sealed_config))
         except (FormatError, KeyError, ValueError) as err:
@@ -214,6 +231,39 @@ class Repository:
             error.args = (f"{error}; {len(malformed)} wrapping(s) could not be read, first "
                           f"{malformed[0]}",)
         raise error
+
+    @staticmethod
+    def _load_generations(store: Store, key: MasterKey) -> MasterKey:
+        """``key`` with the AES keys of every older generation, from ``generations/<g>``."""
+        if key.generation == 0:
+            return key
+        name = f"{GENERATIONS_PREFIX}{key.generation}"
+        try:
+            doc = open_document(key, TYPE_GENERATIONS, store.get(name))
+        except ObjectNotFound:
+            raise IntegrityError(f"{store.url}: object {name}: missing (the key wraps "
+                                 f"generation {key.generation})") from None
+        except FormatError as err:
+            raise IntegrityError(f"{store.url}: object {name}: {err}") from None
+        older = doc.get("older")
+        try:
+            keys = {int(g): base64.b64decode(v, validate=True)
+                    for g, v in (older.items() if isinstance(older, dict) else ())}
+        except (ValueError, TypeError):
+            keys = {}
+        if doc.get("generation") != key.generation or sorted(keys) != \
+                list(range(key.generation)) or any(len(v) != 32 for v in keys.values()):
+            raise IntegrityError(f"{store.url}: object {name}: malformed generations document")
+        return key.with_older(keys)
+
+    def generations(self) -> list[int]:
+        """The generations the store holds a ``generations/<g>`` document for (and 0)."""
+        found = [0]
+        for info in self.store.list(GENERATIONS_PREFIX):
+            tail = info.key.removeprefix(GENERATIONS_PREFIX)
+            if tail.isdigit():
+                found.append(int(tail))
+        return sorted(set(found))
 
     def add_passphrase(self, passphrase: str, *, kdf: KdfParams = DEFAULT_KDF) -> str:
         key_id = new_key_id()
@@ -279,6 +329,82 @@ class Repository:
                              f"{self.url}; add another first (`drsync key add`)")
         self.store.delete(f"keys/{target.key_id}")
         return target
+
+    def rotate(self, secret: Secret, *, key_files: tuple[KeyFile, ...] = (),
+               remove_others: bool = False, kdf: KdfParams = DEFAULT_KDF) -> Rotation:
+        """Start a new master-key generation without rewriting data.
+
+        The new generation's document (the AES keys of every older one, sealed under the
+        new key) is written first; then the new wrappings: the secret in use (a key file
+        keeps its key id: its wrapping is replaced), each key file of ``key_files``, and
+        every escrow key; last the superseded wrappings are removed. A wrapping whose
+        secret is not at hand cannot be re-wrapped: rotation refuses while there is one,
+        unless ``remove_others``. A crash part-way leaves wrappings of both generations,
+        each opening everything its generation can read; the next rotate finishes.
+        """
+        newest = self.generations()[-1]
+        if newest > self.key.generation:
+            raise UsageError(f"the repository is at generation {newest} and this key wraps "
+                             f"generation {self.key.generation}: open it with a current key")
+        current = self.wrappings()
+        files = {kf.key_id: kf for kf in key_files}
+        if secret.key_file is not None:
+            files[secret.key_file.key_id] = secret.key_file
+        for kf in files.values():
+            self._check_key_file(kf)
+        keep_passphrase = self.key_id if secret.passphrase is not None else None
+        others = [w for w in current if w.kind != "escrow" and w.key_id not in files
+                  and w.key_id != keep_passphrase]
+        if others and not remove_others:
+            names = ", ".join(f"{w.kind} {w.key_id}" for w in others)
+            raise UsageError(f"key rotate cannot re-wrap {names} (their secrets are not "
+                             "given): pass their key files with --key-file-also, remove "
+                             "them, or pass --remove-others")
+        new = self.key.rotated()
+        doc = {"generation": new.generation,
+               "older": {str(g): base64.b64encode(k).decode() for g, k in new.older}}
+        self.store.put(f"{GENERATIONS_PREFIX}{new.generation}",
+                       seal_document(new, TYPE_GENERATIONS, doc), if_absent=True)
+        rewrapped: list[str] = []
+        for kf in files.values():
+            self.store.put(f"keys/{kf.key_id}", wrap(new, self.config.id, kf.key_id,
+                                                     key_file=kf))
+            rewrapped.append(kf.key_id)
+        old_key, self.key = self.key, new
+        if secret.passphrase is not None:
+            new_id = self.add_passphrase(secret.passphrase, kdf=kdf)
+            rewrapped.append(new_id)
+            self.key_id = new_id
+        publics = {w.escrow_key: w.escrow_public for w in current if w.kind == "escrow"}
+        for escrow_id, public in sorted(publics.items()):
+            from drsync.repo.escrow import EscrowPublicKey
+
+            assert public is not None
+            escrow = EscrowPublicKey(public)
+            if escrow.key_id != escrow_id:
+                self.warn(f"escrow wrapping for {escrow_id} names another public key: skipped")
+                continue
+            rewrapped.append(self.add_escrow(escrow))
+        removed = []  # the wrappings dropped, not those replaced by a new one
+        for w in current:
+            if w.key_id not in rewrapped:
+                with contextlib.suppress(ObjectNotFound):
+                    self.store.delete(f"keys/{w.key_id}")
+                if w in others:
+                    removed.append(w)
+        return Rotation(old_key.generation, new.generation, rewrapped, removed)
+
+    def _check_key_file(self, kf: KeyFile) -> None:
+        """A key file given to ``rotate`` must open this generation now: rotation must not
+        hand the new generation to a secret that never held the old one."""
+        name = f"keys/{kf.key_id}"
+        try:
+            opened = unwrap(self.store.get(name), kf.key_id, Secret(key_file=kf))
+        except ObjectNotFound:
+            opened = None
+        if opened is None or kf.repo_id != self.config.id or opened.raw != self.key.raw:
+            raise WrongKey(f"key file for key {kf.key_id} does not open generation "
+                           f"{self.key.generation} of {self.url}")
 
     # -- sealed documents ------------------------------------------------------
 

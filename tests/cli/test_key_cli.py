@@ -118,3 +118,29 @@ def test_escrow_recovers_a_tenant_whose_keys_are_lost(drsync_bin: str, tmp_path:
     _restore(lost, tmp_path / "out", "--key-file", str(tmp_path / "recovered.key"))
     restored = next((tmp_path / "out").rglob("registry.csv"))
     assert restored.read_bytes() == (data / "registry.csv").read_bytes()
+
+
+def test_rotate_then_back_up_more_and_restore_both(cli: Cli, tmp_path: Path) -> None:
+    agent = ("--key-file", str(tmp_path / "agent.key"))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "tax.csv").write_bytes(b"household,premium\n" * 20000)
+    cli(*agent, "backup", str(data))
+    refused = cli(*agent, "key", "rotate", ok=False)  # the passphrase cannot be re-wrapped
+    assert refused.returncode == 2 and "--key-file-also" in _error_line(refused)
+    done = json.loads(cli("key", "rotate", "--key-file-also", str(tmp_path / "agent.key"),
+                          "--json").stdout)
+    assert (done["previous"], done["generation"]) == (0, 1) and done["removed"] == []
+    first = (data / "tax.csv").read_bytes()
+    (data / "tax.csv").write_bytes(first + b"new household,0\n" * 100)
+    cli(*agent, "backup", str(data))
+    assert {k["generation"] for k in _keys(cli)} == {1}
+    snaps = json.loads(cli(*agent, "snapshots", "--json").stdout)
+    ids = [s["id"] for s in (snaps["snapshots"] if isinstance(snaps, dict) else snaps)]
+    assert len(ids) == 2
+    wanted = (first, (data / "tax.csv").read_bytes())
+    for n, (snap_id, want) in enumerate(zip(ids, wanted, strict=True)):
+        for who in ((), agent):
+            out = tmp_path / f"out-{n}-{len(who)}"
+            cli(*who, "restore", snap_id, "--target", str(out))
+            assert next(out.rglob("tax.csv")).read_bytes() == want

@@ -46,7 +46,7 @@ def test_each_tenants_key_fails_cleanly_on_the_others_repository(
                for name in ("nobeoka", "saga")}
     data = tmp_path / "registry.csv"
     data.write_bytes(b"resident,address\n" * 2000)
-    for name, config in configs.items():
+    for config in configs.values():
         done = _run(drsync_bin, config, "backup", str(data))
         assert done.returncode == 0, done.stderr
     for name, other in (("nobeoka", "saga"), ("saga", "nobeoka")):
