@@ -171,3 +171,27 @@ def test_rotate_refuses_a_key_file_that_does_not_open_the_repository(
     with pytest.raises(WrongKey, match=second.key_id):
         repo.rotate(Secret(key_file=agent), key_files=(forged,))
     assert "generations/1" not in store.objects
+
+
+def test_wal_sealed_before_a_rotation_is_fetched_with_the_rotated_key_file(
+        tenant: tuple[MemoryStore, KeyFile, KeyFile], tmp_path: os.PathLike[str]) -> None:
+    from drsync.repo.wal import open_wal, seal_wal
+    from drsync.wal.push import spool_key
+
+    store, agent, second = tenant
+    repo = Repository.open(store, Secret(key_file=agent))
+    segment = "000000010000000000000001"
+    before = seal_wal(repo.key, segment, b"wal of generation 0" * 100)
+    repo.rotate(Secret(key_file=agent), key_files=(second,))
+    after = seal_wal(repo.key, segment, b"wal of generation 1" * 100)
+    path = os.path.join(tmp_path, "agent.key")
+    # wal-fetch's path: the key file's wrapping alone holds generation 1 only; reading
+    # takes the full open, which adds the older generations.
+    key = spool_key(None, path, lambda kf: store.get(f"keys/{kf.key_id}"),
+                    lambda: Repository.open(store, Secret(key_file=agent)).key, cache=False)
+    assert key.generation == 1
+    assert open_wal(key, before, segment)[1] == b"wal of generation 0" * 100
+    assert open_wal(key, after, segment)[1] == b"wal of generation 1" * 100
+    pushed = spool_key(None, path, lambda kf: store.get(f"keys/{kf.key_id}"),
+                       lambda: pytest.fail("wal-push must not open the repository"))
+    assert pushed.generation == 1 and not pushed.older  # sealing needs only the newest
