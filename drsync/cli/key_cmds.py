@@ -191,26 +191,57 @@ def recover_cmd(ctx: click.Context, escrow_key: str, new_key_file: str) -> None:
               help="Another key file to re-wrap under the new generation (repeatable).")
 @click.option("--remove-others", is_flag=True,
               help="Remove the wrappings whose secrets are not given instead of refusing.")
+@click.option("--reencrypt", is_flag=True,
+              help="Also rewrite every pack and WAL file under the new generation (for a key "
+                   "that must be treated as compromised).")
+@click.option("--resume", is_flag=True,
+              help="With --reencrypt: finish an interrupted re-encryption, no new generation.")
 @json_option
 @click.pass_context
 def rotate_cmd(ctx: click.Context, key_files: tuple[str, ...], remove_others: bool,
-               as_json: bool) -> None:
+               reencrypt: bool, resume: bool, as_json: bool) -> None:
     """Start a new master-key generation: new data is sealed with it, old data stays
     readable, nothing is re-uploaded. The key in use, the --key-file-also files and every
-    escrow key are re-wrapped; a key file keeps its file and id."""
+    escrow key are re-wrapped; a key file keeps its file and id.
+
+    \b
+    Examples:
+      drsync --key-file /etc/drsync/tenant.key key rotate --remove-others
+      drsync --key-file /etc/drsync/tenant.key key rotate --remove-others --reencrypt
+      drsync --key-file /etc/drsync/tenant.key key rotate --reencrypt --resume
+    """
+    from drsync.errors import UsageError
     from drsync.repo.keys import KeyFile
 
+    if resume and not reencrypt:
+        raise UsageError("--resume finishes a re-encryption: give it with --reencrypt")
     settings = settings_from(ctx)
     secret = resolve_secret(settings)
     extra = tuple(KeyFile.load(path) for path in key_files)
     repo = open_repo(ctx, settings, secret=secret)
-    done = repo.rotate(secret, key_files=extra, remove_others=remove_others)
+    doc: dict[str, Any] = {"repository": repo.url}
+    if not resume:
+        done = repo.rotate(secret, key_files=extra, remove_others=remove_others)
+        doc.update({"generation": done.generation, "previous": done.old_generation,
+                    "wrapped": done.wrapped, "removed": [w.key_id for w in done.removed]})
+        if not as_json:
+            click.echo(f"{repo.url}: master key generation {done.old_generation} -> "
+                       f"{done.generation}; re-wrapped {len(done.wrapped)} key(s)")
+            for w in done.removed:
+                click.echo(f"removed {w.kind} key {w.key_id}")
+    if reencrypt:
+        from drsync.cli.render import human_bytes, progress_bar
+        from drsync.repo.reencrypt import reencrypt as reencrypt_all
+
+        with progress_bar("re-encrypt", enabled=not as_json) as (advance, set_total):
+            result = reencrypt_all(repo, progress=advance, on_total=set_total)
+        doc["reencrypt"] = result.to_json()
+        if not as_json:
+            click.echo(f"re-encrypted {result.packs_rewritten} pack(s) "
+                       f"({human_bytes(result.bytes_rewritten)}) and {result.wal_rewritten} "
+                       f"WAL file(s) under generation {result.generation}")
+            for name in result.retained:
+                click.echo(f"drsync: warning: object {name}: retained by the store (Object "
+                           "Lock): the old generation still decrypts it", err=True)
     if as_json:
-        print_json({"repository": repo.url, "generation": done.generation,
-                    "previous": done.old_generation, "wrapped": done.wrapped,
-                    "removed": [w.key_id for w in done.removed]})
-        return
-    click.echo(f"{repo.url}: master key generation {done.old_generation} -> "
-               f"{done.generation}; re-wrapped {len(done.wrapped)} key(s)")
-    for w in done.removed:
-        click.echo(f"removed {w.kind} key {w.key_id}")
+        print_json(doc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 from pathlib import Path
@@ -144,3 +145,22 @@ def test_rotate_then_back_up_more_and_restore_both(cli: Cli, tmp_path: Path) -> 
             out = tmp_path / f"out-{n}-{len(who)}"
             cli(*who, "restore", snap_id, "--target", str(out))
             assert next(out.rglob("tax.csv")).read_bytes() == want
+
+
+def test_rotate_reencrypt_and_resume(cli: Cli, tmp_path: Path) -> None:
+    agent = ("--key-file", str(tmp_path / "agent.key"))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "premium.bin").write_bytes(os.urandom(3 << 20))
+    cli(*agent, "backup", str(data))
+    usage = cli(*agent, "key", "rotate", "--resume", ok=False)
+    assert usage.returncode == 2 and "--reencrypt" in _error_line(usage)
+    done = json.loads(cli("key", "rotate", "--key-file-also", str(tmp_path / "agent.key"),
+                          "--reencrypt", "--json").stdout)
+    assert done["generation"] == 1 and done["reencrypt"]["packs_rewritten"] >= 1
+    again = json.loads(cli(*agent, "key", "rotate", "--reencrypt", "--resume", "--json").stdout)
+    assert again["reencrypt"]["packs_rewritten"] == 0 and "generation" not in again
+    cli(*agent, "restore", "latest", "--target", str(tmp_path / "out"))
+    assert next((tmp_path / "out").rglob("premium.bin")).read_bytes() == \
+        (data / "premium.bin").read_bytes()
+    assert cli(*agent, "check", "--read-data").returncode == 0
