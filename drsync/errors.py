@@ -7,7 +7,8 @@ The tree::
     ├── ConfigError (4)              a config or fleet file that is missing, unreadable or invalid
     ├── RepositoryNotFound (10)      no repository at the URL
     ├── RepositoryExists (10)        `init` over an existing repository
-    ├── WrongKey (11)                the passphrase or key file opens no wrapping of the master key
+    ├── WrongKey (11)                the passphrase, key file or escrow key opens no wrapping of
+    │                                the master key
     ├── RepositoryLocked (12)        another writer holds the repository lock
     ├── IntegrityError (13)          a stored byte is not what was written (object, offset), or
     │                                an object the repository needs (named by an index, a

@@ -50,6 +50,7 @@ Config file keys::
     chunk_min_kib = 256
     chunk_max_kib = 4096
     pack_size_mib = 16
+    escrow_pubkey = "/etc/drsync/escrow.pub"   # the fleet operator's escrow key (key escrow)
 
     [store]                                # any store; limits are for the whole process
     connections = 4                        # parallel transfers (pack uploads) on S3
@@ -125,6 +126,7 @@ class Settings:
     chunk_min_kib: int = 256
     chunk_max_kib: int = 4096
     pack_size_mib: int = 16
+    escrow_pubkey: str | None = None
     spool: str | None = None
     connections: int | None = None
     retry_deadline_s: float | None = None
@@ -176,7 +178,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "backup": {"compression_level": ("compression_level", int), "workers": ("workers", int),
                "tags": ("tags", list)},
     "init": {"chunk_avg_kib": ("chunk_avg_kib", int), "chunk_min_kib": ("chunk_min_kib", int),
-             "chunk_max_kib": ("chunk_max_kib", int), "pack_size_mib": ("pack_size_mib", int)},
+             "chunk_max_kib": ("chunk_max_kib", int), "pack_size_mib": ("pack_size_mib", int),
+             "escrow_pubkey": ("escrow_pubkey", str)},
     "wal": {"spool": ("spool", str)},
     "store": {"connections": ("connections", int), "retry_deadline_s": ("retry_deadline_s", float),
               "limit_upload": ("limit_upload", str), "limit_download": ("limit_download", str)},
@@ -193,7 +196,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
 _FIELDS = {f.name for f in fields(Settings)}
 # Paths in a config file are relative to the file.
 _PATH_FIELDS = ("repo", "password_file", "key_file", "catalog", "pg_bindir", "s3_ca_bundle",
-                "s3_credentials_file", "s3_spool_dir", "spool")
+                "s3_credentials_file", "s3_spool_dir", "spool", "escrow_pubkey")
 
 
 def resolve(config_path: str | None, flags: Mapping[str, Any],

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "restore": "drsync.cli.repo_cmds:restore_cmd",
     "check": "drsync.cli.repo_cmds:check_cmd",
     "unlock": "drsync.cli.repo_cmds:unlock_cmd",
+    "key": "drsync.cli.key_cmds:key_group",
     "runs": "drsync.cli.repo_cmds:runs_cmd",
     "demo": "drsync.cli.demo_cmd:demo_cmd",
     "plan": "drsync.cli.plan_cmd:plan_cmd",

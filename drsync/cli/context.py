@@ -17,8 +17,8 @@ from drsync.errors import ConfigError, UsageError
 from drsync.repo.keys import KeyFile, Secret
 from drsync.settings import Settings, resolve, store_for
 
-__all__ = ["open_catalog", "open_journal", "open_repo", "open_store_for", "resolve_secret",
-           "settings_from"]
+__all__ = ["open_catalog", "open_journal", "open_repo", "open_store_for", "read_new_passphrase",
+           "resolve_secret", "settings_from"]
 
 # ctx.obj keys that are Settings fields (the global flags)
 GLOBAL_FLAGS = ("repo", "password_file", "key_file", "catalog", "limit_upload", "limit_download")
@@ -65,6 +65,16 @@ def read_passphrase(settings: Settings, *, confirm: bool = False) -> tuple[str, 
     raise UsageError("no passphrase: use --password-file, DRSYNC_PASSWORD or --key-file")
 
 
+def read_new_passphrase(path: str | None) -> str:
+    """A passphrase for a new wrapping: from ``path``, else typed twice on a terminal."""
+    if path:
+        return _read_password_file(path)
+    if sys.stdin.isatty():
+        return str(click.prompt("New passphrase", hide_input=True, confirmation_prompt=True,
+                                err=True))
+    raise UsageError("no new passphrase: use --new-password-file or run on a terminal")
+
+
 def resolve_secret(settings: Settings) -> Secret:
     if settings.key_file:
         return Secret(key_file=KeyFile.load(settings.key_file), source=settings.key_file)
@@ -83,13 +93,15 @@ def open_store_for(settings: Settings) -> Any:
     return store_for(settings)
 
 
-def open_repo(ctx: click.Context, settings: Settings | None = None) -> Any:
-    """Open the repository the options name (imports the format code only when needed)."""
+def open_repo(ctx: click.Context, settings: Settings | None = None,
+              secret: Secret | None = None) -> Any:
+    """Open the repository the options name (imports the format code only when needed),
+    with ``secret`` when given (``key recover``: an escrow key), else the configured one."""
     from drsync.repo import Repository
 
     settings = settings or settings_from(ctx)
     store = store_for(settings)
-    return Repository.open(store, resolve_secret(settings), warn=_print_warning)
+    return Repository.open(store, secret or resolve_secret(settings), warn=_print_warning)
 
 
 def _print_warning(message: str) -> None:

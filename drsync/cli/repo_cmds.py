@@ -38,10 +38,14 @@ def _print(renderable: object) -> None:
 @click.option("--chunk-avg-kib", type=int, help="Average chunk size in KiB (default 1024).")
 @click.option("--pack-size-mib", type=int, help="Target pack size in MiB (default 16).")
 @click.option("--compression-level", type=int, help="Default zstd level 0..22 (default 3).")
+@click.option("--escrow-pubkey", type=click.Path(dir_okay=False),
+              help="Also wrap the master key for the fleet operator's escrow key "
+                   "(`drsync key gen-escrow`; [init] escrow_pubkey in the config).")
 @json_option
 @click.pass_context
 def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | None,
-             pack_size_mib: int | None, compression_level: int | None, as_json: bool) -> None:
+             pack_size_mib: int | None, compression_level: int | None,
+             escrow_pubkey: str | None, as_json: bool) -> None:
     """Create a repository, wrapped by a passphrase (and optionally a key file).
 
     \b
@@ -52,8 +56,13 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
     from drsync.repo import RepoConfig, Repository
     from drsync.repo.keys import KeyFileSlot
 
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, escrow_pubkey=escrow_pubkey)
     store = open_store_for(settings)
+    escrow = None
+    if settings.escrow_pubkey:
+        from drsync.repo.escrow import EscrowPublicKey
+
+        escrow = EscrowPublicKey.load(settings.escrow_pubkey)
     avg = (chunk_avg_kib or settings.chunk_avg_kib) * 1024
     config = RepoConfig(
         chunk_avg=avg,
@@ -78,7 +87,7 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
     # written must not leave a repository behind with a wrapping nobody holds.
     slot = KeyFileSlot.claim(new_key_file) if new_key_file else None
     try:
-        repo = Repository.init(store, passphrase, config)
+        repo = Repository.init(store, passphrase, config, escrow=escrow)
         key_file = repo.add_key_file() if slot is not None else None
     except BaseException:
         if slot is not None:
@@ -89,11 +98,14 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
         slot.fill(key_file)
         key_path = new_key_file
     if as_json:
-        print_json({"repository": repo.url, "id": repo.config.id, "key_file": key_path})
+        print_json({"repository": repo.url, "id": repo.config.id, "key_file": key_path,
+                    "escrow_key": escrow.key_id if escrow else None})
     else:
         click.echo(f"created repository {repo.config.id[:8]} at {repo.url}")
         if key_path:
             click.echo(f"key file written to {key_path} (keep a copy off this host)")
+        if escrow:
+            click.echo(f"escrow key {escrow.key_id} can recover this repository")
 
 
 @click.command("backup")

@@ -128,11 +128,17 @@ def _check_uploads(repo: Repository, report: CheckReport, lock: LockInfo | None,
 
 
 def _check_keys(repo: Repository, report: CheckReport) -> None:
+    newest = repo.generations()[-1]
     for info in repo.store.list("keys/"):
         try:
-            parse_wrapping(repo.store.get(info.key))
+            doc = parse_wrapping(repo.store.get(info.key))
         except (FormatError, DrsyncError) as err:
             report.errors.append(f"object {info.key}: {err}")
+            continue
+        if doc["generation"] < newest:
+            report.notes.append(f"object {info.key}: wraps master-key generation "
+                                f"{doc['generation']} of {newest}: it cannot read what newer "
+                                "generations sealed (remove it, or rotate from it again)")
 
 
 def _load_index(repo: Repository, report: CheckReport) -> Index:

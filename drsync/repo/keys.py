@@ -1,8 +1,10 @@
-"""Wrappings of the master key: by passphrase (scrypt) and by key file.
+"""Wrappings of the master key: by passphrase (scrypt), by key file, and by an operator's
+escrow public key (X25519, see drsync.repo.escrow).
 
 Each wrapping is a plaintext object ``keys/<key id>``: the envelope header
 then JSON naming the kind, the KDF and its parameters, and the master key
-sealed with AES-256-GCM under the key-encryption key, bound to the key id. A
+sealed with AES-256-GCM under the key-encryption key, bound to the key id
+(and, from generation 1 on, to the master-key generation it wraps). A
 repository holds any number of wrappings; adding one never re-encrypts data.
 
 A key file (on an agent host, mode 0600) is one text line::
@@ -21,7 +23,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -37,6 +39,9 @@ from drsync.repo.objects import (
     header,
 )
 
+if TYPE_CHECKING:  # the escrow module (X25519, HKDF) is imported only where used
+    from drsync.repo.escrow import EscrowKeyPair, EscrowPublicKey
+
 __all__ = [
     "DEFAULT_KDF",
     "KEYFILE_MAGIC",
@@ -44,9 +49,13 @@ __all__ = [
     "KeyFile",
     "KeyFileSlot",
     "Secret",
+    "WrappingInfo",
+    "describe_wrapping",
     "unwrap",
     "wrap",
 ]
+
+KINDS = ("passphrase", "keyfile", "escrow")
 
 KEYFILE_MAGIC = "drsync-keyfile-v1"
 _KEYFILE_MAX = 4096  # a key file is one short line; never read all of /dev/urandom
@@ -149,10 +158,12 @@ class KeyFileSlot:
 
 @dataclass(frozen=True)
 class Secret:
-    """What a user presents: a passphrase or a key file (exactly one)."""
+    """What a user presents: a passphrase, a key file or an escrow private key (exactly
+    one)."""
 
     passphrase: str | None = None
     key_file: KeyFile | None = None
+    escrow_key: EscrowKeyPair | None = None
     source: str = ""  # where it came from, for error messages
 
 
@@ -180,9 +191,10 @@ def wrap(
     *,
     passphrase: str | None = None,
     key_file: KeyFile | None = None,
+    escrow: EscrowPublicKey | None = None,
     kdf: KdfParams = DEFAULT_KDF,
 ) -> bytes:
-    """Return the bytes of ``keys/<key_id>`` wrapping ``master``."""
+    """Return the bytes of ``keys/<key_id>`` wrapping ``master`` (its generation)."""
     import socket
 
     doc: dict[str, Any] = {
@@ -190,6 +202,16 @@ def wrap(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": socket.gethostname(),
     }
+    if master.generation:
+        doc["generation"] = master.generation
+    if escrow is not None:
+        from drsync.repo.escrow import escrow_header, seal_escrow
+
+        doc["kind"] = "escrow"
+        doc["kdf"] = None
+        head = escrow_header(repo_id, key_id, escrow.key_id, master.generation)
+        doc.update(seal_escrow(master.raw, escrow, head))
+        return header(TYPE_KEY) + json.dumps(doc, indent=1).encode()
     if passphrase is not None:
         salt = os.urandom(16)
         kek = _scrypt(passphrase, salt, kdf)
@@ -203,8 +225,15 @@ def wrap(
         raise ValueError("wrap needs a passphrase or a key file")
     nonce = os.urandom(NONCE_SIZE)
     doc["nonce"] = _b64(nonce)
-    doc["wrapped"] = _b64(AESGCM(kek).encrypt(nonce, master.raw, key_id.encode()))
+    doc["wrapped"] = _b64(AESGCM(kek).encrypt(nonce, master.raw,
+                                             _binding(key_id, master.generation)))
     return header(TYPE_KEY) + json.dumps(doc, indent=1).encode()
+
+
+def _binding(key_id: str, generation: int) -> bytes:
+    """Associated data of a passphrase or key-file wrapping: the key id, and from generation
+    1 on the generation, so a wrapping's plaintext ``generation`` cannot be changed."""
+    return key_id.encode() + (f" generation {generation}".encode() if generation else b"")
 
 
 def parse_wrapping(data: bytes) -> dict[str, Any]:
@@ -212,11 +241,23 @@ def parse_wrapping(data: bytes) -> dict[str, Any]:
     so whoever opens a wrapping only meets well-formed values."""
     check_header(data, TYPE_KEY)
     doc = decode_json(data[HEADER_SIZE:])
-    if not isinstance(doc, dict) or doc.get("kind") not in ("passphrase", "keyfile"):
+    if not isinstance(doc, dict) or doc.get("kind") not in KINDS:
         raise FormatError("undecodable key wrapping: unknown kind")
     if len(_b64_field(doc, "nonce")) != NONCE_SIZE:
         raise FormatError(f"key wrapping: nonce is not {NONCE_SIZE} bytes")
     _b64_field(doc, "wrapped")
+    generation = doc.setdefault("generation", 0)
+    if type(generation) is not int or not 0 <= generation < 1 << 31:
+        raise FormatError("key wrapping: generation must be a non-negative integer")
+    for name in ("created", "host", "repository"):
+        if not isinstance(doc.get(name, ""), str):
+            raise FormatError(f"key wrapping: {name} must be a string")
+    if doc["kind"] == "escrow":
+        if not _is_id(str(doc.get("escrow_key"))):
+            raise FormatError("key wrapping: escrow_key must be 32 hex digits")
+        for name in ("ephemeral", "escrow_public"):
+            if len(_b64_field(doc, name)) != 32:
+                raise FormatError(f"key wrapping: {name} is not 32 bytes")
     if doc["kind"] == "passphrase":
         kdf = doc.get("kdf")
         if not isinstance(kdf, dict) or kdf.get("name") != "scrypt":
@@ -247,6 +288,9 @@ def unwrap(data: bytes, key_id: str, secret: Secret) -> MasterKey | None:
 
     FormatError when the wrapping itself is malformed."""
     doc = parse_wrapping(data)
+    generation = doc["generation"]
+    if doc["kind"] == "escrow":
+        return _unwrap_escrow(doc, key_id, secret)
     if doc["kind"] == "passphrase":
         if secret.passphrase is None:
             return None
@@ -258,17 +302,59 @@ def unwrap(data: bytes, key_id: str, secret: Secret) -> MasterKey | None:
             return None
         kek = secret.key_file.secret
     try:
-        raw = AESGCM(kek).decrypt(
-            base64.b64decode(doc["nonce"]), base64.b64decode(doc["wrapped"]), key_id.encode()
-        )
+        raw = AESGCM(kek).decrypt(base64.b64decode(doc["nonce"]),
+                                  base64.b64decode(doc["wrapped"]), _binding(key_id, generation))
     except InvalidTag:
         return None
     if len(raw) != MASTER_KEY_SIZE:
         raise FormatError("wrapped master key has the wrong length")
-    return MasterKey(raw)
+    return MasterKey(raw, generation)
+
+
+def _unwrap_escrow(doc: dict[str, Any], key_id: str, secret: Secret) -> MasterKey | None:
+    """Only an escrow private key opens an escrow wrapping, and only the one it names."""
+    from drsync.repo.escrow import escrow_header, open_escrow
+
+    pair = secret.escrow_key
+    if pair is None or pair.public.key_id != doc["escrow_key"]:
+        return None
+    head = escrow_header(doc.get("repository", ""), key_id, doc["escrow_key"],
+                         doc["generation"])
+    raw = open_escrow(pair, base64.b64decode(doc["ephemeral"]), base64.b64decode(doc["nonce"]),
+                      base64.b64decode(doc["wrapped"]), head)
+    if raw is None:
+        return None
+    if len(raw) != MASTER_KEY_SIZE:
+        raise FormatError("wrapped master key has the wrong length")
+    return MasterKey(raw, doc["generation"])
+
+
+@dataclass(frozen=True)
+class WrappingInfo:
+    """What ``key list`` shows of a wrapping (its plaintext fields; nothing secret)."""
+
+    key_id: str
+    kind: str
+    created: str
+    host: str
+    generation: int
+    escrow_key: str | None = None
+    escrow_public: bytes | None = None
+
+
+def describe_wrapping(key_id: str, data: bytes) -> WrappingInfo:
+    """FormatError when the wrapping is malformed."""
+    doc = parse_wrapping(data)
+    public = base64.b64decode(doc["escrow_public"]) if doc["kind"] == "escrow" else None
+    return WrappingInfo(key_id, doc["kind"], doc.get("created", ""), doc.get("host", ""),
+                        doc["generation"], doc.get("escrow_key"), public)
 
 
 def no_key_error(url: str, secret: Secret) -> WrongKey:
+    if secret.escrow_key is not None:
+        return WrongKey(f"escrow key {secret.escrow_key.public.key_id}"
+                        f"{f' ({secret.source})' if secret.source else ''} opens no wrapping "
+                        f"of repository {url}")
     what = "key file" if secret.key_file is not None else "passphrase"
     where = f" ({secret.source})" if secret.source else ""
     return WrongKey(f"wrong {what}{where} for repository {url}")

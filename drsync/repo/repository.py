@@ -3,7 +3,9 @@
 Object names (all under the store's root; see docs/FORMAT.md):
 
     config                      sealed document: id, chunker, pack size, compression
-    keys/<key id>               wrappings of the master key (plaintext JSON)
+    keys/<key id>               wrappings of the master key (plaintext JSON): passphrase,
+                                key file, operator escrow
+    generations/<g>             sealed by generation g: the AES keys of generations < g
     data/<xx>/<sha256>          pack files
     index/<sha256>              sealed index documents
     snapshots/<sha256>          sealed snapshot manifests
@@ -20,12 +22,13 @@ is skipped with a warning (``warn``) rather than blocking every command;
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drsync.errors import (
     IntegrityError,
@@ -35,6 +38,7 @@ from drsync.errors import (
     RepositoryNotFound,
     SnapshotNotFound,
     UsageError,
+    WrongKey,
 )
 from drsync.repo.crypto import MasterKey, SealError
 from drsync.repo.index import BlobLocation, Index, pack_key
@@ -43,6 +47,8 @@ from drsync.repo.keys import (
     KdfParams,
     KeyFile,
     Secret,
+    WrappingInfo,
+    describe_wrapping,
     new_key_id,
     no_key_error,
     unwrap,
@@ -50,6 +56,7 @@ from drsync.repo.keys import (
 )
 from drsync.repo.objects import (
     TYPE_CONFIG,
+    TYPE_GENERATIONS,
     TYPE_INDEX,
     TYPE_SNAPSHOT,
     FormatError,
@@ -60,12 +67,27 @@ from drsync.repo.objects import (
 from drsync.repo.snapshot import Snapshot
 from drsync.store.base import Store
 
+if TYPE_CHECKING:
+    from drsync.repo.escrow import EscrowPublicKey
+
 __all__ = ["RepoConfig", "Repository", "Warn"]
 
 Warn = Callable[[str], None]
 
 CONFIG_KEY = "config"
+GENERATIONS_PREFIX = "generations/"
 MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What ``rotate`` did: generations, the wrappings written, the ones removed (dropped
+    for want of their secrets; those replaced by a new wrapping are not listed)."""
+
+    old_generation: int
+    generation: int
+    wrapped: list[str]
+    removed: list[WrappingInfo]
 
 
 @dataclass(frozen=True)
@@ -118,10 +140,11 @@ class RepoConfig:
 
 class Repository:
     def __init__(self, store: Store, key: MasterKey, config: RepoConfig, *,
-                 warn: Warn | None = None) -> None:
+                 warn: Warn | None = None, key_id: str | None = None) -> None:
         self.store = store
         self.key = key
         self.config = config
+        self.key_id = key_id  # the wrapping that opened it (None: just created)
         self.url = store.url
         self._on_warning = warn
         self._warned: set[str] = set()
@@ -143,8 +166,10 @@ class Repository:
         config: RepoConfig,
         *,
         kdf: KdfParams = DEFAULT_KDF,
+        escrow: EscrowPublicKey | None = None,
     ) -> Repository:
-        """Create a repository; the first wrapping is by passphrase when one is given."""
+        """Create a repository; the first wrapping is by passphrase when one is given, then
+        one by the operator's escrow key when one is given."""
         config.validate()
         if store.exists(CONFIG_KEY):
             raise RepositoryExists(f"a repository already exists at {store.url}")
@@ -152,7 +177,9 @@ class Repository:
                             config.chunk_max, config.pack_size, config.compression_level)
         repo = cls(store, MasterKey.generate(), config)
         if passphrase is not None:
-            repo.add_passphrase(passphrase, kdf=kdf)
+            repo.key_id = repo.add_passphrase(passphrase, kdf=kdf)
+        if escrow is not None:
+            repo.add_escrow(escrow)
         # The config is written last: until it exists, there is no repository.
         store.put(CONFIG_KEY, seal_document(repo.key, TYPE_CONFIG, config.to_doc()),
                   if_absent=True)
@@ -165,15 +192,16 @@ class Repository:
         except ObjectNotFound:
             raise RepositoryNotFound(f"no repository at {store.url}") from None
         repo_warn = warn or (lambda _message: None)
-        key = cls._unwrap_master(store, secret, repo_warn)
+        key_id, key = cls._unwrap_master(store, secret, repo_warn)
+        key = cls._load_generations(store, key)
         try:
             config = RepoConfig.from_doc(open_document(key, TYPE_CONFIG, sealed_config))
         except (FormatError, KeyError, ValueError) as err:
             raise IntegrityError(f"{store.url}: object config: {err}") from None
-        return cls(store, key, config, warn=warn)
+        return cls(store, key, config, warn=warn, key_id=key_id)
 
     @staticmethod
-    def _unwrap_master(store: Store, secret: Secret, warn: Warn) -> MasterKey:
+    def _unwrap_master(store: Store, secret: Secret, warn: Warn) -> tuple[str, MasterKey]:
         """The master key from the first wrapping the secret opens. A malformed wrapping
         is skipped (one damaged or foreign file must not lock a tenant out while another
         wrapping opens); it is an error only when nothing else opens."""
@@ -195,7 +223,7 @@ class Repository:
             if key is not None:
                 for problem in malformed:
                     warn(f"{problem}: skipped")
-                return key
+                return name.removeprefix("keys/"), key
         if malformed and len(malformed) == len(names):
             raise IntegrityError(f"{store.url}: {malformed[0]}")
         error = no_key_error(store.url, secret)
@@ -203,6 +231,39 @@ class Repository:
             error.args = (f"{error}; {len(malformed)} wrapping(s) could not be read, first "
                           f"{malformed[0]}",)
         raise error
+
+    @staticmethod
+    def _load_generations(store: Store, key: MasterKey) -> MasterKey:
+        """``key`` with the AES keys of every older generation, from ``generations/<g>``."""
+        if key.generation == 0:
+            return key
+        name = f"{GENERATIONS_PREFIX}{key.generation}"
+        try:
+            doc = open_document(key, TYPE_GENERATIONS, store.get(name))
+        except ObjectNotFound:
+            raise IntegrityError(f"{store.url}: object {name}: missing (the key wraps "
+                                 f"generation {key.generation})") from None
+        except FormatError as err:
+            raise IntegrityError(f"{store.url}: object {name}: {err}") from None
+        older = doc.get("older")
+        try:
+            keys = {int(g): base64.b64decode(v, validate=True)
+                    for g, v in (older.items() if isinstance(older, dict) else ())}
+        except (ValueError, TypeError):
+            keys = {}
+        if doc.get("generation") != key.generation or sorted(keys) != \
+                list(range(key.generation)) or any(len(v) != 32 for v in keys.values()):
+            raise IntegrityError(f"{store.url}: object {name}: malformed generations document")
+        return key.with_older(keys)
+
+    def generations(self) -> list[int]:
+        """The generations the store holds a ``generations/<g>`` document for (and 0)."""
+        found = [0]
+        for info in self.store.list(GENERATIONS_PREFIX):
+            tail = info.key.removeprefix(GENERATIONS_PREFIX)
+            if tail.isdigit():
+                found.append(int(tail))
+        return sorted(set(found))
 
     def add_passphrase(self, passphrase: str, *, kdf: KdfParams = DEFAULT_KDF) -> str:
         key_id = new_key_id()
@@ -218,6 +279,132 @@ class Repository:
                        wrap(self.key, self.config.id, key_id, key_file=key_file),
                        if_absent=True)
         return key_file
+
+    def add_escrow(self, public: EscrowPublicKey) -> str:
+        """Wrap the master key for the fleet operator's escrow key; one wrapping per escrow
+        key (adding the same escrow key again returns the existing one)."""
+        for info in self.wrappings():
+            if info.kind == "escrow" and info.escrow_key == public.key_id \
+                    and info.generation == self.key.generation:
+                return info.key_id
+        key_id = new_key_id()
+        self.store.put(f"keys/{key_id}",
+                       wrap(self.key, self.config.id, key_id, escrow=public), if_absent=True)
+        return key_id
+
+    def wrappings(self) -> list[WrappingInfo]:
+        """Every readable wrapping, by key id; a malformed one is skipped with a warning."""
+        found = []
+        for info in sorted(self.store.list("keys/"), key=lambda i: i.key):
+            key_id = info.key.removeprefix("keys/")
+            try:
+                found.append(describe_wrapping(key_id, self.store.get(info.key)))
+            except ObjectNotFound:
+                continue
+            except (FormatError, KeyError, ValueError, TypeError) as err:
+                self.warn(f"object {info.key}: {err}: skipped")
+        return found
+
+    def find_wrapping(self, ref: str) -> WrappingInfo:
+        """A wrapping by key id or unique prefix (at least 4 hex digits)."""
+        matches = [w for w in self.wrappings() if w.key_id.startswith(ref.lower())]
+        if len(ref) < 4 or not matches:
+            raise UsageError(f"no key {ref!r} in {self.url}")
+        if len(matches) > 1:
+            raise UsageError(f"key prefix {ref!r} is ambiguous in {self.url}")
+        return matches[0]
+
+    def remove_wrapping(self, ref: str, *, force: bool = False) -> WrappingInfo:
+        """Delete one wrapping. Refused when no passphrase or key file wrapping would be left
+        (an escrow wrapping alone is the operator's, not the tenant's), and for the wrapping
+        in use unless ``force``."""
+        target = self.find_wrapping(ref)
+        if target.key_id == self.key_id and not force:
+            raise UsageError(f"key {target.key_id} is the one in use; open with another key, "
+                             "use `key passwd` to change a passphrase, or pass --force")
+        tenant_held = [w for w in self.wrappings() if w.kind != "escrow"
+                       and w.generation == self.key.generation and w.key_id != target.key_id]
+        if target.kind != "escrow" and not tenant_held:
+            raise UsageError(f"key {target.key_id} is the last passphrase or key file of "
+                             f"{self.url}; add another first (`drsync key add`)")
+        self.store.delete(f"keys/{target.key_id}")
+        return target
+
+    def rotate(self, secret: Secret, *, key_files: tuple[KeyFile, ...] = (),
+               remove_others: bool = False, kdf: KdfParams = DEFAULT_KDF) -> Rotation:
+        """Start a new master-key generation without rewriting data.
+
+        The new generation's document (the AES keys of every older one, sealed under the
+        new key) is written first; then the new wrappings: the secret in use (a key file
+        keeps its key id: its wrapping is replaced), each key file of ``key_files``, and
+        every escrow key; last the superseded wrappings are removed. A wrapping whose
+        secret is not at hand cannot be re-wrapped: rotation refuses while there is one,
+        unless ``remove_others``. A crash part-way leaves wrappings of both generations,
+        each opening everything its generation can read; the next rotate finishes.
+        """
+        newest = self.generations()[-1]
+        if newest > self.key.generation:
+            raise UsageError(f"the repository is at generation {newest} and this key wraps "
+                             f"generation {self.key.generation}: open it with a current key")
+        current = self.wrappings()
+        files = {kf.key_id: kf for kf in key_files}
+        if secret.key_file is not None:
+            files[secret.key_file.key_id] = secret.key_file
+        for kf in files.values():
+            self._check_key_file(kf)
+        keep_passphrase = self.key_id if secret.passphrase is not None else None
+        others = [w for w in current if w.kind != "escrow" and w.key_id not in files
+                  and w.key_id != keep_passphrase]
+        if others and not remove_others:
+            names = ", ".join(f"{w.kind} {w.key_id}" for w in others)
+            raise UsageError(f"key rotate cannot re-wrap {names} (their secrets are not "
+                             "given): pass their key files with --key-file-also, remove "
+                             "them, or pass --remove-others")
+        new = self.key.rotated()
+        doc = {"generation": new.generation,
+               "older": {str(g): base64.b64encode(k).decode() for g, k in new.older}}
+        self.store.put(f"{GENERATIONS_PREFIX}{new.generation}",
+                       seal_document(new, TYPE_GENERATIONS, doc), if_absent=True)
+        rewrapped: list[str] = []
+        for kf in files.values():
+            self.store.put(f"keys/{kf.key_id}", wrap(new, self.config.id, kf.key_id,
+                                                     key_file=kf))
+            rewrapped.append(kf.key_id)
+        old_key, self.key = self.key, new
+        if secret.passphrase is not None:
+            new_id = self.add_passphrase(secret.passphrase, kdf=kdf)
+            rewrapped.append(new_id)
+            self.key_id = new_id
+        publics = {w.escrow_key: w.escrow_public for w in current if w.kind == "escrow"}
+        for escrow_id, public in sorted(publics.items()):
+            from drsync.repo.escrow import EscrowPublicKey
+
+            assert public is not None
+            escrow = EscrowPublicKey(public)
+            if escrow.key_id != escrow_id:
+                self.warn(f"escrow wrapping for {escrow_id} names another public key: skipped")
+                continue
+            rewrapped.append(self.add_escrow(escrow))
+        removed = []  # the wrappings dropped, not those replaced by a new one
+        for w in current:
+            if w.key_id not in rewrapped:
+                with contextlib.suppress(ObjectNotFound):
+                    self.store.delete(f"keys/{w.key_id}")
+                if w in others:
+                    removed.append(w)
+        return Rotation(old_key.generation, new.generation, rewrapped, removed)
+
+    def _check_key_file(self, kf: KeyFile) -> None:
+        """A key file given to ``rotate`` must open this generation now: rotation must not
+        hand the new generation to a secret that never held the old one."""
+        name = f"keys/{kf.key_id}"
+        try:
+            opened = unwrap(self.store.get(name), kf.key_id, Secret(key_file=kf))
+        except ObjectNotFound:
+            opened = None
+        if opened is None or kf.repo_id != self.config.id or opened.raw != self.key.raw:
+            raise WrongKey(f"key file for key {kf.key_id} does not open generation "
+                           f"{self.key.generation} of {self.url}")
 
     # -- sealed documents ------------------------------------------------------
 

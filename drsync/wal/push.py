@@ -82,6 +82,10 @@ def spool_key(spool: Spool | None, key_file: str | None,
         raise IntegrityError(f"{where}: {err}") from None
     if key is None:
         raise WrongKey(f"wrong key file ({key_file}) for the {where}")
+    if key.generation and not cache:
+        # Reading (wal-fetch) may meet WAL sealed by older generations: their keys are in
+        # the repository's generations document, which a full open reads.
+        return open_repo()
     return key
 
 
