@@ -51,6 +51,7 @@ class Agent:
         self.bucket.set_rate(0)
         self.run_id = "-"
         self._stop_reason: str | None = None
+        self._stopping: str | None = None
         self._run_window: datetime | None = None
         self._guard = threading.Lock()
         self.idle = threading.Event()
@@ -191,9 +192,18 @@ class Agent:
             self.plan()
 
     def stop(self) -> None:
+        from apscheduler.schedulers import SchedulerNotRunningError
+
         log.info("SIGTERM: stopping after the current pack", extra={"event": "stop"})
-        self._stop_reason = "SIGTERM"
-        self.scheduler.shutdown(wait=False)
+        self._stop_reason = self._stopping = "SIGTERM"
+        try:
+            self.scheduler.shutdown(wait=False)
+        except SchedulerNotRunningError:
+            pass  # not started yet: _on_start stops it as it starts
+
+    def _on_start(self, _event: Any) -> None:
+        if self._stopping:
+            self.scheduler.shutdown(wait=False)
 
     def run_forever(self) -> int:
         """Plan, then block in the scheduler until SIGTERM; 0 once the run in flight ended."""
@@ -207,6 +217,9 @@ class Agent:
         _AGENTS[self.config.tenant] = self
         log.info("agent started for tenant %s, schedule %s", self.config.tenant,
                  self.config.schedule, extra={"event": "started"})
+        from apscheduler.events import EVENT_SCHEDULER_START
+
+        self.scheduler.add_listener(self._on_start, EVENT_SCHEDULER_START)
         self.plan()
         self.scheduler.start()
         self.idle.wait()
