@@ -12,6 +12,7 @@ and the schedule (a bad one is logged and the old one kept).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -196,10 +197,8 @@ class Agent:
 
         log.info("SIGTERM: stopping after the current pack", extra={"event": "stop"})
         self._stop_reason = self._stopping = "SIGTERM"
-        try:
+        with contextlib.suppress(SchedulerNotRunningError):  # not started: _on_start stops it
             self.scheduler.shutdown(wait=False)
-        except SchedulerNotRunningError:
-            pass  # not started yet: _on_start stops it as it starts
 
     def _on_start(self, _event: Any) -> None:
         if self._stopping:

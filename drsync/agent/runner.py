@@ -8,6 +8,7 @@ A job that fails does not keep the next job from running.
 
 from __future__ import annotations
 
+import io
 import logging
 import shlex
 import subprocess
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from drsync.agent.config import AgentConfig
 from drsync.agent.state import LastRun
@@ -69,23 +70,41 @@ class RunContext:
         return RunContext(uuid.uuid4().hex, window, bucket, should_stop)
 
 
+class _CommandOutput(io.RawIOBase):
+    """A stdin-command job's stdout; at its end, the command's exit status is checked,
+    so a command that failed fails the job before any snapshot is written."""
+
+    def __init__(self, command: str, proc: subprocess.Popen[bytes]) -> None:
+        self._command = command
+        self._proc = proc
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        stdout: Any = self._proc.stdout  # a BufferedReader (bufsize -1)
+        n: int = stdout.readinto(buffer)
+        if not n:
+            code = self._proc.wait()
+            if code != 0:
+                raise SourceError(f"command {self._command!r} exited with {code}")
+        return n
+
+
 @contextmanager
-def _command_stdout(command: str) -> Iterator[Any]:
-    """A stdin-command job's process; its exit status is checked after the backup."""
+def _command_stdout(command: str) -> Iterator[BinaryIO]:
     try:
         proc = subprocess.Popen(shlex.split(command), stdout=subprocess.PIPE)
     except (OSError, ValueError) as err:
         raise SourceError(f"cannot run {command!r}: {err}") from None
     try:
-        yield proc.stdout
+        yield io.BufferedReader(_CommandOutput(command, proc))
     finally:
-        if proc.poll() is None and proc.stdout is not None and proc.stdout.read(1):
+        if proc.poll() is None:
             proc.kill()  # stopped before the end of its output
         if proc.stdout is not None:
             proc.stdout.close()
-        code = proc.wait()
-    if code != 0:
-        raise SourceError(f"command {command!r} exited with {code}")
+        proc.wait()
 
 
 def _request(job: AgentJob, settings: Settings, ctx: RunContext) -> BackupRequest:

@@ -72,7 +72,8 @@ class Tenant:
         return opening
 
     def write_config(self, *, jobs: str | None = None, extra: str = "") -> None:
-        jobs = jobs if jobs is not None else f'[[agent.job]]\nsource = "sqlite"\ntarget = "{self.db}"\n'
+        if jobs is None:
+            jobs = f'[[agent.job]]\nsource = "sqlite"\ntarget = "{self.db}"\n'
         self.config.write_text(
             f'repo = "{self.repo}"\nkey_file = "{self.key}"\n{extra}\n'
             f'[agent]\ntenant = "Nobeoka"\nschedule = "{self.schedule}"\n'

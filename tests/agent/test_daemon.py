@@ -192,3 +192,28 @@ def test_bad_schedule_is_one_line_at_start(tenant: Tenant, change: dict[str, Any
     assert out.returncode == 4
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("drsync: error: ") and message in lines[0]
+
+
+@pytest.mark.slow
+def test_upload_rate_follows_the_send_segments(tenant: Tenant) -> None:
+    tenant.fill_db(3 << 19, seed=2)  # ~2.6 MB in all, incompressible
+    # 4 Mbit/s (500 kB/s) for 2 s, then 2 Mbit/s (250 kB/s)
+    tenant.write_schedule(opens_in_s=2, end_s=10, deadline_s=100,
+                          sends=[(0, 2, 4.0), (2, 100, 2.0)], max_mbit=4.0)
+    tenant.write_config()
+    tenant.start()
+    tenant.wait_for(lambda: tenant.last_status() is not None, timeout=90)
+    assert tenant.stop()[0] == 0
+    run = tenant.state()["last_run"]
+    assert run["status"] == "ok"
+    rates = [(x["offset_s"], x["bytes_per_s"]) for x in tenant.lines() if x.get("event") == "rate"]
+    assert rates[0][1] == 500_000 and rates[-1][1] == 250_000
+    assert 1.9 < rates[-1][0] < 4  # the change came at the boundary (scheduled there)
+    # A lower bound only (a slow machine only takes longer): whatever the bucket let
+    # through by a moment is at most its burst plus the rate integrated up to then, so
+    # the run cannot have ended sooner. At a constant 500 kB/s it would take ~5 s.
+    sent, (t0, _), (tb, _) = run["bytes_sent"], rates[0], rates[-1]
+    assert sent > 2_000_000
+    at_least = (tb - t0) + (sent - 65536 - 500_000 * (tb - t0)) / 250_000
+    assert at_least > sent / 500_000 + 1.5  # the bound tells the two apart
+    assert run["duration_s"] >= at_least * 0.98, (run, at_least)
