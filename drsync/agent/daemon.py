@@ -96,7 +96,8 @@ class Agent:
             log.info("running at once: %s", decision.reason, extra={"event": "catch_up"})
         self.pending = decision
         self.scheduler.add_job("drsync.agent.daemon:slot_job", "date", run_date=run_date,
-                               args=[self.config.tenant], id="slot", replace_existing=True)
+                               args=[self.config.tenant], id="slot", replace_existing=True,
+                               max_instances=1, coalesce=True, misfire_grace_time=None)
         for offset in boundaries(self.slot):
             at = decision.window + timedelta(seconds=offset)
             if at > _now():
@@ -138,7 +139,7 @@ class Agent:
             assert self.pending is not None
             window = self.pending.window
             self._run_window = window
-            self._stop_reason = None
+            self._stop_reason = self._stopping  # a SIGTERM just before the start counts
             ctx = RunContext.new(window, self.bucket, lambda: self._stop_reason)
             self.run_id = ctx.run_id
             self.apply_rate()

@@ -75,6 +75,8 @@ def agent_status(config: AgentConfig, slot: TenantSlot, repo: Repository,
     point, basis = newest_restorable(repo, spool)
     rpo = age_s(point, now)
     decision = decide(now, slot, state.last_window)
+    if decision.action == "missed":  # the agent will record it; its next slot is the news
+        decision = decide(now, slot, decision.window)
     run = state.last_run
     problems = health(run.status if run else None, rpo, config.rpo_hours)
     return {
