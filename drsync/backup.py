@@ -36,6 +36,9 @@ class BackupRequest:
     compression_level: int | None = None
     workers: int | None = None
     pg_bindir: str | None = None  # PostgreSQL's programs (default: PATH, then Debian's)
+    # asked between chunks and before the snapshot: a reason ("deadline") stops the run
+    # with RunInterrupted, no snapshot (see drsync.repo.writer)
+    should_stop: Callable[[], str | None] | None = None
 
     def kind(self) -> str:
         given = [k for k, v in (("files", self.paths), ("sqlite", self.sqlite),
@@ -168,7 +171,8 @@ def _backup_locked(repo: Repository, req: BackupRequest, kind: str, host: str,
         index = repo.load_index()
         adopt_orphan_packs(repo, index)
         writer = SnapshotWriter(repo, index, compression_level=req.compression_level,
-                                workers=req.workers, progress=progress)
+                                workers=req.workers, progress=progress,
+                                should_stop=req.should_stop)
         items = 0
         try:
             for item in _items(req, stack, problems, spec):

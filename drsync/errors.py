@@ -28,7 +28,9 @@ The tree::
     ├── SnapshotNotFound (16)        no snapshot matches the id or prefix given
     ├── RestoreTargetError (17)      the restore target cannot be written (full disk, permission)
     ├── WalNotFound (1)              wal-fetch: no such WAL file in the spool or the store
-    └── WalConflict (20)             a WAL file pushed again with other content (never overwritten)
+    ├── WalConflict (20)             a WAL file pushed again with other content (never overwritten)
+    └── RunInterrupted (21)          a backup stopped between packs (the agent's deadline,
+                                     SIGTERM) before writing its snapshot; its packs are reused
 
 A backup that finished but skipped unreadable files exits with PARTIAL (3);
 that is an outcome, not an exception.
@@ -52,6 +54,7 @@ __all__ = [
     "RepositoryLocked",
     "RepositoryNotFound",
     "RestoreTargetError",
+    "RunInterrupted",
     "SnapshotNotFound",
     "SourceError",
     "StoreError",
@@ -153,3 +156,13 @@ class WalNotFound(DrsyncError):
 
 class WalConflict(DrsyncError):
     exit_code = 20
+
+
+class RunInterrupted(DrsyncError):
+    """Asked to stop (``reason``: "deadline" or "stop"); no snapshot was written."""
+
+    exit_code = 21
+
+    def __init__(self, message: str, reason: str = "stop") -> None:
+        super().__init__(message)
+        self.reason = reason

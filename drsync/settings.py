@@ -73,6 +73,19 @@ Config file keys::
     object_lock_days = 30
     spool_dir = "/var/lib/drsync/s3-spool"  # local copies of uploads in flight, for resuming
 
+    [agent]                                # `drsync agent run`: one tenant's daemon
+    tenant = "Nobeoka"                     # its name in the fleet file and the schedule
+    schedule = "/etc/drsync/schedule.json" # a drsync-schedule v1 file (plan --write-schedule)
+    ship_wal = true                        # run wal-ship inside the tenant's slot
+    rpo_hours = 24                         # `agent status` is unhealthy beyond this RPO
+    metrics_file = "/var/lib/node_exporter/textfile/drsync.prom"
+
+    [[agent.job]]                          # run in order at the slot's start
+    source = "sqlite"                      # files | sqlite | stdin-command | pg-dump | pg-base
+    target = "/var/lib/app/municipal.db"   # path(s) (a list for files), a DSN, or a command
+    name = "registry.dump"                 # stdin-command only: the stream's name
+    tags = ["nightly"]                     # added to [backup] tags
+
 Without ``credentials_file`` the credentials come from boto3's usual chain
 (AWS_* variables, ~/.aws, instance metadata).
 """
@@ -91,9 +104,10 @@ from drsync.errors import ConfigError
 
 if TYPE_CHECKING:
     from drsync.store import Store, StoreOptions
+    from drsync.store.throttle import TokenBucket
 
-__all__ = ["CONFIG_ENV", "ENVIRONMENT", "Settings", "load_settings", "resolve", "store_for",
-           "store_options"]
+__all__ = ["AGENT_SOURCES", "CONFIG_ENV", "ENVIRONMENT", "AgentJob", "Settings", "load_settings",
+           "resolve", "store_for", "store_options"]
 
 CONFIG_ENV = "DRSYNC_CONFIG"
 # environment variable -> Settings field
@@ -108,6 +122,19 @@ ENVIRONMENT: dict[str, str] = {
     "DRSYNC_LIMIT_DOWNLOAD": "limit_download",
     "DRSYNC_PG_BINDIR": "pg_bindir",
 }
+
+
+AGENT_SOURCES = ("files", "sqlite", "stdin-command", "pg-dump", "pg-base")
+
+
+@dataclass(frozen=True)
+class AgentJob:
+    """One ``[[agent.job]]``: a source the agent backs up in the tenant's slot."""
+
+    source: str  # one of AGENT_SOURCES
+    targets: tuple[str, ...]  # paths (files: one or more), a DSN, or a command line
+    name: str | None = None  # stdin-command: the stream's name (default: "stdin")
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,6 +171,12 @@ class Settings:
     object_lock_mode: str | None = None
     object_lock_days: int | None = None
     s3_spool_dir: str | None = None
+    agent_tenant: str | None = None
+    agent_schedule: str | None = None
+    agent_ship_wal: bool = False
+    agent_rpo_hours: float = 24.0
+    agent_metrics_file: str | None = None
+    agent_jobs: tuple[AgentJob, ...] = ()
     state_dir: str = ""  # filled in by resolve(): $XDG_STATE_HOME/drsync
     source: str = ""  # the config file these came from (absolute), for messages
 
@@ -192,11 +225,16 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
            "object_lock_mode": ("object_lock_mode", str),
            "object_lock_days": ("object_lock_days", int),
            "spool_dir": ("s3_spool_dir", str)},
+    "agent": {"tenant": ("agent_tenant", str), "schedule": ("agent_schedule", str),
+              "ship_wal": ("agent_ship_wal", bool), "rpo_hours": ("agent_rpo_hours", float),
+              "metrics_file": ("agent_metrics_file", str)},
 }
+_JOB_KEYS = ("source", "target", "name", "tags")
 _FIELDS = {f.name for f in fields(Settings)}
 # Paths in a config file are relative to the file.
 _PATH_FIELDS = ("repo", "password_file", "key_file", "catalog", "pg_bindir", "s3_ca_bundle",
-                "s3_credentials_file", "s3_spool_dir", "spool", "escrow_pubkey")
+                "s3_credentials_file", "s3_spool_dir", "spool", "escrow_pubkey",
+                "agent_schedule", "agent_metrics_file")
 
 
 def resolve(config_path: str | None, flags: Mapping[str, Any],
@@ -250,7 +288,10 @@ def load_settings(path: str | None) -> Settings:
     for key, value in data.items():
         if isinstance(value, dict) and key in _SCHEMA and key:
             for sub, sub_value in value.items():
-                values.update(_check(path, key, sub, sub_value))
+                if key == "agent" and sub == "job":
+                    values["agent_jobs"] = _agent_jobs(path, sub_value)
+                else:
+                    values.update(_check(path, key, sub, sub_value))
         else:
             values.update(_check(path, "", key, value))
     assert set(values) <= _FIELDS
@@ -288,6 +329,45 @@ def _check(path: str, section: str, key: str, value: Any) -> dict[str, Any]:
     return {name: value}
 
 
+def _agent_jobs(path: str, value: Any) -> tuple[AgentJob, ...]:
+    """``[[agent.job]]`` tables, each checked; ConfigError naming ``agent.job[i].key``."""
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"config file {path}: key 'agent.job' must be an array of tables "
+                          "([[agent.job]])")
+    jobs = []
+    for i, table in enumerate(value):
+        where = f"agent.job[{i}]"
+        for key in table:
+            if key not in _JOB_KEYS:
+                raise ConfigError(f"config file {path}: unknown key {where + '.' + key!r}")
+        source = table.get("source")
+        if source not in AGENT_SOURCES:
+            raise ConfigError(f"config file {path}: key '{where}.source' must be one of "
+                              f"{', '.join(AGENT_SOURCES)} (got {str(source)[:40]!r})")
+        target = table.get("target")
+        targets = [target] if isinstance(target, str) else target
+        if not isinstance(targets, list) or not targets \
+                or not all(isinstance(t, str) and t for t in targets):
+            raise ConfigError(f"config file {path}: key '{where}.target' must be a "
+                              "non-empty string" + (" or list of paths" if source == "files"
+                                                    else ""))
+        if len(targets) > 1 and source != "files":
+            raise ConfigError(f"config file {path}: key '{where}.target': a {source} job "
+                              "takes one target (a list is for files)")
+        if source in ("files", "sqlite"):
+            targets = [_relative_to(path, t) for t in targets]
+        name = table.get("name")
+        if name is not None and (source != "stdin-command" or not isinstance(name, str)
+                                 or not name or "/" in name):
+            raise ConfigError(f"config file {path}: key '{where}.name' is the plain stream "
+                              "name of a stdin-command job")
+        tags = table.get("tags", [])
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise ConfigError(f"config file {path}: key '{where}.tags' must be a list of strings")
+        jobs.append(AgentJob(source, tuple(targets), name, tuple(tags)))
+    return tuple(jobs)
+
+
 def _relative_to(config_path: str, value: str) -> str:
     """Paths in a config file are relative to the file, not to the working directory."""
     if "://" in value or os.path.isabs(value):
@@ -321,12 +401,13 @@ def store_options(settings: Settings) -> StoreOptions:
     )
 
 
-def store_for(settings: Settings) -> Store:
+def store_for(settings: Settings, *, upload: TokenBucket | None = None) -> Store:
     """The store the settings name, with every store option they carry: the one way
-    every command (wal-push and wal-fetch included) opens its store."""
+    every command (wal-push and wal-fetch included) opens its store. ``upload``: the
+    agent's own upload bucket (see ``drsync.store.open_store``)."""
     from drsync.errors import UsageError
     from drsync.store import open_store
 
     if not settings.repo:
         raise UsageError("no repository: use --repo, DRSYNC_REPO or `repo` in the config file")
-    return open_store(settings.repo, store_options(settings))
+    return open_store(settings.repo, store_options(settings), upload=upload)

@@ -52,7 +52,8 @@ SHARED_ROOT = Path(os.environ.get("DRSYNC_TEST_SHARED", "/var/tmp/drsync-test"))
 # catalog and planner ones (SQLAlchemy, matplotlib), never imported by wal-*;
 # boto3 for archiving into (and recovering from) an S3 repository.
 RUNTIME_DEPS = ("zstandard>=0.22", "cryptography>=42", "blake3>=0.4", "pyfastcdc>=0.3",
-                "click>=8.1", "rich>=13", "boto3>=1.34")
+                "click>=8.1", "rich>=13", "boto3>=1.34", "sqlalchemy>=2.0",
+                "apscheduler>=3.10,<4")
 
 
 def find_pg_bindir(version: str = "15") -> str | None:

@@ -13,6 +13,11 @@ def test_agent_example_config_is_valid() -> None:
     settings = load_settings(str(ROOT / "config" / "agent.example.toml"))
     assert settings.repo == "/srv/drsync/secondary-dc/registry"
     assert settings.compression_level == 3 and settings.tags == ["nightly"]
+    from drsync.agent.config import agent_config
+
+    agent = agent_config(settings)
+    assert (agent.tenant, agent.ship_wal, agent.rpo_hours) == ("Nobeoka", True, 24.0)
+    assert [j.source for j in agent.jobs] == ["sqlite", "pg-dump"]
 
 
 def test_s3_example_config_is_valid() -> None:

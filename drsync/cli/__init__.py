@@ -26,6 +26,7 @@ __all__ = ["main"]
 
 # name -> "module:attribute"; each module keeps its handlers thin.
 COMMANDS: dict[str, str] = {
+    "agent": "drsync.cli.agent_cmds:agent_cmd",
     "init": "drsync.cli.repo_cmds:init_cmd",
     "backup": "drsync.cli.repo_cmds:backup_cmd",
     "snapshots": "drsync.cli.repo_cmds:snapshots_cmd",

@@ -10,6 +10,12 @@ file, so even a snapshot's list of chunks is never held whole.
 Ordering: a pack is stored before any index names it; indexes are written
 every ``INDEX_EVERY`` packs (so an interrupted run's finished packs are
 reused by the next run) and at the end; the snapshot is written last.
+
+Stopping: a writer given ``should_stop`` asks it before every chunk and
+once more just before the snapshot. When it answers with a reason, the
+pack being uploaded finishes, packs still queued are dropped (their chunks
+are simply not stored), what was stored is indexed, and ``RunInterrupted``
+is raised: no snapshot, nothing the next run cannot adopt.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import IO, Any, BinaryIO
 
 from pyfastcdc import FastCDC
 
-from drsync.errors import DrsyncError, StoreError
+from drsync.errors import DrsyncError, RunInterrupted, StoreError
 from drsync.repo.index import Index, index_document, pack_key
 from drsync.repo.objects import TYPE_INDEX
 from drsync.repo.pack import BLOB_DATA, BLOB_TREE, BlobEntry, PackBuilder
@@ -85,6 +91,7 @@ class _Uploader:
         self._unindexed: list[tuple[str, int, list[BlobEntry]]] = []
         self._lock = threading.Lock()
         self.error: BaseException | None = None
+        self._cancelled = False
         self._threads = [
             threading.Thread(target=self._run, name=f"pack-uploader-{i}", daemon=True)
             for i in range(self._threads_n)
@@ -106,8 +113,8 @@ class _Uploader:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            if self.error is not None:
-                continue  # drain so the producer never blocks after a failure
+            if self.error is not None or self._cancelled:
+                continue  # drain so the producer never blocks after a failure or a stop
             try:
                 pack_id, data = item.finish()
                 entries = item.entries
@@ -134,6 +141,10 @@ class _Uploader:
             _oid, size = self._repo.save_document(TYPE_INDEX, "index", index_document(batch))
             with self._lock:
                 self._stats.bytes_added += size
+
+    def cancel(self) -> None:
+        """Upload no pack that has not started; ``close`` still indexes the stored ones."""
+        self._cancelled = True
 
     def close(self) -> None:
         """Wait for every queued pack, then index the rest."""
@@ -179,8 +190,10 @@ class SnapshotWriter:
         compression_level: int | None = None,
         workers: int | None = None,
         progress: Callable[[int], None] | None = None,
+        should_stop: Callable[[], str | None] | None = None,
     ) -> None:
         cfg = repo.config
+        self._should_stop = should_stop
         self._repo = repo
         self._index = index
         self._level = cfg.compression_level if compression_level is None else compression_level
@@ -234,6 +247,7 @@ class SnapshotWriter:
             else (bytes(c.data) for c in self._chunker.cut_stream(reader))  # buffer is reused
         )
         for data in chunks:
+            self._check_stop()
             total += len(data)
             if blob_type == BLOB_DATA:
                 self.stats.bytes_read += len(data)
@@ -291,6 +305,13 @@ class SnapshotWriter:
 
     # -- finishing ----------------------------------------------------------------
 
+    def _check_stop(self) -> None:
+        reason = self._should_stop() if self._should_stop is not None else None
+        if reason:
+            self._uploader.cancel()
+            raise RunInterrupted(f"stopped ({reason}) before the snapshot was written; "
+                                 "packs already stored are reused by the next run", reason)
+
     def commit(self, *, host: str, source_kind: str, source_spec: dict[str, Any],
                tags: list[str], summary: dict[str, Any], version: str) -> Snapshot:
         """Store the tree, the last pack, the indexes, then the snapshot."""
@@ -300,6 +321,7 @@ class SnapshotWriter:
                      lambda cid: tree_ids.append(cid.hex()))
         self._flush_pack()
         self._uploader.close()
+        self._check_stop()  # the last moment a stop (a deadline) can keep the snapshot out
         self._shutdown()
         snap = Snapshot(
             time=utc_now(), start_time=self.start_time, host=host, source_kind=source_kind,

@@ -7,6 +7,7 @@ inside the retry so that bytes sent again are paced like the first ones.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from drsync.errors import UsageError
@@ -15,13 +16,19 @@ from drsync.store.local import LocalStore
 from drsync.store.memory import MemoryStore
 from drsync.store.options import S3Options, StoreOptions
 
+if TYPE_CHECKING:
+    from drsync.store.throttle import TokenBucket
+
 __all__ = ["LocalStore", "MemoryStore", "ObjectInfo", "S3Options", "Store", "StoreOptions",
            "open_store", "validate_key"]
 
 
-def open_store(url: str, options: StoreOptions | None = None) -> Store:
+def open_store(url: str, options: StoreOptions | None = None, *,
+               upload: TokenBucket | None = None) -> Store:
     """A plain path or ``file:///path`` opens a directory store; ``s3://bucket/prefix`` a
-    bucket. ``options`` carries the S3 settings, retry deadline and bandwidth limits."""
+    bucket. ``options`` carries the S3 settings, retry deadline and bandwidth limits;
+    ``upload`` is a bucket of the caller's (the agent's, whose rate follows its schedule)
+    that paces uploads instead of the process's shared one."""
     if not url:
         raise UsageError("no repository given: use --repo, DRSYNC_REPO or `repo` in the config")
     options = (options or StoreOptions()).validate()
@@ -40,19 +47,21 @@ def open_store(url: str, options: StoreOptions | None = None) -> Store:
             store = S3Store(url, options.s3, connections=options.connections)
         else:
             raise UsageError(f"unsupported repository URL scheme {parsed.scheme!r} in {url!r}")
-    return wrap_store(store, options)
+    return wrap_store(store, options, upload=upload)
 
 
-def wrap_store(store: Store, options: StoreOptions) -> Store:
+def wrap_store(store: Store, options: StoreOptions, *,
+               upload: TokenBucket | None = None) -> Store:
     """Throttle (when limited), then retry (for stores that can fail transiently)."""
     from drsync.store.local import LocalStore as _Local
 
-    if options.limit_upload or options.limit_download:
+    if options.limit_upload or options.limit_download or upload is not None:
         from drsync.store.throttle import ThrottledStore, shared_bucket
 
+        if upload is None and options.limit_upload:
+            upload = shared_bucket("upload", options.limit_upload)
         store = ThrottledStore(
-            store,
-            shared_bucket("upload", options.limit_upload) if options.limit_upload else None,
+            store, upload,
             shared_bucket("download", options.limit_download) if options.limit_download else None,
         )
     if not isinstance(store, _Local):

@@ -70,6 +70,7 @@ class TokenBucket:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = float(rate)
+        self._burst = burst
         self.burst = float(burst if burst is not None else max(64 * 1024, rate / 20))
         self._clock = clock
         self._sleep = sleep
@@ -78,15 +79,39 @@ class TokenBucket:
         self._lock = threading.Lock()
         self.taken = 0
 
+    def set_rate(self, rate: float) -> None:
+        """Change the rate from now on (the agent does at each ``send`` segment boundary).
+
+        Tokens earned so far are settled at the old rate first; ``0`` means no
+        limit until the next change (bytes are still counted in ``taken``). A
+        debt left at the old rate is repaid at the new one.
+        """
+        if rate < 0:
+            raise ValueError("rate must not be negative")
+        with self._lock:
+            now = self._clock()
+            if self.rate > 0:
+                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self.rate = float(rate)
+            if rate > 0:
+                self.burst = float(self._burst if self._burst is not None
+                                   else max(64 * 1024, rate / 20))
+                self._tokens = min(self._tokens, self.burst)
+            else:
+                self._tokens = self.burst
+
     def take(self, n: int) -> None:
         if n <= 0:
             return
         with self._lock:
+            self.taken += n
+            if self.rate <= 0:
+                return
             now = self._clock()
             self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
             self._stamp = now
             self._tokens -= n
-            self.taken += n
             wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
         if wait > 0:
             self._sleep(wait)

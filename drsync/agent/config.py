@@ -1,0 +1,105 @@
+"""The agent's typed configuration: its settings' ``[agent]`` section and its slot in the
+schedule file, both checked at start (ConfigError, exit 4, one line)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from drsync.errors import ConfigError
+from drsync.settings import AgentJob, Settings
+
+__all__ = ["AgentConfig", "Send", "TenantSlot", "agent_config", "tenant_slot"]
+
+
+@dataclass(frozen=True)
+class Send:
+    """A planned send segment: ``mbit_per_s`` from ``from_s`` to ``to_s`` after the window
+    opens."""
+
+    from_s: float
+    to_s: float
+    mbit_per_s: float
+
+
+@dataclass(frozen=True)
+class TenantSlot:
+    """The tenant's slot in tonight's schedule; offsets are seconds from the window start."""
+
+    tenant: str
+    window_start: str  # "HH:MM" or "HH:MM:SS", local time
+    window_s: float
+    start_s: float
+    end_s: float
+    deadline_s: float
+    max_mbit_per_s: float
+    sends: tuple[Send, ...]
+
+    @property
+    def planned_s(self) -> float:
+        return self.end_s - self.start_s
+
+    @property
+    def start_clock(self) -> str:
+        h, m, s = (int(x) for x in [*self.window_start.split(":"), "0"][:3])
+        total = round(h * 3600 + m * 60 + s + self.start_s) % 86400
+        return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tenant": self.tenant, "window_start": self.window_start,
+                "window_s": self.window_s, "start": self.start_clock, "start_s": self.start_s,
+                "end_s": self.end_s, "deadline_s": self.deadline_s,
+                "planned_s": round(self.planned_s, 3), "max_mbit_per_s": self.max_mbit_per_s,
+                "send": [{"from_s": s.from_s, "to_s": s.to_s, "mbit_per_s": s.mbit_per_s}
+                         for s in self.sends]}
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    tenant: str
+    schedule: str
+    jobs: tuple[AgentJob, ...]
+    ship_wal: bool
+    rpo_hours: float
+    metrics_file: str | None
+    settings: Settings
+
+
+def agent_config(settings: Settings) -> AgentConfig:
+    """The ``[agent]`` section, with what the daemon cannot run without."""
+    where = f"config file {settings.source}" if settings.source else "the settings"
+    if not settings.agent_tenant:
+        raise ConfigError(f"{where}: [agent] tenant is required (the tenant's name in the "
+                          "schedule)")
+    if not settings.agent_schedule:
+        raise ConfigError(f"{where}: [agent] schedule is required (a drsync-schedule file)")
+    if not settings.agent_jobs and not settings.agent_ship_wal:
+        raise ConfigError(f"{where}: the agent has nothing to do: add [[agent.job]] tables "
+                          "or ship_wal = true")
+    return AgentConfig(settings.agent_tenant, settings.agent_schedule, settings.agent_jobs,
+                       settings.agent_ship_wal, float(settings.agent_rpo_hours),
+                       settings.agent_metrics_file, settings)
+
+
+def tenant_slot(config: AgentConfig) -> TenantSlot:
+    """The tenant's slot from the schedule file (format checked by ``load_schedule``)."""
+    from drsync.plan.export import load_schedule
+
+    if "://" in config.schedule:
+        raise ConfigError(f"{config.schedule}: schedule must be a local file "
+                          "(s3:// schedules are not supported yet)")
+    doc = load_schedule(config.schedule)
+    slot = doc["tenants"].get(config.tenant)
+    if slot is None:
+        why = ("it is listed as unscheduled (did not fit the window)"
+               if config.tenant in doc["unscheduled"] else "it is not in the schedule")
+        raise ConfigError(f"{config.schedule}: tenants: no slot for tenant "
+                          f"{config.tenant!r}: {why}")
+    window = doc["window"]
+    return TenantSlot(
+        tenant=config.tenant, window_start=window["start"], window_s=float(window["seconds"]),
+        start_s=float(slot["start_s"]), end_s=float(slot["end_s"]),
+        deadline_s=float(slot["deadline_s"]), max_mbit_per_s=float(slot["max_mbit_per_s"]),
+        sends=tuple(Send(float(s["from_s"]), float(s["to_s"]), float(s["mbit_per_s"]))
+                    for s in slot["send"]),
+    )

@@ -1,0 +1,107 @@
+"""The agent's decisions, pure: dataclasses and datetimes in, decisions out, no I/O.
+
+- ``decide``: what to do about the tenant's slot now. Before tonight's
+  slot start: wait for it. After it, not yet run: a missed slot (host down,
+  agent started late) runs at once if the planned duration still ends by
+  the tenant's deadline, otherwise it is recorded as missed. A window that
+  closed before this agent ever ran is nobody's miss. A window already
+  handled (run, overran or missed) is never run twice.
+- ``rate_at``: the upload rate at a moment of the window: the rate of the
+  ``send`` segment holding it; outside every segment only ``max_mbit_per_s``
+  (no limit when the schedule gives none); never above the configured cap.
+- ``health``: what makes ``agent status`` unhealthy (exit 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from drsync.agent.config import TenantSlot
+
+__all__ = ["RUN_STATUSES", "Decision", "boundaries", "bytes_per_s", "decide", "health",
+           "rate_at", "window_opening"]
+
+RUN_STATUSES = ("ok", "partial", "failed", "missed", "overrun")
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # "wait": run at ``at``; "run": run now (missed, room left); "missed"
+    window: datetime  # the opening of the window this is about
+    at: datetime  # when the slot runs, or the slot start that was missed
+    deadline: datetime
+    reason: str
+
+
+def _clock_seconds(clock: str) -> int:
+    h, m, s = (int(x) for x in [*clock.split(":"), "0"][:3])
+    return h * 3600 + m * 60 + s
+
+
+def window_opening(now: datetime, window_start: str) -> datetime:
+    """The latest opening of the window at or before ``now`` (windows may cross midnight)."""
+    seconds = _clock_seconds(window_start)
+    opening = now.replace(hour=seconds // 3600, minute=seconds % 3600 // 60,
+                          second=seconds % 60, microsecond=0)
+    return opening if opening <= now else opening - timedelta(days=1)
+
+
+def decide(now: datetime, slot: TenantSlot, last_window: datetime | None) -> Decision:
+    """What to do about the slot; ``last_window`` is the opening of the last window this
+    agent handled (None: it never handled one)."""
+    opening = window_opening(now, slot.window_start)
+
+    def at(o: datetime) -> tuple[datetime, datetime]:
+        return o + timedelta(seconds=slot.start_s), o + timedelta(seconds=slot.deadline_s)
+
+    start, deadline = at(opening)
+    handled = last_window is not None and last_window >= opening
+    window_over = now >= opening + timedelta(seconds=slot.window_s)
+    if now < start and not handled:
+        return Decision("wait", opening, start, deadline, "tonight's slot")
+    if handled or (window_over and last_window is None):
+        nxt = opening + timedelta(days=1)
+        s, d = at(nxt)
+        return Decision("wait", nxt, s, d, "the next window's slot")
+    room = (deadline - now).total_seconds()
+    if room >= slot.planned_s:
+        return Decision("run", opening, start, deadline,
+                        f"slot at {start:%H:%M:%S} was missed; {room:.0f} s left before the "
+                        f"deadline, {slot.planned_s:.0f} s planned")
+    return Decision("missed", opening, start, deadline,
+                    f"slot at {start:%H:%M:%S} was missed and {max(room, 0):.0f} s before the "
+                    f"deadline {deadline:%H:%M:%S} are less than the {slot.planned_s:.0f} s "
+                    "planned")
+
+
+def rate_at(slot: TenantSlot, offset_s: float) -> float:
+    """The planned upload rate in Mbit/s at ``offset_s`` from the window start; 0: no limit."""
+    for send in slot.sends:
+        if send.from_s <= offset_s < send.to_s:
+            return send.mbit_per_s
+    return slot.max_mbit_per_s
+
+
+def bytes_per_s(mbit_per_s: float, cap: float) -> float:
+    """A planned rate (Mbit/s, 0: none) under the configured cap (bytes/s, 0: none)."""
+    planned = mbit_per_s * 1e6 / 8
+    limits = [x for x in (planned, cap) if x > 0]
+    return min(limits) if limits else 0.0
+
+
+def boundaries(slot: TenantSlot) -> list[float]:
+    """Offsets (from the window start) where the planned rate may change."""
+    return sorted({t for s in slot.sends for t in (s.from_s, s.to_s)})
+
+
+def health(last_status: str | None, rpo_s: float | None, rpo_hours: float) -> list[str]:
+    """Why the tenant is unhealthy (empty: healthy)."""
+    problems = []
+    if last_status in ("failed", "missed", "overrun"):
+        problems.append(f"the last run was {last_status}")
+    if rpo_s is None:
+        problems.append("no restorable point yet")
+    elif rpo_s > rpo_hours * 3600:
+        problems.append(f"RPO {rpo_s / 3600:.1f} h exceeds the target of {rpo_hours:g} h")
+    return problems

@@ -1,0 +1,239 @@
+"""One slot's run: the configured jobs in order through the backup service, then wal-ship,
+each recorded in the catalog's journal (host = the tenant), summed up as one ``LastRun``.
+
+A job stopped by the deadline is ``overrun`` and ends the run; one stopped by SIGTERM is
+``failed`` ("stopped by SIGTERM"); either way its finished packs stay for the next run.
+A job that fails does not keep the next job from running.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import shlex
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, BinaryIO
+
+from drsync.agent.config import AgentConfig
+from drsync.agent.state import LastRun
+from drsync.backup import BackupRequest, run_backup
+from drsync.catalog import RunJournal
+from drsync.errors import ConfigError, DrsyncError, RunInterrupted, SourceError
+from drsync.repo import Repository
+from drsync.repo.keys import KeyFile, Secret
+from drsync.settings import AgentJob, Settings, store_for
+from drsync.store.throttle import TokenBucket
+
+__all__ = ["RunContext", "open_agent_repo", "run_slot"]
+
+log = logging.getLogger("drsync.agent")
+
+
+def open_agent_repo(settings: Settings, upload: TokenBucket | None = None) -> Repository:
+    """The tenant's repository, opened unattended: a key file, else a password file."""
+    if settings.key_file:
+        secret = Secret(key_file=KeyFile.load(settings.key_file), source=settings.key_file)
+    elif settings.password_file:
+        try:
+            with open(settings.password_file, encoding="utf-8") as fh:
+                secret = Secret(passphrase=fh.readline().rstrip("\r\n"),
+                                source=settings.password_file)
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"cannot read password file {settings.password_file}: "
+                              f"{err}") from None
+    else:
+        raise ConfigError("the agent runs unattended: set key_file (or password_file) in "
+                          "the config")
+    return Repository.open(store_for(settings, upload=upload), secret, warn=log.warning)
+
+
+@dataclass
+class RunContext:
+    run_id: str
+    window: datetime
+    bucket: TokenBucket
+    should_stop: Callable[[], str | None]
+    statuses: list[str] = field(default_factory=list)
+    snapshots: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    bytes_read: int = 0
+
+    @staticmethod
+    def new(window: datetime, bucket: TokenBucket,
+            should_stop: Callable[[], str | None]) -> RunContext:
+        return RunContext(uuid.uuid4().hex, window, bucket, should_stop)
+
+
+class _CommandOutput(io.RawIOBase):
+    """A stdin-command job's stdout; at its end, the command's exit status is checked,
+    so a command that failed fails the job before any snapshot is written."""
+
+    def __init__(self, command: str, proc: subprocess.Popen[bytes]) -> None:
+        self._command = command
+        self._proc = proc
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        stdout: Any = self._proc.stdout  # a BufferedReader (bufsize -1)
+        n: int = stdout.readinto(buffer)
+        if not n:
+            code = self._proc.wait()
+            if code != 0:
+                raise SourceError(f"command {self._command!r} exited with {code}")
+        return n
+
+
+@contextmanager
+def _command_stdout(command: str) -> Iterator[BinaryIO]:
+    try:
+        proc = subprocess.Popen(shlex.split(command), stdout=subprocess.PIPE)
+    except (OSError, ValueError) as err:
+        raise SourceError(f"cannot run {command!r}: {err}") from None
+    try:
+        yield io.BufferedReader(_CommandOutput(command, proc))
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # stopped before the end of its output
+        if proc.stdout is not None:
+            proc.stdout.close()
+        proc.wait()
+
+
+def _request(job: AgentJob, settings: Settings, ctx: RunContext) -> BackupRequest:
+    kind = {"files": "paths", "sqlite": "sqlite", "pg-dump": "pg_dump", "pg-base": "pg_base",
+            "stdin-command": "stdin_name"}[job.source]
+    value: Any = list(job.targets) if kind == "paths" else job.targets[0]
+    if kind == "stdin_name":
+        value = job.name or "stdin"
+    return BackupRequest(**{kind: value}, tags=[*settings.tags, *job.tags], host=settings.host,
+                         compression_level=settings.compression_level,
+                         workers=settings.workers, pg_bindir=settings.pg_bindir,
+                         should_stop=ctx.should_stop)
+
+
+def _job_status(err: BaseException) -> tuple[str, str]:
+    if isinstance(err, RunInterrupted):
+        if err.reason == "deadline":
+            return "overrun", "the tenant's deadline passed; " + str(err)
+        return "failed", str(err)
+    return "failed", str(err) if isinstance(err, DrsyncError) else repr(err)
+
+
+def _run_job(job: AgentJob, cfg: AgentConfig, repo: Repository, ctx: RunContext,
+             journal: RunJournal) -> bool:
+    """One job, recorded; False when the run must end (interrupted)."""
+    req = _request(job, cfg.settings, ctx)
+    record = journal.start_run(repo.url, "backup", req.describe(), cfg.tenant)
+    sent_before = ctx.bucket.taken
+    read = [0]
+
+    def progress(n: int) -> None:
+        read[0] += n
+
+    log.info("job %s started", req.describe(), extra={"event": "job_started"})
+    try:
+        if job.source == "stdin-command":
+            with _command_stdout(job.targets[0]) as stream:
+                req.stdin = stream
+                result = run_backup(repo, req, progress=progress)
+        else:
+            result = run_backup(repo, req, progress=progress)
+    except Exception as err:
+        status, message = _job_status(err)
+        ctx.statuses.append(status)
+        ctx.errors.append(f"{req.describe()}: {message}")
+        ctx.bytes_read += read[0]
+        journal.finish_run(record, status, bytes_read=read[0],
+                           bytes_added=ctx.bucket.taken - sent_before, error=message)
+        log.error("job %s %s: %s", req.describe(), status, message,
+                  extra={"event": "job_finished", "status": status})
+        return not isinstance(err, RunInterrupted)
+    status = "partial" if result.partial else "ok"
+    ctx.statuses.append(status)
+    ctx.snapshots.append(result.snapshot_id)
+    ctx.bytes_read += result.bytes_read
+    problems = "; ".join(f"{p.path}: {p.reason}" for p in result.problems if p.partial)
+    if problems:
+        ctx.errors.append(problems)
+    journal.finish_run(record, status, bytes_read=result.bytes_read,
+                       bytes_added=result.bytes_added, snapshot_id=result.snapshot_id,
+                       error=problems or None)
+    log.info("job %s %s: snapshot %s, %d bytes read, %.3g MB/s", req.describe(), status,
+             result.snapshot_id[:8], result.bytes_read, result.mb_per_s,
+             extra={"event": "job_finished", "status": status,
+                    "snapshot_id": result.snapshot_id})
+    return True
+
+
+def _ship_wal(cfg: AgentConfig, repo: Repository, ctx: RunContext, journal: RunJournal) -> None:
+    from drsync.wal.ship import ship_spool
+    from drsync.wal.spool import Spool
+
+    spool = Spool.if_present(cfg.settings.wal_spool())
+    if spool is None:
+        return
+    record = journal.start_run(repo.url, "wal-ship", str(spool.dir), cfg.tenant)
+    try:
+        result = ship_spool(spool, repo.store, repo.key)
+    except DrsyncError as err:
+        ctx.statuses.append("failed")
+        ctx.errors.append(f"wal-ship: {err}")
+        journal.finish_run(record, "failed", error=str(err))
+        log.error("wal-ship failed: %s", err, extra={"event": "wal_ship"})
+        return
+    journal.finish_run(record, "ok", bytes_added=result.bytes)
+    log.info("wal-ship: %d WAL file(s) shipped", len(result.shipped), extra={"event": "wal_ship"})
+
+
+def overall(statuses: list[str]) -> str:
+    for status in ("overrun", "failed", "partial"):
+        if status in statuses:
+            return status
+    return "ok"
+
+
+def run_slot(cfg: AgentConfig, ctx: RunContext) -> LastRun:
+    """Every job in order, then wal-ship (when configured and not stopped)."""
+    started, clock = datetime.now().astimezone(), time.monotonic()
+    journal = RunJournal(cfg.settings.catalog or "", cfg.settings.state_dir)
+    sent_before = ctx.bucket.taken
+    try:
+        repo = open_agent_repo(cfg.settings, ctx.bucket)
+    except DrsyncError as err:
+        ctx.statuses.append("failed")
+        ctx.errors.append(str(err))
+        repo = None
+    if repo is not None:
+        for job in cfg.jobs:
+            if ctx.should_stop() or not _run_job(job, cfg, repo, ctx, journal):
+                break
+        if cfg.ship_wal and not ctx.should_stop():
+            _ship_wal(cfg, repo, ctx, journal)
+    duration = time.monotonic() - clock
+    return LastRun(run_id=ctx.run_id, status=overall(ctx.statuses), window=ctx.window.isoformat(),
+                   started=started.isoformat(),
+                   finished=datetime.now().astimezone().isoformat(),
+                   snapshot_ids=ctx.snapshots, bytes_read=ctx.bytes_read,
+                   bytes_sent=ctx.bucket.taken - sent_before, duration_s=round(duration, 3),
+                   error=ctx.errors[0][:500] if ctx.errors else None)
+
+
+def record_missed(cfg: AgentConfig, window: datetime, reason: str) -> LastRun:
+    """A slot that never ran, on record like any run."""
+    run_id = uuid.uuid4().hex
+    journal = RunJournal(cfg.settings.catalog or "", cfg.settings.state_dir)
+    repo_url = cfg.settings.repo or ""
+    record = journal.start_run(repo_url, "backup", f"agent slot {window.isoformat()}",
+                               cfg.tenant)
+    journal.finish_run(record, "missed", error=reason)
+    now = datetime.now().astimezone().isoformat()
+    return LastRun(run_id=run_id, status="missed", window=window.isoformat(), started=now,
+                   finished=now, error=reason)

@@ -1,0 +1,222 @@
+"""The daemon end to end, in a subprocess, on a schedule whose window opens seconds ahead."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from typing import Any
+
+import pytest
+
+from tests.agent.conftest import Tenant
+
+pytestmark = pytest.mark.timeout(120)
+
+_SAMPLE = re.compile(r'^([a-z_]+)\{([^}]*)\} (\S+)$')
+
+
+def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """A strict reader of the text format: HELP and TYPE before every family's samples."""
+    families: dict[str, list[tuple[dict[str, str], float]]] = {}
+    helped: set[str] = set()
+    typed: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            helped.add(line.split()[2])
+        elif line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            assert kind == "gauge"
+            typed.add(name)
+        else:
+            m = _SAMPLE.match(line)
+            assert m, f"not a sample line: {line!r}"
+            name, labels, value = m.groups()
+            assert name in helped and name in typed, name
+            pairs = dict(re.findall(r'([a-z_]+)="([^"]*)"', labels))
+            families.setdefault(name, []).append((pairs, float(value)))
+    return families
+
+
+def test_runs_its_slot_records_it_and_writes_metrics(tenant: Tenant) -> None:
+    tenant.write_schedule(opens_in_s=3)
+    tenant.write_config()
+    tenant.start()
+    tenant.wait_for(lambda: tenant.last_status() is not None)
+    code, _took = tenant.stop()
+    assert code == 0, (tenant.root / "agent.err").read_text()
+    state = tenant.state()
+    run = state["last_run"]
+    assert run["status"] == "ok", run
+    assert tenant.snapshots() == run["snapshot_ids"] and len(run["snapshot_ids"]) == 1
+    assert run["bytes_read"] > 1_000_000 and run["bytes_sent"] > 0
+    runs = [r for r in tenant.catalog_runs() if r["kind"] == "backup"]
+    assert [(r["status"], r["host"], r["snapshot_id"]) for r in runs] == \
+        [("ok", "Nobeoka", run["snapshot_ids"][0])]
+    families = parse_metrics(tenant.metrics.read_text())
+    assert families["drsync_last_run_status"] == [
+        ({"tenant": "Nobeoka", "status": s}, 1.0 if s == "ok" else 0.0)
+        for s in ("ok", "partial", "failed", "missed", "overrun")]
+    [(labels, success)] = families["drsync_last_success_timestamp_seconds"]
+    assert labels == {"tenant": "Nobeoka"} and abs(success - time.time()) < 60
+    assert families["drsync_last_run_bytes_read"][0][1] == run["bytes_read"]
+    assert 0 <= families["drsync_rpo_seconds"][0][1] < 60
+    assert families["drsync_wal_spool_files"][0][1] == 0
+    # logs: JSON lines (stdout is a pipe), each with the tenant and a run id
+    lines = tenant.lines()
+    assert lines and all(x["tenant"] == "Nobeoka" and "run_id" in x for x in lines)
+    finished = [x for x in lines if x.get("event") == "run_finished"]
+    assert [x["run_id"] for x in finished] == [run["run_id"]]
+    # agent status: healthy, and says so in JSON
+    out = tenant.drsync("agent", "status", "--config", str(tenant.config), "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["last_run"]["snapshot_id"] == run["snapshot_ids"][0]
+    assert doc["tenant"] == "Nobeoka" and doc["healthy"] and doc["rpo_s"] < 60
+    assert doc["next_run"] > doc["last_run"]["finished"]  # tomorrow's slot
+
+
+def test_missed_slot_without_room_is_recorded_missed(tenant: Tenant) -> None:
+    # the window opened 20 s ago; 10 s to the deadline, 30 s planned
+    tenant.write_schedule(opens_in_s=-20, end_s=30, deadline_s=30)
+    tenant.write_config()
+    tenant.start()
+    tenant.wait_for(lambda: tenant.last_status() is not None)
+    assert tenant.stop()[0] == 0
+    assert tenant.last_status() == "missed"
+    assert tenant.snapshots() == []
+    runs = tenant.catalog_runs()
+    assert [(r["status"], r["host"]) for r in runs] == [("missed", "Nobeoka")]
+    assert "planned" in runs[0]["error"]
+    families = parse_metrics(tenant.metrics.read_text())
+    assert ({"tenant": "Nobeoka", "status": "missed"}, 1.0) in families["drsync_last_run_status"]
+    assert math.isnan(families["drsync_rpo_seconds"][0][1])
+    out = tenant.drsync("agent", "status", "--config", str(tenant.config))
+    assert out.returncode == 1 and "missed" in out.stdout
+
+
+def test_missed_slot_with_room_runs_at_once(tenant: Tenant) -> None:
+    tenant.write_schedule(opens_in_s=-20, end_s=5, deadline_s=100)
+    tenant.write_config()
+    began = time.monotonic()
+    tenant.start()
+    tenant.wait_for(lambda: tenant.last_status() is not None)
+    assert time.monotonic() - began < 30
+    assert tenant.stop()[0] == 0
+    assert tenant.last_status() == "ok" and len(tenant.snapshots()) == 1
+    assert any(x.get("event") == "catch_up" for x in tenant.lines())
+
+
+def _slow_config(tenant: Tenant) -> None:
+    tenant.fill_db(4 << 20, seed=1)  # ~5 MiB of incompressible rows
+
+
+@pytest.mark.slow
+def test_overrun_at_the_deadline_then_a_clean_next_run(tenant: Tenant) -> None:
+    _slow_config(tenant)
+    # 2 Mbit/s (250 kB/s): 5 MB need 20 s; the deadline is 4 s after the start
+    # (a 4 s lead and 1 s planned: a slow start still runs at once rather than "missed")
+    tenant.write_schedule(opens_in_s=4, end_s=1, deadline_s=4, sends=[(0, 60, 2.0)],
+                          max_mbit=2.0)
+    tenant.write_config()
+    tenant.start()
+    tenant.wait_for(lambda: tenant.last_status() is not None)
+    assert tenant.stop()[0] == 0
+    run = tenant.state()["last_run"]
+    assert run["status"] == "overrun" and run["snapshot_ids"] == []
+    assert "deadline" in run["error"]
+    assert tenant.snapshots() == []
+    assert run["bytes_sent"] < tenant.db.stat().st_size  # stopped before the whole upload
+    check = tenant.drsync("--config", str(tenant.config), "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert [r["status"] for r in tenant.catalog_runs()] == ["overrun"]
+    # the next night (a new window, no limit): ok, reusing what the overrun stored
+    tenant.write_schedule(opens_in_s=2, end_s=5, deadline_s=60)
+    tenant.start()
+    tenant.wait_for(lambda: tenant.state()["last_run"]["run_id"] != run["run_id"])
+    assert tenant.stop()[0] == 0
+    assert tenant.last_status() == "ok" and len(tenant.snapshots()) == 1
+
+
+@pytest.mark.slow
+def test_sigterm_mid_backup_exits_0_and_the_next_run_is_clean(tenant: Tenant) -> None:
+    _slow_config(tenant)
+    tenant.write_schedule(opens_in_s=2, end_s=30, deadline_s=100, sends=[(0, 100, 2.0)],
+                          max_mbit=2.0)
+    tenant.write_config()
+    tenant.start()
+    tenant.wait_for(lambda: _packs(tenant) >= 1)  # mid-backup: a pack is stored
+    assert tenant.last_status() is None
+    code, took = tenant.stop()
+    assert code == 0 and took < 30
+    run = tenant.state()["last_run"]
+    assert run["status"] == "failed" and "SIGTERM" in run["error"]
+    assert tenant.snapshots() == []
+    assert tenant.drsync("--config", str(tenant.config), "check").returncode == 0
+    tenant.write_schedule(opens_in_s=2, end_s=5, deadline_s=60)
+    tenant.start()
+    tenant.wait_for(lambda: tenant.state()["last_run"]["run_id"] != run["run_id"])
+    assert tenant.stop()[0] == 0
+    assert tenant.last_status() == "ok" and len(tenant.snapshots()) == 1
+
+
+def _packs(tenant: Tenant) -> int:
+    return sum(1 for p in (tenant.repo / "data").rglob("*") if p.is_file())
+
+
+def test_sighup_reloads_the_schedule(tenant: Tenant) -> None:
+    import signal
+
+    tenant.write_schedule(opens_in_s=3600)  # an hour away
+    tenant.write_config()
+    proc = tenant.start()
+    # the job store exists once the scheduler started, after the signal handlers
+    tenant.wait_for(lambda: (tenant.root / "state" / "drsync" / "agent" / "Nobeoka" /
+                             "jobs.sqlite").exists())
+    tenant.write_schedule(opens_in_s=2)
+    proc.send_signal(signal.SIGHUP)
+    tenant.wait_for(lambda: tenant.last_status() is not None)
+    assert tenant.stop()[0] == 0
+    assert tenant.last_status() == "ok"
+    assert any(x.get("event") == "reload" for x in tenant.lines())
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"tenant": "Saga"}, "no slot for tenant 'Nobeoka'"),
+    ({"version": 2}, "version: 2 is not supported"),
+    ({"format": "other"}, "format: is not 'drsync-schedule'"),
+])
+def test_bad_schedule_is_one_line_at_start(tenant: Tenant, change: dict[str, Any],
+                                           message: str) -> None:
+    tenant.write_schedule(opens_in_s=5, **change)
+    tenant.write_config()
+    out = tenant.drsync("agent", "run", "--config", str(tenant.config), timeout=30)
+    assert out.returncode == 4
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("drsync: error: ") and message in lines[0]
+
+
+@pytest.mark.slow
+def test_upload_rate_follows_the_send_segments(tenant: Tenant) -> None:
+    tenant.fill_db(3 << 19, seed=2)  # ~2.6 MB in all, incompressible
+    # 4 Mbit/s (500 kB/s) for 2 s, then 2 Mbit/s (250 kB/s)
+    tenant.write_schedule(opens_in_s=2, end_s=10, deadline_s=100,
+                          sends=[(0, 2, 4.0), (2, 100, 2.0)], max_mbit=4.0)
+    tenant.write_config()
+    tenant.start()
+    tenant.wait_for(lambda: tenant.last_status() is not None, timeout=90)
+    assert tenant.stop()[0] == 0
+    run = tenant.state()["last_run"]
+    assert run["status"] == "ok"
+    rates = [(x["offset_s"], x["bytes_per_s"]) for x in tenant.lines() if x.get("event") == "rate"]
+    assert rates[0][1] == 500_000 and rates[-1][1] == 250_000
+    assert rates[-1][0] >= 1.9  # the change came at the boundary, not before
+    # A lower bound only (a slow machine only takes longer): whatever the bucket let
+    # through by a moment is at most its burst plus the rate integrated up to then, so
+    # the run cannot have ended sooner. At a constant 500 kB/s it would take ~5 s.
+    sent, (t0, _), (tb, _) = run["bytes_sent"], rates[0], rates[-1]
+    assert sent > 2_000_000
+    at_least = (tb - t0) + (sent - 65536 - 500_000 * (tb - t0)) / 250_000
+    assert at_least > sent / 500_000 + 1.5  # the bound tells the two apart
+    assert run["duration_s"] >= at_least * 0.98, (run, at_least)

@@ -1,0 +1,65 @@
+"""The daemon's wiring in-process (the scheduler is built, never started): one slot job
+with max_instances=1, rate and deadline jobs at the schedule's times, the overlap guard."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from drsync.agent.daemon import Agent
+from drsync.settings import Settings, resolve
+from tests.agent.conftest import Tenant
+
+
+def _agent(tenant: Tenant) -> Agent:
+    def load() -> Settings:
+        return resolve(str(tenant.config), {}, tenant.env)
+
+    return Agent(load)
+
+
+def test_plan_schedules_the_slot_rates_and_deadline(tenant: Tenant) -> None:
+    opening = tenant.write_schedule(opens_in_s=600, start_s=60, end_s=120, deadline_s=300,
+                                    sends=[(60, 90, 8.0), (90, 120, 4.0)], max_mbit=8.0)
+    tenant.write_config()
+    agent = _agent(tenant)
+    agent.plan()
+    jobs = {job.id: job for job in agent.scheduler.get_jobs()}
+    assert set(jobs) == {"slot", "rate-60.0", "rate-90.0", "rate-120.0", "deadline"}
+    slot = jobs["slot"]
+    assert slot.max_instances == 1 and slot.func_ref == "drsync.agent.daemon:slot_job"
+    assert slot.trigger.run_date == (opening + timedelta(seconds=60)).astimezone()
+    assert jobs["deadline"].trigger.run_date == (opening + timedelta(seconds=300)).astimezone()
+    assert jobs["rate-90.0"].trigger.run_date == (opening + timedelta(seconds=90)).astimezone()
+
+
+def test_a_second_run_never_starts_while_one_is_going(
+        tenant: Tenant, caplog: pytest.LogCaptureFixture) -> None:
+    tenant.write_schedule(opens_in_s=600)
+    tenant.write_config()
+    agent = _agent(tenant)
+    agent.plan()
+    with agent._guard, caplog.at_level(logging.WARNING, logger="drsync.agent"):
+        agent.run_now()
+    assert "a run is still going" in caplog.text
+    assert agent.state.last_run is None and not Path(agent.state.path).exists()
+    assert tenant.snapshots() == []
+
+
+def test_reload_with_a_bad_schedule_keeps_the_old_one(
+        tenant: Tenant, caplog: pytest.LogCaptureFixture) -> None:
+    tenant.write_schedule(opens_in_s=600)
+    tenant.write_config()
+    agent = _agent(tenant)
+    old = agent.slot
+    tenant.schedule.write_text('{"format": "drsync-schedule", "version": 7}')
+    with caplog.at_level(logging.ERROR, logger="drsync.agent"):
+        agent.reload()
+    assert agent.slot == old and "reload refused" in caplog.text
+    assert "version: 7 is not supported" in caplog.text
+    opening = tenant.write_schedule(opens_in_s=900)
+    agent.reload()
+    assert agent.slot.window_start == opening.strftime("%H:%M:%S") != old.window_start

@@ -1,0 +1,68 @@
+"""The writer's stop point: a backup asked to stop writes no snapshot, keeps its packs."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+
+from drsync.backup import BackupRequest, run_backup
+from drsync.errors import RunInterrupted
+from drsync.repo import RepoConfig
+from drsync.repo.check import check_repository
+from drsync.store import MemoryStore
+from drsync.testing import make_repository
+
+MiB = 1 << 20
+
+
+def test_stop_raises_before_the_snapshot_and_the_next_run_reuses_the_packs() -> None:
+    repo = make_repository(MemoryStore(), "pw", config=RepoConfig(
+        chunk_avg=64 << 10, chunk_min=16 << 10, chunk_max=256 << 10, pack_size=MiB))
+
+    data = random.Random(1).randbytes(6 * MiB)
+    asked = [0]
+
+    def stop_after_4_mib() -> str | None:
+        asked[0] += 1
+        return "deadline" if asked[0] > 64 else None  # ~64 chunks of 64 KiB
+
+    req = BackupRequest(stdin_name="db.dump", stdin=io.BytesIO(data), should_stop=stop_after_4_mib)
+    with pytest.raises(RunInterrupted) as info:
+        run_backup(repo, req)
+    assert info.value.reason == "deadline"
+    assert repo.snapshot_ids() == []
+    packs_left = len(repo.stored_packs())
+    assert packs_left >= 1  # finished packs stay for the next run
+    assert check_repository(repo).ok
+    result = run_backup(repo, BackupRequest(stdin_name="db.dump", stdin=io.BytesIO(data)))
+    assert repo.snapshot_ids() == [result.snapshot_id]
+    assert result.bytes_read == len(data)
+    # the packs of the interrupted run were reused: less was stored the second time
+    assert result.bytes_added < len(data) - (packs_left - 1) * MiB // 2
+    assert check_repository(repo, read_data=True).ok
+
+
+def test_a_stop_asked_at_the_last_check_still_keeps_the_snapshot_out() -> None:
+    calls = [0]
+
+    def count() -> str | None:
+        calls[0] += 1
+        return None
+
+    run_backup(make_repository(MemoryStore(), "pw"),
+               BackupRequest(stdin_name="s", stdin=io.BytesIO(b"x" * 1000), should_stop=count))
+    last = calls[0]  # the check after the last upload, just before the snapshot
+    repo = make_repository(MemoryStore(), "pw")
+    seen = [0]
+
+    def stop_at_last() -> str | None:
+        seen[0] += 1
+        return "deadline" if seen[0] >= last else None
+
+    with pytest.raises(RunInterrupted):
+        run_backup(repo, BackupRequest(stdin_name="s", stdin=io.BytesIO(b"x" * 1000),
+                                       should_stop=stop_at_last))
+    assert repo.snapshot_ids() == []
+    assert check_repository(repo).ok
