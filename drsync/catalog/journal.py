@@ -1,7 +1,9 @@
 """The run journal: append-only JSON lines, fsynced, ingested by the catalog later.
 
-Each line is one event: ``{"event": "start", "run": <uuid>, ...}`` or
-``{"event": "finish", "run": <uuid>, ...}``. Lines are appended with
+Each line is one event: ``{"event": "start", "run": <uuid>, ...}``,
+``{"event": "finish", "run": <uuid>, ...}``, or a whole run at once,
+``{"event": "record", "repo": ..., "run_id": <uuid>, ...}`` (the fields of a
+run record, drsync.repo.runs). Lines are appended with
 O_APPEND in a single write (well under PIPE_BUF), so concurrent agents on
 one host never interleave. Ingestion renames the journal aside first, so
 events appended meanwhile land in a fresh journal and are never lost.
@@ -9,6 +11,8 @@ events appended meanwhile land in a fresh journal and are never lost.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -37,8 +41,8 @@ def journal_path(catalog: str, state_dir: str | None = None) -> Path:
     return Path(state_dir) / f"catalog-{digest}-journal.jsonl"
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
+def _time(when: datetime | None) -> str:
+    return (when or datetime.now(UTC)).isoformat()
 
 
 class RunJournal:
@@ -60,18 +64,45 @@ class RunJournal:
         except OSError as err:
             raise StoreError(f"cannot write run journal {self.path}: {err.strerror}") from None
 
-    def start_run(self, repo: str, kind: str, source: str, host: str) -> str:
+    def start_run(self, repo: str, kind: str, source: str, host: str, *,
+                  tenant: str | None = None, started: datetime | None = None) -> str:
         run_id = uuid.uuid4().hex
         self._append({"event": "start", "run": run_id, "repo": repo, "kind": kind,
-                      "source": source, "host": host, "time": _now()})
+                      "source": source, "host": host, "tenant": tenant or host,
+                      "time": _time(started)})
         return run_id
 
     def finish_run(self, run_id: str, status: str, *, bytes_read: int = 0,
                    bytes_added: int = 0, snapshot_id: str | None = None,
-                   error: str | None = None) -> None:
+                   error: str | None = None, bytes_sent: int = 0,
+                   finished: datetime | None = None) -> None:
         self._append({"event": "finish", "run": run_id, "status": status,
                       "bytes_read": bytes_read, "bytes_added": bytes_added,
-                      "snapshot_id": snapshot_id, "error": error, "time": _now()})
+                      "bytes_sent": bytes_sent, "snapshot_id": snapshot_id, "error": error,
+                      "time": _time(finished)})
+
+    def record_run(self, repo: str, record: dict[str, Any]) -> None:
+        """Append a whole run at once (a run record as ``drsync.repo.runs`` stores it):
+        for runs recorded after the fact, such as a missed slot."""
+        self._append({"event": "record", "repo": repo, **record})
+
+    @contextlib.contextmanager
+    def ingesting(self) -> Iterator[None]:
+        """Hold this journal's ingestion lock (``<journal>.lock``, flock): two processes
+        of one host opening the catalog at once ingest one after the other, so neither
+        applies a finish before the other committed its start, nor deletes what the
+        other has yet to commit."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as err:
+            raise StoreError(f"cannot lock run journal {lock_path}: {err.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
 
     def take(self) -> Iterator[dict[str, Any]]:
         """Yield every event, oldest first, from journals set aside for ingestion.
