@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
+from drsync import __version__
 from drsync.catalog.journal import RunJournal
 from drsync.errors import ConfigError
 
@@ -232,7 +233,8 @@ class Catalog:
                 "source": event["source"], "host": event["host"],
                 "tenant": event.get("tenant") or event["host"],
                 "started": _parse_time(event["time"]), "status": "running",
-                "bytes_read": 0, "bytes_added": 0}, replace=False)
+                "bytes_read": 0, "bytes_added": 0,
+                "drsync_version": event.get("version")}, replace=False)
         elif kind == "finish":
             conn.execute(runs_table.update().where(runs_table.c.id == str(event["run"])).values(
                 ended=_parse_time(event["time"]), status=event["status"],
@@ -264,7 +266,7 @@ class Catalog:
             conn.execute(runs_table.insert().values(
                 id=run_id, repo=repo, kind=kind, source=source, host=host,
                 tenant=tenant or host, started=started or datetime.now(UTC), status="running",
-                bytes_read=0, bytes_added=0,
+                bytes_read=0, bytes_added=0, drsync_version=__version__,
             ))
         return run_id
 

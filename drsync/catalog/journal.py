@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from drsync import __version__
 from drsync.errors import StoreError, UsageError
 
 __all__ = ["RunJournal", "journal_path"]
@@ -69,7 +70,7 @@ class RunJournal:
         run_id = uuid.uuid4().hex
         self._append({"event": "start", "run": run_id, "repo": repo, "kind": kind,
                       "source": source, "host": host, "tenant": tenant or host,
-                      "time": _time(started)})
+                      "time": _time(started), "version": __version__})
         return run_id
 
     def finish_run(self, run_id: str, status: str, *, bytes_read: int = 0,

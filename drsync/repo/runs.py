@@ -93,8 +93,8 @@ def run_names(repo: Repository) -> list[str]:
 
 
 def load_runs(repo: Repository, warn: Warn | None = None) -> list[dict[str, Any]]:
-    """Every readable run record, oldest start first; an unreadable one is skipped and
-    ``warn`` is told (naming the object), as for snapshots."""
+    """Every readable run record, one per run id, oldest start first; an unreadable one
+    is skipped and ``warn`` is told (naming the object), as for snapshots."""
     warn = warn or repo.warn
     records = []
     for name in run_names(repo):
@@ -105,4 +105,15 @@ def load_runs(repo: Repository, warn: Warn | None = None) -> list[dict[str, Any]
             warn(f"{str(err).removeprefix(repo.url + ': ')}: skipped")
         except (FormatError, ValueError) as err:
             warn(f"object {name}: malformed run record: {err}: skipped")
-    return sorted(records, key=lambda r: (datetime.fromisoformat(r["started"]), r["run_id"]))
+    # A record saved twice (a retry) is two objects (fresh nonces): one run, the later end.
+    newest: dict[str, dict[str, Any]] = {}
+    for record in records:
+        seen = newest.get(record["run_id"])
+        if seen is None or _end(record) >= _end(seen):
+            newest[record["run_id"]] = record
+    return sorted(newest.values(),
+                  key=lambda r: (datetime.fromisoformat(r["started"]), r["run_id"]))
+
+
+def _end(record: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(record["finished"] or record["started"])
