@@ -124,6 +124,8 @@ def _print_table(status: object) -> None:
                       "-" if row.bytes_sent is None else human_bytes(row.bytes_sent),
                       planned, actual)
     console = Console()
+    if not console.is_terminal:  # a morning mail or a log: room for every column
+        console = Console(width=200)
     console.print(table)
     if status.unknown_tenants:
         console.print("reports from tenants not in the fleet file: "

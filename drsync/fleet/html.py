@@ -21,7 +21,7 @@ table{border-collapse:collapse;width:100%;background:#fff;box-shadow:0 1px 2px #
 th,td{padding:6px 10px;border-bottom:1px solid #d0d7de;text-align:left;vertical-align:top;
 font-size:14px}
 th{background:#eaeef2;font-weight:600}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.health{font-weight:700;white-space:nowrap}
 tr.no-report td.health,span.no-report{background:#6e7781;color:#fff}
 tr.rpo-exceeded td.health,span.rpo-exceeded{background:#cf222e;color:#fff}
@@ -102,8 +102,8 @@ def render_html(status: FleetStatus, title: str = "drsync fleet status") -> str:
 </head>
 <body>
 <h1>{escape(title)}</h1>
-<p class="meta">Generated <time datetime="{status.generated.isoformat()}">{_t(status.generated)}
-</time>: {len(status.rows)} tenants, problems first, then by priority.</p>
+<p class="meta">Generated <time datetime="{status.generated.isoformat()}">\
+{_t(status.generated)}</time>: {len(status.rows)} tenants, problems first, then by priority.</p>
 <p class="summary">{summary}</p>
 {unknown}
 <table>
