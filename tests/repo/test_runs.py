@@ -168,3 +168,14 @@ def test_an_old_catalog_gains_the_new_columns(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
     assert {"tenant", "bytes_sent", "planned_start", "deadline"} <= columns
+
+
+def test_tenant_setting_defaults_to_the_host(tmp_path: Path) -> None:
+    from drsync.settings import resolve
+
+    config = tmp_path / "agent.toml"
+    config.write_text('host = "nobeoka-db"\n')
+    assert resolve(str(config), {}, {"HOME": str(tmp_path)}).tenant == "nobeoka-db"
+    config.write_text('host = "nobeoka-db"\ntenant = "Nobeoka"\n')
+    assert resolve(str(config), {}, {"HOME": str(tmp_path)}).tenant == "Nobeoka"
+    assert resolve(None, {}, {"HOME": str(tmp_path)}).tenant is None  # backup: the hostname
