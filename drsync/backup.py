@@ -1,9 +1,10 @@
 """The backup service: one source into one snapshot, recorded in the catalog and the store.
 
-Every run's outcome (ok, partial, or failed once the repository was opened)
-is also sealed into the store as a run record (drsync.repo.runs), so the
-secondary side has it even when the catalog is lost. Failing to write that
-record is a warning: it never replaces the run's own result or error.
+Every run's outcome (ok, partial, or failed once the repository was opened,
+unless the store is what failed) is also sealed into the store as a run record
+(drsync.repo.runs), so the secondary side has it even when the catalog is
+lost. Failing to write that record is a warning: it never replaces the run's
+own result or error.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from typing import Any, BinaryIO
 
 from drsync import __version__
 from drsync.catalog import RunRecorder
-from drsync.errors import EXIT_OK, EXIT_PARTIAL, DrsyncError, SourceError, UsageError
+from drsync.errors import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    DrsyncError,
+    SourceError,
+    StoreError,
+    UsageError,
+)
 from drsync.repo import Entry, Repository, SnapshotWriter
 from drsync.repo.lock import RepositoryLock
 from drsync.repo.resume import abort_interrupted_uploads
@@ -173,7 +181,9 @@ def run_backup(repo: Repository, req: BackupRequest, *, catalog: RunRecorder | N
         finished = datetime.now(UTC)
         if catalog is not None:
             catalog.finish_run(run_id, "failed", error=message, finished=finished)
-        if isinstance(err, Exception):  # not on Ctrl-C or exit: the store may be why
+        # Not when the store itself failed (its retry deadline is spent already), nor on
+        # Ctrl-C or exit: the journal has the run either way.
+        if isinstance(err, Exception) and not isinstance(err, StoreError):
             _write_record(repo, {**record, "status": "failed", "error": message,
                                  "finished": finished.isoformat()})
         raise

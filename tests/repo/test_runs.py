@@ -120,6 +120,24 @@ def test_a_record_that_cannot_be_written_never_masks_the_outcome(tmp_path: Path)
     assert run_names(repo) == []
 
 
+class _PacksRefused(MemoryStore):
+    """A store that fails the backup itself (a cut link while storing packs)."""
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        if key.startswith("data/"):
+            raise StoreError(f"{self.url}: put {key}: connection reset")
+        super().put(key, data, if_absent=if_absent)
+
+
+def test_no_record_is_tried_when_the_store_is_what_failed() -> None:
+    warnings: list[str] = []
+    repo = make_repo(_PacksRefused())
+    repo._on_warning = warnings.append
+    with pytest.raises(StoreError, match="connection reset"):
+        run_backup(repo, BackupRequest(stdin_name="a", stdin=io.BytesIO(os.urandom(1 << 16))))
+    assert warnings == [] and run_names(repo) == []  # its retry deadline is spent already
+
+
 def _cli(exe: str, base: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DRSYNC_REPO": str(base / "repo"), "DRSYNC_PASSWORD": "pw",
            "DRSYNC_CATALOG": str(base / "catalog.sqlite")}
