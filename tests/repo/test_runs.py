@@ -73,6 +73,11 @@ def test_unreadable_record_is_skipped_with_a_warning() -> None:
     assert [r["run_id"] for r in records] == ["a" * 32]
     assert len(warnings) == 1 and f"runs/{bad}" in warnings[0] and "skipped" in warnings[0]
     assert good != bad
+    from drsync.repo.check import check_repository
+
+    report = check_repository(repo)
+    assert [e for e in report.errors if "runs/" in e] == [warnings[0].removesuffix(": skipped")]
+    assert not report.ok
 
 
 def test_every_backup_writes_its_record_failed_ones_too(tmp_path: Path) -> None:
