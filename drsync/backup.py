@@ -178,13 +178,17 @@ def run_backup(repo: Repository, req: BackupRequest, *, catalog: RunRecorder | N
     except BaseException as err:
         message = str(err) if isinstance(err, DrsyncError) else repr(err)
         message = message.splitlines()[0] if message.strip() else repr(err)
+        # A scheduler stopping the run on purpose says how to record it (``run_status``
+        # on the exception: "overrun" at the deadline); anything else is a failure.
+        status = getattr(err, "run_status", None)
+        status = status if status in ("failed", "overrun") else "failed"
         finished = datetime.now(UTC)
         if catalog is not None:
-            catalog.finish_run(run_id, "failed", error=message, finished=finished)
+            catalog.finish_run(run_id, status, error=message, finished=finished)
         # Not when the store itself failed (its retry deadline is spent already), nor on
         # Ctrl-C or exit: the journal has the run either way.
         if isinstance(err, Exception) and not isinstance(err, StoreError):
-            _write_record(repo, {**record, "status": "failed", "error": message,
+            _write_record(repo, {**record, "status": status, "error": message,
                                  "finished": finished.isoformat()})
         raise
     result.run_id = run_id

@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,36 @@ def test_every_backup_writes_its_record_failed_ones_too(tmp_path: Path) -> None:
     # The catalog has the same run ids as the store.
     catalog_ids = {r.id: r.status for r in Catalog(str(tmp_path / "catalog.sqlite")).runs()}
     assert catalog_ids == {good["run_id"]: "ok", failed["run_id"]: "failed"}
+
+
+class _DeadlineReached(Exception):
+    """How a scheduler stops a run at its deadline (the agent's own exception)."""
+
+    run_status = "overrun"
+
+
+def test_a_run_stopped_at_its_deadline_is_recorded_as_overrun(tmp_path: Path) -> None:
+    repo = make_repo()
+    journal = RunJournal(str(tmp_path / "catalog.sqlite"))
+
+    def progress(_n: int) -> None:
+        raise _DeadlineReached("deadline 01:45 reached: stopped after the current pack")
+
+    planned = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
+    with pytest.raises(_DeadlineReached):
+        run_backup(repo, BackupRequest(stdin_name="a", stdin=io.BytesIO(os.urandom(1 << 16)),
+                                       tenant="Nobeoka", planned_start=planned,
+                                       deadline=planned + timedelta(minutes=45)),
+                   catalog=journal, progress=progress)
+    [record] = load_runs(repo)
+    assert record["status"] == "overrun" and record["snapshot_id"] is None
+    assert record["planned_start"] == "2026-11-27T01:00:00+00:00"
+    assert record["deadline"] == "2026-11-27T01:45:00+00:00"
+    assert record["error"] == "_DeadlineReached('deadline 01:45 reached: stopped after the " \
+        "current pack')"
+    assert repo.snapshot_ids() == []
+    [run] = Catalog(str(tmp_path / "catalog.sqlite")).runs()
+    assert run.status == "overrun" and run.id == record["run_id"]
 
 
 class _RunsRefused(MemoryStore):
