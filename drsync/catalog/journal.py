@@ -6,7 +6,11 @@ Each line is one event: ``{"event": "start", "run": <uuid>, ...}``,
 run record, drsync.repo.runs). Lines are appended with
 O_APPEND in a single write (well under PIPE_BUF), so concurrent agents on
 one host never interleave. Ingestion renames the journal aside first, so
-events appended meanwhile land in a fresh journal and are never lost.
+events appended meanwhile land in a fresh journal and are never lost: an
+append holds a shared flock (``<journal>.append-lock``) from opening the
+journal to its fsync, and the rename takes it exclusively, so no append
+that opened the old file can land in it after it was set aside. One process
+ingests a journal at a time (``<journal>.lock``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from drsync import __version__
 from drsync.errors import StoreError, UsageError
 
 __all__ = ["RunJournal", "journal_path"]
+
+APPEND_LOCK = ".append-lock"  # shared by appenders, exclusive while setting the journal aside
+INGEST_LOCK = ".lock"  # exclusive while one process ingests
 
 
 def journal_path(catalog: str, state_dir: str | None = None) -> Path:
@@ -52,18 +59,37 @@ class RunJournal:
     def __init__(self, catalog: str, state_dir: str | None = None) -> None:
         self.path = journal_path(catalog, state_dir)
 
-    def _append(self, event: dict[str, Any]) -> None:
-        line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+    @contextlib.contextmanager
+    def _locked(self, suffix: str, mode: int) -> Iterator[None]:
+        """An flock on ``<journal><suffix>`` (per open file, so threads exclude each other
+        too); released when the descriptor closes."""
+        lock_path = self.path.with_name(self.path.name + suffix)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as err:
-            raise StoreError(f"cannot write run journal {self.path}: {err.strerror}") from None
+            raise StoreError(f"cannot lock run journal {lock_path}: {err.strerror}") from None
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)
+
+    def _append(self, event: dict[str, Any]) -> None:
+        line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+        # Shared with other appenders, exclusive of the rename in take(): a line is never
+        # written into a journal that ingestion has already set aside and read.
+        with self._locked(APPEND_LOCK, fcntl.LOCK_SH):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, line)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as err:
+                raise StoreError(f"cannot write run journal {self.path}: "
+                                 f"{err.strerror}") from None
 
     def start_run(self, repo: str, kind: str, source: str, host: str, *,
                   tenant: str | None = None, started: datetime | None = None) -> str:
@@ -89,21 +115,11 @@ class RunJournal:
 
     @contextlib.contextmanager
     def ingesting(self) -> Iterator[None]:
-        """Hold this journal's ingestion lock (``<journal>.lock``, flock): two processes
-        of one host opening the catalog at once ingest one after the other, so neither
-        applies a finish before the other committed its start, nor deletes what the
-        other has yet to commit."""
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as err:
-            raise StoreError(f"cannot lock run journal {lock_path}: {err.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        """Hold this journal's ingestion lock: two processes of one host opening the
+        catalog at once ingest one after the other, so neither applies a finish before
+        the other committed its start, nor deletes what the other has yet to commit."""
+        with self._locked(INGEST_LOCK, fcntl.LOCK_EX):
             yield
-        finally:
-            os.close(fd)  # releases the flock
 
     def take(self) -> Iterator[dict[str, Any]]:
         """Yield every event, oldest first, from journals set aside for ingestion.
@@ -113,8 +129,9 @@ class RunJournal:
         during ingestion re-ingests rather than loses.
         """
         aside = self.path.with_name(self.path.name + ".ingesting")
-        if self.path.exists() and not aside.exists():
-            os.replace(self.path, aside)
+        with self._locked(APPEND_LOCK, fcntl.LOCK_EX):  # no append in flight
+            if self.path.exists() and not aside.exists():
+                os.replace(self.path, aside)
         if not aside.exists():
             return
         with open(aside, encoding="utf-8") as fh:
