@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # s3rver, a minimal second S3 implementation for the store tests (tests/store/minimal_s3.py).
 S3RVER := tools/s3rver/node_modules/.installed
 
-.PHONY: demo test test-fast lint bench bench-plan bench-pg bench-s3 install clean
+.PHONY: demo test test-fast lint bench bench-plan bench-pg bench-s3 install clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ $(S3RVER): tools/s3rver/package-lock.json
 	  echo "npm (node) is required in CI for the s3rver store tests"; exit 1; \
 	else echo "npm not found: the s3rver (minimal S3) tests will be skipped"; fi
 
+# Debian's chromium, the real browser the fleet page is checked in (tests/fleet/test_browser.py).
+chromium:
+	@command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null 2>&1 || true
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$CI" = true ]; then \
+	  echo "chromium is required in CI for the fleet page browser tests"; exit 1; \
+	else echo "chromium not found: the fleet page browser tests will be skipped"; fi
+
 demo: $(STAMP)
 	$(BIN)/drsync demo --dir demo
 
@@ -31,10 +39,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check drsync tests bench
 	$(BIN)/mypy drsync
 
-test: lint $(S3RVER)
+test: lint $(S3RVER) chromium
 	$(BIN)/pytest -n 2 -q tests
 
-test-fast: $(STAMP) $(S3RVER)
+test-fast: $(STAMP) $(S3RVER) chromium
 	$(BIN)/pytest -q -m 'not slow' tests
 
 bench: $(STAMP)

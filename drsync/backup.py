@@ -1,18 +1,34 @@
-"""The backup service: one source into one snapshot, recorded in the catalog."""
+"""The backup service: one source into one snapshot, recorded in the catalog and the store.
+
+Every run's outcome (ok, partial, or failed once the repository was opened,
+unless the store is what failed) is also sealed into the store as a run record
+(drsync.repo.runs), so the secondary side has it even when the catalog is
+lost. Failing to write that record is a warning: it never replaces the run's
+own result or error.
+"""
 
 from __future__ import annotations
 
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from drsync import __version__
 from drsync.catalog import RunRecorder
-from drsync.errors import EXIT_OK, EXIT_PARTIAL, DrsyncError, SourceError, UsageError
+from drsync.errors import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    DrsyncError,
+    SourceError,
+    StoreError,
+    UsageError,
+)
 from drsync.repo import Entry, Repository, SnapshotWriter
 from drsync.repo.lock import RepositoryLock
 from drsync.repo.resume import abort_interrupted_uploads
@@ -33,6 +49,9 @@ class BackupRequest:
     pg_base: str | None = None  # a PostgreSQL DSN: physical base backup
     tags: list[str] = field(default_factory=list)
     host: str | None = None
+    tenant: str | None = None  # the fleet file's name for this tenant (default: host)
+    planned_start: datetime | None = None  # the schedule's slot, when a scheduler runs it
+    deadline: datetime | None = None
     compression_level: int | None = None
     workers: int | None = None
     pg_bindir: str | None = None  # PostgreSQL's programs (default: PATH, then Debian's)
@@ -70,6 +89,7 @@ class BackupResult:
     duration_s: float
     items: int
     problems: list[SourceProblem]
+    run_id: str = ""
 
     @property
     def mb_per_s(self) -> float:
@@ -86,6 +106,7 @@ class BackupResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "run_id": self.run_id,
             "snapshot_id": self.snapshot_id,
             "status": "partial" if self.partial else "ok",
             "bytes_read": self.bytes_read,
@@ -138,26 +159,66 @@ def _items(req: BackupRequest, stack: ExitStack, problems: list[SourceProblem],
 
 def run_backup(repo: Repository, req: BackupRequest, *, catalog: RunRecorder | None = None,
                progress: Callable[[int], None] | None = None) -> BackupResult:
-    """Back up one source under the writer lock; the snapshot is written last."""
+    """Back up one source under the writer lock; the snapshot is written last, then the
+    run record (also for a failed run)."""
     kind = req.kind()
     host = req.host or socket.gethostname()
-    run_id = catalog.start_run(repo.url, "backup", req.describe(), host) if catalog else None
+    tenant = req.tenant or host
+    started_at = datetime.now(UTC)
+    run_id = (catalog.start_run(repo.url, "backup", req.describe(), host, tenant=tenant,
+                                started=started_at)
+              if catalog else uuid.uuid4().hex)
+    record: dict[str, Any] = {
+        "run_id": run_id, "tenant": tenant, "host": host, "kind": "backup",
+        "source": req.describe(), "started": started_at.isoformat(),
+        "planned_start": req.planned_start.isoformat() if req.planned_start else None,
+        "deadline": req.deadline.isoformat() if req.deadline else None,
+        "drsync_version": __version__,
+    }
     started = time.monotonic()
     try:
         result = _backup_locked(repo, req, kind, host, started, progress)
     except BaseException as err:
-        if catalog is not None and run_id is not None:
-            message = str(err) if isinstance(err, DrsyncError) else repr(err)
-            catalog.finish_run(run_id, "failed", error=message)
+        message = str(err) if isinstance(err, DrsyncError) else repr(err)
+        message = message.splitlines()[0] if message.strip() else repr(err)
+        # A scheduler stopping the run on purpose says how to record it (``run_status``
+        # on the exception: "overrun" at the deadline); anything else is a failure.
+        status = getattr(err, "run_status", None)
+        status = status if status in ("failed", "overrun") else "failed"
+        finished = datetime.now(UTC)
+        if catalog is not None:
+            catalog.finish_run(run_id, status, error=message, finished=finished)
+        # Not when the store itself failed (its retry deadline is spent already), nor on
+        # Ctrl-C or exit: the journal has the run either way.
+        if isinstance(err, Exception) and not isinstance(err, StoreError):
+            _write_record(repo, {**record, "status": status, "error": message,
+                                 "finished": finished.isoformat()})
         raise
-    if catalog is not None and run_id is not None:
+    result.run_id = run_id
+    status = "partial" if result.partial else "ok"
+    error = "; ".join(f"{p.path}: {p.reason}" for p in result.problems if p.partial) or None
+    finished = datetime.now(UTC)
+    if catalog is not None:
         catalog.finish_run(
-            run_id, "partial" if result.partial else "ok", bytes_read=result.bytes_read,
-            bytes_added=result.bytes_added, snapshot_id=result.snapshot_id,
-            error="; ".join(f"{p.path}: {p.reason}" for p in result.problems if p.partial)
-            or None,
+            run_id, status, bytes_read=result.bytes_read, bytes_added=result.bytes_added,
+            bytes_sent=result.bytes_added, snapshot_id=result.snapshot_id, error=error,
+            finished=finished,
         )
+    _write_record(repo, {**record, "status": status, "finished": finished.isoformat(),
+                         "bytes_read": result.bytes_read, "bytes_added": result.bytes_added,
+                         "bytes_sent": result.bytes_added, "snapshot_id": result.snapshot_id,
+                         "error": error})
     return result
+
+
+def _write_record(repo: Repository, record: dict[str, Any]) -> None:
+    """Seal the run record into the store; a failure is a warning, never the run's result."""
+    from drsync.repo.runs import save_run
+
+    try:
+        save_run(repo, record)
+    except Exception as err:  # the store is down, full, read-only: the run's outcome stands
+        repo.warn(f"run record {record['run_id'][:8]} not written to the store: {err}")
 
 
 def _backup_locked(repo: Repository, req: BackupRequest, kind: str, host: str,

@@ -35,6 +35,8 @@ Config file keys::
     key_file = "/etc/drsync/tenant.key"
     catalog = "/var/lib/drsync/catalog.sqlite"   # or any SQLAlchemy URL
     host = "registry-db-1"                 # recorded in snapshots (default: hostname)
+    tenant = "Nobeoka"                     # the fleet file's name, recorded with every run
+                                           # (default: host, else the hostname)
     pg_bindir = "/usr/lib/postgresql/15/bin"     # default: PATH, then Debian's newest
 
     [backup]
@@ -145,6 +147,7 @@ class Settings:
     key_file: str | None = None
     catalog: str | None = None
     host: str | None = None
+    tenant: str | None = None
     pg_bindir: str | None = None
     compression_level: int | None = None
     workers: int | None = None
@@ -207,7 +210,7 @@ class Settings:
 _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "": {"repo": ("repo", str), "password_file": ("password_file", str),
          "key_file": ("key_file", str), "catalog": ("catalog", str), "host": ("host", str),
-         "pg_bindir": ("pg_bindir", str)},
+         "tenant": ("tenant", str), "pg_bindir": ("pg_bindir", str)},
     "backup": {"compression_level": ("compression_level", int), "workers": ("workers", int),
                "tags": ("tags", list)},
     "init": {"chunk_avg_kib": ("chunk_avg_kib", int), "chunk_min_kib": ("chunk_min_kib", int),
@@ -255,6 +258,7 @@ def resolve(config_path: str | None, flags: Mapping[str, Any],
     return replace(
         settings, state_dir=state_dir,
         catalog=settings.catalog or os.path.join(state_dir, "catalog.sqlite"),
+        tenant=settings.tenant or settings.host,
         s3_spool_dir=settings.s3_spool_dir or os.path.join(state_dir, "s3-spool"),
     )
 

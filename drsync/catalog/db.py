@@ -1,9 +1,21 @@
-"""The catalog database: runs, in SQLAlchemy (a SQLite file by default, any URL by config)."""
+"""The catalog database: runs, in SQLAlchemy (a SQLite file by default, any URL by config).
+
+A ``postgresql://user@host/db`` URL is a central catalog many agents report
+into at once (driver: psycopg 3). Everything written is idempotent by run id
+(an insert that finds the run already there does nothing, or updates it with
+the final outcome), so a journal ingested twice, or by two processes, or the
+store's run records imported over runs already known, never duplicates a
+run. The schema is created (and columns added since older versions, for
+catalogs made by them) under a PostgreSQL advisory lock, retried elsewhere,
+so agents starting together do not trip over each other.
+"""
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -11,10 +23,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
+from drsync import __version__
 from drsync.catalog.journal import RunJournal
 from drsync.errors import ConfigError
 
-__all__ = ["Catalog", "RunRecord"]
+__all__ = ["Catalog", "RunRecord", "engine_url"]
 
 _metadata = sa.MetaData()
 runs_table = sa.Table(
@@ -27,12 +40,21 @@ runs_table = sa.Table(
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("started", sa.DateTime(timezone=True), nullable=False, index=True),
     sa.Column("ended", sa.DateTime(timezone=True)),
-    sa.Column("status", sa.String(16), nullable=False),  # running, ok, partial, failed
+    # running, ok, partial, failed, missed, overrun
+    sa.Column("status", sa.String(16), nullable=False),
     sa.Column("bytes_read", sa.BigInteger, nullable=False),
     sa.Column("bytes_added", sa.BigInteger, nullable=False),
     sa.Column("snapshot_id", sa.String(64)),
     sa.Column("error", sa.Text),
+    # Added with run records (issue 9); added to older catalogs when they are opened.
+    sa.Column("tenant", sa.String(255), index=True),
+    sa.Column("bytes_sent", sa.BigInteger),
+    sa.Column("planned_start", sa.DateTime(timezone=True)),
+    sa.Column("deadline", sa.DateTime(timezone=True)),
+    sa.Column("drsync_version", sa.String(32)),
 )
+ADDED_COLUMNS = ("tenant", "bytes_sent", "planned_start", "deadline", "drsync_version")
+_SCHEMA_LOCK = 0x64727379  # "drsy": the advisory lock key of schema changes on PostgreSQL
 
 
 @dataclass(frozen=True)
@@ -49,23 +71,43 @@ class RunRecord:
     bytes_added: int
     snapshot_id: str | None
     error: str | None
+    tenant: str | None = None
+    bytes_sent: int | None = None
+    planned_start: datetime | None = None
+    deadline: datetime | None = None
+    drsync_version: str | None = None
+
+    @property
+    def tenant_name(self) -> str:
+        """The fleet file's name for the run's tenant (runs of old catalogs: the host)."""
+        return self.tenant or self.host
 
     def to_json(self) -> dict[str, Any]:
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
         return {
             "id": self.id, "repo": self.repo, "kind": self.kind, "source": self.source,
-            "host": self.host, "started": self.started.isoformat(),
-            "ended": self.ended.isoformat() if self.ended else None, "status": self.status,
+            "host": self.host, "tenant": self.tenant_name, "started": self.started.isoformat(),
+            "ended": iso(self.ended), "status": self.status,
             "bytes_read": self.bytes_read, "bytes_added": self.bytes_added,
-            "snapshot_id": self.snapshot_id, "error": self.error,
+            "bytes_sent": self.bytes_sent, "snapshot_id": self.snapshot_id, "error": self.error,
+            "planned_start": iso(self.planned_start), "deadline": iso(self.deadline),
+            "drsync_version": self.drsync_version,
         }
 
 
-def _url(location: str) -> str:
-    if "://" in location:
-        return location
-    path = os.path.abspath(location)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    return f"sqlite:///{path}"
+def engine_url(location: str) -> str:
+    """The SQLAlchemy URL of a catalog setting: a path is a SQLite file; ``postgresql://``
+    (or ``postgres://``) uses the psycopg 3 driver installed with drsync."""
+    if "://" not in location:
+        path = os.path.abspath(location)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return f"sqlite:///{path}"
+    scheme, rest = location.split("://", 1)
+    if scheme in ("postgresql", "postgres"):
+        return f"postgresql+psycopg://{rest}"
+    return location
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -75,8 +117,25 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text)
+def _parse_time(text: Any) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(str(text))
+
+
+def _record_values(repo: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Catalog columns of a store run record (drsync.repo.runs); KeyError when incomplete."""
+    return {
+        "id": record["run_id"], "repo": repo, "kind": record["kind"],
+        "source": record.get("source") or "", "host": record["host"],
+        "tenant": record.get("tenant") or record["host"],
+        "started": _parse_time(record["started"]), "ended": _parse_time(record.get("finished")),
+        "status": record["status"], "bytes_read": int(record.get("bytes_read") or 0),
+        "bytes_added": int(record.get("bytes_added") or 0),
+        "bytes_sent": int(record.get("bytes_sent") or 0),
+        "snapshot_id": record.get("snapshot_id"), "error": record.get("error"),
+        "planned_start": _parse_time(record.get("planned_start")),
+        "deadline": _parse_time(record.get("deadline")),
+        "drsync_version": record.get("drsync_version") or None,
+    }
 
 
 class Catalog:
@@ -85,63 +144,177 @@ class Catalog:
     def __init__(self, location: str, state_dir: str | None = None) -> None:
         self.location = location
         try:
-            self._engine = sa.create_engine(_url(location))
-            _metadata.create_all(self._engine)
+            self._engine = sa.create_engine(engine_url(location))
+            self._prepare_schema()
+        except ImportError as err:
+            raise ConfigError(f"cannot open catalog {location}: driver missing ({err.name}); "
+                              "reinstall drsync with its dependencies") from None
         except (SQLAlchemyError, OSError) as err:
-            raise ConfigError(f"cannot open catalog {location}: {err}") from None
+            first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+            raise ConfigError(f"cannot open catalog {location}: {first}") from None
         self.ingest(RunJournal(location, state_dir))
+
+    # -- schema -----------------------------------------------------------------
+
+    def _prepare_schema(self) -> None:
+        """Create the tables and add missing columns, safely when many processes open one
+        catalog at once: serialised by an advisory lock on PostgreSQL, and retried (a
+        concurrent creator's table is found on the next look) everywhere."""
+        attempts = 5
+        for attempt in range(attempts):
+            try:
+                with self._engine.begin() as conn:
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                                     {"key": _SCHEMA_LOCK})
+                    _metadata.create_all(conn)
+                    have = {c["name"] for c in sa.inspect(conn).get_columns("runs")}
+                    for name in ADDED_COLUMNS:
+                        if name not in have:
+                            column = runs_table.c[name]
+                            kind = column.type.compile(dialect=conn.dialect)
+                            conn.execute(sa.text(f"ALTER TABLE runs ADD COLUMN {name} {kind}"))
+                return
+            except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    # -- idempotent writes ----------------------------------------------------------
+
+    @staticmethod
+    def _put(conn: sa.Connection, values: dict[str, Any], *, replace: bool) -> None:
+        """Insert a run; one already there is left alone, or (``replace``) updated."""
+        dialect = conn.dialect.name
+        if dialect in ("postgresql", "sqlite"):
+            from sqlalchemy.dialects import postgresql, sqlite
+
+            module: Any = postgresql if dialect == "postgresql" else sqlite
+            stmt = module.insert(runs_table).values(**values)
+            if replace:
+                conn.execute(stmt.on_conflict_do_update(
+                    index_elements=["id"],
+                    set_={k: stmt.excluded[k] for k in values if k != "id"}))
+            else:
+                conn.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+            return
+        exists = conn.execute(sa.select(runs_table.c.id).where(
+            runs_table.c.id == values["id"])).first()
+        if exists is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(runs_table.insert().values(**values))
+                return
+            except sa.exc.IntegrityError:
+                pass  # inserted meanwhile by another writer
+        if replace:
+            conn.execute(runs_table.update().where(runs_table.c.id == values["id"])
+                         .values(**values))
 
     def ingest(self, journal: RunJournal) -> int:
         """Apply the journal's events; return how many were applied."""
         count = 0
-        with self._engine.begin() as conn:
-            for event in journal.take():
-                run_id = str(event.get("run", ""))
-                if event.get("event") == "start":
-                    exists = conn.execute(sa.select(runs_table.c.id).where(
-                        runs_table.c.id == run_id)).first()
-                    if exists is None:
-                        conn.execute(runs_table.insert().values(
-                            id=run_id, repo=event["repo"], kind=event["kind"],
-                            source=event["source"], host=event["host"],
-                            started=_parse_time(event["time"]), status="running",
-                            bytes_read=0, bytes_added=0))
-                elif event.get("event") == "finish":
-                    conn.execute(runs_table.update().where(runs_table.c.id == run_id).values(
-                        ended=_parse_time(event["time"]), status=event["status"],
-                        bytes_read=event["bytes_read"], bytes_added=event["bytes_added"],
-                        snapshot_id=event["snapshot_id"], error=event["error"]))
-                count += 1
-        journal.done()
+        with journal.ingesting():
+            with self._engine.begin() as conn:
+                for event in journal.take():
+                    try:
+                        self._apply(conn, event)
+                    except (KeyError, TypeError, ValueError):
+                        continue  # not an event this version writes
+                    count += 1
+            journal.done()  # only once committed: a crash before re-ingests, never loses
         return count
 
-    def start_run(self, repo: str, kind: str, source: str, host: str) -> str:
+    def _apply(self, conn: sa.Connection, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "start":
+            self._put(conn, {
+                "id": str(event["run"]), "repo": event["repo"], "kind": event["kind"],
+                "source": event["source"], "host": event["host"],
+                "tenant": event.get("tenant") or event["host"],
+                "started": _parse_time(event["time"]), "status": "running",
+                "bytes_read": 0, "bytes_added": 0,
+                "drsync_version": event.get("version")}, replace=False)
+        elif kind == "finish":
+            conn.execute(runs_table.update().where(runs_table.c.id == str(event["run"])).values(
+                ended=_parse_time(event["time"]), status=event["status"],
+                bytes_read=event["bytes_read"], bytes_added=event["bytes_added"],
+                bytes_sent=event.get("bytes_sent"),
+                snapshot_id=event["snapshot_id"], error=event["error"]))
+        elif kind == "record":
+            self._put(conn, _record_values(event["repo"], event), replace=True)
+        else:
+            raise ValueError(f"unknown event {kind!r}")
+
+    def import_runs(self, repo_url: str, records: Iterable[dict[str, Any]]) -> int:
+        """Put the store's run records (drsync.repo.runs) of ``repo_url`` in the catalog,
+        by run id: a run already known takes the record's outcome, none is duplicated.
+        Returns how many records were applied."""
+        count = 0
+        with self._engine.begin() as conn:
+            for record in records:
+                self._put(conn, _record_values(repo_url, record), replace=True)
+                count += 1
+        return count
+
+    # -- RunRecorder ------------------------------------------------------------------
+
+    def start_run(self, repo: str, kind: str, source: str, host: str, *,
+                  tenant: str | None = None, started: datetime | None = None) -> str:
         run_id = uuid.uuid4().hex
         with self._engine.begin() as conn:
             conn.execute(runs_table.insert().values(
                 id=run_id, repo=repo, kind=kind, source=source, host=host,
-                started=datetime.now(UTC), status="running", bytes_read=0, bytes_added=0,
+                tenant=tenant or host, started=started or datetime.now(UTC), status="running",
+                bytes_read=0, bytes_added=0, drsync_version=__version__,
             ))
         return run_id
 
     def finish_run(self, run_id: str, status: str, *, bytes_read: int = 0, bytes_added: int = 0,
-                   snapshot_id: str | None = None, error: str | None = None) -> None:
+                   snapshot_id: str | None = None, error: str | None = None,
+                   bytes_sent: int = 0, finished: datetime | None = None) -> None:
         with self._engine.begin() as conn:
             conn.execute(runs_table.update().where(runs_table.c.id == run_id).values(
-                ended=datetime.now(UTC), status=status, bytes_read=bytes_read,
-                bytes_added=bytes_added, snapshot_id=snapshot_id, error=error,
+                ended=finished or datetime.now(UTC), status=status, bytes_read=bytes_read,
+                bytes_added=bytes_added, bytes_sent=bytes_sent, snapshot_id=snapshot_id,
+                error=error,
             ))
 
-    def runs(self, repo: str | None = None, limit: int = 50) -> list[RunRecord]:
-        query = sa.select(runs_table).order_by(runs_table.c.started.desc()).limit(limit)
+    # -- queries ------------------------------------------------------------------------
+
+    @staticmethod
+    def _records(rows: Iterable[Any]) -> list[RunRecord]:
+        return [
+            RunRecord(**{**row, "started": _aware(row["started"]), "ended": _aware(row["ended"]),
+                         "planned_start": _aware(row["planned_start"]),
+                         "deadline": _aware(row["deadline"])})
+            for row in rows
+        ]
+
+    def runs(self, repo: str | None = None, limit: int | None = 50) -> list[RunRecord]:
+        query = sa.select(runs_table).order_by(runs_table.c.started.desc(),
+                                               runs_table.c.id).limit(limit)
         if repo is not None:
             query = query.where(runs_table.c.repo == repo)
         with self._engine.connect() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [
-            RunRecord(**{**row, "started": _aware(row["started"]), "ended": _aware(row["ended"])})
-            for row in rows
-        ]
+            return self._records(conn.execute(query).mappings().all())
+
+    def tenant_runs(self, tenants: Iterable[str]) -> list[RunRecord]:
+        """For each tenant (the run's tenant, else its host): its newest run and its
+        newest ok run: what a fleet view needs, however long the history."""
+        name = sa.func.coalesce(runs_table.c.tenant, runs_table.c.host)
+        found: dict[str, RunRecord] = {}
+        with self._engine.connect() as conn:
+            for tenant in tenants:
+                for only_ok in (False, True):
+                    query = sa.select(runs_table).where(name == tenant)
+                    if only_ok:
+                        query = query.where(runs_table.c.status == "ok")
+                    query = query.order_by(runs_table.c.started.desc(),
+                                           runs_table.c.id).limit(1)
+                    for record in self._records(conn.execute(query).mappings().all()):
+                        found[record.id] = record
+        return list(found.values())
 
     def snapshot_times(self, repo: str) -> dict[str, str]:
         """Snapshot id -> when its backup finished (ISO 8601 UTC), for every snapshot the

@@ -1,14 +1,22 @@
 """The run journal: append-only JSON lines, fsynced, ingested by the catalog later.
 
-Each line is one event: ``{"event": "start", "run": <uuid>, ...}`` or
-``{"event": "finish", "run": <uuid>, ...}``. Lines are appended with
+Each line is one event: ``{"event": "start", "run": <uuid>, ...}``,
+``{"event": "finish", "run": <uuid>, ...}``, or a whole run at once,
+``{"event": "record", "repo": ..., "run_id": <uuid>, ...}`` (the fields of a
+run record, drsync.repo.runs). Lines are appended with
 O_APPEND in a single write (well under PIPE_BUF), so concurrent agents on
 one host never interleave. Ingestion renames the journal aside first, so
-events appended meanwhile land in a fresh journal and are never lost.
+events appended meanwhile land in a fresh journal and are never lost: an
+append holds a shared flock (``<journal>.append-lock``) from opening the
+journal to its fsync, and the rename takes it exclusively, so no append
+that opened the old file can land in it after it was set aside. One process
+ingests a journal at a time (``<journal>.lock``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -18,9 +26,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from drsync import __version__
 from drsync.errors import StoreError, UsageError
 
 __all__ = ["RunJournal", "journal_path"]
+
+APPEND_LOCK = ".append-lock"  # shared by appenders, exclusive while setting the journal aside
+INGEST_LOCK = ".lock"  # exclusive while one process ingests
 
 
 def journal_path(catalog: str, state_dir: str | None = None) -> Path:
@@ -37,8 +49,8 @@ def journal_path(catalog: str, state_dir: str | None = None) -> Path:
     return Path(state_dir) / f"catalog-{digest}-journal.jsonl"
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
+def _time(when: datetime | None) -> str:
+    return (when or datetime.now(UTC)).isoformat()
 
 
 class RunJournal:
@@ -47,31 +59,67 @@ class RunJournal:
     def __init__(self, catalog: str, state_dir: str | None = None) -> None:
         self.path = journal_path(catalog, state_dir)
 
-    def _append(self, event: dict[str, Any]) -> None:
-        line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+    @contextlib.contextmanager
+    def _locked(self, suffix: str, mode: int) -> Iterator[None]:
+        """An flock on ``<journal><suffix>`` (per open file, so threads exclude each other
+        too); released when the descriptor closes."""
+        lock_path = self.path.with_name(self.path.name + suffix)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as err:
-            raise StoreError(f"cannot write run journal {self.path}: {err.strerror}") from None
+            raise StoreError(f"cannot lock run journal {lock_path}: {err.strerror}") from None
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)
 
-    def start_run(self, repo: str, kind: str, source: str, host: str) -> str:
+    def _append(self, event: dict[str, Any]) -> None:
+        line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+        # Shared with other appenders, exclusive of the rename in take(): a line is never
+        # written into a journal that ingestion has already set aside and read.
+        with self._locked(APPEND_LOCK, fcntl.LOCK_SH):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, line)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as err:
+                raise StoreError(f"cannot write run journal {self.path}: "
+                                 f"{err.strerror}") from None
+
+    def start_run(self, repo: str, kind: str, source: str, host: str, *,
+                  tenant: str | None = None, started: datetime | None = None) -> str:
         run_id = uuid.uuid4().hex
         self._append({"event": "start", "run": run_id, "repo": repo, "kind": kind,
-                      "source": source, "host": host, "time": _now()})
+                      "source": source, "host": host, "tenant": tenant or host,
+                      "time": _time(started), "version": __version__})
         return run_id
 
     def finish_run(self, run_id: str, status: str, *, bytes_read: int = 0,
                    bytes_added: int = 0, snapshot_id: str | None = None,
-                   error: str | None = None) -> None:
+                   error: str | None = None, bytes_sent: int = 0,
+                   finished: datetime | None = None) -> None:
         self._append({"event": "finish", "run": run_id, "status": status,
                       "bytes_read": bytes_read, "bytes_added": bytes_added,
-                      "snapshot_id": snapshot_id, "error": error, "time": _now()})
+                      "bytes_sent": bytes_sent, "snapshot_id": snapshot_id, "error": error,
+                      "time": _time(finished)})
+
+    def record_run(self, repo: str, record: dict[str, Any]) -> None:
+        """Append a whole run at once (a run record as ``drsync.repo.runs`` stores it):
+        for runs recorded after the fact, such as a missed slot."""
+        self._append({"event": "record", "repo": repo, **record})
+
+    @contextlib.contextmanager
+    def ingesting(self) -> Iterator[None]:
+        """Hold this journal's ingestion lock: two processes of one host opening the
+        catalog at once ingest one after the other, so neither applies a finish before
+        the other committed its start, nor deletes what the other has yet to commit."""
+        with self._locked(INGEST_LOCK, fcntl.LOCK_EX):
+            yield
 
     def take(self) -> Iterator[dict[str, Any]]:
         """Yield every event, oldest first, from journals set aside for ingestion.
@@ -81,8 +129,9 @@ class RunJournal:
         during ingestion re-ingests rather than loses.
         """
         aside = self.path.with_name(self.path.name + ".ingesting")
-        if self.path.exists() and not aside.exists():
-            os.replace(self.path, aside)
+        with self._locked(APPEND_LOCK, fcntl.LOCK_EX):  # no append in flight
+            if self.path.exists() and not aside.exists():
+                os.replace(self.path, aside)
         if not aside.exists():
             return
         with open(aside, encoding="utf-8") as fh:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 __all__ = ["RunRecorder"]
 
 
 class RunRecorder(Protocol):
-    def start_run(self, repo: str, kind: str, source: str, host: str) -> str:
-        """Record a run as running; return its id."""
+    def start_run(self, repo: str, kind: str, source: str, host: str, *,
+                  tenant: str | None = None, started: datetime | None = None) -> str:
+        """Record a run as running; return its id. ``tenant`` names it in the fleet file
+        (default: ``host``); ``started`` defaults to now."""
 
     def finish_run(self, run_id: str, status: str, *, bytes_read: int = 0,
                    bytes_added: int = 0, snapshot_id: str | None = None,
-                   error: str | None = None) -> None:
-        """Record the outcome: ok, partial or failed."""
+                   error: str | None = None, bytes_sent: int = 0,
+                   finished: datetime | None = None) -> None:
+        """Record the outcome: ok, partial, failed, missed or overrun."""

@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "runs": "drsync.cli.repo_cmds:runs_cmd",
     "demo": "drsync.cli.demo_cmd:demo_cmd",
     "plan": "drsync.cli.plan_cmd:plan_cmd",
+    "fleet": "drsync.cli.fleet_cmd:fleet_cmd",
     "wal-push": "drsync.cli.wal_cmds:wal_push_cmd",
     "wal-receive": "drsync.cli.wal_cmds:wal_receive_cmd",
     "wal-ship": "drsync.cli.wal_cmds:wal_ship_cmd",

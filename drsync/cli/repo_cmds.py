@@ -121,13 +121,15 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
               help="PostgreSQL physical base backup (pg_basebackup), block-incremental.")
 @click.option("--tag", "tags", multiple=True, help="Tag the snapshot (repeatable).")
 @click.option("--host", help="Host name recorded in the snapshot (default: this host).")
+@click.option("--tenant", help="Tenant name recorded with the run, as in the fleet file "
+              "(default: the `tenant` setting, else the host).")
 @click.option("--compression-level", type=click.IntRange(0, 22), help="zstd level (0 = none).")
 @json_option
 @click.pass_context
 def backup_cmd(ctx: click.Context, paths: tuple[str, ...], sqlite_db: str | None,
                stdin_name: str | None, pg_dump: str | None, pg_dumpall_globals: bool,
                pg_base: str | None, tags: tuple[str, ...], host: str | None,
-               compression_level: int | None, as_json: bool) -> int:
+               tenant: str | None, compression_level: int | None, as_json: bool) -> int:
     """Back up files and directories, a SQLite database, PostgreSQL, or standard input.
 
     \b
@@ -146,6 +148,7 @@ def backup_cmd(ctx: click.Context, paths: tuple[str, ...], sqlite_db: str | None
         paths=list(paths), sqlite=sqlite_db, stdin_name=stdin_name, pg_dump=pg_dump,
         pg_dumpall_globals=pg_dumpall_globals, pg_base=pg_base,
         tags=list(tags) or list(settings.tags), host=host or settings.host,
+        tenant=tenant or settings.tenant or host,
         compression_level=compression_level if compression_level is not None
         else settings.compression_level,
         workers=settings.workers, pg_bindir=settings.pg_bindir,
@@ -449,30 +452,41 @@ def unlock_cmd(ctx: click.Context, force: bool) -> int:
 @click.command("runs")
 @click.option("--limit", default=50, show_default=True, help="How many runs, newest first.")
 @click.option("--all-repos", is_flag=True, help="Runs of every repository in the catalog.")
+@click.option("--from-store", is_flag=True,
+              help="First import the repository's run records into the catalog (rebuilds "
+                   "a lost catalog; runs already there are not duplicated).")
 @json_option
 @click.pass_context
-def runs_cmd(ctx: click.Context, limit: int, all_repos: bool, as_json: bool) -> None:
+def runs_cmd(ctx: click.Context, limit: int, all_repos: bool, from_store: bool,
+             as_json: bool) -> None:
     """Show the catalog of backup runs, newest first.
 
     \b
-    Example:
+    Examples:
       drsync runs --json --limit 5
+      drsync runs --from-store      # the catalog was lost: rebuild it from the store
     """
     settings = settings_from(ctx)
     catalog = open_catalog(ctx)
+    if from_store:
+        from drsync.repo.runs import load_runs
+
+        repo = open_repo(ctx)
+        count = catalog.import_runs(repo.url, load_runs(repo))
+        click.echo(f"imported {count} run record(s) from {repo.url}", err=True)
     records = catalog.runs(None if all_repos or not settings.repo
                            else open_store_for(settings).url, limit)
     if as_json:
         print_json([r.to_json() for r in records])
         return
     table = _table()
-    for column in ("run", "started (UTC)", "ended", "status", "read", "added", "snapshot",
-                   "error"):
+    for column in ("run", "tenant", "started (UTC)", "ended", "status", "read", "added",
+                   "snapshot", "error"):
         table.add_column(column)  # type: ignore[attr-defined]
     for r in records:
-        table.add_row(r.id[:8], r.started.strftime("%Y-%m-%d %H:%M:%S"),  # type: ignore[attr-defined]
+        table.add_row(r.id[:8], r.tenant_name,  # type: ignore[attr-defined]
+                      r.started.strftime("%Y-%m-%d %H:%M:%S"),
                       r.ended.strftime("%H:%M:%S") if r.ended else "-", r.status,
                       human_bytes(r.bytes_read), human_bytes(r.bytes_added),
                       (r.snapshot_id or "-")[:8], r.error or "")
     _print(table)
-

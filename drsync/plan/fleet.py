@@ -74,6 +74,8 @@ class Tenant:
     full_every_days: int | None = None
     # Set on the night the periodic full is due (see ``cycle``); 0 otherwise.
     full_tonight_mb: float = field(default=0.0, compare=False)
+    # Not the planner's: what the fleet view and the agent hold the newest good point to.
+    rpo_hours: float = field(default=24.0, compare=False)
 
     @property
     def input_mb(self) -> float:

@@ -30,9 +30,10 @@ RECEIVER_KEYS = {"max_streams"}
 TENANT_KEYS = {
     "daily_mb", "daily_kb_per_resident", "compress_mb_per_s", "compression_ratio",
     "overlap", "setup_s", "link", "population", "priority", "earliest", "deadline",
-    "full_mb", "full_kb_per_resident", "full_every_days",
+    "full_mb", "full_kb_per_resident", "full_every_days", "rpo_hours",
 }
 DEFAULT_PRIORITY = 10  # as Bareos: 1 is the most important
+DEFAULT_RPO_HOURS = 24.0  # the age of the newest restorable point a tenant accepts
 
 
 def load_fleet(path: str | Path, overrides: Iterable[str] = ()) -> Fleet:
@@ -212,6 +213,7 @@ def _tenant(
         deadline = v.offset(values["deadline"], window, where("deadline"), end=True)
     if deadline <= earliest:
         v.fail(f"tenant.{name}.deadline", "must be after the tenant's earliest start")
+    rpo_hours = num("rpo_hours") if "rpo_hours" in values else DEFAULT_RPO_HOURS
     return Tenant(
         name=name,
         daily_mb=daily_mb,
@@ -226,6 +228,7 @@ def _tenant(
         deadline_s=deadline,
         full_mb=full_mb,
         full_every_days=full_every,
+        rpo_hours=rpo_hours,
     )
 
 

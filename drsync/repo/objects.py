@@ -1,7 +1,7 @@
 """Self-describing repository objects: the envelope, and the sealed JSON documents.
 
 Every object starts with ``b"DRSY"``, a one-byte type and a one-byte format
-version. Encrypted documents (config, index, snapshot) follow that header
+version. Encrypted documents (config, index, snapshot, run record) follow that header
 with a sealed, usually zstd-compressed JSON payload bound to the header. See
 docs/FORMAT.md.
 """
@@ -25,6 +25,7 @@ __all__ = [
     "TYPE_LOCK",
     "TYPE_PACK",
     "TYPE_PACK_HEADER",
+    "TYPE_RUN",
     "TYPE_SNAPSHOT",
     "FormatError",
     "check_header",
@@ -44,6 +45,7 @@ TYPE_KEY = b"K"
 TYPE_LOCK = b"L"
 TYPE_PACK = b"P"
 TYPE_PACK_HEADER = b"H"
+TYPE_RUN = b"R"
 TYPE_SNAPSHOT = b"S"
 HEADER_SIZE = 6
 # Documents are small; refuse to inflate a hostile one without bound.

@@ -1,0 +1,119 @@
+"""Run records in the store: one sealed document per run, the truth the catalog rebuilds from.
+
+``runs/<sha256>`` holds a sealed document of type ``R`` (docs/FORMAT.md §12)
+written once, when the run's outcome is known (ok, partial, failed, missed,
+overrun). Records are sealed with the repository's (the tenant's) key, so the
+secondary side learns how every run went, including the ones that wrote no
+snapshot, without anyone but the key holder reading them. ``load_runs``
+skips an unreadable record with a warning, as ``Repository.snapshots`` does.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from drsync.errors import IntegrityError, UsageError
+from drsync.repo.objects import TYPE_RUN, FormatError
+from drsync.repo.repository import Repository, Warn
+
+__all__ = ["RUN_FIELDS", "RUN_STATUSES", "load_runs", "run_names", "save_run"]
+
+RUN_STATUSES = ("ok", "partial", "failed", "missed", "overrun")
+PREFIX = "runs"
+# field -> (types allowed, required): every record carries every field (None when unknown).
+RUN_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "run_id": ((str,), True),
+    "tenant": ((str,), True),
+    "host": ((str,), True),
+    "kind": ((str,), True),
+    "source": ((str,), False),
+    "status": ((str,), True),
+    "planned_start": ((str, type(None)), False),
+    "deadline": ((str, type(None)), False),
+    "started": ((str,), True),
+    "finished": ((str, type(None)), False),
+    "bytes_read": ((int,), False),
+    "bytes_added": ((int,), False),
+    "bytes_sent": ((int,), False),
+    "snapshot_id": ((str, type(None)), False),
+    "error": ((str, type(None)), False),
+    "drsync_version": ((str,), False),
+}
+_TIMES = ("planned_start", "deadline", "started", "finished")
+_DEFAULTS: dict[str, Any] = {"source": "", "bytes_read": 0, "bytes_added": 0, "bytes_sent": 0,
+                             "drsync_version": ""}
+
+
+def _validated(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with every field, in order; ValueError naming the first bad field."""
+    unknown = set(record) - set(RUN_FIELDS) - {"version"}
+    if unknown:
+        raise ValueError(f"unknown field {sorted(unknown)[0]!r}")
+    doc: dict[str, Any] = {"version": 1}
+    for name, (types, required) in RUN_FIELDS.items():
+        if name not in record:
+            if required:
+                raise ValueError(f"field {name!r} is missing")
+            value = _DEFAULTS.get(name)
+        else:
+            value = record[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ValueError(f"field {name!r} has the wrong type ({type(value).__name__})")
+        if isinstance(value, int) and value < 0:
+            raise ValueError(f"field {name!r} is negative")
+        if name in _TIMES and value is not None:
+            try:
+                parsed = datetime.fromisoformat(str(value))
+            except ValueError:
+                raise ValueError(f"field {name!r} is not an ISO 8601 time: {value!r}") from None
+            if parsed.tzinfo is None:
+                raise ValueError(f"field {name!r} has no time zone: {value!r}")
+        doc[name] = value
+    if doc["status"] not in RUN_STATUSES:
+        raise ValueError(f"field 'status' is {doc['status']!r}, not one of "
+                         f"{', '.join(RUN_STATUSES)}")
+    if record.get("version", 1) != 1:
+        raise ValueError(f"record version {record.get('version')!r} is not supported (1)")
+    return doc
+
+
+def save_run(repo: Repository, record: dict[str, Any]) -> str:
+    """Seal and store one run record; return its object id. UsageError for a bad record."""
+    try:
+        doc = _validated(record)
+    except ValueError as err:
+        raise UsageError(f"run record: {err}") from None
+    oid, _size = repo.save_document(TYPE_RUN, PREFIX, doc, if_absent=True)
+    return oid
+
+
+def run_names(repo: Repository) -> list[str]:
+    return sorted(info.key for info in repo.store.list(f"{PREFIX}/"))
+
+
+def load_runs(repo: Repository, warn: Warn | None = None) -> list[dict[str, Any]]:
+    """Every readable run record, one per run id, oldest start first; an unreadable one
+    is skipped and ``warn`` is told (naming the object), as for snapshots."""
+    warn = warn or repo.warn
+    records = []
+    for name in run_names(repo):
+        try:
+            doc = repo.load_document(TYPE_RUN, name)
+            records.append(_validated(doc))
+        except IntegrityError as err:
+            warn(f"{str(err).removeprefix(repo.url + ': ')}: skipped")
+        except (FormatError, ValueError) as err:
+            warn(f"object {name}: malformed run record: {err}: skipped")
+    # A record saved twice (a retry) is two objects (fresh nonces): one run, the later end.
+    newest: dict[str, dict[str, Any]] = {}
+    for record in records:
+        seen = newest.get(record["run_id"])
+        if seen is None or _end(record) >= _end(seen):
+            newest[record["run_id"]] = record
+    return sorted(newest.values(),
+                  key=lambda r: (datetime.fromisoformat(r["started"]), r["run_id"]))
+
+
+def _end(record: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(record["finished"] or record["started"])
