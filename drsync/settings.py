@@ -72,6 +72,16 @@ Config file keys::
     object_lock_days = 30
     spool_dir = "/var/lib/drsync/s3-spool"  # local copies of uploads in flight, for resuming
 
+    [retention]                            # `drsync forget` (and the agent after each night);
+    keep_last = 3                          # each --keep-* flag overrides its key
+    keep_daily = 7
+    keep_weekly = 4
+    keep_monthly = 12
+    keep_yearly = 5
+    keep_within = "2d"                     # y, m, d, h: "1y2m", "30d"
+    keep_tags = ["audit"]
+    max_unused = "10%"                     # `drsync prune`: dead bytes tolerated ("unlimited")
+
 Without ``credentials_file`` the credentials come from boto3's usual chain
 (AWS_* variables, ~/.aws, instance metadata).
 """
@@ -89,6 +99,7 @@ from typing import TYPE_CHECKING, Any
 from drsync.errors import ConfigError
 
 if TYPE_CHECKING:
+    from drsync.repo.retention import RetentionPolicy
     from drsync.store import Store, StoreOptions
 
 __all__ = ["CONFIG_ENV", "ENVIRONMENT", "Settings", "load_settings", "resolve", "store_for",
@@ -142,6 +153,15 @@ class Settings:
     object_lock_mode: str | None = None
     object_lock_days: int | None = None
     s3_spool_dir: str | None = None
+    keep_last: int | None = None
+    keep_hourly: int | None = None
+    keep_daily: int | None = None
+    keep_weekly: int | None = None
+    keep_monthly: int | None = None
+    keep_yearly: int | None = None
+    keep_within: str | None = None
+    keep_tags: list[str] = field(default_factory=list)
+    max_unused: str | None = None
     state_dir: str = ""  # filled in by resolve(): $XDG_STATE_HOME/drsync
     source: str = ""  # the config file these came from (absolute), for messages
 
@@ -167,6 +187,18 @@ class Settings:
             raise ValueError("wal_spool() needs resolved settings (drsync.settings.resolve)")
         return os.path.join(self.state_dir, "wal-spool", tag)
 
+    def retention_policy(self) -> RetentionPolicy:
+        """The ``forget`` policy: ``[retention]`` keys, each overridden by its flag."""
+        from drsync.repo.retention import RetentionPolicy, parse_duration
+
+        return RetentionPolicy(
+            keep_last=self.keep_last or 0, keep_hourly=self.keep_hourly or 0,
+            keep_daily=self.keep_daily or 0, keep_weekly=self.keep_weekly or 0,
+            keep_monthly=self.keep_monthly or 0, keep_yearly=self.keep_yearly or 0,
+            keep_within=parse_duration(self.keep_within) if self.keep_within else None,
+            keep_tags=tuple(self.keep_tags),
+        ).validate()
+
 
 # section -> key -> (Settings field, expected type)
 _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
@@ -189,6 +221,11 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
            "object_lock_mode": ("object_lock_mode", str),
            "object_lock_days": ("object_lock_days", int),
            "spool_dir": ("s3_spool_dir", str)},
+    "retention": {"keep_last": ("keep_last", int), "keep_hourly": ("keep_hourly", int),
+                  "keep_daily": ("keep_daily", int), "keep_weekly": ("keep_weekly", int),
+                  "keep_monthly": ("keep_monthly", int), "keep_yearly": ("keep_yearly", int),
+                  "keep_within": ("keep_within", str), "keep_tags": ("keep_tags", list),
+                  "max_unused": ("max_unused", str)},
 }
 _FIELDS = {f.name for f in fields(Settings)}
 # Paths in a config file are relative to the file.
@@ -278,6 +315,15 @@ def _check(path: str, section: str, key: str, value: Any) -> dict[str, Any]:
 
         try:
             parse_rate(value)
+        except UsageError as err:
+            raise ConfigError(f"config file {path}: key {dotted!r}: {err}") from None
+    if name in ("keep_within", "max_unused"):
+        from drsync.errors import UsageError
+        from drsync.repo.prune import parse_max_unused
+        from drsync.repo.retention import parse_duration
+
+        try:
+            (parse_duration if name == "keep_within" else parse_max_unused)(value)
         except UsageError as err:
             raise ConfigError(f"config file {path}: key {dotted!r}: {err}") from None
     if name in _PATH_FIELDS and isinstance(value, str):

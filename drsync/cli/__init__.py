@@ -32,6 +32,8 @@ COMMANDS: dict[str, str] = {
     "restore": "drsync.cli.repo_cmds:restore_cmd",
     "check": "drsync.cli.repo_cmds:check_cmd",
     "unlock": "drsync.cli.repo_cmds:unlock_cmd",
+    "forget": "drsync.cli.retention_cmds:forget_cmd",
+    "prune": "drsync.cli.retention_cmds:prune_cmd",
     "runs": "drsync.cli.repo_cmds:runs_cmd",
     "demo": "drsync.cli.demo_cmd:demo_cmd",
     "plan": "drsync.cli.plan_cmd:plan_cmd",

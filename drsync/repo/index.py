@@ -21,7 +21,7 @@ from typing import Any
 
 from drsync.repo.pack import BlobEntry
 
-__all__ = ["BlobLocation", "Index", "index_document"]
+__all__ = ["BlobLocation", "Index", "index_document", "index_packs"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,11 @@ class Index:
                 continue
             self.lost_packs.pop(pack_id, None)
             self.add_pack(pack_id, size, entries)
+
+
+def index_packs(doc: Any) -> list[tuple[str, int, list[BlobEntry]]]:
+    """An index file's (pack id, size, blobs); ValueError when it is malformed."""
+    return [(pack_id, size, list(entries)) for pack_id, size, entries in _parse(doc)]
 
 
 def _unusable(pack_id: str, size: int, present: Mapping[str, int]) -> str | None:
