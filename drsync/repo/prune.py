@@ -190,6 +190,7 @@ class _Prune:
         self.max_unused = max_unused
         self.report = PruneReport(dry_run)
         self.uses: dict[str, _PackUse] = {}  # packs named by a readable index, present
+        self.blobs = 0  # blobs the index names in those packs
 
     # -- reading -----------------------------------------------------------------
 
@@ -239,6 +240,8 @@ class _Prune:
                             pack_id, e.blob_type, e.offset, e.length, e.raw_length))
                     if not use.counted:
                         use.blob_bytes += e.length
+                if not use.counted:
+                    self.blobs += len(entries)
                 use.counted = True
         adopted = self._adopt(present, lost, needed_trees, tree_locs)
 
@@ -255,16 +258,19 @@ class _Prune:
         report.blobs_live = len(marker.live)
         self._count_live(index_names, present, marker, lost, adopted)
         delete, repack = self._plan()
-        if report.dry_run:
-            self._expire_wal(snaps, delete=False)
+        if report.dry_run or not (delete or repack or adopted or lost) and (
+                report.index_files_before <= max(1, -(-self.blobs // INDEX_BLOBS))):
+            # A dry run, or nothing to delete and the index compact already: no new objects.
+            self._expire_wal(snaps, delete=not report.dry_run)
             return report
         writer = _IndexWriter(repo)
         if on_total is not None:
             on_total(sum(self.uses[p].size for p in repack))
-        self._repack(repack, marker, writer, progress)
+        gone = set(delete) | set(repack)
+        wanted = self._to_copy(index_names, repack, gone, marker, adopted) if repack else set()
+        self._repack(repack, wanted, writer, progress)
         for pack_id, size, entries in adopted:
             writer.add(pack_id, size, entries)
-        gone = set(delete) | set(repack)
         for _name, packs in self._index_files(index_names):
             for pack_id, size, entries in packs:
                 if pack_id in self.uses and pack_id not in gone and self.uses[pack_id].size == size:
@@ -356,11 +362,29 @@ class _Prune:
 
     # -- changing ----------------------------------------------------------------
 
-    def _repack(self, repack: list[str], marker: _Marker, writer: _IndexWriter,
+    def _to_copy(self, index_names: list[str], repack: list[str], gone: set[str],
+                 marker: _Marker, adopted: list[tuple[str, int, list[BlobEntry]]]
+                 ) -> set[bytes]:
+        """The live blobs of the packs to repack that no kept pack holds already (a
+        killed prune's new packs may hold some: they are not copied twice)."""
+        chosen = set(repack)
+        wanted: set[bytes] = set()
+        for _name, packs in self._index_files(index_names):
+            for pack_id, _size, entries in packs:
+                if pack_id in chosen:
+                    wanted.update(e.blob_id for e in entries if e.blob_id in marker)
+        for _name, packs in self._index_files(index_names):
+            for pack_id, _size, entries in packs:
+                if pack_id in self.uses and pack_id not in gone:
+                    wanted.difference_update(e.blob_id for e in entries)
+        for _pack_id, _size, entries in adopted:
+            wanted.difference_update(e.blob_id for e in entries)
+        return wanted
+
+    def _repack(self, repack: list[str], wanted: set[bytes], writer: _IndexWriter,
                 progress: Callable[[int], None] | None) -> None:
         repo = self.repo
         builder = PackBuilder(repo.key)
-        copied: set[bytes] = set()
 
         def flush() -> None:
             nonlocal builder
@@ -381,7 +405,7 @@ class _Prune:
                 raise IntegrityError(f"{repo.url}: object {name}: {err}; prune refuses to "
                                      "repack it (run `drsync check --read-data`)") from None
             for e in sorted(entries, key=lambda e: e.offset):
-                if e.blob_id not in marker or e.blob_id in copied:
+                if e.blob_id not in wanted:
                     continue
                 sealed = data[e.offset:e.offset + e.length]
                 try:
@@ -391,7 +415,7 @@ class _Prune:
                                          f"{e.blob_id.hex()[:16]}: {err}; prune refuses to "
                                          "copy it") from None
                 builder.add(e.blob_type, e.blob_id, sealed, e.raw_length)
-                copied.add(e.blob_id)
+                wanted.discard(e.blob_id)
                 if len(builder) >= repo.config.pack_size:
                     flush()
             if progress is not None:
