@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import click
 
 from drsync.cli.context import open_repo, settings_from
 from drsync.cli.render import human_bytes, print_json, progress_bar
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+FC = TypeVar("FC", bound=Callable[..., object])
 dry_run_option = click.option("--dry-run", is_flag=True, help="Decide and report; change nothing.")
 
 
-def _keep(name: str, what: str) -> object:
+def _keep(name: str, what: str) -> Callable[[FC], FC]:
     return click.option(f"--keep-{name}", f"keep_{name}", type=click.IntRange(min=-1),
                         metavar="N", help=f"Keep the newest snapshot of each of the N newest "
                         f"{what} (-1: all) [retention] keep_{name}.")
@@ -20,11 +24,11 @@ def _keep(name: str, what: str) -> object:
 @click.command("forget")
 @click.option("--keep-last", "keep_last", type=click.IntRange(min=-1), metavar="N",
               help="Keep the N newest snapshots (-1: all) [retention] keep_last.")
-@_keep("hourly", "hours")  # type: ignore[operator]
-@_keep("daily", "days")  # type: ignore[operator]
-@_keep("weekly", "ISO weeks")  # type: ignore[operator]
-@_keep("monthly", "months")  # type: ignore[operator]
-@_keep("yearly", "years")  # type: ignore[operator]
+@_keep("hourly", "hours")
+@_keep("daily", "days")
+@_keep("weekly", "ISO weeks")
+@_keep("monthly", "months")
+@_keep("yearly", "years")
 @click.option("--keep-within", metavar="DURATION",
               help="Keep every snapshot at most DURATION (e.g. 30d, 1y2m, 12h) older than the "
                    "group's newest [retention] keep_within.")

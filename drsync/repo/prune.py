@@ -258,8 +258,8 @@ class _Prune:
         report.blobs_live = len(marker.live)
         self._count_live(index_names, present, marker, lost, adopted)
         delete, repack = self._plan()
-        if report.dry_run or not (delete or repack or adopted or lost) and (
-                report.index_files_before <= max(1, -(-self.blobs // INDEX_BLOBS))):
+        compact = report.index_files_before <= max(1, -(-self.blobs // INDEX_BLOBS))
+        if report.dry_run or (compact and not (delete or repack or adopted or lost)):
             # A dry run, or nothing to delete and the index compact already: no new objects.
             self._expire_wal(snaps, delete=not report.dry_run)
             return report
