@@ -7,10 +7,14 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from drsync.repo import RepoConfig
 from drsync.store import S3Options, StoreOptions
 from drsync.testing import make_repository
 from tests.store.test_s3_cli import S3Cli
+
+pytestmark = pytest.mark.slow
 
 
 def test_forget_and_prune_skip_and_report_what_object_lock_retains(
