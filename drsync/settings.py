@@ -74,6 +74,7 @@ Config file keys::
 
     [retention]                            # `drsync forget` (and the agent after each night);
     keep_last = 3                          # each --keep-* flag overrides its key
+    keep_hourly = 0                        # 0: the rule is off
     keep_daily = 7
     keep_weekly = 4
     keep_monthly = 12
