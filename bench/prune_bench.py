@@ -33,6 +33,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,19 +58,28 @@ def _drsync() -> str:
     return str(exe) if exe.exists() else (shutil.which("drsync") or "drsync")
 
 
+# A small launcher between the benchmark and each measured program: a child's peak RSS
+# (ru_maxrss) starts at its forking parent's RSS, and this parent holds a whole
+# repository's worth of build state; the launcher holds about 10 MiB.
+_LAUNCHER = ("import os, subprocess, sys\n"
+             "p = subprocess.Popen(sys.argv[2:])\n"
+             "_pid, status, usage = os.wait4(p.pid, 0)\n"
+             "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+             "sys.exit(os.waitstatus_to_exitcode(status))\n")
+
+
 def run_child(args: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """Run a child; its wall time, its own peak RSS (``wait4``, MiB) and its stdout."""
+    """Run a program; its wall time, its own peak RSS (``wait4``, MiB) and its stdout."""
     started = time.monotonic()
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    out = proc.stdout.read()
-    err = proc.stderr.read()
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}): {err.decode()[-2000:]}")
+    with tempfile.NamedTemporaryFile("r", suffix=".maxrss") as rss:
+        done = subprocess.run([sys.executable, "-I", "-c", _LAUNCHER, rss.name, *args], env=env,
+                              capture_output=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(args)} failed ({done.returncode}): "
+                             f"{done.stderr.decode()[-2000:]}")
+        peak_kib = int(rss.read() or 0)
     return {"seconds": round(time.monotonic() - started, 3),
-            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "stdout": out.decode()}
+            "peak_rss_mib": round(peak_kib / 1024, 1), "stdout": done.stdout.decode()}
 
 
 class Content:

@@ -149,24 +149,27 @@ class _IndexWriter:
 
     def __init__(self, repo: Repository) -> None:
         self._repo = repo
-        self._batch: list[tuple[str, int, list[BlobEntry]]] = []
+        self._batch: list[dict[str, Any]] = []
         self._blobs = 0
         self.names: set[str] = set()
         self.packs: set[str] = set()
 
     def add(self, pack_id: str, size: int, entries: list[BlobEntry]) -> None:
-        if pack_id in self.packs:
+        self.add_record(index_document([(pack_id, size, entries)])["packs"][0])
+
+    def add_record(self, record: dict[str, Any]) -> None:
+        """A pack as an index document lists it: ``{"id", "size", "blobs"}``."""
+        if record["id"] in self.packs:
             return
-        self.packs.add(pack_id)
-        self._batch.append((pack_id, size, entries))
-        self._blobs += len(entries)
+        self.packs.add(record["id"])
+        self._batch.append(record)
+        self._blobs += len(record["blobs"])
         if self._blobs >= INDEX_BLOBS:
             self.flush()
 
     def flush(self) -> None:
         if self._batch:
-            oid, _size = self._repo.save_document(TYPE_INDEX, "index",
-                                                  index_document(self._batch))
+            oid, _size = self._repo.save_document(TYPE_INDEX, "index", {"packs": self._batch})
             self.names.add(f"index/{oid}")
         self._batch, self._blobs = [], 0
 
@@ -203,6 +206,15 @@ class _Prune:
                 raise IntegrityError(f"{self.repo.url}: object {name}: {err}; prune refuses "
                                      "to run on a repository whose index it cannot read "
                                      "(run `drsync check`)") from None
+
+    def _records(self, names: list[str]) -> Iterator[dict[str, Any]]:
+        """Each pack record of the index files, as stored: read again after ``_index_files``
+        checked them (same name, so the same bytes), so not checked again."""
+        for name in names:
+            try:
+                yield from self.repo._read_document(TYPE_INDEX, name)["packs"]
+            except FormatError as err:
+                raise IntegrityError(f"{self.repo.url}: object {name}: {err}") from None
 
     def _snapshots(self) -> list[Snapshot]:
         snaps = []
@@ -271,10 +283,10 @@ class _Prune:
         self._repack(repack, wanted, writer, progress)
         for pack_id, size, entries in adopted:
             writer.add(pack_id, size, entries)
-        for _name, packs in self._index_files(index_names):
-            for pack_id, size, entries in packs:
-                if pack_id in self.uses and pack_id not in gone and self.uses[pack_id].size == size:
-                    writer.add(pack_id, size, entries)
+        for record in self._records(index_names):
+            kept = self.uses.get(record["id"])
+            if kept is not None and record["id"] not in gone and kept.size == record["size"]:
+                writer.add_record(record)
         writer.flush()
         report.index_files_written = len(writer.names - set(index_names))
         # Every live blob is named by the new index files: deleting may start.
@@ -315,21 +327,21 @@ class _Prune:
         for use in self.uses.values():
             use.counted = False
 
-        def count(packs: list[tuple[str, int, list[BlobEntry]]], uses: dict[str, _PackUse]
-                  ) -> None:
-            for pack_id, size, entries in packs:
-                use = uses.get(pack_id)
-                if use is None or use.size != size or use.counted:
-                    continue
-                use.counted = True
-                for e in entries:
-                    if e.blob_id in marker:
-                        use.live_bytes += e.length
-                        lost_live.pop(int.from_bytes(e.blob_id[:8], "big"), None)
-
-        for _name, packs in self._index_files(index_names):
-            count(packs, self.uses)
-        count(adopted, {p: _PackUse(s) for p, s, _e in adopted})
+        live = marker.live
+        for record in self._records(index_names):
+            found = self.uses.get(record["id"])
+            if found is None or found.size != record["size"] or found.counted:
+                continue
+            found.counted = True
+            for blob in record["blobs"]:
+                prefix = int(blob[0][:16], 16)
+                if prefix in live:
+                    found.live_bytes += blob[3]
+                    if lost_live:
+                        lost_live.pop(prefix, None)
+        for _pack_id, _size, entries in adopted:
+            for e in entries:
+                lost_live.pop(int.from_bytes(e.blob_id[:8], "big"), None)
         if lost_live:
             pack_id = next(iter(lost_live.values()))
             raise IntegrityError(f"{self.repo.url}: object {pack_key(pack_id)}: missing, and "
@@ -369,14 +381,14 @@ class _Prune:
         killed prune's new packs may hold some: they are not copied twice)."""
         chosen = set(repack)
         wanted: set[bytes] = set()
-        for _name, packs in self._index_files(index_names):
-            for pack_id, _size, entries in packs:
-                if pack_id in chosen:
-                    wanted.update(e.blob_id for e in entries if e.blob_id in marker)
-        for _name, packs in self._index_files(index_names):
-            for pack_id, _size, entries in packs:
-                if pack_id in self.uses and pack_id not in gone:
-                    wanted.difference_update(e.blob_id for e in entries)
+        live = marker.live
+        for record in self._records(index_names):
+            if record["id"] in chosen:
+                wanted.update(bytes.fromhex(b[0]) for b in record["blobs"]
+                              if int(b[0][:16], 16) in live)
+        for record in self._records(index_names):
+            if record["id"] in self.uses and record["id"] not in gone:
+                wanted.difference_update(bytes.fromhex(b[0]) for b in record["blobs"])
         for _pack_id, _size, entries in adopted:
             wanted.difference_update(e.blob_id for e in entries)
         return wanted
