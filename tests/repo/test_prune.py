@@ -206,3 +206,52 @@ def test_forget_and_prune_keep_exactly_the_wal_the_kept_base_backups_need() -> N
     assert all(r["complete"] and r["last_wal"] == names[-1] for r in final["base_backups"])
     assert_clean(repo)
     assert [c.complete for c in wal_archive(repo).coverage()] == [True, True]
+
+
+def test_the_marker_finds_every_chunk_id_however_trees_are_cut_and_shared() -> None:
+    """Ids cut across tree blobs, and tree blobs met again in a later snapshot (read
+    once: only their edges are scanned again), are all marked, and nothing else."""
+    import json
+    import random
+
+    from drsync.repo.prune import _Marker
+
+    rng = random.Random(3)
+
+    def tree(ids: list[list[str]]) -> bytes:
+        return b"".join(json.dumps({"path": f"f{i}", "type": "file", "chunks": c}).encode()
+                        + b"\n" for i, c in enumerate(ids))
+
+    def cut(data: bytes) -> list[bytes]:
+        points = sorted(rng.sample(range(1, len(data)), len(data) // 300))
+        return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+
+    files = [[rng.randbytes(32).hex() for _ in range(rng.randrange(1, 6))] for _ in range(80)]
+    first_tree = tree(files)
+    first = cut(first_tree)
+    # The second tree shares the first's blobs up to a cut inside an id, and from there
+    # the rest of that id differs: only the shared blob's tail finds the new id.
+    hexdigits = b"0123456789abcdef"
+    k, offset = next((k, sum(map(len, first[:k]))) for k in range(len(first) // 2, len(first))
+                     if first[k - 1][-1] in hexdigits and first[k][0] in hexdigits)
+    run = len(first[k]) - len(first[k].lstrip(hexdigits))
+    second_tree = (first_tree[:offset] + rng.randbytes(run).hex()[:run].encode()
+                   + first_tree[offset + run:])
+    changed = [json.loads(line)["chunks"] for line in second_tree.splitlines()]
+    second = first[:k] + cut(second_tree[offset:])
+    blobs = {rng.randbytes(32): b for b in first + second}
+    by_data = {v: k for k, v in blobs.items()}
+    reads: list[bytes] = []
+
+    def read(blob_id: bytes) -> bytes:
+        reads.append(blob_id)
+        return blobs[blob_id]
+
+    marker = _Marker(read)
+    for parts in (first, second):
+        marker.mark(Snapshot(time="", start_time="", host="", source_kind="", source_spec={},
+                             tree=[by_data[p].hex() for p in parts]))
+    tree_ids = {by_data[p].hex() for p in first + second}
+    expected = {int(h[:16], 16) for h in {*sum(files, []), *sum(changed, []), *tree_ids}}
+    assert marker.live == expected
+    assert len(reads) == len(set(reads)) == len(set(first + second))
