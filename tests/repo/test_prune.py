@@ -252,6 +252,7 @@ def test_the_marker_finds_every_chunk_id_however_trees_are_cut_and_shared() -> N
         marker.mark(Snapshot(time="", start_time="", host="", source_kind="", source_spec={},
                              tree=[by_data[p].hex() for p in parts]))
     tree_ids = {by_data[p].hex() for p in first + second}
-    expected = {int(h[:16], 16) for h in {*sum(files, []), *sum(changed, []), *tree_ids}}
+    chunk_ids = {h for ids in files + changed for h in ids}
+    expected = {int(h[:16], 16) for h in chunk_ids | tree_ids}
     assert marker.live == expected
     assert len(reads) == len(set(reads)) == len(set(first + second))
