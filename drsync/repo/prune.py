@@ -34,7 +34,7 @@ reported; a later prune retries it.
 Memory: the marked blobs are 8-byte id prefixes (a collision only keeps a
 dead blob; never drops a live one), a set while the trees are walked, then a
 sorted array (8 bytes a blob); per-pack counters; one index file at a time;
-the full ids of the live blobs of the packs being repacked. Trees are
+the prefixes of the live blobs of the packs being repacked. Trees are
 scanned as bytes for chunk ids (any 64-hex string in a tree counts as a
 reference, which can only keep more), and a tree blob met again in a later
 snapshot is not read again.
@@ -46,6 +46,7 @@ import contextlib
 import re
 from array import array
 from bisect import bisect_left
+from itertools import pairwise
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,7 +120,7 @@ class _PackUse:
 class _Prefixes:
     """A sorted array of 8-byte prefixes: 8 bytes a blob, against about 80 in a set."""
 
-    def __init__(self, values: set[int]) -> None:
+    def __init__(self, values: set[int] | list[int]) -> None:
         self._values = array("Q", sorted(values))
 
     def __contains__(self, prefix: object) -> bool:
@@ -307,8 +308,9 @@ class _Prune:
         if on_total is not None:
             on_total(sum(self.uses[p].size for p in repack))
         gone = set(delete) | set(repack)
-        wanted = self._to_copy(index_names, repack, gone, marker, adopted) if repack else set()
-        self._repack(repack, wanted, writer, progress)
+        skip = self._to_copy(index_names, repack, gone, marker, adopted) if repack else (
+            set(), set())
+        self._repack(repack, skip, marker, writer, progress)
         for pack_id, size, entries in adopted:
             writer.add(pack_id, size, entries)
         for record in self._records(index_names):
@@ -404,26 +406,38 @@ class _Prune:
 
     def _to_copy(self, index_names: list[str], repack: list[str], gone: set[str],
                  marker: _Marker, adopted: list[tuple[str, int, list[BlobEntry]]]
-                 ) -> set[bytes]:
-        """The live blobs of the packs to repack that no kept pack holds already (a
-        killed prune's new packs may hold some: they are not copied twice)."""
+                 ) -> tuple[set[bytes], set[int]]:
+        """What not to copy from the packs to repack, in little memory: the full ids of
+        their live blobs that a kept pack holds too (a killed prune's new packs may), and
+        the prefixes that more than one of their live blobs share (each such blob is
+        then copied once, checked by full id)."""
         chosen = set(repack)
-        wanted: set[bytes] = set()
         live = marker.frozen
+        found = array("Q")
         for record in self._records(index_names):
             if record["id"] in chosen:
-                wanted.update(bytes.fromhex(b[0]) for b in record["blobs"]
-                              if int(b[0][:16], 16) in live)
+                found.extend(p for p in (int(b[0][:16], 16) for b in record["blobs"])
+                             if p in live)
+        ordered = sorted(found)
+        del found
+        repeated = {a for a, b in pairwise(ordered) if a == b}
+        wanted = _Prefixes(ordered)  # sorted already: sorting again is linear
+        del ordered
+        held: set[bytes] = set()  # live blobs of the packs to repack that kept packs hold
         for record in self._records(index_names):
             if record["id"] in self.uses and record["id"] not in gone:
-                wanted.difference_update(bytes.fromhex(b[0]) for b in record["blobs"])
+                held.update(bytes.fromhex(b[0]) for b in record["blobs"]
+                            if int(b[0][:16], 16) in wanted)
         for _pack_id, _size, entries in adopted:
-            wanted.difference_update(e.blob_id for e in entries)
-        return wanted
+            held.update(e.blob_id for e in entries
+                        if int.from_bytes(e.blob_id[:8], "big") in wanted)
+        return held, repeated
 
-    def _repack(self, repack: list[str], wanted: set[bytes], writer: _IndexWriter,
-                progress: Callable[[int], None] | None) -> None:
+    def _repack(self, repack: list[str], skip: tuple[set[bytes], set[int]], marker: _Marker,
+                writer: _IndexWriter, progress: Callable[[int], None] | None) -> None:
         repo = self.repo
+        held, repeated = skip
+        copied: set[bytes] = set()  # only blobs whose prefix another one shares
         builder = PackBuilder(repo.key)
 
         def flush() -> None:
@@ -445,8 +459,12 @@ class _Prune:
                 raise IntegrityError(f"{repo.url}: object {name}: {err}; prune refuses to "
                                      "repack it (run `drsync check --read-data`)") from None
             for e in sorted(entries, key=lambda e: e.offset):
-                if e.blob_id not in wanted:
+                if e.blob_id not in marker or e.blob_id in held:
                     continue
+                if int.from_bytes(e.blob_id[:8], "big") in repeated:
+                    if e.blob_id in copied:
+                        continue
+                    copied.add(e.blob_id)
                 sealed = data[e.offset:e.offset + e.length]
                 try:
                     repo.key.unseal(sealed, e.blob_id)  # authenticate before copying
@@ -455,7 +473,6 @@ class _Prune:
                                          f"{e.blob_id.hex()[:16]}: {err}; prune refuses to "
                                          "copy it") from None
                 builder.add(e.blob_type, e.blob_id, sealed, e.raw_length)
-                wanted.discard(e.blob_id)
                 if len(builder) >= repo.config.pack_size:
                     flush()
             if progress is not None:
