@@ -46,9 +46,9 @@ import contextlib
 import re
 from array import array
 from bisect import bisect_left
-from itertools import pairwise
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from drsync.errors import DrsyncError, IntegrityError, ObjectLocked, UsageError
