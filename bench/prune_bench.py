@@ -197,9 +197,13 @@ class Restic:
         self.backup_s += time.monotonic() - started
 
     def forget_prune(self, keep: int, max_unused: str) -> dict[str, Any]:
+        listed = subprocess.run([self.exe, "list", "blobs"], env=self.env, check=True,
+                                capture_output=True).stdout
+        blobs = listed.count(b"\n")
         forget = run_child([self.exe, "forget", "--keep-daily", str(keep)], self.env)
         prune = run_child([self.exe, "prune", "--max-unused", max_unused], self.env)
-        return {"forget": _drop(forget), "prune": _drop(prune), "repo_bytes": _size(self.repo)}
+        return {"blobs": blobs, "forget": _drop(forget), "prune": _drop(prune),
+                "repo_bytes": _size(self.repo)}
 
 
 def _drop(result: dict[str, Any]) -> dict[str, Any]:
@@ -269,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{ours['forget']['seconds']} s, {ours['forget']['peak_rss_mib']} MiB")
     if result["restic"]:
         theirs = result["restic"]["prune"]
-        print(f"restic: prune {theirs['seconds']} s, peak RSS {theirs['peak_rss_mib']} MiB; "
+        print(f"restic ({result['restic']['blobs']} blobs of the same content): prune "
+              f"{theirs['seconds']} s, peak RSS {theirs['peak_rss_mib']} MiB; "
               f"ratio drsync/restic time {result['ratio']['prune_time_drsync_over_restic']}, "
               f"RSS {result['ratio']['prune_rss_drsync_over_restic']}")
     else:
