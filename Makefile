@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # s3rver, a minimal second S3 implementation for the store tests (tests/store/minimal_s3.py).
 S3RVER := tools/s3rver/node_modules/.installed
 
-.PHONY: demo test test-fast lint bench bench-plan bench-pg bench-s3 install clean chromium
+.PHONY: demo test test-fast lint bench bench-plan bench-pg bench-s3 bench-prune install clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,9 +50,15 @@ bench: $(STAMP)
 	  (apt-get install -y -q restic borgbackup >/dev/null 2>&1 || \
 	   echo "restic/borg not installed and could not be installed: the benchmark will say so")
 	$(BIN)/python bench/backup_bench.py
+	$(BIN)/python bench/prune_bench.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache tools/s3rver/node_modules
+
+bench-prune: $(STAMP)
+	@command -v restic >/dev/null || apt-get install -y -q restic >/dev/null 2>&1 || \
+	  echo "restic not installed and could not be installed: the benchmark will say so"
+	$(BIN)/python bench/prune_bench.py
 
 bench-plan: $(STAMP)
 	$(BIN)/python bench/plan_bench.py

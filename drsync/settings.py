@@ -88,6 +88,17 @@ Config file keys::
     name = "registry.dump"                 # stdin-command only: the stream's name
     tags = ["nightly"]                     # added to [backup] tags
 
+    [retention]                            # `drsync forget` (and the agent after each night);
+    keep_last = 3                          # each --keep-* flag overrides its key
+    keep_hourly = 0                        # 0: the rule is off
+    keep_daily = 7
+    keep_weekly = 4
+    keep_monthly = 12
+    keep_yearly = 5
+    keep_within = "2d"                     # y, m, d, h: "1y2m", "30d"
+    keep_tags = ["audit"]
+    max_unused = "10%"                     # `drsync prune`: dead bytes tolerated ("unlimited")
+
 Without ``credentials_file`` the credentials come from boto3's usual chain
 (AWS_* variables, ~/.aws, instance metadata).
 """
@@ -105,6 +116,7 @@ from typing import TYPE_CHECKING, Any
 from drsync.errors import ConfigError
 
 if TYPE_CHECKING:
+    from drsync.repo.retention import RetentionPolicy
     from drsync.store import Store, StoreOptions
     from drsync.store.throttle import TokenBucket
 
@@ -180,6 +192,15 @@ class Settings:
     agent_rpo_hours: float = 24.0
     agent_metrics_file: str | None = None
     agent_jobs: tuple[AgentJob, ...] = ()
+    keep_last: int | None = None
+    keep_hourly: int | None = None
+    keep_daily: int | None = None
+    keep_weekly: int | None = None
+    keep_monthly: int | None = None
+    keep_yearly: int | None = None
+    keep_within: str | None = None
+    keep_tags: list[str] = field(default_factory=list)
+    max_unused: str | None = None
     state_dir: str = ""  # filled in by resolve(): $XDG_STATE_HOME/drsync
     source: str = ""  # the config file these came from (absolute), for messages
 
@@ -204,6 +225,18 @@ class Settings:
         if not self.state_dir:
             raise ValueError("wal_spool() needs resolved settings (drsync.settings.resolve)")
         return os.path.join(self.state_dir, "wal-spool", tag)
+
+    def retention_policy(self) -> RetentionPolicy:
+        """The ``forget`` policy: ``[retention]`` keys, each overridden by its flag."""
+        from drsync.repo.retention import RetentionPolicy, parse_duration
+
+        return RetentionPolicy(
+            keep_last=self.keep_last or 0, keep_hourly=self.keep_hourly or 0,
+            keep_daily=self.keep_daily or 0, keep_weekly=self.keep_weekly or 0,
+            keep_monthly=self.keep_monthly or 0, keep_yearly=self.keep_yearly or 0,
+            keep_within=parse_duration(self.keep_within) if self.keep_within else None,
+            keep_tags=tuple(self.keep_tags),
+        ).validate()
 
 
 # section -> key -> (Settings field, expected type)
@@ -231,6 +264,11 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "agent": {"tenant": ("agent_tenant", str), "schedule": ("agent_schedule", str),
               "ship_wal": ("agent_ship_wal", bool), "rpo_hours": ("agent_rpo_hours", float),
               "metrics_file": ("agent_metrics_file", str)},
+    "retention": {"keep_last": ("keep_last", int), "keep_hourly": ("keep_hourly", int),
+                  "keep_daily": ("keep_daily", int), "keep_weekly": ("keep_weekly", int),
+                  "keep_monthly": ("keep_monthly", int), "keep_yearly": ("keep_yearly", int),
+                  "keep_within": ("keep_within", str), "keep_tags": ("keep_tags", list),
+                  "max_unused": ("max_unused", str)},
 }
 _JOB_KEYS = ("source", "target", "name", "tags")
 _FIELDS = {f.name for f in fields(Settings)}
@@ -326,6 +364,15 @@ def _check(path: str, section: str, key: str, value: Any) -> dict[str, Any]:
 
         try:
             parse_rate(value)
+        except UsageError as err:
+            raise ConfigError(f"config file {path}: key {dotted!r}: {err}") from None
+    if name in ("keep_within", "max_unused"):
+        from drsync.errors import UsageError
+        from drsync.repo.prune import parse_max_unused
+        from drsync.repo.retention import parse_duration
+
+        try:
+            (parse_duration if name == "keep_within" else parse_max_unused)(value)
         except UsageError as err:
             raise ConfigError(f"config file {path}: key {dotted!r}: {err}") from None
     if name in _PATH_FIELDS and isinstance(value, str):

@@ -99,3 +99,32 @@ def test_raw_limits_measures_every_stage(dump: datagen.DumpStats) -> None:
 
 def test_peers_render_missing_tools_as_not_installed() -> None:
     assert "borg            not installed" in peers.render({"borg": None})
+
+
+@pytest.mark.slow
+def test_prune_bench_on_tiny_data_prunes_and_keeps_the_newest_nights(tmp_path: Path) -> None:
+    from bench import prune_bench
+    from drsync.repo import Repository, Secret, SnapshotReader
+    from drsync.repo.check import check_repository
+    from drsync.store import open_store
+
+    files, per_file, churn, nights, keep = 40, 20, 5, 10, 3
+    result = prune_bench.run(tmp_path / "work", files, per_file, churn, nights, keep, "0%",
+                             with_restic=False)
+    ours = result["drsync"]
+    assert result["blobs"] == files * per_file + (nights - 1) * churn * per_file
+    assert ours["snapshots_kept"] == keep
+    assert 0 < ours["bytes_rewritten"] < ours["repo_bytes_before_prune"]
+    assert ours["repo_bytes_after"] < ours["repo_bytes_before_prune"]
+    assert ours["prune"]["peak_rss_mib"] > 10 and ours["prune"]["seconds"] > 0
+    repo = Repository.open(open_store(str(tmp_path / "work" / "drsync-repo")),
+                           Secret(passphrase=prune_bench.PASSWORD))
+    assert check_repository(repo, read_data=True).errors == []
+    content = prune_bench.Content(files, per_file, churn, seed=42)
+    for _night in range(nights - 1):
+        content.next_night()
+    with SnapshotReader(repo) as reader:
+        entries = list(reader.entries(repo.find_snapshot("latest")))
+        assert len(entries) == files
+        for f, entry in enumerate(entries):
+            assert b"".join(reader.blobs(entry.chunks)) == b"".join(content.blobs[f])

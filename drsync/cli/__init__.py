@@ -34,6 +34,8 @@ COMMANDS: dict[str, str] = {
     "check": "drsync.cli.repo_cmds:check_cmd",
     "unlock": "drsync.cli.repo_cmds:unlock_cmd",
     "key": "drsync.cli.key_cmds:key_group",
+    "forget": "drsync.cli.retention_cmds:forget_cmd",
+    "prune": "drsync.cli.retention_cmds:prune_cmd",
     "runs": "drsync.cli.repo_cmds:runs_cmd",
     "demo": "drsync.cli.demo_cmd:demo_cmd",
     "plan": "drsync.cli.plan_cmd:plan_cmd",

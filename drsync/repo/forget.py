@@ -1,0 +1,78 @@
+"""Forget: remove the snapshots a retention policy does not keep.
+
+Only the snapshot objects (``snapshots/<id>``) are removed, under the writer
+lock; their packs and the WAL no kept base backup needs are removed later by
+``prune``. A snapshot that cannot be read is neither kept nor removed (it
+is reported: ``check`` names it). A delete the store refuses under Object
+Lock is skipped and reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from drsync.errors import ObjectLocked, UsageError
+from drsync.repo.lock import RepositoryLock
+from drsync.repo.repository import Repository
+from drsync.repo.retention import Group, RetentionPolicy, apply_policy, expired_wal
+from drsync.repo.wal import WAL_PREFIX
+
+__all__ = ["ForgetResult", "forget"]
+
+
+@dataclass
+class ForgetResult:
+    policy: RetentionPolicy
+    groups: list[Group]
+    dry_run: bool
+    removed: list[str] = field(default_factory=list)  # snapshot ids removed (or, dry, to be)
+    locked: list[str] = field(default_factory=list)  # kept by the store's Object Lock
+    unreadable: list[str] = field(default_factory=list)
+    wal_expirable: int = 0  # WAL files the next prune removes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "policy": self.policy.to_json(),
+                "groups": [g.to_json() for g in self.groups],
+                "kept": sum(len(g.kept) for g in self.groups),
+                "removed": self.removed, "locked": self.locked,
+                "unreadable": self.unreadable, "wal_expirable": self.wal_expirable}
+
+
+def forget(repo: Repository, policy: RetentionPolicy, *, dry_run: bool = False) -> ForgetResult:
+    """Apply ``policy`` to every group of snapshots; a dry run only decides."""
+    policy.validate()
+    if policy.empty:
+        raise UsageError("no retention policy: give at least one --keep-* option or set "
+                         "[retention] in the config file (forget keeps everything otherwise)")
+    if dry_run:
+        return _forget(repo, policy, True)
+    with RepositoryLock(repo.store, "forget"):
+        return _forget(repo, policy, False)
+
+
+def _forget(repo: Repository, policy: RetentionPolicy, dry_run: bool) -> ForgetResult:
+    unreadable: list[str] = []
+    snaps = repo.snapshots(warn=unreadable.append)
+    result = ForgetResult(policy, apply_policy(snaps, policy), dry_run, unreadable=unreadable)
+    for group in result.groups:
+        for decision in group.removed:
+            snapshot_id = decision.snapshot.id
+            if not dry_run:
+                try:
+                    repo.store.delete(f"snapshots/{snapshot_id}")
+                except ObjectLocked:
+                    result.locked.append(snapshot_id)
+                    continue
+            result.removed.append(snapshot_id)
+    from drsync.wal.archive import base_backups
+
+    gone = set(result.removed)
+    try:
+        bases = base_backups(s for s in snaps if s.id not in gone)
+    except (KeyError, ValueError, TypeError):
+        return result  # a malformed pg_base snapshot: nothing expires (check names it)
+    names = [i.key.removeprefix(WAL_PREFIX) for i in repo.store.list(WAL_PREFIX)]
+    result.wal_expirable = len(expired_wal([(b.start_wal, b.segment_size) for b in bases],
+                                           names))
+    return result
