@@ -166,7 +166,8 @@ def run_backup(repo: Repository, req: BackupRequest, *, catalog: RunRecorder | N
     tenant = req.tenant or host
     started_at = datetime.now(UTC)
     run_id = (catalog.start_run(repo.url, "backup", req.describe(), host, tenant=tenant,
-                                started=started_at)
+                                started=started_at, planned_start=req.planned_start,
+                                deadline=req.deadline)
               if catalog else uuid.uuid4().hex)
     record: dict[str, Any] = {
         "run_id": run_id, "tenant": tenant, "host": host, "kind": "backup",

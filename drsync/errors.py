@@ -166,3 +166,8 @@ class RunInterrupted(DrsyncError):
     def __init__(self, message: str, reason: str = "stop") -> None:
         super().__init__(message)
         self.reason = reason
+
+    @property
+    def run_status(self) -> str:
+        """How the run is recorded: ``overrun`` at the deadline, ``failed`` otherwise."""
+        return "overrun" if self.reason == "deadline" else "failed"

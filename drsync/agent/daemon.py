@@ -85,7 +85,8 @@ class Agent:
         """Schedule the slot the policy chooses (recording a missed one first)."""
         decision = decide(_now(), self.slot, self.state.last_window)
         if decision.action == "missed":
-            run = record_missed(self.config, decision.window, decision.reason)
+            run = record_missed(self.config, decision.window, decision.reason,
+                                planned_start=decision.at, deadline=decision.deadline)
             self.run_id = run.run_id
             log.warning("slot missed: %s", decision.reason,
                         extra={"event": "run_finished", "status": "missed"})
@@ -140,7 +141,9 @@ class Agent:
             window = self.pending.window
             self._run_window = window
             self._stop_reason = self._stopping  # a SIGTERM just before the start counts
-            ctx = RunContext.new(window, self.bucket, lambda: self._stop_reason)
+            ctx = RunContext.new(window, self.bucket, lambda: self._stop_reason,
+                                 planned_start=self.pending.at,
+                                 deadline=self.pending.deadline)
             self.run_id = ctx.run_id
             self.apply_rate()
             log.info("run started", extra={"event": "run_started",

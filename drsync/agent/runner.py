@@ -1,5 +1,8 @@
 """One slot's run: the configured jobs in order through the backup service, then wal-ship,
-each recorded in the catalog's journal (host = the tenant), summed up as one ``LastRun``.
+then the ``[retention]`` policy (forget) when one is set; each job recorded by the backup
+service itself, in the catalog's journal and as a sealed run record in the store (tenant,
+planned slot, deadline), summed up as one ``LastRun``. A missed slot is recorded the same
+two ways.
 
 A job stopped by the deadline is ``overrun`` and ends the run; one stopped by SIGTERM is
 ``failed`` ("stopped by SIGTERM"); either way its finished packs stay for the next run.
@@ -11,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import shlex
+import socket
 import subprocess
 import time
 import uuid
@@ -59,15 +63,19 @@ class RunContext:
     window: datetime
     bucket: TokenBucket
     should_stop: Callable[[], str | None]
+    planned_start: datetime | None = None  # the schedule's slot start, recorded with each run
+    deadline: datetime | None = None
     statuses: list[str] = field(default_factory=list)
     snapshots: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     bytes_read: int = 0
 
     @staticmethod
-    def new(window: datetime, bucket: TokenBucket,
-            should_stop: Callable[[], str | None]) -> RunContext:
-        return RunContext(uuid.uuid4().hex, window, bucket, should_stop)
+    def new(window: datetime, bucket: TokenBucket, should_stop: Callable[[], str | None], *,
+            planned_start: datetime | None = None,
+            deadline: datetime | None = None) -> RunContext:
+        return RunContext(uuid.uuid4().hex, window, bucket, should_stop, planned_start,
+                          deadline)
 
 
 class _CommandOutput(io.RawIOBase):
@@ -107,16 +115,18 @@ def _command_stdout(command: str) -> Iterator[BinaryIO]:
         proc.wait()
 
 
-def _request(job: AgentJob, settings: Settings, ctx: RunContext) -> BackupRequest:
+def _request(job: AgentJob, cfg: AgentConfig, ctx: RunContext) -> BackupRequest:
     kind = {"files": "paths", "sqlite": "sqlite", "pg-dump": "pg_dump", "pg-base": "pg_base",
             "stdin-command": "stdin_name"}[job.source]
     value: Any = list(job.targets) if kind == "paths" else job.targets[0]
     if kind == "stdin_name":
         value = job.name or "stdin"
+    settings = cfg.settings
     return BackupRequest(**{kind: value}, tags=[*settings.tags, *job.tags], host=settings.host,
                          compression_level=settings.compression_level,
                          workers=settings.workers, pg_bindir=settings.pg_bindir,
-                         should_stop=ctx.should_stop)
+                         should_stop=ctx.should_stop, tenant=cfg.tenant,
+                         planned_start=ctx.planned_start, deadline=ctx.deadline)
 
 
 def _job_status(err: BaseException) -> tuple[str, str]:
@@ -130,9 +140,7 @@ def _job_status(err: BaseException) -> tuple[str, str]:
 def _run_job(job: AgentJob, cfg: AgentConfig, repo: Repository, ctx: RunContext,
              journal: RunJournal) -> bool:
     """One job, recorded; False when the run must end (interrupted)."""
-    req = _request(job, cfg.settings, ctx)
-    record = journal.start_run(repo.url, "backup", req.describe(), cfg.tenant)
-    sent_before = ctx.bucket.taken
+    req = _request(job, cfg, ctx)
     read = [0]
 
     def progress(n: int) -> None:
@@ -143,16 +151,14 @@ def _run_job(job: AgentJob, cfg: AgentConfig, repo: Repository, ctx: RunContext,
         if job.source == "stdin-command":
             with _command_stdout(job.targets[0]) as stream:
                 req.stdin = stream
-                result = run_backup(repo, req, progress=progress)
+                result = run_backup(repo, req, catalog=journal, progress=progress)
         else:
-            result = run_backup(repo, req, progress=progress)
+            result = run_backup(repo, req, catalog=journal, progress=progress)
     except Exception as err:
         status, message = _job_status(err)
         ctx.statuses.append(status)
         ctx.errors.append(f"{req.describe()}: {message}")
         ctx.bytes_read += read[0]
-        journal.finish_run(record, status, bytes_read=read[0],
-                           bytes_added=ctx.bucket.taken - sent_before, error=message)
         log.error("job %s %s: %s", req.describe(), status, message,
                   extra={"event": "job_finished", "status": status})
         return not isinstance(err, RunInterrupted)
@@ -163,9 +169,6 @@ def _run_job(job: AgentJob, cfg: AgentConfig, repo: Repository, ctx: RunContext,
     problems = "; ".join(f"{p.path}: {p.reason}" for p in result.problems if p.partial)
     if problems:
         ctx.errors.append(problems)
-    journal.finish_run(record, status, bytes_read=result.bytes_read,
-                       bytes_added=result.bytes_added, snapshot_id=result.snapshot_id,
-                       error=problems or None)
     log.info("job %s %s: snapshot %s, %d bytes read, %.3g MB/s", req.describe(), status,
              result.snapshot_id[:8], result.bytes_read, result.mb_per_s,
              extra={"event": "job_finished", "status": status,
@@ -180,7 +183,8 @@ def _ship_wal(cfg: AgentConfig, repo: Repository, ctx: RunContext, journal: RunJ
     spool = Spool.if_present(cfg.settings.wal_spool())
     if spool is None:
         return
-    record = journal.start_run(repo.url, "wal-ship", str(spool.dir), cfg.tenant)
+    record = journal.start_run(repo.url, "wal-ship", str(spool.dir),
+                               cfg.settings.host or socket.gethostname(), tenant=cfg.tenant)
     try:
         result = ship_spool(spool, repo.store, repo.key)
     except DrsyncError as err:
@@ -191,6 +195,25 @@ def _ship_wal(cfg: AgentConfig, repo: Repository, ctx: RunContext, journal: RunJ
         return
     journal.finish_run(record, "ok", bytes_added=result.bytes)
     log.info("wal-ship: %d WAL file(s) shipped", len(result.shipped), extra={"event": "wal_ship"})
+
+
+def _apply_retention(cfg: AgentConfig, repo: Repository, ctx: RunContext) -> None:
+    """``[retention]`` after the night's jobs (forget only: prune, which deletes, runs
+    from the secondary side); a failure is logged and reported, never the backup's."""
+    from drsync.repo.forget import forget
+
+    try:
+        policy = cfg.settings.retention_policy()
+        if policy.empty:
+            return
+        result = forget(repo, policy)
+    except DrsyncError as err:
+        ctx.errors.append(f"forget: {err}")
+        log.error("forget failed: %s", err, extra={"event": "forget"})
+        return
+    kept = sum(len(g.kept) for g in result.groups)
+    log.info("forget: %d snapshot(s) kept, %d removed", kept, len(result.removed),
+             extra={"event": "forget"})
 
 
 def overall(statuses: list[str]) -> str:
@@ -217,6 +240,8 @@ def run_slot(cfg: AgentConfig, ctx: RunContext) -> LastRun:
                 break
         if cfg.ship_wal and not ctx.should_stop():
             _ship_wal(cfg, repo, ctx, journal)
+        if not ctx.should_stop():
+            _apply_retention(cfg, repo, ctx)
     duration = time.monotonic() - clock
     return LastRun(run_id=ctx.run_id, status=overall(ctx.statuses), window=ctx.window.isoformat(),
                    started=started.isoformat(),
@@ -226,14 +251,32 @@ def run_slot(cfg: AgentConfig, ctx: RunContext) -> LastRun:
                    error=ctx.errors[0][:500] if ctx.errors else None)
 
 
-def record_missed(cfg: AgentConfig, window: datetime, reason: str) -> LastRun:
-    """A slot that never ran, on record like any run."""
+def record_missed(cfg: AgentConfig, window: datetime, reason: str, *,
+                  planned_start: datetime | None = None,
+                  deadline: datetime | None = None) -> LastRun:
+    """A slot that never ran, on record like any run: in the catalog's journal and, when
+    the store can be reached, as a sealed run record there."""
+    from drsync import __version__
+    from drsync.repo.runs import save_run
+
     run_id = uuid.uuid4().hex
-    journal = RunJournal(cfg.settings.catalog or "", cfg.settings.state_dir)
-    repo_url = cfg.settings.repo or ""
-    record = journal.start_run(repo_url, "backup", f"agent slot {window.isoformat()}",
-                               cfg.tenant)
-    journal.finish_run(record, "missed", error=reason)
     now = datetime.now().astimezone().isoformat()
+    host = cfg.settings.host or socket.gethostname()
+    record: dict[str, Any] = {
+        "run_id": run_id, "tenant": cfg.tenant, "host": host, "kind": "backup",
+        "source": f"agent slot {window.isoformat()}", "status": "missed",
+        "planned_start": (planned_start or window).isoformat(),
+        "deadline": deadline.isoformat() if deadline else None,
+        "started": now, "finished": now, "error": reason, "drsync_version": __version__,
+    }
+    repo_url = cfg.settings.repo or ""
+    try:
+        repo = open_agent_repo(cfg.settings)
+        repo_url = repo.url
+        save_run(repo, record)
+    except DrsyncError as err:
+        log.error("missed slot not recorded in the store: %s", err,
+                  extra={"event": "run_record"})
+    RunJournal(cfg.settings.catalog or "", cfg.settings.state_dir).record_run(repo_url, record)
     return LastRun(run_id=run_id, status="missed", window=window.isoformat(), started=now,
                    finished=now, error=reason)

@@ -234,6 +234,8 @@ class Catalog:
                 "tenant": event.get("tenant") or event["host"],
                 "started": _parse_time(event["time"]), "status": "running",
                 "bytes_read": 0, "bytes_added": 0,
+                "planned_start": _parse_time(event.get("planned_start")),
+                "deadline": _parse_time(event.get("deadline")),
                 "drsync_version": event.get("version")}, replace=False)
         elif kind == "finish":
             conn.execute(runs_table.update().where(runs_table.c.id == str(event["run"])).values(
@@ -260,13 +262,16 @@ class Catalog:
     # -- RunRecorder ------------------------------------------------------------------
 
     def start_run(self, repo: str, kind: str, source: str, host: str, *,
-                  tenant: str | None = None, started: datetime | None = None) -> str:
+                  tenant: str | None = None, started: datetime | None = None,
+                  planned_start: datetime | None = None,
+                  deadline: datetime | None = None) -> str:
         run_id = uuid.uuid4().hex
         with self._engine.begin() as conn:
             conn.execute(runs_table.insert().values(
                 id=run_id, repo=repo, kind=kind, source=source, host=host,
                 tenant=tenant or host, started=started or datetime.now(UTC), status="running",
                 bytes_read=0, bytes_added=0, drsync_version=__version__,
+                planned_start=planned_start, deadline=deadline,
             ))
         return run_id
 

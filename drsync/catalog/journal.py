@@ -92,11 +92,18 @@ class RunJournal:
                                  f"{err.strerror}") from None
 
     def start_run(self, repo: str, kind: str, source: str, host: str, *,
-                  tenant: str | None = None, started: datetime | None = None) -> str:
+                  tenant: str | None = None, started: datetime | None = None,
+                  planned_start: datetime | None = None,
+                  deadline: datetime | None = None) -> str:
         run_id = uuid.uuid4().hex
-        self._append({"event": "start", "run": run_id, "repo": repo, "kind": kind,
-                      "source": source, "host": host, "tenant": tenant or host,
-                      "time": _time(started), "version": __version__})
+        event: dict[str, Any] = {"event": "start", "run": run_id, "repo": repo, "kind": kind,
+                                 "source": source, "host": host, "tenant": tenant or host,
+                                 "time": _time(started), "version": __version__}
+        if planned_start is not None:
+            event["planned_start"] = _time(planned_start)
+        if deadline is not None:
+            event["deadline"] = _time(deadline)
+        self._append(event)
         return run_id
 
     def finish_run(self, run_id: str, status: str, *, bytes_read: int = 0,

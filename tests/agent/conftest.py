@@ -130,6 +130,15 @@ class Tenant:
         assert out.returncode == 0, out.stderr
         return [s["id"] for s in json.loads(out.stdout)]
 
+    def lose_catalog(self) -> None:
+        """Delete the catalog (the default one, in the state directory) as a disaster
+        would, with its journal of runs not yet ingested."""
+        catalog = self.root / "state" / "drsync" / "catalog.sqlite"
+        lost = list(catalog.parent.glob(catalog.name + "*"))
+        assert catalog in lost
+        for path in lost:
+            path.unlink()
+
     def catalog_runs(self) -> list[dict[str, Any]]:
         out = self.drsync("--config", str(self.config), "runs", "--json")
         assert out.returncode == 0, out.stderr

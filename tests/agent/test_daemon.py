@@ -52,8 +52,16 @@ def test_runs_its_slot_records_it_and_writes_metrics(tenant: Tenant) -> None:
     assert tenant.snapshots() == run["snapshot_ids"] and len(run["snapshot_ids"]) == 1
     assert run["bytes_read"] > 1_000_000 and run["bytes_sent"] > 0
     runs = [r for r in tenant.catalog_runs() if r["kind"] == "backup"]
-    assert [(r["status"], r["host"], r["snapshot_id"]) for r in runs] == \
+    assert [(r["status"], r["tenant"], r["snapshot_id"]) for r in runs] == \
         [("ok", "Nobeoka", run["snapshot_ids"][0])]
+    assert runs[0]["planned_start"] is not None and runs[0]["deadline"] is not None
+    # the same run, sealed in the store: a lost catalog is rebuilt from it
+    tenant.lose_catalog()
+    rebuilt = tenant.drsync("--config", str(tenant.config), "runs", "--from-store", "--json")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert [(r["status"], r["tenant"], r["snapshot_id"], r["planned_start"])
+            for r in json.loads(rebuilt.stdout) if r["kind"] == "backup"] == \
+        [("ok", "Nobeoka", run["snapshot_ids"][0], runs[0]["planned_start"])]
     families = parse_metrics(tenant.metrics.read_text())
     assert families["drsync_last_run_status"] == [
         ({"tenant": "Nobeoka", "status": s}, 1.0 if s == "ok" else 0.0)
@@ -87,8 +95,14 @@ def test_missed_slot_without_room_is_recorded_missed(tenant: Tenant) -> None:
     assert tenant.last_status() == "missed"
     assert tenant.snapshots() == []
     runs = tenant.catalog_runs()
-    assert [(r["status"], r["host"]) for r in runs] == [("missed", "Nobeoka")]
+    assert [(r["status"], r["tenant"]) for r in runs] == [("missed", "Nobeoka")]
     assert "planned" in runs[0]["error"]
+    # also on record in the store, where the secondary side reads it
+    tenant.lose_catalog()
+    rebuilt = tenant.drsync("--config", str(tenant.config), "runs", "--from-store", "--json")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert [(r["status"], r["tenant"], r["error"]) for r in json.loads(rebuilt.stdout)] == \
+        [("missed", "Nobeoka", runs[0]["error"])]
     families = parse_metrics(tenant.metrics.read_text())
     assert ({"tenant": "Nobeoka", "status": "missed"}, 1.0) in families["drsync_last_run_status"]
     assert math.isnan(families["drsync_rpo_seconds"][0][1])
@@ -106,6 +120,24 @@ def test_missed_slot_with_room_runs_at_once(tenant: Tenant) -> None:
     assert tenant.stop()[0] == 0
     assert tenant.last_status() == "ok" and len(tenant.snapshots()) == 1
     assert any(x.get("event") == "catch_up" for x in tenant.lines())
+
+
+def test_the_retention_policy_is_applied_after_the_night(tenant: Tenant) -> None:
+    tenant.write_config(extra="[retention]\nkeep_last = 1\n")
+    for _night in range(2):
+        done = tenant.drsync("--config", str(tenant.config), "backup", "--sqlite",
+                             str(tenant.db))
+        assert done.returncode == 0, done.stderr
+    assert len(tenant.snapshots()) == 2
+    tenant.write_schedule(opens_in_s=3)
+    tenant.start()
+    tenant.wait_for(lambda: tenant.last_status() is not None)
+    assert tenant.stop()[0] == 0
+    run = tenant.state()["last_run"]
+    assert run["status"] == "ok"
+    assert tenant.snapshots() == run["snapshot_ids"]  # the two older ones forgotten
+    assert any(x.get("event") == "forget" and "2 removed" in x["message"]
+               for x in tenant.lines()), tenant.lines()
 
 
 def _slow_config(tenant: Tenant) -> None:
