@@ -48,7 +48,10 @@ class Agent:
     def __init__(self, load_settings: Callable[[], Settings]) -> None:
         self._load_settings = load_settings
         self.config, self.slot = self._load()
-        self.bucket = TokenBucket(1.0)
+        # Waits for upload tokens end early at SIGTERM (see stop), so the pack in flight
+        # is finished at once rather than at the slot's rate.
+        self._released = threading.Event()
+        self.bucket = TokenBucket(1.0, sleep=self._wait_for_tokens)
         self.bucket.set_rate(0)
         self.run_id = "-"
         self._stop_reason: str | None = None
@@ -113,7 +116,7 @@ class Agent:
     def apply_rate(self) -> None:
         """The bucket's rate for this moment of the window (the schedule's send segments)."""
         window = self._run_window or (self.pending.window if self.pending else None)
-        if window is None:
+        if window is None or self._stopping:
             return
         offset = (_now() - window).total_seconds()
         cap = store_options(self.config.settings).limit_upload
@@ -196,11 +199,19 @@ class Agent:
         if self.idle.is_set():
             self.plan()
 
+    def _wait_for_tokens(self, seconds: float) -> None:
+        self._released.wait(seconds)
+
     def stop(self) -> None:
         from apscheduler.schedulers import SchedulerNotRunningError
 
         log.info("SIGTERM: stopping after the current pack", extra={"event": "stop"})
         self._stop_reason = self._stopping = "SIGTERM"
+        # The pack in flight is finished without the slot's rate limit: at 2 Mbit/s a
+        # 16 MiB pack would take over a minute, past systemd's stop timeout; one pack at
+        # link speed is the price of stopping within seconds.
+        self.bucket.set_rate(0)
+        self._released.set()
         with contextlib.suppress(SchedulerNotRunningError):  # not started: _on_start stops it
             self.scheduler.shutdown(wait=False)
 

@@ -26,7 +26,7 @@ MiB = 1 << 20
 
 
 class Tenant:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, pack_size: int = MiB) -> None:
         self.root = root
         self.repo = root / "repo"
         self.key = root / "tenant.key"
@@ -39,7 +39,7 @@ class Tenant:
             if var.startswith("DRSYNC_"):
                 del self.env[var]
         make_repository(str(self.repo), key_file_path=self.key, config=RepoConfig(
-            chunk_avg=64 << 10, chunk_min=16 << 10, chunk_max=256 << 10, pack_size=MiB))
+            chunk_avg=64 << 10, chunk_min=16 << 10, chunk_max=256 << 10, pack_size=pack_size))
         self.fill_db(1 * MiB)
         self.proc: subprocess.Popen[str] | None = None
 

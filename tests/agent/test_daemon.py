@@ -6,11 +6,13 @@ import json
 import math
 import re
 import time
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.agent.conftest import Tenant
+from tests.agent.conftest import MiB, Tenant
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -191,6 +193,32 @@ def test_sigterm_mid_backup_exits_0_and_the_next_run_is_clean(tenant: Tenant) ->
     tenant.wait_for(lambda: tenant.state()["last_run"]["run_id"] != run["run_id"])
     assert tenant.stop()[0] == 0
     assert tenant.last_status() == "ok" and len(tenant.snapshots()) == 1
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_slow_16_mib_pack_finishes_it_within_30_s(tmp_path: Path) -> None:
+    # At the slot's 2 Mbit/s one 16 MiB pack takes 67 s: SIGTERM lifts the limit for the
+    # pack in flight, so it is stored and the agent exits well within 30 s.
+    tenant = Tenant(tmp_path, pack_size=16 * MiB)
+    try:
+        tenant.fill_db(20 * MiB, seed=2)  # incompressible: the first pack fills in ~1 s
+        opening = tenant.write_schedule(opens_in_s=2, end_s=30, deadline_s=300,
+                                        sends=[(0, 300, 2.0)], max_mbit=2.0)
+        tenant.write_config()
+        tenant.start()
+        # the pack is full and waiting for its upload tokens a few seconds after the start
+        time.sleep(max(0.0, (opening - datetime.now()).total_seconds()) + 6)
+        assert _packs(tenant) == 0  # still uploading at the slot's rate
+        code, took = tenant.stop()
+        assert code == 0 and took < 30, took
+        assert _packs(tenant) >= 1  # the pack in flight was finished, not dropped
+        run = tenant.state()["last_run"]
+        assert run["status"] == "failed" and "SIGTERM" in run["error"]
+        assert tenant.snapshots() == []
+        assert tenant.drsync("--config", str(tenant.config), "check").returncode == 0
+    finally:
+        if tenant.proc is not None and tenant.proc.poll() is None:
+            tenant.proc.kill()
 
 
 def _packs(tenant: Tenant) -> int:
