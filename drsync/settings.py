@@ -77,7 +77,7 @@ Config file keys::
 
     [agent]                                # `drsync agent run`: one tenant's daemon
     tenant = "Nobeoka"                     # its name in the fleet file and the schedule
-    schedule = "/etc/drsync/schedule.json" # a drsync-schedule v1 file (plan --write-schedule)
+    schedule = "/etc/drsync/schedule.json" # a drsync-schedule v1 file, or s3://bucket/key
     ship_wal = true                        # run wal-ship inside the tenant's slot
     rpo_hours = 24                         # `agent status` is unhealthy beyond this RPO
     metrics_file = "/var/lib/node_exporter/textfile/drsync.prom"

@@ -81,14 +81,37 @@ def agent_config(settings: Settings) -> AgentConfig:
                        settings.agent_metrics_file, settings)
 
 
+def _fetch_schedule(config: AgentConfig) -> bytes:
+    """An ``s3://bucket/key`` schedule, read with the config's own store settings
+    (endpoint, credentials, CA bundle), as the planner's side published it."""
+    from dataclasses import replace
+
+    from drsync.errors import ObjectNotFound
+    from drsync.settings import store_for
+
+    prefix, _, name = config.schedule.removeprefix("s3://").rpartition("/")
+    if not prefix or not name:
+        raise ConfigError(f"{config.schedule}: [agent] schedule must be s3://bucket/key")
+    store = store_for(replace(config.settings, repo=f"s3://{prefix}"))
+    try:
+        return store.get(name)
+    except ObjectNotFound:
+        raise ConfigError(f"{config.schedule}: schedule file not found") from None
+    finally:
+        store.close()
+
+
 def tenant_slot(config: AgentConfig) -> TenantSlot:
     """The tenant's slot from the schedule file (format checked by ``load_schedule``)."""
-    from drsync.plan.export import load_schedule
+    from drsync.plan.export import load_schedule, parse_schedule
 
-    if "://" in config.schedule:
-        raise ConfigError(f"{config.schedule}: schedule must be a local file "
-                          "(s3:// schedules are not supported yet)")
-    doc = load_schedule(config.schedule)
+    if config.schedule.startswith("s3://"):
+        doc = parse_schedule(_fetch_schedule(config), config.schedule)
+    elif "://" in config.schedule:
+        raise ConfigError(f"{config.schedule}: [agent] schedule must be a path or "
+                          "s3://bucket/key")
+    else:
+        doc = load_schedule(config.schedule)
     slot = doc["tenants"].get(config.tenant)
     if slot is None:
         why = ("it is listed as unscheduled (did not fit the window)"

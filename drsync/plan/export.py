@@ -27,6 +27,7 @@ __all__ = [
     "learned_to_dict",
     "load_schedule",
     "maxfit_to_dict",
+    "parse_schedule",
     "plan_to_dict",
     "schedule_file",
 ]
@@ -176,17 +177,25 @@ def load_schedule(path: str | Path) -> dict[str, Any]:
     version 1 are kept as they are, unchecked.
     """
     try:
-        text = Path(path).read_bytes().decode("utf-8")
-        doc = json.loads(text)
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: schedule file not found") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read schedule file: {err.strerror}") from None
+    return parse_schedule(data, str(path))
+
+
+def parse_schedule(data: bytes, source: str) -> dict[str, Any]:
+    """A schedule's bytes (from a file or a store), checked as ``load_schedule`` does;
+    ``source`` names it in errors."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: schedule file is not UTF-8 text") from None
+        raise ConfigError(f"{source}: schedule file is not UTF-8 text") from None
     except (ValueError, RecursionError) as err:
-        raise ConfigError(f"{path}: schedule file is not valid JSON: {str(err)[:200]}") from None
-    _Schedule(str(path)).check(doc)
+        raise ConfigError(f"{source}: schedule file is not valid JSON: {str(err)[:200]}") \
+            from None
+    _Schedule(source).check(doc)
     return dict(doc)
 
 
