@@ -79,6 +79,7 @@ Config file keys::
     tenant = "Nobeoka"                     # its name in the fleet file and the schedule
     schedule = "/etc/drsync/schedule.json" # a drsync-schedule v1 file, or s3://bucket/key
     ship_wal = true                        # run wal-ship inside the tenant's slot
+    wal_interval_s = 60                    # and every 60 s outside it (0: only in the slot)
     rpo_hours = 24                         # `agent status` is unhealthy beyond this RPO
     metrics_file = "/var/lib/node_exporter/textfile/drsync.prom"
 
@@ -189,6 +190,7 @@ class Settings:
     agent_tenant: str | None = None
     agent_schedule: str | None = None
     agent_ship_wal: bool = False
+    agent_wal_interval_s: float = 0.0
     agent_rpo_hours: float = 24.0
     agent_metrics_file: str | None = None
     agent_jobs: tuple[AgentJob, ...] = ()
@@ -263,6 +265,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
            "spool_dir": ("s3_spool_dir", str)},
     "agent": {"tenant": ("agent_tenant", str), "schedule": ("agent_schedule", str),
               "ship_wal": ("agent_ship_wal", bool), "rpo_hours": ("agent_rpo_hours", float),
+              "wal_interval_s": ("agent_wal_interval_s", float),
               "metrics_file": ("agent_metrics_file", str)},
     "retention": {"keep_last": ("keep_last", int), "keep_hourly": ("keep_hourly", int),
                   "keep_daily": ("keep_daily", int), "keep_weekly": ("keep_weekly", int),

@@ -63,6 +63,7 @@ class AgentConfig:
     rpo_hours: float
     metrics_file: str | None
     settings: Settings
+    wal_interval_s: float = 0.0  # with ship_wal: also ship this often outside the slot
 
 
 def agent_config(settings: Settings) -> AgentConfig:
@@ -78,7 +79,8 @@ def agent_config(settings: Settings) -> AgentConfig:
                           "or ship_wal = true")
     return AgentConfig(settings.agent_tenant, settings.agent_schedule, settings.agent_jobs,
                        settings.agent_ship_wal, float(settings.agent_rpo_hours),
-                       settings.agent_metrics_file, settings)
+                       settings.agent_metrics_file, settings,
+                       float(settings.agent_wal_interval_s))
 
 
 def _fetch_schedule(config: AgentConfig) -> bytes:

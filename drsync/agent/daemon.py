@@ -23,7 +23,13 @@ from typing import Any
 from drsync.agent.config import AgentConfig, TenantSlot, agent_config, tenant_slot
 from drsync.agent.metrics import MetricsInput, write_metrics
 from drsync.agent.policy import Decision, boundaries, bytes_per_s, decide, rate_at
-from drsync.agent.runner import RunContext, open_agent_repo, record_missed, run_slot
+from drsync.agent.runner import (
+    RunContext,
+    open_agent_repo,
+    record_missed,
+    run_slot,
+    ship_between_slots,
+)
 from drsync.agent.state import AgentState, LastRun, agent_dir
 from drsync.errors import DrsyncError
 from drsync.settings import Settings, store_options
@@ -110,6 +116,10 @@ class Agent:
         self.scheduler.add_job(self._deadline, "date", run_date=decision.deadline,
                                args=[decision.window], id="deadline", jobstore="volatile",
                                replace_existing=True)
+        if self.config.ship_wal and self.config.wal_interval_s > 0:
+            self.scheduler.add_job(self.ship_between, "interval",
+                                   seconds=self.config.wal_interval_s, id="wal-between",
+                                   jobstore="volatile", replace_existing=True)
         log.info("next run at %s (%s)", run_date.isoformat(timespec="seconds"), decision.reason,
                  extra={"event": "planned", "next_run": run_date.isoformat()})
 
@@ -124,6 +134,17 @@ class Agent:
         self.bucket.set_rate(rate)
         log.info("upload rate %s", f"{rate * 8 / 1e6:.3f} Mbit/s" if rate else "unlimited",
                  extra={"event": "rate", "bytes_per_s": rate, "offset_s": round(offset, 3)})
+
+    def ship_between(self) -> None:
+        """wal-ship outside the slot, at ``max_mbit_per_s``; never during a run (which ships
+        WAL itself, in the slot)."""
+        if self._stopping or not self._guard.acquire(blocking=False):
+            return
+        try:
+            self.apply_rate()
+            ship_between_slots(self.config, self.bucket)
+        finally:
+            self._guard.release()
 
     def _deadline(self, window: datetime) -> None:
         if self._run_window == window and not self.idle.is_set():

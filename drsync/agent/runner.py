@@ -197,6 +197,37 @@ def _ship_wal(cfg: AgentConfig, repo: Repository, ctx: RunContext, journal: RunJ
     log.info("wal-ship: %d WAL file(s) shipped", len(result.shipped), extra={"event": "wal_ship"})
 
 
+def ship_between_slots(cfg: AgentConfig, bucket: TokenBucket) -> int:
+    """One pass of wal-ship outside the slot (``[agent] wal_interval_s``), at the rate the
+    daemon set for this moment; a pass that shipped something, or failed, is on record.
+    Returns how many WAL files were shipped."""
+    from drsync.wal.ship import ship_spool
+    from drsync.wal.spool import Spool
+
+    spool = Spool.if_present(cfg.settings.wal_spool())
+    if spool is None or not spool.names():
+        return 0
+    journal = RunJournal(cfg.settings.catalog or "", cfg.settings.state_dir)
+    host = cfg.settings.host or socket.gethostname()
+    started = datetime.now().astimezone()
+    try:
+        repo = open_agent_repo(cfg.settings, bucket)
+        result = ship_spool(spool, repo.store, repo.key)
+    except DrsyncError as err:
+        record = journal.start_run(cfg.settings.repo or "", "wal-ship", str(spool.dir), host,
+                                   tenant=cfg.tenant, started=started)
+        journal.finish_run(record, "failed", error=str(err))
+        log.error("wal-ship between slots failed: %s", err, extra={"event": "wal_ship"})
+        return 0
+    if result.shipped:
+        record = journal.start_run(repo.url, "wal-ship", str(spool.dir), host,
+                                   tenant=cfg.tenant, started=started)
+        journal.finish_run(record, "ok", bytes_added=result.bytes)
+        log.info("wal-ship between slots: %d WAL file(s) shipped", len(result.shipped),
+                 extra={"event": "wal_ship"})
+    return len(result.shipped)
+
+
 def _apply_retention(cfg: AgentConfig, repo: Repository, ctx: RunContext) -> None:
     """``[retention]`` after the night's jobs (forget only: prune, which deletes, runs
     from the secondary side); a failure is logged and reported, never the backup's."""

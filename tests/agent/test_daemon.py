@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 import time
 from datetime import datetime
@@ -122,6 +123,25 @@ def test_missed_slot_with_room_runs_at_once(tenant: Tenant) -> None:
     assert tenant.stop()[0] == 0
     assert tenant.last_status() == "ok" and len(tenant.snapshots()) == 1
     assert any(x.get("event") == "catch_up" for x in tenant.lines())
+
+
+def test_wal_is_shipped_between_slots_when_an_interval_is_set(tenant: Tenant) -> None:
+    spool = tenant.root / "spool"
+    segment = tenant.root / "000000010000000000000007"
+    segment.write_bytes(random.Random(7).randbytes(16 << 20))
+    tenant.write_config(extra=f'[wal]\nspool = "{spool}"\n',
+                        jobs="ship_wal = true\nwal_interval_s = 1\n")
+    pushed = tenant.drsync("--config", str(tenant.config), "wal-push", str(segment))
+    assert pushed.returncode == 0, pushed.stderr
+    tenant.write_schedule(opens_in_s=3600)  # tonight's slot is an hour away
+    tenant.start()
+    shipped = tenant.repo / "wal" / segment.name
+    tenant.wait_for(shipped.exists)
+    assert tenant.stop()[0] == 0
+    runs = tenant.catalog_runs()
+    assert [(r["kind"], r["status"], r["tenant"]) for r in runs] == [("wal-ship", "ok", "Nobeoka")]
+    assert runs[0]["bytes_added"] > 0 and tenant.snapshots() == []
+    assert tenant.last_status() is None  # the slot itself has not run
 
 
 def test_the_retention_policy_is_applied_after_the_night(tenant: Tenant) -> None:
