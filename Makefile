@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 $(S3RVER): tools/s3rver/package-lock.json
-	@command -v npm >/dev/null || apt-get install -y -q nodejs npm >/dev/null 2>&1 || true
+	@command -v npm >/dev/null || apt-get install -y -q nodejs npm >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nodejs npm >/dev/null 2>&1) || true
 	@if command -v npm >/dev/null; then \
 	  npm ci --prefix tools/s3rver --no-audit --no-fund --loglevel=error && touch $@; \
 	elif [ "$$CI" = true ]; then \
@@ -26,7 +27,8 @@ $(S3RVER): tools/s3rver/package-lock.json
 
 # Debian's chromium, the real browser the fleet page is checked in (tests/fleet/test_browser.py).
 chromium:
-	@command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null 2>&1 || true
+	@command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) || true
 	@if command -v chromium >/dev/null; then :; \
 	elif [ "$$CI" = true ]; then \
 	  echo "chromium is required in CI for the fleet page browser tests"; exit 1; \
