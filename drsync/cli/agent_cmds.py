@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import click
 
+from drsync.cli.context import config_option as cli_config_option
 from drsync.cli.context import settings_from
 from drsync.cli.render import human_bytes, print_json
 
-
-def _use_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-    if value:
-        root = ctx.find_root()
-        root.obj = {**(root.obj or {}), "config_path": value}
-        root.obj.pop("_settings", None)
-
-
-config_option = click.option(
-    "--config", type=click.Path(dir_okay=False), expose_value=False, is_eager=True,
-    callback=_use_config, help="TOML settings file with an [agent] section (same as the "
-    "global --config).")
+config_option = cli_config_option(
+    "TOML settings file with an [agent] section (same as the global --config).")
 
 
 @click.group("agent")

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from drsync.errors import ConfigError, UsageError
 from drsync.repo.keys import KeyFile, Secret
 from drsync.settings import Settings, resolve, store_for
+
+FC = TypeVar("FC", bound=Callable[..., Any])
 
 __all__ = ["open_catalog", "open_journal", "open_repo", "open_store_for", "read_new_passphrase",
            "resolve_secret", "settings_from"]
@@ -124,3 +127,20 @@ def open_journal(ctx: click.Context) -> Any:
     settings = settings_from(ctx)
     assert settings.catalog is not None
     return RunJournal(settings.catalog, state_dir=settings.state_dir)
+
+
+def _use_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """A subcommand's ``--config FILE`` works like the global ``--config`` (as
+    archive_command lines and unit files are usually written)."""
+    if value:
+        root = ctx.find_root()
+        root.obj = {**(root.obj or {}), "config_path": value}
+        root.obj.pop("_settings", None)
+
+
+def config_option(help_text: str = "TOML settings file (same as the global --config).",
+                  ) -> Callable[[FC], FC]:
+    """The ``--config FILE`` option of a subcommand."""
+    return click.option("--config", type=click.Path(dir_okay=False), expose_value=False,
+                        is_eager=True, callback=_use_config, help=help_text)
+

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from drsync.cli.context import config_option as cli_config_option
 from drsync.cli.context import resolve_secret, settings_from
 from drsync.errors import DrsyncError, WalNotFound
 
@@ -23,18 +24,7 @@ spool_option = click.option(
 )
 
 
-def _use_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-    """``wal-push --config FILE`` works like the global ``--config`` (as archive_command
-    lines are usually written)."""
-    if value:
-        root = ctx.find_root()
-        root.obj = {**(root.obj or {}), "config_path": value}
-        root.obj.pop("_settings", None)
-
-
-config_option = click.option(
-    "--config", type=click.Path(dir_okay=False), expose_value=False, is_eager=True,
-    callback=_use_config, help="TOML settings file (same as the global --config).")
+config_option = cli_config_option()
 
 
 def _spool(ctx: click.Context, spool: str | None) -> Any:
