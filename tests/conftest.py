@@ -11,6 +11,11 @@ from typing import Any
 
 import pytest
 
+# moto reads this when it is first imported, by whichever test module imports it first
+# (tests/agent is collected before tests/store): small multipart parts keep the S3 tests
+# fast, and the store tests rely on parts below S3's 5 MiB minimum.
+os.environ.setdefault("S3_UPLOAD_PART_MIN_SIZE", str(64 * 1024))
+
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:

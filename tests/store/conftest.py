@@ -3,7 +3,8 @@ and s3rver, a minimal second S3 implementation.
 
 Network traffic goes only to 127.0.0.1. Credentials are fake and fixed, the
 AWS config files and the EC2 metadata service are switched off, so boto3
-never looks beyond the test.
+never looks beyond the test. Small multipart parts (S3_UPLOAD_PART_MIN_SIZE, read by
+moto when first imported) are set by tests/conftest.py, before any module imports moto.
 """
 
 from __future__ import annotations
@@ -12,12 +13,8 @@ import os
 import secrets
 from collections.abc import Callable, Iterator
 
-import pytest
-
-# moto reads this when imported: small multipart parts keep the tests fast.
-os.environ.setdefault("S3_UPLOAD_PART_MIN_SIZE", str(64 * 1024))
-
 import boto3
+import pytest
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
