@@ -227,3 +227,43 @@ def test_catalog_rebuild_into_another_catalog_url(cli: Cli, tmp_path: Path) -> N
     assert "1 run(s), 1 drill(s)" in done.stdout
     moved = cli.json("--config", cfg, "--catalog", str(other), "runs")
     assert _comparable_runs(moved) == _comparable_runs(cli.json("--config", cfg, "runs"))
+
+
+def _record(**changes: Any) -> dict[str, Any]:
+    return {"drill_id": "d" * 32, "tenant": "Nobeoka", "host": "dr-1", "status": "ok",
+            "started": "2026-11-27T05:00:00+00:00", "finished": "2026-11-27T05:00:42+00:00",
+            "snapshot_id": "a" * 64, "snapshot_time": "2026-11-27T01:00:00Z",
+            "source_kind": "sqlite", "rto_s": 42.0, "rpo_s": 14400.0, "bytes_restored": 10,
+            "checks": [{"name": "restore", "ok": True, "detail": "fine"}],
+            "drsync_version": "t", **changes}
+
+
+def test_drill_records_refuse_bad_shapes_and_skip_damaged_ones() -> None:
+    from drsync.errors import UsageError
+    from drsync.repo.check import check_repository
+    from drsync.repo.drills import save_drill
+    from drsync.repo.objects import TYPE_DRILL
+    from drsync.testing import make_repo
+
+    repo = make_repo()
+    for bad, why in ((_record(status="maybe"), "'status'"), (_record(rto_s="1"), "'rto_s'"),
+                     (_record(extra=1), "unknown field 'extra'"),
+                     (_record(started="2026-11-27T05:00:00"), "no time zone"),
+                     (_record(checks=[{"name": "x", "ok": 1, "detail": ""}]), "'checks'")):
+        with pytest.raises(UsageError, match=why):
+            save_drill(repo, bad)
+    save_drill(repo, _record())
+    damaged = save_drill(repo, _record(drill_id="e" * 32))
+    data = bytearray(repo.store.get(f"drills/{damaged}"))
+    data[-1] ^= 1
+    repo.store.delete(f"drills/{damaged}")
+    repo.store.put(f"drills/{damaged}", bytes(data))
+    malformed, _size = repo.save_document(TYPE_DRILL, "drills", {**_record(drill_id="f" * 32),
+                                                                 "rto_s": None})
+    warnings: list[str] = []
+    assert [d["drill_id"] for d in load_drills(repo, warnings.append)] == ["d" * 32]
+    assert len(warnings) == 2
+    assert any(f"drills/{damaged}" in w for w in warnings)
+    assert any(f"drills/{malformed}" in w and "'rto_s'" in w for w in warnings)
+    errors = check_repository(repo).errors
+    assert any(f"drills/{damaged}" in e for e in errors)

@@ -61,7 +61,8 @@ def _validated(record: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"field 'status' is {doc['status']!r}, not ok or failed")
     for check in doc["checks"]:
         if (not isinstance(check, dict) or set(check) != {"name", "ok", "detail"}
-                or not isinstance(check["ok"], bool)):
+                or not isinstance(check["ok"], bool) or not isinstance(check["name"], str)
+                or not isinstance(check["detail"], str)):
             raise ValueError("field 'checks' holds an entry that is not {name, ok, detail}")
     return doc
 
