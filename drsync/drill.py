@@ -11,7 +11,8 @@ records the result:
   time (``tables`` in the snapshot's spec; a snapshot older than that has
   only the integrity check);
 * pg_dump: restored into a scratch database ``drsync_drill_<hex>`` on the
-  dumped server (or the DSN given), each table's row count compared with
+  dumped server (the recorded DSN without its masked password: ~/.pgpass or
+  PGPASSWORD supply it) or the DSN given, each table's row count compared with
   the counts taken in the dump's own transaction, then the database dropped.
 
 RTO is the seconds from the drill's start to validated; RPO is the drill's
@@ -243,10 +244,12 @@ def _drill_sqlite(repo: Repository, snap: Snapshot, scratch: Path, checks: list[
 def _drill_pg_dump(repo: Repository, snap: Snapshot, scratch: Path, checks: list[Check],
                    *, pg_dsn: str | None, pg_bindir: str | None, **_: Any) -> int:
     from drsync.pgrestore import restore_logical
+    from drsync.sources.postgres.conninfo import split_password
     from drsync.sources.postgres.dump import TABLE_COUNTS_SQL, parse_table_counts
     from drsync.sources.postgres.tools import PgTools, dsn_with_dbname, quote_ident
 
-    dsn = pg_dsn or str(snap.source_spec.get("dsn") or "")
+    # The recorded DSN had its password masked: without it libpq uses ~/.pgpass, PGPASSWORD.
+    dsn = pg_dsn or split_password(str(snap.source_spec.get("dsn") or ""))[0]
     if not dsn:
         checks.append(Check("restore", False, "no DSN to restore the dump to (give --pg-dsn)"))
         return 0
