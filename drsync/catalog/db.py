@@ -12,6 +12,7 @@ so agents starting together do not trip over each other.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -52,6 +53,16 @@ runs_table = sa.Table(
     sa.Column("planned_start", sa.DateTime(timezone=True)),
     sa.Column("deadline", sa.DateTime(timezone=True)),
     sa.Column("drsync_version", sa.String(32)),
+)
+# A drill (drsync.drill) is a run of kind "drill" (its id the drill id) plus this row.
+drills_table = sa.Table(
+    "drills",
+    _metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("snapshot_time", sa.String(64)),
+    sa.Column("rto_s", sa.Float, nullable=False),
+    sa.Column("rpo_s", sa.Float),
+    sa.Column("checks", sa.Text, nullable=False),  # JSON: [{"name", "ok", "detail"}]
 )
 ADDED_COLUMNS = ("tenant", "bytes_sent", "planned_start", "deadline", "drsync_version")
 _SCHEMA_LOCK = 0x64727379  # "drsy": the advisory lock key of schema changes on PostgreSQL
@@ -258,6 +269,52 @@ class Catalog:
                 self._put(conn, _record_values(repo_url, record), replace=True)
                 count += 1
         return count
+
+    def import_drills(self, repo_url: str, records: Iterable[dict[str, Any]]) -> int:
+        """Put drill records (drsync.repo.drills) of ``repo_url`` in the catalog, by drill
+        id: each is a run of kind ``drill`` and a ``drills`` row; none is duplicated."""
+        count = 0
+        with self._engine.begin() as conn:
+            for record in records:
+                failed = [c for c in record["checks"] if not c["ok"]]
+                self._put(conn, {
+                    "id": record["drill_id"], "repo": repo_url, "kind": "drill",
+                    "source": f"drill {record.get('source_kind') or '-'}",
+                    "host": record["host"], "tenant": record["tenant"],
+                    "started": _parse_time(record["started"]),
+                    "ended": _parse_time(record["finished"]), "status": record["status"],
+                    "bytes_read": int(record.get("bytes_restored") or 0), "bytes_added": 0,
+                    "bytes_sent": 0, "snapshot_id": record.get("snapshot_id"),
+                    "error": (f"{failed[0]['name']}: {failed[0]['detail']}" if failed
+                              else None),
+                    "planned_start": None, "deadline": None,
+                    "drsync_version": record.get("drsync_version") or None}, replace=True)
+                values = {"id": record["drill_id"], "snapshot_time": record.get("snapshot_time"),
+                          "rto_s": float(record["rto_s"]),
+                          "rpo_s": None if record.get("rpo_s") is None
+                          else float(record["rpo_s"]),
+                          "checks": json.dumps(record["checks"], sort_keys=True)}
+                conn.execute(drills_table.delete().where(drills_table.c.id == values["id"]))
+                conn.execute(drills_table.insert().values(**values))
+                count += 1
+        return count
+
+    def drills(self, repo: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
+        """Drills, newest first: the run's fields with ``rto_s``, ``rpo_s`` and ``checks``."""
+        query = (sa.select(runs_table, drills_table.c.snapshot_time, drills_table.c.rto_s,
+                           drills_table.c.rpo_s, drills_table.c.checks)
+                 .join(drills_table, drills_table.c.id == runs_table.c.id)
+                 .order_by(runs_table.c.started.desc(), runs_table.c.id).limit(limit))
+        if repo is not None:
+            query = query.where(runs_table.c.repo == repo)
+        found = []
+        with self._engine.connect() as conn:
+            for row in conn.execute(query).mappings().all():
+                extra = {k: row[k] for k in ("snapshot_time", "rto_s", "rpo_s")}
+                run = {k: v for k, v in row.items() if k not in extra and k != "checks"}
+                record = self._records([run])[0].to_json()
+                found.append({**record, **extra, "checks": json.loads(row["checks"])})
+        return found
 
     # -- RunRecorder ------------------------------------------------------------------
 

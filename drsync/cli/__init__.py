@@ -46,6 +46,8 @@ COMMANDS: dict[str, str] = {
     "wal-fetch": "drsync.cli.wal_cmds:wal_fetch_cmd",
     "pitr-range": "drsync.cli.pg_cmds:pitr_range_cmd",
     "doctor": "drsync.cli.pg_cmds:doctor_cmd",
+    "drill": "drsync.cli.drill_cmds:drill_cmd",
+    "catalog": "drsync.cli.drill_cmds:catalog_group",
 }
 
 

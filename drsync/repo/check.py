@@ -84,9 +84,11 @@ def check_repository(repo: Repository, *, read_data: bool = False,
         else:  # every blob of it a snapshot needs was stored again by a later backup
             report.notes.append(f"{line}; no snapshot needs it any more")
     _check_wal(repo, report, snaps, wal_objects, read_data, progress)
+    from drsync.repo.drills import load_drills
     from drsync.repo.runs import load_runs
 
     load_runs(repo, lambda message: report.errors.append(message.removesuffix(": skipped")))
+    load_drills(repo, lambda message: report.errors.append(message.removesuffix(": skipped")))
     if known_snapshots is not None:
         errors, notes = recorded_snapshots_missing(known_snapshots, present_ids, snaps)
         report.errors += errors

@@ -19,6 +19,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
     "TYPE_CONFIG",
+    "TYPE_DRILL",
     "TYPE_GENERATIONS",
     "TYPE_INDEX",
     "TYPE_KEY",
@@ -39,6 +40,7 @@ __all__ = [
 MAGIC = b"DRSY"
 FORMAT_VERSION = 1
 TYPE_CONFIG = b"C"
+TYPE_DRILL = b"D"
 TYPE_GENERATIONS = b"G"
 TYPE_INDEX = b"I"
 TYPE_KEY = b"K"

@@ -13,6 +13,12 @@ Consistency: drsync opens its own session, starts a repeatable-read
 transaction, exports its snapshot and records ``now()`` and the WAL
 position in it; pg_dump runs with ``--snapshot``, so the dump is exactly
 the database as of that recorded moment.
+
+Validation data: in that same transaction, while pg_dump runs, the session
+counts the rows of every table it may read (``tables`` in the snapshot's
+spec, ``"schema.table": {"rows": n}``), so the counts are those of the dump
+exactly; a drill (drsync.drill) compares a restore with them. Counting costs
+one scan per table, concurrent with the dump.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any
 
 from drsync.errors import SourceError, UsageError
 from drsync.sources.base import ItemMeta, SourceItem
@@ -38,8 +44,8 @@ from drsync.sources.postgres.tools import (
     redact,
 )
 
-__all__ = ["GLOBALS_NAME", "LOGICAL_DUMP_NAME", "pg_dump_source", "pg_restore_stream",
-           "prepare_database"]
+__all__ = ["GLOBALS_NAME", "LOGICAL_DUMP_NAME", "TABLE_COUNTS_SQL", "parse_table_counts",
+           "pg_dump_source", "pg_restore_stream", "prepare_database"]
 
 LOGICAL_DUMP_NAME = "database.dump"
 GLOBALS_NAME = "globals.sql"
@@ -52,6 +58,33 @@ _SNAPSHOT_SQL = (
     " current_setting('server_version'), current_setting('server_version_num'),"
     " current_database(), (SELECT system_identifier FROM pg_control_system());\n"
 )
+
+# One row per table the session may read: marker, "schema.table", row count; then an end
+# marker, so the reader knows where the answer stops.
+TABLE_COUNTS_SQL = (
+    "SELECT 'drsync-table', n.nspname || '.' || c.relname,"
+    " (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I',"
+    " n.nspname, c.relname), false, true, '')))[1]::text"
+    " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+    " AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'"
+    " AND has_table_privilege(c.oid, 'SELECT') ORDER BY 2;\n"
+    "SELECT 'drsync-end';\n"
+)
+
+
+def parse_table_counts(lines: Iterable[str]) -> dict[str, dict[str, int]]:
+    """The ``tables`` of a spec from the lines psql printed for TABLE_COUNTS_SQL."""
+    counts: dict[str, dict[str, int]] = {}
+    for line in lines:
+        line = line.rstrip("\n")
+        if line == "drsync-end":
+            break
+        marker, _, rest = line.partition("|")
+        name, _, rows = rest.rpartition("|")
+        if marker == "drsync-table" and name and rows.isdigit():
+            counts[name] = {"rows": int(rows)}
+    return counts
 
 
 @contextmanager
@@ -82,7 +115,9 @@ def pg_dump_source(dsn: str, spec: dict[str, Any], *, with_globals: bool = False
                      "database": database, "system_identifier": sysid,
                      "consistent_at": at, "consistent_lsn": lsn,
                      "globals": with_globals})
-        yield _items(tools, conn, snap, with_globals)
+        session.stdin.write(TABLE_COUNTS_SQL)
+        session.stdin.flush()
+        yield _counted_items(_items(tools, conn, snap, with_globals), session.stdout, spec)
     finally:
         try:
             if not session.stdin.closed:
@@ -92,6 +127,13 @@ def pg_dump_source(dsn: str, spec: dict[str, Any], *, with_globals: bool = False
         except (OSError, ValueError, subprocess.TimeoutExpired):
             session.kill()
             session.wait()
+
+
+def _counted_items(items: Iterator[SourceItem], answer: IO[str],
+                   spec: dict[str, Any]) -> Iterator[SourceItem]:
+    """The items, then (once the dump was read) the table counts into ``spec``."""
+    yield from items
+    spec["tables"] = parse_table_counts(iter(answer.readline, ""))
 
 
 def _items(tools: PgTools, conn: PgConnection, snapshot: str,
