@@ -90,7 +90,7 @@ def _print_plan(plan: Any) -> None:
     for i, row in enumerate(plan.rows, 1):
         if row.point is None:
             table.add_row(str(i), escape(row.name), str(row.priority),
-                          f"[bold red]none[/]: {escape(row.reason or '')}", "-", "-", "-", "-",
+                          "[bold red]none[/] (below)", "-", "-", "-", "-",
                           f"[bold white on red]not met[/] ({row.rto_hours:g} h)")
             continue
         p = row.point
@@ -104,6 +104,10 @@ def _print_plan(plan: Any) -> None:
     if not console.is_terminal:
         console = Console(width=200)
     console.print(table)
+    for row in plan.rows:
+        if row.point is None:  # whole, on one line each: what an operator must fix first
+            console.print(f"{escape(row.name)}: nothing to restore: {escape(row.reason or '')}",
+                          soft_wrap=True)
 
 
 @dr_cmd.command("restore")
