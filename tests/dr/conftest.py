@@ -113,7 +113,7 @@ def _populate(setup: DrFleet) -> None:
     psql(str(setup.pg_source), "CREATE TABLE tax (id int PRIMARY KEY, amount numeric); "
          "INSERT INTO tax SELECT g, g * 1.5 FROM generate_series(1, 3000) g")
     _backup(setup, "saiki", "--pg-dump", f"{PG} dbname={setup.pg_source}")
-    setup.fleet.write_text(f"""
+    setup.fleet.write_text("""
 [window]
 start = "23:00"
 minutes = 180
