@@ -162,6 +162,19 @@ def _empty_or_absent(path: Path) -> bool:
                                          and not any(path.iterdir()))
 
 
+def _clear(path: Path) -> None:
+    """Empty a directory drsync made, keeping the directory itself (its owner and mode:
+    a data directory belongs to the cluster's user)."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+        return
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 class FleetRestore:
     """Restores a fleet's tenants into their targets; see the module docstring."""
 
@@ -281,7 +294,7 @@ class FleetRestore:
             return False
         where = Path(target.where)
         if interrupted and before.get("made_target") and os.path.lexists(where):
-            shutil.rmtree(where)
+            _clear(where)
             return True
         if _empty_or_absent(where):
             return True
