@@ -180,7 +180,7 @@ def _run_live(runner: Any, jobs: int, console: Any) -> Any:
 
     def render() -> Table:
         table = Table(title="dr restore", header_style="bold")
-        for column in ("tenant", "state", "bytes", "ETA"):
+        for column in ("tenant", "state", "restored", "ETA"):
             table.add_column(column)
         for name in runner.order:
             o = runner.outcomes[name]

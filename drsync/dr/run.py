@@ -20,7 +20,8 @@ Per tenant: ``rto_s`` is from the start of the fleet's restore (the first
 run's start, recorded in the state file) to the tenant restored, which is
 what the municipality waited; ``duration_s`` is its own restore;
 ``rpo_s`` is the moment it was restored minus the restored point's time.
-Each attempt is a run of kind ``restore`` in the catalog (via its journal).
+Each attempt is a run of kind ``restore`` in the catalog (via its journal), its
+``bytes_read`` the packs fetched: the measure ``dr plan`` predicts from.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ class TenantOutcome:
 
     name: str
     status: str = "waiting"  # waiting, running, ok, failed, skipped
-    bytes: int = 0  # restored so far / in all
-    total_bytes: int | None = None  # what the plan expects to fetch
+    bytes: int = 0  # restored (written) so far / in all
+    total_bytes: int | None = None  # what the snapshot holds (for the ETA)
+    fetched_bytes: int = 0  # the packs read from the store (what `dr plan` predicts from)
     rto_s: float | None = None
     rpo_s: float | None = None
     duration_s: float | None = None
@@ -81,6 +83,7 @@ class TenantOutcome:
 
         return {"name": self.name, "status": self.status, "rto_s": r(self.rto_s),
                 "rpo_s": r(self.rpo_s), "bytes": self.bytes, "error": self.error,
+                "fetched_bytes": self.fetched_bytes,
                 "duration_s": r(self.duration_s), "snapshot_id": self.snapshot_id,
                 "point_time": self.point_time, "target": self.target}
 
@@ -203,6 +206,7 @@ class FleetRestore:
             out = TenantOutcome(tenant.name, target=target.describe() if target else None)
             if done.get("status") == "ok":
                 out = replace(out, status="skipped", bytes=int(done.get("bytes", 0)),
+                              fetched_bytes=int(done.get("fetched_bytes", 0)),
                               rto_s=done.get("rto_s"), rpo_s=done.get("rpo_s"),
                               duration_s=done.get("duration_s"),
                               snapshot_id=done.get("snapshot_id"),
@@ -247,12 +251,14 @@ class FleetRestore:
                 f"{type(err).__name__}: {err}"
         out.duration_s = time.monotonic() - out.started_mono
         self.state.update(name, status=out.status, error=out.error, bytes=out.bytes,
+                          fetched_bytes=out.fetched_bytes,
                           rto_s=out.rto_s, rpo_s=out.rpo_s, duration_s=out.duration_s,
                           snapshot_id=out.snapshot_id, point_time=out.point_time,
                           finished=_iso(datetime.now(UTC)))
         if run_id is not None and self.recorder is not None:
             self.recorder.finish_run(run_id, "ok" if out.status == "ok" else "failed",
-                                     bytes_read=out.bytes, snapshot_id=out.snapshot_id,
+                                     bytes_read=out.fetched_bytes,
+                                     snapshot_id=out.snapshot_id,
                                      error=out.error)
         if on_change:
             on_change()
@@ -263,7 +269,8 @@ class FleetRestore:
         repo = open_tenant(self.fleet, tenant, self.settings)
         snap = latest_snapshot(repo, target.snapshot_kinds)
         point = snapshot_point(repo, snap)
-        out.snapshot_id, out.total_bytes = snap.id, point.bytes
+        out.snapshot_id, out.fetched_bytes = snap.id, point.bytes
+        out.total_bytes = int(snap.summary.get("bytes_read", 0)) or None
         out.point_time = _iso(point.time)
         made = self._claim(tenant.name, target, before, interrupted)
         self.state.update(tenant.name, status="running", made_target=made, error=None,

@@ -56,6 +56,7 @@ def _check_restored(fleet: DrFleet) -> None:
 
 
 def test_restore_fleet_failures_do_not_stop_others(dr_fleet: DrFleet) -> None:
+    before = json.loads(dr_fleet.run("dr", "plan", str(dr_fleet.fleet), "--json").stdout)
     done = dr_fleet.run("dr", "restore", str(dr_fleet.fleet), "--to", str(dr_fleet.targets),
                         "--json", "--jobs", "2")
     assert done.returncode == 1, done.stderr
@@ -71,13 +72,18 @@ def test_restore_fleet_failures_do_not_stop_others(dr_fleet: DrFleet) -> None:
         t = by_name[name]
         assert t["bytes"] > 0 and t["error"] is None
         assert t["rto_s"] > 0 and t["rpo_s"] > 0 and t["rpo_s"] < 3600
+    assert by_name["Nobeoka"]["bytes"] == sum(len(b) for b in
+                                              tree(dr_fleet.sources["nobeoka"]).values())
     _check_restored(dr_fleet)
     # Each tenant's restore is a run of kind restore in the catalog.
     runs = json.loads(dr_fleet.run("runs", "--json").stdout)
     restores = {r["tenant"]: r for r in runs if r["kind"] == "restore"}
     assert {n: r["status"] for n, r in restores.items()} == {
         "Nobeoka": "ok", "Saiki": "ok", "Hyuga": "ok", "Kadogawa": "failed"}
-    assert restores["Nobeoka"]["bytes_read"] == by_name["Nobeoka"]["bytes"]
+    plan_rows = {r["name"]: r for r in before["tenants"]}
+    for name in ("Nobeoka", "Saiki", "Hyuga"):  # fetched what the plan said it would
+        assert restores[name]["bytes_read"] == by_name[name]["fetched_bytes"] \
+            == plan_rows[name]["bytes"]
     # ... and the plan now predicts from the measured rate.
     plan = json.loads(dr_fleet.run("dr", "plan", str(dr_fleet.fleet), "--json").stdout)
     assert plan["rate"]["basis"] == "measured (3 restore/drill runs)"
