@@ -256,10 +256,12 @@ class FleetRestore:
                           snapshot_id=out.snapshot_id, point_time=out.point_time,
                           finished=_iso(datetime.now(UTC)))
         if run_id is not None and self.recorder is not None:
-            self.recorder.finish_run(run_id, "ok" if out.status == "ok" else "failed",
-                                     bytes_read=out.fetched_bytes,
-                                     snapshot_id=out.snapshot_id,
-                                     error=out.error)
+            try:
+                self.recorder.finish_run(run_id, "ok" if out.status == "ok" else "failed",
+                                         bytes_read=out.fetched_bytes,
+                                         snapshot_id=out.snapshot_id, error=out.error)
+            except DrsyncError as err:  # the restore stands; say what was not recorded
+                out.error = "; ".join(filter(None, [out.error, f"not in the catalog: {err}"]))
         if on_change:
             on_change()
 
@@ -306,9 +308,9 @@ class FleetRestore:
         if _empty_or_absent(where):
             return True
         if interrupted:
-            raise UsageError(f"target {where} of tenant {name} holds files from an "
-                             "interrupted restore that drsync did not create; clear it "
-                             "and run again")
+            raise UsageError(f"target {where} of tenant {name} holds files and drsync "
+                             "did not create it, so it is not cleared for the retry; clear "
+                             "it and run again")
         if target.kind == "pgdata":
             raise UsageError(f"target {where} of tenant {name} is not empty")
         return False  # a directory restore refuses conflicts itself, writing nothing
