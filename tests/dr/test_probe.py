@@ -10,7 +10,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from drsync.dr.probe import probe_tenant
 from drsync.plan.fleetfile import load_fleet
@@ -73,6 +72,10 @@ def test_escrow_key_opens_a_tenant_without_key_file(tmp_path: Path) -> None:
 
 @pytest.fixture
 def moto_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    # Imported here, not at collection: moto reads S3_UPLOAD_PART_MIN_SIZE when first
+    # imported, and tests/store/conftest.py sets it during collection.
+    from moto.server import ThreadedMotoServer
+
     for name in list(os.environ):
         if name.startswith("AWS_"):
             monkeypatch.delenv(name)
