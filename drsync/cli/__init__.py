@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "demo": "drsync.cli.demo_cmd:demo_cmd",
     "plan": "drsync.cli.plan_cmd:plan_cmd",
     "fleet": "drsync.cli.fleet_cmd:fleet_cmd",
+    "dr": "drsync.cli.dr_cmd:dr_cmd",
     "wal-push": "drsync.cli.wal_cmds:wal_push_cmd",
     "wal-receive": "drsync.cli.wal_cmds:wal_receive_cmd",
     "wal-ship": "drsync.cli.wal_cmds:wal_ship_cmd",

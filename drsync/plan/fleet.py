@@ -76,6 +76,10 @@ class Tenant:
     full_tonight_mb: float = field(default=0.0, compare=False)
     # Not the planner's: what the fleet view and the agent hold the newest good point to.
     rpo_hours: float = field(default=24.0, compare=False)
+    # Not the planner's either: what `drsync dr` needs to bring the tenant back.
+    rto_hours: float = field(default=24.0, compare=False)
+    repo: str | None = field(default=None, compare=False)  # the repository URL
+    key_file: str | None = field(default=None, compare=False)
 
     @property
     def input_mb(self) -> float:
@@ -131,6 +135,8 @@ class Fleet:
     tenants: tuple[Tenant, ...]
     max_streams: int = UNLIMITED_STREAMS
     source: str = "<fleet>"
+    escrow_key: str | None = None  # [keys] escrow_key: the operator's escrow private key
+    restore_mbit_per_s: float | None = None  # [dr] restore_mbit_per_s
 
     def link(self, name: str) -> Link:
         for link in self.links:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -22,7 +23,9 @@ from drsync.plan.fleet import UNLIMITED_STREAMS, Fleet, Link, Tenant, Window
 
 __all__ = ["TENANT_KEYS", "apply_overrides", "fleet_from_dict", "load_fleet"]
 
-TOP_KEYS = {"window", "link", "receiver", "defaults", "tenant"}
+TOP_KEYS = {"window", "link", "receiver", "defaults", "tenant", "keys", "dr"}
+KEYS_KEYS = {"escrow_key"}
+DR_KEYS = {"restore_mbit_per_s"}
 WINDOW_KEYS = {"start", "minutes"}
 LINK_KEYS = {"name", "mbit_per_s", "stream_mbit_per_s"}
 RECEIVER_KEYS = {"max_streams"}
@@ -30,10 +33,12 @@ RECEIVER_KEYS = {"max_streams"}
 TENANT_KEYS = {
     "daily_mb", "daily_kb_per_resident", "compress_mb_per_s", "compression_ratio",
     "overlap", "setup_s", "link", "population", "priority", "earliest", "deadline",
-    "full_mb", "full_kb_per_resident", "full_every_days", "rpo_hours",
+    "full_mb", "full_kb_per_resident", "full_every_days", "rpo_hours", "rto_hours",
+    "repo", "key_file",
 }
 DEFAULT_PRIORITY = 10  # as Bareos: 1 is the most important
 DEFAULT_RPO_HOURS = 24.0  # the age of the newest restorable point a tenant accepts
+DEFAULT_RTO_HOURS = 24.0  # how long bringing a tenant back may take (`drsync dr plan`)
 
 
 def load_fleet(path: str | Path, overrides: Iterable[str] = ()) -> Fleet:
@@ -104,7 +109,16 @@ def fleet_from_dict(
     defaults = v.table(raw, "defaults", required=False)
     v.known(defaults, TENANT_KEYS, "defaults.")
     tenants = _tenants(v, raw.get("tenant"), defaults, window, {lk.name for lk in links})
-    return Fleet(window, links, tenants, max_streams, source)
+    keys = v.table(raw, "keys", required=False)
+    v.known(keys, KEYS_KEYS, "keys.")
+    escrow_key = v.path(keys["escrow_key"], "keys.escrow_key") if "escrow_key" in keys else None
+    dr = v.table(raw, "dr", required=False)
+    v.known(dr, DR_KEYS, "dr.")
+    restore_rate = None
+    if "restore_mbit_per_s" in dr:
+        restore_rate = v.number(dr["restore_mbit_per_s"], "dr.restore_mbit_per_s")
+    return Fleet(window, links, tenants, max_streams, source, escrow_key=escrow_key,
+                 restore_mbit_per_s=restore_rate)
 
 
 def _window(v: _Validator, table: Mapping[str, Any]) -> Window:
@@ -214,6 +228,9 @@ def _tenant(
     if deadline <= earliest:
         v.fail(f"tenant.{name}.deadline", "must be after the tenant's earliest start")
     rpo_hours = num("rpo_hours") if "rpo_hours" in values else DEFAULT_RPO_HOURS
+    rto_hours = num("rto_hours") if "rto_hours" in values else DEFAULT_RTO_HOURS
+    repo = v.path(values["repo"], where("repo"), url=True) if "repo" in values else None
+    key_file = v.path(values["key_file"], where("key_file")) if "key_file" in values else None
     return Tenant(
         name=name,
         daily_mb=daily_mb,
@@ -229,6 +246,9 @@ def _tenant(
         full_mb=full_mb,
         full_every_days=full_every,
         rpo_hours=rpo_hours,
+        rto_hours=rto_hours,
+        repo=repo,
+        key_file=key_file,
     )
 
 
@@ -287,6 +307,15 @@ class _Validator:
         if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
             self.fail(key, f"must be {'>= 0' if zero_ok else '> 0'}, got {value!r}")
         return float(value)
+
+    def path(self, value: Any, key: str, *, url: bool = False) -> str:
+        """A path (or, with ``url``, a repository URL); relative paths are relative to the
+        fleet file, not to the working directory."""
+        if not isinstance(value, str) or not value:
+            self.fail(key, f"must be a non-empty string, got {value!r}")
+        if (url and "://" in value) or os.path.isabs(value) or self.source.startswith("<"):
+            return value
+        return str(Path(self.source).absolute().parent / value)
 
     def clock(self, value: Any, key: str) -> int:
         """Seconds after midnight of an "HH:MM" (or "HH:MM:SS", or TOML time) value."""

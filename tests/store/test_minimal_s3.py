@@ -238,9 +238,14 @@ def test_concurrent_backups_on_a_minimal_store_lose_and_duplicate_nothing(
             if result.returncode == 0:
                 succeeded[name] = inputs[name]
             else:
-                assert result.returncode == 12, (name, result.returncode, err)
+                # A clean refusal, one line, nothing written: the lock seen taken (12), or,
+                # on a heavily loaded machine, the retry deadline spent racing the other
+                # writer's claims for the lock (14); the invariants below hold either way.
                 line = err.strip().splitlines()[-1]
-                assert line.startswith("drsync: error: repository ") and "is locked by" in line
+                assert (result.returncode == 12 and line.startswith("drsync: error: repository ")
+                        and "is locked by" in line) or (
+                    result.returncode == 14 and "gave up writing lock" in line), \
+                    (name, result.returncode, err)
                 refused += 1
     assert time.monotonic() - started < 600
     assert len(succeeded) >= 5  # at least one writer of every round ran

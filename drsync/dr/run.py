@@ -1,0 +1,340 @@
+"""``drsync dr restore``: a fleet's plan carried out, tenant by tenant, surviving its own crash.
+
+Each tenant is restored into its target (TARGETS.toml) in plan order,
+``jobs`` at a time on threads. A tenant's failure is recorded and the others
+go on. Progress lives in a state file next to TARGETS.toml,
+``dr-restore-<hash>.json`` (the hash of the fleet and targets paths), rewritten
+atomically (temporary file, fsync, rename) at every change, so a run that
+is killed can be run again:
+
+* a tenant recorded ``ok`` is skipped (reported ``skipped`` with the numbers
+  of the run that restored it);
+* a tenant recorded ``running`` (interrupted) or ``failed`` is restored again.
+  A directory or data directory that drsync created (or found empty) is
+  recorded as ``made_target`` before the first byte is written, so it is
+  cleared first; a target that held files before drsync came is never
+  cleared: the tenant fails with a line saying so. A logical restore
+  interrupted in a database is run again with ``--clean``.
+
+Per tenant: ``rto_s`` is from the start of the fleet's restore (the first
+run's start, recorded in the state file) to the tenant restored, which is
+what the municipality waited; ``duration_s`` is its own restore;
+``rpo_s`` is the moment it was restored minus the restored point's time.
+Each attempt is a run of kind ``restore`` in the catalog (via its journal), its
+``bytes_read`` the packs fetched: the measure ``dr plan`` predicts from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from drsync.dr.plan import Point
+from drsync.dr.probe import latest_snapshot, open_tenant, snapshot_point
+from drsync.dr.targets import Target
+from drsync.errors import DrsyncError, UsageError
+from drsync.plan.fleet import Fleet, Tenant
+from drsync.settings import Settings
+
+__all__ = ["FleetRestore", "TenantOutcome", "state_path"]
+
+
+class Recorder(Protocol):
+    def start_run(self, repo: str, kind: str, source: str, host: str, *,
+                  tenant: str | None = None) -> str: ...
+
+    def finish_run(self, run_id: str, status: str, *, bytes_read: int = 0,
+                   snapshot_id: str | None = None, error: str | None = None) -> None: ...
+
+
+@dataclass
+class TenantOutcome:
+    """One tenant's line of the summary (and of the live table while it runs)."""
+
+    name: str
+    status: str = "waiting"  # waiting, running, ok, failed, skipped
+    bytes: int = 0  # restored (written) so far / in all
+    total_bytes: int | None = None  # what the snapshot holds (for the ETA)
+    fetched_bytes: int = 0  # the packs read from the store (what `dr plan` predicts from)
+    rto_s: float | None = None
+    rpo_s: float | None = None
+    duration_s: float | None = None
+    snapshot_id: str | None = None
+    point_time: str | None = None
+    target: str | None = None
+    error: str | None = None
+    started_mono: float | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        def r(v: float | None) -> float | None:
+            return None if v is None else round(v, 3)
+
+        return {"name": self.name, "status": self.status, "rto_s": r(self.rto_s),
+                "rpo_s": r(self.rpo_s), "bytes": self.bytes, "error": self.error,
+                "fetched_bytes": self.fetched_bytes,
+                "duration_s": r(self.duration_s), "snapshot_id": self.snapshot_id,
+                "point_time": self.point_time, "target": self.target}
+
+
+def state_path(fleet_path: str | Path, targets_path: str | Path) -> Path:
+    """``dr-restore-<hash>.json`` beside TARGETS.toml: one per (fleet, targets) pair."""
+    key = f"{Path(fleet_path).absolute()}\0{Path(targets_path).absolute()}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(targets_path).absolute().parent / f"dr-restore-{digest}.json"
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+class StateFile:
+    """The crash-proof record of a fleet restore; every write is whole or absent."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self.doc: dict[str, Any] = {"version": 1, "started": _iso(datetime.now(UTC)),
+                                    "tenants": {}}
+        if path.exists():
+            try:
+                doc = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                raise UsageError(f"state file {path} is unreadable ({err}); move it away to "
+                                 "start the fleet's restore afresh") from None
+            if not isinstance(doc, dict) or doc.get("version") != 1 \
+                    or not isinstance(doc.get("tenants"), dict):
+                raise UsageError(f"state file {path} is not a drsync dr-restore state; move "
+                                 "it away to start afresh")
+            self.doc = doc
+
+    @property
+    def started(self) -> datetime:
+        return _parse(str(self.doc["started"]))
+
+    def get(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            return dict(self.doc["tenants"].get(name, {}))
+
+    def update(self, name: str, **values: Any) -> None:
+        with self._lock:
+            self.doc["tenants"].setdefault(name, {}).update(values)
+            self._write()
+
+    def save(self) -> None:
+        with self._lock:
+            self._write()
+
+    def _write(self) -> None:
+        data = json.dumps(self.doc, indent=1, sort_keys=True).encode()
+        fd, tmp = tempfile.mkstemp(prefix=".dr-restore-", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _empty_or_absent(path: Path) -> bool:
+    return not os.path.lexists(path) or (path.is_dir() and not path.is_symlink()
+                                         and not any(path.iterdir()))
+
+
+def _clear(path: Path) -> None:
+    """Empty a directory drsync made, keeping the directory itself (its owner and mode:
+    a data directory belongs to the cluster's user)."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+        return
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+class FleetRestore:
+    """Restores a fleet's tenants into their targets; see the module docstring."""
+
+    def __init__(self, fleet: Fleet, targets: dict[str, Target], settings: Settings,
+                 state: Path, *, recorder: Recorder | None = None,
+                 drsync_command: str | None = None) -> None:
+        self.fleet = fleet
+        self.targets = targets
+        self.settings = settings
+        self.state = StateFile(state)
+        self.recorder = recorder
+        self.drsync_command = drsync_command
+        self.host = socket.gethostname()
+        self.outcomes: dict[str, TenantOutcome] = {}
+        self.order: list[str] = []
+
+    # -- planning -----------------------------------------------------------------
+
+    def prepare(self) -> list[TenantOutcome]:
+        """The outcomes in restore order (the plan's: priority, then the tightest RTO):
+        tenants finished by an earlier run skipped, the rest waiting."""
+        tenants = sorted(self.fleet.tenants, key=lambda t: (t.priority, t.rto_hours, t.name))
+        for tenant in tenants:
+            done = self.state.get(tenant.name)
+            target = self.targets.get(tenant.name)
+            out = TenantOutcome(tenant.name, target=target.describe() if target else None)
+            if done.get("status") == "ok":
+                out = replace(out, status="skipped", bytes=int(done.get("bytes", 0)),
+                              fetched_bytes=int(done.get("fetched_bytes", 0)),
+                              rto_s=done.get("rto_s"), rpo_s=done.get("rpo_s"),
+                              duration_s=done.get("duration_s"),
+                              snapshot_id=done.get("snapshot_id"),
+                              point_time=done.get("point_time"))
+            self.outcomes[tenant.name] = out
+            self.order.append(tenant.name)
+        return [self.outcomes[n] for n in self.order]
+
+    # -- running ------------------------------------------------------------------
+
+    def run(self, jobs: int = 1, on_change: Callable[[], None] | None = None,
+            ) -> list[TenantOutcome]:
+        if not self.order:
+            self.prepare()
+        todo = [n for n in self.order if self.outcomes[n].status != "skipped"]
+        self.state.save()  # the fleet restore's start is on record before any tenant's
+        with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="dr-restore") as pool:
+            futures = [pool.submit(self._one, name, on_change) for name in todo]
+            for fut in futures:
+                fut.result()  # _one never raises: failures are outcomes
+        return [self.outcomes[n] for n in self.order]
+
+    def _one(self, name: str, on_change: Callable[[], None] | None) -> None:
+        out = self.outcomes[name]
+        out.status, out.started_mono = "running", time.monotonic()
+        if on_change:
+            on_change()
+        run_id = None
+        tenant = self.fleet.tenant(name)
+        try:
+            target = self.targets.get(name)
+            if target is None:
+                raise UsageError(f"no [[target]] for tenant {name} in the targets file")
+            if self.recorder is not None and tenant.repo:
+                run_id = self.recorder.start_run(tenant.repo, "restore", target.describe(),
+                                                 self.host, tenant=name)
+            self._restore(tenant, target, out)
+            out.status = "ok"
+        except Exception as err:  # one tenant's failure never stops the others
+            out.status = "failed"
+            out.error = str(err) if isinstance(err, DrsyncError) else \
+                f"{type(err).__name__}: {err}"
+        out.duration_s = time.monotonic() - out.started_mono
+        self.state.update(name, status=out.status, error=out.error, bytes=out.bytes,
+                          fetched_bytes=out.fetched_bytes,
+                          rto_s=out.rto_s, rpo_s=out.rpo_s, duration_s=out.duration_s,
+                          snapshot_id=out.snapshot_id, point_time=out.point_time,
+                          finished=_iso(datetime.now(UTC)))
+        if run_id is not None and self.recorder is not None:
+            try:
+                self.recorder.finish_run(run_id, "ok" if out.status == "ok" else "failed",
+                                         bytes_read=out.fetched_bytes,
+                                         snapshot_id=out.snapshot_id, error=out.error)
+            except DrsyncError as err:  # the restore stands; say what was not recorded
+                out.error = "; ".join(filter(None, [out.error, f"not in the catalog: {err}"]))
+        if on_change:
+            on_change()
+
+    def _restore(self, tenant: Tenant, target: Target, out: TenantOutcome) -> None:
+        before = self.state.get(tenant.name)
+        interrupted = before.get("status") in ("running", "failed")
+        repo = open_tenant(self.fleet, tenant, self.settings)
+        snap = latest_snapshot(repo, target.snapshot_kinds)
+        point = snapshot_point(repo, snap)
+        out.snapshot_id, out.fetched_bytes = snap.id, point.bytes
+        out.total_bytes = int(snap.summary.get("bytes_read", 0)) or None
+        out.point_time = _iso(point.time)
+        made = self._claim(tenant.name, target, before, interrupted)
+        self.state.update(tenant.name, status="running", made_target=made, error=None,
+                          snapshot_id=snap.id, attempt_started=_iso(datetime.now(UTC)))
+        if target.kind == "directory":
+            from drsync.restore import restore_snapshot
+
+            def advance(n: int) -> None:
+                out.bytes += n
+
+            result = restore_snapshot(repo, snap.id, target=target.where, progress=advance)
+            out.bytes = result.bytes_written
+        elif target.kind == "pg_restore":
+            from drsync.pgrestore import restore_logical
+
+            logical = restore_logical(repo, snap.id, target.where, clean=interrupted,
+                                      pg_bindir=self.settings.pg_bindir)
+            out.bytes = logical.bytes_written
+        else:
+            out.bytes = self._pgdata(repo, tenant, target, snap.id)
+        self._finish(out, point)
+
+    def _claim(self, name: str, target: Target, before: dict[str, Any],
+               interrupted: bool) -> bool:
+        """Make a directory target ready: clear what an interrupted attempt of ours left;
+        refuse a target that held files before drsync came. True: drsync made it."""
+        if target.kind == "pg_restore":
+            return False
+        where = Path(target.where)
+        if interrupted and before.get("made_target") and os.path.lexists(where):
+            _clear(where)
+            return True
+        if _empty_or_absent(where):
+            return True
+        if interrupted:
+            raise UsageError(f"target {where} of tenant {name} holds files and drsync "
+                             "did not create it, so it is not cleared for the retry; clear "
+                             "it and run again")
+        if target.kind == "pgdata":
+            raise UsageError(f"target {where} of tenant {name} is not empty")
+        return False  # a directory restore refuses conflicts itself, writing nothing
+
+    def _pgdata(self, repo: Any, tenant: Tenant, target: Target, snapshot_id: str) -> int:
+        from drsync.pgrestore import restore_command_for, restore_pgdata
+        from drsync.sources.postgres import RecoveryTarget
+
+        if not tenant.key_file:
+            raise UsageError(f"tenant {tenant.name}: a pgdata target needs the tenant's "
+                             "key_file (restore_command opens the repository on its own)")
+        assert tenant.repo is not None
+        command = restore_command_for(tenant.repo, key_file=tenant.key_file,
+                                      password_file=None, drsync_command=self.drsync_command,
+                                      config=self.settings.source or None)
+        options = {"port": str(target.port)} if target.port else {}
+        result = restore_pgdata(repo, snapshot_id, target.where, target=RecoveryTarget(),
+                                restore_command=command, options=options,
+                                start=target.port is not None,
+                                pg_bindir=self.settings.pg_bindir)
+        return result.bytes_written
+
+    def _finish(self, out: TenantOutcome, point: Point) -> None:
+        now = datetime.now(UTC)
+        out.rto_s = (now - self.state.started).total_seconds()
+        out.rpo_s = (now - point.time).total_seconds()
+

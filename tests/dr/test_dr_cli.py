@@ -1,0 +1,184 @@
+"""``drsync dr plan`` and ``drsync dr restore`` on a real fleet of five local tenants."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+from tests.dr.conftest import DrFleet, psql, tree
+
+
+def test_plan_order_reasons_and_bytes(dr_fleet: DrFleet) -> None:
+    done = dr_fleet.run("dr", "plan", str(dr_fleet.fleet), "--json")
+    assert done.returncode == 1, done.stderr  # two tenants have nothing to restore
+    doc = json.loads(done.stdout)
+    rows = doc["tenants"]
+    # Nothing to restore first (by priority), then priority, then the tightest RTO.
+    assert [r["name"] for r in rows] == ["Shiiba", "Kadogawa", "Nobeoka", "Saiki", "Hyuga"]
+    assert "tenant.Shiiba.repo: no repository configured" in rows[0]["reason"]
+    assert "has no snapshot" in rows[1]["reason"]
+    assert [r["restorable"] for r in rows] == [False, False, True, True, True]
+    assert [r["source_kind"] for r in rows[2:]] == ["files", "pg_dump", "sqlite"]
+    nobeoka = rows[2]
+    pack_bytes = sum(p.stat().st_size for p in
+                     (dr_fleet.base / "repos" / "nobeoka" / "data").rglob("*") if p.is_file())
+    assert nobeoka["bytes"] == pack_bytes  # every pack of its only snapshot
+    assert doc["rate"]["basis"] == "[dr] restore_mbit_per_s"
+    assert nobeoka["predicted_s"] == round(pack_bytes / 10e6, 3)
+    assert all(r["rto_met"] for r in rows[2:])
+
+    human = dr_fleet.run("dr", "plan", str(dr_fleet.fleet))
+    assert human.returncode == 1
+    assert "Shiiba: nothing to restore: " in human.stdout
+    assert "tenant.Shiiba.repo: no repository configured" in human.stdout
+
+
+def _check_restored(fleet: DrFleet) -> None:
+    restored = fleet.base / "restore" / "nobeoka"
+    source = fleet.sources["nobeoka"]
+    found = [p for p in restored.rglob("README.txt")]
+    assert len(found) == 1
+    assert tree(found[0].parent) == tree(source)
+    dbs = list((fleet.base / "restore" / "hyuga").rglob("*.db"))
+    assert len(dbs) == 1
+    with sqlite3.connect(dbs[0]) as conn:
+        rows = conn.execute("SELECT id, name, ward FROM resident ORDER BY id").fetchall()
+    conn.close()
+    with sqlite3.connect(fleet.sources["hyuga"]) as conn:
+        assert rows == conn.execute("SELECT id, name, ward FROM resident ORDER BY id").fetchall()
+    conn.close()
+    query = "SELECT count(*), sum(amount), md5(string_agg(id || ':' || amount, ',' ORDER BY id))" \
+            " FROM tax"
+    assert psql(str(fleet.pg_target), query) == psql(str(fleet.pg_source), query)
+
+
+def test_restore_fleet_failures_do_not_stop_others(dr_fleet: DrFleet) -> None:
+    before = json.loads(dr_fleet.run("dr", "plan", str(dr_fleet.fleet), "--json").stdout)
+    done = dr_fleet.run("dr", "restore", str(dr_fleet.fleet), "--to", str(dr_fleet.targets),
+                        "--json", "--jobs", "2")
+    assert done.returncode == 1, done.stderr
+    doc = json.loads(done.stdout)
+    by_name = {t["name"]: t for t in doc["tenants"]}
+    assert [t["name"] for t in doc["tenants"]] == ["Nobeoka", "Shiiba", "Saiki", "Hyuga",
+                                                  "Kadogawa"]
+    assert {n: t["status"] for n, t in by_name.items()} == {
+        "Nobeoka": "ok", "Shiiba": "failed", "Saiki": "ok", "Hyuga": "ok", "Kadogawa": "failed"}
+    assert "no repository configured" in by_name["Shiiba"]["error"]
+    assert "has no snapshot" in by_name["Kadogawa"]["error"]
+    for name in ("Nobeoka", "Saiki", "Hyuga"):
+        t = by_name[name]
+        assert t["bytes"] > 0 and t["error"] is None
+        assert t["rto_s"] > 0 and t["rpo_s"] > 0 and t["rpo_s"] < 3600
+    assert by_name["Nobeoka"]["bytes"] == sum(len(b) for b in
+                                              tree(dr_fleet.sources["nobeoka"]).values())
+    _check_restored(dr_fleet)
+    # Each tenant's restore is a run of kind restore in the catalog.
+    runs = json.loads(dr_fleet.run("runs", "--json").stdout)
+    restores = {r["tenant"]: r for r in runs if r["kind"] == "restore"}
+    assert {n: r["status"] for n, r in restores.items()} == {
+        "Nobeoka": "ok", "Saiki": "ok", "Hyuga": "ok", "Kadogawa": "failed"}
+    plan_rows = {r["name"]: r for r in before["tenants"]}
+    for name in ("Nobeoka", "Saiki", "Hyuga"):  # fetched what the plan said it would
+        assert restores[name]["bytes_read"] == by_name[name]["fetched_bytes"] \
+            == plan_rows[name]["bytes"]
+    # ... and the plan now predicts from the measured rate.
+    plan = json.loads(dr_fleet.run("dr", "plan", str(dr_fleet.fleet), "--json").stdout)
+    assert plan["rate"]["basis"] == "measured (3 restore/drill runs)"
+
+
+def test_kill_mid_way_then_resume(dr_fleet: DrFleet) -> None:
+    args = ("dr", "restore", str(dr_fleet.fleet), "--to", str(dr_fleet.targets), "--json")
+    proc = dr_fleet.popen(*args)
+    state_file = None
+    deadline = time.monotonic() + 120
+    finished: set[str] = set()
+    running: set[str] = set()
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            states = list(dr_fleet.base.glob("dr-restore-*.json"))
+            if states:
+                state_file = states[0]
+                try:
+                    doc = json.loads(state_file.read_text())
+                except ValueError:
+                    continue  # never: the file is replaced atomically; retried to be sure
+                finished = {n for n, t in doc["tenants"].items() if t.get("status") == "ok"}
+                running = {n for n, t in doc["tenants"].items()
+                           if t.get("status") == "running"}
+                if finished and running:  # one done, one in the middle of its restore
+                    proc.send_signal(signal.SIGKILL)
+                    break
+            time.sleep(0.005)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the restore ended before it could be killed"
+    assert state_file is not None and finished
+    assert "Nobeoka" in finished  # priority 1 goes first
+    again = dr_fleet.run(*args)
+    assert again.returncode == 1, again.stderr  # Shiiba and Kadogawa still fail
+    doc = json.loads(again.stdout)
+    status = {t["name"]: t["status"] for t in doc["tenants"]}
+    for name in finished:
+        assert status[name] == "skipped"
+    for name in running:
+        assert status[name] == "ok"  # interrupted: restored again, from the start
+    assert {n for n, s in status.items() if s in ("ok", "skipped")} == {
+        "Nobeoka", "Saiki", "Hyuga"}
+    assert status["Shiiba"] == status["Kadogawa"] == "failed"
+    _check_restored(dr_fleet)
+    third = json.loads(dr_fleet.run(*args).stdout)
+    assert {t["name"]: t["status"] for t in third["tenants"]} == {
+        "Nobeoka": "skipped", "Shiiba": "failed", "Saiki": "skipped", "Hyuga": "skipped",
+        "Kadogawa": "failed"}
+
+
+def _state(fleet: DrFleet) -> Path:
+    from drsync.dr.run import state_path
+
+    return state_path(fleet.fleet, fleet.targets)
+
+
+def test_interrupted_target_drsync_made_is_cleared(dr_fleet: DrFleet) -> None:
+    partial = dr_fleet.base / "restore" / "nobeoka"
+    (partial / "half").mkdir(parents=True)
+    (partial / "half" / "written.bin").write_bytes(b"x" * 1000)
+    _state(dr_fleet).write_text(json.dumps({"version": 1, "started": "2026-12-01T00:00:00Z",
+        "tenants": {"Nobeoka": {"status": "running", "made_target": True}}}))
+    done = dr_fleet.run("dr", "restore", str(dr_fleet.fleet), "--to", str(dr_fleet.targets),
+                        "--json")
+    by_name = {t["name"]: t for t in json.loads(done.stdout)["tenants"]}
+    assert by_name["Nobeoka"]["status"] == "ok", by_name["Nobeoka"]
+    assert not (partial / "half").exists()  # what the interrupted attempt left is gone
+    _check_restored(dr_fleet)
+    # RTO counts from the fleet restore's first start, recorded in the state file.
+    assert by_name["Nobeoka"]["rto_s"] > 3600
+
+
+def test_interrupted_target_drsync_did_not_make_is_refused(dr_fleet: DrFleet) -> None:
+    partial = dr_fleet.base / "restore" / "nobeoka"
+    partial.mkdir(parents=True)
+    (partial / "precious.txt").write_text("not drsync's")
+    _state(dr_fleet).write_text(json.dumps({"version": 1, "started": "2026-12-01T00:00:00Z",
+        "tenants": {"Nobeoka": {"status": "running", "made_target": False}}}))
+    done = dr_fleet.run("dr", "restore", str(dr_fleet.fleet), "--to", str(dr_fleet.targets),
+                        "--json")
+    by_name = {t["name"]: t for t in json.loads(done.stdout)["tenants"]}
+    assert by_name["Nobeoka"]["status"] == "failed"
+    assert "drsync did not create" in by_name["Nobeoka"]["error"]
+    assert (partial / "precious.txt").read_text() == "not drsync's"
+    assert by_name["Hyuga"]["status"] == "ok"  # the others go on
+
+
+def test_bad_targets_file_is_one_line(dr_fleet: DrFleet) -> None:
+    dr_fleet.targets.write_text('[[target]]\ntenant = "Nobeoka"\ndirectory = "a"\npgdata = "b"\n')
+    done = dr_fleet.run("dr", "restore", str(dr_fleet.fleet), "--to", str(dr_fleet.targets))
+    assert done.returncode == 4
+    assert done.stderr.strip() == (f"drsync: error: {dr_fleet.targets}: target.Nobeoka: needs "
+                                   "exactly one of directory, pg_restore, pgdata (got directory, "
+                                   "pgdata)")
+    assert not list(dr_fleet.base.glob("dr-restore-*.json"))
