@@ -32,6 +32,7 @@ __all__ = ["ReadStats", "SnapshotReader"]
 MiB = 1 << 20
 WINDOW = 32 * MiB   # least plaintext bytes of the restore order planned (and cached) at once
 GAP = MiB           # needed blobs closer than this in a pack are fetched in one range
+BATCH = MiB         # sealed bytes a worker opens per task
 TREE_CACHE = 32 * MiB  # a tree this small is fetched once however often a restore walks it
 
 
@@ -124,7 +125,8 @@ class SnapshotReader:
     # -- the work on threads -------------------------------------------------------
 
     def _get(self, rng: _Range) -> None:
-        """Fetch one range (I/O thread), then open each of its blobs (worker threads)."""
+        """Fetch one range (I/O thread), then open its blobs (worker threads)."""
+        handed = 0  # blobs of rng.blobs handed to a worker, which will settle them
         try:
             name = pack_key(rng.pack_id)
             try:
@@ -132,14 +134,22 @@ class SnapshotReader:
             except ObjectNotFound:
                 raise self.repo.missing(name, "the index") from None
             self.stats.add(1, len(data), 0)
-            view = memoryview(data)
-            for blob_id, loc, fut in rng.blobs:
+            batch: list[tuple[bytes, BlobLocation, Future[bytes], bytes]] = []
+            size = 0
+            for n, (blob_id, loc, fut) in enumerate(rng.blobs, 1):
                 at = loc.offset - rng.start
-                self._cpu.submit(self._open, blob_id, loc, bytes(view[at:at + loc.length]), fut)
-        except BaseException as err:  # every waiting blob learns why
-            for _blob_id, _loc, fut in rng.blobs:
-                if not fut.done():
-                    fut.set_exception(err)
+                batch.append((blob_id, loc, fut, data[at:at + loc.length]))
+                size += loc.length
+                if size >= BATCH or n == len(rng.blobs):  # a MiB a task: few hand-offs
+                    self._cpu.submit(self._open_all, batch)
+                    handed, batch, size = n, [], 0
+        except BaseException as err:  # every blob still waiting learns why
+            for _blob_id, _loc, fut in rng.blobs[handed:]:
+                fut.set_exception(err)
+
+    def _open_all(self, batch: list[tuple[bytes, BlobLocation, Future[bytes], bytes]]) -> None:
+        for blob_id, loc, fut, sealed in batch:
+            self._open(blob_id, loc, sealed, fut)
 
     def _open(self, blob_id: bytes, loc: BlobLocation, sealed: bytes, fut: Future[bytes]) -> None:
         try:
