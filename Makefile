@@ -52,6 +52,7 @@ bench: $(STAMP)
 	  (apt-get install -y -q restic borgbackup >/dev/null 2>&1 || \
 	   echo "restic/borg not installed and could not be installed: the benchmark will say so")
 	$(BIN)/python bench/backup_bench.py
+	$(BIN)/python bench/restore_bench.py
 	$(BIN)/python bench/prune_bench.py
 
 clean:

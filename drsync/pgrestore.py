@@ -13,18 +13,17 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from drsync.errors import IntegrityError, UsageError
-from drsync.repo import Entry, Repository, Snapshot, SnapshotReader
+from drsync.repo import Repository, Snapshot, SnapshotReader
 from drsync.repo.objects import FormatError
 from drsync.repo.wal import HEADER_MAX, WAL_PREFIX, WalHeader, parse_wal_header, wal_key
+from drsync.restore import write_tree
 from drsync.sources import FileTreeTarget
-from drsync.sources.base import ItemMeta
 from drsync.sources.postgres import (
     LOGICAL_DUMP_NAME,
     PGDATA_PREFIX,
@@ -169,26 +168,9 @@ def restore_pgdata(repo: Repository, ref: str, pgdata: str | Path, *,
         raise UsageError(f"{pgdata} is not empty; restore a data directory into an empty one")
     pgdata.mkdir(mode=0o700, parents=True, exist_ok=True)
     prefix = _owner_prefix(pgdata) if start or os.geteuid() == 0 else []
-    written = 0
-    prefix_len = len(PGDATA_PREFIX) + 1
-
-    def pgdata_entries(reader: SnapshotReader) -> Iterator[tuple[Entry, ItemMeta]]:
-        for entry in reader.entries(snap):
-            if entry.path.startswith(PGDATA_PREFIX + "/"):
-                yield entry, ItemMeta(entry.path[prefix_len:], entry.type, entry.mode,
-                                      entry.mtime_ns, entry.size, entry.target)
-
     with SnapshotReader(repo) as reader, FileTreeTarget(pgdata,
                                                         snapshot=snap.short_id) as target_tree:
-        target_tree.prepare(meta for _entry, meta in pgdata_entries(reader))
-        for entry, meta in pgdata_entries(reader):
-            if entry.type == "dir":
-                target_tree.directory(meta)
-            elif entry.type == "symlink":
-                target_tree.symlink(meta)
-            else:
-                written += target_tree.file(meta, reader.blobs(entry.chunks))
-        target_tree.finish()
+        written, _items = write_tree(reader, snap, target_tree, prefix=PGDATA_PREFIX)
     conf = configure_recovery(pgdata, restore_command, target, options=options,
                               keep_archiving=keep_archiving)
     if os.geteuid() == 0:

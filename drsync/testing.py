@@ -9,15 +9,18 @@ bucket) makes it here, through the same public ``Repository.init`` and
 
 from __future__ import annotations
 
+import collections
 import io
 import os
 import random
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from drsync.repo import Entry, KdfParams, RepoConfig, Repository, Secret, Snapshot, SnapshotWriter
-from drsync.store import MemoryStore, Store, StoreOptions, open_store
+from drsync.store import MemoryStore, ObjectInfo, Store, StoreOptions, open_store
 
-__all__ = ["FAST_KDF", "backup_bytes", "make_repo", "make_repository", "text_like"]
+__all__ = ["FAST_KDF", "CountingStore", "backup_bytes", "make_repo", "make_repository", "text_like"]
 
 FAST_KDF = KdfParams(n=1 << 10)
 
@@ -73,3 +76,44 @@ def text_like(size: int, seed: int = 0) -> bytes:
         line = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 14)))
         out.write(f"{rng.randint(0, 10**9)}\t{line}\t{os.urandom(4).hex()}\n".encode())
     return out.getvalue()[:size]
+
+
+class CountingStore(Store):
+    """A store that counts the reads it serves, per key (and how many bytes), around
+    another store; ``corrupt_first`` flips a byte in the first ranged read of each
+    of those keys, as a link might."""
+
+    def __init__(self, inner: Store, *, connections: int = 4) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.connections = connections
+        self.gets: collections.Counter[str] = collections.Counter()
+        self.bytes_read = 0
+        self.corrupt_first: set[str] = set()
+        self._lock = threading.Lock()
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        self.inner.put(key, data, if_absent=if_absent)
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        data = self.inner.get(key, offset, length)
+        with self._lock:
+            self.gets[key] += 1
+            self.bytes_read += len(data)
+            if key in self.corrupt_first and data:
+                self.corrupt_first.discard(key)
+                data = bytes([data[0] ^ 1]) + data[1:]
+        return data
+
+    def stat(self, key: str) -> ObjectInfo:
+        return self.inner.stat(key)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def data_gets(self) -> dict[str, int]:
+        """GETs per pack (objects under data/)."""
+        return {k: n for k, n in self.gets.items() if k.startswith("data/")}

@@ -1,8 +1,14 @@
 """Reading snapshots back: the tree's entries and each stream's bytes.
 
-Blobs are fetched, decrypted, decompressed and verified against their ids
-on a thread pool with a bounded read-ahead window, and yielded in order.
-Nothing is yielded that did not verify.
+Reads are planned per pack. The reader looks ahead over the restore order
+(a window of a bounded number of plaintext bytes), groups the blobs the
+window needs by pack, and fetches each pack's needed bytes in one ranged
+GET, or a few when the needed blobs are far apart (gaps over ``GAP`` bytes
+are not fetched). Ranges are fetched on ``store.connections`` threads;
+each blob is decrypted, decompressed and verified against its id on worker
+threads, and yielded in order. Nothing is yielded that did not verify, and
+memory is bounded by the window: a blob leaves the cache after its last
+use in the window (used again later, it is fetched again).
 """
 
 from __future__ import annotations
@@ -10,27 +16,94 @@ from __future__ import annotations
 import collections
 import json
 import os
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
-from drsync.errors import IntegrityError
-from drsync.repo.index import Index, pack_key
+from drsync.errors import IntegrityError, ObjectNotFound
+from drsync.repo.crypto import SealError
+from drsync.repo.index import BlobLocation, Index, pack_key
 from drsync.repo.repository import Repository
 from drsync.repo.snapshot import Entry, Snapshot
 
-__all__ = ["SnapshotReader"]
+__all__ = ["ReadStats", "SnapshotReader"]
+
+MiB = 1 << 20
+WINDOW = 32 * MiB   # least plaintext bytes of the restore order planned (and cached) at once
+GAP = MiB           # needed blobs closer than this in a pack are fetched in one range
+BATCH = MiB         # sealed bytes a worker opens per task
+TREE_CACHE = 32 * MiB  # a tree this small is fetched once however often a restore walks it
+
+
+@dataclass
+class ReadStats:
+    """What the reads cost: ranged GETs, bytes fetched, blobs verified."""
+    gets: int = 0
+    bytes_fetched: int = 0
+    blobs: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, gets: int, fetched: int, blobs: int) -> None:
+        with self._lock:
+            self.gets += gets
+            self.bytes_fetched += fetched
+            self.blobs += blobs
+
+
+@dataclass
+class _Range:
+    """One GET: bytes [start, end) of a pack and the blobs in them."""
+    pack_id: str
+    start: int
+    end: int
+    blobs: list[tuple[bytes, BlobLocation, Future[bytes]]]
+
+
+@dataclass
+class _Held:
+    fut: Future[bytes]
+    uses: int = 0
+
+
+def coalesce(blobs: list[tuple[bytes, BlobLocation, Future[bytes]]],
+             gap: int = GAP) -> list[_Range]:
+    """One pack's needed blobs as few ranges: one when the needed bytes are most of
+    the span, otherwise split at gaps of more than ``gap`` bytes."""
+    blobs = sorted(blobs, key=lambda b: b[1].offset)
+    pack_id = blobs[0][1].pack_id
+    start, end = blobs[0][1].offset, max(b[1].offset + b[1].length for b in blobs)
+    if sum(b[1].length for b in blobs) * 2 >= end - start:
+        return [_Range(pack_id, start, end, blobs)]
+    ranges: list[_Range] = []
+    for blob in blobs:
+        loc = blob[1]
+        if ranges and loc.offset - ranges[-1].end <= gap:
+            ranges[-1].end = max(ranges[-1].end, loc.offset + loc.length)
+            ranges[-1].blobs.append(blob)
+        else:
+            ranges.append(_Range(pack_id, loc.offset, loc.offset + loc.length, [blob]))
+    return ranges
 
 
 class SnapshotReader:
     def __init__(self, repo: Repository, index: Index | None = None,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, *, window: int = WINDOW) -> None:
+        """``workers`` threads open blobs; ``store.connections`` threads fetch ranges."""
         self.repo = repo
         self.index = repo.load_index() if index is None else index
-        self._workers = workers or max(2, min(8, (os.cpu_count() or 2) * 2))
-        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="restore")
+        self.stats = ReadStats()
+        self._trees: dict[str, list[bytes]] = {}
+        # At least four packs' worth, so that a refill (half the window) spans whole packs.
+        self._window = window if window != WINDOW else max(WINDOW, 4 * repo.config.pack_size)
+        self._fetchers = max(1, repo.store.connections)
+        cpus = workers or max(2, min(8, os.cpu_count() or 2))
+        self._io = ThreadPoolExecutor(self._fetchers, thread_name_prefix="restore-get")
+        self._cpu = ThreadPoolExecutor(cpus, thread_name_prefix="restore-open")
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._io.shutdown(wait=True, cancel_futures=True)
+        self._cpu.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> SnapshotReader:
         return self
@@ -38,7 +111,7 @@ class SnapshotReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _fetch(self, hex_id: str) -> bytes:
+    def _locate(self, hex_id: str) -> tuple[bytes, BlobLocation]:
         blob_id = bytes.fromhex(hex_id)
         loc = self.index.get(blob_id)
         if loc is None:
@@ -47,27 +120,111 @@ class SnapshotReader:
                 raise self.repo.missing(pack_key(lost.pack_id), "the index",
                                         self.index.lost_packs.get(lost.pack_id, "missing"))
             raise IntegrityError(f"{self.repo.url}: blob {hex_id[:16]} is in no index (missing)")
-        return self.repo.read_blob(blob_id, loc)
+        return blob_id, loc
 
-    def blobs(self, ids: Iterable[str]) -> Iterator[bytes]:
-        """Each blob's verified plaintext, in order, fetched ahead in parallel."""
-        window = self._workers * 2
-        inflight: collections.deque[Future[bytes]] = collections.deque()
+    # -- the work on threads -------------------------------------------------------
+
+    def _get(self, rng: _Range) -> None:
+        """Fetch one range (I/O thread), then open its blobs (worker threads)."""
+        handed = 0  # blobs of rng.blobs handed to a worker, which will settle them
         try:
-            for hex_id in ids:
-                inflight.append(self._pool.submit(self._fetch, hex_id))
-                if len(inflight) >= window:
-                    yield inflight.popleft().result()
-            while inflight:
-                yield inflight.popleft().result()
+            name = pack_key(rng.pack_id)
+            try:
+                data = self.repo.store.get(name, rng.start, rng.end - rng.start)
+            except ObjectNotFound:
+                raise self.repo.missing(name, "the index") from None
+            self.stats.add(1, len(data), 0)
+            batch: list[tuple[bytes, BlobLocation, Future[bytes], bytes]] = []
+            size = 0
+            for n, (blob_id, loc, fut) in enumerate(rng.blobs, 1):
+                at = loc.offset - rng.start
+                batch.append((blob_id, loc, fut, data[at:at + loc.length]))
+                size += loc.length
+                if size >= BATCH or n == len(rng.blobs):  # a MiB a task: few hand-offs
+                    self._cpu.submit(self._open_all, batch)
+                    handed, batch, size = n, [], 0
+        except BaseException as err:  # every blob still waiting learns why
+            for _blob_id, _loc, fut in rng.blobs[handed:]:
+                fut.set_exception(err)
+
+    def _open_all(self, batch: list[tuple[bytes, BlobLocation, Future[bytes], bytes]]) -> None:
+        for blob_id, loc, fut, sealed in batch:
+            self._open(blob_id, loc, sealed, fut)
+
+    def _open(self, blob_id: bytes, loc: BlobLocation, sealed: bytes, fut: Future[bytes]) -> None:
+        try:
+            try:
+                plain = self.repo.unseal_located(blob_id, loc, sealed)
+            except SealError:
+                # A byte flipped in transit fails like one flipped at rest: read this
+                # blob once more on its own (read_blob retries and names the damage).
+                self.stats.add(1, loc.length, 0)
+                plain = self.repo.read_blob(blob_id, loc)
+            self.stats.add(0, 0, 1)
+            fut.set_result(plain)
+        except BaseException as err:
+            fut.set_exception(err)
+
+    # -- the plan -------------------------------------------------------------------
+
+    def blobs(self, ids: Iterable[str]) -> Generator[bytes, None, None]:
+        """Each blob's verified plaintext, in order; reads planned per pack ahead."""
+        source = iter(ids)
+        ahead: collections.deque[tuple[bytes, Future[bytes]]] = collections.deque()
+        cache: dict[bytes, _Held] = {}  # blob id -> its future and uses left in `ahead`
+        tasks: list[Future[None]] = []
+        planned = 0  # plaintext bytes in `ahead`
+        exhausted = False
+
+        def plan() -> None:
+            nonlocal planned, exhausted
+            wanted: dict[str, list[tuple[bytes, BlobLocation, Future[bytes]]]] = {}
+            while planned < self._window:
+                hex_id = next(source, None)
+                if hex_id is None:
+                    exhausted = True
+                    break
+                try:
+                    blob_id, loc = self._locate(hex_id)
+                except IntegrityError as err:  # raised when its turn comes, not before
+                    failed: Future[bytes] = Future()
+                    failed.set_exception(err)
+                    ahead.append((b"", failed))
+                    continue
+                held = cache.get(blob_id)
+                if held is None:
+                    held = cache[blob_id] = _Held(Future())
+                    wanted.setdefault(loc.pack_id, []).append((blob_id, loc, held.fut))
+                held.uses += 1
+                ahead.append((blob_id, held.fut))
+                planned += loc.raw_length
+            tasks[:] = [task for task in tasks if not task.done()]
+            for blobs in wanted.values():
+                for rng in coalesce(blobs):
+                    tasks.append(self._io.submit(self._get, rng))
+
+        try:
+            plan()
+            while ahead:
+                blob_id, fut = ahead.popleft()
+                data = fut.result()
+                planned -= len(data)
+                held = cache.get(blob_id)
+                if held is not None:
+                    held.uses -= 1
+                    if held.uses == 0:
+                        del cache[blob_id]
+                if not exhausted and planned < self._window // 2:
+                    plan()
+                yield data
         finally:
-            for fut in inflight:
-                fut.cancel()
+            for task in tasks:  # a consumer that stops early leaves no fetch queued
+                task.cancel()
 
     def entries(self, snap: Snapshot) -> Iterator[Entry]:
         """The snapshot's tree, one entry at a time (lines may span chunks)."""
         parts: list[bytes] = []
-        for data in self.blobs(snap.tree):
+        for data in self._tree(snap):
             start = 0
             while (end := data.find(b"\n", start)) >= 0:
                 parts.append(data[start:end])
@@ -78,6 +235,25 @@ class SnapshotReader:
         rest = b"".join(parts)
         if rest.strip():
             yield self._entry(snap, rest)
+
+    def _tree(self, snap: Snapshot) -> Iterator[bytes]:
+        """The tree's blobs; kept (when small) for the next walk of the same tree."""
+        held = self._trees.get(snap.id)
+        if held is not None:
+            yield from held
+            return
+        kept: list[bytes] | None = []
+        size = 0
+        for data in self.blobs(snap.tree):
+            if kept is not None:
+                size += len(data)
+                if size <= TREE_CACHE:
+                    kept.append(data)
+                else:
+                    kept = None
+            yield data
+        if kept is not None:
+            self._trees = {snap.id: kept}  # one tree at a time: memory stays bounded
 
     def _entry(self, snap: Snapshot, line: bytes) -> Entry:
         try:

@@ -1,0 +1,174 @@
+"""The restore benchmark: drsync against restic on the same data, local and S3.
+
+A generated pg_dump-like file (bench/datagen.py) is backed up once, cut at
+fixed 32 KiB offsets as a PostgreSQL base backup's relation files are (the
+case that made one GET a blob), into a directory store and into a bucket on
+moto's ThreadedMotoServer on loopback; then restored, timed from opening the
+repository with its key file (listing, index, every blob verified, file
+written and fsynced) to the end, through a store wrapper that counts GETs.
+restic, where installed, backs up and restores the same file to and from the
+same two places in the same run. Traffic goes only to 127.0.0.1.
+
+    .venv/bin/python bench/restore_bench.py [--size 1G] [--no-s3] [--no-restic]
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "benchbench",
+                   "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"})
+for _name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+    os.environ.pop(_name, None)
+
+import boto3  # noqa: E402
+from moto.server import ThreadedMotoServer  # noqa: E402
+
+from bench import datagen, peers  # noqa: E402
+from drsync.repo import Entry, KeyFile, Repository, Secret, SnapshotWriter  # noqa: E402
+from drsync.restore import restore_snapshot  # noqa: E402
+from drsync.store import S3Options, Store, StoreOptions, open_store  # noqa: E402
+from drsync.testing import CountingStore, make_repository  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+MB = 1e6
+BLOCK = 32 << 10
+
+
+def _backup(store: Store, key_path: Path, dump: Path) -> None:
+    repo = make_repository(store, key_file_path=key_path)
+    writer = SnapshotWriter(repo, repo.load_index())
+    with dump.open("rb") as fin:
+        writer.add_stream(Entry(peers.FILE_NAME, "file", size=dump.stat().st_size), fin,
+                          fixed_size=BLOCK)
+    writer.commit(host="bench", source_kind="files", source_spec={}, tags=[], summary={},
+                  version="bench")
+
+
+def _restore(store: Store, key_path: Path, target: Path, dump: Path) -> dict[str, Any]:
+    counting = CountingStore(store, connections=store.connections)
+    started = time.perf_counter()
+    repo = Repository.open(counting, Secret(key_file=KeyFile.load(key_path)))
+    result = restore_snapshot(repo, "latest", target=target)
+    seconds = time.perf_counter() - started
+    data = counting.data_gets()
+    return {"seconds": seconds, "mb_s": result.bytes_written / MB / seconds,
+            "gets": sum(counting.gets.values()), "pack_gets": sum(data.values()),
+            "packs": len(data), "max_gets_per_pack": max(data.values(), default=0),
+            "ok": filecmp.cmp(target / peers.FILE_NAME, dump, shallow=False)}
+
+
+def _restic(repo: str, dump: Path, work: Path) -> dict[str, Any] | None:
+    exe = shutil.which("restic")
+    if exe is None:
+        return None
+    env = {**os.environ, "RESTIC_REPOSITORY": repo, "RESTIC_PASSWORD": peers.PASSWORD,
+           "RESTIC_CACHE_DIR": str(work / "restic-cache")}
+    source = work / "source"
+    source.mkdir(parents=True)
+    os.link(dump, source / peers.FILE_NAME)
+    subprocess.run([exe, "init", "--repository-version", "2"], env=env, check=True,
+                   capture_output=True)
+    subprocess.run([exe, "backup", "--quiet", "--host", "bench", peers.FILE_NAME], env=env,
+                   cwd=source, check=True, capture_output=True)
+    shutil.rmtree(work / "restic-cache", ignore_errors=True)  # a restore at the secondary site
+    target = work / "restore"
+    started = time.perf_counter()
+    done = subprocess.run([exe, "restore", "latest", "--target", str(target)], env=env,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"restic restore failed: {done.stderr.strip()[-500:]}")
+    restored = next(target.rglob(peers.FILE_NAME))
+    return {"seconds": seconds, "mb_s": dump.stat().st_size / MB / seconds,
+            "ok": filecmp.cmp(restored, dump, shallow=False)}
+
+
+def _run(label: str, store: Store, restic_repo: str | None, dump: Path,
+         work: Path) -> dict[str, Any]:
+    work.mkdir(parents=True)
+    key = work / "drsync.key"
+    print(f"{label}: backing up ...", file=sys.stderr)
+    _backup(store, key, dump)
+    print(f"{label}: restoring ...", file=sys.stderr)
+    row: dict[str, Any] = {"drsync": _restore(store, key, work / "restore", dump)}
+    shutil.rmtree(work / "restore")
+    row["restic"] = _restic(restic_repo, dump, work / "restic") if restic_repo else None
+    return row
+
+
+def render(size: int, rows: dict[str, dict[str, Any]]) -> str:
+    lines = [f"restore of {size / MB:,.0f} MB (one file, 32 KiB fixed blocks as a base backup; "
+             "key opening, listing, index, verify, fsync included)"]
+    for label, row in rows.items():
+        me = row["drsync"]
+        lines.append(
+            f"  {label:<6} drsync {me['mb_s']:7.1f} MB/s ({me['seconds']:.2f} s), "
+            f"{me['gets']} GETs ({me['pack_gets']} for {me['packs']} packs, at most "
+            f"{me['max_gets_per_pack']} a pack), byte-identical: {me['ok']}")
+        peer = row["restic"]
+        if peer is None:
+            lines.append(f"  {label:<6} restic not installed or not run")
+        else:
+            lines.append(f"  {label:<6} restic {peer['mb_s']:7.1f} MB/s ({peer['seconds']:.2f} s)"
+                         f", byte-identical: {peer['ok']}; drsync is "
+                         f"x{peer['seconds'] / me['seconds']:.2f} restic's speed")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="1G", help="input size (default 1G)")
+    parser.add_argument("--no-s3", action="store_true", help="local store only")
+    parser.add_argument("--no-restic", action="store_true", help="skip restic")
+    args = parser.parse_args(argv)
+    OUT.mkdir(exist_ok=True)
+    dump = OUT / f"day1-{args.size}.sql"
+    if not dump.exists():
+        print(f"generating {args.size} of dump text ...", file=sys.stderr)
+        datagen.generate(dump, datagen.parse_size(args.size))
+    work = OUT / "restore-work"
+    shutil.rmtree(work, ignore_errors=True)
+    rows: dict[str, dict[str, Any]] = {}
+    restic = not args.no_restic
+    local = work / "local"
+    rows["local"] = _run("local", open_store(str(local / "drsync-repo")),
+                         str(local / "restic-repo") if restic else None, dump, local)
+    if not args.no_s3:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        try:
+            host, port = server.get_host_and_port()
+            endpoint = f"http://{host}:{port}"
+            s3 = boto3.client("s3", endpoint_url=endpoint)
+            for bucket in ("drsync-bench", "restic-bench"):
+                s3.create_bucket(Bucket=bucket)
+            store = open_store("s3://drsync-bench/repo",
+                               StoreOptions(s3=S3Options(endpoint_url=endpoint)))
+            rows["s3"] = _run("s3", store, f"s3:{endpoint}/restic-bench" if restic else None,
+                              dump, work / "s3")
+        finally:
+            server.stop()
+    print(render(dump.stat().st_size, rows))
+    (OUT / "restore-results.json").write_text(json.dumps(
+        {"input_bytes": dump.stat().st_size, **rows}, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
