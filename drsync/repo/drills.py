@@ -12,8 +12,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from drsync.errors import IntegrityError, UsageError
-from drsync.repo.objects import TYPE_DRILL, FormatError
+from drsync.repo.objects import TYPE_DRILL
+from drsync.repo.records import load_records, save_record
 from drsync.repo.repository import Repository, Warn
 
 __all__ = ["DRILL_FIELDS", "load_drills", "save_drill"]
@@ -69,27 +69,12 @@ def _validated(record: dict[str, Any]) -> dict[str, Any]:
 
 def save_drill(repo: Repository, record: dict[str, Any]) -> str:
     """Seal and store one drill record; return its object id. UsageError for a bad record."""
-    try:
-        doc = _validated(record)
-    except ValueError as err:
-        raise UsageError(f"drill record: {err}") from None
-    oid, _size = repo.save_document(TYPE_DRILL, PREFIX, doc, if_absent=True)
-    return oid
+    return save_record(repo, TYPE_DRILL, PREFIX, "drill record", _validated, record)
 
 
 def load_drills(repo: Repository, warn: Warn | None = None) -> list[dict[str, Any]]:
     """Every readable drill record, one per drill id, oldest start first."""
-    warn = warn or repo.warn
-    found: dict[str, dict[str, Any]] = {}
-    for name in sorted(info.key for info in repo.store.list(f"{PREFIX}/")):
-        try:
-            doc = _validated(repo.load_document(TYPE_DRILL, name))
-        except IntegrityError as err:
-            warn(f"{str(err).removeprefix(repo.url + ': ')}: skipped")
-            continue
-        except (FormatError, ValueError) as err:
-            warn(f"object {name}: malformed drill record: {err}: skipped")
-            continue
-        found[doc["drill_id"]] = doc
+    found = {doc["drill_id"]: doc
+             for doc in load_records(repo, TYPE_DRILL, PREFIX, "drill record", _validated, warn)}
     return sorted(found.values(), key=lambda d: (datetime.fromisoformat(d["started"]),
                                                  d["drill_id"]))

@@ -13,8 +13,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from drsync.errors import IntegrityError, UsageError
-from drsync.repo.objects import TYPE_RUN, FormatError
+from drsync.repo.objects import TYPE_RUN
+from drsync.repo.records import load_records, record_names, save_record
 from drsync.repo.repository import Repository, Warn
 
 __all__ = ["RUN_FIELDS", "RUN_STATUSES", "load_runs", "run_names", "save_run"]
@@ -80,31 +80,17 @@ def _validated(record: dict[str, Any]) -> dict[str, Any]:
 
 def save_run(repo: Repository, record: dict[str, Any]) -> str:
     """Seal and store one run record; return its object id. UsageError for a bad record."""
-    try:
-        doc = _validated(record)
-    except ValueError as err:
-        raise UsageError(f"run record: {err}") from None
-    oid, _size = repo.save_document(TYPE_RUN, PREFIX, doc, if_absent=True)
-    return oid
+    return save_record(repo, TYPE_RUN, PREFIX, "run record", _validated, record)
 
 
 def run_names(repo: Repository) -> list[str]:
-    return sorted(info.key for info in repo.store.list(f"{PREFIX}/"))
+    return record_names(repo, PREFIX)
 
 
 def load_runs(repo: Repository, warn: Warn | None = None) -> list[dict[str, Any]]:
     """Every readable run record, one per run id, oldest start first; an unreadable one
     is skipped and ``warn`` is told (naming the object), as for snapshots."""
-    warn = warn or repo.warn
-    records = []
-    for name in run_names(repo):
-        try:
-            doc = repo.load_document(TYPE_RUN, name)
-            records.append(_validated(doc))
-        except IntegrityError as err:
-            warn(f"{str(err).removeprefix(repo.url + ': ')}: skipped")
-        except (FormatError, ValueError) as err:
-            warn(f"object {name}: malformed run record: {err}: skipped")
+    records = load_records(repo, TYPE_RUN, PREFIX, "run record", _validated, warn)
     # A record saved twice (a retry) is two objects (fresh nonces): one run, the later end.
     newest: dict[str, dict[str, Any]] = {}
     for record in records:
