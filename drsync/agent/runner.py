@@ -30,7 +30,7 @@ from drsync.backup import BackupRequest, run_backup
 from drsync.catalog import RunJournal
 from drsync.errors import ConfigError, DrsyncError, RunInterrupted, SourceError
 from drsync.repo import Repository
-from drsync.repo.keys import KeyFile, Secret
+from drsync.repo.keys import KeyFile, Secret, read_password_file
 from drsync.settings import AgentJob, Settings, store_for
 from drsync.store.throttle import TokenBucket
 
@@ -44,13 +44,8 @@ def open_agent_repo(settings: Settings, upload: TokenBucket | None = None) -> Re
     if settings.key_file:
         secret = Secret(key_file=KeyFile.load(settings.key_file), source=settings.key_file)
     elif settings.password_file:
-        try:
-            with open(settings.password_file, encoding="utf-8") as fh:
-                secret = Secret(passphrase=fh.readline().rstrip("\r\n"),
-                                source=settings.password_file)
-        except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(f"cannot read password file {settings.password_file}: "
-                              f"{err}") from None
+        secret = Secret(passphrase=read_password_file(settings.password_file),
+                        source=settings.password_file)
     else:
         raise ConfigError("the agent runs unattended: set key_file (or password_file) in "
                           "the config")

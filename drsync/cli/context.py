@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import click
 
-from drsync.errors import ConfigError, UsageError
-from drsync.repo.keys import KeyFile, Secret
+from drsync.errors import UsageError
+from drsync.repo.keys import KeyFile, Secret, read_password_file
 from drsync.settings import Settings, resolve, store_for
 
 FC = TypeVar("FC", bound=Callable[..., Any])
@@ -42,23 +42,10 @@ def settings_from(ctx: click.Context, **command_flags: Any) -> Settings:
     return settings
 
 
-def _read_password_file(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            line = fh.readline().rstrip("\r\n")
-    except OSError as err:
-        raise ConfigError(f"cannot read password file {path}: {err.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"password file {path} is not UTF-8 text") from None
-    if not line:
-        raise ConfigError(f"password file {path} is empty")
-    return line
-
-
 def read_passphrase(settings: Settings, *, confirm: bool = False) -> tuple[str, str]:
     """(passphrase, where it came from)."""
     if settings.password_file:
-        return _read_password_file(settings.password_file), f"from {settings.password_file}"
+        return read_password_file(settings.password_file), f"from {settings.password_file}"
     if settings.password:
         return settings.password, "from DRSYNC_PASSWORD"
     if sys.stdin.isatty():
@@ -71,7 +58,7 @@ def read_passphrase(settings: Settings, *, confirm: bool = False) -> tuple[str, 
 def read_new_passphrase(path: str | None) -> str:
     """A passphrase for a new wrapping: from ``path``, else typed twice on a terminal."""
     if path:
-        return _read_password_file(path)
+        return read_password_file(path)
     if sys.stdin.isatty():
         return str(click.prompt("New passphrase", hide_input=True, confirmation_prompt=True,
                                 err=True))

@@ -51,6 +51,7 @@ __all__ = [
     "Secret",
     "WrappingInfo",
     "describe_wrapping",
+    "read_password_file",
     "unwrap",
     "wrap",
 ]
@@ -358,3 +359,17 @@ def no_key_error(url: str, secret: Secret) -> WrongKey:
     what = "key file" if secret.key_file is not None else "passphrase"
     where = f" ({secret.source})" if secret.source else ""
     return WrongKey(f"wrong {what}{where} for repository {url}")
+
+
+def read_password_file(path: str) -> str:
+    """The passphrase in the first line of ``path``; ConfigError naming the file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            line = fh.readline().rstrip("\r\n")
+    except OSError as err:
+        raise ConfigError(f"cannot read password file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"password file {path} is not UTF-8 text") from None
+    if not line:
+        raise ConfigError(f"password file {path} is empty")
+    return line
