@@ -17,13 +17,13 @@ naming the file and the key.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from drsync.errors import ConfigError
+from drsync.plan.fleetfile import read_toml
 
 __all__ = ["Target", "load_targets"]
 
@@ -54,14 +54,7 @@ class Target:
 def load_targets(path: str | Path, tenants: Iterable[str]) -> dict[str, Target]:
     """Every ``[[target]]`` by tenant; each must name a tenant of the fleet."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: targets file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read targets file: {err}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    raw = read_toml(path, "targets file")
     known = set(tenants)
     for key in raw:
         if key != "target":

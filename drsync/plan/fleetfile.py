@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 from drsync.errors import ConfigError, UsageError
 from drsync.plan.fleet import UNLIMITED_STREAMS, Fleet, Link, Tenant, Window
 
-__all__ = ["TENANT_KEYS", "apply_overrides", "fleet_from_dict", "load_fleet"]
+__all__ = ["TENANT_KEYS", "apply_overrides", "fleet_from_dict", "load_fleet", "read_toml"]
 
 TOP_KEYS = {"window", "link", "receiver", "defaults", "tenant", "keys", "dr"}
 KEYS_KEYS = {"escrow_key"}
@@ -41,17 +41,22 @@ DEFAULT_RPO_HOURS = 24.0  # the age of the newest restorable point a tenant acce
 DEFAULT_RTO_HOURS = 24.0  # how long bringing a tenant back may take (`drsync dr plan`)
 
 
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file's tables; ConfigError naming the file (``what``: "fleet file")."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read {what}: {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+
+
 def load_fleet(path: str | Path, overrides: Iterable[str] = ()) -> Fleet:
     """Read, override and validate a fleet file; ConfigError names file and key."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: fleet file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read fleet file: {err}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    raw = read_toml(path, "fleet file")
     overridden = apply_overrides(raw, overrides)
     return fleet_from_dict(raw, source=str(path), overridden=overridden)
 
