@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drsync.errors import ConfigError
+from drsync.plan.fleet import clock_after
 from drsync.settings import AgentJob, Settings
 
 __all__ = ["AgentConfig", "Send", "TenantSlot", "agent_config", "tenant_slot"]
@@ -41,9 +42,7 @@ class TenantSlot:
 
     @property
     def start_clock(self) -> str:
-        h, m, s = (int(x) for x in [*self.window_start.split(":"), "0"][:3])
-        total = round(h * 3600 + m * 60 + s + self.start_s) % 86400
-        return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+        return clock_after(self.window_start, self.start_s)
 
     def to_json(self) -> dict[str, Any]:
         return {"tenant": self.tenant, "window_start": self.window_start,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from drsync.agent.config import TenantSlot
+from drsync.plan.fleet import clock_seconds
 
 __all__ = ["RUN_STATUSES", "Decision", "boundaries", "bytes_per_s", "decide", "health",
            "rate_at", "window_opening"]
@@ -34,14 +35,9 @@ class Decision:
     reason: str
 
 
-def _clock_seconds(clock: str) -> int:
-    h, m, s = (int(x) for x in [*clock.split(":"), "0"][:3])
-    return h * 3600 + m * 60 + s
-
-
 def window_opening(now: datetime, window_start: str) -> datetime:
     """The latest opening of the window at or before ``now`` (windows may cross midnight)."""
-    seconds = _clock_seconds(window_start)
+    seconds = clock_seconds(window_start)
     opening = now.replace(hour=seconds // 3600, minute=seconds % 3600 // 60,
                           second=seconds % 60, microsecond=0)
     return opening if opening <= now else opening - timedelta(days=1)

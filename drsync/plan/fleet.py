@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-__all__ = ["UNLIMITED_STREAMS", "Fleet", "Link", "Tenant", "Window"]
+__all__ = ["UNLIMITED_STREAMS", "Fleet", "Link", "Tenant", "Window", "clock_after", "clock_seconds"]
 
 UNLIMITED_STREAMS = 1_000_000
 
@@ -30,9 +30,19 @@ class Window:
 
     def clock(self, offset_s: float) -> str:
         """The time of day ``offset_s`` seconds after the window opens, "HH:MM:SS"."""
-        h, m, s = (int(x) for x in [*self.start.split(":"), "0"][:3])
-        total = round(h * 3600 + m * 60 + s + offset_s) % 86400
-        return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+        return clock_after(self.start, offset_s)
+
+
+def clock_seconds(clock: str) -> int:
+    """Seconds after midnight of a validated "HH:MM" or "HH:MM:SS"."""
+    h, m, s = (int(x) for x in [*clock.split(":"), "0"][:3])
+    return h * 3600 + m * 60 + s
+
+
+def clock_after(clock: str, offset_s: float) -> str:
+    """The time of day ``offset_s`` seconds after ``clock``, "HH:MM:SS" (past midnight wraps)."""
+    total = round(clock_seconds(clock) + offset_s) % 86400
+    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 
 @dataclass(frozen=True)
