@@ -190,7 +190,8 @@ def _ship_wal(cfg: AgentConfig, repo: Repository, ctx: RunContext, journal: RunJ
         journal.finish_run(record, "failed", error=str(err))
         log.error("wal-ship failed: %s", err, extra={"event": "wal_ship"})
         return
-    journal.finish_run(record, "ok", bytes_added=result.bytes)
+    journal.finish_run(record, "ok", bytes_read=result.raw_bytes,
+                       bytes_added=result.bytes)
     log.info("wal-ship: %d WAL file(s) shipped", len(result.shipped), extra={"event": "wal_ship"})
 
 
@@ -219,7 +220,8 @@ def ship_between_slots(cfg: AgentConfig, bucket: TokenBucket) -> int:
     if result.shipped:
         record = journal.start_run(repo.url, "wal-ship", str(spool.dir), host,
                                    tenant=cfg.tenant, started=started)
-        journal.finish_run(record, "ok", bytes_added=result.bytes)
+        journal.finish_run(record, "ok", bytes_read=result.raw_bytes,
+                           bytes_added=result.bytes)
         log.info("wal-ship between slots: %d WAL file(s) shipped", len(result.shipped),
                  extra={"event": "wal_ship"})
     return len(result.shipped)
