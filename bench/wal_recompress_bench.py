@@ -190,6 +190,7 @@ def main() -> None:
     day_mb = sum(p.stat().st_size for p in segments) / MB
     # Skip the first segments (initdb and the initial load); measure the day's changes.
     sample = segments[-args.segments - 1:-1] if len(segments) > args.segments else segments
+    sample_mb = sum(p.stat().st_size for p in sample) / MB
     work = Path(tempfile.mkdtemp(prefix="drsync-walbench-work-"))
     try:
         codecs = _codec_rows(sample)
@@ -199,7 +200,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(base, ignore_errors=True)
     print(f"WAL produced: {len(segments)} segments, {day_mb:.0f} MB; measured on "
-          f"{len(sample)} of the day's segments ({sum(p.stat().st_size for p in sample) / MB:.0f} MB)")
+          f"{len(sample)} of the day's segments ({sample_mb:.0f} MB)")
     print(f"{'method':<18} {'bytes':>12} {'ratio':>6} {'MB/s':>7}  towns/night*")
     for row in codecs + peers:
         if "bytes" not in row:
