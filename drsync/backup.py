@@ -36,7 +36,7 @@ from drsync.repo.writer import adopt_orphan_packs
 from drsync.sources import ItemMeta, SourceItem, SourceProblem, scan_paths, sqlite_consistent_copy
 from drsync.sources.blocks import aligned_chunk
 
-__all__ = ["BackupRequest", "BackupResult", "run_backup"]
+__all__ = ["BackupEstimate", "BackupRequest", "BackupResult", "estimate_backup", "run_backup"]
 
 
 @dataclass
@@ -215,6 +215,74 @@ def run_backup(repo: Repository, req: BackupRequest, *, catalog: RunRecorder | N
     return result
 
 
+@dataclass
+class BackupEstimate:
+    """What a backup would add to the store, found by a dry run (``estimate_backup``)."""
+
+    bytes_read: int
+    chunks: int
+    chunks_new: int
+    new_raw_bytes: int  # the new chunks' plaintext
+    bytes_to_add: int  # sealed, with pack and index overhead: what the link would carry
+    items: int
+    duration_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dry_run": True, "bytes_read": self.bytes_read, "chunks": self.chunks,
+                "chunks_new": self.chunks_new, "new_raw_bytes": self.new_raw_bytes,
+                "bytes_to_add": self.bytes_to_add, "items": self.items,
+                "duration_s": round(self.duration_s, 6)}
+
+
+def estimate_backup(repo: Repository, req: BackupRequest, *,
+                    progress: Callable[[int], None] | None = None) -> BackupEstimate:
+    """Read the source and chunk, hash, dedup and seal it as ``run_backup`` would, storing
+    nothing: no lock, no pack, no index, no snapshot, no run record. The source is read
+    in full (a pg_dump runs), so the estimate costs the CPU of a backup, not its link."""
+    from drsync.repo.writer import DeltaEstimator
+
+    kind = req.kind()
+    problems: list[SourceProblem] = []
+    spec: dict[str, Any] = {}
+    started = time.monotonic()
+    index = repo.load_index()
+    estimator = DeltaEstimator(repo, index, compression_level=req.compression_level,
+                               workers=req.workers, progress=progress,
+                               should_stop=req.should_stop)
+    with ExitStack() as stack:
+        try:
+            items = _feed(estimator, _items(req, stack, problems, spec), kind, problems)
+            total = estimator.finish()
+        except BaseException:
+            estimator.abort()
+            raise
+    stats = estimator.stats
+    return BackupEstimate(stats.bytes_read, stats.chunks, stats.chunks_new,
+                          estimator.new_raw_bytes, total, items, time.monotonic() - started)
+
+
+def _feed(writer: SnapshotWriter, items: Iterator[SourceItem], kind: str,
+          problems: list[SourceProblem]) -> int:
+    """Every item into ``writer``; an unreadable file is a problem (the run ends partial),
+    an unreadable stream of any other source fails the run. Returns the item count."""
+    count = 0
+    for item in items:
+        count += 1
+        entry = _to_entry(item.meta)
+        if item.open is None:
+            writer.add_entry(entry)
+            continue
+        try:
+            with item.open() as reader:
+                writer.add_stream(entry, reader, fixed_size=item.meta.fixed_chunk or None)
+        except OSError as err:
+            origin = item.origin or item.meta.path
+            if kind != "files":
+                raise SourceError(f"reading {origin}: {err.strerror}") from None
+            problems.append(SourceProblem(origin, err.strerror or str(err)))
+    return count
+
+
 def _write_record(repo: Repository, record: dict[str, Any]) -> None:
     """Seal the run record into the store; a failure is a warning, never the run's result."""
     from drsync.repo.runs import save_run
@@ -238,22 +306,8 @@ def _backup_locked(repo: Repository, req: BackupRequest, kind: str, host: str,
         writer = SnapshotWriter(repo, index, compression_level=req.compression_level,
                                 workers=req.workers, progress=progress,
                                 should_stop=req.should_stop)
-        items = 0
         try:
-            for item in _items(req, stack, problems, spec):
-                items += 1
-                entry = _to_entry(item.meta)
-                if item.open is None:
-                    writer.add_entry(entry)
-                    continue
-                try:
-                    with item.open() as reader:
-                        writer.add_stream(entry, reader, fixed_size=item.meta.fixed_chunk or None)
-                except OSError as err:
-                    origin = item.origin or item.meta.path
-                    if kind != "files":
-                        raise SourceError(f"reading {origin}: {err.strerror}") from None
-                    problems.append(SourceProblem(origin, err.strerror or str(err)))
+            items = _feed(writer, _items(req, stack, problems, spec), kind, problems)
             snap = writer.commit(
                 host=host, source_kind=kind, source_spec=spec, tags=list(req.tags),
                 summary={"items": items, "problems": len(problems)}, version=__version__,
