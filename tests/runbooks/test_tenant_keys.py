@@ -94,3 +94,51 @@ def test_add_a_tenant_runbook(drsync_bin: str, tmp_path: Path) -> None:
     assert back.returncode == 0, back.stderr
     [copy] = list(restored.rglob("kitaura.db"))
     assert _rows(copy) == _rows(db)
+
+
+def test_lost_key_runbook(drsync_bin: str, tmp_path: Path) -> None:
+    repo, key = tmp_path / "dc2" / "nobeoka", tmp_path / "nobeoka.key"
+    make_repository(str(repo), "forgotten passphrase", key)
+    env = operator_env(drsync_bin, DRSYNC_CATALOG=str(tmp_path / "catalog.sqlite"),
+                       DRSYNC_REPO=str(repo))
+
+    def drsync(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([drsync_bin, *args], env={**env, **extra}, capture_output=True,
+                              text=True, timeout=120)
+
+    assert drsync("key", "gen-escrow", "--out", str(tmp_path / "operator")).returncode == 0
+    assert drsync("--key-file", str(key), "key", "escrow", "--pubkey",
+                  str(tmp_path / "operator" / "escrow.pub")).returncode == 0
+    data = tmp_path / "exports"
+    data.mkdir()
+    for night in range(2):
+        (data / f"night-{night}.csv").write_bytes(bytes(range(256)) * 4000 + bytes([night]))
+        backed = drsync("--key-file", str(key), "backup", str(data))
+        assert backed.returncode == 0, backed.stderr
+    leaked = tmp_path / "leaked.key"
+    leaked.write_bytes(key.read_bytes())
+    key.unlink()  # lost with the town hall's host; a copy may be in someone's hands
+    (tmp_path / "new.pass").write_text("a new passphrase for the envelope\n")
+    env.update(ESCROW_KEY=str(tmp_path / "operator" / "escrow.key"),
+               NEW_KEY_FILE=str(tmp_path / "nobeoka-2.key"),
+               NEW_PASSWORD_FILE=str(tmp_path / "new.pass"))
+    done = run_book("lost-key.md", env, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "master key generation 0 -> 1" in done.stdout
+    assert done.stdout.count(", generation 1") == 3 and "(in use)" in done.stdout
+    # The lost key file and the old passphrase open nothing any more.
+    old = drsync("--key-file", str(leaked), "snapshots")
+    assert old.returncode == 11, old.stdout + old.stderr
+    assert drsync("snapshots", DRSYNC_PASSWORD="forgotten passphrase").returncode == 11
+    assert drsync("snapshots", DRSYNC_PASSWORD="a new passphrase for the envelope").returncode == 0
+    # Every byte is still there for the new key.
+    out = tmp_path / "restored"
+    back = drsync("--key-file", str(tmp_path / "nobeoka-2.key"), "restore", "latest",
+                  "--target", str(out))
+    assert back.returncode == 0, back.stderr
+    restored = {p.name: p.read_bytes() for p in out.rglob("*.csv")}
+    assert restored == {p.name: p.read_bytes() for p in data.iterdir()}
+    # ... and the escrow key, re-wrapped under the new generation, still opens it.
+    again = drsync("key", "recover", "--escrow-key", str(tmp_path / "operator" / "escrow.key"),
+                   "--new-key-file", str(tmp_path / "spare.key"))
+    assert again.returncode == 0, again.stderr
