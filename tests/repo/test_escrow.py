@@ -107,5 +107,5 @@ def test_escrow_files_go_into_a_new_private_directory(tmp_path: Path) -> None:
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
     assert EscrowKeyPair.load(priv).public == EscrowPublicKey.load(pub)
     (tmp_path / "a-file").write_text("")
-    with pytest.raises(ConfigError, match="cannot create .*a-file/escrow"):
+    with pytest.raises(ConfigError, match=r"cannot create .*a-file/escrow"):
         EscrowKeyPair.generate().write(tmp_path / "a-file" / "escrow")
