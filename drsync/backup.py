@@ -190,10 +190,11 @@ def run_backup(repo: Repository, req: BackupRequest, *, catalog: RunRecorder | N
         finished = datetime.now(UTC)
         # What it read and stored before it stopped: an overrun's volume is what the
         # planner and the operator size the next night by.
-        done = {"bytes_read": stats[0].bytes_read, "bytes_added": stats[0].bytes_added,
-                "bytes_sent": stats[0].bytes_added} if stats else {}
+        read, added = (stats[0].bytes_read, stats[0].bytes_added) if stats else (0, 0)
+        done = {"bytes_read": read, "bytes_added": added, "bytes_sent": added}
         if catalog is not None:
-            catalog.finish_run(run_id, status, error=message, finished=finished, **done)
+            catalog.finish_run(run_id, status, error=message, finished=finished,
+                               bytes_read=read, bytes_added=added, bytes_sent=added)
         # Not when the store itself failed (its retry deadline is spent already), nor on
         # Ctrl-C or exit: the journal has the run either way.
         if isinstance(err, Exception) and not isinstance(err, StoreError):
