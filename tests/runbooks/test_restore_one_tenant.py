@@ -91,6 +91,7 @@ def test_restore_one_tenant_runbook(tenant_factory: Any, scratch_dir: Path,
                        for f in ("nobeoka.key", "s3.credentials"))
             assert "restore exit 0" not in out and "restore exit " in out
             assert "Address already in use" in out  # the reason, from PostgreSQL's log
+            assert f"port {taken} is taken: moving the restored server to {retry}" in out
             assert "in recovery: false" in out and f"port: {retry}" in out
             auto = (scratch_dir / "data" / "postgresql.auto.conf").read_text()
             command = next(ln for ln in auto.splitlines() if ln.startswith("restore_command"))
