@@ -7,6 +7,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from drsync.testing import make_repository
 from tests.dr.conftest import DrFleet, tree
 from tests.dr.test_dr_cli import _check_restored
@@ -35,6 +37,7 @@ def _kill_mid_way(fleet: DrFleet) -> None:
     assert proc.returncode == -signal.SIGKILL, "the restore ended before it could be killed"
 
 
+@pytest.mark.slow
 def test_primary_dc_loss_runbook(dr_fleet: DrFleet, drsync_bin: str, tmp_path: Path) -> None:
     _kill_mid_way(dr_fleet)
     env = operator_env(drsync_bin, FLEET=str(dr_fleet.fleet), TARGETS=str(dr_fleet.targets),
