@@ -32,7 +32,7 @@ from drsync.errors import (
 from drsync.repo import Entry, Repository, SnapshotWriter
 from drsync.repo.lock import RepositoryLock
 from drsync.repo.resume import abort_interrupted_uploads
-from drsync.repo.writer import adopt_orphan_packs
+from drsync.repo.writer import WriterStats, adopt_orphan_packs
 from drsync.sources import ItemMeta, SourceItem, SourceProblem, scan_paths, sqlite_consistent_copy
 from drsync.sources.blocks import aligned_chunk
 
@@ -180,8 +180,9 @@ def run_backup(repo: Repository, req: BackupRequest, *, catalog: RunRecorder | N
         "drsync_version": __version__,
     }
     started = time.monotonic()
+    stats: list[WriterStats] = []  # the writer's counters, for a run that stops mid-way
     try:
-        result = _backup_locked(repo, req, kind, host, started, progress)
+        result = _backup_locked(repo, req, kind, host, started, progress, stats)
     except BaseException as err:
         message = str(err) if isinstance(err, DrsyncError) else repr(err)
         message = message.splitlines()[0] if message.strip() else repr(err)
@@ -190,13 +191,18 @@ def run_backup(repo: Repository, req: BackupRequest, *, catalog: RunRecorder | N
         status = getattr(err, "run_status", None)
         status = status if status in ("failed", "overrun") else "failed"
         finished = datetime.now(UTC)
+        # What it read and stored before it stopped: an overrun's volume is what the
+        # planner and the operator size the next night by.
+        read, added = (stats[0].bytes_read, stats[0].bytes_added) if stats else (0, 0)
+        done = {"bytes_read": read, "bytes_added": added, "bytes_sent": added}
         if catalog is not None:
-            catalog.finish_run(run_id, status, error=message, finished=finished)
+            catalog.finish_run(run_id, status, error=message, finished=finished,
+                               bytes_read=read, bytes_added=added, bytes_sent=added)
         # Not when the store itself failed (its retry deadline is spent already), nor on
         # Ctrl-C or exit: the journal has the run either way.
         if isinstance(err, Exception) and not isinstance(err, StoreError):
             _write_record(repo, {**record, "status": status, "error": message,
-                                 "finished": finished.isoformat()})
+                                 "finished": finished.isoformat(), **done})
         raise
     result.run_id = run_id
     status = "partial" if result.partial else "ok"
@@ -294,7 +300,8 @@ def _write_record(repo: Repository, record: dict[str, Any]) -> None:
 
 
 def _backup_locked(repo: Repository, req: BackupRequest, kind: str, host: str,
-                   started: float, progress: Callable[[int], None] | None) -> BackupResult:
+                   started: float, progress: Callable[[int], None] | None,
+                   stats: list[WriterStats]) -> BackupResult:
     problems: list[SourceProblem] = []
     spec: dict[str, Any] = {}
     with RepositoryLock(repo.store, f"backup {req.describe()}"), ExitStack() as stack:
@@ -306,6 +313,7 @@ def _backup_locked(repo: Repository, req: BackupRequest, kind: str, host: str,
         writer = SnapshotWriter(repo, index, compression_level=req.compression_level,
                                 workers=req.workers, progress=progress,
                                 should_stop=req.should_stop)
+        stats.append(writer.stats)
         try:
             items = _feed(writer, _items(req, stack, problems, spec), kind, problems)
             snap = writer.commit(
