@@ -65,6 +65,9 @@ class PackBuilder:
         self._buf += sealed
         self._buf += _TRAILER.pack(len(sealed))
         data = bytes(self._buf)
+        # The builder may live on while the pack uploads (a queue slot, a loop variable):
+        # without this the pack would be held twice for the whole put.
+        self._buf = bytearray()
         return object_id(data), data
 
 

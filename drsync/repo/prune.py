@@ -52,6 +52,7 @@ from itertools import pairwise
 from typing import Any
 
 from drsync.errors import DrsyncError, IntegrityError, ObjectLocked, UsageError
+from drsync.malloc import return_large_buffers_to_the_os
 from drsync.repo.crypto import SealError
 from drsync.repo.index import BlobLocation, index_document, index_packs, pack_key
 from drsync.repo.lock import RepositoryLock
@@ -209,6 +210,7 @@ def prune(repo: Repository, *, max_unused: float | None = 0.10, dry_run: bool = 
     """Prune ``repo`` (see the module docstring); a dry run plans and changes nothing.
     ``on_total`` is told how many pack bytes will be read to repack, ``progress`` as
     they are."""
+    return_large_buffers_to_the_os()
     if dry_run:
         return _Prune(repo, max_unused, True).run(progress, on_total)
     with RepositoryLock(repo.store, "prune"):

@@ -34,6 +34,7 @@ from typing import IO, Any, BinaryIO
 from pyfastcdc import FastCDC
 
 from drsync.errors import DrsyncError, RunInterrupted, StoreError
+from drsync.malloc import return_large_buffers_to_the_os
 from drsync.repo.index import Index, index_document, pack_key
 from drsync.repo.objects import TYPE_INDEX
 from drsync.repo.pack import BLOB_DATA, BLOB_TREE, BlobEntry, PackBuilder
@@ -192,6 +193,7 @@ class SnapshotWriter:
         progress: Callable[[int], None] | None = None,
         should_stop: Callable[[], str | None] | None = None,
     ) -> None:
+        return_large_buffers_to_the_os()
         cfg = repo.config
         self._should_stop = should_stop
         self._repo = repo
