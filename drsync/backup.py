@@ -59,6 +59,7 @@ class BackupRequest:
     # asked between chunks and before the snapshot: a reason ("deadline") stops the run
     # with RunInterrupted, no snapshot (see drsync.repo.writer)
     should_stop: Callable[[], str | None] | None = None
+    spec_extra: dict[str, Any] = field(default_factory=dict)  # added to the snapshot's spec
 
     def kind(self) -> str:
         given = [k for k, v in (("files", self.paths), ("sqlite", self.sqlite),
@@ -316,6 +317,7 @@ def _backup_locked(repo: Repository, req: BackupRequest, kind: str, host: str,
         stats.append(writer.stats)
         try:
             items = _feed(writer, _items(req, stack, problems, spec), kind, problems)
+            spec.update(req.spec_extra)
             snap = writer.commit(
                 host=host, source_kind=kind, source_spec=spec, tags=list(req.tags),
                 summary={"items": items, "problems": len(problems)}, version=__version__,

@@ -83,6 +83,8 @@ Config file keys::
     recompress_every_s = 3600              # wal-recompress hourly outside the slot (0: never)
     recompress_cpu_budget = 0.5            # a share of one core; ended when the slot starts
     rpo_hours = 24                         # `agent status` is unhealthy beyond this RPO
+    pitr = true                            # false (with rpo_hours >= 24 and a pg-base job):
+                                           # ship WAL or a new base, whichever is fewer bytes
     metrics_file = "/var/lib/node_exporter/textfile/drsync.prom"
 
     [[agent.job]]                          # run in order at the slot's start
@@ -194,6 +196,7 @@ class Settings:
     agent_ship_wal: bool = False
     agent_wal_interval_s: float = 0.0
     agent_recompress_every_s: float = 0.0
+    agent_pitr: bool = True
     agent_recompress_cpu_budget: float = 0.5
     agent_rpo_hours: float = 24.0
     agent_metrics_file: str | None = None
@@ -271,6 +274,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
               "ship_wal": ("agent_ship_wal", bool), "rpo_hours": ("agent_rpo_hours", float),
               "wal_interval_s": ("agent_wal_interval_s", float),
               "recompress_every_s": ("agent_recompress_every_s", float),
+              "pitr": ("agent_pitr", bool),
               "recompress_cpu_budget": ("agent_recompress_cpu_budget", float),
               "metrics_file": ("agent_metrics_file", str)},
     "retention": {"keep_last": ("keep_last", int), "keep_hourly": ("keep_hourly", int),

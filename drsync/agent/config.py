@@ -65,6 +65,7 @@ class AgentConfig:
     wal_interval_s: float = 0.0  # with ship_wal: also ship this often outside the slot
     recompress_every_s: float = 0.0  # wal-recompress this often outside the slot (0: never)
     recompress_cpu_budget: float = 0.5  # a share of one core
+    pitr: bool = True  # False: each night ships the WAL or a new base, whichever is smaller
 
 
 def agent_config(settings: Settings) -> AgentConfig:
@@ -83,7 +84,8 @@ def agent_config(settings: Settings) -> AgentConfig:
                        settings.agent_metrics_file, settings,
                        float(settings.agent_wal_interval_s),
                        float(settings.agent_recompress_every_s),
-                       _cpu_share(settings.agent_recompress_cpu_budget, where))
+                       _cpu_share(settings.agent_recompress_cpu_budget, where),
+                       bool(settings.agent_pitr))
 
 
 def _cpu_share(value: float, where: str) -> float:

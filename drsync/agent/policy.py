@@ -10,6 +10,9 @@
   ``send`` segment holding it; outside every segment only ``max_mbit_per_s``
   (no limit when the schedule gives none); never above the configured cap.
 - ``health``: what makes ``agent status`` unhealthy (exit 1).
+- ``choose_night``: for a tenant that archives WAL over base backups, whether
+  tonight ships the day's WAL or a new base backup's deduplicated delta, by
+  the bytes each would put on the link and the tenant's policy.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from datetime import datetime, timedelta
 from drsync.agent.config import TenantSlot
 from drsync.plan.fleet import clock_seconds
 
-__all__ = ["RUN_STATUSES", "Decision", "boundaries", "bytes_per_s", "decide", "health",
-           "rate_at", "window_opening"]
+__all__ = ["RUN_STATUSES", "Decision", "NightChoice", "boundaries", "bytes_per_s",
+           "choose_night", "decide", "health", "rate_at", "window_opening"]
 
 RUN_STATUSES = ("ok", "partial", "failed", "missed", "overrun")
 
@@ -101,3 +104,51 @@ def health(last_status: str | None, rpo_s: float | None, rpo_hours: float) -> li
     elif rpo_s > rpo_hours * 3600:
         problems.append(f"RPO {rpo_s / 3600:.1f} h exceeds the target of {rpo_hours:g} h")
     return problems
+
+
+@dataclass(frozen=True)
+class NightChoice:
+    """What tonight's slot ships: ``both`` (the jobs as configured, then the WAL: every
+    night before this choice existed), ``wal`` (the WAL only: the base backup job is
+    skipped, the last base plus the day's WAL restore to the last commit) or ``delta``
+    (a new base backup, and WAL only from its start: the spooled WAL before it is
+    superseded and dropped)."""
+
+    ship: str
+    reason: str
+    wal_bytes: int | None = None  # the spooled WAL, as it would be shipped
+    delta_bytes: int | None = None  # what the base backup would add (a dry run)
+
+    def to_json(self) -> dict[str, object]:
+        return {"ship": self.ship, "reason": self.reason, "wal_bytes": self.wal_bytes,
+                "delta_bytes": self.delta_bytes}
+
+
+def choose_night(*, pitr: bool, rpo_hours: float, has_base_job: bool,
+                 wal_bytes: int | None, delta_bytes: int | None,
+                 has_base: bool = True) -> NightChoice:
+    """Pure: the cheaper of the day's WAL and a base backup's delta that still meets
+    the tenant's policy. PITR needs every WAL file, so a ``pitr`` tenant always ships
+    both; so does a tenant whose RPO is under a day (a new base a night does not bound
+    it) or that has no base backup job to trade against. With no base backup stored
+    yet, WAL alone restores nothing: the base it is. Ties go to the delta: it is
+    restored without replaying a day of WAL."""
+    if pitr:
+        return NightChoice("both", "point-in-time recovery needs every WAL file")
+    if rpo_hours < 24:
+        return NightChoice("both", f"an RPO of {rpo_hours:g} h needs the day's WAL")
+    if not has_base_job:
+        return NightChoice("both", "no base backup job to ship instead of the WAL")
+    if not has_base:
+        return NightChoice("delta", "no base backup in the repository yet: the WAL alone "
+                           "restores nothing", wal_bytes, delta_bytes)
+    if not wal_bytes:
+        return NightChoice("both", "no WAL waiting in the spool", wal_bytes, delta_bytes)
+    if delta_bytes is None:
+        return NightChoice("both", "the base backup's delta could not be estimated",
+                           wal_bytes, None)
+    if delta_bytes <= wal_bytes:
+        return NightChoice("delta", f"a new base adds {delta_bytes} bytes, the day's WAL is "
+                           f"{wal_bytes}", wal_bytes, delta_bytes)
+    return NightChoice("wal", f"the day's WAL is {wal_bytes} bytes, a new base would add "
+                       f"{delta_bytes}", wal_bytes, delta_bytes)

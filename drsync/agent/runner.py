@@ -11,6 +11,7 @@ A job that fails does not keep the next job from running.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -27,8 +28,9 @@ from datetime import datetime
 from typing import Any, BinaryIO
 
 from drsync.agent.config import AgentConfig
+from drsync.agent.policy import NightChoice, choose_night
 from drsync.agent.state import LastRun
-from drsync.backup import BackupRequest, run_backup
+from drsync.backup import BackupRequest, estimate_backup, run_backup
 from drsync.catalog import RunJournal
 from drsync.errors import ConfigError, DrsyncError, RunInterrupted, SourceError
 from drsync.repo import Repository
@@ -112,7 +114,8 @@ def _command_stdout(command: str) -> Iterator[BinaryIO]:
         proc.wait()
 
 
-def _request(job: AgentJob, cfg: AgentConfig, ctx: RunContext) -> BackupRequest:
+def _request(job: AgentJob, cfg: AgentConfig, ctx: RunContext,
+             spec_extra: dict[str, Any] | None = None) -> BackupRequest:
     kind = {"files": "paths", "sqlite": "sqlite", "pg-dump": "pg_dump", "pg-base": "pg_base",
             "stdin-command": "stdin_name"}[job.source]
     value: Any = list(job.targets) if kind == "paths" else job.targets[0]
@@ -123,7 +126,8 @@ def _request(job: AgentJob, cfg: AgentConfig, ctx: RunContext) -> BackupRequest:
                          compression_level=settings.compression_level,
                          workers=settings.workers, pg_bindir=settings.pg_bindir,
                          should_stop=ctx.should_stop, tenant=cfg.tenant,
-                         planned_start=ctx.planned_start, deadline=ctx.deadline)
+                         planned_start=ctx.planned_start, deadline=ctx.deadline,
+                         spec_extra=dict(spec_extra or {}))
 
 
 def _job_status(err: BaseException) -> tuple[str, str]:
@@ -135,9 +139,9 @@ def _job_status(err: BaseException) -> tuple[str, str]:
 
 
 def _run_job(job: AgentJob, cfg: AgentConfig, repo: Repository, ctx: RunContext,
-             journal: RunJournal) -> bool:
+             journal: RunJournal, spec_extra: dict[str, Any] | None = None) -> bool:
     """One job, recorded; False when the run must end (interrupted)."""
-    req = _request(job, cfg, ctx)
+    req = _request(job, cfg, ctx, spec_extra)
     read = [0]
 
     def progress(n: int) -> None:
@@ -310,11 +314,28 @@ def run_slot(cfg: AgentConfig, ctx: RunContext) -> LastRun:
         ctx.statuses.append("failed")
         ctx.errors.append(str(err))
         repo = None
+    night: NightChoice | None = None
     if repo is not None:
+        night = _choose_night(cfg, repo, ctx, journal)
+        base_snapshots: list[str] = []
         for job in cfg.jobs:
-            if ctx.should_stop() or not _run_job(job, cfg, repo, ctx, journal):
+            if ctx.should_stop():
                 break
+            base = job.source == "pg-base"
+            if base and night is not None and night.ship == "wal":
+                log.info("job %s skipped: %s", _request(job, cfg, ctx).describe(),
+                         night.reason, extra={"event": "job_skipped"})
+                continue
+            extra = ({"wal_restarts": True}
+                     if base and night is not None and night.ship == "delta" else None)
+            before = len(ctx.snapshots)
+            if not _run_job(job, cfg, repo, ctx, journal, extra):
+                break
+            if base and len(ctx.snapshots) > before:
+                base_snapshots.append(ctx.snapshots[-1])
         if cfg.ship_wal and not ctx.should_stop():
+            if night is not None and night.ship == "delta" and base_snapshots:
+                _drop_superseded_wal(cfg, repo, base_snapshots[-1])
             _ship_wal(cfg, repo, ctx, journal)
         if not ctx.should_stop():
             _apply_retention(cfg, repo, ctx)
@@ -324,7 +345,81 @@ def run_slot(cfg: AgentConfig, ctx: RunContext) -> LastRun:
                    finished=datetime.now().astimezone().isoformat(),
                    snapshot_ids=ctx.snapshots, bytes_read=ctx.bytes_read,
                    bytes_sent=ctx.bucket.taken - sent_before, duration_s=round(duration, 3),
-                   error=ctx.errors[0][:500] if ctx.errors else None)
+                   error=ctx.errors[0][:500] if ctx.errors else None,
+                   night=night.to_json() if night is not None else None)
+
+
+def _spooled_bytes(cfg: AgentConfig) -> int:
+    from drsync.wal.spool import Spool
+
+    spool = Spool.if_present(cfg.settings.wal_spool())
+    total = 0
+    for name in spool.names() if spool is not None else []:
+        try:
+            total += spool.path(name).stat().st_size  # type: ignore[union-attr]
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def _choose_night(cfg: AgentConfig, repo: Repository, ctx: RunContext,
+                  journal: RunJournal) -> NightChoice | None:
+    """For a tenant without PITR that ships WAL: the day's WAL or a new base backup's delta
+    (a dry run of its job), whichever puts fewer bytes on the link; on record as a run of
+    kind ``night`` (its source says the choice, bytes read the WAL, bytes added the
+    delta). None: the tenant ships both, as configured, and nothing is estimated."""
+    if cfg.pitr or not cfg.ship_wal:
+        return None
+    base_jobs = [j for j in cfg.jobs if j.source == "pg-base"]
+    wal_bytes = _spooled_bytes(cfg)
+    has_base = _has_base(repo)
+    delta: int | None = None
+    if base_jobs and wal_bytes and cfg.rpo_hours >= 24 and has_base:
+        try:
+            delta = estimate_backup(repo, _request(base_jobs[0], cfg, ctx)).bytes_to_add
+        except DrsyncError as err:
+            log.warning("estimating the base backup's delta failed: %s", err,
+                        extra={"event": "night_choice"})
+    choice = choose_night(pitr=cfg.pitr, rpo_hours=cfg.rpo_hours,
+                          has_base_job=bool(base_jobs), wal_bytes=wal_bytes,
+                          delta_bytes=delta, has_base=has_base)
+    log.info("tonight ships %s: %s", choice.ship, choice.reason,
+             extra={"event": "night_choice", "ship": choice.ship,
+                    "wal_bytes": choice.wal_bytes, "delta_bytes": choice.delta_bytes})
+    record = journal.start_run(repo.url, "night", f"ships {choice.ship}: {choice.reason}",
+                               cfg.settings.host or socket.gethostname(), tenant=cfg.tenant,
+                               planned_start=ctx.planned_start, deadline=ctx.deadline)
+    journal.finish_run(record, "ok", bytes_read=choice.wal_bytes or 0,
+                       bytes_added=choice.delta_bytes or 0)
+    return choice
+
+
+def _has_base(repo: Repository) -> bool:
+    return any(s.source_kind == "pg_base" for s in repo.snapshots())
+
+
+def _drop_superseded_wal(cfg: AgentConfig, repo: Repository, snapshot_id: str) -> None:
+    """After tonight's base backup, the spooled WAL from before its start is not needed
+    by a tenant without PITR (the base restores on its own, with the WAL from its start):
+    removed from the spool, and said so in the log."""
+    from drsync.wal.spool import Spool
+
+    spool = Spool.if_present(cfg.settings.wal_spool())
+    if spool is None:
+        return
+    start_wal = str(repo.find_snapshot(snapshot_id).source_spec.get("start_wal") or "")
+    if len(start_wal) < 24:
+        return
+    dropped = [n for n in spool.names()
+               if not n.endswith(".history") and n[:24] < start_wal[:24]]
+    freed = 0
+    for name in dropped:
+        with contextlib.suppress(FileNotFoundError):
+            freed += spool.path(name).stat().st_size
+        spool.remove(name)
+    log.info("dropped %d spooled WAL file(s), %d bytes, from before base backup %s "
+             "(starts at %s)", len(dropped), freed, snapshot_id[:8], start_wal,
+             extra={"event": "wal_superseded", "files": len(dropped), "bytes": freed})
 
 
 def record_missed(cfg: AgentConfig, window: datetime, reason: str, *,

@@ -51,6 +51,7 @@ class LastRun:
     bytes_sent: int = 0
     duration_s: float = 0.0
     error: str | None = None
+    night: dict[str, Any] | None = None  # the WAL-or-delta choice (policy.NightChoice)
 
     @property
     def mb_per_s(self) -> float:

@@ -85,6 +85,9 @@ def _render(doc: dict[str, object]) -> None:
                    f"{run['started']} .. {run['finished']}, read {human_bytes(run['bytes_read'])}"
                    f", sent {human_bytes(run['bytes_sent'])}, {run['mb_per_s']} MB/s"
                    + (f"\n  error: {run['error']}" if run["error"] else ""))
+        night = run.get("night")
+        if isinstance(night, dict):
+            click.echo(f"  shipped {night['ship']}: {night['reason']}")
     else:
         click.echo("last run: none yet")
     click.echo(f"next run: {doc['next_run']} ({doc['next_run_reason']})")

@@ -318,6 +318,13 @@ def _check_wal(repo: Repository, report: CheckReport, snaps: list[Snapshot],
                 report.notes.append(f"{label}: WAL from {gap} is not in the store yet "
                                     "(not shipped?); it cannot be restored without it")
             continue
+        restart = next((b for b in bases if b.wal_restarts and b.timeline == base.timeline
+                        and gap < b.start_wal and all(n >= b.start_wal for n in later)), None)
+        if cov.complete and restart is not None:
+            report.notes.append(f"{label}: restorable up to {cov.last_wal}; the WAL after it "
+                                f"was left out by policy until base backup "
+                                f"{restart.snapshot_id[:8]} (pitr = false)")
+            continue
         if cov.complete:
             report.errors.append(f"{label}: gap in the WAL chain: {gap} is missing, "
                                  f"{len(later)} later segment(s) archived; recovery stops at "

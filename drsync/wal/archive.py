@@ -32,7 +32,8 @@ def base_backups(snapshots: Iterable[Snapshot]) -> list[BaseBackup]:
         bases.append(BaseBackup(s.id, str(spec.get("consistent_at", s.time)),
                                 int(spec["timeline"]), str(spec["start_wal"]),
                                 str(spec["stop_wal"]),
-                                int(spec.get("wal_segment_size", 16 << 20))))
+                                int(spec.get("wal_segment_size", 16 << 20)),
+                                bool(spec.get("wal_restarts", False))))
     return bases
 
 

@@ -29,6 +29,9 @@ class BaseBackup:
     start_wal: str
     stop_wal: str
     segment_size: int = 16 << 20
+    # The agent dropped the WAL before this base by policy (a tenant without PITR,
+    # ``[agent] pitr = false``): a gap that ends at its start is not a fault.
+    wal_restarts: bool = False
 
 
 @dataclass

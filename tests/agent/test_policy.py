@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -83,3 +84,25 @@ def test_configured_cap_wins_when_lower() -> None:
     ("ok", None, False)])
 def test_health(status: str, rpo: float | None, healthy: bool) -> None:
     assert (not health(status, rpo, 24)) is healthy
+
+
+@pytest.mark.parametrize(("kw", "ship", "words"), [
+    ({"pitr": True}, "both", "point-in-time"),
+    ({"rpo_hours": 12}, "both", "RPO of 12 h"),
+    ({"has_base_job": False}, "both", "no base backup job"),
+    ({"wal_bytes": 0}, "both", "no WAL waiting"),
+    ({"delta_bytes": None}, "both", "could not be estimated"),
+    ({"wal_bytes": 40_000_000, "delta_bytes": 9_000_000}, "delta", "adds 9000000"),
+    ({"wal_bytes": 9_000_000, "delta_bytes": 9_000_000}, "delta", "adds 9000000"),
+    ({"wal_bytes": 2_000_000, "delta_bytes": 9_000_000}, "wal", "WAL is 2000000"),
+    ({"wal_bytes": 2_000_000, "delta_bytes": 9_000_000, "has_base": False}, "delta",
+     "no base backup in the repository"),
+])
+def test_the_cheaper_of_wal_and_delta_within_the_tenants_policy(kw: dict[str, Any], ship: str,
+                                                                 words: str) -> None:
+    from drsync.agent.policy import choose_night
+
+    args: dict[str, Any] = {"pitr": False, "rpo_hours": 24, "has_base_job": True,
+                            "wal_bytes": 40_000_000, "delta_bytes": 9_000_000, **kw}
+    choice = choose_night(**args)
+    assert (choice.ship, words in choice.reason) == (ship, True), choice
