@@ -10,17 +10,19 @@ byte is written; then to stream the data.
 from __future__ import annotations
 
 import itertools
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from drsync.errors import UsageError
+from drsync.catalog.records import RunRecorder
+from drsync.errors import DrsyncError, UsageError
 from drsync.repo import Entry, Repository, Snapshot, SnapshotReader
 from drsync.sources import FileTreeTarget, ItemMeta
 
-__all__ = ["RestoreResult", "restore_snapshot", "write_tree"]
+__all__ = ["RestoreResult", "RestoreRun", "TreeWritten", "restore_snapshot", "write_tree"]
 
 
 @dataclass
@@ -29,20 +31,72 @@ class RestoreResult:
     bytes_written: int
     items: int
     duration_s: float
+    target: str | None = None
+    delta: bool = False
+    bytes_fetched: int = 0  # from the store: what the link carried
+    files_written: int = 0
+    files_kept: int = 0     # delta: already there, verified, not fetched
+    bytes_kept: int = 0
+    removed: int = 0        # delta: entries the snapshot does not hold, removed
+    run_id: str | None = None
 
     @property
     def mb_per_s(self) -> float:
-        """Megabytes (10^6 bytes) written per second."""
-        return self.bytes_written / 1e6 / self.duration_s if self.duration_s else 0.0
+        """Megabytes (10^6 bytes) restored (written or verified) per second."""
+        restored = self.bytes_written + self.bytes_kept
+        return restored / 1e6 / self.duration_s if self.duration_s else 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "snapshot_id": self.snapshot_id,
+            "target": self.target,
             "bytes_written": self.bytes_written,
             "items": self.items,
             "duration_s": round(self.duration_s, 6),
             "mb_per_s": round(self.mb_per_s, 3),
+            "bytes_fetched": self.bytes_fetched,
+            "files_written": self.files_written,
+            "delta": self.delta,
+            "files_kept": self.files_kept,
+            "bytes_kept": self.bytes_kept,
+            "removed": self.removed,
+            "run_id": self.run_id,
         }
+
+
+class RestoreRun:
+    """One restore as a run of kind ``restore`` in the catalog: ``note`` what it did; a
+    failure (any exception leaving the ``with``) is recorded with its first line."""
+
+    def __init__(self, catalog: RunRecorder | None, repo: Repository, source: str,
+                 tenant: str | None = None) -> None:
+        self._catalog = catalog
+        self.run_id: str | None = None
+        self.snapshot_id: str | None = None
+        self.bytes_fetched = self.bytes_written = 0
+        if catalog is not None:
+            host = socket.gethostname()
+            self.run_id = catalog.start_run(repo.url, "restore", source, host,
+                                            tenant=tenant or host)
+
+    def note(self, snapshot_id: str, *, fetched: int, written: int) -> None:
+        self.snapshot_id, self.bytes_fetched, self.bytes_written = snapshot_id, fetched, written
+
+    def __enter__(self) -> RestoreRun:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
+                 _tb: object) -> None:
+        if self._catalog is None or self.run_id is None:
+            return
+        error = None
+        if err is not None:
+            text = str(err) if isinstance(err, DrsyncError) else repr(err)
+            error = (text.strip().splitlines() or [repr(err)])[0]
+        # bytes_read: fetched from the store; bytes_added: written into the target.
+        self._catalog.finish_run(self.run_id, "ok" if err is None else "failed",
+                                 bytes_read=self.bytes_fetched, bytes_added=self.bytes_written,
+                                 snapshot_id=self.snapshot_id, error=error)
 
 
 def _counted(blocks: Iterator[bytes], progress: Callable[[int], None] | None) -> Iterator[bytes]:
@@ -63,35 +117,76 @@ def _entries(reader: SnapshotReader, snap: Snapshot,
                               entry.size, entry.target)
 
 
+@dataclass
+class TreeWritten:
+    """What ``write_tree`` did: bytes and files written; with delta, what was kept."""
+    bytes_written: int = 0
+    items: int = 0
+    files_written: int = 0
+    files_kept: int = 0
+    bytes_kept: int = 0
+    removed: int = 0
+
+
+def _kept(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget,
+          prefix: str) -> set[int]:
+    """Delta: the positions (in entry order) of the files the target already holds as the
+    snapshot has them: their chunks are neither fetched nor written."""
+    key = reader.repo.key
+    kept: set[int] = set()
+    for n, (entry, meta) in enumerate(_entries(reader, snap, prefix)):
+        if entry.type not in ("file", "stream"):
+            continue
+        try:
+            chunks = [(bytes.fromhex(cid), reader.plain_length(cid)) for cid in entry.chunks]
+        except KeyError:
+            continue  # a blob the index lacks: the restore names it when its turn comes
+        if tree.holds(meta, chunks, key.chunk_id):
+            kept.add(n)
+    return kept
+
+
 def write_tree(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget, *,
-               prefix: str = "", progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+               prefix: str = "", progress: Callable[[int], None] | None = None) -> TreeWritten:
     """Write the snapshot's tree (or the part under ``prefix``) into ``tree``:
-    every entry checked first, then the data; returns (bytes written, items).
+    every entry checked first, then the data.
 
     The one restore loop for files, SQLite and PostgreSQL data directories. The
     chunks of every file, in restore order, are one stream for the reader, so
     its reads are planned per pack across file boundaries (a pack of many small
     files, or of one relation's 32 KiB blocks, is a GET or two, not one a blob).
+    With a delta target, files it already holds verified are kept, not fetched
+    (``progress`` is told their bytes too: they are restored as much as the rest).
     """
     tree.prepare(meta for _entry, meta in _entries(reader, snap, prefix))
-    order: Iterable[str] = (cid for entry, _m in _entries(reader, snap, prefix)
-                            if entry.type in ("file", "stream") for cid in entry.chunks)
+    kept = _kept(reader, snap, tree, prefix) if tree.delta else set()
+    order: Iterable[str] = (cid for n, (entry, _m) in enumerate(_entries(reader, snap, prefix))
+                            if entry.type in ("file", "stream") and n not in kept
+                            for cid in entry.chunks)
     stream = reader.blobs(order)
-    written = items = 0
+    done = TreeWritten()
     try:
-        for entry, meta in _entries(reader, snap, prefix):
-            items += 1
+        for n, (entry, meta) in enumerate(_entries(reader, snap, prefix)):
+            done.items += 1
             if entry.type == "dir":
                 tree.directory(meta)
             elif entry.type == "symlink":
                 tree.symlink(meta)
+            elif n in kept:
+                tree.keep(meta)
+                if progress is not None:
+                    progress(meta.size)
             else:
                 blocks = itertools.islice(stream, len(entry.chunks))
-                written += tree.file(meta, _counted(blocks, progress))
+                done.bytes_written += tree.file(meta, _counted(blocks, progress))
+                done.files_written += 1
     finally:
         stream.close()
     tree.finish()
-    return written, items
+    stats = tree.delta_stats
+    done.files_kept, done.bytes_kept, done.removed = (stats.files_kept, stats.bytes_kept,
+                                                       stats.removed)
+    return done
 
 
 def restore_snapshot(
@@ -102,34 +197,49 @@ def restore_snapshot(
     stdout: BinaryIO | None = None,
     progress: Callable[[int], None] | None = None,
     on_snapshot: Callable[[int], None] | None = None,
+    delta: bool = False,
+    catalog: RunRecorder | None = None,
+    tenant: str | None = None,
 ) -> RestoreResult:
     """Restore ``ref`` (an id, a prefix or ``latest``) into ``target`` or onto ``stdout``.
 
-    ``on_snapshot`` is told the snapshot's total size before bytes flow, for
-    progress bars.
+    ``delta``: ``target`` may hold files already; it is made equal to the snapshot,
+    fetching only the files that differ (a rerun after an interrupted restore
+    resumes this way). ``on_snapshot`` is told the snapshot's total size before
+    bytes flow, for progress bars; ``catalog`` records the restore as a run.
     """
     if (target is None) == (stdout is None):
         raise UsageError("restore needs exactly one of --target DIR or --stdout")
+    if delta and target is None:
+        raise UsageError("--delta goes with --target DIR (or --pgdata DIR)")
     started = time.monotonic()
-    snap = repo.find_snapshot(ref)
-    if on_snapshot is not None:
-        on_snapshot(int(snap.summary.get("bytes_read", 0)))
-    written = 0
-    items = 0
-    with SnapshotReader(repo) as reader:
-        if stdout is not None:
-            streams = [e for e in reader.entries(snap) if e.type in ("file", "stream")]
-            if len(streams) != 1:
-                raise UsageError(
-                    f"snapshot {snap.short_id} holds {len(streams)} files; --stdout needs one"
-                )
-            for block in _counted(reader.blobs(streams[0].chunks), progress):
-                stdout.write(block)
-                written += len(block)
-            stdout.flush()
-            items = 1
-        else:
-            assert target is not None
-            with FileTreeTarget(target, snapshot=snap.short_id) as tree:
-                written, items = write_tree(reader, snap, tree, progress=progress)
-    return RestoreResult(snap.id, written, items, time.monotonic() - started)
+    where = "stdout" if target is None else str(Path(target).absolute())
+    with RestoreRun(catalog, repo, f"files -> {where}" + (" (delta)" if delta else ""),
+                    tenant) as run:
+        snap = repo.find_snapshot(ref)
+        if on_snapshot is not None:
+            on_snapshot(int(snap.summary.get("bytes_read", 0)))
+        done = TreeWritten()
+        with SnapshotReader(repo) as reader:
+            if stdout is not None:
+                streams = [e for e in reader.entries(snap) if e.type in ("file", "stream")]
+                if len(streams) != 1:
+                    raise UsageError(
+                        f"snapshot {snap.short_id} holds {len(streams)} files; --stdout needs one"
+                    )
+                for block in _counted(reader.blobs(streams[0].chunks), progress):
+                    stdout.write(block)
+                    done.bytes_written += len(block)
+                stdout.flush()
+                done.items = done.files_written = 1
+            else:
+                assert target is not None
+                with FileTreeTarget(target, snapshot=snap.short_id, delta=delta) as tree:
+                    done = write_tree(reader, snap, tree, progress=progress)
+        fetched = reader.stats.bytes_fetched
+        run.note(snap.id, fetched=fetched, written=done.bytes_written)
+    return RestoreResult(snap.id, done.bytes_written, done.items, time.monotonic() - started,
+                         target=None if target is None else where, delta=delta,
+                         bytes_fetched=fetched, files_written=done.files_written,
+                         files_kept=done.files_kept, bytes_kept=done.bytes_kept,
+                         removed=done.removed, run_id=run.run_id)

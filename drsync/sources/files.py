@@ -11,6 +11,16 @@ before the first byte, and writes each file to a hidden temporary beside its
 final name, linking it into place only once every byte verified, so a failed
 restore never leaves a plausible-looking half file. Modes and mtimes are
 restored; directory mtimes last, since writing into a directory moves it.
+
+A delta restore (``delta=True``, as pgBackRest's ``--delta``) goes into a
+target that already holds files (a stale standby, a half-finished earlier
+restore): ``prepare`` removes what the snapshot does not hold (and what has
+the wrong type there), walking the target by descriptor as the writes do;
+``holds`` tells whether a file there already has the snapshot's bytes
+(size, then each chunk's keyed hash), so that it is kept (mode and mtime
+set) instead of fetched; a file that differs is replaced by an atomic
+rename of its verified temporary. The result is what a restore into an
+empty target makes.
 """
 
 from __future__ import annotations
@@ -19,15 +29,17 @@ import contextlib
 import errno
 import os
 import secrets
+import shutil
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from drsync.errors import RestoreTargetError, SourceError, UnsafePath, UsageError
 from drsync.paths import path_problem, tree_problems
 from drsync.sources.base import ItemMeta, SourceItem, SourceProblem
 
-__all__ = ["FileTreeTarget", "scan_paths"]
+__all__ = ["DeltaStats", "FileTreeTarget", "scan_paths"]
 
 
 def _opener(path: str):  # type: ignore[no-untyped-def]
@@ -97,8 +109,17 @@ _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CL
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
 
 
+@dataclass
+class DeltaStats:
+    """What a delta restore found in its target: files kept as they were, entries removed."""
+    files_kept: int = 0
+    bytes_kept: int = 0
+    removed: int = 0  # entries (a directory with all below it counts once) removed
+
+
 class FileTreeTarget:
-    """Writes restored items under ``root`` and nowhere else; never replaces what is there.
+    """Writes restored items under ``root`` and nowhere else; never replaces what is there
+    (unless ``delta``: then it makes the target equal to the snapshot, see the module).
 
     The target is walked with directory descriptors, one component at a time
     and never following a symlink, so no link (already in the target, or made
@@ -108,8 +129,10 @@ class FileTreeTarget:
     ``prepare`` checks every entry before the first byte is written.
     """
 
-    def __init__(self, root: str | Path, *, snapshot: str = "") -> None:
+    def __init__(self, root: str | Path, *, snapshot: str = "", delta: bool = False) -> None:
         self.root = Path(root).absolute()
+        self.delta = delta
+        self.delta_stats = DeltaStats()
         self._snapshot = f"snapshot {snapshot} " if snapshot else ""
         self._root_fd: int | None = None
         self._stack: list[tuple[str, int]] = []  # the open directories of the current path
@@ -131,7 +154,8 @@ class FileTreeTarget:
 
     def prepare(self, metas: Iterable[ItemMeta]) -> None:
         """Refuse unsafe entries and conflicts with what the target holds, writing nothing."""
-        items = [(m.path, m.type) for m in metas]
+        metas_list = list(metas)
+        items = [(m.path, m.type) for m in metas_list]
         problems = tree_problems(items)
         if problems:
             path, reason = problems[0]
@@ -143,11 +167,82 @@ class FileTreeTarget:
             raise UsageError(f"restore target {self.root} is not a directory")
         root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
+            if self.delta:
+                wanted = {m.path: (m.type, m.target) for m in metas_list}
+                with self._writing(ItemMeta("", "dir")):
+                    self._prune(root_fd, "", wanted)
+                return
             dirs: set[str] = set()  # known to be real directories in the target
             for path, kind in items:
                 self._probe(root_fd, path, kind, dirs)
         finally:
             os.close(root_fd)
+
+    def _prune(self, dir_fd: int, above: str, wanted: dict[str, tuple[str, str]]) -> None:
+        """Remove, under the directory ``dir_fd`` (``above`` in the tree), every entry the
+        snapshot does not hold as it is there; descend into the directories it keeps.
+        Never follows a symlink: a link is an entry to keep or remove, not a way out."""
+        for name in sorted(os.listdir(dir_fd)):
+            rel = f"{above}{name}"
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            kind, link = wanted.get(rel, ("", ""))
+            if kind == "dir" and stat.S_ISDIR(st.st_mode):
+                try:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+                except OSError as err:
+                    if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                else:
+                    try:
+                        self._prune(child, f"{rel}/", wanted)
+                    finally:
+                        os.close(child)
+                    continue
+            elif (kind in ("file", "stream") and stat.S_ISREG(st.st_mode)) or (
+                    kind == "symlink" and stat.S_ISLNK(st.st_mode)
+                    and os.readlink(name, dir_fd=dir_fd) == link):
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(name, dir_fd=dir_fd)  # descriptor-based: links are unlinked
+            else:
+                os.unlink(name, dir_fd=dir_fd)
+            self.delta_stats.removed += 1
+
+    def holds(self, meta: ItemMeta, chunks: list[tuple[bytes, int]],
+              chunk_id: Callable[[bytes], bytes]) -> bool:
+        """Delta: does the target already hold ``meta``'s file with exactly these chunks
+        (``(id, length)`` in order, ids by ``chunk_id``)? Reads the file, writes nothing."""
+        parts = self._parts(meta)
+        try:
+            parent = self._enter(parts[:-1], meta.path)
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        except OSError:
+            return False  # absent, or not a plain file: it is written
+        with os.fdopen(fd, "rb", buffering=0) as fh:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != meta.size:
+                return False
+            for blob_id, length in chunks:
+                data = fh.read(length)
+                if len(data) != length or chunk_id(data) != blob_id:
+                    return False
+            return fh.read(1) == b""
+
+    def keep(self, meta: ItemMeta) -> None:
+        """Delta: the file there has the snapshot's bytes; give it the snapshot's mode and
+        mtime (through its own descriptor, never following a link)."""
+        parts = self._parts(meta)
+        with self._writing(meta):
+            parent = self._enter(parts[:-1], meta.path)
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                os.fchmod(fd, meta.mode if meta.type == "file" else 0o600)
+                if meta.mtime_ns:
+                    os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
+            finally:
+                os.close(fd)
+        self.delta_stats.files_kept += 1
+        self.delta_stats.bytes_kept += meta.size
 
     def _probe(self, root_fd: int, path: str, kind: str, dirs: set[str]) -> None:
         parts = path.split("/")
@@ -186,7 +281,8 @@ class FileTreeTarget:
             try:
                 os.symlink(meta.target, parts[-1], dir_fd=parent)
             except FileExistsError:
-                raise self._exists(meta.path) from None
+                if not (self.delta and _link_to(parent, parts[-1]) == meta.target):
+                    raise self._exists(meta.path) from None
             os.utime(parts[-1], ns=(meta.mtime_ns, meta.mtime_ns), dir_fd=parent,
                      follow_symlinks=False)
 
@@ -195,7 +291,7 @@ class FileTreeTarget:
         name = parts[-1]
         with self._writing(meta):
             parent = self._enter(parts[:-1], meta.path, create=True)
-            if _lexists(parent, name):
+            if not self.delta and _lexists(parent, name):
                 raise self._exists(meta.path)
             tmp = f".{name[:64]}.{secrets.token_hex(8)}.drsync-tmp"
             fd = os.open(tmp, _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
@@ -270,7 +366,11 @@ class FileTreeTarget:
             raise self._exists(here)
 
     def _place(self, parent: int, tmp: str, name: str, entry: str) -> None:
-        """Give the finished temporary its name; a link cannot replace an existing one."""
+        """Give the finished temporary its name; a link cannot replace an existing one.
+        Delta: a rename replaces the differing file ``prepare`` left there, atomically."""
+        if self.delta:
+            os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+            return
         try:
             os.link(tmp, name, src_dir_fd=parent, dst_dir_fd=parent, follow_symlinks=False)
         except FileExistsError:
@@ -298,7 +398,7 @@ class FileTreeTarget:
 
     def _exists(self, path: str) -> UsageError:
         return UsageError(f"restore target {self.root / path} already exists; restore into an "
-                          "empty place")
+                          "empty place, or add --delta to make the target equal to the snapshot")
 
     @contextlib.contextmanager
     def _writing(self, meta: ItemMeta) -> Iterator[None]:
@@ -307,6 +407,13 @@ class FileTreeTarget:
         except OSError as err:
             raise RestoreTargetError(
                 f"cannot write {self.root / meta.path}: {err.strerror or err}") from None
+
+
+def _link_to(dir_fd: int, name: str) -> str | None:
+    try:
+        return os.readlink(name, dir_fd=dir_fd)
+    except OSError:
+        return None
 
 
 def _lexists(dir_fd: int, name: str) -> bool:
