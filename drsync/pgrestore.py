@@ -79,6 +79,7 @@ def restore_logical(repo: Repository, ref: str, dsn: str, *, jobs: int = 1,
     started = time.monotonic()
     with RestoreRun(catalog, repo, f"pg_restore -> {redact(dsn)}", tenant) as run:
         snap = repo.find_snapshot(ref)
+        run.snapshot_id = snap.id  # a failed restore names it too
         _expect(snap, "pg_dump", "--pg-restore")
         if on_snapshot is not None:
             on_snapshot(int(snap.summary.get("bytes_read", 0)))
@@ -189,6 +190,7 @@ def restore_pgdata(repo: Repository, ref: str, pgdata: str | Path, *,
     source = f"pgdata -> {pgdata}" + (" (delta)" if delta else "")
     with RestoreRun(catalog, repo, source, tenant) as run:
         snap = repo.find_snapshot(ref)
+        run.snapshot_id = snap.id  # a failed restore names it too
         _expect(snap, "pg_base", "--pgdata")
         if on_snapshot is not None:
             on_snapshot(int(snap.summary.get("bytes_read", 0)))

@@ -217,6 +217,7 @@ def restore_snapshot(
     with RestoreRun(catalog, repo, f"files -> {where}" + (" (delta)" if delta else ""),
                     tenant) as run:
         snap = repo.find_snapshot(ref)
+        run.snapshot_id = snap.id  # a failed restore names it too
         if on_snapshot is not None:
             on_snapshot(int(snap.summary.get("bytes_read", 0)))
         done = TreeWritten()
