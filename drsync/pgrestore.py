@@ -25,7 +25,7 @@ from drsync.repo import Repository, Snapshot, SnapshotReader
 from drsync.repo.objects import FormatError
 from drsync.repo.wal import HEADER_MAX, WAL_PREFIX, WalHeader, parse_wal_header, wal_key
 from drsync.restore import RestoreRun, write_tree
-from drsync.sources import FileTreeTarget
+from drsync.sources import FileTreeTarget, unfinished_restore
 from drsync.sources.postgres import (
     LOGICAL_DUMP_NAME,
     PGDATA_PREFIX,
@@ -182,7 +182,8 @@ def restore_pgdata(repo: Repository, ref: str, pgdata: str | Path, *,
                    catalog: RunRecorder | None = None,
                    tenant: str | None = None) -> PgRestoreResult:
     """Write a base backup into ``pgdata`` (empty, or with ``delta`` any stopped data
-    directory, made equal to the backup), configure recovery, check that
+    directory, made equal to the backup; an unfinished restore of this backup there
+    is resumed so without asking), configure recovery, check that
     restore_command fetches the first WAL file needed, and (``start``) start the
     server and report where recovery stopped, as the server says."""
     started = time.monotonic()
@@ -194,6 +195,8 @@ def restore_pgdata(repo: Repository, ref: str, pgdata: str | Path, *,
         _expect(snap, "pg_base", "--pgdata")
         if on_snapshot is not None:
             on_snapshot(int(snap.summary.get("bytes_read", 0)))
+        resumed = not delta and unfinished_restore(pgdata) == snap.id
+        delta = delta or resumed
         if delta and (pgdata / "postmaster.pid").exists():
             raise UsageError(f"{pgdata}/postmaster.pid exists: PostgreSQL may be running in "
                              "it; stop it first (or remove a stale postmaster.pid)")
@@ -217,7 +220,7 @@ def restore_pgdata(repo: Repository, ref: str, pgdata: str | Path, *,
             "restore_command": restore_command, "timeline": spec.get("timeline"),
             "start_lsn": spec.get("start_lsn"), "stop_lsn": spec.get("stop_lsn"),
             "wal_needed": [spec.get("start_wal"), spec.get("stop_wal")], "started": False,
-            "delta": delta, "bytes_fetched": reader.stats.bytes_fetched,
+            "delta": delta, "resumed": resumed, "bytes_fetched": reader.stats.bytes_fetched,
             "files_written": done.files_written, "files_kept": done.files_kept,
             "bytes_kept": done.bytes_kept, "removed": done.removed, "recovery": None,
         }

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 from drsync.catalog.records import RunRecorder
 from drsync.errors import DrsyncError, UsageError
 from drsync.repo import Entry, Repository, Snapshot, SnapshotReader
-from drsync.sources import FileTreeTarget, ItemMeta
+from drsync.sources import FileTreeTarget, ItemMeta, unfinished_restore
 
 __all__ = ["RestoreResult", "RestoreRun", "TreeWritten", "restore_snapshot", "write_tree"]
 
@@ -33,6 +33,7 @@ class RestoreResult:
     duration_s: float
     target: str | None = None
     delta: bool = False
+    resumed: bool = False   # an unfinished restore of this snapshot found there, resumed
     bytes_fetched: int = 0  # from the store: what the link carried
     files_written: int = 0
     files_kept: int = 0     # delta: already there, verified, not fetched
@@ -57,6 +58,7 @@ class RestoreResult:
             "bytes_fetched": self.bytes_fetched,
             "files_written": self.files_written,
             "delta": self.delta,
+            "resumed": self.resumed,
             "files_kept": self.files_kept,
             "bytes_kept": self.bytes_kept,
             "removed": self.removed,
@@ -160,6 +162,7 @@ def write_tree(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget, *,
     """
     tree.prepare(meta for _entry, meta in _entries(reader, snap, prefix))
     kept = _kept(reader, snap, tree, prefix) if tree.delta else set()
+    tree.begin(snap.id)
     order: Iterable[str] = (cid for n, (entry, _m) in enumerate(_entries(reader, snap, prefix))
                             if entry.type in ("file", "stream") and n not in kept
                             for cid in entry.chunks)
@@ -204,9 +207,10 @@ def restore_snapshot(
     """Restore ``ref`` (an id, a prefix or ``latest``) into ``target`` or onto ``stdout``.
 
     ``delta``: ``target`` may hold files already; it is made equal to the snapshot,
-    fetching only the files that differ (a rerun after an interrupted restore
-    resumes this way). ``on_snapshot`` is told the snapshot's total size before
-    bytes flow, for progress bars; ``catalog`` records the restore as a run.
+    fetching only the files that differ. A target holding an unfinished restore
+    of this same snapshot (killed, cut off) is resumed that way without asking.
+    ``on_snapshot`` is told the snapshot's total size before bytes flow, for
+    progress bars; ``catalog`` records the restore as a run.
     """
     if (target is None) == (stdout is None):
         raise UsageError("restore needs exactly one of --target DIR or --stdout")
@@ -220,6 +224,9 @@ def restore_snapshot(
         run.snapshot_id = snap.id  # a failed restore names it too
         if on_snapshot is not None:
             on_snapshot(int(snap.summary.get("bytes_read", 0)))
+        resumed = (not delta and target is not None
+                   and unfinished_restore(target) == snap.id)
+        delta = delta or resumed
         done = TreeWritten()
         with SnapshotReader(repo) as reader:
             if stdout is not None:
@@ -241,6 +248,7 @@ def restore_snapshot(
         run.note(snap.id, fetched=fetched, written=done.bytes_written)
     return RestoreResult(snap.id, done.bytes_written, done.items, time.monotonic() - started,
                          target=None if target is None else where, delta=delta,
+                         resumed=resumed,
                          bytes_fetched=fetched, files_written=done.files_written,
                          files_kept=done.files_kept, bytes_kept=done.bytes_kept,
                          removed=done.removed, run_id=run.run_id)

@@ -232,7 +232,7 @@ def test_cli_delta_summary_and_the_restore_in_runs(drsync_bin: str, tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_a_killed_restore_resumes_fetching_less_and_ends_identical(
+def test_a_killed_restore_run_again_resumes_fetching_less_and_ends_identical(
         drsync_bin: str, tmp_path: Path) -> None:
     src = tmp_path / "src" / "big"
     src.mkdir(parents=True)
@@ -260,11 +260,15 @@ def test_a_killed_restore_resumes_fetching_less_and_ends_identical(
     placed = sorted(p.name for p in (out / "big").glob("f*"))
     assert 3 <= len(placed) < 8, placed  # killed mid-restore, not after it
 
+    assert (out / ".drsync-restore-unfinished").read_text().strip() == clean["snapshot_id"]
+
+    # The same command again: the unfinished restore of this snapshot is resumed.
     resumed = json.loads(subprocess.run([drsync_bin, "restore", "latest", "--target", str(out),
-                                         "--delta", "--json"], env=env, check=True,
+                                         "--json"], env=env, check=True,
                                         capture_output=True).stdout)
 
-    assert _tree(out) == _tree(tmp_path / "clean")
+    assert _tree(out) == _tree(tmp_path / "clean")  # the mark is gone too
+    assert resumed["resumed"] is True and resumed["delta"] is True
     assert resumed["files_kept"] >= len(placed)
     assert resumed["bytes_fetched"] <= clean["bytes_fetched"] - len(placed) * 2 * MiB
     assert not list((out / "big").glob(".*drsync-tmp"))

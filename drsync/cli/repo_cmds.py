@@ -289,7 +289,9 @@ def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout
         (creates registry_restored; an existing database must be empty, or add --clean)
       drsync restore 9b2e41aa --pgdata /srv/pg/main --target-time '2026-11-27 10:15+09' --start
       drsync restore latest --pgdata /srv/pg/standby --delta --start   (over a stale copy)
-      drsync restore latest --target /srv/restore/registry --delta     (resume an interrupted one)
+      drsync restore latest --target /srv/restore/registry --delta     (into what is there)
+    Run again after it was killed, a restore resumes: what it finished is verified
+    and kept (as with --delta), only the rest is fetched.
 
     Every restore is a run of kind `restore` in the catalog (`drsync runs`) and ends
     with a summary (--json: the same as one document). With --pgdata, the generated
@@ -331,11 +333,13 @@ def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout
                    f"{result.mb_per_s:.1f} MB/s, every blob verified")
         if result.delta:
             click.echo(_delta_line(result.files_written, result.files_kept, result.bytes_kept,
-                                   result.removed))
+                                   result.removed, result.resumed))
 
 
-def _delta_line(written: int, kept: int, bytes_kept: int, removed: int) -> str:
-    return (f"delta: {kept} files already there and verified ({human_bytes(bytes_kept)}), "
+def _delta_line(written: int, kept: int, bytes_kept: int, removed: int,
+                resumed: bool) -> str:
+    how = "resumed an unfinished restore of this snapshot" if resumed else "delta"
+    return (f"{how}: {kept} files already there and verified ({human_bytes(bytes_kept)}), "
             f"{written} written, {removed} entries removed")
 
 
@@ -405,7 +409,7 @@ def _restore_postgres(ctx: click.Context, snapshot: str, target: str | None,
 def _pgdata_summary(details: dict[str, Any]) -> None:
     if details["delta"]:
         click.echo(_delta_line(details["files_written"], details["files_kept"],
-                               details["bytes_kept"], details["removed"]))
+                               details["bytes_kept"], details["removed"], details["resumed"]))
     wal = details["wal_needed"]
     click.echo(f"recovery configured in {details['config']}: target {details['target']}, "
                f"WAL {wal[0]}..{wal[1]} needed at least")

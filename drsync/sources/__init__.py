@@ -7,7 +7,7 @@ entries and verified bytes. The backup and restore services join them to
 """
 
 from drsync.sources.base import ItemMeta, SourceItem, SourceProblem
-from drsync.sources.files import FileTreeTarget, scan_paths
+from drsync.sources.files import FileTreeTarget, scan_paths, unfinished_restore
 from drsync.sources.sqlite import sqlite_consistent_copy
 
 __all__ = [
@@ -17,4 +17,5 @@ __all__ = [
     "SourceProblem",
     "scan_paths",
     "sqlite_consistent_copy",
+    "unfinished_restore",
 ]

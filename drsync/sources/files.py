@@ -20,7 +20,9 @@ the wrong type there), walking the target by descriptor as the writes do;
 (size, then each chunk's keyed hash), so that it is kept (mode and mtime
 set) instead of fetched; a file that differs is replaced by an atomic
 rename of its verified temporary. The result is what a restore into an
-empty target makes.
+empty target makes. While a restore writes, ``UNFINISHED`` in the target's
+root names its snapshot, so that the same restore run again after a kill
+resumes as a delta (``unfinished_restore``).
 """
 
 from __future__ import annotations
@@ -39,7 +41,11 @@ from drsync.errors import RestoreTargetError, SourceError, UnsafePath, UsageErro
 from drsync.paths import path_problem, tree_problems
 from drsync.sources.base import ItemMeta, SourceItem, SourceProblem
 
-__all__ = ["DeltaStats", "FileTreeTarget", "scan_paths"]
+__all__ = ["UNFINISHED", "DeltaStats", "FileTreeTarget", "scan_paths", "unfinished_restore"]
+
+# In the target's root while a restore writes into it: the snapshot's id. Run again, the
+# same restore finds it and resumes as a delta; a finished restore removes it.
+UNFINISHED = ".drsync-restore-unfinished"
 
 
 def _opener(path: str):  # type: ignore[no-untyped-def]
@@ -137,6 +143,7 @@ class FileTreeTarget:
         self._root_fd: int | None = None
         self._stack: list[tuple[str, int]] = []  # the open directories of the current path
         self._dirs: list[tuple[list[str], ItemMeta]] = []
+        self._mark = True  # begin() marks the target unfinished, finish() unmarks it
 
     def __enter__(self) -> FileTreeTarget:
         return self
@@ -156,6 +163,8 @@ class FileTreeTarget:
         """Refuse unsafe entries and conflicts with what the target holds, writing nothing."""
         metas_list = list(metas)
         items = [(m.path, m.type) for m in metas_list]
+        # A snapshot of a target with a mark in it restores that file: no mark then.
+        self._mark = all(path != UNFINISHED for path, _kind in items)
         problems = tree_problems(items)
         if problems:
             path, reason = problems[0]
@@ -304,6 +313,21 @@ class FileTreeTarget:
                 raise
             return written
 
+    def begin(self, snapshot_id: str) -> None:
+        """Before the first byte: mark the target as holding an unfinished restore of
+        ``snapshot_id`` (durably: a kill right after it still leaves the mark)."""
+        if not self._mark:
+            return
+        with self._writing(ItemMeta(UNFINISHED, "file")):
+            root = self._open_root()
+            fd = os.open(UNFINISHED, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600, dir_fd=root)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(snapshot_id + "\n")
+                fh.flush()
+                os.fsync(fd)
+            os.fsync(root)
+
     def finish(self) -> None:
         """Directory modes and times last (writing into a directory moves its mtime)."""
         for parts, meta in reversed(self._dirs):
@@ -312,7 +336,10 @@ class FileTreeTarget:
                 os.fchmod(fd, meta.mode)
                 os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
         with self._writing(ItemMeta("", "dir")):
-            self._open_root()  # an empty snapshot still leaves its (empty) target
+            root = self._open_root()  # an empty snapshot still leaves its (empty) target
+            if self._mark:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(UNFINISHED, dir_fd=root)
         self.close()
 
     # -- the walk --------------------------------------------------------------------
@@ -407,6 +434,23 @@ class FileTreeTarget:
         except OSError as err:
             raise RestoreTargetError(
                 f"cannot write {self.root / meta.path}: {err.strerror or err}") from None
+
+
+def unfinished_restore(root: str | Path) -> str | None:
+    """The snapshot id of the unfinished restore ``root`` holds (``begin`` marked it and no
+    ``finish`` followed), else None. Read without following a link."""
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fd = os.open(UNFINISHED, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root_fd)
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read(200).decode(errors="replace").strip() or None
+    except OSError:
+        return None
+    finally:
+        os.close(root_fd)
 
 
 def _link_to(dir_fd: int, name: str) -> str | None:
