@@ -235,6 +235,13 @@ def restore_pgdata(repo: Repository, ref: str, pgdata: str | Path, *,
             details.update(server)
             details["started"] = True
             details["recovery"] = recovery_outcome(pgdata, server, run_as=prefix, tools=tools)
+        else:
+            details["recovery_hint"] = (
+                f"start it as its owner with: pg_ctl -D {pgdata} -l {pgdata}/drsync-restore.log"
+                " start; where recovery stopped: SELECT pg_last_xact_replay_timestamp(), "
+                "pg_last_wal_replay_lsn(), pg_walfile_name(pg_current_wal_lsn()) once it is "
+                "promoted, and the log's \"recovery stopping\" line (or restore with --start, "
+                "which reports them)")
     details["run_id"] = run.run_id
     return PgRestoreResult(snap.id, "pg_base", done.bytes_written,
                            time.monotonic() - started, details)

@@ -194,6 +194,9 @@ def test_pgdata_delta_over_a_stale_copy_equals_a_clean_restore(tmp_path: Path) -
     # The WAL file, the log; recovery.signal and pg_wal/archive_status (made again after).
     assert details["removed"] == 4
     assert 0 < details["bytes_fetched"] < first.details["bytes_fetched"] / 2
+    # Not started: nothing to say where recovery stopped, but how to learn it.
+    assert details["recovery"] is None and details["started"] is False
+    assert "pg_last_xact_replay_timestamp()" in details["recovery_hint"]
 
 
 def test_cli_delta_summary_and_the_restore_in_runs(drsync_bin: str, tmp_path: Path) -> None:

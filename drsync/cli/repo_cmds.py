@@ -429,11 +429,7 @@ def _pgdata_summary(details: dict[str, Any]) -> None:
         if recovery.get("stopped"):
             click.echo(f"server log: {recovery['stopped']}")
     else:
-        click.echo(f"start it with: pg_ctl -D {details['pgdata']} -l "
-                   f"{details['pgdata']}/drsync-restore.log start  (as its owner); where "
-                   "recovery stopped: psql -c 'SELECT pg_last_xact_replay_timestamp(), "
-                   "pg_last_wal_replay_lsn(), pg_walfile_name(pg_current_wal_lsn())' and the "
-                   "log's \"recovery stopping\" line; or restore with --start, which reports it")
+        click.echo(details["recovery_hint"])
 
 
 @click.command("check")
