@@ -222,7 +222,8 @@ def restore_pgdata(repo: Repository, ref: str, pgdata: str | Path, *,
             "wal_needed": [spec.get("start_wal"), spec.get("stop_wal")], "started": False,
             "delta": delta, "resumed": resumed, "bytes_fetched": reader.stats.bytes_fetched,
             "files_written": done.files_written, "files_kept": done.files_kept,
-            "bytes_kept": done.bytes_kept, "removed": done.removed, "recovery": None,
+            "bytes_kept": done.bytes_kept, "bytes_reused": done.bytes_reused,
+            "removed": done.removed, "recovery": None,
         }
         if spec.get("start_wal"):
             details["restore_command_checked"] = check_restore_command(

@@ -10,6 +10,7 @@ byte is written; then to stream the data.
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -18,9 +19,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from drsync.catalog.records import RunRecorder
-from drsync.errors import DrsyncError, UsageError
+from drsync.errors import DrsyncError, RestoreTargetError, UsageError
 from drsync.repo import Entry, Repository, Snapshot, SnapshotReader
 from drsync.sources import FileTreeTarget, ItemMeta, unfinished_restore
+from drsync.sources.files import LocalCopy
 
 __all__ = ["RestoreResult", "RestoreRun", "TreeWritten", "restore_snapshot", "write_tree"]
 
@@ -38,6 +40,7 @@ class RestoreResult:
     files_written: int = 0
     files_kept: int = 0     # delta: already there, verified, not fetched
     bytes_kept: int = 0
+    bytes_reused: int = 0   # delta: of the files written, chunks their old copy held
     removed: int = 0        # delta: entries the snapshot does not hold, removed
     run_id: str | None = None
 
@@ -61,6 +64,7 @@ class RestoreResult:
             "resumed": self.resumed,
             "files_kept": self.files_kept,
             "bytes_kept": self.bytes_kept,
+            "bytes_reused": self.bytes_reused,
             "removed": self.removed,
             "run_id": self.run_id,
         }
@@ -127,15 +131,17 @@ class TreeWritten:
     files_written: int = 0
     files_kept: int = 0
     bytes_kept: int = 0
+    bytes_reused: int = 0  # of files written: chunks their old copy held, not fetched
     removed: int = 0
 
 
-def _kept(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget,
-          prefix: str) -> set[int]:
-    """Delta: the positions (in entry order) of the files the target already holds as the
-    snapshot has them: their chunks are neither fetched nor written."""
+def _local(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget,
+           prefix: str) -> dict[int, LocalCopy]:
+    """Delta: for each file (by its position in entry order) the target holds some chunks
+    of, at their offsets, which ones: those are neither fetched nor, when the whole
+    file is there, written."""
     key = reader.repo.key
-    kept: set[int] = set()
+    local: dict[int, LocalCopy] = {}
     for n, (entry, meta) in enumerate(_entries(reader, snap, prefix)):
         if entry.type not in ("file", "stream"):
             continue
@@ -143,9 +149,31 @@ def _kept(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget,
             chunks = [(bytes.fromhex(cid), reader.plain_length(cid)) for cid in entry.chunks]
         except KeyError:
             continue  # a blob the index lacks: the restore names it when its turn comes
-        if tree.holds(meta, chunks, key.chunk_id):
-            kept.add(n)
-    return kept
+        found = tree.compare(meta, chunks, key.chunk_id)
+        if found is not None:
+            local[n] = found
+    return local
+
+
+def _merged(reader: SnapshotReader, tree: FileTreeTarget, entry: Entry, meta: ItemMeta,
+            matches: list[bool], stream: Iterator[bytes], done: TreeWritten) -> Iterator[bytes]:
+    """A differing file's bytes: the chunks its old copy holds (read again and verified:
+    it must not have changed since it was compared), the others from ``stream``."""
+    chunk_id = reader.repo.key.chunk_id
+    with tree.existing(meta) as fd:
+        offset = 0
+        for cid, match in zip(entry.chunks, matches, strict=True):
+            length = reader.plain_length(cid)
+            if match:
+                data = os.pread(fd, length, offset)
+                if len(data) != length or chunk_id(data) != bytes.fromhex(cid):
+                    raise RestoreTargetError(f"{tree.root / meta.path} changed while it was "
+                                             "restored over; stop what writes it, run again")
+                done.bytes_reused += length
+            else:
+                data = next(stream)
+            offset += length
+            yield data
 
 
 def write_tree(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget, *,
@@ -157,30 +185,43 @@ def write_tree(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget, *,
     chunks of every file, in restore order, are one stream for the reader, so
     its reads are planned per pack across file boundaries (a pack of many small
     files, or of one relation's 32 KiB blocks, is a GET or two, not one a blob).
-    With a delta target, files it already holds verified are kept, not fetched
-    (``progress`` is told their bytes too: they are restored as much as the rest).
+    With a delta target, chunks it already holds (verified) are not fetched: a
+    whole file is kept, a differing one rewritten from its old copy's matching
+    chunks and the fetched rest (``progress`` counts them all).
     """
     tree.prepare(meta for _entry, meta in _entries(reader, snap, prefix))
-    kept = _kept(reader, snap, tree, prefix) if tree.delta else set()
+    local = _local(reader, snap, tree, prefix) if tree.delta else {}
     tree.begin(snap.id)
+
+    def fetched(n: int, entry: Entry) -> Iterator[str]:
+        there = local.get(n)
+        if there is None:
+            return iter(entry.chunks)
+        if there.whole:
+            return iter(())
+        return (cid for cid, match in zip(entry.chunks, there.matches, strict=True)
+                if not match)
+
     order: Iterable[str] = (cid for n, (entry, _m) in enumerate(_entries(reader, snap, prefix))
-                            if entry.type in ("file", "stream") and n not in kept
-                            for cid in entry.chunks)
+                            if entry.type in ("file", "stream") for cid in fetched(n, entry))
     stream = reader.blobs(order)
     done = TreeWritten()
     try:
         for n, (entry, meta) in enumerate(_entries(reader, snap, prefix)):
             done.items += 1
+            there = local.get(n)
             if entry.type == "dir":
                 tree.directory(meta)
             elif entry.type == "symlink":
                 tree.symlink(meta)
-            elif n in kept:
+            elif there is not None and there.whole:
                 tree.keep(meta)
                 if progress is not None:
                     progress(meta.size)
             else:
-                blocks = itertools.islice(stream, len(entry.chunks))
+                blocks: Iterator[bytes] = (
+                    itertools.islice(stream, len(entry.chunks)) if there is None
+                    else _merged(reader, tree, entry, meta, there.matches, stream, done))
                 done.bytes_written += tree.file(meta, _counted(blocks, progress))
                 done.files_written += 1
     finally:
@@ -251,4 +292,4 @@ def restore_snapshot(
                          resumed=resumed,
                          bytes_fetched=fetched, files_written=done.files_written,
                          files_kept=done.files_kept, bytes_kept=done.bytes_kept,
-                         removed=done.removed, run_id=run.run_id)
+                         bytes_reused=done.bytes_reused, removed=done.removed, run_id=run.run_id)

@@ -124,6 +124,9 @@ def test_delta_over_a_modified_target_equals_a_clean_restore(tmp_path: Path,
     assert result.bytes_written == sizes[2] + sizes[4] + sizes[5] + sizes[6]
     assert result.bytes_kept == sum(sizes.values()) - result.bytes_written
     assert 0 < result.bytes_fetched < clean.bytes_fetched / 2
+    # The changed and the truncated file were rewritten from their old copies' matching
+    # chunks, verified, plus the few fetched; the missing ones were fetched whole.
+    assert sizes[2] // 2 < result.bytes_reused < sizes[2] + 1234
 
     again = restore_snapshot(repo, "latest", target=stale, delta=True)
     assert (again.files_written, again.removed) == (0, 0)
@@ -194,6 +197,9 @@ def test_pgdata_delta_over_a_stale_copy_equals_a_clean_restore(tmp_path: Path) -
     # The WAL file, the log; recovery.signal and pg_wal/archive_status (made again after).
     assert details["removed"] == 4
     assert 0 < details["bytes_fetched"] < first.details["bytes_fetched"] / 2
+    # Of the changed relation only its changed 32 KiB chunk was fetched, the rest reused;
+    # postgresql.auto.conf (the backup's, then the settings appended) is its first chunk.
+    assert details["bytes_reused"] == 2 * MiB - 32768 + len(b"# from the backup\n")
     # Not started: nothing to say where recovery stopped, but how to learn it.
     assert details["recovery"] is None and details["started"] is False
     assert "pg_last_xact_replay_timestamp()" in details["recovery_hint"]

@@ -16,10 +16,12 @@ A delta restore (``delta=True``, as pgBackRest's ``--delta``) goes into a
 target that already holds files (a stale standby, a half-finished earlier
 restore): ``prepare`` removes what the snapshot does not hold (and what has
 the wrong type there), walking the target by descriptor as the writes do;
-``holds`` tells whether a file there already has the snapshot's bytes
-(size, then each chunk's keyed hash), so that it is kept (mode and mtime
-set) instead of fetched; a file that differs is replaced by an atomic
-rename of its verified temporary. The result is what a restore into an
+``compare`` tells which chunks of a file there already are the snapshot's
+(each chunk's keyed hash, at its offset), so that a whole file is kept
+(mode and mtime set) instead of fetched, and a file that differs is
+rewritten from its matching chunks (read again, and verified, from the old
+copy) and the fetched rest, then replaced by an atomic rename of the
+verified temporary. The result is what a restore into an
 empty target makes. While a restore writes, ``UNFINISHED`` in the target's
 root names its snapshot, so that the same restore run again after a kill
 resumes as a delta (``unfinished_restore``).
@@ -41,7 +43,8 @@ from drsync.errors import RestoreTargetError, SourceError, UnsafePath, UsageErro
 from drsync.paths import path_problem, tree_problems
 from drsync.sources.base import ItemMeta, SourceItem, SourceProblem
 
-__all__ = ["UNFINISHED", "DeltaStats", "FileTreeTarget", "scan_paths", "unfinished_restore"]
+__all__ = ["UNFINISHED", "DeltaStats", "FileTreeTarget", "LocalCopy", "scan_paths",
+           "unfinished_restore"]
 
 # In the target's root while a restore writes into it: the snapshot's id. Run again, the
 # same restore finds it and resumes as a delta; a finished restore removes it.
@@ -113,6 +116,14 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # A filesystem that cannot hard-link answers one of these; the temporary is renamed instead.
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
+
+
+@dataclass
+class LocalCopy:
+    """What a delta target holds of a file: which chunks match, at their offsets, and
+    whether the file is whole (every chunk, and nothing after them)."""
+    matches: list[bool]
+    whole: bool
 
 
 @dataclass
@@ -217,25 +228,42 @@ class FileTreeTarget:
                 os.unlink(name, dir_fd=dir_fd)
             self.delta_stats.removed += 1
 
-    def holds(self, meta: ItemMeta, chunks: list[tuple[bytes, int]],
-              chunk_id: Callable[[bytes], bytes]) -> bool:
-        """Delta: does the target already hold ``meta``'s file with exactly these chunks
-        (``(id, length)`` in order, ids by ``chunk_id``)? Reads the file, writes nothing."""
-        parts = self._parts(meta)
+    def compare(self, meta: ItemMeta, chunks: list[tuple[bytes, int]],
+                chunk_id: Callable[[bytes], bytes]) -> LocalCopy | None:
+        """Delta: which of ``meta``'s chunks (``(id, length)`` in order, ids by
+        ``chunk_id``) the file there already holds at their offsets; None when there
+        is no plain file, or it holds none of them. Reads the file, writes nothing."""
         try:
-            parent = self._enter(parts[:-1], meta.path)
-            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            fd = self._open_existing(meta)
         except OSError:
-            return False  # absent, or not a plain file: it is written
+            return None  # absent, or not a plain file: it is written
         with os.fdopen(fd, "rb", buffering=0) as fh:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size != meta.size:
-                return False
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            matches = []
             for blob_id, length in chunks:
                 data = fh.read(length)
-                if len(data) != length or chunk_id(data) != blob_id:
-                    return False
-            return fh.read(1) == b""
+                matches.append(len(data) == length and chunk_id(data) == blob_id)
+        if not any(matches) and chunks:
+            return None
+        return LocalCopy(matches, all(matches) and st.st_size == meta.size)
+
+    @contextlib.contextmanager
+    def existing(self, meta: ItemMeta) -> Iterator[int]:
+        """Delta: a descriptor reading the file now at ``meta``'s place (the copy that
+        ``compare`` looked at), never through a link."""
+        with self._writing(meta):
+            fd = self._open_existing(meta)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _open_existing(self, meta: ItemMeta) -> int:
+        parts = self._parts(meta)
+        parent = self._enter(parts[:-1], meta.path)
+        return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
 
     def keep(self, meta: ItemMeta) -> None:
         """Delta: the file there has the snapshot's bytes; give it the snapshot's mode and
