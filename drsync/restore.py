@@ -21,8 +21,7 @@ from typing import Any, BinaryIO
 from drsync.catalog.records import RunRecorder
 from drsync.errors import DrsyncError, RestoreTargetError, UsageError
 from drsync.repo import Entry, Repository, Snapshot, SnapshotReader
-from drsync.sources import FileTreeTarget, ItemMeta, unfinished_restore
-from drsync.sources.files import LocalCopy
+from drsync.sources import FileTreeTarget, ItemMeta, LocalCopy, unfinished_restore
 
 __all__ = ["RestoreResult", "RestoreRun", "TreeWritten", "restore_snapshot", "write_tree"]
 

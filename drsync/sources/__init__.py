@@ -7,12 +7,14 @@ entries and verified bytes. The backup and restore services join them to
 """
 
 from drsync.sources.base import ItemMeta, SourceItem, SourceProblem
-from drsync.sources.files import FileTreeTarget, scan_paths, unfinished_restore
+from drsync.sources.files import scan_paths
 from drsync.sources.sqlite import sqlite_consistent_copy
+from drsync.sources.tree import FileTreeTarget, LocalCopy, unfinished_restore
 
 __all__ = [
     "FileTreeTarget",
     "ItemMeta",
+    "LocalCopy",
     "SourceItem",
     "SourceProblem",
     "scan_paths",
