@@ -134,11 +134,11 @@ class TreeWritten:
     removed: int = 0
 
 
-def _local(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget,
-           prefix: str) -> dict[int, LocalCopy]:
+def _local(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget, prefix: str,
+           progress: Callable[[int], None] | None) -> dict[int, LocalCopy]:
     """Delta: for each file (by its position in entry order) the target holds some chunks
     of, at their offsets, which ones: those are neither fetched nor, when the whole
-    file is there, written."""
+    file is there, written (``progress`` is told a whole file's bytes as it verifies)."""
     key = reader.repo.key
     local: dict[int, LocalCopy] = {}
     for n, (entry, meta) in enumerate(_entries(reader, snap, prefix)):
@@ -151,6 +151,8 @@ def _local(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget,
         found = tree.compare(meta, chunks, key.chunk_id)
         if found is not None:
             local[n] = found
+            if found.whole and progress is not None:
+                progress(meta.size)
     return local
 
 
@@ -186,10 +188,11 @@ def write_tree(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget, *,
     files, or of one relation's 32 KiB blocks, is a GET or two, not one a blob).
     With a delta target, chunks it already holds (verified) are not fetched: a
     whole file is kept, a differing one rewritten from its old copy's matching
-    chunks and the fetched rest (``progress`` counts them all).
+    chunks and the fetched rest (``progress`` counts them all, a kept file's bytes
+    as they are verified).
     """
     tree.prepare(meta for _entry, meta in _entries(reader, snap, prefix))
-    local = _local(reader, snap, tree, prefix) if tree.delta else {}
+    local = _local(reader, snap, tree, prefix, progress) if tree.delta else {}
     tree.begin(snap.id)
 
     def fetched(n: int, entry: Entry) -> Iterator[str]:
@@ -215,8 +218,6 @@ def write_tree(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget, *,
                 tree.symlink(meta)
             elif there is not None and there.whole:
                 tree.keep(meta)
-                if progress is not None:
-                    progress(meta.size)
             else:
                 blocks: Iterator[bytes] = (
                     itertools.islice(stream, len(entry.chunks)) if there is None

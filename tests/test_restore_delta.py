@@ -111,7 +111,8 @@ def test_delta_over_a_modified_target_equals_a_clean_restore(tmp_path: Path,
     with pytest.raises(UsageError, match="--delta"):  # without it: today's refusal
         restore_snapshot(repo, "latest", target=stale)
 
-    result = restore_snapshot(repo, "latest", target=stale, delta=True)
+    seen: list[int] = []
+    result = restore_snapshot(repo, "latest", target=stale, delta=True, progress=seen.append)
 
     assert _tree(stale) == _tree(tmp_path / "clean")
     assert (outside / "precious").read_bytes() == b"keep me"  # the link was not followed
@@ -123,6 +124,7 @@ def test_delta_over_a_modified_target_equals_a_clean_restore(tmp_path: Path,
     sizes = {n: (n + 1) * 128 * KiB for n in range(12)}
     assert result.bytes_written == sizes[2] + sizes[4] + sizes[5] + sizes[6]
     assert result.bytes_kept == sum(sizes.values()) - result.bytes_written
+    assert sum(seen) == sum(sizes.values())  # the bar counts kept bytes too, once
     assert 0 < result.bytes_fetched < clean.bytes_fetched / 2
     # The changed and the truncated file were rewritten from their old copies' matching
     # chunks, verified, plus the few fetched; the missing ones were fetched whole.
