@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from drsync.backup import BackupRequest, run_backup
-from drsync.errors import UsageError
+from drsync.errors import RestoreTargetError, UsageError
 from drsync.pgrestore import restore_pgdata
-from drsync.repo import Entry, RepoConfig, Repository, SnapshotWriter
-from drsync.restore import restore_snapshot
+from drsync.repo import Entry, RepoConfig, Repository, SnapshotReader, SnapshotWriter
+from drsync.restore import restore_snapshot, write_tree
+from drsync.sources import FileTreeTarget
 from drsync.sources.postgres import PGDATA_PREFIX, RecoveryTarget
 from drsync.store import LocalStore
 from drsync.testing import make_repo, make_repository, text_like
@@ -283,3 +284,31 @@ def test_a_killed_restore_run_again_resumes_fetching_less_and_ends_identical(
     assert resumed["files_kept"] >= len(placed)
     assert resumed["bytes_fetched"] <= clean["bytes_fetched"] - len(placed) * 2 * MiB
     assert not list((out / "big").glob(".*drsync-tmp"))
+
+
+def test_a_file_changed_between_compare_and_rewrite_fails_naming_it(
+        tmp_path: Path, repo: Repository) -> None:
+    src = _source(tmp_path)
+    run_backup(repo, BackupRequest(paths=[str(src)], host="t"))
+    out = tmp_path / "out"
+    restore_snapshot(repo, "latest", target=out)
+    victim = out / "registry" / "part11.csv"
+    with open(victim, "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"stale")  # the first chunk differs, the rest can be reused
+
+    class WrittenMeanwhile(FileTreeTarget):
+        """Something else writes the file after it was compared (a server left running)."""
+
+        def begin(self, snapshot_id: str) -> None:
+            super().begin(snapshot_id)
+            with open(victim, "r+b") as fh:
+                fh.seek(len(fh.read()) - 10)
+                fh.write(b"meanwhile!")
+
+    snap = repo.find_snapshot("latest")
+    with SnapshotReader(repo) as reader, WrittenMeanwhile(out, delta=True) as tree, \
+            pytest.raises(RestoreTargetError, match=r"part11\.csv changed while"):
+        write_tree(reader, snap, tree)
+    assert victim.read_bytes().endswith(b"meanwhile!")  # not replaced by a mix of both
+    assert not list(victim.parent.glob(".*drsync-tmp"))
