@@ -13,27 +13,32 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from drsync.catalog.records import RunRecorder
 from drsync.errors import IntegrityError, UsageError
 from drsync.repo import Repository, Snapshot, SnapshotReader
 from drsync.repo.objects import FormatError
 from drsync.repo.wal import HEADER_MAX, WAL_PREFIX, WalHeader, parse_wal_header, wal_key
-from drsync.restore import write_tree
-from drsync.sources import FileTreeTarget
+from drsync.restore import RestoreRun, write_tree
+from drsync.sources import FileTreeTarget, unfinished_restore
 from drsync.sources.postgres import (
     LOGICAL_DUMP_NAME,
     PGDATA_PREFIX,
     PgTools,
     RecoveryTarget,
+    check_restore_command,
     configure_recovery,
     pg_restore_stream,
+    recovery_outcome,
     start_cluster,
 )
 from drsync.sources.postgres.dump import GLOBALS_NAME, apply_globals, prepare_database
+from drsync.sources.postgres.tools import redact
 from drsync.wal.archive import wal_archive
 from drsync.wal.coverage import Coverage
 from drsync.wal.spool import Spool
@@ -64,37 +69,50 @@ def _expect(snap: Snapshot, kind: str, flag: str) -> None:
 
 def restore_logical(repo: Repository, ref: str, dsn: str, *, jobs: int = 1,
                     no_owner: bool = False, with_globals: bool = False,
-                    clean: bool = False, pg_bindir: str | None = None) -> PgRestoreResult:
+                    clean: bool = False, pg_bindir: str | None = None,
+                    progress: Callable[[int], None] | None = None,
+                    on_snapshot: Callable[[int], None] | None = None,
+                    catalog: RunRecorder | None = None,
+                    tenant: str | None = None) -> PgRestoreResult:
     """Load a pg_dump snapshot into the database ``dsn`` names, creating it if it does not
-    exist; an existing one must be empty unless ``clean``."""
+    exist; an existing one must be empty unless ``clean``. ``catalog`` records the run."""
     started = time.monotonic()
-    snap = repo.find_snapshot(ref)
-    _expect(snap, "pg_dump", "--pg-restore")
-    written = 0
-    details: dict[str, Any] = {"database": snap.source_spec.get("database"),
-                               "consistent_at": snap.source_spec.get("consistent_at")}
-    tools = PgTools(pg_bindir)
-    target = prepare_database(dsn, clean=clean, tools=tools)
-    details["target_database"] = target["database"]
-    details["created"] = target["created"]
-    with SnapshotReader(repo) as reader:
-        entries = {e.path: e for e in reader.entries(snap)}
-        if with_globals and GLOBALS_NAME in entries:
-            details["globals_errors"] = apply_globals(
-                dsn, reader.blobs(entries[GLOBALS_NAME].chunks), tools=tools)
-        dump = entries.get(LOGICAL_DUMP_NAME)
-        if dump is None:
-            raise UsageError(f"snapshot {snap.short_id} holds no {LOGICAL_DUMP_NAME}")
+    with RestoreRun(catalog, repo, f"pg_restore -> {redact(dsn)}", tenant) as run:
+        snap = repo.find_snapshot(ref)
+        run.snapshot_id = snap.id  # a failed restore names it too
+        _expect(snap, "pg_dump", "--pg-restore")
+        if on_snapshot is not None:
+            on_snapshot(int(snap.summary.get("bytes_read", 0)))
+        written = 0
+        details: dict[str, Any] = {"database": snap.source_spec.get("database"),
+                                   "consistent_at": snap.source_spec.get("consistent_at")}
+        tools = PgTools(pg_bindir)
+        target = prepare_database(dsn, clean=clean, tools=tools)
+        details["target_database"] = target["database"]
+        details["created"] = target["created"]
+        with SnapshotReader(repo) as reader:
+            entries = {e.path: e for e in reader.entries(snap)}
+            if with_globals and GLOBALS_NAME in entries:
+                details["globals_errors"] = apply_globals(
+                    dsn, reader.blobs(entries[GLOBALS_NAME].chunks), tools=tools)
+            dump = entries.get(LOGICAL_DUMP_NAME)
+            if dump is None:
+                raise UsageError(f"snapshot {snap.short_id} holds no {LOGICAL_DUMP_NAME}")
 
-        def counted() -> Any:
-            nonlocal written
-            for block in reader.blobs(dump.chunks):
-                written += len(block)
-                yield block
+            def counted() -> Any:
+                nonlocal written
+                for block in reader.blobs(dump.chunks):
+                    written += len(block)
+                    if progress is not None:
+                        progress(len(block))
+                    yield block
 
-        pg_restore_stream(dsn, counted(), jobs=jobs, no_owner=no_owner, clean=clean,
-                          tools=tools)
-    details["jobs"] = jobs
+            pg_restore_stream(dsn, counted(), jobs=jobs, no_owner=no_owner, clean=clean,
+                              tools=tools)
+        details["jobs"] = jobs
+        details["bytes_fetched"] = reader.stats.bytes_fetched
+        run.note(snap.id, fetched=reader.stats.bytes_fetched, written=written)
+    details["run_id"] = run.run_id
     return PgRestoreResult(snap.id, "pg_dump", written, time.monotonic() - started, details)
 
 
@@ -158,35 +176,76 @@ def _chown_tree(root: Path, uid: int, gid: int) -> None:
 def restore_pgdata(repo: Repository, ref: str, pgdata: str | Path, *,
                    target: RecoveryTarget, restore_command: str,
                    options: dict[str, str] | None = None, keep_archiving: bool = False,
-                   start: bool = False, pg_bindir: str | None = None) -> PgRestoreResult:
-    """Write a base backup into the empty directory ``pgdata`` and configure recovery."""
+                   start: bool = False, pg_bindir: str | None = None, delta: bool = False,
+                   progress: Callable[[int], None] | None = None,
+                   on_snapshot: Callable[[int], None] | None = None,
+                   catalog: RunRecorder | None = None,
+                   tenant: str | None = None) -> PgRestoreResult:
+    """Write a base backup into ``pgdata`` (empty, or with ``delta`` any stopped data
+    directory, made equal to the backup; an unfinished restore of this backup there
+    is resumed so without asking), configure recovery, check that
+    restore_command fetches the first WAL file needed, and (``start``) start the
+    server and report where recovery stopped, as the server says."""
     started = time.monotonic()
-    snap = repo.find_snapshot(ref)
-    _expect(snap, "pg_base", "--pgdata")
     pgdata = Path(pgdata).absolute()
-    if pgdata.exists() and any(pgdata.iterdir()):
-        raise UsageError(f"{pgdata} is not empty; restore a data directory into an empty one")
-    pgdata.mkdir(mode=0o700, parents=True, exist_ok=True)
-    prefix = _owner_prefix(pgdata) if start or os.geteuid() == 0 else []
-    with SnapshotReader(repo) as reader, FileTreeTarget(pgdata,
-                                                        snapshot=snap.short_id) as target_tree:
-        written, _items = write_tree(reader, snap, target_tree, prefix=PGDATA_PREFIX)
-    conf = configure_recovery(pgdata, restore_command, target, options=options,
-                              keep_archiving=keep_archiving)
-    if os.geteuid() == 0:
-        st = pgdata.stat()
-        _chown_tree(pgdata, st.st_uid, st.st_gid)
-    spec = snap.source_spec
-    details: dict[str, Any] = {
-        "pgdata": str(pgdata), "target": target.describe(), "config": str(conf),
-        "restore_command": restore_command, "timeline": spec.get("timeline"),
-        "start_lsn": spec.get("start_lsn"), "stop_lsn": spec.get("stop_lsn"),
-        "wal_needed": [spec.get("start_wal"), spec.get("stop_wal")], "started": False,
-    }
-    if start:
-        details.update(start_cluster(pgdata, run_as=prefix, tools=PgTools(pg_bindir)))
-        details["started"] = True
-    return PgRestoreResult(snap.id, "pg_base", written, time.monotonic() - started, details)
+    source = f"pgdata -> {pgdata}" + (" (delta)" if delta else "")
+    with RestoreRun(catalog, repo, source, tenant) as run:
+        snap = repo.find_snapshot(ref)
+        run.snapshot_id = snap.id  # a failed restore names it too
+        _expect(snap, "pg_base", "--pgdata")
+        if on_snapshot is not None:
+            on_snapshot(int(snap.summary.get("bytes_read", 0)))
+        resumed = not delta and unfinished_restore(pgdata) == snap.id
+        delta = delta or resumed
+        if delta and (pgdata / "postmaster.pid").exists():
+            raise UsageError(f"{pgdata}/postmaster.pid exists: PostgreSQL may be running in "
+                             "it; stop it first (or remove a stale postmaster.pid)")
+        if not delta and pgdata.exists() and any(pgdata.iterdir()):
+            raise UsageError(f"{pgdata} is not empty; restore a data directory into an empty "
+                             "one, or add --delta to make this one equal to the backup")
+        pgdata.mkdir(mode=0o700, parents=True, exist_ok=True)
+        prefix = _owner_prefix(pgdata) if start or os.geteuid() == 0 else []
+        with SnapshotReader(repo) as reader, FileTreeTarget(
+                pgdata, snapshot=snap.short_id, delta=delta) as target_tree:
+            done = write_tree(reader, snap, target_tree, prefix=PGDATA_PREFIX,
+                              progress=progress)
+        conf = configure_recovery(pgdata, restore_command, target, options=options,
+                                  keep_archiving=keep_archiving)
+        if os.geteuid() == 0:
+            st = pgdata.stat()
+            _chown_tree(pgdata, st.st_uid, st.st_gid)
+        spec = snap.source_spec
+        details: dict[str, Any] = {
+            "pgdata": str(pgdata), "target": target.describe(), "config": str(conf),
+            "restore_command": restore_command, "timeline": spec.get("timeline"),
+            "start_lsn": spec.get("start_lsn"), "stop_lsn": spec.get("stop_lsn"),
+            "wal_needed": [spec.get("start_wal"), spec.get("stop_wal")], "started": False,
+            "delta": delta, "resumed": resumed, "bytes_fetched": reader.stats.bytes_fetched,
+            "files_written": done.files_written, "files_kept": done.files_kept,
+            "bytes_kept": done.bytes_kept, "bytes_reused": done.bytes_reused,
+            "removed": done.removed, "recovery": None,
+        }
+        if spec.get("start_wal"):
+            details["restore_command_checked"] = check_restore_command(
+                pgdata, restore_command, str(spec["start_wal"]),
+                run_as=_owner_prefix(pgdata) if os.geteuid() == 0 else [])
+        run.note(snap.id, fetched=reader.stats.bytes_fetched, written=done.bytes_written)
+        if start:
+            tools = PgTools(pg_bindir)
+            server = start_cluster(pgdata, run_as=prefix, tools=tools)
+            details.update(server)
+            details["started"] = True
+            details["recovery"] = recovery_outcome(pgdata, server, run_as=prefix, tools=tools)
+        else:
+            details["recovery_hint"] = (
+                f"start it as its owner with: pg_ctl -D {pgdata} -l {pgdata}/drsync-restore.log"
+                " start; where recovery stopped: SELECT pg_last_xact_replay_timestamp(), "
+                "pg_last_wal_replay_lsn(), pg_walfile_name(pg_current_wal_lsn()) once it is "
+                "promoted, and the log's \"recovery stopping\" line (or restore with --start, "
+                "which reports them)")
+    details["run_id"] = run.run_id
+    return PgRestoreResult(snap.id, "pg_base", done.bytes_written,
+                           time.monotonic() - started, details)
 
 
 def _now() -> datetime:

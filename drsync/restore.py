@@ -10,17 +10,20 @@ byte is written; then to stream the data.
 from __future__ import annotations
 
 import itertools
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from drsync.errors import UsageError
+from drsync.catalog.records import RunRecorder
+from drsync.errors import DrsyncError, RestoreTargetError, UsageError
 from drsync.repo import Entry, Repository, Snapshot, SnapshotReader
-from drsync.sources import FileTreeTarget, ItemMeta
+from drsync.sources import FileTreeTarget, ItemMeta, LocalCopy, unfinished_restore
 
-__all__ = ["RestoreResult", "restore_snapshot", "write_tree"]
+__all__ = ["RestoreResult", "RestoreRun", "TreeWritten", "restore_snapshot", "write_tree"]
 
 
 @dataclass
@@ -29,20 +32,76 @@ class RestoreResult:
     bytes_written: int
     items: int
     duration_s: float
+    target: str | None = None
+    delta: bool = False
+    resumed: bool = False   # an unfinished restore of this snapshot found there, resumed
+    bytes_fetched: int = 0  # from the store: what the link carried
+    files_written: int = 0
+    files_kept: int = 0     # delta: already there, verified, not fetched
+    bytes_kept: int = 0
+    bytes_reused: int = 0   # delta: of the files written, chunks their old copy held
+    removed: int = 0        # delta: entries the snapshot does not hold, removed
+    run_id: str | None = None
 
     @property
     def mb_per_s(self) -> float:
-        """Megabytes (10^6 bytes) written per second."""
-        return self.bytes_written / 1e6 / self.duration_s if self.duration_s else 0.0
+        """Megabytes (10^6 bytes) restored (written or verified) per second."""
+        restored = self.bytes_written + self.bytes_kept
+        return restored / 1e6 / self.duration_s if self.duration_s else 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "snapshot_id": self.snapshot_id,
+            "target": self.target,
             "bytes_written": self.bytes_written,
             "items": self.items,
             "duration_s": round(self.duration_s, 6),
             "mb_per_s": round(self.mb_per_s, 3),
+            "bytes_fetched": self.bytes_fetched,
+            "files_written": self.files_written,
+            "delta": self.delta,
+            "resumed": self.resumed,
+            "files_kept": self.files_kept,
+            "bytes_kept": self.bytes_kept,
+            "bytes_reused": self.bytes_reused,
+            "removed": self.removed,
+            "run_id": self.run_id,
         }
+
+
+class RestoreRun:
+    """One restore as a run of kind ``restore`` in the catalog: ``note`` what it did; a
+    failure (any exception leaving the ``with``) is recorded with its first line."""
+
+    def __init__(self, catalog: RunRecorder | None, repo: Repository, source: str,
+                 tenant: str | None = None) -> None:
+        self._catalog = catalog
+        self.run_id: str | None = None
+        self.snapshot_id: str | None = None
+        self.bytes_fetched = self.bytes_written = 0
+        if catalog is not None:
+            host = socket.gethostname()
+            self.run_id = catalog.start_run(repo.url, "restore", source, host,
+                                            tenant=tenant or host)
+
+    def note(self, snapshot_id: str, *, fetched: int, written: int) -> None:
+        self.snapshot_id, self.bytes_fetched, self.bytes_written = snapshot_id, fetched, written
+
+    def __enter__(self) -> RestoreRun:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
+                 _tb: object) -> None:
+        if self._catalog is None or self.run_id is None:
+            return
+        error = None
+        if err is not None:
+            text = str(err) if isinstance(err, DrsyncError) else repr(err)
+            error = (text.strip().splitlines() or [repr(err)])[0]
+        # bytes_read: fetched from the store; bytes_added: written into the target.
+        self._catalog.finish_run(self.run_id, "ok" if err is None else "failed",
+                                 bytes_read=self.bytes_fetched, bytes_added=self.bytes_written,
+                                 snapshot_id=self.snapshot_id, error=error)
 
 
 def _counted(blocks: Iterator[bytes], progress: Callable[[int], None] | None) -> Iterator[bytes]:
@@ -63,35 +122,115 @@ def _entries(reader: SnapshotReader, snap: Snapshot,
                               entry.size, entry.target)
 
 
+@dataclass
+class TreeWritten:
+    """What ``write_tree`` did: bytes and files written; with delta, what was kept."""
+    bytes_written: int = 0
+    items: int = 0
+    files_written: int = 0
+    files_kept: int = 0
+    bytes_kept: int = 0
+    bytes_reused: int = 0  # of files written: chunks their old copy held, not fetched
+    removed: int = 0
+
+
+def _local(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget, prefix: str,
+           progress: Callable[[int], None] | None) -> dict[int, LocalCopy]:
+    """Delta: for each file (by its position in entry order) the target holds some chunks
+    of, at their offsets, which ones: those are neither fetched nor, when the whole
+    file is there, written (``progress`` is told a whole file's bytes as it verifies)."""
+    key = reader.repo.key
+    local: dict[int, LocalCopy] = {}
+    for n, (entry, meta) in enumerate(_entries(reader, snap, prefix)):
+        if entry.type not in ("file", "stream"):
+            continue
+        try:
+            chunks = [(bytes.fromhex(cid), reader.plain_length(cid)) for cid in entry.chunks]
+        except KeyError:
+            continue  # a blob the index lacks: the restore names it when its turn comes
+        found = tree.compare(meta, chunks, key.chunk_id)
+        if found is not None:
+            local[n] = found
+            if found.whole and progress is not None:
+                progress(meta.size)
+    return local
+
+
+def _merged(reader: SnapshotReader, tree: FileTreeTarget, entry: Entry, meta: ItemMeta,
+            matches: list[bool], stream: Iterator[bytes], done: TreeWritten) -> Iterator[bytes]:
+    """A differing file's bytes: the chunks its old copy holds (read again and verified:
+    it must not have changed since it was compared), the others from ``stream``."""
+    chunk_id = reader.repo.key.chunk_id
+    with tree.existing(meta) as fd:
+        offset = 0
+        for cid, match in zip(entry.chunks, matches, strict=True):
+            length = reader.plain_length(cid)
+            if match:
+                data = os.pread(fd, length, offset)
+                if len(data) != length or chunk_id(data) != bytes.fromhex(cid):
+                    raise RestoreTargetError(f"{tree.root / meta.path} changed while it was "
+                                             "restored over; stop what writes it, run again")
+                done.bytes_reused += length
+            else:
+                data = next(stream)
+            offset += length
+            yield data
+
+
 def write_tree(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget, *,
-               prefix: str = "", progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+               prefix: str = "", progress: Callable[[int], None] | None = None) -> TreeWritten:
     """Write the snapshot's tree (or the part under ``prefix``) into ``tree``:
-    every entry checked first, then the data; returns (bytes written, items).
+    every entry checked first, then the data.
 
     The one restore loop for files, SQLite and PostgreSQL data directories. The
     chunks of every file, in restore order, are one stream for the reader, so
     its reads are planned per pack across file boundaries (a pack of many small
     files, or of one relation's 32 KiB blocks, is a GET or two, not one a blob).
+    With a delta target, chunks it already holds (verified) are not fetched: a
+    whole file is kept, a differing one rewritten from its old copy's matching
+    chunks and the fetched rest (``progress`` counts them all, a kept file's bytes
+    as they are verified).
     """
     tree.prepare(meta for _entry, meta in _entries(reader, snap, prefix))
-    order: Iterable[str] = (cid for entry, _m in _entries(reader, snap, prefix)
-                            if entry.type in ("file", "stream") for cid in entry.chunks)
+    local = _local(reader, snap, tree, prefix, progress) if tree.delta else {}
+    tree.begin(snap.id)
+
+    def fetched(n: int, entry: Entry) -> Iterator[str]:
+        there = local.get(n)
+        if there is None:
+            return iter(entry.chunks)
+        if there.whole:
+            return iter(())
+        return (cid for cid, match in zip(entry.chunks, there.matches, strict=True)
+                if not match)
+
+    order: Iterable[str] = (cid for n, (entry, _m) in enumerate(_entries(reader, snap, prefix))
+                            if entry.type in ("file", "stream") for cid in fetched(n, entry))
     stream = reader.blobs(order)
-    written = items = 0
+    done = TreeWritten()
     try:
-        for entry, meta in _entries(reader, snap, prefix):
-            items += 1
+        for n, (entry, meta) in enumerate(_entries(reader, snap, prefix)):
+            done.items += 1
+            there = local.get(n)
             if entry.type == "dir":
                 tree.directory(meta)
             elif entry.type == "symlink":
                 tree.symlink(meta)
+            elif there is not None and there.whole:
+                tree.keep(meta)
             else:
-                blocks = itertools.islice(stream, len(entry.chunks))
-                written += tree.file(meta, _counted(blocks, progress))
+                blocks: Iterator[bytes] = (
+                    itertools.islice(stream, len(entry.chunks)) if there is None
+                    else _merged(reader, tree, entry, meta, there.matches, stream, done))
+                done.bytes_written += tree.file(meta, _counted(blocks, progress))
+                done.files_written += 1
     finally:
         stream.close()
     tree.finish()
-    return written, items
+    stats = tree.delta_stats
+    done.files_kept, done.bytes_kept, done.removed = (stats.files_kept, stats.bytes_kept,
+                                                       stats.removed)
+    return done
 
 
 def restore_snapshot(
@@ -102,34 +241,55 @@ def restore_snapshot(
     stdout: BinaryIO | None = None,
     progress: Callable[[int], None] | None = None,
     on_snapshot: Callable[[int], None] | None = None,
+    delta: bool = False,
+    catalog: RunRecorder | None = None,
+    tenant: str | None = None,
 ) -> RestoreResult:
     """Restore ``ref`` (an id, a prefix or ``latest``) into ``target`` or onto ``stdout``.
 
+    ``delta``: ``target`` may hold files already; it is made equal to the snapshot,
+    fetching only the files that differ. A target holding an unfinished restore
+    of this same snapshot (killed, cut off) is resumed that way without asking.
     ``on_snapshot`` is told the snapshot's total size before bytes flow, for
-    progress bars.
+    progress bars; ``catalog`` records the restore as a run.
     """
     if (target is None) == (stdout is None):
         raise UsageError("restore needs exactly one of --target DIR or --stdout")
+    if delta and target is None:
+        raise UsageError("--delta goes with --target DIR (or --pgdata DIR)")
     started = time.monotonic()
-    snap = repo.find_snapshot(ref)
-    if on_snapshot is not None:
-        on_snapshot(int(snap.summary.get("bytes_read", 0)))
-    written = 0
-    items = 0
-    with SnapshotReader(repo) as reader:
-        if stdout is not None:
-            streams = [e for e in reader.entries(snap) if e.type in ("file", "stream")]
-            if len(streams) != 1:
-                raise UsageError(
-                    f"snapshot {snap.short_id} holds {len(streams)} files; --stdout needs one"
-                )
-            for block in _counted(reader.blobs(streams[0].chunks), progress):
-                stdout.write(block)
-                written += len(block)
-            stdout.flush()
-            items = 1
-        else:
-            assert target is not None
-            with FileTreeTarget(target, snapshot=snap.short_id) as tree:
-                written, items = write_tree(reader, snap, tree, progress=progress)
-    return RestoreResult(snap.id, written, items, time.monotonic() - started)
+    where = "stdout" if target is None else str(Path(target).absolute())
+    with RestoreRun(catalog, repo, f"files -> {where}" + (" (delta)" if delta else ""),
+                    tenant) as run:
+        snap = repo.find_snapshot(ref)
+        run.snapshot_id = snap.id  # a failed restore names it too
+        if on_snapshot is not None:
+            on_snapshot(int(snap.summary.get("bytes_read", 0)))
+        resumed = (not delta and target is not None
+                   and unfinished_restore(target) == snap.id)
+        delta = delta or resumed
+        done = TreeWritten()
+        with SnapshotReader(repo) as reader:
+            if stdout is not None:
+                streams = [e for e in reader.entries(snap) if e.type in ("file", "stream")]
+                if len(streams) != 1:
+                    raise UsageError(
+                        f"snapshot {snap.short_id} holds {len(streams)} files; --stdout needs one"
+                    )
+                for block in _counted(reader.blobs(streams[0].chunks), progress):
+                    stdout.write(block)
+                    done.bytes_written += len(block)
+                stdout.flush()
+                done.items = done.files_written = 1
+            else:
+                assert target is not None
+                with FileTreeTarget(target, snapshot=snap.short_id, delta=delta) as tree:
+                    done = write_tree(reader, snap, tree, progress=progress)
+        fetched = reader.stats.bytes_fetched
+        run.note(snap.id, fetched=fetched, written=done.bytes_written)
+    return RestoreResult(snap.id, done.bytes_written, done.items, time.monotonic() - started,
+                         target=None if target is None else where, delta=delta,
+                         resumed=resumed,
+                         bytes_fetched=fetched, files_written=done.files_written,
+                         files_kept=done.files_kept, bytes_kept=done.bytes_kept,
+                         bytes_reused=done.bytes_reused, removed=done.removed, run_id=run.run_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -267,6 +268,10 @@ def _pg_source(spec: dict[str, object]) -> str:
 @click.option("--pgdata", type=click.Path(file_okay=False),
               help="Write a --pg-base snapshot into this empty directory, configured for "
               "recovery from the WAL archive.")
+@click.option("--delta", is_flag=True,
+              help="With --target or --pgdata: the directory may hold files already (a stale "
+              "standby, an interrupted restore); make it equal to the snapshot, fetching only "
+              "files whose size or checksum differ and removing what the snapshot lacks.")
 @click.option("--target-time", metavar="TS", help="Recover to this moment (e.g. "
               "'2026-11-27 03:00:00+09').")
 @click.option("--target-lsn", metavar="LSN", help="Recover to this WAL position.")
@@ -285,7 +290,7 @@ def _pg_source(spec: dict[str, object]) -> str:
 @click.pass_context
 def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout: bool,
                 pg_restore: str | None, clean: bool, jobs: int, no_owner: bool,
-                pg_globals: bool, pgdata: str | None, target_time: str | None,
+                pg_globals: bool, pgdata: str | None, delta: bool, target_time: str | None,
                 target_lsn: str | None, start_server: bool, pg_options: tuple[str, ...],
                 keep_archiving: bool, drsync_command: str | None, spool: str | None,
                 as_json: bool) -> None:
@@ -298,15 +303,26 @@ def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout
       drsync restore 3fa1c2d0 --pg-restore 'host=db2 dbname=registry_restored' --jobs 4
         (creates registry_restored; an existing database must be empty, or add --clean)
       drsync restore 9b2e41aa --pgdata /srv/pg/main --target-time '2026-11-27 10:15+09' --start
+      drsync restore latest --pgdata /srv/pg/standby --delta --start   (over a stale copy)
+      drsync restore latest --target /srv/restore/registry --delta     (into what is there)
+    Run again after it was killed, a restore resumes: what it finished is verified
+    and kept (as with --delta), only the rest is fetched.
+
+    Every restore is a run of kind `restore` in the catalog (`drsync runs`) and ends
+    with a summary (--json: the same as one document). With --pgdata, the generated
+    restore_command is run once for the first WAL file needed, as the server's user;
+    with --start, the summary says where recovery stopped, as the server reports it.
     """
     from drsync.errors import UsageError
 
+    if delta and (to_stdout or pg_restore):
+        raise UsageError("--delta goes with --target DIR or --pgdata DIR")
     if pgdata or pg_restore:
         if clean and not pg_restore:
             raise UsageError("--clean goes with --pg-restore")
         _restore_postgres(ctx, snapshot, target, pg_restore, jobs, no_owner, pg_globals, pgdata,
                           target_time, target_lsn, start_server, pg_options, keep_archiving,
-                          drsync_command, spool, as_json, clean)
+                          drsync_command, spool, as_json, clean, delta)
         return
     if target_time or target_lsn or start_server:
         raise UsageError("--target-time, --target-lsn and --start go with --pgdata")
@@ -316,17 +332,30 @@ def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout
 
     if to_stdout and as_json:
         raise UsageError("--stdout and --json both want standard output; choose one")
+    settings = settings_from(ctx)
     repo = open_repo(ctx)
     with progress_bar("restore", enabled=not as_json) as (advance, set_total):
         result = restore_snapshot(repo, snapshot, target=target,
                                   stdout=sys.stdout.buffer if to_stdout else None,
-                                  progress=advance, on_snapshot=set_total)
+                                  progress=advance, on_snapshot=set_total, delta=delta,
+                                  catalog=open_journal(ctx), tenant=settings.tenant)
     if as_json:
         print_json(result.to_json())
     elif not to_stdout:
-        click.echo(f"restored snapshot {result.snapshot_id[:8]}: {result.items} items, "
-                   f"{human_bytes(result.bytes_written)} in {result.duration_s:.2f} s, "
+        click.echo(f"restored snapshot {result.snapshot_id[:8]} into {result.target}: "
+                   f"{result.items} items, {human_bytes(result.bytes_written)} written "
+                   f"({human_bytes(result.bytes_fetched)} fetched) in {result.duration_s:.2f} s, "
                    f"{result.mb_per_s:.1f} MB/s, every blob verified")
+        if result.delta:
+            click.echo(_delta_line(result.files_written, result.files_kept, result.bytes_kept,
+                                   result.removed, result.resumed))
+
+
+def _delta_line(written: int, kept: int, bytes_kept: int, removed: int,
+                resumed: bool) -> str:
+    how = "resumed an unfinished restore of this snapshot" if resumed else "delta"
+    return (f"{how}: {kept} files already there and verified ({human_bytes(bytes_kept)}), "
+            f"{written} written, {removed} entries removed")
 
 
 def _restore_postgres(ctx: click.Context, snapshot: str, target: str | None,
@@ -334,7 +363,7 @@ def _restore_postgres(ctx: click.Context, snapshot: str, target: str | None,
                       pgdata: str | None, target_time: str | None, target_lsn: str | None,
                       start_server: bool, pg_options: tuple[str, ...], keep_archiving: bool,
                       drsync_command: str | None, spool: str | None, as_json: bool,
-                      clean: bool = False) -> None:
+                      clean: bool = False, delta: bool = False) -> None:
     from drsync.errors import UsageError
     from drsync.pgrestore import restore_command_for, restore_logical, restore_pgdata
     from drsync.sources.postgres import RecoveryTarget
@@ -342,9 +371,14 @@ def _restore_postgres(ctx: click.Context, snapshot: str, target: str | None,
     if pgdata and pg_restore:
         raise UsageError("give --pg-restore DSN or --pgdata DIR, not both")
     if pg_restore:
-        result = restore_logical(open_repo(ctx), snapshot, pg_restore, jobs=jobs,
-                                 no_owner=no_owner, with_globals=pg_globals, clean=clean,
-                                 pg_bindir=settings_from(ctx).pg_bindir)
+        settings = settings_from(ctx)
+        repo = open_repo(ctx)
+        with progress_bar("pg_restore", enabled=not as_json) as (advance, set_total):
+            result = restore_logical(repo, snapshot, pg_restore, jobs=jobs,
+                                     no_owner=no_owner, with_globals=pg_globals, clean=clean,
+                                     pg_bindir=settings.pg_bindir, progress=advance,
+                                     on_snapshot=set_total, catalog=open_journal(ctx),
+                                     tenant=settings.tenant)
     else:
         assert pgdata is not None
         if target not in (None, "latest"):
@@ -363,29 +397,54 @@ def _restore_postgres(ctx: click.Context, snapshot: str, target: str | None,
                                       password_file=settings.password_file,
                                       spool=settings.spool, drsync_command=drsync_command,
                                       config=settings.source or None)
-        result = restore_pgdata(open_repo(ctx, settings), snapshot, pgdata,
-                                target=RecoveryTarget(time=target_time, lsn=target_lsn),
-                                restore_command=command, options=options,
-                                keep_archiving=keep_archiving, start=start_server,
-                                pg_bindir=settings.pg_bindir)
+        repo = open_repo(ctx, settings)
+        with progress_bar("restore", enabled=not as_json) as (advance, set_total):
+            result = restore_pgdata(repo, snapshot, pgdata,
+                                    target=RecoveryTarget(time=target_time, lsn=target_lsn),
+                                    restore_command=command, options=options,
+                                    keep_archiving=keep_archiving, start=start_server,
+                                    pg_bindir=settings.pg_bindir, delta=delta,
+                                    progress=advance, on_snapshot=set_total,
+                                    catalog=open_journal(ctx), tenant=settings.tenant)
     if as_json:
         print_json(result.to_json())
         return
-    click.echo(f"restored {result.kind} snapshot {result.snapshot_id[:8]}: "
-               f"{human_bytes(result.bytes_written)} in {result.duration_s:.2f} s, "
-               "every blob verified")
     details = result.details
+    click.echo(f"restored {result.kind} snapshot {result.snapshot_id[:8]}: "
+               f"{human_bytes(result.bytes_written)} written "
+               f"({human_bytes(details['bytes_fetched'])} fetched) in "
+               f"{result.duration_s:.2f} s, every blob verified")
     if result.kind == "pg_dump":
         click.echo(f"into database {details['target_database']}"
                    + (" (created)" if details["created"] else ""))
     if result.kind == "pg_base":
-        click.echo(f"recovery configured in {details['config']}: target {details['target']}, "
-                   f"WAL {details['wal_needed'][0]}..{details['wal_needed'][1]} needed at least")
-        if details.get("started"):
-            click.echo(f"PostgreSQL is up on port {details['port']} "
-                       f"(socket {details['socket_dir']}), recovery finished")
-        else:
-            click.echo(f"start it with: pg_ctl -D {details['pgdata']} start")
+        _pgdata_summary(details)
+
+
+def _pgdata_summary(details: dict[str, Any]) -> None:
+    if details["delta"]:
+        click.echo(_delta_line(details["files_written"], details["files_kept"],
+                               details["bytes_kept"], details["removed"], details["resumed"]))
+    wal = details["wal_needed"]
+    click.echo(f"recovery configured in {details['config']}: target {details['target']}, "
+               f"WAL {wal[0]}..{wal[1]} needed at least")
+    checked = details.get("restore_command_checked")
+    if isinstance(checked, dict):
+        click.echo(f"restore_command works: fetched {checked['wal']} as user {checked['user']}")
+    recovery = details.get("recovery")
+    if details.get("started") and isinstance(recovery, dict):
+        click.echo(f"PostgreSQL is up on port {details['port']} "
+                   f"(socket {details['socket_dir']}), recovery finished")
+        click.echo(f"recovery stopped: last transaction replayed committed at "
+                   f"{recovery['last_replayed_xact_at'] or '-'} (LSN "
+                   f"{recovery['last_replay_lsn'] or '-'}), now on timeline "
+                   f"{recovery['timeline']}, {recovery['wal_files_fetched']} WAL files fetched"
+                   + (f" ({recovery['first_wal_fetched']}..{recovery['last_wal_fetched']})"
+                      if recovery["first_wal_fetched"] else ""))
+        if recovery.get("stopped"):
+            click.echo(f"server log: {recovery['stopped']}")
+    else:
+        click.echo(details["recovery_hint"])
 
 
 @click.command("check")

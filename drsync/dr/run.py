@@ -11,9 +11,11 @@ is killed can be run again:
   of the run that restored it);
 * a tenant recorded ``running`` (interrupted) or ``failed`` is restored again.
   A directory or data directory that drsync created (or found empty) is
-  recorded as ``made_target`` before the first byte is written, so it is
-  cleared first; a target that held files before drsync came is never
-  cleared: the tenant fails with a line saying so. A logical restore
+  recorded as ``made_target`` before the first byte is written, so the retry
+  resumes there as a delta restore (what the interrupted attempt finished is
+  verified and kept, the rest fetched, anything else removed); a target that
+  held files before drsync came is never touched: the tenant fails with a
+  line saying so. A logical restore
   interrupted in a database is run again with ``--clean``.
 
 Per tenant: ``rto_s`` is from the start of the fleet's restore (the first
@@ -29,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import socket
 import tempfile
 import threading
@@ -165,19 +166,6 @@ def _empty_or_absent(path: Path) -> bool:
                                          and not any(path.iterdir()))
 
 
-def _clear(path: Path) -> None:
-    """Empty a directory drsync made, keeping the directory itself (its owner and mode:
-    a data directory belongs to the cluster's user)."""
-    if path.is_symlink() or not path.is_dir():
-        path.unlink()
-        return
-    for child in path.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
-
-
 class FleetRestore:
     """Restores a fleet's tenants into their targets; see the module docstring."""
 
@@ -275,6 +263,7 @@ class FleetRestore:
         out.total_bytes = int(snap.summary.get("bytes_read", 0)) or None
         out.point_time = _iso(point.time)
         made = self._claim(tenant.name, target, before, interrupted)
+        resume = interrupted and bool(before.get("made_target")) and target.kind != "pg_restore"
         self.state.update(tenant.name, status="running", made_target=made, error=None,
                           snapshot_id=snap.id, attempt_started=_iso(datetime.now(UTC)))
         if target.kind == "directory":
@@ -283,8 +272,9 @@ class FleetRestore:
             def advance(n: int) -> None:
                 out.bytes += n
 
-            result = restore_snapshot(repo, snap.id, target=target.where, progress=advance)
-            out.bytes = result.bytes_written
+            result = restore_snapshot(repo, snap.id, target=target.where, progress=advance,
+                                      delta=resume)
+            out.bytes = result.bytes_written + result.bytes_kept
         elif target.kind == "pg_restore":
             from drsync.pgrestore import restore_logical
 
@@ -292,18 +282,18 @@ class FleetRestore:
                                       pg_bindir=self.settings.pg_bindir)
             out.bytes = logical.bytes_written
         else:
-            out.bytes = self._pgdata(repo, tenant, target, snap.id)
+            self._pgdata(repo, tenant, target, snap.id, resume, out)
         self._finish(out, point)
 
     def _claim(self, name: str, target: Target, before: dict[str, Any],
                interrupted: bool) -> bool:
-        """Make a directory target ready: clear what an interrupted attempt of ours left;
-        refuse a target that held files before drsync came. True: drsync made it."""
+        """Make a directory target ready: one an interrupted attempt of ours made is resumed
+        (a delta restore); refuse a target that held files before drsync came. True:
+        drsync made it."""
         if target.kind == "pg_restore":
             return False
         where = Path(target.where)
         if interrupted and before.get("made_target") and os.path.lexists(where):
-            _clear(where)
             return True
         if _empty_or_absent(where):
             return True
@@ -315,7 +305,8 @@ class FleetRestore:
             raise UsageError(f"target {where} of tenant {name} is not empty")
         return False  # a directory restore refuses conflicts itself, writing nothing
 
-    def _pgdata(self, repo: Any, tenant: Tenant, target: Target, snapshot_id: str) -> int:
+    def _pgdata(self, repo: Any, tenant: Tenant, target: Target, snapshot_id: str,
+                resume: bool, out: TenantOutcome) -> None:
         from drsync.pgrestore import restore_command_for, restore_pgdata
         from drsync.sources.postgres import RecoveryTarget
 
@@ -330,8 +321,8 @@ class FleetRestore:
         result = restore_pgdata(repo, snapshot_id, target.where, target=RecoveryTarget(),
                                 restore_command=command, options=options,
                                 start=target.port is not None,
-                                pg_bindir=self.settings.pg_bindir)
-        return result.bytes_written
+                                pg_bindir=self.settings.pg_bindir, delta=resume)
+        out.bytes = result.bytes_written + result.details["bytes_kept"]
 
     def _finish(self, out: TenantOutcome, point: Point) -> None:
         now = datetime.now(UTC)

@@ -122,6 +122,13 @@ class SnapshotReader:
             raise IntegrityError(f"{self.repo.url}: blob {hex_id[:16]} is in no index (missing)")
         return blob_id, loc
 
+    def plain_length(self, hex_id: str) -> int:
+        """The plaintext length of a blob, from the index; KeyError when it has none."""
+        loc = self.index.get(bytes.fromhex(hex_id))
+        if loc is None:
+            raise KeyError(hex_id)
+        return loc.raw_length
+
     # -- the work on threads -------------------------------------------------------
 
     def _get(self, rng: _Range) -> None:

@@ -7,14 +7,17 @@ entries and verified bytes. The backup and restore services join them to
 """
 
 from drsync.sources.base import ItemMeta, SourceItem, SourceProblem
-from drsync.sources.files import FileTreeTarget, scan_paths
+from drsync.sources.files import scan_paths
 from drsync.sources.sqlite import sqlite_consistent_copy
+from drsync.sources.tree import FileTreeTarget, LocalCopy, unfinished_restore
 
 __all__ = [
     "FileTreeTarget",
     "ItemMeta",
+    "LocalCopy",
     "SourceItem",
     "SourceProblem",
     "scan_paths",
     "sqlite_consistent_copy",
+    "unfinished_restore",
 ]

@@ -126,7 +126,7 @@ def test_kill_mid_way_then_resume(dr_fleet: DrFleet) -> None:
     for name in finished:
         assert status[name] == "skipped"
     for name in running:
-        assert status[name] == "ok"  # interrupted: restored again, from the start
+        assert status[name] == "ok"  # interrupted: resumed there, as a delta restore
     assert {n for n, s in status.items() if s in ("ok", "skipped")} == {
         "Nobeoka", "Saiki", "Hyuga"}
     assert status["Shiiba"] == status["Kadogawa"] == "failed"
@@ -153,7 +153,7 @@ def test_interrupted_target_drsync_made_is_cleared(dr_fleet: DrFleet) -> None:
                         "--json")
     by_name = {t["name"]: t for t in json.loads(done.stdout)["tenants"]}
     assert by_name["Nobeoka"]["status"] == "ok", by_name["Nobeoka"]
-    assert not (partial / "half").exists()  # what the interrupted attempt left is gone
+    assert not (partial / "half").exists()  # the delta resume removed what is not restored
     _check_restored(dr_fleet)
     # RTO counts from the fleet restore's first start, recorded in the state file.
     assert by_name["Nobeoka"]["rto_s"] > 3600

@@ -110,3 +110,10 @@ def test_restore_creates_a_missing_database_and_refuses_a_non_empty_one(
                    "--no-owner", "--clean")
     assert done["created"] is False
     assert cluster.psql(query, dbname="new registry") == cluster.psql(query, dbname="registry")
+
+    # Each attempt is a run of kind restore in the catalog, the refused one too.
+    runs = [r for r in _drsync(drsync_bin, env, "runs") if r["kind"] == "restore"]
+    assert [r["status"] for r in runs] == ["ok", "failed", "ok"]
+    assert runs[0]["id"] == done["run_id"] and runs[0]["bytes_read"] == done["bytes_fetched"]
+    assert all(r["snapshot_id"] == snap["snapshot_id"] for r in runs)
+    assert runs[0]["source"].startswith("pg_restore -> ") and "--clean" in runs[1]["error"]

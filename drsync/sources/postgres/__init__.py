@@ -9,7 +9,9 @@ from drsync.sources.postgres.dump import LOGICAL_DUMP_NAME, pg_dump_source, pg_r
 from drsync.sources.postgres.physical import (
     PGDATA_PREFIX,
     base_backup_source,
+    check_restore_command,
     configure_recovery,
+    recovery_outcome,
     start_cluster,
 )
 from drsync.sources.postgres.tools import PgTools, RecoveryTarget, lsn_to_int, segment_name
@@ -20,10 +22,12 @@ __all__ = [
     "PgTools",
     "RecoveryTarget",
     "base_backup_source",
+    "check_restore_command",
     "configure_recovery",
     "lsn_to_int",
     "pg_dump_source",
     "pg_restore_stream",
+    "recovery_outcome",
     "segment_name",
     "start_cluster",
 ]

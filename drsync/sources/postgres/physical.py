@@ -12,6 +12,11 @@ Restoring writes the files into an empty directory, then
 ``configure_recovery`` appends the restore_command, the target and
 ``archive_mode = off`` (a restored copy must not archive into the original
 tenant's spool) to ``postgresql.auto.conf`` and creates ``recovery.signal``.
+``check_restore_command`` then runs that command once, as the server will
+(through the shell, in the data directory, as its user), for the first WAL
+file the backup needs, so that a command that cannot work is one line from
+drsync rather than a FATAL in the server's log. Once the server is up,
+``recovery_outcome`` asks it where replay stopped.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from drsync.errors import SourceError, UnsafePath, UsageError
+from drsync.errors import ConfigError, SourceError, UnsafePath, UsageError
 from drsync.sources.base import ItemMeta, SourceItem
 from drsync.sources.postgres.process import ProcessReader
 from drsync.sources.postgres.tools import (
@@ -42,8 +47,8 @@ from drsync.sources.postgres.tools import (
     segment_name,
 )
 
-__all__ = ["FIXED_CHUNK", "PGDATA_PREFIX", "base_backup_source", "configure_recovery",
-           "start_cluster"]
+__all__ = ["FIXED_CHUNK", "PGDATA_PREFIX", "base_backup_source", "check_restore_command",
+           "configure_recovery", "recovery_outcome", "start_cluster"]
 
 PGDATA_PREFIX = "pgdata"
 FIXED_CHUNK = 32768  # 4 pages: 1% of pages touched at random changes ~4% of chunks
@@ -231,3 +236,114 @@ def start_cluster(pgdata: str | Path, *, run_as: list[str] | None = None,
             raise SourceError(f"PostgreSQL in {pgdata} is still recovering after {timeout:.0f} s")
         time.sleep(0.2)
     return {"port": int(port), "socket_dir": socket_dir, "log": str(log)}
+
+
+def _substitute(command: str, wal: str, dest: str) -> str:
+    """restore_command's placeholders as PostgreSQL fills them (%f, %p, %r, %%)."""
+    out, i = [], 0
+    while i < len(command):
+        if command[i] == "%" and i + 1 < len(command):
+            out.append({"f": wal, "p": dest, "r": wal, "%": "%"}.get(command[i + 1],
+                                                                   command[i:i + 2]))
+            i += 2
+        else:
+            out.append(command[i])
+            i += 1
+    return "".join(out)
+
+
+def check_restore_command(pgdata: str | Path, command: str, wal: str, *,
+                          run_as: list[str] | None = None,
+                          timeout: float = 600) -> dict[str, Any]:
+    """Run ``command`` for WAL file ``wal`` as the server would; ConfigError (one line)
+    when it fails or writes nothing. The fetched copy is removed again."""
+    pgdata = Path(pgdata)
+    dest = f"pg_wal/drsync-check-{os.getpid()}-{time.monotonic_ns()}"
+    user = run_as[2] if run_as and len(run_as) > 2 else _me()
+    started = time.monotonic()
+    try:
+        done = subprocess.run([*(run_as or []), "sh", "-c", _substitute(command, wal, dest)],
+                              cwd=pgdata, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"restore_command did not fetch WAL file {wal} (the first one the "
+                          f"backup needs) as user {user} in {timeout:.0f} s; fix it before "
+                          f"starting the server (it is in {pgdata}/postgresql.auto.conf)"
+                          ) from None
+    fetched = pgdata / dest
+    try:
+        size = fetched.stat().st_size if done.returncode == 0 else 0
+    except FileNotFoundError:
+        size = -1
+    finally:
+        with contextlib.suppress(OSError):
+            fetched.unlink()
+    if done.returncode == 0 and size > 0:
+        return {"wal": wal, "user": user, "bytes": size,
+                "duration_s": round(time.monotonic() - started, 3)}
+    if done.returncode == 0:
+        why = "exited 0 but wrote no file"
+    elif done.returncode == 1 and not done.stderr.strip():
+        why = "found no such file (exit 1): the archive lacks it"
+    else:
+        why = f"failed (exit {done.returncode}): {last_line(done.stderr)}"
+    raise ConfigError(f"restore_command run as user {user} for WAL file {wal} (the first one "
+                      f"the backup needs) {why}; fix it before starting the server (it is in "
+                      f"{pgdata}/postgresql.auto.conf)")
+
+
+def _me() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+_RESTORED = re.compile(r'restored log file "([0-9A-F]{24}|[0-9A-F]{8}\.history)" from archive')
+_STOPPED = re.compile(r"(recovery stopping .*|redo done at .*|archive recovery complete.*)$")
+_NEW_TIMELINE = re.compile(r"selected new timeline ID: (\d+)")
+
+
+def recovery_outcome(pgdata: str | Path, server: dict[str, Any], *,
+                     run_as: list[str] | None = None,
+                     tools: PgTools | None = None) -> dict[str, Any]:
+    """Where recovery stopped, as the running server and its log say: the last
+    transaction replayed (its commit time, UTC) and the last LSN replayed, the timeline
+    it now writes, and the WAL files it fetched from the archive."""
+    tools = tools or PgTools()
+    sql = ("SELECT to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', "
+           "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), pg_last_wal_replay_lsn(), "
+           "pg_walfile_name(pg_current_wal_lsn()), pg_is_in_recovery()")
+    done = subprocess.run([*(run_as or []), tools.path("psql"), "-X", "-At", "-F", "|", "-h",
+                           str(server["socket_dir"]), "-p", str(server["port"]), "-d",
+                           "postgres", "-c", sql], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise SourceError(f"PostgreSQL in {pgdata} is up but cannot be asked where recovery "
+                          f"stopped: {last_line(done.stderr)}")
+    replayed_at, replay_lsn, walfile, in_recovery = done.stdout.strip().split("|")
+    fetched: list[str] = []
+    stopped = None
+    new_timeline = None
+    log = Path(server["log"])
+    text = log.read_text(errors="replace") if log.exists() else ""
+    for line in text.splitlines():
+        if (found := _RESTORED.search(line)) is not None:
+            fetched.append(found.group(1))
+        elif (found := _STOPPED.search(line)) is not None and stopped is None:
+            stopped = found.group(1).strip()
+        elif (found := _NEW_TIMELINE.search(line)) is not None:
+            new_timeline = int(found.group(1))
+    segments = [name for name in fetched if len(name) == 24]
+    return {
+        "last_replayed_xact_at": replayed_at or None,
+        "last_replay_lsn": replay_lsn or None,
+        "timeline": int(walfile[:8], 16),
+        "new_timeline_in_log": new_timeline,
+        "in_recovery": in_recovery == "t",
+        "wal_files_fetched": len(segments),
+        "first_wal_fetched": segments[0] if segments else None,
+        "last_wal_fetched": segments[-1] if segments else None,
+        "stopped": stopped,
+        "log": str(log),
+    }

@@ -1,0 +1,458 @@
+"""Restoring a tree into a directory: ``FileTreeTarget``, the one writer of every restore.
+
+A ``FileTreeTarget`` writes only inside its target (it walks it
+with directory descriptors and never follows a symlink), checks every entry
+before the first byte, and writes each file to a hidden temporary beside its
+final name, linking it into place only once every byte verified, so a failed
+restore never leaves a plausible-looking half file. Modes and mtimes are
+restored; directory mtimes last, since writing into a directory moves it.
+
+A delta restore (``delta=True``, as pgBackRest's ``--delta``) goes into a
+target that already holds files (a stale standby, a half-finished earlier
+restore): ``prepare`` removes what the snapshot does not hold (and what has
+the wrong type there), walking the target by descriptor as the writes do;
+``compare`` tells which chunks of a file there already are the snapshot's
+(each chunk's keyed hash, at its offset), so that a whole file is kept
+(mode and mtime set) instead of fetched, and a file that differs is
+rewritten from its matching chunks (read again, and verified, from the old
+copy) and the fetched rest, then replaced by an atomic rename of the
+verified temporary. The result is what a restore into an empty target
+makes. While a restore writes, ``UNFINISHED`` in the target's root names
+its snapshot, so that the same restore run again after a kill resumes as a
+delta (``unfinished_restore``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from drsync.errors import RestoreTargetError, UnsafePath, UsageError
+from drsync.paths import path_problem, tree_problems
+from drsync.sources.base import ItemMeta
+
+__all__ = ["UNFINISHED", "DeltaStats", "FileTreeTarget", "LocalCopy", "unfinished_restore"]
+
+# In the target's root while a restore writes into it: the snapshot's id. Run again, the
+# same restore finds it and resumes as a delta; a finished restore removes it.
+UNFINISHED = ".drsync-restore-unfinished"
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Reserve the file's blocks first: a full disk fails before a byte is written, and
+    ext4 writes into allocated blocks several times faster than it allocates them."""
+    if size <= 0:
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as err:
+        if err.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+            return  # the filesystem cannot preallocate (some NFS); write as usual
+        raise
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# A filesystem that cannot hard-link answers one of these; the temporary is renamed instead.
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
+
+
+@dataclass
+class LocalCopy:
+    """What a delta target holds of a file: which chunks match, at their offsets, and
+    whether the file is whole (every chunk, and nothing after them)."""
+    matches: list[bool]
+    whole: bool
+
+
+@dataclass
+class DeltaStats:
+    """What a delta restore found in its target: files kept as they were, entries removed."""
+    files_kept: int = 0
+    bytes_kept: int = 0
+    removed: int = 0  # entries (a directory with all below it counts once) removed
+
+
+class FileTreeTarget:
+    """Writes restored items under ``root`` and nowhere else; never replaces what is there
+    (unless ``delta``: then it makes the target equal to the snapshot, see the module).
+
+    The target is walked with directory descriptors, one component at a time
+    and never following a symlink, so no link (already in the target, or made
+    by an earlier entry) can carry a write, a mode or a time outside it. Files
+    are created ``O_EXCL | O_NOFOLLOW`` under a random temporary name and
+    linked to their final name, which fails rather than replace anything.
+    ``prepare`` checks every entry before the first byte is written.
+    """
+
+    def __init__(self, root: str | Path, *, snapshot: str = "", delta: bool = False) -> None:
+        self.root = Path(root).absolute()
+        self.delta = delta
+        self.delta_stats = DeltaStats()
+        self._snapshot = f"snapshot {snapshot} " if snapshot else ""
+        self._root_fd: int | None = None
+        self._stack: list[tuple[str, int]] = []  # the open directories of the current path
+        self._dirs: list[tuple[list[str], ItemMeta]] = []
+        self._mark = True  # begin() marks the target unfinished, finish() unmarks it
+
+    def __enter__(self) -> FileTreeTarget:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._unwind(0)
+        if self._root_fd is not None:
+            os.close(self._root_fd)
+            self._root_fd = None
+
+    # -- before the first byte ---------------------------------------------------
+
+    def prepare(self, metas: Iterable[ItemMeta]) -> None:
+        """Refuse unsafe entries and conflicts with what the target holds, writing nothing."""
+        metas_list = list(metas)
+        items = [(m.path, m.type) for m in metas_list]
+        # A snapshot of a target with a mark in it restores that file: no mark then.
+        self._mark = all(path != UNFINISHED for path, _kind in items)
+        problems = tree_problems(items)
+        if problems:
+            path, reason = problems[0]
+            more = f" ({len(problems)} unsafe entries in all)" if len(problems) > 1 else ""
+            raise self._unsafe(path, reason + more)
+        if not os.path.lexists(self.root):
+            return
+        if not self.root.is_dir():
+            raise UsageError(f"restore target {self.root} is not a directory")
+        root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if self.delta:
+                wanted = {m.path: (m.type, m.target) for m in metas_list}
+                with self._writing(ItemMeta("", "dir")):
+                    self._prune(root_fd, "", wanted)
+                return
+            dirs: set[str] = set()  # known to be real directories in the target
+            for path, kind in items:
+                self._probe(root_fd, path, kind, dirs)
+        finally:
+            os.close(root_fd)
+
+    def _prune(self, dir_fd: int, above: str, wanted: dict[str, tuple[str, str]]) -> None:
+        """Remove, under the directory ``dir_fd`` (``above`` in the tree), every entry the
+        snapshot does not hold as it is there; descend into the directories it keeps.
+        Never follows a symlink: a link is an entry to keep or remove, not a way out."""
+        for name in sorted(os.listdir(dir_fd)):
+            rel = f"{above}{name}"
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            kind, link = wanted.get(rel, ("", ""))
+            if kind == "dir" and stat.S_ISDIR(st.st_mode):
+                try:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+                except OSError as err:
+                    if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                else:
+                    try:
+                        self._prune(child, f"{rel}/", wanted)
+                    finally:
+                        os.close(child)
+                    continue
+            elif (kind in ("file", "stream") and stat.S_ISREG(st.st_mode)) or (
+                    kind == "symlink" and stat.S_ISLNK(st.st_mode)
+                    and os.readlink(name, dir_fd=dir_fd) == link):
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(name, dir_fd=dir_fd)  # descriptor-based: links are unlinked
+            else:
+                os.unlink(name, dir_fd=dir_fd)
+            self.delta_stats.removed += 1
+
+    def compare(self, meta: ItemMeta, chunks: list[tuple[bytes, int]],
+                chunk_id: Callable[[bytes], bytes]) -> LocalCopy | None:
+        """Delta: which of ``meta``'s chunks (``(id, length)`` in order, ids by
+        ``chunk_id``) the file there already holds at their offsets; None when there
+        is no plain file, or it holds none of them. Reads the file, writes nothing."""
+        try:
+            fd = self._open_existing(meta)
+        except OSError:
+            return None  # absent, or not a plain file: it is written
+        with os.fdopen(fd, "rb", buffering=0) as fh:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            matches = []
+            for blob_id, length in chunks:
+                data = fh.read(length)
+                matches.append(len(data) == length and chunk_id(data) == blob_id)
+        if not any(matches) and chunks:
+            return None
+        return LocalCopy(matches, all(matches) and st.st_size == meta.size)
+
+    @contextlib.contextmanager
+    def existing(self, meta: ItemMeta) -> Iterator[int]:
+        """Delta: a descriptor reading the file now at ``meta``'s place (the copy that
+        ``compare`` looked at), never through a link."""
+        with self._writing(meta):
+            fd = self._open_existing(meta)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _open_existing(self, meta: ItemMeta) -> int:
+        parts = self._parts(meta)
+        parent = self._enter(parts[:-1], meta.path)
+        return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+
+    def keep(self, meta: ItemMeta) -> None:
+        """Delta: the file there has the snapshot's bytes; give it the snapshot's mode and
+        mtime (through its own descriptor, never following a link)."""
+        parts = self._parts(meta)
+        with self._writing(meta):
+            parent = self._enter(parts[:-1], meta.path)
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                os.fchmod(fd, meta.mode if meta.type == "file" else 0o600)
+                if meta.mtime_ns:
+                    os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
+            finally:
+                os.close(fd)
+        self.delta_stats.files_kept += 1
+        self.delta_stats.bytes_kept += meta.size
+
+    def _probe(self, root_fd: int, path: str, kind: str, dirs: set[str]) -> None:
+        parts = path.split("/")
+        for depth in range(1, len(parts) + 1):
+            here = "/".join(parts[:depth])
+            wants_dir = depth < len(parts) or kind == "dir"
+            if wants_dir and here in dirs:
+                continue
+            try:
+                st = os.stat(here, dir_fd=root_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return  # nothing below exists either
+            if wants_dir and stat.S_ISLNK(st.st_mode):
+                raise self._unsafe(path, f"{here!r} is a symlink in the target {self.root}")
+            if wants_dir and stat.S_ISDIR(st.st_mode):
+                dirs.add(here)
+                continue
+            raise self._exists(here)
+
+    # -- writing -------------------------------------------------------------------
+
+    def directory(self, meta: ItemMeta) -> None:
+        parts = self._parts(meta)
+        with self._writing(meta):
+            parent = self._enter(parts[:-1], meta.path, create=True)
+            try:
+                os.mkdir(parts[-1], 0o700, dir_fd=parent)
+            except FileExistsError:
+                self._existing_dir(parent, parts, meta.path)
+            self._dirs.append((parts, meta))
+
+    def symlink(self, meta: ItemMeta) -> None:
+        parts = self._parts(meta)
+        with self._writing(meta):
+            parent = self._enter(parts[:-1], meta.path, create=True)
+            try:
+                os.symlink(meta.target, parts[-1], dir_fd=parent)
+            except FileExistsError:
+                if not (self.delta and _link_to(parent, parts[-1]) == meta.target):
+                    raise self._exists(meta.path) from None
+            os.utime(parts[-1], ns=(meta.mtime_ns, meta.mtime_ns), dir_fd=parent,
+                     follow_symlinks=False)
+
+    def file(self, meta: ItemMeta, blocks: Iterable[bytes]) -> int:
+        parts = self._parts(meta)
+        name = parts[-1]
+        with self._writing(meta):
+            parent = self._enter(parts[:-1], meta.path, create=True)
+            if not self.delta and _lexists(parent, name):
+                raise self._exists(meta.path)
+            tmp = f".{name[:64]}.{secrets.token_hex(8)}.drsync-tmp"
+            fd = os.open(tmp, _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
+            try:
+                written = _write_all(fd, meta, blocks)
+                self._place(parent, tmp, name, meta.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=parent)
+                raise
+            return written
+
+    def begin(self, snapshot_id: str) -> None:
+        """Before the first byte: mark the target as holding an unfinished restore of
+        ``snapshot_id`` (durably: a kill right after it still leaves the mark)."""
+        if not self._mark:
+            return
+        with self._writing(ItemMeta(UNFINISHED, "file")):
+            root = self._open_root()
+            fd = os.open(UNFINISHED, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600, dir_fd=root)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(snapshot_id + "\n")
+                fh.flush()
+                os.fsync(fd)
+            os.fsync(root)
+
+    def finish(self) -> None:
+        """Directory modes and times last (writing into a directory moves its mtime)."""
+        for parts, meta in reversed(self._dirs):
+            with self._writing(meta):
+                fd = self._enter(parts, meta.path)
+                os.fchmod(fd, meta.mode)
+                os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
+        with self._writing(ItemMeta("", "dir")):
+            root = self._open_root()  # an empty snapshot still leaves its (empty) target
+            if self._mark:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(UNFINISHED, dir_fd=root)
+        self.close()
+
+    # -- the walk --------------------------------------------------------------------
+
+    def _enter(self, parts: list[str], entry: str = "", *, create: bool = False) -> int:
+        """The descriptor of directory ``parts`` under the root, opened component by
+        component without following a symlink; missing ones made when ``create``."""
+        keep = 0
+        while (keep < len(self._stack) and keep < len(parts)
+               and self._stack[keep][0] == parts[keep]):
+            keep += 1
+        self._unwind(keep)
+        fd = self._stack[-1][1] if self._stack else self._open_root()
+        for depth in range(keep, len(parts)):
+            fd = self._open_dir(fd, parts[: depth + 1], entry, create)
+            self._stack.append((parts[depth], fd))
+        return fd
+
+    def _unwind(self, keep: int) -> None:
+        for _name, fd in reversed(self._stack[keep:]):
+            os.close(fd)
+        del self._stack[keep:]
+
+    def _open_root(self) -> int:
+        if self._root_fd is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return self._root_fd
+
+    def _open_dir(self, parent: int, parts: list[str], entry: str, create: bool) -> int:
+        try:
+            return os.open(parts[-1], _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                raise
+        except OSError as err:
+            if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                self._existing_dir(parent, parts, entry)  # raises, unless it just changed
+            raise
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(parts[-1], dir_fd=parent)
+        return self._open_dir(parent, parts, entry, create=False)
+
+    def _existing_dir(self, parent: int, parts: list[str], entry: str) -> None:
+        """Accept a real directory at ``parts``; refuse a symlink or anything else."""
+        here = "/".join(parts)
+        st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            raise self._unsafe(entry, f"{here!r} is a symlink in the target {self.root}")
+        if not stat.S_ISDIR(st.st_mode):
+            raise self._exists(here)
+
+    def _place(self, parent: int, tmp: str, name: str, entry: str) -> None:
+        """Give the finished temporary its name; a link cannot replace an existing one.
+        Delta: a rename replaces the differing file ``prepare`` left there, atomically."""
+        if self.delta:
+            os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+            return
+        try:
+            os.link(tmp, name, src_dir_fd=parent, dst_dir_fd=parent, follow_symlinks=False)
+        except FileExistsError:
+            raise self._exists(entry) from None
+        except OSError as err:
+            if err.errno not in _NO_HARD_LINKS:
+                raise
+            if _lexists(parent, name):
+                raise self._exists(entry) from None
+            os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+            return
+        os.unlink(tmp, dir_fd=parent)
+
+    # -- messages --------------------------------------------------------------------
+
+    def _parts(self, meta: ItemMeta) -> list[str]:
+        reason = path_problem(meta.path)
+        if reason is not None:
+            raise self._unsafe(meta.path, reason)
+        return meta.path.split("/")
+
+    def _unsafe(self, path: str, reason: str) -> UnsafePath:
+        return UnsafePath(f"refusing {self._snapshot}entry {path!r}: {reason}; a restore "
+                          f"writes only inside its target")
+
+    def _exists(self, path: str) -> UsageError:
+        return UsageError(f"restore target {self.root / path} already exists; restore into an "
+                          "empty place, or add --delta to make the target equal to the snapshot")
+
+    @contextlib.contextmanager
+    def _writing(self, meta: ItemMeta) -> Iterator[None]:
+        try:
+            yield
+        except OSError as err:
+            raise RestoreTargetError(
+                f"cannot write {self.root / meta.path}: {err.strerror or err}") from None
+
+
+def unfinished_restore(root: str | Path) -> str | None:
+    """The snapshot id of the unfinished restore ``root`` holds (``begin`` marked it and no
+    ``finish`` followed), else None. Read without following a link."""
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fd = os.open(UNFINISHED, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root_fd)
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read(200).decode(errors="replace").strip() or None
+    except OSError:
+        return None
+    finally:
+        os.close(root_fd)
+
+
+def _link_to(dir_fd: int, name: str) -> str | None:
+    try:
+        return os.readlink(name, dir_fd=dir_fd)
+    except OSError:
+        return None
+
+
+def _lexists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _write_all(fd: int, meta: ItemMeta, blocks: Iterable[bytes]) -> int:
+    """Write, sync, then set mode and mtime on the descriptor itself."""
+    written = 0
+    with os.fdopen(fd, "wb") as fh:
+        _preallocate(fd, meta.size)
+        for block in blocks:
+            fh.write(block)
+            written += len(block)
+        fh.flush()
+        os.fsync(fd)
+        os.fchmod(fd, meta.mode if meta.type == "file" else 0o600)
+        if meta.mtime_ns:
+            os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
+    return written
