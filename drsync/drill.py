@@ -43,7 +43,7 @@ from drsync import __version__
 from drsync.errors import DrsyncError
 from drsync.repo import Repository, Snapshot, SnapshotReader
 
-__all__ = ["Check", "DrillResult", "Measures", "one_line", "run_drill"]
+__all__ = ["Check", "DrillResult", "Measures", "one_line", "run_drill", "run_fleet_drill"]
 
 
 @dataclass
@@ -340,3 +340,25 @@ _DRILLS: dict[str, Callable[..., int]] = {
     "sqlite": _drill_sqlite,
     "pg_dump": _drill_pg_dump,
 }
+
+
+def run_fleet_drill(fleet_path: str, name: str, settings: Any, *, ref: str = "latest",
+                    pg_dsn: str | None = None, scratch_dir: str | None = None,
+                    catalog: Any = None) -> DrillResult:
+    """Drill tenant ``name`` of the fleet file on the secondary side: its repository opened
+    as ``dr`` opens it (drsync.dr.probe.open_tenant: the tenant's key_file, else the
+    fleet's escrow key; the config's store options). UsageError for an unknown tenant."""
+    from drsync.dr.probe import open_tenant
+    from drsync.errors import UsageError
+    from drsync.plan.fleetfile import load_fleet
+
+    fleet = load_fleet(fleet_path)
+    try:
+        tenant = fleet.tenant(name)
+    except KeyError:
+        known = ", ".join(t.name for t in fleet.tenants) or "none"
+        raise UsageError(f"{fleet_path}: no tenant {name!r} (tenants: {known})") from None
+    repo = open_tenant(fleet, tenant, settings)
+    return run_drill(repo, tenant=tenant.name, host=socket.gethostname(), ref=ref,
+                     pg_dsn=pg_dsn, pg_bindir=settings.pg_bindir, scratch_dir=scratch_dir,
+                     catalog=catalog)

@@ -101,6 +101,15 @@ def _fetch_wal(repo: Repository, names: list[str], into: Path) -> int:
     return total
 
 
+def _unreachable(scratch: Path, uid: int) -> Path | None:
+    """The first parent of ``scratch`` the user ``uid`` cannot traverse, if any."""
+    for parent in reversed(scratch.parents):
+        st = parent.stat()
+        if not (st.st_mode & 0o001 or (st.st_uid == uid and st.st_mode & 0o100)):
+            return parent
+    return None
+
+
 def _chown(root: Path, owner: tuple[int, int] | None) -> None:
     if owner is None:
         return
@@ -119,6 +128,14 @@ def drill_pitr(repo: Repository, snap: Snapshot, scratch: Path, checks: list[Any
 
     tools = PgTools(pg_bindir)
     owner = _cluster_owner()
+    if owner is not None:
+        blocked = _unreachable(scratch, owner[0])
+        if blocked is not None:
+            checks.append(Check("restore", False, f"the {CLUSTER_USER} user cannot reach the "
+                                                  f"scratch {scratch}: {blocked} is closed to "
+                                                  "it (give --scratch-dir under a directory "
+                                                  "it can traverse, e.g. /var/tmp)"))
+            return 0
     wal_dir, pgdata = scratch / "wal", scratch / "data"
     try:
         names = _wal_needed(repo, snap)
@@ -147,7 +164,8 @@ def drill_pitr(repo: Repository, snap: Snapshot, scratch: Path, checks: list[Any
             started = True
         except DrsyncError as err:
             started = (pgdata / "postmaster.pid").exists()
-            name = "recovery" if (pgdata / "PG_VERSION").exists() else "restore"
+            # start_cluster's failures are PostgreSQL's (SourceError); the rest the restore's.
+            name = "recovery" if isinstance(err, SourceError) else "restore"
             checks.append(Check(name, False, one_line(err)))
             return 0
         checks.append(Check("restore", True, f"base backup {snap.short_id}: "

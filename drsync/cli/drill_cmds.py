@@ -22,6 +22,10 @@ def _open_catalog(ctx: click.Context, catalog: str | None) -> Catalog:
 
 
 @click.command("drill")
+@click.argument("tenant", required=False)
+@click.option("--fleet", type=click.Path(dir_okay=False), metavar="FLEET",
+              help="Drill TENANT of this fleet file (secondary side): its repo, opened with "
+                   "its key_file or the fleet's [keys] escrow_key.")
 @config_option("TOML settings file of the tenant (its repository and key); same as the "
                "global --config.")
 @click.option("--snapshot", "ref", default="latest", show_default=True,
@@ -33,34 +37,49 @@ def _open_catalog(ctx: click.Context, catalog: str | None) -> Catalog:
               help="Where the scratch restore goes (default: $TMPDIR); removed afterwards.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
-def drill_cmd(ctx: click.Context, ref: str, pg_dsn: str | None, scratch_dir: str | None,
-              as_json: bool) -> int:
+def drill_cmd(ctx: click.Context, tenant: str | None, fleet: str | None, ref: str,
+              pg_dsn: str | None, scratch_dir: str | None, as_json: bool) -> int:
     """Restore the latest snapshot to a scratch target, validate it, tear it down, record it.
 
     Files: every file restored, blobs verified, sizes as the snapshot says.
-    SQLite: PRAGMA integrity_check, and per-table row counts (and rowid sums)
-    equal to those recorded at backup time. pg_dump: restored into a scratch
-    database drsync_drill_<hex>, table row counts compared, then dropped.
-    RTO (start to validated) and RPO (start minus the snapshot's time) are
+    SQLite: PRAGMA integrity_check, and per-table row counts, rowid sums and
+    row checksums equal to those recorded at backup time. pg_dump: restored
+    into a scratch database drsync_drill_<hex>, table row counts and checksums
+    compared, pg_amcheck, then dropped. Base backup (PITR): the WAL fetched and
+    verified, recovered to its end on a throwaway cluster (free port, socket in
+    the scratch; as root run by the postgres user), pg_amcheck, every table
+    read, then stopped. RTO (start to validated) and RPO (start minus the
+    restored point: the last commit replayed, else the snapshot's time) are
     recorded with the checks in the catalog and as a drill record in the store.
+
+    With TENANT --fleet FLEET the tenant of the fleet file is drilled (on the
+    secondary side, with the config's store options and catalog).
 
     \b
     Examples:
       drsync drill --config /etc/drsync/tenant.toml
       drsync drill --config /etc/drsync/tenant.toml --json | jq .rto_s
+      drsync --config /etc/drsync/dc2.toml drill Nobeoka --fleet fleet.toml
     Exit 0: every check passed. Exit 13: a check failed (the JSON and the
     `failed` lines say which and why).
     """
-    from drsync.drill import run_drill
-    from drsync.errors import IntegrityError
+    from drsync.drill import run_drill, run_fleet_drill
+    from drsync.errors import IntegrityError, UsageError
 
+    if (tenant is None) != (fleet is None):
+        raise UsageError("drill: give TENANT and --fleet FLEET together (or neither, to "
+                         "drill the configured repository)")
     settings = settings_from(ctx)
-    repo = open_repo(ctx, settings)
     catalog = _open_catalog(ctx, None)
     try:
-        result = run_drill(repo, tenant=settings.tenant, host=settings.host, ref=ref,
-                           pg_dsn=pg_dsn, pg_bindir=settings.pg_bindir,
-                           scratch_dir=scratch_dir, catalog=catalog)
+        if fleet is not None and tenant is not None:
+            result = run_fleet_drill(fleet, tenant, settings, ref=ref, pg_dsn=pg_dsn,
+                                     scratch_dir=scratch_dir, catalog=catalog)
+        else:
+            repo = open_repo(ctx, settings)
+            result = run_drill(repo, tenant=settings.tenant, host=settings.host, ref=ref,
+                               pg_dsn=pg_dsn, pg_bindir=settings.pg_bindir,
+                               scratch_dir=scratch_dir, catalog=catalog)
     finally:
         catalog.close()
     if as_json:
