@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -100,35 +100,57 @@ def catalog_group() -> None:
 
 @catalog_group.command("rebuild")
 @config_option()
+@click.option("--fleet", type=click.Path(dir_okay=False), metavar="FLEET",
+              help="Rebuild for every tenant of this fleet file (each opened with its "
+                   "key_file or the fleet's [keys] escrow_key).")
 @click.option("--catalog", "catalog_url", metavar="URL",
               help="The catalog to rebuild (default: the configured one).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
-def catalog_rebuild_cmd(ctx: click.Context, catalog_url: str | None, as_json: bool) -> None:
-    """Rebuild the catalog's runs and drills of the repository from the store alone.
+def catalog_rebuild_cmd(ctx: click.Context, fleet: str | None, catalog_url: str | None,
+                        as_json: bool) -> int:
+    """Rebuild the catalog from the store alone: runs, drills and WAL ranges.
 
     Imports every sealed run record and drill record (runs already in the
-    catalog take the store's outcome; nothing is duplicated). Snapshots are
-    always read from the store itself.
+    catalog take the store's outcome; nothing is duplicated) and each base
+    backup's WAL range (what pitr-range reports), of the configured
+    repository or, with --fleet, of every tenant of the fleet file. Snapshots
+    are always read from the store itself. A tenant that cannot be opened is
+    reported and the others go on; the exit code is then that failure's.
 
     \b
     Examples:
       drsync --config /etc/drsync/tenant.toml catalog rebuild
       drsync catalog rebuild --config tenant.toml --catalog postgresql://dr@db2/drsync
+      drsync --config /etc/drsync/dc2.toml catalog rebuild --fleet fleet.toml --json
     """
-    from drsync.repo.drills import load_drills
-    from drsync.repo.runs import load_runs
+    from drsync.dr.rebuild import rebuild_fleet, rebuild_repo
 
-    repo = open_repo(ctx)
+    settings = settings_from(ctx)
+    repo = None if fleet else open_repo(ctx, settings)
     catalog = _open_catalog(ctx, catalog_url)
     try:
-        runs = catalog.import_runs(repo.url, load_runs(repo))
-        drills = catalog.import_drills(repo.url, load_drills(repo))
+        if fleet:
+            from drsync.plan.fleetfile import load_fleet
+
+            done = rebuild_fleet(catalog, load_fleet(fleet), settings)
+        else:
+            assert repo is not None
+            done = [rebuild_repo(catalog, repo, settings.tenant)]
         location = catalog.location
     finally:
         catalog.close()
     if as_json:
-        print_json({"repo": repo.url, "catalog": location, "runs": runs, "drills": drills})
+        doc: dict[str, Any] = {"catalog": location, "tenants": [d.to_json() for d in done]}
+        if not fleet:  # the one-repository form keeps its flat fields
+            doc.update(repo=done[0].repo, runs=done[0].runs, drills=done[0].drills,
+                       wal_ranges=done[0].wal_ranges)
+        print_json(doc)
     else:
-        click.echo(f"rebuilt catalog {location} from {repo.url}: {runs} run(s), "
-                   f"{drills} drill(s)")
+        for d in done:
+            if d.status == "ok":
+                click.echo(f"rebuilt catalog {location} from {d.repo}: {d.runs} run(s), "
+                           f"{d.drills} drill(s), {d.wal_ranges} WAL range(s)")
+            else:
+                click.echo(f"{d.status}: {d.tenant}: {d.error}", err=True)
+    return next((d.exit_code for d in done if d.exit_code), 0)
