@@ -81,6 +81,8 @@ Config file keys::
     ship_wal = true                        # run wal-ship inside the tenant's slot
     wal_interval_s = 60                    # and every 60 s outside it (0: only in the slot)
     rpo_hours = 24                         # `agent status` is unhealthy beyond this RPO
+    drill_every_days = 7                   # after a slot, drill when the last drill is
+                                           # older (0: never)
     metrics_file = "/var/lib/node_exporter/textfile/drsync.prom"
 
     [[agent.job]]                          # run in order at the slot's start
@@ -192,6 +194,7 @@ class Settings:
     agent_ship_wal: bool = False
     agent_wal_interval_s: float = 0.0
     agent_rpo_hours: float = 24.0
+    agent_drill_every_days: float = 0.0
     agent_metrics_file: str | None = None
     agent_jobs: tuple[AgentJob, ...] = ()
     keep_last: int | None = None
@@ -266,6 +269,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "agent": {"tenant": ("agent_tenant", str), "schedule": ("agent_schedule", str),
               "ship_wal": ("agent_ship_wal", bool), "rpo_hours": ("agent_rpo_hours", float),
               "wal_interval_s": ("agent_wal_interval_s", float),
+              "drill_every_days": ("agent_drill_every_days", float),
               "metrics_file": ("agent_metrics_file", str)},
     "retention": {"keep_last": ("keep_last", int), "keep_hourly": ("keep_hourly", int),
                   "keep_daily": ("keep_daily", int), "keep_weekly": ("keep_weekly", int),

@@ -63,6 +63,7 @@ class AgentConfig:
     metrics_file: str | None
     settings: Settings
     wal_interval_s: float = 0.0  # with ship_wal: also ship this often outside the slot
+    drill_every_days: float = 0.0  # after a slot: drill when the last one is older (0: off)
 
 
 def agent_config(settings: Settings) -> AgentConfig:
@@ -79,7 +80,8 @@ def agent_config(settings: Settings) -> AgentConfig:
     return AgentConfig(settings.agent_tenant, settings.agent_schedule, settings.agent_jobs,
                        settings.agent_ship_wal, float(settings.agent_rpo_hours),
                        settings.agent_metrics_file, settings,
-                       float(settings.agent_wal_interval_s))
+                       float(settings.agent_wal_interval_s),
+                       float(settings.agent_drill_every_days))
 
 
 def _fetch_schedule(config: AgentConfig) -> bytes:

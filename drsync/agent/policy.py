@@ -10,6 +10,10 @@
   ``send`` segment holding it; outside every segment only ``max_mbit_per_s``
   (no limit when the schedule gives none); never above the configured cap.
 - ``health``: what makes ``agent status`` unhealthy (exit 1).
+- ``drill_due``: whether a restore drill is due after tonight's slot: drills
+  every ``drill_every_days`` days, counted from the last drill on record in
+  the store (whoever ran it: the agent, an operator, the secondary side), so
+  a drill made by hand postpones the next one; none on record: due.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ from datetime import datetime, timedelta
 from drsync.agent.config import TenantSlot
 from drsync.plan.fleet import clock_seconds
 
-__all__ = ["RUN_STATUSES", "Decision", "boundaries", "bytes_per_s", "decide", "health",
-           "rate_at", "window_opening"]
+__all__ = ["RUN_STATUSES", "Decision", "boundaries", "bytes_per_s", "decide", "drill_due",
+           "health", "rate_at", "window_opening"]
 
 RUN_STATUSES = ("ok", "partial", "failed", "missed", "overrun")
 
@@ -101,3 +105,16 @@ def health(last_status: str | None, rpo_s: float | None, rpo_hours: float) -> li
     elif rpo_s > rpo_hours * 3600:
         problems.append(f"RPO {rpo_s / 3600:.1f} h exceeds the target of {rpo_hours:g} h")
     return problems
+
+
+def drill_due(now: datetime, last_drill: datetime | None, every_days: float) -> str | None:
+    """Why a drill is due at ``now`` (None: not due, or ``every_days`` is 0: drills off)."""
+    if every_days <= 0:
+        return None
+    if last_drill is None:
+        return "no drill on record"
+    age = now - last_drill
+    if age < timedelta(days=every_days):
+        return None
+    return (f"the last drill started {age.total_seconds() / 86400:.1f} days ago "
+            f"(drill_every_days = {every_days:g})")

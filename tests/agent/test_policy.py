@@ -83,3 +83,17 @@ def test_configured_cap_wins_when_lower() -> None:
     ("ok", None, False)])
 def test_health(status: str, rpo: float | None, healthy: bool) -> None:
     assert (not health(status, rpo, 24)) is healthy
+
+
+def test_a_drill_is_due_every_n_days_from_the_last_one_on_record() -> None:
+    from drsync.agent.policy import drill_due
+
+    last = at(22, 30)
+    assert drill_due(at(22, 29, day=8), last, 7) is None  # a minute short of 7 days
+    assert drill_due(at(22, 30, day=8), last, 7) is not None  # exactly 7 days
+    due = drill_due(at(22, 30, day=9), last, 7)
+    assert due == "the last drill started 8.0 days ago (drill_every_days = 7)"
+    assert drill_due(at(1, 0), None, 7) == "no drill on record"
+    assert drill_due(at(1, 0), None, 0) is None  # drills off
+    assert drill_due(at(1, 0, day=30), last, 0.5) is not None
+    assert drill_due(last + timedelta(hours=11), last, 0.5) is None
