@@ -7,19 +7,25 @@ records the result:
 * files: every file restored (each blob verified by the restore) with the
   size the snapshot lists;
 * SQLite: the database opened read-only, ``PRAGMA integrity_check``, and
-  each table's row count and rowid sum equal to the ones recorded at backup
-  time (``tables`` in the snapshot's spec; a snapshot older than that has
-  only the integrity check);
+  each table's row count, rowid sum and row checksum equal to the ones
+  recorded at backup time (``tables`` in the snapshot's spec, see
+  drsync.sources.sqlite; a snapshot older than that has only the integrity
+  check, or no checksum);
 * pg_dump: restored into a scratch database ``drsync_drill_<hex>`` on the
   dumped server (the recorded DSN without its masked password: ~/.pgpass or
-  PGPASSWORD supply it) or the DSN given, each table's row count compared with
-  the counts taken in the dump's own transaction, then the database dropped.
+  PGPASSWORD supply it) or the DSN given, each table's row count and row
+  checksum compared with those taken in the dump's own transaction
+  (drsync.sources.postgres.dump.TABLE_COUNTS_SQL), ``pg_amcheck`` where
+  installed, then the database dropped;
+* pg_base: the base backup and its archived WAL recovered on a throwaway
+  cluster and validated there (drsync.drill_pitr).
 
 RTO is the seconds from the drill's start to validated; RPO is the drill's
-start minus the snapshot's time. The record goes into the store
-(drsync.repo.drills, so a rebuilt catalog has it) and into the catalog (a
-run of kind ``drill`` and its checks). A failure of the restore itself (a
-damaged pack) is a failed check naming the object, never a traceback.
+start minus the restored point (PITR: the last commit replayed; otherwise
+the snapshot's time). The record goes into the store (drsync.repo.drills,
+so a rebuilt catalog has it) and into the catalog (a run of kind ``drill``
+and its checks). A failure of the restore itself (a damaged pack) is a
+failed check naming the object, never a traceback.
 """
 
 from __future__ import annotations
