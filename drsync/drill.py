@@ -125,9 +125,11 @@ def _snapshot_time(snap: Snapshot) -> datetime:
 def run_drill(repo: Repository, *, tenant: str | None = None, host: str | None = None,
               ref: str = "latest", pg_dsn: str | None = None, pg_bindir: str | None = None,
               scratch_dir: str | None = None, catalog: Any = None,
-              record: bool = True) -> DrillResult:
+              record: bool = True,
+              progress: Callable[[int], None] | None = None) -> DrillResult:
     """Drill ``ref`` (default the latest snapshot) of ``repo``; record it in the store and,
-    when given, ``catalog`` (a drsync.catalog.db.Catalog). The scratch is always removed."""
+    when given, ``catalog`` (a drsync.catalog.db.Catalog). The scratch is always removed.
+    ``progress`` is told the bytes restored as they are written (files and SQLite)."""
     host = host or socket.gethostname()
     tenant = tenant or host
     started_at = datetime.now(UTC)
@@ -147,7 +149,7 @@ def run_drill(repo: Repository, *, tenant: str | None = None, host: str | None =
         try:
             drill: Callable[..., int] = _DRILLS.get(snap.source_kind) or _drill_files
             written = drill(repo, snap, scratch, checks, pg_dsn=pg_dsn, pg_bindir=pg_bindir,
-                            measures=measures)
+                            measures=measures, progress=progress)
             if measures.validated is None:
                 measures.validated = time.monotonic()
         except DrsyncError as err:
@@ -181,20 +183,20 @@ def _record(repo: Repository, result: DrillResult, catalog: Any) -> None:
 
 # -- per source kind: restore into ``scratch``, append checks, return bytes restored -----
 
-def _restore_tree(repo: Repository, snap: Snapshot, scratch: Path,
-                  checks: list[Check]) -> tuple[Path, int]:
+def _restore_tree(repo: Repository, snap: Snapshot, scratch: Path, checks: list[Check],
+                  progress: Callable[[int], None] | None = None) -> tuple[Path, int]:
     from drsync.restore import restore_snapshot
 
     target = scratch / "restore"
-    result = restore_snapshot(repo, snap.id, target=target)
+    result = restore_snapshot(repo, snap.id, target=target, progress=progress)
     checks.append(Check("restore", True, f"{result.items} items, {result.bytes_written} bytes, "
                                          "every blob verified"))
     return target, result.bytes_written
 
 
-def _drill_files(repo: Repository, snap: Snapshot, scratch: Path, checks: list[Check],
-                 **_: Any) -> int:
-    target, written = _restore_tree(repo, snap, scratch, checks)
+def _drill_files(repo: Repository, snap: Snapshot, scratch: Path, checks: list[Check], *,
+                 progress: Callable[[int], None] | None = None, **_: Any) -> int:
+    target, written = _restore_tree(repo, snap, scratch, checks, progress)
     wrong: list[str] = []
     files = 0
     with SnapshotReader(repo) as reader:
@@ -237,11 +239,11 @@ def _compare_counts(checks: list[Check], recorded: Any, found: dict[str, dict[st
                                                      if len(wrong) > 5 else "")))
 
 
-def _drill_sqlite(repo: Repository, snap: Snapshot, scratch: Path, checks: list[Check],
-                  **_: Any) -> int:
+def _drill_sqlite(repo: Repository, snap: Snapshot, scratch: Path, checks: list[Check], *,
+                  progress: Callable[[int], None] | None = None, **_: Any) -> int:
     from drsync.sources.sqlite import table_counts
 
-    target, written = _restore_tree(repo, snap, scratch, checks)
+    target, written = _restore_tree(repo, snap, scratch, checks, progress)
     databases = [p for p in target.iterdir() if p.is_file()]
     if len(databases) != 1:
         checks.append(Check("sqlite open", False, f"{len(databases)} files restored, "
@@ -350,7 +352,8 @@ _DRILLS: dict[str, Callable[..., int]] = {
 
 def run_fleet_drill(fleet_path: str, name: str, settings: Any, *, ref: str = "latest",
                     pg_dsn: str | None = None, scratch_dir: str | None = None,
-                    catalog: Any = None) -> DrillResult:
+                    catalog: Any = None,
+                    progress: Callable[[int], None] | None = None) -> DrillResult:
     """Drill tenant ``name`` of the fleet file on the secondary side: its repository opened
     as ``dr`` opens it (drsync.dr.probe.open_tenant: the tenant's key_file, else the
     fleet's escrow key; the config's store options). UsageError for an unknown tenant."""
@@ -367,4 +370,4 @@ def run_fleet_drill(fleet_path: str, name: str, settings: Any, *, ref: str = "la
     repo = open_tenant(fleet, tenant, settings)
     return run_drill(repo, tenant=tenant.name, host=socket.gethostname(), ref=ref,
                      pg_dsn=pg_dsn, pg_bindir=settings.pg_bindir, scratch_dir=scratch_dir,
-                     catalog=catalog)
+                     catalog=catalog, progress=progress)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from drsync.cli.context import config_option, open_repo, settings_from
-from drsync.cli.render import human_bytes, print_json
+from drsync.cli.render import human_bytes, print_json, progress_bar
 
 if TYPE_CHECKING:
     from drsync.catalog.db import Catalog
@@ -72,14 +72,18 @@ def drill_cmd(ctx: click.Context, tenant: str | None, fleet: str | None, ref: st
     settings = settings_from(ctx)
     catalog = _open_catalog(ctx, None)
     try:
-        if fleet is not None and tenant is not None:
-            result = run_fleet_drill(fleet, tenant, settings, ref=ref, pg_dsn=pg_dsn,
-                                     scratch_dir=scratch_dir, catalog=catalog)
-        else:
-            repo = open_repo(ctx, settings)
-            result = run_drill(repo, tenant=settings.tenant, host=settings.host, ref=ref,
-                               pg_dsn=pg_dsn, pg_bindir=settings.pg_bindir,
-                               scratch_dir=scratch_dir, catalog=catalog)
+        with progress_bar(f"drill {tenant or settings.tenant or ''}".strip(),
+                          enabled=not as_json) as (advance, _total):
+            if fleet is not None and tenant is not None:
+                result = run_fleet_drill(fleet, tenant, settings, ref=ref, pg_dsn=pg_dsn,
+                                         scratch_dir=scratch_dir, catalog=catalog,
+                                         progress=advance)
+            else:
+                repo = open_repo(ctx, settings)
+                result = run_drill(repo, tenant=settings.tenant, host=settings.host, ref=ref,
+                                   pg_dsn=pg_dsn, pg_bindir=settings.pg_bindir,
+                                   scratch_dir=scratch_dir, catalog=catalog,
+                                   progress=advance)
     finally:
         catalog.close()
     if as_json:

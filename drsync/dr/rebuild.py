@@ -52,8 +52,14 @@ def rebuild_repo(catalog: Catalog, repo: Repository, tenant: str | None = None) 
 
     runs = catalog.import_runs(repo.url, load_runs(repo))
     drills = catalog.import_drills(repo.url, load_drills(repo))
-    ranges = catalog.import_wal_ranges(repo.url, tenant, pitr_range(repo)["base_backups"])
-    return Rebuilt(tenant, repo.url, runs=runs, drills=drills, wal_ranges=ranges)
+    done = Rebuilt(tenant, repo.url, runs=runs, drills=drills)
+    try:
+        rows = pitr_range(repo)["base_backups"]
+    except DrsyncError as err:  # a damaged WAL header: the records imported stand
+        done.status, done.error, done.exit_code = "failed", f"WAL ranges: {err}", err.exit_code
+        return done
+    done.wal_ranges = catalog.import_wal_ranges(repo.url, tenant, rows)
+    return done
 
 
 def rebuild_fleet(catalog: Catalog, fleet: Fleet, settings: Settings) -> list[Rebuilt]:
