@@ -44,8 +44,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from drsync.drill import Check, Measures, one_line
 from drsync.errors import DrsyncError, SourceError
 from drsync.repo import Repository, Snapshot
+from drsync.sources.postgres import PgTools
 
 __all__ = ["drill_pitr"]
 
@@ -119,12 +121,12 @@ def _chown(root: Path, owner: tuple[int, int] | None) -> None:
             os.lchown(os.path.join(dirpath, name), *owner)
 
 
-def drill_pitr(repo: Repository, snap: Snapshot, scratch: Path, checks: list[Any], *,
-               pg_bindir: str | None, measures: Any, **_: Any) -> int:
-    """Restore, recover, validate and stop; append checks; return the bytes restored."""
-    from drsync.drill import Check, one_line
+def drill_pitr(repo: Repository, snap: Snapshot, scratch: Path, checks: list[Check], *,
+               pg_bindir: str | None, measures: Measures, **_: Any) -> int:
+    """Restore, recover, validate and stop; append checks; return the bytes restored (the
+    data directory and the WAL fetched)."""
     from drsync.pgrestore import restore_pgdata
-    from drsync.sources.postgres import PgTools, RecoveryTarget
+    from drsync.sources.postgres import RecoveryTarget
 
     tools = PgTools(pg_bindir)
     owner = _cluster_owner()
@@ -172,7 +174,7 @@ def drill_pitr(repo: Repository, snap: Snapshot, scratch: Path, checks: list[Any
                                              f"{result.bytes_written} bytes, every blob "
                                              "verified"))
         _validate(tools, str(scratch), port, snap, checks, measures)
-        return result.bytes_written
+        return result.bytes_written + wal_bytes
     finally:
         if started or (pgdata / "postmaster.pid").exists():
             _stop(tools, pgdata, owner, checks)
@@ -182,9 +184,8 @@ def _runuser(owner: tuple[int, int] | None) -> list[str]:
     return [] if owner is None else ["runuser", "-u", CLUSTER_USER, "--"]
 
 
-def _stop(tools: Any, pgdata: Path, owner: tuple[int, int] | None, checks: list[Any]) -> None:
-    from drsync.drill import Check
-
+def _stop(tools: PgTools, pgdata: Path, owner: tuple[int, int] | None,
+          checks: list[Check]) -> None:
     done = subprocess.run([*_runuser(owner), tools.path("pg_ctl"), "-D", str(pgdata), "-m",
                            "immediate", "-w", "-t", "60", "stop"],
                           capture_output=True, text=True, timeout=120)
@@ -198,9 +199,8 @@ def _parse_time(text: str) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-def _validate(tools: Any, host: str, port: int, snap: Snapshot, checks: list[Any],
-              measures: Any) -> None:
-    from drsync.drill import Check, one_line
+def _validate(tools: PgTools, host: str, port: int, snap: Snapshot, checks: list[Check],
+              measures: Measures) -> None:
     from drsync.sources.postgres.dump import count_tables
     from drsync.sources.postgres.tools import dsn_with_dbname
 
@@ -242,8 +242,7 @@ def _validate(tools: Any, host: str, port: int, snap: Snapshot, checks: list[Any
     measures.validated = time.monotonic()
 
 
-def _amcheck(tools: Any, host: str, port: int, checks: list[Any]) -> None:
-    from drsync.drill import Check
+def _amcheck(tools: PgTools, host: str, port: int, checks: list[Check]) -> None:
 
     try:
         exe = tools.path("pg_amcheck")
