@@ -34,6 +34,7 @@ from drsync.repo.lock import RepositoryLock
 from drsync.repo.resume import abort_interrupted_uploads
 from drsync.repo.writer import adopt_orphan_packs
 from drsync.sources import ItemMeta, SourceItem, SourceProblem, scan_paths, sqlite_consistent_copy
+from drsync.sources.blocks import aligned_chunk
 
 __all__ = ["BackupRequest", "BackupResult", "run_backup"]
 
@@ -132,8 +133,10 @@ def _items(req: BackupRequest, stack: ExitStack, problems: list[SourceProblem],
         assert req.sqlite is not None
         copy = stack.enter_context(sqlite_consistent_copy(req.sqlite))
         spec.update(copy.info)
+        spec["fixed_chunk"] = aligned_chunk(copy.info["page_size"])
         path = copy.path
-        yield SourceItem(ItemMeta(copy.name, "stream", 0o600, 0, path.stat().st_size),
+        yield SourceItem(ItemMeta(copy.name, "stream", 0o600, 0, path.stat().st_size,
+                                  fixed_chunk=spec["fixed_chunk"]),
                          lambda: open(path, "rb"))  # noqa: SIM115
     elif kind == "pg_dump":
         from drsync.sources.postgres import PgTools, pg_dump_source

@@ -80,6 +80,8 @@ Config file keys::
     schedule = "/etc/drsync/schedule.json" # a drsync-schedule v1 file, or s3://bucket/key
     ship_wal = true                        # run wal-ship inside the tenant's slot
     wal_interval_s = 60                    # and every 60 s outside it (0: only in the slot)
+    recompress_every_s = 3600              # wal-recompress hourly outside the slot (0: never)
+    recompress_cpu_budget = 0.5            # a share of one core; ended when the slot starts
     rpo_hours = 24                         # `agent status` is unhealthy beyond this RPO
     drill_every_days = 7                   # after a slot, drill when the last drill is
                                            # older (0: never)
@@ -193,6 +195,8 @@ class Settings:
     agent_schedule: str | None = None
     agent_ship_wal: bool = False
     agent_wal_interval_s: float = 0.0
+    agent_recompress_every_s: float = 0.0
+    agent_recompress_cpu_budget: float = 0.5
     agent_rpo_hours: float = 24.0
     agent_drill_every_days: float = 0.0
     agent_metrics_file: str | None = None
@@ -269,6 +273,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "agent": {"tenant": ("agent_tenant", str), "schedule": ("agent_schedule", str),
               "ship_wal": ("agent_ship_wal", bool), "rpo_hours": ("agent_rpo_hours", float),
               "wal_interval_s": ("agent_wal_interval_s", float),
+              "recompress_every_s": ("agent_recompress_every_s", float),
+              "recompress_cpu_budget": ("agent_recompress_cpu_budget", float),
               "drill_every_days": ("agent_drill_every_days", float),
               "metrics_file": ("agent_metrics_file", str)},
     "retention": {"keep_last": ("keep_last", int), "keep_hourly": ("keep_hourly", int),

@@ -63,6 +63,8 @@ class AgentConfig:
     metrics_file: str | None
     settings: Settings
     wal_interval_s: float = 0.0  # with ship_wal: also ship this often outside the slot
+    recompress_every_s: float = 0.0  # wal-recompress this often outside the slot (0: never)
+    recompress_cpu_budget: float = 0.5  # a share of one core
     drill_every_days: float = 0.0  # after a slot: drill when the last one is older (0: off)
 
 
@@ -81,7 +83,16 @@ def agent_config(settings: Settings) -> AgentConfig:
                        settings.agent_ship_wal, float(settings.agent_rpo_hours),
                        settings.agent_metrics_file, settings,
                        float(settings.agent_wal_interval_s),
-                       float(settings.agent_drill_every_days))
+                       float(settings.agent_recompress_every_s),
+                       _cpu_share(settings.agent_recompress_cpu_budget, where),
+                       drill_every_days=float(settings.agent_drill_every_days))
+
+
+def _cpu_share(value: float, where: str) -> float:
+    if not 0 < value <= 1:
+        raise ConfigError(f"{where}: [agent] recompress_cpu_budget = {value}: a share of one "
+                          "core, above 0 and at most 1")
+    return float(value)
 
 
 def _fetch_schedule(config: AgentConfig) -> bytes:

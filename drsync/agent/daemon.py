@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import subprocess
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from drsync.agent.runner import (
     RunContext,
     drill_if_due,
     open_agent_repo,
+    recompress_between_slots,
     record_missed,
     run_slot,
     ship_between_slots,
@@ -67,6 +69,7 @@ class Agent:
         self._stopping: str | None = None
         self._run_window: datetime | None = None
         self._guard = threading.Lock()
+        self._recompressing: subprocess.Popen[str] | None = None
         self.idle = threading.Event()
         self.idle.set()
         self.pending: Decision | None = None
@@ -123,6 +126,10 @@ class Agent:
             self.scheduler.add_job(self.ship_between, "interval",
                                    seconds=self.config.wal_interval_s, id="wal-between",
                                    jobstore="volatile", replace_existing=True)
+        if self.config.recompress_every_s > 0:
+            self.scheduler.add_job(self.recompress_between, "interval",
+                                   seconds=self.config.recompress_every_s, id="wal-recompress",
+                                   jobstore="volatile", replace_existing=True)
         log.info("next run at %s (%s)", run_date.isoformat(timespec="seconds"), decision.reason,
                  extra={"event": "planned", "next_run": run_date.isoformat()})
 
@@ -149,6 +156,28 @@ class Agent:
         finally:
             self._guard.release()
 
+    def recompress_between(self) -> None:
+        """wal-recompress outside the slot; never while a run goes, and ended at once when
+        one starts (see run_now): the slot's CPU and I/O come first."""
+        if self._stopping or self._guard.locked():
+            return
+        recompress_between_slots(self.config, on_start=self._set_recompressing)
+        self._recompressing = None
+
+    def _set_recompressing(self, proc: subprocess.Popen[str]) -> None:
+        self._recompressing = proc
+        if self._stopping or self._guard.locked():  # a run (or SIGTERM) came first
+            self._end_recompress()
+
+    def _end_recompress(self) -> None:
+        proc = self._recompressing
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
     def _deadline(self, window: datetime) -> None:
         if self._run_window == window and not self.idle.is_set():
             log.warning("deadline reached: stopping after the current pack",
@@ -164,6 +193,7 @@ class Agent:
             return
         try:
             self.idle.clear()
+            self._end_recompress()
             assert self.pending is not None
             window = self.pending.window
             self._run_window = window
@@ -238,6 +268,7 @@ class Agent:
         # link speed is the price of stopping within seconds.
         self.bucket.set_rate(0)
         self._released.set()
+        self._end_recompress()
         with contextlib.suppress(SchedulerNotRunningError):  # not started: _on_start stops it
             self.scheduler.shutdown(wait=False)
 

@@ -12,10 +12,12 @@ A job that fails does not keep the next job from running.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import shlex
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,7 +36,7 @@ from drsync.repo.keys import KeyFile, Secret, read_password_file
 from drsync.settings import AgentJob, Settings, store_for
 from drsync.store.throttle import TokenBucket
 
-__all__ = ["RunContext", "open_agent_repo", "run_slot"]
+__all__ = ["RunContext", "open_agent_repo", "recompress_between_slots", "run_slot"]
 
 log = logging.getLogger("drsync.agent")
 
@@ -188,7 +190,8 @@ def _ship_wal(cfg: AgentConfig, repo: Repository, ctx: RunContext, journal: RunJ
         journal.finish_run(record, "failed", error=str(err))
         log.error("wal-ship failed: %s", err, extra={"event": "wal_ship"})
         return
-    journal.finish_run(record, "ok", bytes_added=result.bytes)
+    journal.finish_run(record, "ok", bytes_read=result.raw_bytes,
+                       bytes_added=result.bytes)
     log.info("wal-ship: %d WAL file(s) shipped", len(result.shipped), extra={"event": "wal_ship"})
 
 
@@ -217,10 +220,57 @@ def ship_between_slots(cfg: AgentConfig, bucket: TokenBucket) -> int:
     if result.shipped:
         record = journal.start_run(repo.url, "wal-ship", str(spool.dir), host,
                                    tenant=cfg.tenant, started=started)
-        journal.finish_run(record, "ok", bytes_added=result.bytes)
+        journal.finish_run(record, "ok", bytes_read=result.raw_bytes,
+                           bytes_added=result.bytes)
         log.info("wal-ship between slots: %d WAL file(s) shipped", len(result.shipped),
                  extra={"event": "wal_ship"})
     return len(result.shipped)
+
+
+def recompress_between_slots(cfg: AgentConfig,
+                             on_start: Callable[[subprocess.Popen[str]], None] | None = None,
+                             ) -> dict[str, Any] | None:
+    """One ``wal-recompress`` pass over the spool outside the slot (``[agent]
+    recompress_every_s``), as a child process: nice 19 and the idle I/O class then apply
+    to it alone, and the daemon can end it at once when the slot starts (the reseal is
+    safe to kill at any moment). A pass that recompressed something, or failed, is on
+    record; one ended by the slot is not a failure. Returns its JSON summary."""
+    from drsync.wal.spool import Spool
+
+    spool = Spool.if_present(cfg.settings.wal_spool())
+    if spool is None or not spool.names():
+        return None
+    argv = [sys.executable, "-m", "drsync"]
+    if cfg.settings.source:
+        argv += ["--config", str(cfg.settings.source)]
+    argv += ["wal-recompress", "--json", "--spool", str(spool.dir),
+             "--cpu-budget", str(cfg.recompress_cpu_budget)]
+    journal = RunJournal(cfg.settings.catalog or "", cfg.settings.state_dir)
+    host = cfg.settings.host or socket.gethostname()
+    started = datetime.now().astimezone()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if on_start is not None:
+        on_start(proc)
+    out, err = proc.communicate()
+    if proc.returncode < 0:  # ended by the daemon (the slot starts, SIGTERM)
+        log.info("wal-recompress ended for the slot", extra={"event": "wal_recompress"})
+        return None
+    if proc.returncode != 0:
+        line = (err.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        record = journal.start_run(cfg.settings.repo or "", "wal-recompress", str(spool.dir),
+                                   host, tenant=cfg.tenant, started=started)
+        journal.finish_run(record, "failed", error=line)
+        log.error("wal-recompress failed: %s", line, extra={"event": "wal_recompress"})
+        return None
+    doc: dict[str, Any] = json.loads(out)
+    if doc.get("recompressed"):
+        record = journal.start_run(cfg.settings.repo or "", "wal-recompress", str(spool.dir),
+                                   host, tenant=cfg.tenant, started=started)
+        journal.finish_run(record, "ok", bytes_read=doc["bytes_before"],
+                           bytes_added=doc["bytes_after"])
+        log.info("wal-recompress: %d WAL file(s), %d bytes saved", doc["recompressed"],
+                 doc["saved_bytes"], extra={"event": "wal_recompress"})
+    return doc
 
 
 def _apply_retention(cfg: AgentConfig, repo: Repository, ctx: RunContext) -> None:

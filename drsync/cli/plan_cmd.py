@@ -61,8 +61,9 @@ __all__ = ["plan_cmd"]
               help="CSV of past nights (tenant,date,bytes_in,bytes_out,prep_s,send_s): "
                    "plan with volumes and rates learned from it.")
 @click.option("--learn-catalog", "learn_catalog", is_flag=True,
-              help="Learn from the catalog's backup runs instead (the global --catalog; an "
-                   "agent's `host` setting names its tenant).")
+              help="Learn from the catalog's backup and wal-ship runs instead (the global "
+                   "--catalog; an agent's `host` setting names its tenant): bytes on the "
+                   "wire as measured, after recompression.")
 @click.option("--write-schedule", "schedule_path", type=click.Path(dir_okay=False),
               help="Write the schedule the agents follow (JSON, see docs/PLANNER.md).")
 def plan_cmd(

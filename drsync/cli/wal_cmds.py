@@ -7,6 +7,7 @@ spool, the WAL object format and the key code at module level.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import Any
@@ -172,6 +173,86 @@ def wal_ship_cmd(ctx: click.Context, spool: str | None, continuous: bool, interv
         if not continuous:
             return
         time.sleep(interval)
+
+
+def _spooled_bytes(spooler: Any) -> int:
+    total = 0
+    for name in spooler.names():
+        with contextlib.suppress(FileNotFoundError):  # shipped meanwhile
+            total += spooler.path(name).stat().st_size
+    return total
+
+
+def _cpu_budget(text: str) -> float:
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise click.BadParameter(f"{text!r}: a share of one core, like 25% or 0.25 "
+                                 f"(above 0, at most 100%)")
+    return value
+
+
+@click.command("wal-recompress")
+@spool_option
+@config_option
+@click.option("--preset", type=click.IntRange(0, 9), default=None,
+              help="LZMA preset (default 6, chosen by bench/wal_recompress_bench.py).")
+@click.option("--cpu-budget", "cpu_budget", default="50%", show_default=True,
+              help="At most this share of one core, averaged over the run (25% or 0.25).")
+@click.option("--no-idle", is_flag=True,
+              help="Keep the normal priority (default: nice 19 and the idle I/O class).")
+@json_option
+@click.pass_context
+def wal_recompress_cmd(ctx: click.Context, spool: str | None, preset: int | None,
+                       cpu_budget: str, no_idle: bool, as_json: bool) -> None:
+    """Recompress spooled WAL with LZMA during the day: fewer bytes for the night's wal-ship.
+
+    wal-push seals with fast zstd (it is on PostgreSQL's critical path);
+    this reseals what waits in the spool with LZMA, about 31% smaller on
+    municipal WAL, at idle priority and within a CPU budget. Every file
+    stays durable in one form or the other, and every reader (wal-ship,
+    wal-fetch, pitr-range, check) opens both.
+
+    \b
+    Examples:
+      drsync --config /etc/drsync/agent.toml wal-recompress
+      drsync --config /etc/drsync/agent.toml wal-recompress --cpu-budget 25% --json
+    """
+    from drsync.cli.render import progress_bar
+    from drsync.wal.recompress import (
+        DEFAULT_PRESET,
+        CpuBudget,
+        lower_priority,
+        recompress_spool,
+    )
+
+    fraction = _cpu_budget(cpu_budget)
+    spooler = _spool(ctx, spool)
+    if not spooler.dir.is_dir():
+        result_doc = {"recompressed": 0, "note": f"no spool at {spooler.dir}"}
+        if as_json:
+            _echo_json(result_doc)
+        else:
+            click.echo(f"nothing to recompress: no spool at {spooler.dir}")
+        return
+    key = _key(ctx, spooler, spool)
+    priority = {} if no_idle else lower_priority()
+    with progress_bar("recompressing WAL", _spooled_bytes(spooler)) as (advance, _):
+        result = recompress_spool(spooler, key,
+                                  preset=DEFAULT_PRESET if preset is None else preset,
+                                  budget=CpuBudget(fraction),
+                                  progress=lambda _name, n: advance(n))
+    result.priority = priority
+    if as_json:
+        _echo_json(result.to_json())
+        return
+    saved = result.bytes_before - result.bytes_after
+    click.echo(f"recompressed {len(result.recompressed)} WAL file(s) in {spooler.dir}: "
+               f"{result.bytes_before} -> {result.bytes_after} bytes ({saved} saved)"
+               + (f"; {result.already} already LZMA" if result.already else "")
+               + f"; {result.cpu_s:.1f} CPU-s, {result.waited_s:.1f} s paced")
 
 
 @click.command("wal-fetch")

@@ -7,7 +7,8 @@ bytes read and added are bytes in and out, its duration is preparation, as
 an agent compresses and stores in one pipeline). For each tenant with
 history, over its last ``RECENT`` nights:
 
-- ``daily_mb``: the 90th percentile of ``bytes_in`` (nearest rank). Volumes
+- ``daily_mb``: the 90th percentile of ``bytes_in`` (nearest rank; dumps and
+  WAL together, see ``history_from_runs``). Volumes
   are planned for a bad night, not an average one: a slot sized on the mean
   overruns on half the nights.
 - ``compression_ratio`` and ``compress_mb_per_s``: an exponentially
@@ -53,6 +54,10 @@ class History:
     bytes_out: int
     prep_s: float
     send_s: float
+    # Of bytes_in, what the night's preparation read (None: all of it). WAL was sealed
+    # and recompressed during the day: its bytes count for volume and ratio, not for
+    # the preparation rate.
+    prep_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -106,12 +111,16 @@ def _estimate(tenant: Tenant, nights: list[History], slot_s: float | None) -> Es
     rank = max(1, math.ceil(PERCENTILE / 100 * len(volumes)))
     ratio = _ewma([h.bytes_in / h.bytes_out for h in nights if h.bytes_out > 0],
                   tenant.compression_ratio)
-    rate = _ewma([h.bytes_in / 1e6 / (h.prep_s - tenant.setup_s)
-                  for h in nights if h.prep_s > tenant.setup_s and h.bytes_in > 0],
+    rate = _ewma([_prep_bytes(h) / 1e6 / (h.prep_s - tenant.setup_s)
+                  for h in nights if h.prep_s > tenant.setup_s and _prep_bytes(h) > 0],
                  tenant.compress_mb_per_s)
     latest = nights[-1]
     return Estimate(tenant.name, len(nights), volumes[rank - 1], ratio, rate,
                     latest.prep_s + latest.send_s, slot_s)
+
+
+def _prep_bytes(night: History) -> int:
+    return night.bytes_in if night.prep_bytes is None else night.prep_bytes
 
 
 def _ewma(values: list[float], fallback: float) -> float:
@@ -182,20 +191,35 @@ class RunLike(Protocol):
 
 
 def history_from_runs(runs: Iterable[RunLike]) -> list[History]:
-    """Nights from finished backup runs (``ok`` or ``partial``); the host is the tenant.
+    """Nights from finished runs; the host is the tenant.
+
+    A backup run (``ok`` or ``partial``) adds its bytes read and added and its
+    duration as preparation. A wal-ship run (``ok``) adds the WAL it shipped:
+    its bytes read are the WAL files' own size and its bytes added what went on
+    the wire (after any day-time recompression), so the learned ratio is the
+    one the link really saw; its duration is sending, and its bytes do not
+    count for the preparation rate. A wal-ship run from before raw sizes were
+    recorded (bytes read 0) counts its shipped bytes as both.
 
     Several runs of one tenant on one date count as one night: their bytes and
     durations add up, as the window has to hold all of them.
     """
     nights: dict[tuple[str, dt.date], History] = {}
     for run in runs:
-        if run.kind != "backup" or run.status not in ("ok", "partial") or run.ended is None:
+        if run.ended is None:
+            continue
+        if run.kind == "backup" and run.status in ("ok", "partial"):
+            prep = True
+        elif run.kind == "wal-ship" and run.status == "ok":
+            prep = False
+        else:
             continue
         key = (run.host, run.started.date())
         seconds = max(0.0, (run.ended - run.started).total_seconds())
-        old = nights.get(key)
+        raw = run.bytes_read if prep or run.bytes_read > 0 else run.bytes_added
+        old = nights.get(key) or History(run.host, key[1], 0, 0, 0.0, 0.0, 0)
         nights[key] = History(
-            run.host, key[1], run.bytes_read + (old.bytes_in if old else 0),
-            run.bytes_added + (old.bytes_out if old else 0),
-            seconds + (old.prep_s if old else 0.0), 0.0)
+            run.host, key[1], old.bytes_in + raw, old.bytes_out + run.bytes_added,
+            old.prep_s + (seconds if prep else 0.0), old.send_s + (0.0 if prep else seconds),
+            (old.prep_bytes or 0) + (raw if prep else 0))
     return sorted(nights.values(), key=lambda h: (h.tenant, h.date))

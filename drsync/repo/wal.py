@@ -24,7 +24,15 @@ import threading
 import time
 from dataclasses import dataclass
 
-from drsync.repo.crypto import MasterKey, SealError, compress, decompress
+from drsync.repo.crypto import (
+    CODEC_LZMA,
+    GENERATION_FLAG,
+    MasterKey,
+    SealError,
+    compress,
+    compress_lzma,
+    decompress,
+)
 from drsync.repo.objects import HEADER_SIZE, FormatError, check_header, header
 
 __all__ = [
@@ -34,6 +42,7 @@ __all__ = [
     "is_wal_name",
     "open_wal",
     "parse_wal_header",
+    "recompress_wal",
     "seal_wal",
     "wal_key",
 ]
@@ -135,3 +144,25 @@ def open_wal(key: MasterKey, data: bytes, expected_name: str | None = None) -> t
     if key.chunk_id(plain) != head.content_id:
         raise FormatError("content does not match its id")
     return head, plain
+
+
+def recompress_wal(key: MasterKey, data: bytes, expected_name: str,
+                   preset: int) -> bytes | None:
+    """The object ``data`` with its content recompressed by LZMA ``preset``, or None when it
+    already is LZMA or LZMA would not make the object smaller (a low preset can lose to
+    zstd).
+
+    The clear header is kept byte for byte (name, content id, size, push time), so a
+    second push or a ship compares the new object equal to the old; only the sealed
+    payload changes. ``data`` is fully verified first, as a reader would.
+    """
+    head, plain = open_wal(key, data, expected_name)
+    aad = bytes(data[:head.length])
+    # The codec byte is in the clear and open_wal has just authenticated it.
+    if data[head.length] & ~GENERATION_FLAG == CODEC_LZMA:
+        return None
+    new_codec, payload = compress_lzma(plain, preset)
+    if new_codec != CODEC_LZMA:
+        return None
+    resealed = aad + key.seal(payload, new_codec, aad)
+    return resealed if len(resealed) < len(data) else None

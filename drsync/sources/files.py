@@ -1,7 +1,8 @@
 """Files and directory trees: regular files, directories and symlinks.
 
 Backing up: each path given becomes a top-level name (its basename), walked
-depth-first with directories before their contents. Special files (FIFOs,
+depth-first with directories before their contents. A SQLite database among
+the files is chunked at its page boundaries (drsync.sources.blocks). Special files (FIFOs,
 sockets, devices) are reported and skipped; an unreadable file or directory
 is reported and the run ends partial.
 
@@ -26,6 +27,7 @@ from pathlib import Path
 from drsync.errors import RestoreTargetError, SourceError, UnsafePath, UsageError
 from drsync.paths import path_problem, tree_problems
 from drsync.sources.base import ItemMeta, SourceItem, SourceProblem
+from drsync.sources.blocks import file_block_chunk
 
 __all__ = ["FileTreeTarget", "scan_paths"]
 
@@ -62,8 +64,9 @@ def _walk(path: str, rel: str, problems: list[SourceProblem]) -> Iterator[Source
         if not os.access(path, os.R_OK):
             problems.append(SourceProblem(path, "permission denied"))
             return
-        yield SourceItem(ItemMeta(rel, "file", mode, st.st_mtime_ns, st.st_size), _opener(path),
-                         path)
+        yield SourceItem(ItemMeta(rel, "file", mode, st.st_mtime_ns, st.st_size,
+                                  fixed_chunk=file_block_chunk(path, st.st_size)),
+                         _opener(path), path)
     elif stat.S_ISDIR(st.st_mode):
         try:
             names = sorted(os.listdir(path))

@@ -38,12 +38,14 @@ class ShipResult:
     shipped: list[str] = field(default_factory=list)
     already: list[str] = field(default_factory=list)  # identical copy was in the store
     conflicts: list[str] = field(default_factory=list)
-    bytes: int = 0
+    bytes: int = 0  # as sealed: what crossed the link
+    raw_bytes: int = 0  # the WAL files' own size
     duration_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {"shipped": len(self.shipped), "already_stored": len(self.already),
                 "conflicts": self.conflicts, "bytes": self.bytes,
+                "raw_bytes": self.raw_bytes,
                 "duration_s": round(self.duration_s, 6),
                 "last": max([*self.already, *self.shipped], default=None)}
 
@@ -63,7 +65,7 @@ def ship_spool(spool: Spool, store: Store, key: MasterKey, *,
         except FileNotFoundError:
             continue  # shipped by a concurrent wal-ship
         try:
-            open_wal(key, data, name)
+            head, _ = open_wal(key, data, name)
         except FormatError as err:
             raise IntegrityError(f"spool {spool.dir}: {name}: {err}") from None
         try:
@@ -80,6 +82,7 @@ def ship_spool(spool: Spool, store: Store, key: MasterKey, *,
             result.already.append(name)
         spool.remove(name)
         result.bytes += len(data)
+        result.raw_bytes += head.size
         if progress is not None:
             progress(len(data))
     result.duration_s = time.monotonic() - started

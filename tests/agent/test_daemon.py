@@ -141,7 +141,77 @@ def test_wal_is_shipped_between_slots_when_an_interval_is_set(tenant: Tenant) ->
     runs = tenant.catalog_runs()
     assert [(r["kind"], r["status"], r["tenant"]) for r in runs] == [("wal-ship", "ok", "Nobeoka")]
     assert runs[0]["bytes_added"] > 0 and tenant.snapshots() == []
+    assert runs[0]["bytes_read"] == 16 << 20  # the WAL's own size, for plan --learn-catalog
     assert tenant.last_status() is None  # the slot itself has not run
+
+
+def test_spooled_wal_is_recompressed_between_slots(tenant: Tenant) -> None:
+    """[agent] recompress_every_s: a child wal-recompress reseals the spool with LZMA
+    outside the slot, and the pass is on record with its bytes before and after."""
+    spool = tenant.root / "spool"
+    rng = random.Random(3)
+    segment = tenant.root / "000000010000000000000007"
+    words = [b"resident", b"Nobeoka", b"address", b"tax", b"2026-11-"]
+    segment.write_bytes(b"|".join(rng.choice(words) + str(rng.randrange(10**6)).encode()
+                                  for _ in range(60_000))[: 512 << 10])
+    tenant.write_config(extra=f'[wal]\nspool = "{spool}"\n',
+                        jobs="ship_wal = true\nrecompress_every_s = 1\n"
+                             "recompress_cpu_budget = 1.0\n")
+    pushed = tenant.drsync("--config", str(tenant.config), "wal-push", str(segment))
+    assert pushed.returncode == 0, pushed.stderr
+    before = (spool / segment.name).stat().st_size
+    tenant.write_schedule(opens_in_s=3600)
+    tenant.start()
+    tenant.wait_for(lambda: any(r["kind"] == "wal-recompress" for r in tenant.catalog_runs()))
+    assert tenant.stop()[0] == 0
+    [run] = [r for r in tenant.catalog_runs() if r["kind"] == "wal-recompress"]
+    after = (spool / segment.name).stat().st_size
+    assert run["status"] == "ok" and run["tenant"] == "Nobeoka"
+    assert run["bytes_read"] == before and run["bytes_added"] == after < before
+    fetched = tenant.root / "fetched"
+    done = tenant.drsync("--config", str(tenant.config), "wal-fetch", segment.name,
+                         str(fetched))
+    assert done.returncode == 0, done.stderr
+    assert fetched.read_bytes() == segment.read_bytes()
+
+
+def _recompressors(spool: Path) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"wal-recompress" in argv and str(spool).encode() in argv:
+            found.append(cmdline.parent.name)
+    return found
+
+
+def test_the_slot_ends_a_recompression_in_progress(tenant: Tenant) -> None:
+    """A slow reseal (a tenth of a core, 20 segments) is going when the slot opens: the
+    daemon ends it, the night's run is ok, nothing is recorded failed, and no child is left."""
+    spool = tenant.root / "spool"
+    tenant.write_config(extra=f'[wal]\nspool = "{spool}"\n',
+                        jobs=f'ship_wal = true\nrecompress_every_s = 1\n'
+                             f'recompress_cpu_budget = 0.1\n\n[[agent.job]]\n'
+                             f'source = "sqlite"\ntarget = "{tenant.db}"\n')
+    rng = random.Random(5)
+    for i in range(20):
+        segment = tenant.root / f"0000000100000000000000{i + 16:02X}"
+        segment.write_bytes(b" ".join(str(rng.randrange(10**5)).encode()
+                                      for _ in range(100_000))[: 256 << 10])
+        done = tenant.drsync("--config", str(tenant.config), "wal-push", str(segment))
+        assert done.returncode == 0, done.stderr
+    tenant.write_schedule(opens_in_s=6)
+    tenant.start()
+    tenant.wait_for(lambda: bool(_recompressors(spool)), timeout=30)
+    tenant.wait_for(lambda: tenant.last_status() is not None)
+    assert tenant.stop()[0] == 0
+    assert tenant.state()["last_run"]["status"] == "ok"
+    assert any(line.get("event") == "wal_recompress" and "ended for the slot" in line["message"]
+               for line in tenant.lines())
+    assert not [r for r in tenant.catalog_runs() if r["status"] == "failed"]
+    assert not _recompressors(spool)
 
 
 def test_the_retention_policy_is_applied_after_the_night(tenant: Tenant) -> None:

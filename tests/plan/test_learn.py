@@ -87,3 +87,33 @@ def test_history_from_catalog_runs_one_night_per_tenant_and_date() -> None:
     first = history[1]
     assert (first.bytes_in, first.bytes_out, first.prep_s, first.send_s) == (
         310_000_000, 31_000_000, 720.0, 0.0)
+
+
+def test_shipped_wal_counts_for_volume_and_ratio_not_for_the_preparation_rate(
+        trial: Fleet) -> None:
+    from drsync.catalog.db import RunRecord
+    from drsync.plan import history_from_runs
+
+    start = dt.datetime(2024, 4, 1, 1, 0, tzinfo=dt.UTC)
+
+    def run(kind: str, minutes: int, read: int, added: int, status: str = "ok",
+            hour: int = 0) -> RunRecord:
+        began = start + dt.timedelta(hours=hour)
+        return RunRecord("id", "/repo", kind, "src", "Nobeoka", began,
+                         began + dt.timedelta(minutes=minutes), status, read, added, None, None)
+
+    runs = [run("backup", 10, 100_000_000, 10_000_000),
+            # the day's WAL: 300 MB raw, 50 MB on the wire once recompressed (6:1)
+            run("wal-ship", 2, 200_000_000, 33_000_000, hour=9),
+            run("wal-ship", 1, 100_000_000, 17_000_000, hour=15),
+            run("wal-ship", 1, 0, 5_000_000, hour=16),  # recorded before raw sizes: 1:1
+            run("wal-ship", 1, 9, 9, status="failed", hour=17)]
+    [night] = history_from_runs(runs)
+    assert (night.bytes_in, night.bytes_out) == (405_000_000, 65_000_000)
+    assert (night.prep_s, night.send_s, night.prep_bytes) == (600.0, 240.0, 100_000_000)
+    [est] = learn(trial, [night]).estimates
+    assert est.daily_mb == 405.0
+    assert est.compression_ratio == pytest.approx(405 / 65)
+    # the rate is the backup's own: 100 MB in (600 s - setup)
+    setup = trial.tenant("Nobeoka").setup_s
+    assert est.compress_mb_per_s == pytest.approx(100 / (600 - setup))

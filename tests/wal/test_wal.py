@@ -281,10 +281,29 @@ def test_doctor_advice_for_a_default_server() -> None:
         "archive_timeout": "0", "wal_compression": "off", "full_page_writes": "on",
         "max_wal_senders": "10", "data_checksums": "off"})}
     assert findings["wal_level"].ok and findings["full_page_writes"].ok
-    for name in ("archive_mode", "archive_command", "archive_timeout", "wal_compression",
-                 "data_checksums"):
+    assert findings["wal_compression"].ok
+    for name in ("archive_mode", "archive_command", "archive_timeout", "data_checksums"):
         assert not findings[name].ok
         assert findings[name].advice.startswith(("set ", "enable "))
+
+
+@pytest.mark.parametrize(("setting", "value", "words"), [
+    ("wal_compression", "zstd", "14-61% more bytes on the link"),
+    ("wal_compression", "on", "set wal_compression = off"),
+    ("archive_timeout", "10s", "mostly-empty 16 MB segment, 8640 a day"),
+    ("archive_timeout", "0", "unarchived forever"),
+    ("archive_timeout", "2h", "up to 7200 s of commits unarchived"),
+    ("full_page_writes", "off", "torn pages"),
+])
+def test_doctor_warns_about_what_costs_link_bytes_or_safety(setting: str, value: str,
+                                                            words: str) -> None:
+    good = {"wal_level": "replica", "archive_mode": "on",
+            "archive_command": "drsync wal-push %p", "archive_timeout": "300s",
+            "wal_compression": "off", "full_page_writes": "on", "max_wal_senders": "10",
+            "data_checksums": "on"}
+    assert all(f.ok for f in judge(good))
+    [finding] = [f for f in judge({**good, setting: value}) if not f.ok]
+    assert finding.setting == setting and words in finding.advice
 
 
 def test_new_commands_have_help_with_an_example(drsync_bin: str) -> None:
