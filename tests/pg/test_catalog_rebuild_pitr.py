@@ -1,5 +1,6 @@
-"""A PITR tenant's catalog lost and rebuilt from its store through the fleet file: runs,
-snapshots and pitr-range the same before and after, and the WAL ranges in the catalog."""
+"""A PITR tenant drilled through the fleet file, then its catalog lost and rebuilt from its
+store: runs (the drill's too), snapshots and pitr-range the same before and after, and the
+WAL ranges in the catalog."""
 
 from __future__ import annotations
 
@@ -48,7 +49,12 @@ repo = "{tenant.repo}"
 key_file = "{tenant.key}"
 """)
     chown_to_cluster_user(fleet)
+    # A fleet drill by the cluster's own user (not root: the scratch cluster is its own).
+    drill = tenant.drsync_json("drill", "Hyuga", "--fleet", str(fleet))
+    assert drill["status"] == "ok", drill
+    assert drill["tenant"] == "Hyuga" and drill["rpo_s"] >= 0
     runs = tenant.drsync_json("runs")
+    assert [r["id"] for r in runs if r["kind"] == "drill"] == [drill["drill_id"]]
     snaps = tenant.drsync_json("snapshots")
     pitr = tenant.drsync_json("pitr-range")
     assert len(pitr["base_backups"]) == 2 and pitr["latest"] is not None
