@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # s3rver, a minimal second S3 implementation for the store tests (tests/store/minimal_s3.py).
 S3RVER := tools/s3rver/node_modules/.installed
 
-.PHONY: demo test test-fast lint bench bench-plan bench-pg bench-s3 bench-prune install clean chromium
+.PHONY: demo test test-fast lint bench bench-plan bench-pg bench-s3 bench-prune bench-wal install clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/backup_bench.py
 	$(BIN)/python bench/restore_bench.py
 	$(BIN)/python bench/prune_bench.py
+	$(BIN)/python bench/wal_recompress_bench.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache tools/s3rver/node_modules
@@ -62,6 +63,9 @@ bench-prune: $(STAMP)
 	@command -v restic >/dev/null || apt-get install -y -q restic >/dev/null 2>&1 || \
 	  echo "restic not installed and could not be installed: the benchmark will say so"
 	$(BIN)/python bench/prune_bench.py
+
+bench-wal: $(STAMP)
+	$(BIN)/python bench/wal_recompress_bench.py
 
 bench-plan: $(STAMP)
 	$(BIN)/python bench/plan_bench.py

@@ -32,11 +32,11 @@ from drsync.errors import (
 from drsync.repo import Entry, Repository, SnapshotWriter
 from drsync.repo.lock import RepositoryLock
 from drsync.repo.resume import abort_interrupted_uploads
-from drsync.repo.writer import adopt_orphan_packs
+from drsync.repo.writer import WriterStats, adopt_orphan_packs
 from drsync.sources import ItemMeta, SourceItem, SourceProblem, scan_paths, sqlite_consistent_copy
 from drsync.sources.blocks import aligned_chunk
 
-__all__ = ["BackupRequest", "BackupResult", "run_backup"]
+__all__ = ["BackupEstimate", "BackupRequest", "BackupResult", "estimate_backup", "run_backup"]
 
 
 @dataclass
@@ -180,8 +180,9 @@ def run_backup(repo: Repository, req: BackupRequest, *, catalog: RunRecorder | N
         "drsync_version": __version__,
     }
     started = time.monotonic()
+    stats: list[WriterStats] = []  # the writer's counters, for a run that stops mid-way
     try:
-        result = _backup_locked(repo, req, kind, host, started, progress)
+        result = _backup_locked(repo, req, kind, host, started, progress, stats)
     except BaseException as err:
         message = str(err) if isinstance(err, DrsyncError) else repr(err)
         message = message.splitlines()[0] if message.strip() else repr(err)
@@ -190,13 +191,18 @@ def run_backup(repo: Repository, req: BackupRequest, *, catalog: RunRecorder | N
         status = getattr(err, "run_status", None)
         status = status if status in ("failed", "overrun") else "failed"
         finished = datetime.now(UTC)
+        # What it read and stored before it stopped: an overrun's volume is what the
+        # planner and the operator size the next night by.
+        read, added = (stats[0].bytes_read, stats[0].bytes_added) if stats else (0, 0)
+        done = {"bytes_read": read, "bytes_added": added, "bytes_sent": added}
         if catalog is not None:
-            catalog.finish_run(run_id, status, error=message, finished=finished)
+            catalog.finish_run(run_id, status, error=message, finished=finished,
+                               bytes_read=read, bytes_added=added, bytes_sent=added)
         # Not when the store itself failed (its retry deadline is spent already), nor on
         # Ctrl-C or exit: the journal has the run either way.
         if isinstance(err, Exception) and not isinstance(err, StoreError):
             _write_record(repo, {**record, "status": status, "error": message,
-                                 "finished": finished.isoformat()})
+                                 "finished": finished.isoformat(), **done})
         raise
     result.run_id = run_id
     status = "partial" if result.partial else "ok"
@@ -215,6 +221,74 @@ def run_backup(repo: Repository, req: BackupRequest, *, catalog: RunRecorder | N
     return result
 
 
+@dataclass
+class BackupEstimate:
+    """What a backup would add to the store, found by a dry run (``estimate_backup``)."""
+
+    bytes_read: int
+    chunks: int
+    chunks_new: int
+    new_raw_bytes: int  # the new chunks' plaintext
+    bytes_to_add: int  # sealed, with pack and index overhead: what the link would carry
+    items: int
+    duration_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dry_run": True, "bytes_read": self.bytes_read, "chunks": self.chunks,
+                "chunks_new": self.chunks_new, "new_raw_bytes": self.new_raw_bytes,
+                "bytes_to_add": self.bytes_to_add, "items": self.items,
+                "duration_s": round(self.duration_s, 6)}
+
+
+def estimate_backup(repo: Repository, req: BackupRequest, *,
+                    progress: Callable[[int], None] | None = None) -> BackupEstimate:
+    """Read the source and chunk, hash, dedup and seal it as ``run_backup`` would, storing
+    nothing: no lock, no pack, no index, no snapshot, no run record. The source is read
+    in full (a pg_dump runs), so the estimate costs the CPU of a backup, not its link."""
+    from drsync.repo.writer import DeltaEstimator
+
+    kind = req.kind()
+    problems: list[SourceProblem] = []
+    spec: dict[str, Any] = {}
+    started = time.monotonic()
+    index = repo.load_index()
+    estimator = DeltaEstimator(repo, index, compression_level=req.compression_level,
+                               workers=req.workers, progress=progress,
+                               should_stop=req.should_stop)
+    with ExitStack() as stack:
+        try:
+            items = _feed(estimator, _items(req, stack, problems, spec), kind, problems)
+            total = estimator.finish()
+        except BaseException:
+            estimator.abort()
+            raise
+    stats = estimator.stats
+    return BackupEstimate(stats.bytes_read, stats.chunks, stats.chunks_new,
+                          estimator.new_raw_bytes, total, items, time.monotonic() - started)
+
+
+def _feed(writer: SnapshotWriter, items: Iterator[SourceItem], kind: str,
+          problems: list[SourceProblem]) -> int:
+    """Every item into ``writer``; an unreadable file is a problem (the run ends partial),
+    an unreadable stream of any other source fails the run. Returns the item count."""
+    count = 0
+    for item in items:
+        count += 1
+        entry = _to_entry(item.meta)
+        if item.open is None:
+            writer.add_entry(entry)
+            continue
+        try:
+            with item.open() as reader:
+                writer.add_stream(entry, reader, fixed_size=item.meta.fixed_chunk or None)
+        except OSError as err:
+            origin = item.origin or item.meta.path
+            if kind != "files":
+                raise SourceError(f"reading {origin}: {err.strerror}") from None
+            problems.append(SourceProblem(origin, err.strerror or str(err)))
+    return count
+
+
 def _write_record(repo: Repository, record: dict[str, Any]) -> None:
     """Seal the run record into the store; a failure is a warning, never the run's result."""
     from drsync.repo.runs import save_run
@@ -226,7 +300,8 @@ def _write_record(repo: Repository, record: dict[str, Any]) -> None:
 
 
 def _backup_locked(repo: Repository, req: BackupRequest, kind: str, host: str,
-                   started: float, progress: Callable[[int], None] | None) -> BackupResult:
+                   started: float, progress: Callable[[int], None] | None,
+                   stats: list[WriterStats]) -> BackupResult:
     problems: list[SourceProblem] = []
     spec: dict[str, Any] = {}
     with RepositoryLock(repo.store, f"backup {req.describe()}"), ExitStack() as stack:
@@ -238,22 +313,9 @@ def _backup_locked(repo: Repository, req: BackupRequest, kind: str, host: str,
         writer = SnapshotWriter(repo, index, compression_level=req.compression_level,
                                 workers=req.workers, progress=progress,
                                 should_stop=req.should_stop)
-        items = 0
+        stats.append(writer.stats)
         try:
-            for item in _items(req, stack, problems, spec):
-                items += 1
-                entry = _to_entry(item.meta)
-                if item.open is None:
-                    writer.add_entry(entry)
-                    continue
-                try:
-                    with item.open() as reader:
-                        writer.add_stream(entry, reader, fixed_size=item.meta.fixed_chunk or None)
-                except OSError as err:
-                    origin = item.origin or item.meta.path
-                    if kind != "files":
-                        raise SourceError(f"reading {origin}: {err.strerror}") from None
-                    problems.append(SourceProblem(origin, err.strerror or str(err)))
+            items = _feed(writer, _items(req, stack, problems, spec), kind, problems)
             snap = writer.commit(
                 host=host, source_kind=kind, source_spec=spec, tags=list(req.tags),
                 summary={"items": items, "problems": len(problems)}, version=__version__,

@@ -138,7 +138,8 @@ def passwd_cmd(ctx: click.Context, new_password_file: str | None) -> None:
 
 @key_group.command("gen-escrow")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Directory for escrow.key (private, 0600) and escrow.pub.")
+              help="Directory for escrow.key (private, 0600) and escrow.pub (created 0700 if "
+                   "missing).")
 @json_option
 def gen_escrow_cmd(out_dir: str, as_json: bool) -> None:
     """Make the fleet operator's escrow key pair (X25519). Keep escrow.key offline; give

@@ -124,12 +124,16 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
 @click.option("--tenant", help="Tenant name recorded with the run, as in the fleet file "
               "(default: the `tenant` setting, else the host).")
 @click.option("--compression-level", type=click.IntRange(0, 22), help="zstd level (0 = none).")
+@click.option("--dry-run", is_flag=True,
+              help="Read, chunk and look up the source, store nothing: how many bytes this "
+                   "backup would add (put on the link).")
 @json_option
 @click.pass_context
 def backup_cmd(ctx: click.Context, paths: tuple[str, ...], sqlite_db: str | None,
                stdin_name: str | None, pg_dump: str | None, pg_dumpall_globals: bool,
                pg_base: str | None, tags: tuple[str, ...], host: str | None,
-               tenant: str | None, compression_level: int | None, as_json: bool) -> int:
+               tenant: str | None, compression_level: int | None, dry_run: bool,
+               as_json: bool) -> int:
     """Back up files and directories, a SQLite database, PostgreSQL, or standard input.
 
     \b
@@ -139,9 +143,10 @@ def backup_cmd(ctx: click.Context, paths: tuple[str, ...], sqlite_db: str | None
       drsync backup --pg-dump 'host=/run/postgresql dbname=registry' --pg-dumpall-globals
       drsync backup --pg-base 'host=/run/postgresql user=postgres'
       pg_dump -Fc registry | drsync backup --stdin-name registry.dump
+      drsync backup --pg-dump 'dbname=registry' --dry-run --json   # bytes it would add
     Exit 3 means some files could not be read: the rest is in the snapshot.
     """
-    from drsync.backup import BackupRequest, run_backup
+    from drsync.backup import BackupRequest, estimate_backup, run_backup
 
     settings = settings_from(ctx)
     request = BackupRequest(
@@ -155,6 +160,16 @@ def backup_cmd(ctx: click.Context, paths: tuple[str, ...], sqlite_db: str | None
     )
     request.kind()  # usage errors before asking for a passphrase
     repo = open_repo(ctx)
+    if dry_run:
+        with progress_bar("dry run", enabled=not as_json) as (advance, _total):
+            estimate = estimate_backup(repo, request, progress=advance)
+        if as_json:
+            print_json(estimate.to_json())
+        else:
+            click.echo(f"dry run, nothing stored: read {human_bytes(estimate.bytes_read)}, "
+                       f"would add {human_bytes(estimate.bytes_to_add)} "
+                       f"({estimate.chunks_new} of {estimate.chunks} chunks new)")
+        return 0
     journal = open_journal(ctx)
     with progress_bar("backup", enabled=not as_json) as (advance, _total):
         result = run_backup(repo, request, catalog=journal, progress=advance)

@@ -134,8 +134,12 @@ class EscrowKeyPair:
 
     def write(self, out_dir: str | Path) -> tuple[Path, Path]:
         """Write ``escrow.key`` (0600, created exclusively) then ``escrow.pub``; never
-        overwrite either."""
+        overwrite either. A missing ``out_dir`` is created, private (0700)."""
         out = Path(out_dir)
+        try:
+            out.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"cannot create {out}: {err.strerror}") from None
         priv, pub = out / "escrow.key", out / "escrow.pub"
         created: list[Path] = []
         try:

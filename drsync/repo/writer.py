@@ -207,9 +207,12 @@ class SnapshotWriter:
         self.start_time = utc_now()
         self._added: set[bytes] = set()  # ids packed this run, not yet in the index
         self._pack = PackBuilder(repo.key)
-        self._uploader = _Uploader(repo, index, self.stats)
+        self._uploader = self._make_uploader()
         self._tree: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115
         self._closed = False
+
+    def _make_uploader(self) -> _Uploader:
+        return _Uploader(self._repo, self._index, self.stats)
 
     # -- the pipeline -----------------------------------------------------------
 
@@ -345,3 +348,60 @@ class SnapshotWriter:
         with contextlib.suppress(DrsyncError):
             self._uploader.close()
         self._shutdown()
+
+
+class _NoUploads(_Uploader):
+    """The uploader of a dry run: nothing is stored, no thread is started."""
+
+    def __init__(self) -> None:  # no threads, no store: not the parent's
+        self.error = None
+        self._cancelled = False
+
+    def submit(self, pack: PackBuilder) -> None:
+        raise AssertionError("a dry run stores no pack")
+
+    def close(self) -> None:
+        pass
+
+
+# What one new blob costs beyond its sealed bytes: its entry in the pack's header and
+# its line in an index file (hex id, offsets; compressed with the rest of the index).
+BLOB_OVERHEAD = 41 + 40
+
+
+class DeltaEstimator(SnapshotWriter):
+    """A dry run of a backup: the same chunks, ids, dedup lookups and sealing as
+    ``SnapshotWriter``, but nothing is stored and no lock is needed. ``finish`` says
+    how many bytes the backup would add to the store, i.e. put on the link."""
+
+    def __init__(self, repo: Repository, index: Index, **kw: Any) -> None:
+        super().__init__(repo, index, **kw)
+        self.new_raw_bytes = 0
+        self.new_stored_bytes = 0
+
+    def _make_uploader(self) -> _Uploader:
+        return _NoUploads()
+
+    def _accept(self, result: _Processed, blob_type: int) -> bytes:
+        chunk_id, sealed, raw_length = result
+        self.stats.chunks += 1
+        if sealed is None or chunk_id in self._index or chunk_id in self._added:
+            return chunk_id
+        self._added.add(chunk_id)
+        self.stats.chunks_new += 1
+        self.new_raw_bytes += raw_length
+        self.new_stored_bytes += len(sealed) + BLOB_OVERHEAD
+        return chunk_id
+
+    def _flush_pack(self) -> None:
+        pass
+
+    def commit(self, **_kw: Any) -> Snapshot:
+        raise AssertionError("a dry run writes no snapshot; call finish")
+
+    def finish(self) -> int:
+        """Chunk the tree as a commit would; the bytes the backup would store."""
+        self._tree.seek(0)
+        self._stream(self._tree, BLOB_TREE, lambda _cid: None)  # type: ignore[arg-type]
+        self._shutdown()
+        return self.new_stored_bytes

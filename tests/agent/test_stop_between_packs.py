@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+from typing import Any
 
 import pytest
 
@@ -66,3 +67,35 @@ def test_a_stop_asked_at_the_last_check_still_keeps_the_snapshot_out() -> None:
                                        should_stop=stop_at_last))
     assert repo.snapshot_ids() == []
     assert check_repository(repo).ok
+
+
+def test_a_run_stopped_at_the_deadline_records_what_it_read_and_stored(tmp_path: Any) -> None:
+    """An overrun's bytes are what the operator sizes the next night by (window-overrun.md):
+    the catalog and the sealed run record keep them, not zeros."""
+    from drsync.catalog.db import Catalog
+    from drsync.repo.runs import load_runs
+
+    repo = make_repository(MemoryStore(), "pw", config=RepoConfig(
+        chunk_avg=64 << 10, chunk_min=16 << 10, chunk_max=256 << 10, pack_size=MiB))
+    data = random.Random(2).randbytes(6 * MiB)
+    asked = [0]
+
+    def stop_after_4_mib() -> str | None:
+        asked[0] += 1
+        return "deadline" if asked[0] > 64 else None
+
+    catalog = Catalog(str(tmp_path / "catalog.sqlite"), state_dir=tmp_path)
+    try:
+        with pytest.raises(RunInterrupted):
+            run_backup(repo, BackupRequest(stdin_name="db.dump", stdin=io.BytesIO(data),
+                                           should_stop=stop_after_4_mib), catalog=catalog)
+        [run] = catalog.runs(limit=None)
+    finally:
+        catalog.close()
+    stored = sum(repo.stored_packs().values())
+    assert run.status == "overrun"
+    assert 2 * MiB < run.bytes_read < len(data)
+    assert stored <= run.bytes_added < run.bytes_read + MiB
+    [record] = load_runs(repo)
+    assert (record["status"], record["bytes_read"], record["bytes_added"]) == (
+        "overrun", run.bytes_read, run.bytes_added)

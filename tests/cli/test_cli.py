@@ -282,3 +282,31 @@ def test_check_reports_and_cleans_a_dead_puts_temporary(cli: Cli, tmp_path: Path
     assert upload["stale"] is True and upload["key"].endswith(".tmp-0123456789abcdef")
     cli("check", "--cleanup-uploads")
     assert not leftover.exists() and pack.exists()
+
+
+def _tree_state(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in root.rglob("*")}
+
+
+def test_dry_run_predicts_what_the_backup_adds_and_stores_nothing(cli: Cli,
+                                                                  tmp_path: Path) -> None:
+    from drsync import sample
+
+    db = tmp_path / "registry.db"
+    sample.generate(db, size_mb=4)
+    before = _tree_state(tmp_path / "repo")
+    guess = cli.json("backup", "--sqlite", str(db), "--dry-run")
+    assert guess["dry_run"] is True and guess["chunks_new"] == guess["chunks"]
+    assert _tree_state(tmp_path / "repo") == before  # no pack, index, lock or record
+    assert cli.json("runs") == []
+    done = cli.json("backup", "--sqlite", str(db))
+    # Sealing is the same, so the guess is the blobs' bytes plus a per-blob estimate of
+    # pack header and index lines; the real run also stores its snapshot.
+    assert abs(guess["bytes_to_add"] - done["bytes_added"]) < 0.03 * done["bytes_added"]
+    sample.mutate(db, fraction=0.01)
+    again = cli.json("backup", "--sqlite", str(db), "--dry-run")
+    assert 0 < again["chunks_new"] < again["chunks"] / 5
+    night2 = cli.json("backup", "--sqlite", str(db))
+    assert abs(again["bytes_to_add"] - night2["bytes_added"]) < 0.1 * night2["bytes_added"]
+    assert cli.json("backup", "--sqlite", str(db), "--dry-run")["chunks_new"] <= 2  # tree

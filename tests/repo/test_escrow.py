@@ -98,3 +98,14 @@ def test_remove_refuses_the_last_tenant_key_and_the_one_in_use() -> None:
     by_file.remove_wrapping(escrow_id[:8])  # a unique prefix
     with pytest.raises(WrongKey):
         Repository.open(store, Secret(escrow_key=pair))
+
+
+def test_escrow_files_go_into_a_new_private_directory(tmp_path: Path) -> None:
+    # `key gen-escrow --out /srv/operator/escrow` on a fresh operator host.
+    out = tmp_path / "srv" / "operator" / "escrow"
+    priv, pub = EscrowKeyPair.generate().write(out)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    assert EscrowKeyPair.load(priv).public == EscrowPublicKey.load(pub)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigError, match=r"cannot create .*a-file/escrow"):
+        EscrowKeyPair.generate().write(tmp_path / "a-file" / "escrow")
