@@ -7,27 +7,35 @@ records the result:
 * files: every file restored (each blob verified by the restore) with the
   size the snapshot lists;
 * SQLite: the database opened read-only, ``PRAGMA integrity_check``, and
-  each table's row count and rowid sum equal to the ones recorded at backup
-  time (``tables`` in the snapshot's spec; a snapshot older than that has
-  only the integrity check);
+  each table's row count, rowid sum and row checksum equal to the ones
+  recorded at backup time (``tables`` in the snapshot's spec, see
+  drsync.sources.sqlite; a snapshot older than that has only the integrity
+  check, or no checksum);
 * pg_dump: restored into a scratch database ``drsync_drill_<hex>`` on the
   dumped server (the recorded DSN without its masked password: ~/.pgpass or
-  PGPASSWORD supply it) or the DSN given, each table's row count compared with
-  the counts taken in the dump's own transaction, then the database dropped.
+  PGPASSWORD supply it) or the DSN given, each table's row count and row
+  checksum compared with those taken in the dump's own transaction
+  (drsync.sources.postgres.dump.TABLE_COUNTS_SQL), ``pg_amcheck`` where
+  installed, then the database dropped;
+* pg_base: the base backup and its archived WAL recovered on a throwaway
+  cluster and validated there (drsync.drill_pitr).
 
 RTO is the seconds from the drill's start to validated; RPO is the drill's
-start minus the snapshot's time. The record goes into the store
-(drsync.repo.drills, so a rebuilt catalog has it) and into the catalog (a
-run of kind ``drill`` and its checks). A failure of the restore itself (a
-damaged pack) is a failed check naming the object, never a traceback.
+start minus the restored point (PITR: the last commit replayed; otherwise
+the snapshot's time). The record goes into the store (drsync.repo.drills,
+so a rebuilt catalog has it) and into the catalog (a run of kind ``drill``
+and its checks). A failure of the restore itself (a damaged pack) is a
+failed check naming the object, never a traceback.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import socket
 import sqlite3
+import subprocess
 import tempfile
 import time
 import uuid
@@ -41,7 +49,7 @@ from drsync import __version__
 from drsync.errors import DrsyncError
 from drsync.repo import Repository, Snapshot, SnapshotReader
 
-__all__ = ["Check", "DrillResult", "run_drill"]
+__all__ = ["Check", "DrillResult", "Measures", "one_line", "run_drill", "run_fleet_drill"]
 
 
 @dataclass
@@ -52,6 +60,14 @@ class Check:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+
+@dataclass
+class Measures:
+    """What a drill of one kind measures beyond its checks (left None: not measured)."""
+
+    validated: float | None = None  # time.monotonic() when validation ended
+    point: datetime | None = None  # the restored point (PITR: the last commit replayed)
 
 
 @dataclass
@@ -96,7 +112,7 @@ class DrillResult:
                 "checks": [c.to_json() for c in self.checks], "drsync_version": __version__}
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else repr(err)
 
@@ -109,9 +125,11 @@ def _snapshot_time(snap: Snapshot) -> datetime:
 def run_drill(repo: Repository, *, tenant: str | None = None, host: str | None = None,
               ref: str = "latest", pg_dsn: str | None = None, pg_bindir: str | None = None,
               scratch_dir: str | None = None, catalog: Any = None,
-              record: bool = True) -> DrillResult:
+              record: bool = True,
+              progress: Callable[[int], None] | None = None) -> DrillResult:
     """Drill ``ref`` (default the latest snapshot) of ``repo``; record it in the store and,
-    when given, ``catalog`` (a drsync.catalog.db.Catalog). The scratch is always removed."""
+    when given, ``catalog`` (a drsync.catalog.db.Catalog). The scratch is always removed.
+    ``progress`` is told the bytes restored as they are written (files and SQLite)."""
     host = host or socket.gethostname()
     tenant = tenant or host
     started_at = datetime.now(UTC)
@@ -119,26 +137,31 @@ def run_drill(repo: Repository, *, tenant: str | None = None, host: str | None =
     checks: list[Check] = []
     snap: Snapshot | None = None
     written = 0
+    measures = Measures()
     try:
         snap = repo.find_snapshot(ref)
     except DrsyncError as err:
-        checks.append(Check("snapshot", False, _one_line(err)))
+        checks.append(Check("snapshot", False, one_line(err)))
     if snap is not None:
         checks.append(Check("snapshot", True, f"{snap.short_id} ({snap.source_kind}) of "
                                               f"{snap.time}"))
         scratch = Path(tempfile.mkdtemp(prefix="drsync-drill-", dir=scratch_dir))
         try:
             drill: Callable[..., int] = _DRILLS.get(snap.source_kind) or _drill_files
-            written = drill(repo, snap, scratch, checks, pg_dsn=pg_dsn, pg_bindir=pg_bindir)
+            written = drill(repo, snap, scratch, checks, pg_dsn=pg_dsn, pg_bindir=pg_bindir,
+                            measures=measures, progress=progress)
+            if measures.validated is None:
+                measures.validated = time.monotonic()
         except DrsyncError as err:
-            checks.append(Check("restore", False, _one_line(err)))
+            checks.append(Check("restore", False, one_line(err)))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
             if scratch.exists():
                 checks.append(Check("teardown", False, f"scratch {scratch} not removed"))
-    rto = time.monotonic() - started
+    rto = (measures.validated or time.monotonic()) - started
     finished = datetime.now(UTC)
-    rpo = (started_at - _snapshot_time(snap)).total_seconds() if snap is not None else None
+    point = measures.point or (_snapshot_time(snap) if snap is not None else None)
+    rpo = (started_at - point).total_seconds() if point is not None else None
     result = DrillResult(uuid.uuid4().hex, tenant, host, started_at, finished, snap, rto, rpo,
                          written, checks)
     if record:
@@ -160,20 +183,20 @@ def _record(repo: Repository, result: DrillResult, catalog: Any) -> None:
 
 # -- per source kind: restore into ``scratch``, append checks, return bytes restored -----
 
-def _restore_tree(repo: Repository, snap: Snapshot, scratch: Path,
-                  checks: list[Check]) -> tuple[Path, int]:
+def _restore_tree(repo: Repository, snap: Snapshot, scratch: Path, checks: list[Check],
+                  progress: Callable[[int], None] | None = None) -> tuple[Path, int]:
     from drsync.restore import restore_snapshot
 
     target = scratch / "restore"
-    result = restore_snapshot(repo, snap.id, target=target)
+    result = restore_snapshot(repo, snap.id, target=target, progress=progress)
     checks.append(Check("restore", True, f"{result.items} items, {result.bytes_written} bytes, "
                                          "every blob verified"))
     return target, result.bytes_written
 
 
-def _drill_files(repo: Repository, snap: Snapshot, scratch: Path, checks: list[Check],
-                 **_: Any) -> int:
-    target, written = _restore_tree(repo, snap, scratch, checks)
+def _drill_files(repo: Repository, snap: Snapshot, scratch: Path, checks: list[Check], *,
+                 progress: Callable[[int], None] | None = None, **_: Any) -> int:
+    target, written = _restore_tree(repo, snap, scratch, checks, progress)
     wrong: list[str] = []
     files = 0
     with SnapshotReader(repo) as reader:
@@ -216,11 +239,11 @@ def _compare_counts(checks: list[Check], recorded: Any, found: dict[str, dict[st
                                                      if len(wrong) > 5 else "")))
 
 
-def _drill_sqlite(repo: Repository, snap: Snapshot, scratch: Path, checks: list[Check],
-                  **_: Any) -> int:
+def _drill_sqlite(repo: Repository, snap: Snapshot, scratch: Path, checks: list[Check], *,
+                  progress: Callable[[int], None] | None = None, **_: Any) -> int:
     from drsync.sources.sqlite import table_counts
 
-    target, written = _restore_tree(repo, snap, scratch, checks)
+    target, written = _restore_tree(repo, snap, scratch, checks, progress)
     databases = [p for p in target.iterdir() if p.is_file()]
     if len(databases) != 1:
         checks.append(Check("sqlite open", False, f"{len(databases)} files restored, "
@@ -245,7 +268,7 @@ def _drill_pg_dump(repo: Repository, snap: Snapshot, scratch: Path, checks: list
                    *, pg_dsn: str | None, pg_bindir: str | None, **_: Any) -> int:
     from drsync.pgrestore import restore_logical
     from drsync.sources.postgres.conninfo import split_password
-    from drsync.sources.postgres.dump import TABLE_COUNTS_SQL, parse_table_counts
+    from drsync.sources.postgres.dump import count_tables
     from drsync.sources.postgres.tools import PgTools, dsn_with_dbname, quote_ident
 
     # The recorded DSN had its password masked: without it libpq uses ~/.pgpass, PGPASSWORD.
@@ -260,12 +283,37 @@ def _drill_pg_dump(repo: Repository, snap: Snapshot, scratch: Path, checks: list
         result = restore_logical(repo, snap.id, scratch_dsn, no_owner=True, pg_bindir=pg_bindir)
         checks.append(Check("restore", True, f"into scratch database {name}: "
                                              f"{result.bytes_written} bytes, every blob verified"))
-        rows = tools.query(scratch_dsn, TABLE_COUNTS_SQL.split(";\n")[0])
-        found = parse_table_counts("|".join(row) for row in rows)
+        found = count_tables(scratch_dsn, tools)
         _compare_counts(checks, snap.source_spec.get("tables"), found, "tables")
+        _amcheck_database(tools, scratch_dsn, checks)
         return result.bytes_written
     finally:
         _drop_database(tools, dsn, name, quote_ident(name), checks)
+
+
+def _amcheck_database(tools: Any, dsn: str, checks: list[Check]) -> None:
+    """pg_amcheck of the scratch database (heap and B-tree indexes), where installed; the
+    amcheck extension is created in the scratch database when missing (it is dropped)."""
+    from drsync.errors import SourceError
+    from drsync.sources.postgres.tools import PgConnection
+
+    try:
+        exe = tools.path("pg_amcheck")
+    except SourceError:
+        exe = ""
+    if not exe or not os.access(exe, os.X_OK):
+        checks.append(Check("pg_amcheck", True, "pg_amcheck is not installed: not run"))
+        return
+    conn = PgConnection.of(dsn)
+    # The positional database may be a connection string (-d is a name pattern).
+    done = subprocess.run([exe, "--install-missing", conn.dsn], capture_output=True,
+                          text=True, timeout=3600, env=conn.env())
+    if done.returncode == 0:
+        checks.append(Check("pg_amcheck", True, "heap and B-tree indexes: no corruption"))
+    else:
+        lines = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
+        checks.append(Check("pg_amcheck", False, f"exit {done.returncode}: "
+                                                 + "; ".join(lines[:3])))
 
 
 def _drop_database(tools: Any, dsn: str, name: str, quoted: str, checks: list[Check]) -> None:
@@ -282,18 +330,15 @@ def _drop_database(tools: Any, dsn: str, name: str, quoted: str, checks: list[Ch
                 tools.query(other, f"DROP DATABASE {quoted} WITH (FORCE)")
             return
         except DrsyncError as err:
-            error = _one_line(err)
+            error = one_line(err)
     checks.append(Check("teardown", False, f"scratch database {name} not dropped: {error}"))
 
 
 def _drill_pg_base(repo: Repository, snap: Snapshot, scratch: Path, checks: list[Check],
-                   **_: Any) -> int:
-    written = _drill_files(repo, snap, scratch, checks)
-    # Missing evidence is never a pass: the files verified, but no server was started.
-    checks.append(Check("recovery", False, "not evaluated: the data directory was restored "
-                                           "and verified, but a PITR drill (starting it on a "
-                                           "throwaway cluster) is not implemented yet"))
-    return written
+                   **kw: Any) -> int:
+    from drsync.drill_pitr import drill_pitr
+
+    return drill_pitr(repo, snap, scratch, checks, **kw)
 
 
 _DRILLS: dict[str, Callable[..., int]] = {
@@ -303,3 +348,26 @@ _DRILLS: dict[str, Callable[..., int]] = {
     "sqlite": _drill_sqlite,
     "pg_dump": _drill_pg_dump,
 }
+
+
+def run_fleet_drill(fleet_path: str, name: str, settings: Any, *, ref: str = "latest",
+                    pg_dsn: str | None = None, scratch_dir: str | None = None,
+                    catalog: Any = None,
+                    progress: Callable[[int], None] | None = None) -> DrillResult:
+    """Drill tenant ``name`` of the fleet file on the secondary side: its repository opened
+    as ``dr`` opens it (drsync.dr.probe.open_tenant: the tenant's key_file, else the
+    fleet's escrow key; the config's store options). UsageError for an unknown tenant."""
+    from drsync.dr.probe import open_tenant
+    from drsync.errors import UsageError
+    from drsync.plan.fleetfile import load_fleet
+
+    fleet = load_fleet(fleet_path)
+    try:
+        tenant = fleet.tenant(name)
+    except KeyError:
+        known = ", ".join(t.name for t in fleet.tenants) or "none"
+        raise UsageError(f"{fleet_path}: no tenant {name!r} (tenants: {known})") from None
+    repo = open_tenant(fleet, tenant, settings)
+    return run_drill(repo, tenant=tenant.name, host=socket.gethostname(), ref=ref,
+                     pg_dsn=pg_dsn, pg_bindir=settings.pg_bindir, scratch_dir=scratch_dir,
+                     catalog=catalog, progress=progress)

@@ -85,6 +85,8 @@ Config file keys::
     rpo_hours = 24                         # `agent status` is unhealthy beyond this RPO
     pitr = true                            # false (with rpo_hours >= 24 and a pg-base job):
                                            # ship WAL or a new base, whichever is fewer bytes
+    drill_every_days = 7                   # after a slot, drill when the last drill is
+                                           # older (0: never)
     metrics_file = "/var/lib/node_exporter/textfile/drsync.prom"
 
     [[agent.job]]                          # run in order at the slot's start
@@ -199,6 +201,7 @@ class Settings:
     agent_pitr: bool = True
     agent_recompress_cpu_budget: float = 0.5
     agent_rpo_hours: float = 24.0
+    agent_drill_every_days: float = 0.0
     agent_metrics_file: str | None = None
     agent_jobs: tuple[AgentJob, ...] = ()
     keep_last: int | None = None
@@ -276,6 +279,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
               "recompress_every_s": ("agent_recompress_every_s", float),
               "pitr": ("agent_pitr", bool),
               "recompress_cpu_budget": ("agent_recompress_cpu_budget", float),
+              "drill_every_days": ("agent_drill_every_days", float),
               "metrics_file": ("agent_metrics_file", str)},
     "retention": {"keep_last": ("keep_last", int), "keep_hourly": ("keep_hourly", int),
                   "keep_daily": ("keep_daily", int), "keep_weekly": ("keep_weekly", int),

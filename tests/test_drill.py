@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -59,6 +60,18 @@ def _registry(path: Path, residents: int = 2000) -> Path:
     return path
 
 
+def _checksum(path: Path, table: str) -> int:
+    """The documented row checksum, computed here on its own: the sum mod 2**63 of the
+    8-byte BLAKE2b of repr(row) over the table's rows."""
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute(f"SELECT * FROM {table}").fetchall()
+    finally:
+        db.close()
+    return sum(int.from_bytes(hashlib.blake2b(repr(tuple(r)).encode(), digest_size=8)
+                              .digest(), "big") for r in rows) % (1 << 63)
+
+
 def _flip_byte_in_every_pack(repo_dir: Path) -> list[str]:
     names = []
     for pack in sorted((repo_dir / "data").rglob("*")):
@@ -75,9 +88,10 @@ def test_sqlite_backup_records_table_counts_and_a_drill_passes(cli: Cli, tmp_pat
     db = _registry(tmp_path / "registry.db")
     cli("--config", str(cli.config), "backup", "--sqlite", str(db))
     spec = cli.json("--config", str(cli.config), "snapshots")[-1]["source"]["spec"]
-    assert spec["tables"] == {"code": {"rows": 37},
+    assert spec["tables"] == {"code": {"rows": 37, "checksum": _checksum(db, "code")},
                               "resident": {"rows": 1800, "rowid_sum": sum(
-                                  i for i in range(1, 2001) if i % 10)}}
+                                  i for i in range(1, 2001) if i % 10),
+                                  "checksum": _checksum(db, "resident")}}
 
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -174,6 +188,29 @@ def test_counts_that_differ_from_the_recorded_ones_fail_the_drill(tmp_path: Path
     result = run_drill(repo, tenant="Nobeoka")
     assert result.status == "ok"
     assert "not recorded" in next(c for c in result.checks if c.name == "table counts").detail
+
+
+def test_a_changed_value_with_the_same_counts_fails_the_checksum(tmp_path: Path) -> None:
+    """One column of one row differs from what the backup recorded (same rows, same
+    rowids): only the per-table checksum can tell, and it names the table."""
+    repo = make_repository(str(tmp_path / "repo"), "pw")
+    db = _registry(tmp_path / "registry.db", residents=50)
+    with sqlite_consistent_copy(str(db)) as copy:
+        spec = dict(copy.info)  # counted before the change below
+        conn = sqlite3.connect(copy.path)
+        conn.execute("UPDATE resident SET name = 'someone else' WHERE id = 7")
+        conn.commit()
+        conn.close()
+        writer = SnapshotWriter(repo, repo.load_index())
+        with open(copy.path, "rb") as fh:
+            writer.add_stream(Entry(copy.name, "stream", 0o600), fh)
+        writer.commit(host="h", source_kind="sqlite", source_spec=spec, tags=[],
+                      summary={}, version="t")
+    result = run_drill(repo, tenant="Nobeoka")
+    counts = next(c for c in result.checks if c.name == "table counts")
+    assert result.status == "failed" and not counts.ok
+    assert counts.detail.startswith("resident: checksum ") and "rows" not in counts.detail
+    assert "code" not in counts.detail
 
 
 def _comparable_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -66,6 +66,7 @@ class AgentConfig:
     recompress_every_s: float = 0.0  # wal-recompress this often outside the slot (0: never)
     recompress_cpu_budget: float = 0.5  # a share of one core
     pitr: bool = True  # False: each night ships the WAL or a new base, whichever is smaller
+    drill_every_days: float = 0.0  # after a slot: drill when the last one is older (0: off)
 
 
 def agent_config(settings: Settings) -> AgentConfig:
@@ -85,7 +86,8 @@ def agent_config(settings: Settings) -> AgentConfig:
                        float(settings.agent_wal_interval_s),
                        float(settings.agent_recompress_every_s),
                        _cpu_share(settings.agent_recompress_cpu_budget, where),
-                       bool(settings.agent_pitr))
+                       bool(settings.agent_pitr),
+                       drill_every_days=float(settings.agent_drill_every_days))
 
 
 def _cpu_share(value: float, where: str) -> float:

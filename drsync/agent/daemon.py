@@ -5,9 +5,11 @@ state directory), referenced by name so it survives restarts; it is
 re-planned by ``policy.decide`` at every start, reload and run. The rate
 changes at ``send`` boundaries and the deadline are volatile jobs in a
 memory store. Two runs never overlap: the slot job has ``max_instances=1``
-and the runner is guarded by a lock besides. SIGTERM asks the run to stop
-after its current pack and exits 0 once it has; SIGHUP reloads the config
-and the schedule (a bad one is logged and the old one kept).
+and the runner is guarded by a lock besides. After a slot's run, a restore
+drill runs when ``[agent] drill_every_days`` says one is due
+(policy.drill_due). SIGTERM asks the run to stop after its current pack and
+exits 0 once it has; SIGHUP reloads the config and the schedule (a bad one is
+logged and the old one kept).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from drsync.agent.metrics import MetricsInput, write_metrics
 from drsync.agent.policy import Decision, boundaries, bytes_per_s, decide, rate_at
 from drsync.agent.runner import (
     RunContext,
+    drill_if_due,
     open_agent_repo,
     recompress_between_slots,
     record_missed,
@@ -208,6 +211,8 @@ class Agent:
                      extra={"event": "run_finished", "status": run.status,
                             "snapshot_ids": run.snapshot_ids})
             self._finish(run, window)
+            if self._stop_reason is None:
+                drill_if_due(self.config)  # after the night's backup, still one at a time
         finally:
             self._run_window = None
             self.run_id = "-"

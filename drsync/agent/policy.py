@@ -13,6 +13,10 @@
 - ``choose_night``: for a tenant that archives WAL over base backups, whether
   tonight ships the day's WAL or a new base backup's deduplicated delta, by
   the bytes each would put on the link and the tenant's policy.
+- ``drill_due``: whether a restore drill is due after tonight's slot: drills
+  every ``drill_every_days`` days, counted from the last drill on record in
+  the store (whoever ran it: the agent, an operator, the secondary side), so
+  a drill made by hand postpones the next one; none on record: due.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from drsync.agent.config import TenantSlot
 from drsync.plan.fleet import clock_seconds
 
 __all__ = ["RUN_STATUSES", "Decision", "NightChoice", "boundaries", "bytes_per_s",
-           "choose_night", "decide", "health", "rate_at", "window_opening"]
+           "choose_night", "decide", "drill_due", "health", "rate_at", "window_opening"]
 
 RUN_STATUSES = ("ok", "partial", "failed", "missed", "overrun")
 
@@ -152,3 +156,16 @@ def choose_night(*, pitr: bool, rpo_hours: float, has_base_job: bool,
                            f"{wal_bytes}", wal_bytes, delta_bytes)
     return NightChoice("wal", f"the day's WAL is {wal_bytes} bytes, a new base would add "
                        f"{delta_bytes}", wal_bytes, delta_bytes)
+
+
+def drill_due(now: datetime, last_drill: datetime | None, every_days: float) -> str | None:
+    """Why a drill is due at ``now`` (None: not due, or ``every_days`` is 0: drills off)."""
+    if every_days <= 0:
+        return None
+    if last_drill is None:
+        return "no drill on record"
+    age = now - last_drill
+    if age < timedelta(days=every_days):
+        return None
+    return (f"the last drill started {age.total_seconds() / 86400:.1f} days ago "
+            f"(drill_every_days = {every_days:g})")

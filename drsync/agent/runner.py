@@ -422,6 +422,57 @@ def _drop_superseded_wal(cfg: AgentConfig, repo: Repository, snapshot_id: str) -
              extra={"event": "wal_superseded", "files": len(dropped), "bytes": freed})
 
 
+def drill_if_due(cfg: AgentConfig, now: datetime | None = None) -> Any:
+    """After a slot: a restore drill (drsync.drill) when ``policy.drill_due`` says one is
+    due, recorded in the store and the catalog; the DrillResult, or None (not due, drills
+    off, or the repository could not be read: logged)."""
+    from drsync.agent.policy import drill_due
+    from drsync.drill import run_drill
+    from drsync.repo.drills import load_drills
+
+    if cfg.drill_every_days <= 0:
+        return None
+    now = now or datetime.now().astimezone()
+    try:
+        repo = open_agent_repo(cfg.settings)
+        drills = load_drills(repo)
+    except DrsyncError as err:
+        log.error("drill not considered: %s", err, extra={"event": "drill"})
+        return None
+    last = datetime.fromisoformat(drills[-1]["started"]) if drills else None
+    reason = drill_due(now, last, cfg.drill_every_days)
+    if reason is None:
+        return None
+    log.info("drill due: %s", reason, extra={"event": "drill_started"})
+    catalog = _open_catalog(cfg.settings)
+    try:
+        result = run_drill(repo, tenant=cfg.tenant, host=cfg.settings.host,
+                           pg_bindir=cfg.settings.pg_bindir, catalog=catalog)
+    finally:
+        if catalog is not None:
+            catalog.close()
+    failed = [f"{c.name}: {c.detail}" for c in result.checks if not c.ok]
+    log.log(logging.INFO if result.ok else logging.ERROR, "drill %s: RTO %.1f s%s",
+            result.status, result.rto_s, f" ({failed[0]})" if failed else "",
+            extra={"event": "drill_finished", "status": result.status,
+                   "drill_id": result.drill_id})
+    return result
+
+
+def _open_catalog(settings: Settings) -> Any:
+    """The catalog, or None (logged) when it cannot be opened: the drill record in the
+    store stands, and ``catalog rebuild`` imports it."""
+    from drsync.catalog.db import Catalog
+
+    if not settings.catalog:
+        return None
+    try:
+        return Catalog(settings.catalog, state_dir=settings.state_dir)
+    except DrsyncError as err:
+        log.error("drill not recorded in the catalog: %s", err, extra={"event": "drill"})
+        return None
+
+
 def record_missed(cfg: AgentConfig, window: datetime, reason: str, *,
                   planned_start: datetime | None = None,
                   deadline: datetime | None = None) -> LastRun:

@@ -64,6 +64,26 @@ drills_table = sa.Table(
     sa.Column("rpo_s", sa.Float),
     sa.Column("checks", sa.Text, nullable=False),  # JSON: [{"name", "ok", "detail"}]
 )
+# Per base backup of a repository: how far its archived WAL reaches (pitr-range's
+# base_backups), written when the catalog is rebuilt from the store; replaced as a whole
+# per repository, so a rebuild run twice gives the same rows.
+wal_ranges_table = sa.Table(
+    "wal_ranges",
+    _metadata,
+    sa.Column("repo", sa.String(1024), primary_key=True),
+    sa.Column("snapshot_id", sa.String(64), primary_key=True),
+    sa.Column("tenant", sa.String(255), index=True),
+    sa.Column("consistent_at", sa.String(64), nullable=False),
+    sa.Column("complete", sa.Boolean, nullable=False),
+    sa.Column("first_missing_wal", sa.String(64)),
+    sa.Column("last_wal", sa.String(64)),
+    sa.Column("timeline", sa.Integer, nullable=False),
+    sa.Column("latest", sa.String(64)),
+    sa.Column("latest_lsn", sa.String(32)),
+    sa.Column("latest_basis", sa.String(255)),
+)
+WAL_RANGE_FIELDS = ("snapshot_id", "consistent_at", "complete", "first_missing_wal",
+                    "last_wal", "timeline", "latest", "latest_lsn", "latest_basis")
 ADDED_COLUMNS = ("tenant", "bytes_sent", "planned_start", "deadline", "drsync_version")
 _SCHEMA_LOCK = 0x64727379  # "drsy": the advisory lock key of schema changes on PostgreSQL
 
@@ -298,6 +318,29 @@ class Catalog:
                 conn.execute(drills_table.insert().values(**values))
                 count += 1
         return count
+
+    def import_wal_ranges(self, repo_url: str, tenant: str | None,
+                          rows: Iterable[dict[str, Any]]) -> int:
+        """Replace the WAL ranges of ``repo_url`` with ``rows`` (pitr-range's
+        ``base_backups``); returns how many."""
+        values = [{"repo": repo_url, "tenant": tenant, **{k: row.get(k) for k in
+                                                         WAL_RANGE_FIELDS}} for row in rows]
+        with self._engine.begin() as conn:
+            conn.execute(wal_ranges_table.delete().where(wal_ranges_table.c.repo == repo_url))
+            if values:
+                conn.execute(wal_ranges_table.insert(), values)
+        return len(values)
+
+    def wal_ranges(self, repo: str | None = None) -> list[dict[str, Any]]:
+        """WAL ranges (the fields of pitr-range's ``base_backups``, with ``repo`` and
+        ``tenant``), by repository then consistent time."""
+        query = sa.select(wal_ranges_table).order_by(wal_ranges_table.c.repo,
+                                                     wal_ranges_table.c.consistent_at,
+                                                     wal_ranges_table.c.snapshot_id)
+        if repo is not None:
+            query = query.where(wal_ranges_table.c.repo == repo)
+        with self._engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings().all()]
 
     def drills(self, repo: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
         """Drills, newest first: the run's fields with ``rto_s``, ``rpo_s`` and ``checks``."""

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BaseBackup", "Coverage", "next_segment", "parse_history", "wal_coverage"]
+__all__ = ["BaseBackup", "Coverage", "next_segment", "parse_history", "run_files",
+           "wal_coverage"]
 
 _TAIL = 8  # how many of a run's last file names a Coverage keeps (to look for commits)
 
@@ -79,6 +80,30 @@ def parse_history(text: str) -> tuple[int, int] | None:
     return last
 
 
+def run_files(base: BaseBackup, archived: set[str],
+              switches: Mapping[int, tuple[int, int]] | None = None,
+              ) -> tuple[list[str], str | None, int]:
+    """The unbroken run of archived WAL files from the base backup's start segment (onto
+    the newest child timeline where a history file says one branched off after the stop
+    segment); the first missing file needed for consistency (None: complete); and the
+    timeline the run ends on."""
+    switches = switches or {}
+    size = base.segment_size
+    tli, segno = _split(base.start_wal, size)
+    stop = _split(base.stop_wal, size)[1]
+    names: list[str] = []
+    while True:
+        children = [c for c, (parent, lsn) in switches.items()
+                    if parent == tli and lsn // size == segno and segno > stop]
+        if children:
+            tli = max(children)
+        name = _name(tli, segno, size)
+        if name not in archived:
+            return names, name if segno <= stop else None, tli
+        names.append(name)
+        segno += 1
+
+
 def wal_coverage(bases: Iterable[BaseBackup], archived: set[str],
                  switches: Mapping[int, tuple[int, int]] | None = None) -> list[Coverage]:
     """For each base backup: is it restorable, and up to which WAL file.
@@ -86,26 +111,10 @@ def wal_coverage(bases: Iterable[BaseBackup], archived: set[str],
     ``switches`` maps a child timeline to (parent timeline, switch LSN), from the
     archived ``.history`` files.
     """
-    switches = switches or {}
     result = []
     for base in bases:
-        size = base.segment_size
-        tli, segno = _split(base.start_wal, size)
-        stop = _split(base.stop_wal, size)[1]
-        missing = None
-        tail: list[str] = []
-        while True:
-            children = [c for c, (parent, lsn) in switches.items()
-                        if parent == tli and lsn // size == segno and segno > stop]
-            if children:
-                tli = max(children)
-            name = _name(tli, segno, size)
-            if name not in archived:
-                if segno <= stop:
-                    missing = name
-                break
-            tail = [*tail[-(_TAIL - 1):], name]
-            segno += 1
+        names, missing, tli = run_files(base, archived, switches)
+        tail = names[-_TAIL:]
         result.append(Coverage(base.snapshot_id, base.consistent_at, missing is None, missing,
                                tail[-1] if missing is None and tail else None,
                                tail if missing is None else [], tli))

@@ -28,6 +28,8 @@ def _settings(tmp_path: Path, text: str) -> object:
     ('[agent]\ntenant = 3\n', "key 'agent.tenant' must be a string"),
     ('[agent]\ntenantt = "x"\n', "unknown key 'agent.tenantt'"),
     ('[agent]\nrpo_hours = -1\n', "key 'agent.rpo_hours' must not be negative"),
+    ('[agent]\ndrill_every_days = -7\n', "key 'agent.drill_every_days' must not be negative"),
+    ('[agent]\ndrill_every_days = "weekly"\n', "key 'agent.drill_every_days' must be a number"),
     ('[[agent.job]]\nsource = "mysql"\ntarget = "x"\n', "'agent.job[0].source' must be one of"),
     ('[[agent.job]]\nsource = "sqlite"\ntarget = ["a", "b"]\n', "takes one target"),
     ('[[agent.job]]\nsource = "files"\n', "'agent.job[0].target' must be a non-empty"),

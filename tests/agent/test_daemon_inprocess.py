@@ -63,3 +63,39 @@ def test_reload_with_a_bad_schedule_keeps_the_old_one(
     opening = tenant.write_schedule(opens_in_s=900)
     agent.reload()
     assert agent.slot.window_start == opening.strftime("%H:%M:%S") != old.window_start
+
+
+def test_a_due_drill_runs_after_the_slot_and_is_recorded(tenant: Tenant) -> None:
+    from datetime import datetime
+
+    from drsync.agent.runner import drill_if_due
+    from drsync.repo import Repository
+    from drsync.repo.drills import load_drills
+    from drsync.repo.keys import KeyFile, Secret
+    from drsync.store import open_store
+
+    tenant.write_schedule(opens_in_s=600)
+    tenant.write_config(extra="")
+    text = tenant.config.read_text().replace("[agent]\n", "[agent]\ndrill_every_days = 7\n")
+    tenant.config.write_text(text)
+    agent = _agent(tenant)
+    assert agent.config.drill_every_days == 7
+    agent.plan()
+    agent.run_now()  # no drill on record: one runs after the backup
+    repo = Repository.open(open_store(str(tenant.repo)),
+                           Secret(key_file=KeyFile.load(str(tenant.key))))
+    (drill,) = load_drills(repo)
+    assert drill["status"] == "ok" and drill["tenant"] == "Nobeoka"
+    assert drill["snapshot_id"] == tenant.snapshots()[-1]
+    assert [c["name"] for c in drill["checks"]] == [
+        "snapshot", "restore", "sqlite integrity_check", "table counts"]
+    drills_in_catalog = [r for r in tenant.catalog_runs() if r["kind"] == "drill"]
+    assert [r["id"] for r in drills_in_catalog] == [drill["drill_id"]]
+
+    agent.run_now()  # the last drill is minutes old: none is due
+    assert len(load_drills(repo)) == 1 and len(tenant.snapshots()) == 2
+    # A week later it is due again.
+    assert drill_if_due(agent.config, datetime.now().astimezone() + timedelta(days=6)) is None
+    later = drill_if_due(agent.config, datetime.now().astimezone() + timedelta(days=7))
+    assert later is not None and later.ok
+    assert len(load_drills(repo)) == 2

@@ -106,3 +106,17 @@ def test_the_cheaper_of_wal_and_delta_within_the_tenants_policy(kw: dict[str, An
                             "wal_bytes": 40_000_000, "delta_bytes": 9_000_000, **kw}
     choice = choose_night(**args)
     assert (choice.ship, words in choice.reason) == (ship, True), choice
+
+
+def test_a_drill_is_due_every_n_days_from_the_last_one_on_record() -> None:
+    from drsync.agent.policy import drill_due
+
+    last = at(22, 30)
+    assert drill_due(at(22, 29, day=8), last, 7) is None  # a minute short of 7 days
+    assert drill_due(at(22, 30, day=8), last, 7) is not None  # exactly 7 days
+    due = drill_due(at(22, 30, day=9), last, 7)
+    assert due == "the last drill started 8.0 days ago (drill_every_days = 7)"
+    assert drill_due(at(1, 0), None, 7) == "no drill on record"
+    assert drill_due(at(1, 0), None, 0) is None  # drills off
+    assert drill_due(at(1, 0, day=30), last, 0.5) is not None
+    assert drill_due(last + timedelta(hours=11), last, 0.5) is None

@@ -36,9 +36,14 @@ def test_pg_dump_drill_counts_rows_in_a_scratch_database_and_drops_it(
     make_repository(str(tmp_path / "repo"), "pw")
     _drsync(drsync_bin, env, "backup", "--pg-dump", cluster.dsn_for("registry"))
     spec = _drsync(drsync_bin, env, "snapshots")[-1]["source"]["spec"]
-    # Counted in the dump's own transaction.
-    assert spec["tables"] == {"public.empty": {"rows": 0}, "public.odd|name": {"rows": 2},
-                              "town.resident": {"rows": 4321}}
+    # Counted (and checksummed) in the dump's own transaction.
+    assert {t: v["rows"] for t, v in spec["tables"].items()} == {
+        "public.empty": 0, "public.odd|name": 2, "town.resident": 4321}
+    assert spec["tables"]["public.empty"]["checksum"] == 0
+    # The checksum is the documented one: sum of md5(row text)'s first 60 bits.
+    assert spec["tables"]["town.resident"]["checksum"] == int(cluster.psql(
+        "SELECT sum(('x' || left(md5(t::text), 15))::bit(60)::bigint) FROM town.resident t",
+        dbname="registry"))
     before = _databases(cluster)
 
     doc = _drsync(drsync_bin, env, "drill")
@@ -46,6 +51,7 @@ def test_pg_dump_drill_counts_rows_in_a_scratch_database_and_drops_it(
     assert doc["status"] == "ok", doc
     assert checks["restore"]["detail"].startswith("into scratch database drsync_drill_")
     assert checks["table counts"]["detail"] == "3 tables, 4323 rows as recorded"
+    assert checks["pg_amcheck"]["ok"] and "no corruption" in checks["pg_amcheck"]["detail"]
     assert _databases(cluster) == before  # the scratch database is gone
 
     # A damaged pack: the restore fails naming it, and the half-made scratch database

@@ -15,10 +15,11 @@ position in it; pg_dump runs with ``--snapshot``, so the dump is exactly
 the database as of that recorded moment.
 
 Validation data: in that same transaction, while pg_dump runs, the session
-counts the rows of every table it may read (``tables`` in the snapshot's
-spec, ``"schema.table": {"rows": n}``), so the counts are those of the dump
-exactly; a drill (drsync.drill) compares a restore with them. Counting costs
-one scan per table, concurrent with the dump.
+counts the rows of every table it may read and sums a hash of their text
+(``tables`` in the snapshot's spec, ``"schema.table": {"rows": n,
+"checksum": s}``; see TABLE_COUNTS_SQL), so they are those of the dump
+exactly; a drill (drsync.drill) compares a restore with them. It costs one
+scan per table (and an md5 per row), concurrent with the dump.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from drsync.sources.postgres.tools import (
     redact,
 )
 
-__all__ = ["GLOBALS_NAME", "LOGICAL_DUMP_NAME", "TABLE_COUNTS_SQL", "parse_table_counts",
+__all__ = ["GLOBALS_NAME", "LOGICAL_DUMP_NAME", "TABLE_COUNTS_SQL", "count_tables",
+           "parse_table_counts",
            "pg_dump_source", "pg_restore_stream", "prepare_database"]
 
 LOGICAL_DUMP_NAME = "database.dump"
@@ -59,13 +61,26 @@ _SNAPSHOT_SQL = (
     " current_database(), (SELECT system_identifier FROM pg_control_system());\n"
 )
 
-# One row per table the session may read: marker, "schema.table", row count; then an end
-# marker, so the reader knows where the answer stops.
-TABLE_COUNTS_SQL = (
-    "SELECT 'drsync-table', n.nspname || '.' || c.relname,"
-    " (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I',"
-    " n.nspname, c.relname), false, true, '')))[1]::text"
-    " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+# Row text is rendered the same way whatever the session's or server's defaults, so the
+# checksum of the dump's session and of a drill's session on another server agree.
+_CANONICAL_SESSION = (
+    "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres';"
+    " SET extra_float_digits = 1; SET bytea_output = 'hex';\n"
+)
+# One row per table the session may read: marker, "schema.table", row count, checksum;
+# then an end marker, so the reader knows where the answer stops. The checksum is the sum
+# of the first 60 bits of md5(row text) over the rows: order-independent (a restore
+# loads rows in any order, and a sum does not care), one scan (the count's own),
+# md5 is the same function on every server version (hashtext is internal and has
+# changed), and a row lost, added or changed in any column changes it. Not a defence
+# against tampering (the repository's AEAD is): a check that the rows came back.
+TABLE_COUNTS_SQL = _CANONICAL_SESSION + (
+    "SELECT 'drsync-table', n.nspname || '.' || c.relname, x.c, x.s"
+    " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,"
+    " LATERAL (SELECT (xpath('/row/c/text()', r))[1]::text AS c,"
+    " (xpath('/row/s/text()', r))[1]::text AS s FROM query_to_xml(format("
+    "'SELECT count(*) AS c, coalesce(sum((''x'' || left(md5(t::text), 15))::bit(60)"
+    "::bigint), 0) AS s FROM %I.%I t', n.nspname, c.relname), false, true, '') r) x"
     " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
     " AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'"
     " AND has_table_privilege(c.oid, 'SELECT') ORDER BY 2;\n"
@@ -74,17 +89,34 @@ TABLE_COUNTS_SQL = (
 
 
 def parse_table_counts(lines: Iterable[str]) -> dict[str, dict[str, int]]:
-    """The ``tables`` of a spec from the lines psql printed for TABLE_COUNTS_SQL."""
+    """The ``tables`` of a spec from the lines psql printed for TABLE_COUNTS_SQL:
+    ``{"schema.table": {"rows": n, "checksum": s}}``."""
     counts: dict[str, dict[str, int]] = {}
     for line in lines:
         line = line.rstrip("\n")
         if line == "drsync-end":
             break
         marker, _, rest = line.partition("|")
-        name, _, rows = rest.rpartition("|")
-        if marker == "drsync-table" and name and rows.isdigit():
-            counts[name] = {"rows": int(rows)}
+        fields = rest.rsplit("|", 2)
+        if marker == "drsync-table" and len(fields) == 3 and fields[0] \
+                and fields[1].isdigit() and fields[2].lstrip("-").isdigit():
+            counts[fields[0]] = {"rows": int(fields[1]), "checksum": int(fields[2])}
     return counts
+
+
+def count_tables(dsn: str, tools: PgTools | None = None) -> dict[str, dict[str, int]]:
+    """TABLE_COUNTS_SQL in a session of its own on ``dsn`` (a drill's restored database):
+    the same counts and checksums a dump records."""
+    tools = tools or PgTools()
+    conn = PgConnection.of(dsn)
+    try:
+        done = subprocess.run(tools.psql_args(conn), input=TABLE_COUNTS_SQL,
+                              capture_output=True, text=True, timeout=3600, env=conn.env())
+    except OSError as err:
+        raise SourceError(f"cannot run psql: {err.strerror}") from None
+    if done.returncode != 0:
+        raise SourceError(f"PostgreSQL ({conn.shown}): {last_line(done.stderr)}")
+    return parse_table_counts(done.stdout.splitlines())
 
 
 @contextmanager
