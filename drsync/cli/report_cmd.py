@@ -128,7 +128,7 @@ def _print_matrix(doc: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    controls = list(doc["labels"]["controls"])
+    controls = doc["order"]["controls"]
     table = Table(title=f"BCP report {doc['period']['first']}..{doc['period']['last']}",
                   header_style="bold")
     table.add_column("tenant")

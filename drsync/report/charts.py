@@ -23,7 +23,7 @@ __all__ = ["STATUS_COLOURS", "render_charts"]
 
 STATUS_COLOURS = {"PASS": "#2da44e", "WARN": "#d4a72c", "FAIL": "#cf222e",
                   "NOT_EVALUATED": "#6e7781", "EXEMPT": "#0969da"}
-FONTS = ["IPAGothic", "IPAPGothic", "Noto Sans CJK JP", "DejaVu Sans"]
+FONTS = ["IPAPGothic", "IPAGothic", "Noto Sans CJK JP", "DejaVu Sans"]
 PER_TENANT_LIMIT = 60  # more tenants: the fleet sawtooth only, to keep the page light
 
 
@@ -101,7 +101,7 @@ def _height(n: int) -> float:
 def _heatmap(plt: Any, doc: dict[str, Any]) -> dict[str, str]:
     from matplotlib.colors import ListedColormap
 
-    controls = list(doc["labels"]["controls"])
+    controls = doc["order"]["controls"]
     statuses = list(STATUS_COLOURS)
     tenants = doc["tenants"]
     grid = [[statuses.index(t["controls"][c]["status"]) for c in controls] for t in tenants]

@@ -28,7 +28,8 @@ def write_csv(doc: dict[str, Any], directory: Path) -> list[Path]:
         out = csv.writer(fh)
         out.writerow(CONTROL_COLUMNS)
         for t in doc["tenants"]:
-            for control, r in t["controls"].items():
+            for control in doc["order"]["controls"]:
+                r = t["controls"][control]
                 ex = r["exemption"] or {}
                 out.writerow([t["name"], _blank(t["code"]), control,
                               labels["controls"][control]["ja"], r["status"],

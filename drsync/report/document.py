@@ -242,6 +242,8 @@ def build_document(evidence: Evidence, settings: ReportSettings,
         "fleet_file": settings.source, "config_sha256": config_sha256,
         "catalog": evidence.catalog, "signer": {"key_id": signer_key_id},
         "previous": previous,
+        # The JSON's keys are sorted: these lists keep the order the renderings show.
+        "order": {"controls": list(CONTROLS), "statuses": list(STATUSES)},
         "labels": {
             "controls": {c: {"en": CONTROL_INFO[c][0], "ja": CONTROL_INFO[c][1],
                              "maps": CONTROL_INFO[c][2]} for c in CONTROLS},

@@ -21,4 +21,5 @@ def render_html(doc: dict[str, Any], *, charts: bool = True) -> str:
 
         images = render_charts(doc)
     template = env.get_template("report.html.j2")
-    return template.render(doc=doc, s=doc["summary"], labels=doc["labels"], charts=images)
+    return template.render(doc=doc, s=doc["summary"], labels=doc["labels"], order=doc["order"],
+                           charts=images)
