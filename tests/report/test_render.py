@@ -19,6 +19,7 @@ import re
 import shutil
 import struct
 import subprocess
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +184,7 @@ def test_charts_are_drawn_from_the_document(full_report: Path) -> None:
     from drsync.report.charts import STATUS_COLOURS
 
     html = (full_report / "report.html").read_text(encoding="utf-8")
-    alts = dict((alt, data) for data, alt in re.findall(
+    alts = dict((unescape(alt), data) for data, alt in re.findall(
         r'<img src="data:image/png;base64,([^"]+)" alt="([^"]+)"', html))
     assert set(alts) >= {
         "Heatmap of every tenant's status per control",
