@@ -93,3 +93,16 @@ def test_an_exemption_carries_its_expiry(tmp_path: Path) -> None:
                    '"DRILL", approver = "総務課長", expires = 2026-12-31}]\n')
     (ex,) = report.tenants[0].exemptions  # type: ignore[attr-defined]
     assert ex.expires == dt.date(2026, 12, 31) and ex.approver == "総務課長"
+
+
+def test_the_readme_example_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## BCP audit report"):]
+    example = section[section.index("```toml\n") + 8:]
+    example = example[:example.index("```")]
+    report = _load(tmp_path, example)
+    (nobeoka,) = report.tenants  # type: ignore[attr-defined]
+    assert nobeoka.code == "452033" and nobeoka.tier == 1
+    assert [c.name for c in nobeoka.copies] == ["repo", "tokyo"]
+    assert nobeoka.exemptions[0].approver == "総務課長 山田"
+    assert report.costs.split == (("equal", 0.4), ("population", 0.6))  # type: ignore[attr-defined]
