@@ -60,31 +60,33 @@ def test_statuses_of_the_known_mix(report_fleet: ReportFleet) -> None:
 
 
 def test_verify_catches_one_changed_byte_and_an_added_file(report_fleet: ReportFleet) -> None:
+    from drsync.report.seal import load_public_key, verify_report
+
     out = report_fleet.base / "reports" / "tamper"
     _build(report_fleet, out, "--format", "json,csv")
     code, text = _verify(report_fleet, out)
     assert code == 0, text
+    trusted = load_public_key(report_fleet.public_key)
     for name in ("report.json", "controls.csv", "evidence/evidence.json"):
         copy = report_fleet.base / "reports" / f"tamper-{name.replace('/', '-')}"
         shutil.copytree(out, copy)
         data = bytearray((copy / name).read_bytes())
         data[len(data) // 2] ^= 0x01
         (copy / name).write_bytes(bytes(data))
-        code, text = _verify(report_fleet, copy)
-        assert code == 13
-        assert f"{name}: SHA-256 differs from the manifest" in text
+        assert verify_report(copy, public_key=trusted).problems == [
+            f"{copy}: {name}: SHA-256 differs from the manifest (changed after signing)"]
+    code, text = _verify(report_fleet, copy)  # the command: exit 13, the problem named
+    assert code == 13 and "evidence/evidence.json: SHA-256 differs" in text
     added = report_fleet.base / "reports" / "tamper-added"
     shutil.copytree(out, added)
     (added / "extra.txt").write_text("not signed")
-    code, text = _verify(report_fleet, added)
-    assert code == 13 and "extra.txt: not in the manifest" in text
+    assert "extra.txt: not in the manifest" in verify_report(added).problems[0]
     # Editing the manifest itself (to match an edited file) breaks the signature.
     forged = report_fleet.base / "reports" / "tamper-manifest"
     shutil.copytree(out, forged)
     manifest = (forged / "manifest.json").read_text().replace('"version": 1', '"version":  1')
     (forged / "manifest.json").write_text(manifest)
-    code, text = _verify(report_fleet, forged)
-    assert code == 13 and "signature does not match" in text
+    assert "signature does not match" in verify_report(forged).problems[0]
     # Another key's public key: not the trusted signer.
     other = report_fleet.run("report", "keygen", "--out", str(report_fleet.base / "other"))
     assert other.returncode == 0, other.stderr
