@@ -59,7 +59,7 @@ def build_cmd(ctx: click.Context, fleet: str, period: str, out_dir: str, formats
     each tenant's copies hold (snapshots, key wrappings, Object Lock), read
     with the tenant's key_file (else [keys] escrow_key). Missing evidence is
     NOT_EVALUATED, never PASS. OUT holds report.json (the source of truth),
-    controls.csv and costs.csv (UTF-8 with BOM), report.html, report.pdf, the
+    controls.csv and tenants.csv (UTF-8 with BOM), report.html, report.pdf, the
     evidence used under evidence/, and manifest.json signed in manifest.sig.
 
     Exit 0 when every tenant is compliant (every control PASS, WARN or EXEMPT),

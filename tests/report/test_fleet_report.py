@@ -156,6 +156,11 @@ def test_bad_input_is_one_line(report_fleet: ReportFleet, tmp_path: Path) -> Non
     assert "tenant.Takachiho.report.exempt[0].approver: must be a non-empty string" \
         in done.stderr
     assert not out.exists()
+    done = report_fleet.run("report", str(report_fleet.fleet), "--period",
+                            report_fleet.period, "--out", str(out), "--signing-key",
+                            str(tmp_path / "missing.key"))
+    assert done.returncode == 4 and "missing.key: signing key not found" in done.stderr
+    assert not out.exists()
     existing = report_fleet.base / "reports" / "exists"
     existing.mkdir(parents=True)
     done = report_fleet.run("report", str(report_fleet.fleet), "--period",
