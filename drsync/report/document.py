@@ -79,7 +79,18 @@ def _copy_json(c: CopyEvidence, as_of: dt.datetime) -> dict[str, Any]:
             "key_held_at": c.key_file, "key_with_data": c.key_with_data}
 
 
-def _tenant_json(ts: TenantSettings, a: Assessment, evidence: Evidence) -> dict[str, Any]:
+def _attested(ts: TenantSettings, attestations: Sequence[Attestation]) -> dict[str, Any]:
+    """Per item, the latest statement about this tenant (or the whole fleet); None: never."""
+    out: dict[str, Any] = dict.fromkeys(ATTEST_ITEMS)
+    for a in sorted(attestations, key=lambda a: (a.date, a.recorded)):
+        if a.tenant in (None, ts.name):
+            out[a.item] = {"by": a.by, "date": a.date.isoformat(),
+                           "recorded": iso(a.recorded), "fleet_wide": a.tenant is None}
+    return out
+
+
+def _tenant_json(ts: TenantSettings, a: Assessment, evidence: Evidence,
+                 attestations: Sequence[Attestation]) -> dict[str, Any]:
     ev = evidence.tenant(ts.name)
     f = a.facts
     th = ts.thresholds
@@ -116,6 +127,7 @@ def _tenant_json(ts: TenantSettings, a: Assessment, evidence: Evidence) -> dict[
         "points": [{"copy": c.name, "snapshot_id": p.snapshot_id, "time": iso(p.time)}
                    for c in ev.copies for p in c.points],
         "backup_runs": [_run_json(r) for r in ev.runs if r.kind == "backup"],
+        "attested": _attested(ts, attestations),
     }
 
 
@@ -243,14 +255,16 @@ def build_document(evidence: Evidence, settings: ReportSettings,
         "catalog": evidence.catalog, "signer": {"key_id": signer_key_id},
         "previous": previous,
         # The JSON's keys are sorted: these lists keep the order the renderings show.
-        "order": {"controls": list(CONTROLS), "statuses": list(STATUSES)},
+        "order": {"controls": list(CONTROLS), "statuses": list(STATUSES),
+                  "attestations": list(ATTEST_ITEMS)},
         "labels": {
             "controls": {c: {"en": CONTROL_INFO[c][0], "ja": CONTROL_INFO[c][1],
                              "maps": CONTROL_INFO[c][2]} for c in CONTROLS},
             "statuses": {s: {"en": en, "ja": ja} for s, (en, ja) in STATUS_LABELS.items()},
             "attestations": {k: {"en": en, "ja": ja} for k, (en, ja) in ATTEST_ITEMS.items()}},
         "summary": _summary(assessments, settings, evidence),
-        "tenants": [_tenant_json(ts, by_name[ts.name], evidence) for ts in settings.tenants],
+        "tenants": [_tenant_json(ts, by_name[ts.name], evidence, in_period)
+                    for ts in settings.tenants],
         "drills": [{"tenant": name, **_drill_json(d),
                     "evidence_sha256": record_sha256(_drill_json(d))} for name, d in drills],
         "exceptions": _exceptions(settings, assessments, as_of),

@@ -130,6 +130,9 @@ def test_attestations_are_shown_as_statements(report_fleet: ReportFleet) -> None
     doc = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert [(a["item"], a["by"], a["tenant"]) for a in doc["attestations"]] == [
         ("exercise", "総務課 田中", "Kobayashi")]
+    by_name = {t["name"]: t for t in doc["tenants"]}
+    assert by_name["Kobayashi"]["attested"]["exercise"]["by"] == "総務課 田中"
+    assert by_name["Ebino"]["attested"]["exercise"] is None
     assert (out / "evidence" / "attestations.jsonl").read_text(encoding="utf-8").count(
         "机上訓練") == 1
     # Statements never change a computed status.
