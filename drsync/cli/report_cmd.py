@@ -27,6 +27,8 @@ class _ReportGroup(click.Group):
 def report_cmd() -> None:
     """The BCP audit report: per municipality and for the fleet, from recorded evidence.
 
+    `drsync report FLEET ...` is short for `drsync report build FLEET ...`.
+
     \b
     Examples:
       drsync report keygen --out /etc/drsync/report
