@@ -73,7 +73,7 @@ def plan_evidence(fleet: Fleet) -> PlanEvidence:
 def _run(r: RunRecord) -> Run:
     return Run(r.id, r.kind, r.status, r.started, r.ended, r.snapshot_id, r.bytes_read,
                r.bytes_added, r.bytes_sent if r.bytes_sent is not None else r.bytes_added,
-               r.error, r.repo)
+               r.error, r.repo, r.source)
 
 
 def _time(text: Any) -> dt.datetime | None:

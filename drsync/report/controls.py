@@ -13,8 +13,9 @@ Statuses, in the order a summary counts them::
 The controls (docs: README "BCP audit report"), all measured at ``as_of``,
 the end of the period or the report's time when the period is not over:
 
-COVERAGE     a repository is configured and an ok backup ran in the period; WARN when
-             the job success rate is below ``job_success_min``
+COVERAGE     a repository is configured and an ok backup ran in the period, of every
+             dataset's ``source`` where one is given; WARN when the job success rate is
+             below ``job_success_min``
 RPO          the newest point (in a store that was read) and every gap between good
              points in the period are within ``rpo_hours``
 RETENTION    the oldest point a store holds is at least ``retention_days`` old
@@ -226,8 +227,17 @@ def _coverage(ev: TenantEvidence, ts: TenantSettings, facts: Facts, period: Peri
         return Result(c, "FAIL", f"no successful backup in the period ({facts.backups} "
                                  "backup run(s))")
     ids = tuple(f"run:{r.run_id}" for r in ok[-3:])
+    # A dataset mapped to a source is covered only by a successful backup of that source.
+    missing = [d for d in ts.datasets if d.source and not any(d.source in r.source
+                                                              for r in ok)]
+    if missing:
+        return Result(c, "FAIL", "; ".join(f"dataset {d.name}: no successful backup of "
+                                           f"{d.source} in the period" for d in missing), ids)
     rate = facts.success_rate or 0.0
     text = f"{facts.backups_ok} of {facts.backups} backup runs ok ({rate:.0%})"
+    unmapped = [d.name for d in ts.datasets if not d.source]
+    if unmapped:
+        text += f"; not mapped to a source: {', '.join(unmapped)}"
     if rate < ts.thresholds.job_success_min:
         return Result(c, "WARN", f"{text}, below {ts.thresholds.job_success_min:.0%}", ids)
     return Result(c, "PASS", text, ids)

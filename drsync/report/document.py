@@ -50,7 +50,7 @@ def _run_json(r: Run) -> dict[str, Any]:
     return {"run_id": r.run_id, "kind": r.kind, "status": r.status, "started": iso(r.started),
             "finished": iso(r.finished), "snapshot_id": r.snapshot_id,
             "bytes_read": r.bytes_read, "bytes_added": r.bytes_added,
-            "bytes_sent": r.bytes_sent, "error": r.error}
+            "bytes_sent": r.bytes_sent, "error": r.error, "source": r.source}
 
 
 def _drill_json(d: Drill) -> dict[str, Any]:
@@ -97,8 +97,8 @@ def _tenant_json(ts: TenantSettings, a: Assessment, evidence: Evidence,
     last = f.last_drill
     return {
         "name": ts.name, "code": ts.code, "population": ts.population, "tier": ts.tier,
-        "datasets": [{"name": d.name, "business": d.business, "tier": d.tier}
-                     for d in ts.datasets],
+        "datasets": [{"name": d.name, "business": d.business, "tier": d.tier,
+                      "source": d.source} for d in ts.datasets],
         "targets": {"rpo_hours": th.rpo_hours, "rto_hours": th.rto_hours,
                     "retention_days": th.retention_days,
                     "drill_max_age_days": ts.drill_max_age_days,

@@ -52,6 +52,7 @@ class Run:
     bytes_sent: int
     error: str | None
     repo: str
+    source: str = ""  # what was backed up, as the run describes it
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ def evidence_to_json(evidence: Evidence) -> dict[str, Any]:
                 "started": iso(r.started), "finished": iso(r.finished),
                 "snapshot_id": r.snapshot_id, "bytes_read": r.bytes_read,
                 "bytes_added": r.bytes_added, "bytes_sent": r.bytes_sent, "error": r.error,
-                "repo": r.repo}
+                "repo": r.repo, "source": r.source}
 
     def drill(d: Drill) -> dict[str, Any]:
         return {"drill_id": d.drill_id, "status": d.status, "started": iso(d.started),

@@ -23,7 +23,8 @@
     [[tenant]]
     name = "Nobeoka"
     code = "452033"                   # 団体コード
-    datasets = [{name = "住民記録", business = "住民基本台帳事務", tier = 1}]
+    # each dataset: its 非常時優先業務, tier (1 most critical), the source its backups name
+    datasets = [{name = "住民記録", business = "住民基本台帳事務", tier = 1, source = "juki.db"}]
     [tenant.report]                   # any [report] threshold, for this tenant
     retention_days = 90
     copies = [{name = "tokyo", repo = "s3://dr-tokyo/nobeoka", key_file = "keys/n.key",
@@ -60,7 +61,7 @@ THRESHOLD_KEYS = {"primary_zone", "secondary_site", "secondary_zone", "retention
 REPORT_KEYS = THRESHOLD_KEYS | {"attestations", "signing_key"}
 TENANT_REPORT_KEYS = THRESHOLD_KEYS | {"copies", "exempt"}
 COPY_KEYS = {"name", "repo", "key_file", "site", "zone", "media"}
-DATASET_KEYS = {"name", "business", "tier"}
+DATASET_KEYS = {"name", "business", "tier", "source"}
 EXEMPT_KEYS = {"control", "approver", "expires", "reason"}
 COSTS_KEYS = {"yearly_yen", "split"}
 
@@ -87,6 +88,7 @@ class Dataset:
     name: str
     business: str  # 非常時優先業務
     tier: int
+    source: str | None = None  # found in the run's source ("sqlite:/srv/juki.db"): its backups
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,9 @@ def _tenant(v: _Check, name: str, item: Mapping[str, Any], base: Thresholds,
         tier = int(v.number(ds.get("tier", 2), at + ".tier", integer=True))
         datasets.append(Dataset(v.text(ds["name"], at + ".name"),
                                 v.text(ds.get("business", ""), at + ".business", empty=True),
-                                tier))
+                                tier,
+                                v.text(ds["source"], at + ".source") if "source" in ds
+                                else None))
     table = v.table(item.get("report"), where + "report")
     v.known(table, TENANT_REPORT_KEYS, where + "report.")
     thresholds = _thresholds(v, table, base, where + "report.")

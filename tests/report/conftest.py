@@ -7,7 +7,7 @@ The known mix (what each tenant shows is the golden file tests/report/golden/):
 Kobayashi   compliant: nightly, an old point, escrow, an S3 copy under Object Lock in
             another zone, a drill that validated the data
 Ebino       three nights missed in the period: an RPO gap
-Kushima     backed up, never drilled
+Kushima     backed up, never drilled; its tax dataset's source never backed up
 Nichinan    its drill failed (a damaged pack)
 Takachiho   never drilled, under a DRILL exemption that expired, and a ZERO-ERRORS one
             that has not
@@ -149,7 +149,7 @@ code = "452050"
 population = 42000
 repo = "repos/kobayashi"
 key_file = "keys/kobayashi.key"
-datasets = [{{name = "住民記録", business = "住民基本台帳事務", tier = 1}}]
+datasets = [{{name = "住民記録", business = "住民基本台帳事務", tier = 1, source = "/src"}}]
 [tenant.report]
 require_immutable = true
 [[tenant.report.copies]]
@@ -174,6 +174,7 @@ code = "452084"
 population = 16000
 repo = "repos/kushima"
 key_file = "keys/kushima.key"
+datasets = [{{name = "税務", business = "課税事務", tier = 2, source = "sqlite:/srv/tax.db"}}]
 
 [[tenant]]
 name = "Nichinan"

@@ -113,6 +113,14 @@ def test_coverage() -> None:
     assert r.status == "WARN" and "28 of 30" in r.summary
     assert status(evidence(runs=failing), "COVERAGE",
                   settings(job_success_min=0.9)).status == "PASS"
+    # A dataset mapped to a source needs a backup of that source.
+    mapped = replace(settings(), datasets=(Dataset("住民記録", "住民基本台帳事務", 1, "juki.db"),
+                                           Dataset("税務", "課税事務", 2)))
+    r = status(evidence(), "COVERAGE", mapped)
+    assert r.status == "FAIL" and "dataset 住民記録: no successful backup of juki.db" in r.summary
+    runs = (*nightly(range(1, 30)), replace(backup(9, at(30)), source="sqlite:/srv/juki.db"))
+    r = status(evidence(runs=runs), "COVERAGE", mapped)
+    assert r.status == "PASS" and "not mapped to a source: 税務" in r.summary
     # A run still running is not counted either way.
     running = (*nightly(range(1, 31)), backup(3, at(30, 23), "running"))
     assert "30 of 30" in status(evidence(runs=running), "COVERAGE").summary

@@ -49,6 +49,8 @@ def test_statuses_of_the_known_mix(report_fleet: ReportFleet) -> None:
     assert "authentication failed" in by_name["Nichinan"]["controls"]["DRILL"]["summary"]
     assert by_name["Kobayashi"]["last_drill"]["within_rto"] is True
     assert by_name["Kobayashi"]["code"] == "452050"
+    assert by_name["Kushima"]["controls"]["COVERAGE"]["summary"] == (
+        "dataset 税務: no successful backup of sqlite:/srv/tax.db in the period")
     # The 4:6 rule over the populations, in whole yen summing to the total.
     shares = {c["tenant"]: c["yen"] for c in doc["costs"]["tenants"]}
     assert sum(shares.values()) == 12_000_000
