@@ -103,7 +103,11 @@ def test_chain_of_reports(report_fleet: ReportFleet) -> None:
     archive = report_fleet.base / "chain"
     first, second = archive / "2026-10", archive / "2026-11"
     _build(report_fleet, first, "--format", "json")
-    _build(report_fleet, second, "--format", "json", "--previous", str(first))
+    done = report_fleet.run("report", str(report_fleet.fleet), "--period",
+                            report_fleet.period, "--out", str(second), "--format", "json",
+                            "--previous", str(first))
+    assert done.returncode == 1, done.stderr
+    assert "1 of 6 tenants compliant" in done.stdout and "Kobayashi" in done.stdout
     done = report_fleet.run("report", "verify", str(second), "--json")
     result = json.loads(done.stdout)
     assert done.returncode == 0 and result["ok"] and len(result["chain"]) == 2
