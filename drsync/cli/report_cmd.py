@@ -42,7 +42,8 @@ def report_cmd() -> None:
 @report_cmd.command("build")
 @click.argument("fleet", type=click.Path(dir_okay=False))
 @click.option("--period", required=True, metavar="FIRST..LAST",
-              help="Whole days, inclusive, UTC: 2026-11-01..2026-11-30.")
+              help="Whole days, inclusive, of [report] timezone (default UTC): "
+                   "2026-11-01..2026-11-30.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="The new report directory (must not exist).")
 @click.option("--format", "formats", default="html,json,csv", show_default=True,
@@ -72,9 +73,10 @@ def build_cmd(ctx: click.Context, fleet: str, period: str, out_dir: str, formats
     from drsync.report.settings import load_report_settings
 
     wanted = parse_formats(formats)
-    span = parse_period(period)
+    parse_period(period)  # a bad flag is named before the fleet file is read
     parsed = load_fleet(fleet)
     report = load_report_settings(parsed)
+    span = parse_period(period, report.timezone)
     key = signing_key or report.signing_key
     if not key:
         from drsync.errors import UsageError

@@ -47,13 +47,15 @@ class BuiltReport:
     document: dict[str, Any]
 
 
-def parse_period(text: str) -> Period:
-    """``2026-11-01..2026-11-30`` (whole days, inclusive); UsageError naming the flag."""
+def parse_period(text: str, timezone: str = "UTC") -> Period:
+    """``2026-11-01..2026-11-30`` (whole days of ``timezone``, inclusive); UsageError
+    naming the flag."""
     first, sep, last = text.partition("..")
     try:
         if not sep:
             raise ValueError("expected FIRST..LAST")
-        period = Period(dt.date.fromisoformat(first.strip()), dt.date.fromisoformat(last.strip()))
+        period = Period(dt.date.fromisoformat(first.strip()), dt.date.fromisoformat(last.strip()),
+                        timezone)
     except ValueError as err:
         raise UsageError(f"--period {text}: {err} (e.g. --period 2026-11-01..2026-11-30)"
                          ) from None
@@ -95,7 +97,7 @@ def make_report(fleet: Fleet, report: ReportSettings, catalog: Catalog, settings
     key = load_private_key(signing_key)
     link = previous_link(previous, out) if previous else None
     now = now or dt.datetime.now(dt.UTC)
-    if period.first > now.date():
+    if period.start > now:
         raise UsageError(f"--period {period}: starts in the future")
     evidence = collect(fleet, report, catalog, settings, period, now)
     return write_report(evidence, report, out, formats=formats, key=key, previous=link)

@@ -79,7 +79,7 @@ def render_charts(doc: dict[str, Any]) -> dict[str, dict[str, str]]:
                                                     "font.size": 8}):
         warnings.simplefilter("ignore")  # a glyph no installed font has: drawn as a box
         charts["heatmap"] = _heatmap(plt, doc)
-        first = _time(doc["period"]["first"] + "T00:00:00+00:00")
+        first = _time(doc["period"]["start"])
         as_of = _time(doc["as_of"])
         charts["rpo_age"] = _rpo_age(plt, tenants, first, as_of)
         if len(tenants) <= PER_TENANT_LIMIT:

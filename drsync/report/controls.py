@@ -39,7 +39,7 @@ from drsync.report.evidence import CopyEvidence, Drill, Evidence, Period, Run, T
 from drsync.report.settings import CONTROLS, Exemption, ReportSettings, TenantSettings
 
 __all__ = ["DATA_CHECKS", "STATUSES", "Assessment", "Facts", "Gap", "Result", "apply_exemption",
-           "assess", "assess_tenant", "gaps"]
+           "assess", "assess_tenant", "gaps", "last_day"]
 
 STATUSES = ("PASS", "WARN", "FAIL", "NOT_EVALUATED", "EXEMPT")
 # Drill checks that look at the data itself, not only at the bytes coming back.
@@ -136,16 +136,26 @@ def assess_tenant(ev: TenantEvidence, ts: TenantSettings, period: Period,
     ]
     assert tuple(r.control for r in results) == CONTROLS
     exempt = {e.control: e for e in ts.exemptions}
-    return Assessment(ev.name, facts,
-                      tuple(apply_exemption(r, exempt.get(r.control), as_of) for r in results))
+    return Assessment(ev.name, facts, tuple(apply_exemption(r, exempt.get(r.control), as_of,
+                                                            period.timezone)
+                                            for r in results))
 
 
-def apply_exemption(result: Result, exemption: Exemption | None, as_of: dt.datetime) -> Result:
-    """EXEMPT while the exemption runs (its expiry day included); a PASS needs none."""
+def last_day(as_of: dt.datetime, timezone: str = "UTC") -> dt.date:
+    """The day (in ``timezone``) of the last instant evaluated: as_of is the first instant
+    after it."""
+    from zoneinfo import ZoneInfo
+
+    return (as_of - dt.timedelta(microseconds=1)).astimezone(ZoneInfo(timezone)).date()
+
+
+def apply_exemption(result: Result, exemption: Exemption | None, as_of: dt.datetime,
+                    timezone: str = "UTC") -> Result:
+    """EXEMPT while the exemption runs (its expiry day, in the period's time zone,
+    included); a PASS needs none."""
     if exemption is None or result.status == "PASS":
         return result
-    # as_of is the first instant after the period: its last day is the one before
-    if (as_of - dt.timedelta(microseconds=1)).date() > exemption.expires:
+    if last_day(as_of, timezone) > exemption.expires:
         return replace(result, note=f"exemption approved by {exemption.approver} expired on "
                                     f"{exemption.expires.isoformat()}: not applied")
     return replace(result, status="EXEMPT", evaluated=result.status, exemption=exemption)

@@ -19,7 +19,7 @@ from typing import Any
 
 from drsync import __version__
 from drsync.report.attest import Attestation
-from drsync.report.controls import STATUSES, Assessment
+from drsync.report.controls import STATUSES, Assessment, last_day
 from drsync.report.costs import Sharing
 from drsync.report.evidence import CopyEvidence, Drill, Evidence, Run, iso
 from drsync.report.labels import ATTEST_ITEMS, CONTROL_INFO, GLOSSARY, STATUS_LABELS
@@ -206,17 +206,17 @@ def _summary(assessments: Sequence[Assessment], settings: ReportSettings,
 
 
 def _exceptions(settings: ReportSettings, assessments: Sequence[Assessment],
-                as_of: dt.datetime) -> list[dict[str, Any]]:
+                as_of: dt.datetime, timezone: str) -> list[dict[str, Any]]:
     out = []
-    last_day = (as_of - dt.timedelta(microseconds=1)).date()
+    day = last_day(as_of, timezone)
     results = {(a.tenant, r.control): r for a in assessments for r in a.results}
     for ts in settings.tenants:
         for ex in ts.exemptions:
             r = results[(ts.name, ex.control)]
             out.append({"tenant": ts.name, "control": ex.control, "approver": ex.approver,
                         "expires": ex.expires.isoformat(), "reason": ex.reason,
-                        "expired": last_day > ex.expires,
-                        "days_left": (ex.expires - last_day).days,
+                        "expired": day > ex.expires,
+                        "days_left": (ex.expires - day).days,
                         "status": r.status, "evaluated": r.evaluated or r.status})
     return out
 
@@ -247,7 +247,9 @@ def build_document(evidence: Evidence, settings: ReportSettings,
     return {
         "format": FORMAT, "schema_version": SCHEMA_VERSION, "report_id": report_id,
         "period": {"first": evidence.period.first.isoformat(),
-                   "last": evidence.period.last.isoformat()},
+                   "last": evidence.period.last.isoformat(),
+                   "timezone": evidence.period.timezone,
+                   "start": iso(evidence.period.start), "end": iso(evidence.period.end)},
         "generated": {"utc": iso(evidence.generated),
                       "jst": evidence.generated.astimezone(JST).isoformat()},
         "as_of": iso(as_of), "drsync_version": __version__,
@@ -267,7 +269,7 @@ def build_document(evidence: Evidence, settings: ReportSettings,
                     for ts in settings.tenants],
         "drills": [{"tenant": name, **_drill_json(d),
                     "evidence_sha256": record_sha256(_drill_json(d))} for name, d in drills],
-        "exceptions": _exceptions(settings, assessments, as_of),
+        "exceptions": _exceptions(settings, assessments, as_of, evidence.period.timezone),
         "actions": _actions(assessments),
         "attestations": [a.to_json() for a in in_period],
         "costs": None if sharing is None else sharing.to_json(),

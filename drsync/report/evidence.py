@@ -19,19 +19,26 @@ __all__ = ["Check", "CopyEvidence", "Drill", "Evidence", "KeyWrapping", "Period"
 
 @dataclass(frozen=True)
 class Period:
-    """Whole days, first to last inclusive, in UTC."""
+    """Whole days, first to last inclusive, in ``timezone`` (an IANA name, "UTC" by
+    default; "Asia/Tokyo" for a municipality's own days)."""
 
     first: dt.date
     last: dt.date
+    timezone: str = "UTC"
+
+    def _midnight(self, day: dt.date) -> dt.datetime:
+        from zoneinfo import ZoneInfo
+
+        return dt.datetime.combine(day, dt.time(), ZoneInfo(self.timezone)).astimezone(dt.UTC)
 
     @property
     def start(self) -> dt.datetime:
-        return dt.datetime.combine(self.first, dt.time(), dt.UTC)
+        return self._midnight(self.first)
 
     @property
     def end(self) -> dt.datetime:
         """The first instant after the period."""
-        return dt.datetime.combine(self.last + dt.timedelta(days=1), dt.time(), dt.UTC)
+        return self._midnight(self.last + dt.timedelta(days=1))
 
     def __str__(self) -> str:
         return f"{self.first.isoformat()}..{self.last.isoformat()}"
@@ -186,7 +193,8 @@ def evidence_to_json(evidence: Evidence) -> dict[str, Any]:
 
     plan = evidence.plan
     return {
-        "period": str(evidence.period), "generated": iso(evidence.generated),
+        "period": str(evidence.period), "timezone": evidence.period.timezone,
+        "generated": iso(evidence.generated),
         "catalog": evidence.catalog,
         "tenants": [{"name": t.name, "runs_ever": t.runs_ever,
                      "runs": [run(r) for r in t.runs], "drills": [drill(d) for d in t.drills],

@@ -15,6 +15,7 @@
     job_success_min = 0.95            # below: COVERAGE warns
     attestations = "attestations.jsonl"
     signing_key = "report-signing.key"
+    timezone = "Asia/Tokyo"           # whose days --period names (default UTC)
 
     [costs]
     yearly_yen = 12000000
@@ -58,7 +59,7 @@ COST_BASES = ("equal", "population", "stored_bytes", "sent_bytes")
 THRESHOLD_KEYS = {"primary_zone", "secondary_site", "secondary_zone", "retention_days",
                   "drill_max_age_days", "drill_max_age_days_tier1", "min_offsite_copies",
                   "require_immutable", "job_success_min"}
-REPORT_KEYS = THRESHOLD_KEYS | {"attestations", "signing_key"}
+REPORT_KEYS = THRESHOLD_KEYS | {"attestations", "signing_key", "timezone"}
 TENANT_REPORT_KEYS = THRESHOLD_KEYS | {"copies", "exempt"}
 COPY_KEYS = {"name", "repo", "key_file", "site", "zone", "media"}
 DATASET_KEYS = {"name", "business", "tier", "source"}
@@ -145,6 +146,7 @@ class ReportSettings:
     costs: CostSettings | None
     attestations: str | None
     signing_key: str | None
+    timezone: str = "UTC"  # whose days --period names
 
 
 def load_report_settings(fleet: Fleet) -> ReportSettings:
@@ -171,7 +173,19 @@ def report_settings_from_dict(raw: Mapping[str, Any], fleet: Fleet) -> ReportSet
         v.path(report["attestations"], "report.attestations") if "attestations" in report
         else None,
         v.path(report["signing_key"], "report.signing_key") if "signing_key" in report
-        else None)
+        else None,
+        _timezone(v, report.get("timezone", "UTC")))
+
+
+def _timezone(v: _Check, value: Any) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = v.text(value, "report.timezone")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        v.fail("report.timezone", f"unknown time zone {name!r} (e.g. \"Asia/Tokyo\", \"UTC\")")
+    return name
 
 
 def _thresholds(v: _Check, table: Mapping[str, Any], base: Thresholds,

@@ -319,3 +319,19 @@ def test_no_missing_evidence_is_ever_a_pass(name: str) -> None:
     for r in assess_tenant(ev, ts, PERIOD, AS_OF).results:
         if r.status == "PASS":
             assert r.evidence, f"{name} {r.control}: a PASS names its evidence"
+
+
+def test_a_period_of_japanese_days() -> None:
+    jst = Period(dt.date(2026, 11, 1), dt.date(2026, 11, 30), "Asia/Tokyo")
+    assert jst.start == dt.datetime(2026, 10, 31, 15, tzinfo=dt.UTC)
+    assert jst.end == dt.datetime(2026, 11, 30, 15, tzinfo=dt.UTC)
+    # 23:00 UTC on 31 October is 08:00 JST on 1 November: inside the JST period.
+    ev = evidence(runs=(backup(1, at(0)), *nightly(range(1, 30))))
+    a = assess_tenant(ev, settings(), jst, jst.end)
+    assert a.facts.backups == 30
+    # An exemption until 30 November runs to the end of that day in Japan.
+    ex = Exemption("DRILL", "総務課長", dt.date(2026, 11, 30), "cut-over")
+    failing = Result("DRILL", "FAIL", "never drilled")
+    assert apply_exemption(failing, ex, jst.end, "Asia/Tokyo").status == "EXEMPT"
+    assert apply_exemption(failing, ex, jst.end + dt.timedelta(hours=1),
+                           "Asia/Tokyo").status == "FAIL"

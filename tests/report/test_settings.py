@@ -80,6 +80,8 @@ zone = "kanto"
      "costs.split.area: unknown key"),
     ('[[tenant]]\nname = "A"\ndatasets = [{business = "x"}]\n',
      "tenant.A.datasets[0].name: is required"),
+    ('[report]\ntimezone = "Japan/Miyazaki"\n[[tenant]]\nname = "A"\n',
+     "report.timezone: unknown time zone 'Japan/Miyazaki'"),
 ])
 def test_errors_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
