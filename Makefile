@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 # s3rver, a minimal second S3 implementation for the store tests (tests/store/minimal_s3.py).
 S3RVER := tools/s3rver/node_modules/.installed
 
-.PHONY: demo test test-fast lint bench bench-plan bench-pg bench-s3 bench-prune bench-wal install clean chromium
+.PHONY: demo test test-fast lint bench bench-plan bench-pg bench-s3 bench-prune bench-wal install clean \
+	chromium report-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,21 @@ chromium:
 	  echo "chromium is required in CI for the fleet page browser tests"; exit 1; \
 	else echo "chromium not found: the fleet page browser tests will be skipped"; fi
 
+# What `drsync report` and its tests need from the system: Pango for WeasyPrint's PDF, a
+# Japanese font for the PDF and the charts, poppler's pdftoppm/pdfdetach to check the PDF
+# (tests/report/test_render.py).
+REPORT_PKGS := libpango-1.0-0 libpangoft2-1.0-0 fonts-ipafont-gothic poppler-utils
+report-deps:
+	@if ! command -v pdftoppm >/dev/null || ! fc-list :lang=ja | grep -q . || \
+	   ! ldconfig -p | grep -q libpangoft2-1.0; then \
+	  apt-get install -y -q $(REPORT_PKGS) >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(REPORT_PKGS) >/dev/null 2>&1) \
+	  || true; fi
+	@if command -v pdftoppm >/dev/null && ldconfig -p | grep -q libpangoft2-1.0; then :; \
+	elif [ "$$CI" = true ]; then \
+	  echo "Pango and poppler-utils are required in CI for the report's PDF tests"; exit 1; \
+	else echo "Pango or poppler-utils missing: the report's PDF tests will be skipped"; fi
+
 demo: $(STAMP)
 	$(BIN)/drsync demo --dir demo
 
@@ -41,10 +57,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check drsync tests bench
 	$(BIN)/mypy drsync
 
-test: lint $(S3RVER) chromium
+test: lint $(S3RVER) chromium report-deps
 	$(BIN)/pytest -n 2 -q tests
 
-test-fast: $(STAMP) $(S3RVER) chromium
+test-fast: $(STAMP) $(S3RVER) chromium report-deps
 	$(BIN)/pytest -q -m 'not slow' tests
 
 bench: $(STAMP)

@@ -435,3 +435,24 @@ class Catalog:
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def tenant_history(catalog: Catalog, tenant: str, since: datetime,
+                   until: datetime) -> tuple[list[RunRecord], int]:
+    """For a report (drsync.report): the tenant's runs started in [since, until), its
+    newest ok backup started before ``since`` (where the period's first gap begins), oldest
+    first; and how many runs of any kind were ever recorded for it."""
+    name = sa.func.coalesce(runs_table.c.tenant, runs_table.c.host)
+    inside = (sa.select(runs_table).where(name == tenant, runs_table.c.started >= since,
+                                          runs_table.c.started < until)
+              .order_by(runs_table.c.started, runs_table.c.id))
+    before = (sa.select(runs_table).where(name == tenant, runs_table.c.started < since,
+                                          runs_table.c.kind == "backup",
+                                          runs_table.c.status == "ok")
+              .order_by(runs_table.c.started.desc(), runs_table.c.id).limit(1))
+    count = sa.select(sa.func.count()).select_from(runs_table).where(name == tenant)
+    with catalog._engine.connect() as conn:
+        earlier = Catalog._records(conn.execute(before).mappings().all())
+        found = Catalog._records(conn.execute(inside).mappings().all())
+        total = int(conn.execute(count).scalar_one())
+    return earlier + found, total

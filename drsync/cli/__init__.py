@@ -50,6 +50,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "drsync.cli.pg_cmds:doctor_cmd",
     "drill": "drsync.cli.drill_cmds:drill_cmd",
     "catalog": "drsync.cli.drill_cmds:catalog_group",
+    "report": "drsync.cli.report_cmd:report_cmd",
 }
 
 

@@ -23,7 +23,8 @@ from drsync.plan.fleet import UNLIMITED_STREAMS, Fleet, Link, Tenant, Window
 
 __all__ = ["TENANT_KEYS", "apply_overrides", "fleet_from_dict", "load_fleet", "read_toml"]
 
-TOP_KEYS = {"window", "link", "receiver", "defaults", "tenant", "keys", "dr"}
+TOP_KEYS = {"window", "link", "receiver", "defaults", "tenant", "keys", "dr",
+            "report", "costs"}  # [report] and [costs]: read by drsync.report.settings
 KEYS_KEYS = {"escrow_key"}
 DR_KEYS = {"restore_mbit_per_s"}
 WINDOW_KEYS = {"start", "minutes"}
@@ -36,6 +37,8 @@ TENANT_KEYS = {
     "full_mb", "full_kb_per_resident", "full_every_days", "rpo_hours", "rto_hours",
     "repo", "key_file",
 }
+# Keys of a tenant the planner ignores: the BCP report's (validated by drsync.report.settings).
+REPORT_TENANT_KEYS = {"code", "datasets", "report"}
 DEFAULT_PRIORITY = 10  # as Bareos: 1 is the most important
 DEFAULT_RPO_HOURS = 24.0  # the age of the newest restorable point a tenant accepts
 DEFAULT_RTO_HOURS = 24.0  # how long bringing a tenant back may take (`drsync dr plan`)
@@ -178,7 +181,7 @@ def _tenants(
         if name in seen:
             v.fail(f"tenant.{name}", "is defined twice")
         seen.add(name)
-        v.known(item, TENANT_KEYS | {"name"}, f"tenant.{name}.")
+        v.known(item, TENANT_KEYS | REPORT_TENANT_KEYS | {"name"}, f"tenant.{name}.")
         tenants.append(_tenant(v, name, item, defaults, window, link_names))
     return tuple(tenants)
 

@@ -1,0 +1,337 @@
+"""Each control on hand-made evidence, without I/O: the edges of every rule, and a golden
+table of a small fleet where a table says more than assertions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from drsync.report.controls import Result, apply_exemption, assess_tenant, gaps
+from drsync.report.evidence import (
+    Check,
+    CopyEvidence,
+    Drill,
+    KeyWrapping,
+    Period,
+    Point,
+    Run,
+    TenantEvidence,
+)
+from drsync.report.settings import Copy, Dataset, Exemption, TenantSettings, Thresholds
+
+PERIOD = Period(dt.date(2026, 11, 1), dt.date(2026, 11, 30))
+AS_OF = PERIOD.end  # 2026-12-01T00:00Z: the period is over
+GOLDEN = Path(__file__).parent / "golden" / "controls_table.json"
+
+
+def at(day: int, hour: int = 23) -> dt.datetime:
+    """Day ``day`` of November 2026 (0 and below: the days before it), at ``hour``."""
+    return PERIOD.start + dt.timedelta(days=day - 1, hours=hour)
+
+
+def backup(n: int, when: dt.datetime, status: str = "ok", error: str | None = None) -> Run:
+    return Run(f"run{n:04d}", "backup", status, when, when + dt.timedelta(minutes=10),
+               f"snap{n:04d}" if status == "ok" else None, 10, 5, 4, error, "/r")
+
+
+def nightly(days: range, skip: tuple[int, ...] = ()) -> tuple[Run, ...]:
+    return tuple(backup(d + 100, at(d)) for d in days if d not in skip)
+
+
+def drill(n: int, when: dt.datetime, ok: bool = True, rto_s: float = 600.0,
+          checks: tuple[Check, ...] | None = None) -> Drill:
+    checks = checks if checks is not None else (
+        Check("snapshot", True, "s"), Check("restore", True, "r"),
+        Check("table counts", ok, "3 tables" if ok else "tax: rows 2, recorded 3"))
+    return Drill(f"drill{n}", "ok" if ok else "failed", when, when + dt.timedelta(seconds=rto_s),
+                 f"snap{n}", when.isoformat(), rto_s, 3600.0, "dc2", checks)
+
+
+def copy(name: str = "repo", zone: str | None = "saga", points: tuple[Point, ...] | None = None,
+         *, read_error: str | None = None, escrow: bool = True, locked: bool = False,
+         key_with_data: bool = False, ids: tuple[str, ...] = ()) -> CopyEvidence:
+    if points is None:
+        points = (Point("old", at(-40), "files"),
+                  *(Point(i, at(30), "files") for i in ids))
+    wrappings = (KeyWrapping("k1", "keyfile", None),) + (
+        (KeyWrapping("k2", "escrow", "e1"),) if escrow else ())
+    return CopyEvidence(name, f"/srv/{name}", "Saga DC", zone, "disk", read_error, "id",
+                        points if read_error is None else (),
+                        wrappings if read_error is None else (), "/etc/k", key_with_data,
+                        at(30) + dt.timedelta(days=30) if locked else None,
+                        "locked" if locked else "a directory")
+
+
+def settings(**thresholds: object) -> TenantSettings:
+    th = replace(Thresholds(rpo_hours=26, rto_hours=4, primary_zone="miyazaki",
+                            retention_days=30, require_immutable=False), **thresholds)
+    return TenantSettings("T", "450000", 1000, (Dataset("住民記録", "住民基本台帳事務", 2),),
+                          th, (Copy("repo", "/srv/repo", "/etc/k", "Saga DC", "saga", None),),
+                          ())
+
+
+def evidence(runs: tuple[Run, ...] | None = None, drills: tuple[Drill, ...] | None = None,
+             copies: tuple[CopyEvidence, ...] | None = None,
+             runs_ever: int | None = None) -> TenantEvidence:
+    runs = nightly(range(1, 31)) if runs is None else runs
+    drills = (drill(1, at(15)),) if drills is None else drills
+    copies = (copy(ids=("snap0130",)),) if copies is None else copies
+    return TenantEvidence("T", runs, len(runs) if runs_ever is None else runs_ever, drills,
+                          copies)
+
+
+def status(ev: TenantEvidence, control: str, ts: TenantSettings | None = None) -> Result:
+    a = assess_tenant(ev, ts or settings(), PERIOD, AS_OF)
+    return next(r for r in a.results if r.control == control)
+
+
+def test_a_well_kept_tenant_passes_everything_but_immutability() -> None:
+    a = assess_tenant(evidence(), settings(), PERIOD, AS_OF)
+    assert {r.control: r.status for r in a.results} == {
+        "COVERAGE": "PASS", "RPO": "PASS", "RETENTION": "PASS", "OFFSITE": "WARN",
+        "ENCRYPTION": "PASS", "DRILL": "PASS", "ZERO-ERRORS": "PASS"}
+    assert a.compliant
+    assert a.facts.worst_gap is not None and a.facts.worst_gap.hours == 24
+    assert a.facts.rpo_now_hours == 1.0  # 23:00 on the 30th to the end of the period
+
+
+# -- COVERAGE ----------------------------------------------------------------------------
+
+def test_coverage() -> None:
+    no_repo = replace(settings(), copies=(Copy("repo", None, None, None, None, None),))
+    assert status(evidence(), "COVERAGE", no_repo).status == "FAIL"
+    assert status(evidence(runs=(), runs_ever=0), "COVERAGE").status == "NOT_EVALUATED"
+    # Runs exist (earlier), none in the period: a known absence.
+    assert status(evidence(runs=(), runs_ever=12), "COVERAGE").status == "FAIL"
+    failing = (*nightly(range(1, 31), skip=(3, 4)), backup(1, at(3), "failed", "disk full"),
+               backup(2, at(4), "missed"))
+    r = status(evidence(runs=failing), "COVERAGE")
+    assert r.status == "WARN" and "28 of 30" in r.summary
+    assert status(evidence(runs=failing), "COVERAGE",
+                  settings(job_success_min=0.9)).status == "PASS"
+    # A dataset mapped to a source needs a backup of that source.
+    mapped = replace(settings(), datasets=(Dataset("住民記録", "住民基本台帳事務", 1, "juki.db"),
+                                           Dataset("税務", "課税事務", 2)))
+    r = status(evidence(), "COVERAGE", mapped)
+    assert r.status == "FAIL" and "dataset 住民記録: no successful backup of juki.db" in r.summary
+    runs = (*nightly(range(1, 30)), replace(backup(9, at(30)), source="sqlite:/srv/juki.db"))
+    r = status(evidence(runs=runs), "COVERAGE", mapped)
+    assert r.status == "PASS" and "not mapped to a source: 税務" in r.summary
+    # A run still running is not counted either way.
+    running = (*nightly(range(1, 31)), backup(3, at(30, 23), "running"))
+    assert "30 of 30" in status(evidence(runs=running), "COVERAGE").summary
+
+
+# -- RPO ---------------------------------------------------------------------------------
+
+def test_rpo_gap_inside_the_period() -> None:
+    r = status(evidence(runs=nightly(range(1, 31), skip=(10, 11))), "RPO")
+    assert r.status == "FAIL" and "gap of 72.0 h from 2026-11-09 23:00" in r.summary
+
+
+def test_rpo_exactly_at_the_target_passes() -> None:
+    runs = (backup(1, at(0, 0)), *(backup(n, at(n, 0)) for n in range(2, 31, 2)))
+    # gaps of 48 h, the last one 24 h (to the period's end)
+    ev = evidence(runs=runs, copies=(copy(ids=("run0030",)),))
+    r = status(ev, "RPO", settings(rpo_hours=48))
+    assert r.status == "FAIL" and "held by any store" in r.summary
+    ev = evidence(runs=runs, copies=(copy(ids=("snap0030",)),))
+    assert status(ev, "RPO", settings(rpo_hours=48)).status == "PASS"
+    assert status(ev, "RPO", settings(rpo_hours=47.9)).status == "FAIL"
+
+
+def test_rpo_first_gap_starts_at_the_newest_point_before_the_period() -> None:
+    runs = (backup(1, at(-3)), *nightly(range(2, 31)))
+    r = status(evidence(runs=runs), "RPO")
+    assert r.status == "FAIL" and "from 2026-10-28 23:00" in r.summary
+    # No point before the period: the period's start opens the first gap.
+    r = status(evidence(runs=nightly(range(2, 31))), "RPO")
+    assert r.status == "FAIL" and "from the period's start" in r.summary
+
+
+def test_rpo_newest_point_must_be_in_a_store_that_was_read() -> None:
+    assert status(evidence(copies=(copy(ids=()),)), "RPO").status == "FAIL"
+    unread = (copy(read_error="store unreachable"),)
+    r = status(evidence(copies=unread), "RPO")
+    assert r.status == "WARN" and "not verified" in r.summary
+    # The newest run's snapshot is gone, the one before is held: RPO counts from that one.
+    ev = evidence(copies=(copy(ids=("snap0129",)),))
+    assert status(ev, "RPO").status == "PASS"
+    assert assess_tenant(ev, settings(), PERIOD, AS_OF).facts.rpo_now_hours == 25.0
+    assert status(ev, "RPO", settings(rpo_hours=24.5)).status == "FAIL"
+
+
+def test_rpo_without_evidence() -> None:
+    assert status(evidence(runs=(), runs_ever=0), "RPO").status == "NOT_EVALUATED"
+    failed_only = (backup(1, at(5), "failed", "boom"),)
+    assert status(evidence(runs=failed_only), "RPO").status == "FAIL"
+
+
+def test_gaps_end_at_as_of_and_ignore_later_points() -> None:
+    points = [at(-1), at(10), at(20)]
+    found = gaps(points, PERIOD, at(15, 0))
+    assert [(g.start, g.end) for g in found] == [(at(-1), at(10)), (at(10), at(15, 0))]
+
+
+# -- RETENTION ---------------------------------------------------------------------------
+
+def test_retention() -> None:
+    assert status(evidence(), "RETENTION").status == "PASS"
+    young = (copy(points=(Point("snap0130", at(20), "files"),)),)
+    r = status(evidence(copies=young), "RETENTION")
+    assert r.status == "FAIL" and "oldest point 10.0 days old" in r.summary
+    assert status(evidence(copies=(copy(points=()),)), "RETENTION").status == "FAIL"
+    unread = (copy(read_error="wrong key"),)
+    r = status(evidence(copies=unread), "RETENTION")
+    assert r.status == "NOT_EVALUATED" and "wrong key" in r.summary
+
+
+# -- OFFSITE -----------------------------------------------------------------------------
+
+def test_offsite() -> None:
+    assert status(evidence(), "OFFSITE", settings(primary_zone=None)).status == "NOT_EVALUATED"
+    same_zone = (copy(zone="miyazaki", ids=("snap0130",)),)
+    assert status(evidence(copies=same_zone), "OFFSITE").status == "FAIL"
+    undeclared = (copy(zone=None, ids=("snap0130",)),)
+    r = status(evidence(copies=undeclared), "OFFSITE")
+    assert r.status == "NOT_EVALUATED" and "no hazard zone declared" in r.summary
+    assert status(evidence(), "OFFSITE", settings(require_immutable=True)).status == "FAIL"
+    locked = (copy(ids=("snap0130",)), copy("tokyo", "kanto", locked=True))
+    r = status(evidence(copies=locked), "OFFSITE", settings(require_immutable=True,
+                                                            min_offsite_copies=2))
+    assert r.status == "PASS" and "tokyo under Object Lock until 2026-12-30" in r.summary
+    r = status(evidence(copies=locked[:1]), "OFFSITE", settings(min_offsite_copies=2))
+    assert r.status == "FAIL"
+    # A copy that could not be read proves nothing: not a pass, not a known fail either.
+    down = (copy(ids=("snap0130",)), copy("tokyo", "kanto", read_error="timeout"))
+    r = status(evidence(copies=down), "OFFSITE", settings(min_offsite_copies=2))
+    assert r.status == "NOT_EVALUATED" and "tokyo not read (timeout)" in r.summary
+
+
+# -- ENCRYPTION --------------------------------------------------------------------------
+
+def test_encryption() -> None:
+    assert status(evidence(), "ENCRYPTION").status == "PASS"
+    r = status(evidence(copies=(copy(escrow=False, ids=("snap0130",)),)), "ENCRYPTION")
+    assert r.status == "FAIL" and "no escrow wrapping" in r.summary
+    r = status(evidence(copies=(copy(key_with_data=True, ids=("snap0130",)),)), "ENCRYPTION")
+    assert r.status == "FAIL" and "stored inside the copy" in r.summary
+    one_down = (copy(ids=("snap0130",)), copy("tokyo", "kanto", read_error="timeout"))
+    assert status(evidence(copies=one_down), "ENCRYPTION").status == "WARN"
+    all_down = (copy(read_error="timeout"),)
+    assert status(evidence(copies=all_down), "ENCRYPTION").status == "NOT_EVALUATED"
+
+
+# -- DRILL -------------------------------------------------------------------------------
+
+def test_drill() -> None:
+    assert status(evidence(drills=()), "DRILL").summary == "never drilled"
+    assert status(evidence(drills=()), "DRILL").status == "FAIL"
+    failed = (drill(1, at(15), ok=False),)
+    r = status(evidence(drills=failed), "DRILL")
+    assert r.status == "FAIL" and "table counts: tax: rows 2, recorded 3" in r.summary
+    slow = (drill(1, at(15), rto_s=4 * 3600 + 1),)
+    assert "longer than the RTO" in status(evidence(drills=slow), "DRILL").summary
+    assert status(evidence(drills=(drill(1, at(15), rto_s=4 * 3600),)), "DRILL").status \
+        == "PASS"
+    unvalidated = (drill(1, at(15), checks=(Check("snapshot", True, ""),
+                                            Check("restore", True, ""))),)
+    assert status(evidence(drills=unvalidated), "DRILL").status == "WARN"
+    then_failed = (drill(1, at(10)), drill(2, at(20), ok=False))
+    r = status(evidence(drills=then_failed), "DRILL")
+    assert r.status == "WARN" and r.evidence == ("drill:drill1", "drill:drill2")
+    # Age: 365 days for tier 2; tier 1 is held to 90.
+    old = (drill(1, dt.datetime(2026, 8, 1, tzinfo=dt.UTC)),)
+    assert status(evidence(drills=old), "DRILL").status == "PASS"
+    tier1 = replace(settings(), datasets=(Dataset("住民記録", "住民基本台帳事務", 1),))
+    r = status(evidence(drills=old), "DRILL", tier1)
+    assert r.status == "FAIL" and "limit 90 days" in r.summary
+    # A drill after the period's end is not evidence for it.
+    later = (drill(1, dt.datetime(2026, 12, 5, tzinfo=dt.UTC)),)
+    assert status(evidence(drills=later), "DRILL").summary == "never drilled"
+
+
+# -- ZERO-ERRORS -------------------------------------------------------------------------
+
+def test_zero_errors() -> None:
+    assert status(evidence(drills=()), "ZERO-ERRORS").status == "NOT_EVALUATED"
+    before = (drill(1, at(-5)),)
+    assert status(evidence(drills=before), "ZERO-ERRORS").status == "NOT_EVALUATED"
+    checks = (Run("chk1", "check", "ok", at(3), at(3), None, 0, 0, 0, None, "/r"),
+              Run("chk2", "check", "failed", at(4), at(4), None, 0, 0, 0, "pack bad", "/r"))
+    r = status(evidence(runs=(*nightly(range(1, 31)), checks[0]), drills=()), "ZERO-ERRORS")
+    assert r.status == "PASS" and r.evidence == ("run:chk1",)
+    r = status(evidence(runs=(*nightly(range(1, 31)), *checks)), "ZERO-ERRORS")
+    assert r.status == "FAIL" and r.evidence == ("run:chk2",)
+    assert "1 of 3" in r.summary
+
+
+# -- EXEMPT ------------------------------------------------------------------------------
+
+def test_exemptions() -> None:
+    failing = Result("DRILL", "FAIL", "never drilled")
+    ex = Exemption("DRILL", "総務課長", dt.date(2026, 11, 30), "cut-over")
+    assert apply_exemption(failing, ex, AS_OF - dt.timedelta(seconds=1)).status == "EXEMPT"
+    assert apply_exemption(failing, ex, AS_OF - dt.timedelta(seconds=1)).evaluated == "FAIL"
+    expired = apply_exemption(failing, ex, AS_OF + dt.timedelta(days=1))
+    assert expired.status == "FAIL" and "expired on 2026-11-30" in str(expired.note)
+    passing = Result("DRILL", "PASS", "ok")
+    assert apply_exemption(passing, ex, AS_OF) == passing
+    ts = replace(settings(), exemptions=(ex,))
+    assert status(evidence(drills=()), "DRILL", ts).status == "EXEMPT"
+
+
+# -- a small fleet as a table ------------------------------------------------------------
+
+CASES: dict[str, tuple[TenantEvidence, TenantSettings]] = {
+    "kept": (evidence(), settings()),
+    "gap": (evidence(runs=nightly(range(1, 31), skip=(12, 13, 14))), settings()),
+    "never-drilled": (evidence(drills=()), settings()),
+    "drill-failed": (evidence(drills=(drill(1, at(15), ok=False),)), settings()),
+    "exempt-expired": (evidence(drills=()), replace(settings(), exemptions=(
+        Exemption("DRILL", "総務課長", dt.date(2026, 11, 20), "cut-over"),))),
+    "nothing-recorded": (evidence(runs=(), drills=(), runs_ever=0,
+                                  copies=(copy(read_error="no repository configured"),)),
+                         settings()),
+    "store-down": (evidence(copies=(copy(read_error="store unreachable"),)), settings()),
+    "locked-offsite": (evidence(copies=(copy(ids=("snap0130",)),
+                                        copy("tokyo", "kanto", locked=True))),
+                       settings(require_immutable=True)),
+}
+
+
+def table() -> dict[str, dict[str, str]]:
+    return {name: {r.control: r.status for r in assess_tenant(ev, ts, PERIOD, AS_OF).results}
+            for name, (ev, ts) in CASES.items()}
+
+
+def test_golden_table() -> None:
+    assert table() == json.loads(GOLDEN.read_text())
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_no_missing_evidence_is_ever_a_pass(name: str) -> None:
+    ev, ts = CASES[name]
+    for r in assess_tenant(ev, ts, PERIOD, AS_OF).results:
+        if r.status == "PASS":
+            assert r.evidence, f"{name} {r.control}: a PASS names its evidence"
+
+
+def test_a_period_of_japanese_days() -> None:
+    jst = Period(dt.date(2026, 11, 1), dt.date(2026, 11, 30), "Asia/Tokyo")
+    assert jst.start == dt.datetime(2026, 10, 31, 15, tzinfo=dt.UTC)
+    assert jst.end == dt.datetime(2026, 11, 30, 15, tzinfo=dt.UTC)
+    # 23:00 UTC on 31 October is 08:00 JST on 1 November: inside the JST period.
+    ev = evidence(runs=(backup(1, at(0)), *nightly(range(1, 30))))
+    a = assess_tenant(ev, settings(), jst, jst.end)
+    assert a.facts.backups == 30
+    # An exemption until 30 November runs to the end of that day in Japan.
+    ex = Exemption("DRILL", "総務課長", dt.date(2026, 11, 30), "cut-over")
+    failing = Result("DRILL", "FAIL", "never drilled")
+    assert apply_exemption(failing, ex, jst.end, "Asia/Tokyo").status == "EXEMPT"
+    assert apply_exemption(failing, ex, jst.end + dt.timedelta(hours=1),
+                           "Asia/Tokyo").status == "FAIL"
