@@ -405,14 +405,17 @@ class Catalog:
             return self._records(conn.execute(query).mappings().all())
 
     def tenant_runs(self, tenants: Iterable[str]) -> list[RunRecord]:
-        """For each tenant (the run's tenant, else its host): its newest run and its
-        newest ok run: what a fleet view needs, however long the history."""
+        """For each tenant (the run's tenant, else its host): its newest backup run and its
+        newest ok backup run: what a fleet view needs, however long the history. Other
+        kinds (checks, drills, WAL shipping, the agent's night choice) make no recovery
+        point and must not hide a failed backup."""
         name = sa.func.coalesce(runs_table.c.tenant, runs_table.c.host)
         found: dict[str, RunRecord] = {}
         with self._engine.connect() as conn:
             for tenant in tenants:
                 for only_ok in (False, True):
-                    query = sa.select(runs_table).where(name == tenant)
+                    query = sa.select(runs_table).where(name == tenant,
+                                                        runs_table.c.kind == "backup")
                     if only_ok:
                         query = query.where(runs_table.c.status == "ok")
                     query = query.order_by(runs_table.c.started.desc(),

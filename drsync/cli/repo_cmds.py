@@ -469,15 +469,31 @@ def check_cmd(ctx: click.Context, read_data: bool, cleanup_uploads: bool, as_jso
     Exit 0: consistent. Exit 13: one `error:` line per problem names the object.
     Unreferenced packs and unfinished uploads are `note:` lines, not errors.
     """
+    import socket
+
     from drsync.errors import IntegrityError
     from drsync.repo.check import check_repository
 
     repo = open_repo(ctx)
     known = _recorded_snapshots(ctx, repo.url)
-    with progress_bar("check", enabled=not as_json and read_data) as (advance, set_total):
-        report = check_repository(repo, read_data=read_data, progress=advance,
-                                  on_total=set_total, cleanup_uploads=cleanup_uploads,
-                                  known_snapshots=known)
+    settings = settings_from(ctx)
+    host = settings.host or socket.gethostname()
+    # On record like a backup (kind check): the audit report's integrity evidence.
+    journal = open_journal(ctx)
+    run_id = journal.start_run(repo.url, "check", "check --read-data" if read_data
+                               else "check", host, tenant=settings.tenant or host)
+    try:
+        with progress_bar("check", enabled=not as_json and read_data) as (advance, set_total):
+            report = check_repository(repo, read_data=read_data, progress=advance,
+                                      on_total=set_total, cleanup_uploads=cleanup_uploads,
+                                      known_snapshots=known)
+    except Exception as err:
+        journal.finish_run(run_id, "failed", error=str(err).strip().split("\n")[0])
+        raise
+    journal.finish_run(run_id, "ok" if report.ok else "failed",
+                       bytes_read=report.bytes_verified,
+                       error=None if report.ok else
+                       f"{len(report.errors)} error(s): {report.errors[0]}"[:500])
     if as_json:
         print_json(report.to_json())
     else:

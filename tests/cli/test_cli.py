@@ -310,3 +310,22 @@ def test_dry_run_predicts_what_the_backup_adds_and_stores_nothing(cli: Cli,
     night2 = cli.json("backup", "--sqlite", str(db))
     assert abs(again["bytes_to_add"] - night2["bytes_added"]) < 0.1 * night2["bytes_added"]
     assert cli.json("backup", "--sqlite", str(db), "--dry-run")["chunks_new"] <= 2  # tree
+
+
+def test_check_is_on_record_ok_and_failed(cli: Cli, tmp_path: Path) -> None:
+    src = tmp_path / "data.bin"
+    src.write_bytes(os.urandom(300_000))
+    cli("backup", str(src))
+    assert cli("check", "--read-data").returncode == 0
+    pack = next(p for p in (tmp_path / "repo" / "data").rglob("*") if p.is_file())
+    pack.chmod(0o600)
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 1
+    pack.write_bytes(bytes(data))
+    assert cli("check", "--read-data", ok=False).returncode == 13
+    checks = sorted((r for r in cli.json("runs") if r["kind"] == "check"),  # type: ignore[union-attr]
+                    key=lambda r: r["started"])
+    assert [(r["source"], r["status"]) for r in checks] == [
+        ("check --read-data", "ok"), ("check --read-data", "failed")]
+    assert checks[0]["bytes_read"] > 300_000
+    assert "error(s): object data/" in checks[1]["error"] and pack.name in checks[1]["error"]
