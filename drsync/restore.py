@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 from drsync.errors import UsageError
 from drsync.repo import Entry, Repository, Snapshot, SnapshotReader
-from drsync.sources import FileTreeTarget, ItemMeta
+from drsync.sources import FileTreeTarget
 
 __all__ = ["RestoreResult", "restore_snapshot", "write_tree"]
 
@@ -53,13 +53,13 @@ def _counted(blocks: Iterator[bytes], progress: Callable[[int], None] | None) ->
 
 
 def _entries(reader: SnapshotReader, snap: Snapshot,
-             prefix: str) -> Iterator[tuple[Entry, ItemMeta]]:
+             prefix: str) -> Iterator[tuple[Entry, Entry]]:
     """The snapshot's entries under ``prefix`` (all when empty), paths relative to it."""
     cut = len(prefix) + 1 if prefix else 0
     for entry in reader.entries(snap):
         if prefix and not entry.path.startswith(prefix + "/"):
             continue
-        yield entry, ItemMeta(entry.path[cut:], entry.type, entry.mode, entry.mtime_ns,
+        yield entry, Entry(entry.path[cut:], entry.type, entry.mode, entry.mtime_ns,
                               entry.size, entry.target)
 
 

@@ -25,13 +25,32 @@ from pathlib import Path
 
 from drsync.errors import RestoreTargetError, SourceError, UnsafePath, UsageError
 from drsync.paths import path_problem, tree_problems
-from drsync.sources.base import ItemMeta, SourceItem, SourceProblem
+from drsync.sources.base import SourceBase, SourceItem, SourceProblem
+from drsync.tree import Entry
 
-__all__ = ["FileTreeTarget", "scan_paths"]
+__all__ = ["FileTreeTarget", "FilesSource", "scan_paths"]
 
 
 def _opener(path: str):  # type: ignore[no-untyped-def]
     return lambda: open(path, "rb")
+
+
+class FilesSource(SourceBase):
+    """Files, directories and symlinks under each path; an unreadable one is a problem."""
+
+    kind = "files"
+    skips_unreadable = True
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        super().__init__()
+        self._paths = list(paths)
+        self._spec["paths"] = list(self._paths)
+
+    def describe(self) -> str:
+        return " ".join(self._paths)
+
+    def items(self) -> Iterator[SourceItem]:
+        return scan_paths(self._paths, self.problems)
 
 
 def scan_paths(paths: Iterable[str], problems: list[SourceProblem]) -> Iterator[SourceItem]:
@@ -57,12 +76,12 @@ def _walk(path: str, rel: str, problems: list[SourceProblem]) -> Iterator[Source
         return
     mode = stat.S_IMODE(st.st_mode)
     if stat.S_ISLNK(st.st_mode):
-        yield SourceItem(ItemMeta(rel, "symlink", mode, st.st_mtime_ns, 0, os.readlink(path)))
+        yield SourceItem(Entry(rel, "symlink", mode, st.st_mtime_ns, 0, os.readlink(path)))
     elif stat.S_ISREG(st.st_mode):
         if not os.access(path, os.R_OK):
             problems.append(SourceProblem(path, "permission denied"))
             return
-        yield SourceItem(ItemMeta(rel, "file", mode, st.st_mtime_ns, st.st_size), _opener(path),
+        yield SourceItem(Entry(rel, "file", mode, st.st_mtime_ns, st.st_size), _opener(path),
                          path)
     elif stat.S_ISDIR(st.st_mode):
         try:
@@ -70,7 +89,7 @@ def _walk(path: str, rel: str, problems: list[SourceProblem]) -> Iterator[Source
         except OSError as err:
             problems.append(SourceProblem(path, err.strerror or str(err)))
             return
-        yield SourceItem(ItemMeta(rel, "dir", mode, st.st_mtime_ns))
+        yield SourceItem(Entry(rel, "dir", mode, st.st_mtime_ns))
         for child in names:
             yield from _walk(os.path.join(path, child), f"{rel}/{child}", problems)
     else:
@@ -113,7 +132,7 @@ class FileTreeTarget:
         self._snapshot = f"snapshot {snapshot} " if snapshot else ""
         self._root_fd: int | None = None
         self._stack: list[tuple[str, int]] = []  # the open directories of the current path
-        self._dirs: list[tuple[list[str], ItemMeta]] = []
+        self._dirs: list[tuple[list[str], Entry]] = []
 
     def __enter__(self) -> FileTreeTarget:
         return self
@@ -129,7 +148,7 @@ class FileTreeTarget:
 
     # -- before the first byte ---------------------------------------------------
 
-    def prepare(self, metas: Iterable[ItemMeta]) -> None:
+    def prepare(self, metas: Iterable[Entry]) -> None:
         """Refuse unsafe entries and conflicts with what the target holds, writing nothing."""
         items = [(m.path, m.type) for m in metas]
         problems = tree_problems(items)
@@ -169,7 +188,7 @@ class FileTreeTarget:
 
     # -- writing -------------------------------------------------------------------
 
-    def directory(self, meta: ItemMeta) -> None:
+    def directory(self, meta: Entry) -> None:
         parts = self._parts(meta)
         with self._writing(meta):
             parent = self._enter(parts[:-1], meta.path, create=True)
@@ -179,7 +198,7 @@ class FileTreeTarget:
                 self._existing_dir(parent, parts, meta.path)
             self._dirs.append((parts, meta))
 
-    def symlink(self, meta: ItemMeta) -> None:
+    def symlink(self, meta: Entry) -> None:
         parts = self._parts(meta)
         with self._writing(meta):
             parent = self._enter(parts[:-1], meta.path, create=True)
@@ -190,7 +209,7 @@ class FileTreeTarget:
             os.utime(parts[-1], ns=(meta.mtime_ns, meta.mtime_ns), dir_fd=parent,
                      follow_symlinks=False)
 
-    def file(self, meta: ItemMeta, blocks: Iterable[bytes]) -> int:
+    def file(self, meta: Entry, blocks: Iterable[bytes]) -> int:
         parts = self._parts(meta)
         name = parts[-1]
         with self._writing(meta):
@@ -215,7 +234,7 @@ class FileTreeTarget:
                 fd = self._enter(parts, meta.path)
                 os.fchmod(fd, meta.mode)
                 os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
-        with self._writing(ItemMeta("", "dir")):
+        with self._writing(Entry("", "dir")):
             self._open_root()  # an empty snapshot still leaves its (empty) target
         self.close()
 
@@ -286,7 +305,7 @@ class FileTreeTarget:
 
     # -- messages --------------------------------------------------------------------
 
-    def _parts(self, meta: ItemMeta) -> list[str]:
+    def _parts(self, meta: Entry) -> list[str]:
         reason = path_problem(meta.path)
         if reason is not None:
             raise self._unsafe(meta.path, reason)
@@ -301,7 +320,7 @@ class FileTreeTarget:
                           "empty place")
 
     @contextlib.contextmanager
-    def _writing(self, meta: ItemMeta) -> Iterator[None]:
+    def _writing(self, meta: Entry) -> Iterator[None]:
         try:
             yield
         except OSError as err:
@@ -317,7 +336,7 @@ def _lexists(dir_fd: int, name: str) -> bool:
     return True
 
 
-def _write_all(fd: int, meta: ItemMeta, blocks: Iterable[bytes]) -> int:
+def _write_all(fd: int, meta: Entry, blocks: Iterable[bytes]) -> int:
     """Write, sync, then set mode and mtime on the descriptor itself."""
     written = 0
     with os.fdopen(fd, "wb") as fh:

@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from drsync.errors import SourceError
+from drsync.sources.base import SourceBase, SourceItem
+from drsync.tree import Entry
 
-__all__ = ["SqliteCopy", "sqlite_consistent_copy", "table_counts"]
+__all__ = ["SqliteCopy", "SqliteSource", "sqlite_consistent_copy", "table_counts"]
 
 
 @dataclass(frozen=True)
@@ -84,3 +86,23 @@ def sqlite_consistent_copy(db_path: str, tmp_dir: str | None = None) -> Iterator
         yield SqliteCopy(tmp, src_path.name, info)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class SqliteSource(SourceBase):
+    """One stream: a consistent copy of the database, made on entering, removed on leaving."""
+
+    kind = "sqlite"
+
+    def __init__(self, db_path: str) -> None:
+        super().__init__()
+        self._db_path = db_path
+
+    def describe(self) -> str:
+        return f"sqlite:{self._db_path}"
+
+    def items(self) -> Iterator[SourceItem]:
+        copy = self._stack.enter_context(sqlite_consistent_copy(self._db_path))
+        self._spec.update(copy.info)
+        path = copy.path
+        yield SourceItem(Entry(copy.name, "stream", 0o600, 0, path.stat().st_size),
+                         lambda: open(path, "rb"))  # noqa: SIM115
