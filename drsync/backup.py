@@ -45,6 +45,9 @@ class BackupRequest:
     pg_dump: str | None = None  # a PostgreSQL DSN: logical dump (custom format, -Z0)
     pg_dumpall_globals: bool = False  # with pg_dump: also roles and tablespaces
     pg_base: str | None = None  # a PostgreSQL DSN: physical base backup
+    mariadb_dump: str | None = None  # a MariaDB DSN (mariadb://user@host:port/db): mariadb-dump
+    mariadb_databases: list[str] = field(default_factory=list)  # with mariadb_dump: these
+    mariadb_defaults_file: str | None = None  # with mariadb_dump: an option file to include
     tags: list[str] = field(default_factory=list)
     host: str | None = None
     tenant: str | None = None  # the fleet file's name for this tenant (default: host)
@@ -65,6 +68,8 @@ class BackupRequest:
                              + " or " + SOURCE_KINDS[-1].flag)
         if self.pg_dumpall_globals and given[0] != "pg_dump":
             raise UsageError("--pg-dumpall-globals goes with --pg-dump")
+        if (self.mariadb_databases or self.mariadb_defaults_file) and given[0] != "mariadb_dump":
+            raise UsageError("--mariadb-database and --defaults-file go with --mariadb-dump")
         return given[0]
 
     def source(self) -> Source:
@@ -107,7 +112,15 @@ def _pg_base(req: BackupRequest) -> Source:
     return PgBaseSource(req.pg_base, tools=_pg_tools(req))
 
 
-# The registry: every source a backup can read. The PostgreSQL ones import on use.
+def _mariadb_dump(req: BackupRequest) -> Source:
+    from drsync.sources.mariadb import MariadbDumpSource
+
+    assert req.mariadb_dump is not None
+    return MariadbDumpSource(req.mariadb_dump, databases=req.mariadb_databases,
+                             defaults_file=req.mariadb_defaults_file)
+
+
+# The registry: every source a backup can read. The database ones import on use.
 SOURCE_KINDS: tuple[SourceKind, ...] = (
     SourceKind("files", "paths", "PATH...", lambda r: FilesSource(r.paths)),
     SourceKind("sqlite", "sqlite", "--sqlite DB", lambda r: SqliteSource(r.sqlite or "")),
@@ -115,6 +128,7 @@ SOURCE_KINDS: tuple[SourceKind, ...] = (
                lambda r: StdinSource(r.stdin_name or "", r.stdin)),
     SourceKind("pg_dump", "pg_dump", "--pg-dump DSN", _pg_dump),
     SourceKind("pg_base", "pg_base", "--pg-base DSN", _pg_base),
+    SourceKind("mariadb_dump", "mariadb_dump", "--mariadb-dump DSN", _mariadb_dump),
 )
 
 

@@ -84,7 +84,7 @@ Config file keys::
     metrics_file = "/var/lib/node_exporter/textfile/drsync.prom"
 
     [[agent.job]]                          # run in order at the slot's start
-    source = "sqlite"                      # files | sqlite | stdin-command | pg-dump | pg-base
+    source = "sqlite"                      # files|sqlite|stdin-command|pg-dump|pg-base|mariadb-dump
     target = "/var/lib/app/municipal.db"   # path(s) (a list for files), a DSN, or a command
     name = "registry.dump"                 # stdin-command only: the stream's name
     tags = ["nightly"]                     # added to [backup] tags
@@ -139,7 +139,7 @@ ENVIRONMENT: dict[str, str] = {
 }
 
 
-AGENT_SOURCES = ("files", "sqlite", "stdin-command", "pg-dump", "pg-base")
+AGENT_SOURCES = ("files", "sqlite", "stdin-command", "pg-dump", "pg-base", "mariadb-dump")
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ class MariadbServer:
                 "--bind-address=127.0.0.1", f"--log-bin={self.data / 'binlog'}",
                 "--server-id=1", "--binlog-format=ROW", f"--pid-file={self.base / 'pid'}",
                 "--innodb-buffer-pool-size=32M", "--skip-name-resolve",
+                "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
                 f"--log-error={self.log}", *extra]
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
@@ -92,7 +93,8 @@ class MariadbServer:
     def sql(self, sql: str, database: str = "", *, check: bool = True,
             ) -> subprocess.CompletedProcess[str]:
         args = [_which("mariadb") or "mariadb", "--no-defaults", "-uroot",
-                f"--socket={self.socket}", "-N", "-B", "-e", sql]
+                f"--socket={self.socket}", "--default-character-set=utf8mb4", "-N", "-B",
+                "-e", sql]
         if database:
             args.append(database)
         done = subprocess.run(args, capture_output=True, text=True, timeout=300)

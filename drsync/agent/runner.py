@@ -112,6 +112,7 @@ def _command_stdout(command: str) -> Iterator[BinaryIO]:
 
 def _request(job: AgentJob, cfg: AgentConfig, ctx: RunContext) -> BackupRequest:
     kind = {"files": "paths", "sqlite": "sqlite", "pg-dump": "pg_dump", "pg-base": "pg_base",
+            "mariadb-dump": "mariadb_dump",
             "stdin-command": "stdin_name"}[job.source]
     value: Any = list(job.targets) if kind == "paths" else job.targets[0]
     if kind == "stdin_name":

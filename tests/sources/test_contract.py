@@ -21,6 +21,7 @@ import pytest
 from drsync.backup import SOURCE_KINDS, BackupRequest, run_backup
 from drsync.repo import SnapshotReader
 from drsync.testing import make_repo
+from tests.mariadb.conftest import mariadb, mariadb_factory  # noqa: F401 - fixtures
 
 Case = Callable[[], BackupRequest]
 
@@ -77,7 +78,7 @@ def case(request: pytest.FixtureRequest, tmp_path: Path) -> BackupRequest:
     if kind == "mariadb_dump":
         server = request.getfixturevalue("mariadb")
         server.sql("CREATE DATABASE town; CREATE TABLE town.resident (id INT PRIMARY KEY) "
-                   "ENGINE=InnoDB; INSERT INTO town.resident SELECT seq FROM seq_1_to_300")
+                   "ENGINE=InnoDB; USE town; INSERT INTO resident SELECT seq FROM seq_1_to_300")
         return BackupRequest(mariadb_dump=server.dsn_for("town"))
     raise AssertionError(f"no contract case for source kind {kind!r}")
 
@@ -89,7 +90,7 @@ cases = pytest.mark.parametrize("case", KINDS, indirect=True)
 def test_every_registered_kind_has_a_case() -> None:
     # A new source joins SOURCE_KINDS and gets a branch in ``case``; this names the gap.
     assert len(set(KINDS)) == len(KINDS)
-    assert set(KINDS) >= {"files", "sqlite", "stdin", "pg_dump", "pg_base"}
+    assert set(KINDS) >= {"files", "sqlite", "stdin", "pg_dump", "pg_base", "mariadb_dump"}
 
 
 def test_building_does_no_io(tmp_path: Path) -> None:
@@ -97,7 +98,8 @@ def test_building_does_no_io(tmp_path: Path) -> None:
     # not exist is only noticed when the source is entered and read.
     missing = str(tmp_path / "nowhere")
     for req in (BackupRequest(paths=[missing]), BackupRequest(sqlite=missing),
-                BackupRequest(pg_dump="host=/nowhere dbname=x password=secret")):
+                BackupRequest(pg_dump="host=/nowhere dbname=x password=secret"),
+                BackupRequest(mariadb_dump="mariadb://u:secret@nowhere:1/x")):
         source = req.source()
         assert source.kind == req.kind() and source.problems == []
         assert "secret" not in source.describe()
