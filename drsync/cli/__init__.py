@@ -44,6 +44,7 @@ COMMANDS: dict[str, str] = {
     "wal-push": "drsync.cli.wal_cmds:wal_push_cmd",
     "wal-receive": "drsync.cli.wal_cmds:wal_receive_cmd",
     "wal-ship": "drsync.cli.wal_cmds:wal_ship_cmd",
+    "binlog-receive": "drsync.cli.wal_cmds:binlog_receive_cmd",
     "wal-fetch": "drsync.cli.wal_cmds:wal_fetch_cmd",
     "pitr-range": "drsync.cli.pg_cmds:pitr_range_cmd",
     "doctor": "drsync.cli.pg_cmds:doctor_cmd",

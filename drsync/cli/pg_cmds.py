@@ -1,4 +1,4 @@
-"""PostgreSQL commands: pitr-range (what can be restored, RPO now) and doctor."""
+"""Database commands: pitr-range (what can be restored, RPO now) and doctor."""
 
 from __future__ import annotations
 
@@ -56,21 +56,43 @@ def pitr_range_cmd(ctx: click.Context, spool: str | None, as_json: bool) -> None
 
 
 @click.command("doctor")
-@click.option("--pg", "dsn", required=True, metavar="DSN", help="The server to check.")
+@click.option("--pg", "dsn", metavar="DSN", help="The PostgreSQL server to check.")
+@click.option("--mariadb", "mariadb_dsn", metavar="DSN",
+              help="The MariaDB/MySQL server to check (mariadb://user@host:port).")
+@click.option("--defaults-file", type=click.Path(dir_okay=False),
+              help="With --mariadb: a MariaDB option file for the connection.")
+@click.option("--ship-interval", type=click.FloatRange(min=1), default=86400.0,
+              show_default=True, metavar="SECONDS",
+              help="With --mariadb: how often binlogs are shipped (binlog expiry is "
+              "checked against it).")
 @json_option
 @click.pass_context
-def doctor_cmd(ctx: click.Context, dsn: str, as_json: bool) -> int:
-    """Check a PostgreSQL server's settings for backups; one line each, with what to change.
+def doctor_cmd(ctx: click.Context, dsn: str | None, mariadb_dsn: str | None,
+               defaults_file: str | None, ship_interval: float, as_json: bool) -> int:
+    """Check a PostgreSQL or MariaDB server's settings for backups; one line each, with
+    what to change.
 
     \b
-    Example:
+    Examples:
       drsync doctor --pg 'host=/run/postgresql user=postgres'
+      drsync doctor --mariadb mariadb://backup@127.0.0.1:3306 --ship-interval 3600
     Exit 0: nothing to change; 1: at least one setting needs attention.
     """
-    from drsync.sources.postgres import PgTools
-    from drsync.sources.postgres.doctor import check_server
+    from drsync.errors import UsageError
 
-    findings = check_server(dsn, PgTools(settings_from(ctx).pg_bindir))
+    if (dsn is None) == (mariadb_dsn is None):
+        raise UsageError("give one server to check: --pg DSN or --mariadb DSN")
+    if mariadb_dsn is not None:
+        from drsync.sources.mariadb.doctor import check_mariadb
+
+        findings = check_mariadb(mariadb_dsn, defaults_file=defaults_file,
+                                 ship_interval_s=ship_interval)
+    else:
+        from drsync.sources.postgres import PgTools
+        from drsync.sources.postgres.doctor import check_server
+
+        assert dsn is not None
+        findings = check_server(dsn, PgTools(settings_from(ctx).pg_bindir))
     if as_json:
         print_json([f.to_json() for f in findings])
     else:

@@ -33,6 +33,7 @@ from typing import Any
 
 from drsync.errors import UsageError
 from drsync.repo.snapshot import Snapshot
+from drsync.repo.wal import is_binlog_name
 
 __all__ = ["Decision", "Duration", "Group", "RetentionPolicy", "apply_policy", "expired_wal",
            "group_key", "parse_duration"]
@@ -222,7 +223,8 @@ def expired_wal(base_starts: Iterable[tuple[str, int]], names: Iterable[str]) ->
     base backup, on any timeline. ``base_starts`` are (start WAL, segment size) of
     the kept base backups; with none, nothing expires (a base backup may be being
     taken: its WAL is archived before its snapshot is written). Timeline history
-    files never expire (they are tiny and say how timelines branched).
+    files never expire (they are tiny and say how timelines branched), nor do
+    MariaDB binary logs (no base backup's WAL).
 
     Every kept base backup needs its WAL from its own start onward, without a gap,
     to reach every moment up to the next kept one, so nothing at or after the
@@ -232,5 +234,5 @@ def expired_wal(base_starts: Iterable[tuple[str, int]], names: Iterable[str]) ->
         return []
     earliest, size = min(starts)
     return sorted(n for n in names
-                  if not n.endswith(".history") and len(n) >= 24
+                  if not n.endswith(".history") and len(n) >= 24 and not is_binlog_name(n)
                   and _position(n, size) + size <= earliest)
