@@ -16,7 +16,12 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 @json_option
 @click.pass_context
 def pitr_range_cmd(ctx: click.Context, spool: str | None, as_json: bool) -> None:
-    """Earliest and latest restorable moments of the tenant's PostgreSQL, and the RPO now.
+    """Earliest and latest restorable moments of the tenant's PostgreSQL (and MariaDB), and
+    the RPO now.
+
+    MariaDB: from the oldest dump to the end of the archived binlogs that
+    follow the newest dump without a gap (the time of the last binlog's
+    closing ROTATE or STOP event, read from the binlog itself).
 
     A base backup is restorable once the WAL from its start to its stop is
     archived; it reaches as far as the archived WAL continues without a gap
@@ -28,15 +33,24 @@ def pitr_range_cmd(ctx: click.Context, spool: str | None, as_json: bool) -> None
     Example:
       drsync pitr-range --json | jq .rpo_s
     """
+    from drsync.mariadbrestore import mariadb_pitr_range
     from drsync.pgrestore import pitr_range
     from drsync.wal.spool import Spool
 
     settings = settings_from(ctx, spool=spool)
+    repo = open_repo(ctx, settings)
     # the configured or default spool, when there is one here
-    doc = pitr_range(open_repo(ctx, settings), Spool.if_present(settings.wal_spool()))
+    spooler = Spool.if_present(settings.wal_spool())
+    doc = pitr_range(repo, spooler)
+    mariadb = mariadb_pitr_range(repo, spooler)
+    if mariadb is not None:
+        doc["mariadb"] = mariadb
     if as_json:
         print_json(doc)
         return
+    if mariadb is not None:
+        click.echo(f"MariaDB: {mariadb['binlogs_archived']} binlogs archived; restorable from "
+                   f"{mariadb['earliest']} to {mariadb['latest']} ({mariadb['latest_basis']})")
     click.echo(f"repository {doc['repository']}: {doc['wal_in_store']} WAL files in the store, "
                f"{doc['wal_in_spool']} in the spool")
     click.echo(f"earliest restorable: {doc['earliest'] or '-'}")

@@ -285,6 +285,14 @@ def _pg_source(spec: dict[str, object]) -> str:
               help="drsync executable for restore_command (default: this one).")
 @click.option("--spool", type=click.Path(file_okay=False),
               help="Also let restore_command look in this WAL spool.")
+@click.option("--mariadb-restore", metavar="DSN",
+              help="Load a --mariadb-dump snapshot into this server (mariadb://user@host:port"
+              "/db; the database is created if missing), then with --target-time, "
+              "--target-position or --target latest replay the archived binlogs.")
+@click.option("--target-position", metavar="FILE:POS",
+              help="With --mariadb-restore: replay binlogs up to this position.")
+@click.option("--defaults-file", "mariadb_defaults_file", type=click.Path(dir_okay=False),
+              help="With --mariadb-restore: a MariaDB option file for the connection.")
 @json_option
 @click.pass_context
 def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout: bool,
@@ -292,7 +300,8 @@ def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout
                 pg_globals: bool, pgdata: str | None, target_time: str | None,
                 target_lsn: str | None, start_server: bool, pg_options: tuple[str, ...],
                 keep_archiving: bool, drsync_command: str | None, spool: str | None,
-                as_json: bool) -> None:
+                mariadb_restore: str | None, target_position: str | None,
+                mariadb_defaults_file: str | None, as_json: bool) -> None:
     """Restore SNAPSHOT (an id, a unique prefix, or `latest`), verifying every blob.
 
     \b
@@ -302,8 +311,17 @@ def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout
       drsync restore 3fa1c2d0 --pg-restore 'host=db2 dbname=registry_restored' --jobs 4
         (creates registry_restored; an existing database must be empty, or add --clean)
       drsync restore 9b2e41aa --pgdata /srv/pg/main --target-time '2026-11-27 10:15+09' --start
+      drsync restore latest --mariadb-restore mariadb://root@db2:3306/registry \\
+          --target-time '2026-11-27 10:15:00+09:00'
     """
     from drsync.errors import UsageError
+
+    if mariadb_restore:
+        _restore_mariadb(ctx, snapshot, mariadb_restore, mariadb_defaults_file, clean, target,
+                         target_time, target_position, spool, as_json)
+        return
+    if target_position or mariadb_defaults_file:
+        raise UsageError("--target-position and --defaults-file go with --mariadb-restore")
 
     if pgdata or pg_restore:
         if clean and not pg_restore:
@@ -331,6 +349,37 @@ def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout
         click.echo(f"restored snapshot {result.snapshot_id[:8]}: {result.items} items, "
                    f"{human_bytes(result.bytes_written)} in {result.duration_s:.2f} s, "
                    f"{result.mb_per_s:.1f} MB/s, every blob verified")
+
+
+def _restore_mariadb(ctx: click.Context, snapshot: str, dsn: str, defaults_file: str | None,
+                     clean: bool, target: str | None, target_time: str | None,
+                     target_position: str | None, spool: str | None, as_json: bool) -> None:
+    from drsync.errors import UsageError
+    from drsync.mariadbrestore import BinlogTarget, restore_mariadb
+    from drsync.wal.spool import Spool
+
+    if target not in (None, "latest"):
+        raise UsageError("with --mariadb-restore, --target takes only `latest` (or use "
+                         "--target-time / --target-position)")
+    settings = settings_from(ctx, spool=spool)
+    result = restore_mariadb(
+        open_repo(ctx, settings), snapshot, dsn, defaults_file=defaults_file, clean=clean,
+        target=BinlogTarget(time=target_time, position=target_position,
+                            latest=target == "latest"),
+        spool=Spool.if_present(settings.wal_spool()) if settings.repo or spool else None)
+    if as_json:
+        print_json(result.to_json())
+        return
+    details = result.details
+    where = details["target_database"] or "the server"
+    click.echo(f"restored mariadb_dump snapshot {result.snapshot_id[:8]} into {where}: "
+               f"{human_bytes(result.bytes_written)} in {result.duration_s:.2f} s, "
+               "every blob verified" + (f" (created {', '.join(details['created'])})"
+                                        if details["created"] else ""))
+    if details["replayed"]:
+        click.echo(f"replayed {len(details['replayed'])} binlog(s) from "
+                   f"{details['binlog_start']} to {details['target']}: "
+                   f"{details['replayed'][0]}..{details['replayed'][-1]}")
 
 
 def _restore_postgres(ctx: click.Context, snapshot: str, target: str | None,

@@ -36,6 +36,7 @@ class BinlogSummary:
     ends_with: str  # "rotate", "stop" or "" (still being written, or cut short)
     first_time: int  # seconds since the epoch of the first data event; 0: none
     last_time: int  # of the last data event; 0: none
+    end_time: int  # of the closing ROTATE or STOP event: archived through then; 0: open
 
     @property
     def complete(self) -> bool:
@@ -46,13 +47,13 @@ def summarize_binlog(data: bytes) -> BinlogSummary:
     """Walk the events of one binlog file; ValueError when it is not one."""
     if data[:4] != BINLOG_MAGIC:
         raise ValueError("not a binary log (no \\xfebin magic)")
-    pos, events, last_type, first, last = 4, 0, -1, 0, 0
+    pos, events, last_type, first, last, last_when = 4, 0, -1, 0, 0, 0
     while pos + _HEADER.size <= len(data):
         when, kind, _server, size, _next, _flags = _HEADER.unpack_from(data, pos)
         if size < _HEADER.size or pos + size > len(data):
             break  # the event being written: the file is not complete
         events += 1
-        last_type = kind
+        last_type, last_when = kind, when
         if kind not in _BOOKKEEPING and when:
             first = first or when
             last = when
@@ -60,7 +61,7 @@ def summarize_binlog(data: bytes) -> BinlogSummary:
     ends = ""
     if pos == len(data):
         ends = {ROTATE_EVENT: "rotate", STOP_EVENT: "stop"}.get(last_type, "")
-    return BinlogSummary(len(data), events, ends, first, last)
+    return BinlogSummary(len(data), events, ends, first, last, last_when if ends else 0)
 
 
 def next_binlog(name: str) -> str:
