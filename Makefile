@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 # s3rver, a minimal second S3 implementation for the store tests (tests/store/minimal_s3.py).
 S3RVER := tools/s3rver/node_modules/.installed
 
-.PHONY: demo test test-fast lint bench bench-plan bench-pg bench-s3 bench-prune install clean chromium
+.PHONY: demo test test-fast lint bench bench-plan bench-pg bench-s3 bench-prune install clean chromium \
+	mariadb
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,18 @@ chromium:
 	  echo "chromium is required in CI for the fleet page browser tests"; exit 1; \
 	else echo "chromium not found: the fleet page browser tests will be skipped"; fi
 
+# MariaDB's programs (mariadbd, mariadb-install-db, mariadb-dump, mariadb-binlog, mariadb): the
+# MariaDB tests start throwaway servers of their own (drsync/testing_mariadb.py).
+mariadb:
+	@command -v mariadb-binlog >/dev/null && command -v mariadb-install-db >/dev/null || \
+	  apt-get install -y -q mariadb-server mariadb-client >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && \
+	   apt-get install -y -q mariadb-server mariadb-client >/dev/null 2>&1) || true
+	@if command -v mariadb-binlog >/dev/null && command -v mariadb-install-db >/dev/null; then :; \
+	elif [ "$$CI" = true ]; then \
+	  echo "MariaDB's programs are required in CI for the MariaDB tests"; exit 1; \
+	else echo "MariaDB not found: the MariaDB tests will be skipped"; fi
+
 demo: $(STAMP)
 	$(BIN)/drsync demo --dir demo
 
@@ -41,10 +54,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check drsync tests bench
 	$(BIN)/mypy drsync
 
-test: lint $(S3RVER) chromium
+test: lint $(S3RVER) chromium mariadb
 	$(BIN)/pytest -n 2 -q tests
 
-test-fast: $(STAMP) $(S3RVER) chromium
+test-fast: $(STAMP) $(S3RVER) chromium mariadb
 	$(BIN)/pytest -q -m 'not slow' tests
 
 bench: $(STAMP)

@@ -6,8 +6,10 @@ archived binlogs are then replayed from the position the dump recorded
 (``binlog_file``:``binlog_position``), one file at a time: each is fetched
 from the spool or the store and verified (:func:`drsync.wal.ship.fetch_file`:
 authenticated, content id checked) into a private temporary directory,
-decoded by ``mariadb-binlog --start-position ... --stop-datetime ...`` and
-piped into ``mariadb``, then deleted.
+every one of them before the dump is loaded (a damaged binlog stops the
+restore with nothing written, at the cost of their size on disk), then
+decoded in order by ``mariadb-binlog --start-position ... --stop-datetime
+...`` piped into ``mariadb``, and deleted.
 
 Targets: ``time`` (``YYYY-MM-DD HH:MM:SS``, the restore host's local time
 unless it carries an offset such as ``+09:00`` or ``Z``; every change
@@ -29,7 +31,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -182,9 +184,12 @@ def _span(chain: list[str], first: str) -> str:
 def restore_mariadb(repo: Repository, ref: str, dsn: str, *, defaults_file: str | None = None,
                     clean: bool = False, target: BinlogTarget | None = None,
                     spool: Spool | None = None, work_dir: str | None = None,
-                    tools: MariadbTools | None = None) -> MariadbRestoreResult:
+                    tools: MariadbTools | None = None,
+                    progress: Callable[[int], None] | None = None,
+                    on_total: Callable[[int], None] | None = None) -> MariadbRestoreResult:
     """Load a mariadb_dump snapshot into the server ``dsn`` names, then roll it forward to
-    ``target`` with the archived binlogs (see the module docstring)."""
+    ``target`` with the archived binlogs (see the module docstring). ``progress`` is told
+    the dump's bytes as they are loaded, ``on_total`` their total first."""
     started = time.monotonic()
     tools = tools or MariadbTools()
     target = target or BinlogTarget()
@@ -221,6 +226,7 @@ def restore_mariadb(repo: Repository, ref: str, dsn: str, *, defaults_file: str 
         if target.given:
             chain = binlog_chain(str(spec["binlog_file"]), _archived(repo, spool))
             replay, stop_time, stop_pos = _plan(snap, target, chain, fetcher)
+            replay = _prefetch(fetcher, replay, stop_time)
         with MariadbConnection(parsed.with_database("")) as conn:
             created = prepare_databases(tools, conn, [into] if into else databases,
                                         create=bool(into), clean=clean)
@@ -231,11 +237,15 @@ def restore_mariadb(repo: Repository, ref: str, dsn: str, *, defaults_file: str 
                 dump = entries.get(DUMP_NAME)
                 if dump is None:
                     raise UsageError(f"snapshot {snap.short_id} holds no {DUMP_NAME}")
+                if on_total is not None:
+                    on_total(dump.size)
 
                 def counted() -> Iterator[bytes]:
                     nonlocal written
                     for block in reader.blobs(dump.chunks):
                         written += len(block)
+                        if progress is not None:
+                            progress(len(block))
                         yield block
 
                 load_script(tools, conn, counted(), database=into)
@@ -248,23 +258,33 @@ def restore_mariadb(repo: Repository, ref: str, dsn: str, *, defaults_file: str 
     return MariadbRestoreResult(snap.id, written, time.monotonic() - started, details=details)
 
 
+def _prefetch(fetcher: _Fetcher, files: list[str], stop_time: str | None) -> list[str]:
+    """Fetch and verify every binlog the replay needs before anything is loaded (a damaged
+    one stops the restore with nothing written); a time target needs the files up to the
+    first whose last change is at or after it, the later ones hold only later changes."""
+    stop = (datetime.strptime(stop_time, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+            if stop_time else None)
+    needed = []
+    for name in files:
+        needed.append(name)
+        if stop is not None and fetcher.summary(name).last_time >= stop:
+            break
+        fetcher.get(name)
+    return needed
+
+
 def _replay(tools: MariadbTools, conn: MariadbConnection, fetcher: _Fetcher, files: list[str],
             spec: dict[str, Any], stop_time: str | None, stop_pos: tuple[str, int] | None,
             only: str, into: str) -> list[str]:
     done = []
     for i, name in enumerate(files):
-        path = fetcher.get(name)
         span = ReplayRange(
             start_position=int(spec["binlog_position"]) if i == 0 else None,
             stop_position=stop_pos[1] if stop_pos and stop_pos[0] == name else None,
             stop_datetime=stop_time, database=only, rewrite_to=into)
-        replay_binlog(tools, conn, path, span)
+        replay_binlog(tools, conn, fetcher.get(name), span)
         done.append(name)
-        reached = stop_time is not None and summarize_binlog(path.read_bytes()).last_time >= (
-            datetime.strptime(stop_time, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp())
         fetcher.done(name)
-        if reached:
-            break  # the target is in this file: the later ones hold only later changes
     return done
 
 

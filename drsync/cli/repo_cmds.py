@@ -362,11 +362,14 @@ def _restore_mariadb(ctx: click.Context, snapshot: str, dsn: str, defaults_file:
         raise UsageError("with --mariadb-restore, --target takes only `latest` (or use "
                          "--target-time / --target-position)")
     settings = settings_from(ctx, spool=spool)
-    result = restore_mariadb(
-        open_repo(ctx, settings), snapshot, dsn, defaults_file=defaults_file, clean=clean,
-        target=BinlogTarget(time=target_time, position=target_position,
-                            latest=target == "latest"),
-        spool=Spool.if_present(settings.wal_spool()) if settings.repo or spool else None)
+    repo = open_repo(ctx, settings)
+    with progress_bar("restore", enabled=not as_json) as (advance, set_total):
+        result = restore_mariadb(
+            repo, snapshot, dsn, defaults_file=defaults_file, clean=clean,
+            target=BinlogTarget(time=target_time, position=target_position,
+                                latest=target == "latest"),
+            spool=Spool.if_present(settings.wal_spool()) if settings.repo or spool else None,
+            progress=advance, on_total=set_total)
     if as_json:
         print_json(result.to_json())
         return

@@ -83,6 +83,16 @@ def test_restore_elsewhere_to_a_moment_and_to_the_latest_change(
     assert span["earliest"] == dump_spec(tenant)["consistent_at"]
     assert span["latest"] >= span["last_change"] >= at.replace(" ", "T")[:19]
 
+    # One flipped byte in an archived binlog: named, and nothing is loaded or created.
+    stored = tenant.repo / "wal" / restored["replayed"][1]
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    stored.write_bytes(bytes(data))
+    done = tenant.drsync("restore", dump["snapshot_id"], "--mariadb-restore",
+                         elsewhere.dsn_for("damaged"), "--target", "latest", check=False)
+    assert done.returncode == 13 and f"wal/{stored.name}" in done.stderr, done.stderr
+    assert elsewhere.query("SHOW DATABASES LIKE 'damaged'") == ""
+
 
 def dump_spec(tenant: MariadbTenant) -> dict[str, object]:
     snaps = tenant.drsync_json("snapshots")
