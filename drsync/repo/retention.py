@@ -35,8 +35,8 @@ from drsync.errors import UsageError
 from drsync.repo.snapshot import Snapshot
 from drsync.repo.wal import is_binlog_name
 
-__all__ = ["Decision", "Duration", "Group", "RetentionPolicy", "apply_policy", "expired_wal",
-           "group_key", "parse_duration"]
+__all__ = ["Decision", "Duration", "Group", "RetentionPolicy", "apply_policy", "binlog_starts",
+           "expired_binlogs", "expired_wal", "group_key", "parse_duration"]
 
 _DURATION = re.compile(r"(\d+)([ymdh])")
 # The source fields that name what was backed up (the rest, such as LSNs, differ every run).
@@ -236,3 +236,30 @@ def expired_wal(base_starts: Iterable[tuple[str, int]], names: Iterable[str]) ->
     return sorted(n for n in names
                   if not n.endswith(".history") and len(n) >= 24 and not is_binlog_name(n)
                   and _position(n, size) + size <= earliest)
+
+
+def binlog_starts(snapshots: Iterable[Snapshot]) -> list[str]:
+    """The binlog file each MariaDB dump among ``snapshots`` is consistent at."""
+    return [str(s.source_spec.get("binlog_file")) for s in snapshots
+            if s.source_kind == "mariadb_dump"
+            and is_binlog_name(str(s.source_spec.get("binlog_file")))]
+
+
+def expired_binlogs(dump_starts: Iterable[str], names: Iterable[str]) -> list[str]:
+    """The archived MariaDB binlogs no kept dump can use: those before the earliest kept
+    dump's binlog file, of the same log base name. ``dump_starts`` are the kept dumps'
+    ``binlog_file``s; with none, nothing expires (a dump may be being taken), and a base
+    name no kept dump starts in is kept whole (the server's log_bin was renamed: its old
+    logs are not provably useless)."""
+    earliest: dict[str, int] = {}
+    for start in dump_starts:
+        base, _, number = start.rpartition(".")
+        earliest[base] = min(earliest.get(base, int(number)), int(number))
+    out = []
+    for name in names:
+        if not is_binlog_name(name):
+            continue
+        base, _, number = name.rpartition(".")
+        if base in earliest and int(number) < earliest[base]:
+            out.append(name)
+    return sorted(out)

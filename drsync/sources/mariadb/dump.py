@@ -67,13 +67,13 @@ class PositionScanner:
         self._tail = b""
         self.binlog: tuple[str, int] | None = None
 
-    def _note(self, data: bytes) -> None:
+    def _note(self, data: bytes | memoryview) -> None:
         if self.binlog is None and len(self._head) < _HEAD:
-            self._head += data[:_HEAD]
+            self._head += bytes(data[:_HEAD])
             found = _CHANGE_MASTER.search(self._head)
             if found:
                 self.binlog = (found.group(1).decode(), int(found.group(2)))
-        self._tail = (self._tail + data[-_TAIL:])[-_TAIL:]
+        self._tail = (self._tail + bytes(data[-_TAIL:]))[-_TAIL:]
 
     def read(self, size: int = -1) -> bytes:
         data: bytes = self._inner.read(size)
@@ -82,7 +82,7 @@ class PositionScanner:
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
         n = int(self._inner.readinto(buffer))
-        self._note(bytes(buffer[:n]))
+        self._note(memoryview(buffer)[:n])  # no copy of the block: only its ends are kept
         return n
 
     @property
