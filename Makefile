@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # s3rver, a minimal second S3 implementation for the store tests (tests/store/minimal_s3.py).
 S3RVER := tools/s3rver/node_modules/.installed
 
-.PHONY: demo test test-fast lint bench bench-plan bench-pg bench-s3 bench-prune install clean chromium \
+.PHONY: demo test test-fast lint bench bench-plan bench-pg bench-mariadb bench-s3 bench-prune install clean chromium \
 	mariadb
 
 $(STAMP): pyproject.toml
@@ -81,6 +81,9 @@ bench-plan: $(STAMP)
 
 bench-pg: $(STAMP)
 	$(BIN)/python bench/pg_bench.py
+
+bench-mariadb: $(STAMP) mariadb
+	$(BIN)/python bench/mariadb_bench.py
 
 bench-s3: $(STAMP)
 	$(BIN)/python bench/s3_bench.py
