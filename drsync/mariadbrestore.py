@@ -288,6 +288,9 @@ def _replay(tools: MariadbTools, conn: MariadbConnection, fetcher: _Fetcher, fil
     return done
 
 
+_LOOK_BACK = 100  # binlogs read back from the newest to find the last change
+
+
 def mariadb_pitr_range(repo: Repository, spool: Spool | None = None,
                        snapshots: list[Snapshot] | None = None) -> dict[str, Any] | None:
     """The restorable range of the tenant's MariaDB: None without mariadb_dump snapshots.
@@ -309,14 +312,20 @@ def mariadb_pitr_range(repo: Repository, spool: Spool | None = None,
     newest = dumps[-1]
     latest, basis = newest["consistent_at"], "the newest dump (no binlog archived after it)"
     last_change = None
-    if newest["last_binlog"]:
+    chain = binlog_chain(str(snaps[-1].source_spec.get("binlog_file")), archived)
+    if chain:
         fetcher = _Fetcher(repo, spool, None)
         try:
-            summary = fetcher.summary(str(newest["last_binlog"]))
+            latest = _utc(fetcher.summary(chain[-1]).end_time)
+            basis = f"end of {chain[-1]}"
+            # The newest change: files rotated on a quiet server (--rotate-every) hold none.
+            for name in reversed(chain[-_LOOK_BACK:]):
+                changed = fetcher.summary(name).last_time
+                fetcher.done(name)
+                if changed:
+                    last_change = _utc(changed)
+                    break
         finally:
             fetcher.close()
-        latest = _utc(summary.end_time)
-        basis = f"end of {newest['last_binlog']}"
-        last_change = _utc(summary.last_time) if summary.last_time else None
     return {"earliest": dumps[0]["consistent_at"], "latest": latest, "latest_basis": basis,
             "last_change": last_change, "binlogs_archived": len(archived), "dumps": dumps}

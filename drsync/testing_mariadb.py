@@ -69,6 +69,13 @@ class MariadbServer:
             raise RuntimeError(f"mariadb-install-db failed: {done.stderr.strip()[-2000:]}")
 
     def start(self, *extra: str) -> None:
+        for _attempt in range(3):
+            if self._start_once(extra):
+                return
+            self.port = 0  # another server took the free port first: pick another
+        raise RuntimeError("mariadbd found no free port: " + self._log_tail())
+
+    def _start_once(self, extra: tuple[str, ...]) -> bool:
         self.port = self.port or _free_port()
         args = [_which("mariadbd") or "mariadbd", "--no-defaults", "--user=root",
                 f"--datadir={self.data}", f"--socket={self.socket}", f"--port={self.port}",
@@ -81,9 +88,12 @@ class MariadbServer:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
+                self._proc = None
+                if "Address already in use" in self._log_tail():
+                    return False
                 raise RuntimeError("mariadbd exited: " + self._log_tail())
             if self.socket.exists() and self.sql("SELECT 1", check=False).returncode == 0:
-                return
+                return True
             time.sleep(0.1)
         raise RuntimeError("mariadbd did not start: " + self._log_tail())
 

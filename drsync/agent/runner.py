@@ -122,6 +122,7 @@ def _request(job: AgentJob, cfg: AgentConfig, ctx: RunContext) -> BackupRequest:
                          compression_level=settings.compression_level,
                          workers=settings.workers, pg_bindir=settings.pg_bindir,
                          should_stop=ctx.should_stop, tenant=cfg.tenant,
+                         mariadb_defaults_file=job.defaults_file,
                          planned_start=ctx.planned_start, deadline=ctx.deadline)
 
 

@@ -63,7 +63,9 @@ def test_password_reaches_the_programs_through_a_private_file(
                 "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, "
                 "REPLICATION CLIENT ON *.* TO 'nightly'@'127.0.0.1'")
     make_repository(str(tmp_path / "repo"), "pw")
-    env = _env(tmp_path)
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    env = {**_env(tmp_path), "TMPDIR": str(private_tmp)}
     options = tmp_path / "backup.cnf"
     options.write_text(f"[client]\nuser=nightly\npassword=\"s3cr#t\\\"pw\"\nhost=127.0.0.1\n"
                        f"port={mariadb.port}\n")
@@ -79,7 +81,7 @@ def test_password_reaches_the_programs_through_a_private_file(
     _drsync(drsync_bin, env, "backup", "--mariadb-dump", url)
     snaps, _ = _drsync(drsync_bin, env, "snapshots")
     assert "s3cr" not in json.dumps(snaps) and snaps[-1]["source"]["spec"]["databases"] == ["b"]
-    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("drsync-mariadb-*/client.cnf"))
+    assert list(private_tmp.iterdir()) == []  # the private option files are gone
 
 
 def test_a_wrong_password_or_a_bad_dsn_is_one_line(mariadb: MariadbServer, drsync_bin: str,
