@@ -59,11 +59,19 @@ class MariadbServer:
     def dsn_for(self, database: str) -> str:
         return f"{self.dsn}/{database}"
 
+    @property
+    def tmpdir(self) -> Path:
+        """The server's own tmpdir: a starting mariadbd deletes the ``#sql*`` temporaries
+        it finds there, so servers sharing /tmp break each other's work."""
+        path = self.base / "tmp"
+        path.mkdir(exist_ok=True)
+        return path
+
     def install(self) -> None:
         done = subprocess.run(
             [_which("mariadb-install-db") or "mariadb-install-db", "--no-defaults",
              "--auth-root-authentication-method=normal", f"--datadir={self.data}",
-             "--skip-test-db", "--user=root"],
+             "--skip-test-db", "--user=root", f"--tmpdir={self.tmpdir}"],
             capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             raise RuntimeError(f"mariadb-install-db failed: {done.stderr.strip()[-2000:]}")
@@ -80,6 +88,7 @@ class MariadbServer:
         args = [_which("mariadbd") or "mariadbd", "--no-defaults", "--user=root",
                 f"--datadir={self.data}", f"--socket={self.socket}", f"--port={self.port}",
                 "--bind-address=127.0.0.1", f"--log-bin={self.data / 'binlog'}",
+                f"--tmpdir={self.tmpdir}",
                 "--server-id=1", "--binlog-format=ROW", f"--pid-file={self.base / 'pid'}",
                 "--innodb-buffer-pool-size=32M", "--skip-name-resolve",
                 "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",

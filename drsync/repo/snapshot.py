@@ -22,7 +22,7 @@ class Snapshot:
     time: str  # ISO 8601 UTC of the end of the backup
     start_time: str
     host: str
-    source_kind: str  # "files", "sqlite", "stdin"
+    source_kind: str  # "files", "sqlite", "stdin", "pg_dump", "pg_base", "mariadb_dump"
     source_spec: dict[str, Any]
     tree: list[str]  # chunk ids (hex) of the tree stream
     tags: list[str] = field(default_factory=list)

@@ -3,6 +3,7 @@ restart resumes from the last complete file; wal-ship ships them."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,3 +79,27 @@ def test_a_receiver_that_cannot_connect_says_so_in_one_line(tenant: MariadbTenan
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 15 and len(lines) == 1 and "127.0.0.1" in lines[0], lines
     assert "nope" not in done.stderr
+
+
+def test_a_server_restart_stops_the_receiver_and_the_next_one_seals_what_it_missed(
+        tenant: MariadbTenant) -> None:
+    server = tenant.server
+    server.sql("CREATE DATABASE town; CREATE TABLE town.t (id INT) ENGINE=InnoDB")
+    before = tenant.current_binlog()
+    tenant.start_receiver()
+    receiver = tenant._receiver
+    assert receiver is not None
+    time.sleep(1)
+    server.sql("INSERT INTO town.t VALUES (1)")
+    server.stop()  # the binlog ends with STOP; the receiver loses its server
+    out, err = receiver.communicate(timeout=60)
+    assert receiver.returncode == 15 and "mariadb-binlog stopped" in err, (out, err)
+    tenant._receiver = None
+    server.start()
+    server.sql("INSERT INTO town.t VALUES (2)")
+    tenant.start_receiver()
+    poll("the binlog the server closed at shutdown sealed", lambda: before in tenant.spooled())
+    tenant.stop_receiver()
+    repo = _open(tenant)
+    plain = open_wal(repo.key, (tenant.spool / before).read_bytes(), before)[1]
+    assert summarize_binlog(plain).ends_with == "stop"
