@@ -13,7 +13,8 @@ from drsync.sources.postgres.doctor import Finding
 __all__ = ["NEEDED_PRIVILEGES", "check_mariadb", "global_privileges", "judge_mariadb"]
 
 VARIABLES = ("log_bin", "binlog_format", "server_id", "binlog_row_image", "expire_logs_days",
-             "binlog_expire_logs_seconds", "version")
+             "binlog_expire_logs_seconds", "max_binlog_size", "version")
+MAX_BINLOG_SIZE = 256 << 20  # each binlog is sealed whole, in memory, once complete
 # privilege -> the names a server may show it under (MariaDB renamed some in 10.5)
 NEEDED_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "REPLICATION SLAVE": ("REPLICATION SLAVE", "REPLICATION REPLICA"),
@@ -69,6 +70,11 @@ def judge_mariadb(values: dict[str, str], privileges: set[str],
         f"set binlog_expire_logs_seconds >= {int(2 * ship_interval_s)}: the server deletes "
         f"binlogs after {int(retention)} s, sooner than two shipping intervals "
         f"({int(ship_interval_s)} s each): an outage of the receiver loses changes")
+    size = int(values.get("max_binlog_size") or 0)
+    add("max_binlog_size", values.get("max_binlog_size", "?"), 0 < size <= MAX_BINLOG_SIZE,
+        "each binlog is sealed and shipped soon enough, in bounded memory",
+        "set max_binlog_size = 64M: a binlog is sealed only once complete, whole and in "
+        "memory; the 1G default holds changes back longer and needs that much memory")
     if "ALL PRIVILEGES" in privileges:
         missing: list[str] = []
     else:
