@@ -78,3 +78,28 @@ def test_dump_restores_under_another_name_with_routines_triggers_and_events(
                   "--target-time", "2999-01-01 00:00:00+00:00")
     assert done.returncode == 2 and "not archived yet" in done.stderr
     assert elsewhere.query("SHOW DATABASES LIKE 'other'") == ""
+
+
+def test_a_dump_of_every_database_restores_into_a_server(
+        mariadb_factory: object, drsync_bin: str, tmp_path: Path) -> None:
+    source = mariadb_factory()  # type: ignore[operator]
+    elsewhere = mariadb_factory()  # type: ignore[operator]
+    source.sql("CREATE DATABASE a; CREATE DATABASE b; CREATE TABLE a.t (id INT) ENGINE=InnoDB;"
+               "CREATE TABLE b.u (id INT) ENGINE=InnoDB; INSERT INTO b.u VALUES (1), (2)")
+    make_repository(str(tmp_path / "repo"), "pw")
+    env = {**os.environ, "DRSYNC_REPO": str(tmp_path / "repo"), "DRSYNC_PASSWORD": "pw",
+           "DRSYNC_CATALOG": str(tmp_path / "catalog.sqlite")}
+    done = subprocess.run([drsync_bin, "backup", "--mariadb-dump", source.dsn, "--json"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    snap = json.loads(done.stdout)["snapshot_id"]
+    done = subprocess.run([drsync_bin, "restore", snap, "--mariadb-restore",
+                           elsewhere.dsn_for("a")], env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "without a database" in done.stderr
+    done = subprocess.run([drsync_bin, "restore", snap, "--mariadb-restore", elsewhere.dsn,
+                           "--target", "latest", "--json"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["scope"] == "all"
+    assert elsewhere.query("SELECT COUNT(*) FROM b.u") == "2"
+    assert elsewhere.query("SHOW TABLES FROM a") == "t"
