@@ -288,6 +288,19 @@ def _replay(tools: MariadbTools, conn: MariadbConnection, fetcher: _Fetcher, fil
     return done
 
 
+def _gap(first: str, chain: list[str], archived: set[str]) -> str | None:
+    """The binlog missing after ``chain`` when later ones of the same log are archived (a
+    hole no replay crosses: the receiver was down longer than the server kept binlogs, or a
+    file was lost), else None."""
+    if not is_binlog_name(first):
+        return None
+    missing = next_binlog(chain[-1]) if chain else first
+    base, _, number = missing.rpartition(".")
+    later = [n for n in archived if n.rpartition(".")[0] == base
+             and int(n.rpartition(".")[2]) > int(number)]
+    return missing if later else None
+
+
 _LOOK_BACK = 100  # binlogs read back from the newest to find the last change
 
 
@@ -306,9 +319,11 @@ def mariadb_pitr_range(repo: Repository, spool: Spool | None = None,
     archived = _archived(repo, spool)
     dumps = []
     for snap in snaps:
-        chain = binlog_chain(str(snap.source_spec.get("binlog_file")), archived)
+        first = str(snap.source_spec.get("binlog_file"))
+        chain = binlog_chain(first, archived)
         dumps.append({"snapshot_id": snap.id, "consistent_at": snap.source_spec.get(
-            "consistent_at"), "binlogs": len(chain), "last_binlog": chain[-1] if chain else None})
+            "consistent_at"), "binlogs": len(chain), "last_binlog": chain[-1] if chain else None,
+            "first_missing_binlog": _gap(first, chain, archived)})
     newest = dumps[-1]
     latest, basis = newest["consistent_at"], "the newest dump (no binlog archived after it)"
     last_change = None

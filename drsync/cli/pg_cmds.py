@@ -51,6 +51,11 @@ def pitr_range_cmd(ctx: click.Context, spool: str | None, as_json: bool) -> None
     if mariadb is not None:
         click.echo(f"MariaDB: {mariadb['binlogs_archived']} binlogs archived; restorable from "
                    f"{mariadb['earliest']} to {mariadb['latest']} ({mariadb['latest_basis']})")
+        for row in mariadb["dumps"]:
+            if row["first_missing_binlog"]:
+                click.echo(f"  dump {row['snapshot_id'][:8]}: binlog "
+                           f"{row['first_missing_binlog']} is missing; later ones are archived "
+                           "but cannot be replayed from this dump")
     click.echo(f"repository {doc['repository']}: {doc['wal_in_store']} WAL files in the store, "
                f"{doc['wal_in_spool']} in the spool")
     click.echo(f"earliest restorable: {doc['earliest'] or '-'}")

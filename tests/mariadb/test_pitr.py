@@ -97,3 +97,30 @@ def test_restore_elsewhere_to_a_moment_and_to_the_latest_change(
 def dump_spec(tenant: MariadbTenant) -> dict[str, object]:
     snaps = tenant.drsync_json("snapshots")
     return dict(snaps[-1]["source"]["spec"])
+
+
+def test_pitr_range_names_a_hole_in_the_archived_binlogs(
+        tenant: MariadbTenant) -> None:
+    server = tenant.server
+    server.sql("CREATE DATABASE registry; CREATE TABLE registry.t (id INT) ENGINE=InnoDB")
+    tenant.drsync_json("backup", "--mariadb-dump", server.dsn_for("registry"))
+    first = tenant.current_binlog()
+    tenant.start_receiver()
+    for i in range(3):
+        server.sql(f"INSERT INTO registry.t VALUES ({i}); FLUSH BINARY LOGS")
+    last = tenant.current_binlog()
+    poll("three binlogs sealed", lambda: len(tenant.spooled()) >= 3)
+    tenant.stop_receiver()
+    tenant.drsync_json("wal-ship")
+    whole = tenant.drsync_json("pitr-range")["mariadb"]
+    assert whole["dumps"][0]["first_missing_binlog"] is None
+    assert whole["dumps"][0]["last_binlog"] != last  # the current one is never sealed
+    names = sorted(p.name for p in (tenant.repo / "wal").iterdir())
+    assert names[0] == first
+    (tenant.repo / "wal" / names[1]).unlink()
+    holed = tenant.drsync_json("pitr-range")["mariadb"]
+    assert holed["dumps"][0]["first_missing_binlog"] == names[1]
+    assert holed["dumps"][0]["last_binlog"] == first  # the chain stops at the hole
+    assert holed["latest"] <= whole["latest"]
+    text = tenant.drsync("pitr-range").stdout
+    assert f"binlog {names[1]} is missing" in text
