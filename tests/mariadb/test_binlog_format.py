@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import struct
 
 import pytest
@@ -77,6 +78,11 @@ def test_the_scanner_finds_the_position_however_the_stream_is_cut() -> None:
             pass
         assert scanner.binlog == ("binlog.000007", 4242), size
         assert scanner.gtid == "0-1-99" and scanner.completed
+    mysql = PositionScanner(io.BytesIO(
+        b"-- CHANGE REPLICATION SOURCE TO SOURCE_LOG_FILE='binlog.000003', SOURCE_LOG_POS=157;\n"))
+    while mysql.read(1 << 16):
+        pass
+    assert mysql.binlog == ("binlog.000003", 157) and not mysql.completed
 
 
 def test_dsn_parsing_names_what_is_wrong_and_hides_the_password() -> None:

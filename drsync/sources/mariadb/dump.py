@@ -49,8 +49,10 @@ DUMP_FLAGS = ("--single-transaction", "--master-data=2", "--routines", "--trigge
 SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
 TRANSACTIONAL_ENGINES = ("InnoDB", "XtraDB", "RocksDB", "TokuDB")
 
+# MariaDB's comment, and MySQL 8's (CHANGE REPLICATION SOURCE TO SOURCE_LOG_FILE=...).
 _CHANGE_MASTER = re.compile(
-    rb"^-- CHANGE MASTER TO MASTER_LOG_FILE='([^']+)', MASTER_LOG_POS=(\d+);", re.M)
+    rb"^-- CHANGE (?:MASTER|REPLICATION SOURCE) TO (?:MASTER|SOURCE)_LOG_FILE='([^']+)', "
+    rb"(?:MASTER|SOURCE)_LOG_POS=(\d+);", re.M)
 _GTID = re.compile(rb"^-- SET GLOBAL gtid_slave_pos='([^']*)';", re.M)
 _COMPLETED = re.compile(rb"^-- Dump completed", re.M)
 _HEAD = 64 << 10  # the position comment comes within the first few KiB
