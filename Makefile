@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed
 # s3rver, a minimal second S3 implementation for the store tests (tests/store/minimal_s3.py).
 S3RVER := tools/s3rver/node_modules/.installed
 
-.PHONY: demo test test-fast lint bench bench-plan bench-pg bench-s3 bench-prune bench-wal install clean \
-	chromium report-deps
+.PHONY: demo test test-fast lint bench bench-plan bench-pg bench-mariadb bench-s3 bench-prune \
+	bench-wal install clean chromium report-deps mariadb
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,18 @@ report-deps:
 	  echo "Pango and poppler-utils are required in CI for the report's PDF tests"; exit 1; \
 	else echo "Pango or poppler-utils missing: the report's PDF tests will be skipped"; fi
 
+# MariaDB's programs (mariadbd, mariadb-install-db, mariadb-dump, mariadb-binlog, mariadb): the
+# MariaDB tests start throwaway servers of their own (drsync/testing_mariadb.py).
+mariadb:
+	@command -v mariadb-binlog >/dev/null && command -v mariadb-install-db >/dev/null || \
+	  apt-get install -y -q mariadb-server mariadb-client >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && \
+	   apt-get install -y -q mariadb-server mariadb-client >/dev/null 2>&1) || true
+	@if command -v mariadb-binlog >/dev/null && command -v mariadb-install-db >/dev/null; then :; \
+	elif [ "$$CI" = true ]; then \
+	  echo "MariaDB's programs are required in CI for the MariaDB tests"; exit 1; \
+	else echo "MariaDB not found: the MariaDB tests will be skipped"; fi
+
 demo: $(STAMP)
 	$(BIN)/drsync demo --dir demo
 
@@ -57,10 +69,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check drsync tests bench
 	$(BIN)/mypy drsync
 
-test: lint $(S3RVER) chromium report-deps
+test: lint $(S3RVER) chromium report-deps mariadb
 	$(BIN)/pytest -n 2 -q tests
 
-test-fast: $(STAMP) $(S3RVER) chromium report-deps
+test-fast: $(STAMP) $(S3RVER) chromium report-deps mariadb
 	$(BIN)/pytest -q -m 'not slow' tests
 
 bench: $(STAMP)
@@ -88,6 +100,9 @@ bench-plan: $(STAMP)
 
 bench-pg: $(STAMP)
 	$(BIN)/python bench/pg_bench.py
+
+bench-mariadb: $(STAMP) mariadb
+	$(BIN)/python bench/mariadb_bench.py
 
 bench-s3: $(STAMP)
 	$(BIN)/python bench/s3_bench.py

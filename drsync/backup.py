@@ -10,11 +10,9 @@ own result or error.
 from __future__ import annotations
 
 import socket
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -29,14 +27,14 @@ from drsync.errors import (
     StoreError,
     UsageError,
 )
-from drsync.repo import Entry, Repository, SnapshotWriter
+from drsync.repo import Repository, SnapshotWriter
 from drsync.repo.lock import RepositoryLock
 from drsync.repo.resume import abort_interrupted_uploads
 from drsync.repo.writer import WriterStats, adopt_orphan_packs
-from drsync.sources import ItemMeta, SourceItem, SourceProblem, scan_paths, sqlite_consistent_copy
-from drsync.sources.blocks import aligned_chunk
+from drsync.sources import FilesSource, Source, SourceItem, SourceProblem, SqliteSource, StdinSource
 
-__all__ = ["BackupEstimate", "BackupRequest", "BackupResult", "estimate_backup", "run_backup"]
+__all__ = ["SOURCE_KINDS", "BackupEstimate", "BackupRequest", "BackupResult", "SourceKind",
+           "estimate_backup", "run_backup"]
 
 
 @dataclass
@@ -48,6 +46,9 @@ class BackupRequest:
     pg_dump: str | None = None  # a PostgreSQL DSN: logical dump (custom format, -Z0)
     pg_dumpall_globals: bool = False  # with pg_dump: also roles and tablespaces
     pg_base: str | None = None  # a PostgreSQL DSN: physical base backup
+    mariadb_dump: str | None = None  # a MariaDB DSN (mariadb://user@host:port/db): mariadb-dump
+    mariadb_databases: list[str] = field(default_factory=list)  # with mariadb_dump: these
+    mariadb_defaults_file: str | None = None  # with mariadb_dump: an option file to include
     tags: list[str] = field(default_factory=list)
     host: str | None = None
     tenant: str | None = None  # the fleet file's name for this tenant (default: host)
@@ -62,25 +63,75 @@ class BackupRequest:
     spec_extra: dict[str, Any] = field(default_factory=dict)  # added to the snapshot's spec
 
     def kind(self) -> str:
-        given = [k for k, v in (("files", self.paths), ("sqlite", self.sqlite),
-                                ("stdin", self.stdin_name), ("pg_dump", self.pg_dump),
-                                ("pg_base", self.pg_base)) if v]
+        given = [k.kind for k in SOURCE_KINDS if getattr(self, k.field)]
         if len(given) != 1:
-            raise UsageError("give exactly one source: PATH..., --sqlite DB, --stdin-name NAME, "
-                             "--pg-dump DSN or --pg-base DSN")
+            raise UsageError("give exactly one source: "
+                             + ", ".join(k.flag for k in SOURCE_KINDS[:-1])
+                             + " or " + SOURCE_KINDS[-1].flag)
         if self.pg_dumpall_globals and given[0] != "pg_dump":
             raise UsageError("--pg-dumpall-globals goes with --pg-dump")
+        if (self.mariadb_databases or self.mariadb_defaults_file) and given[0] != "mariadb_dump":
+            raise UsageError("--mariadb-database and --defaults-file go with --mariadb-dump")
         return given[0]
 
-    def describe(self) -> str:
+    def source(self) -> Source:
+        """The source this request names, built (no I/O yet)."""
         kind = self.kind()
-        if kind == "files":
-            return " ".join(self.paths)
-        if kind in ("pg_dump", "pg_base"):
-            from drsync.sources.postgres.tools import redact
+        return next(k for k in SOURCE_KINDS if k.kind == kind).build(self)
 
-            return f"{kind}:{redact(self.pg_dump or self.pg_base or '')}"
-        return f"{kind}:{self.sqlite or self.stdin_name}"
+    def describe(self) -> str:
+        return self.source().describe()
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """One kind of source a backup request can name: the request field that names it,
+    the command-line flag (for messages), and how to build it from the request."""
+
+    kind: str
+    field: str
+    flag: str
+    build: Callable[[BackupRequest], Source]
+
+
+def _pg_tools(req: BackupRequest) -> Any:
+    from drsync.sources.postgres import PgTools
+
+    return PgTools(req.pg_bindir)
+
+
+def _pg_dump(req: BackupRequest) -> Source:
+    from drsync.sources.postgres.source import PgDumpSource
+
+    assert req.pg_dump is not None
+    return PgDumpSource(req.pg_dump, with_globals=req.pg_dumpall_globals, tools=_pg_tools(req))
+
+
+def _pg_base(req: BackupRequest) -> Source:
+    from drsync.sources.postgres.source import PgBaseSource
+
+    assert req.pg_base is not None
+    return PgBaseSource(req.pg_base, tools=_pg_tools(req))
+
+
+def _mariadb_dump(req: BackupRequest) -> Source:
+    from drsync.sources.mariadb import MariadbDumpSource
+
+    assert req.mariadb_dump is not None
+    return MariadbDumpSource(req.mariadb_dump, databases=req.mariadb_databases,
+                             defaults_file=req.mariadb_defaults_file)
+
+
+# The registry: every source a backup can read. The database ones import on use.
+SOURCE_KINDS: tuple[SourceKind, ...] = (
+    SourceKind("files", "paths", "PATH...", lambda r: FilesSource(r.paths)),
+    SourceKind("sqlite", "sqlite", "--sqlite DB", lambda r: SqliteSource(r.sqlite or "")),
+    SourceKind("stdin", "stdin_name", "--stdin-name NAME",
+               lambda r: StdinSource(r.stdin_name or "", r.stdin)),
+    SourceKind("pg_dump", "pg_dump", "--pg-dump DSN", _pg_dump),
+    SourceKind("pg_base", "pg_base", "--pg-base DSN", _pg_base),
+    SourceKind("mariadb_dump", "mariadb_dump", "--mariadb-dump DSN", _mariadb_dump),
+)
 
 
 @dataclass
@@ -118,47 +169,6 @@ class BackupResult:
             "items": self.items,
             "problems": [{"path": p.path, "reason": p.reason} for p in self.problems],
         }
-
-
-def _to_entry(meta: ItemMeta) -> Entry:
-    return Entry(meta.path, meta.type, meta.mode, meta.mtime_ns, meta.size, meta.target)
-
-
-def _items(req: BackupRequest, stack: ExitStack, problems: list[SourceProblem],
-           spec: dict[str, Any]) -> Iterator[SourceItem]:
-    kind = req.kind()
-    if kind == "files":
-        spec["paths"] = list(req.paths)
-        yield from scan_paths(req.paths, problems)
-    elif kind == "sqlite":
-        assert req.sqlite is not None
-        copy = stack.enter_context(sqlite_consistent_copy(req.sqlite))
-        spec.update(copy.info)
-        spec["fixed_chunk"] = aligned_chunk(copy.info["page_size"])
-        path = copy.path
-        yield SourceItem(ItemMeta(copy.name, "stream", 0o600, 0, path.stat().st_size,
-                                  fixed_chunk=spec["fixed_chunk"]),
-                         lambda: open(path, "rb"))  # noqa: SIM115
-    elif kind == "pg_dump":
-        from drsync.sources.postgres import PgTools, pg_dump_source
-
-        assert req.pg_dump is not None
-        yield from stack.enter_context(
-            pg_dump_source(req.pg_dump, spec, with_globals=req.pg_dumpall_globals,
-                           tools=PgTools(req.pg_bindir)))
-    elif kind == "pg_base":
-        from drsync.sources.postgres import PgTools, base_backup_source
-
-        assert req.pg_base is not None
-        yield from stack.enter_context(base_backup_source(req.pg_base, spec,
-                                                          tools=PgTools(req.pg_bindir)))
-    else:
-        assert req.stdin_name is not None
-        if "/" in req.stdin_name or req.stdin_name in (".", ".."):
-            raise UsageError(f"--stdin-name {req.stdin_name!r} must be a plain file name")
-        stream = req.stdin if req.stdin is not None else sys.stdin.buffer
-        spec["name"] = req.stdin_name
-        yield SourceItem(ItemMeta(req.stdin_name, "stream", 0o600), lambda: stream)
 
 
 def run_backup(repo: Repository, req: BackupRequest, *, catalog: RunRecorder | None = None,
@@ -222,6 +232,16 @@ def run_backup(repo: Repository, req: BackupRequest, *, catalog: RunRecorder | N
     return result
 
 
+def _write_record(repo: Repository, record: dict[str, Any]) -> None:
+    """Seal the run record into the store; a failure is a warning, never the run's result."""
+    from drsync.repo.runs import save_run
+
+    try:
+        save_run(repo, record)
+    except Exception as err:  # the store is down, full, read-only: the run's outcome stands
+        repo.warn(f"run record {record['run_id'][:8]} not written to the store: {err}")
+
+
 @dataclass
 class BackupEstimate:
     """What a backup would add to the store, found by a dry run (``estimate_backup``)."""
@@ -248,17 +268,15 @@ def estimate_backup(repo: Repository, req: BackupRequest, *,
     in full (a pg_dump runs), so the estimate costs the CPU of a backup, not its link."""
     from drsync.repo.writer import DeltaEstimator
 
-    kind = req.kind()
-    problems: list[SourceProblem] = []
-    spec: dict[str, Any] = {}
+    source = req.source()
     started = time.monotonic()
     index = repo.load_index()
     estimator = DeltaEstimator(repo, index, compression_level=req.compression_level,
                                workers=req.workers, progress=progress,
                                should_stop=req.should_stop)
-    with ExitStack() as stack:
+    with source:
         try:
-            items = _feed(estimator, _items(req, stack, problems, spec), kind, problems)
+            items = _feed(estimator, source)
             total = estimator.finish()
         except BaseException:
             estimator.abort()
@@ -268,44 +286,36 @@ def estimate_backup(repo: Repository, req: BackupRequest, *,
                           estimator.new_raw_bytes, total, items, time.monotonic() - started)
 
 
-def _feed(writer: SnapshotWriter, items: Iterator[SourceItem], kind: str,
-          problems: list[SourceProblem]) -> int:
-    """Every item into ``writer``; an unreadable file is a problem (the run ends partial),
-    an unreadable stream of any other source fails the run. Returns the item count."""
+def _feed(writer: SnapshotWriter, source: Source) -> int:
+    """Every item of ``source`` into ``writer``; an unreadable file of a source that skips
+    them is a problem (the run ends partial), any other unreadable stream fails the run.
+    Returns the item count."""
     count = 0
-    for item in items:
+    for item in source.items():
         count += 1
-        entry = _to_entry(item.meta)
-        if item.open is None:
-            writer.add_entry(entry)
-            continue
-        try:
-            with item.open() as reader:
-                writer.add_stream(entry, reader, fixed_size=item.meta.fixed_chunk or None)
-        except OSError as err:
-            origin = item.origin or item.meta.path
-            if kind != "files":
-                raise SourceError(f"reading {origin}: {err.strerror}") from None
-            problems.append(SourceProblem(origin, err.strerror or str(err)))
+        _add(writer, item, source)
     return count
 
 
-def _write_record(repo: Repository, record: dict[str, Any]) -> None:
-    """Seal the run record into the store; a failure is a warning, never the run's result."""
-    from drsync.repo.runs import save_run
-
+def _add(writer: SnapshotWriter, item: SourceItem, source: Source) -> None:
+    if item.open is None:
+        writer.add_entry(item.meta)
+        return
     try:
-        save_run(repo, record)
-    except Exception as err:  # the store is down, full, read-only: the run's outcome stands
-        repo.warn(f"run record {record['run_id'][:8]} not written to the store: {err}")
+        with item.open() as reader:
+            writer.add_stream(item.meta, reader, fixed_size=item.fixed_chunk or None)
+    except OSError as err:
+        origin = item.origin or item.meta.path
+        if not source.skips_unreadable:
+            raise SourceError(f"reading {origin}: {err.strerror}") from None
+        source.problems.append(SourceProblem(origin, err.strerror or str(err)))
 
 
 def _backup_locked(repo: Repository, req: BackupRequest, kind: str, host: str,
                    started: float, progress: Callable[[int], None] | None,
                    stats: list[WriterStats]) -> BackupResult:
-    problems: list[SourceProblem] = []
-    spec: dict[str, Any] = {}
-    with RepositoryLock(repo.store, f"backup {req.describe()}"), ExitStack() as stack:
+    source = req.source()
+    with RepositoryLock(repo.store, f"backup {req.describe()}"), source:
         abort_interrupted_uploads(repo.store)  # finished ones become packs to adopt
         # The index trusts only packs listed present now: a chunk whose pack was lost is
         # stored again, never referenced in its absence.
@@ -315,15 +325,16 @@ def _backup_locked(repo: Repository, req: BackupRequest, kind: str, host: str,
                                 workers=req.workers, progress=progress,
                                 should_stop=req.should_stop)
         stats.append(writer.stats)
+        problems = source.problems
         try:
-            items = _feed(writer, _items(req, stack, problems, spec), kind, problems)
-            spec.update(req.spec_extra)
+            items = _feed(writer, source)
             snap = writer.commit(
-                host=host, source_kind=kind, source_spec=spec, tags=list(req.tags),
-                summary={"items": items, "problems": len(problems)}, version=__version__,
+                host=host, source_kind=kind, source_spec={**source.spec(), **req.spec_extra},
+                tags=list(req.tags), summary={"items": items, "problems": len(problems)},
+                version=__version__,
             )
         except BaseException:
             writer.abort()
             raise
     return BackupResult(snap.id, writer.stats.bytes_read, writer.stats.bytes_added,
-                        time.monotonic() - started, items, problems)
+                        time.monotonic() - started, items, list(problems))

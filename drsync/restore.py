@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 from drsync.catalog.records import RunRecorder
 from drsync.errors import DrsyncError, RestoreTargetError, UsageError
 from drsync.repo import Entry, Repository, Snapshot, SnapshotReader
-from drsync.sources import FileTreeTarget, ItemMeta, LocalCopy, unfinished_restore
+from drsync.sources import FileTreeTarget, LocalCopy, unfinished_restore
 
 __all__ = ["RestoreResult", "RestoreRun", "TreeWritten", "restore_snapshot", "write_tree"]
 
@@ -112,13 +112,13 @@ def _counted(blocks: Iterator[bytes], progress: Callable[[int], None] | None) ->
 
 
 def _entries(reader: SnapshotReader, snap: Snapshot,
-             prefix: str) -> Iterator[tuple[Entry, ItemMeta]]:
+             prefix: str) -> Iterator[tuple[Entry, Entry]]:
     """The snapshot's entries under ``prefix`` (all when empty), paths relative to it."""
     cut = len(prefix) + 1 if prefix else 0
     for entry in reader.entries(snap):
         if prefix and not entry.path.startswith(prefix + "/"):
             continue
-        yield entry, ItemMeta(entry.path[cut:], entry.type, entry.mode, entry.mtime_ns,
+        yield entry, Entry(entry.path[cut:], entry.type, entry.mode, entry.mtime_ns,
                               entry.size, entry.target)
 
 
@@ -156,7 +156,7 @@ def _local(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget, prefix:
     return local
 
 
-def _merged(reader: SnapshotReader, tree: FileTreeTarget, entry: Entry, meta: ItemMeta,
+def _merged(reader: SnapshotReader, tree: FileTreeTarget, entry: Entry, meta: Entry,
             matches: list[bool], stream: Iterator[bytes], done: TreeWritten) -> Iterator[bytes]:
     """A differing file's bytes: the chunks its old copy holds (read again and verified:
     it must not have changed since it was compared), the others from ``stream``."""

@@ -90,9 +90,10 @@ Config file keys::
     metrics_file = "/var/lib/node_exporter/textfile/drsync.prom"
 
     [[agent.job]]                          # run in order at the slot's start
-    source = "sqlite"                      # files | sqlite | stdin-command | pg-dump | pg-base
+    source = "sqlite"                      # files|sqlite|stdin-command|pg-dump|pg-base|mariadb-dump
     target = "/var/lib/app/municipal.db"   # path(s) (a list for files), a DSN, or a command
     name = "registry.dump"                 # stdin-command only: the stream's name
+    # defaults_file = "mariadb.cnf"        # mariadb-dump only: MariaDB option file (password)
     tags = ["nightly"]                     # added to [backup] tags
 
     [retention]                            # `drsync forget` (and the agent after each night);
@@ -145,7 +146,7 @@ ENVIRONMENT: dict[str, str] = {
 }
 
 
-AGENT_SOURCES = ("files", "sqlite", "stdin-command", "pg-dump", "pg-base")
+AGENT_SOURCES = ("files", "sqlite", "stdin-command", "pg-dump", "pg-base", "mariadb-dump")
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ class AgentJob:
     targets: tuple[str, ...]  # paths (files: one or more), a DSN, or a command line
     name: str | None = None  # stdin-command: the stream's name (default: "stdin")
     tags: tuple[str, ...] = ()
+    defaults_file: str | None = None  # mariadb-dump: a MariaDB option file (user, password)
 
 
 @dataclass(frozen=True)
@@ -287,7 +289,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
                   "keep_within": ("keep_within", str), "keep_tags": ("keep_tags", list),
                   "max_unused": ("max_unused", str)},
 }
-_JOB_KEYS = ("source", "target", "name", "tags")
+_JOB_KEYS = ("source", "target", "name", "tags", "defaults_file")
 _FIELDS = {f.name for f in fields(Settings)}
 # Paths in a config file are relative to the file.
 _PATH_FIELDS = ("repo", "password_file", "key_file", "catalog", "pg_bindir", "s3_ca_bundle",
@@ -432,7 +434,15 @@ def _agent_jobs(path: str, value: Any) -> tuple[AgentJob, ...]:
         tags = table.get("tags", [])
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise ConfigError(f"config file {path}: key '{where}.tags' must be a list of strings")
-        jobs.append(AgentJob(source, tuple(targets), name, tuple(tags)))
+        defaults_file = table.get("defaults_file")
+        if defaults_file is not None and (source != "mariadb-dump"
+                                          or not isinstance(defaults_file, str)
+                                          or not defaults_file):
+            raise ConfigError(f"config file {path}: key '{where}.defaults_file' is the option "
+                              "file path of a mariadb-dump job")
+        if defaults_file is not None:
+            defaults_file = _relative_to(path, defaults_file)
+        jobs.append(AgentJob(source, tuple(targets), name, tuple(tags), defaults_file))
     return tuple(jobs)
 
 

@@ -41,6 +41,11 @@ def test_agent_unit_is_hardened_and_runs_the_agent() -> None:
     assert receive["ExecStart"] == [
         f"{INSTALLED} --config /etc/drsync/%i.toml wal-receive ${{DRSYNC_WAL_DSN}}"]
     assert receive["ProtectSystem"] == ["strict"] and receive["Restart"] == ["on-failure"]
+    binlogs = _directives(UNITS / "drsync-binlog-receive@.service")
+    assert binlogs["ExecStart"] == [
+        f"{INSTALLED} --config /etc/drsync/%i.toml binlog-receive ${{DRSYNC_BINLOG_DSN}} "
+        "--defaults-file ${DRSYNC_BINLOG_OPTIONS} --rotate-every 300"]
+    assert binlogs["ProtectSystem"] == ["strict"] and binlogs["KillMode"] == ["mixed"]
     timer = _directives(UNITS / "drsync-backup@.timer")
     assert timer["OnCalendar"] == ["*-*-* 00:00:00"]  # the no-daemon alternative stays
     env = (UNITS / "agent.env.example").read_text()
@@ -87,9 +92,11 @@ def test_units_pass_systemd_analyze_verify(systemd_analyze: str, drsync_bin: str
     units = _copies(tmp_path, drsync_bin)
     done = _verify(systemd_analyze, units / "drsync-agent.service",
                    units / "drsync-wal-receive@Nobeoka.service",
+                   units / "drsync-binlog-receive@Nobeoka.service",
                    units / "drsync-backup@registry.service", units / "drsync-backup@registry.timer")
     assert done.returncode == 0 and done.stderr == "" and done.stdout == "", done.stderr
-    for name in ("drsync-agent.service", "drsync-wal-receive@.service"):
+    for name in ("drsync-agent.service", "drsync-wal-receive@.service",
+                 "drsync-binlog-receive@.service"):
         score = subprocess.run([systemd_analyze, "security", "--offline=yes", "--no-pager",
                                 str(units / name)], capture_output=True, text=True, timeout=120)
         level = re.search(r"Overall exposure level for \S+: ([0-9.]+)", score.stdout)

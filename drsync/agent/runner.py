@@ -117,6 +117,7 @@ def _command_stdout(command: str) -> Iterator[BinaryIO]:
 def _request(job: AgentJob, cfg: AgentConfig, ctx: RunContext,
              spec_extra: dict[str, Any] | None = None) -> BackupRequest:
     kind = {"files": "paths", "sqlite": "sqlite", "pg-dump": "pg_dump", "pg-base": "pg_base",
+            "mariadb-dump": "mariadb_dump",
             "stdin-command": "stdin_name"}[job.source]
     value: Any = list(job.targets) if kind == "paths" else job.targets[0]
     if kind == "stdin_name":
@@ -126,6 +127,7 @@ def _request(job: AgentJob, cfg: AgentConfig, ctx: RunContext,
                          compression_level=settings.compression_level,
                          workers=settings.workers, pg_bindir=settings.pg_bindir,
                          should_stop=ctx.should_stop, tenant=cfg.tenant,
+                         mariadb_defaults_file=job.defaults_file,
                          planned_start=ctx.planned_start, deadline=ctx.deadline,
                          spec_extra=dict(spec_extra or {}))
 

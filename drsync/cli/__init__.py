@@ -45,6 +45,7 @@ COMMANDS: dict[str, str] = {
     "wal-receive": "drsync.cli.wal_cmds:wal_receive_cmd",
     "wal-ship": "drsync.cli.wal_cmds:wal_ship_cmd",
     "wal-recompress": "drsync.cli.wal_cmds:wal_recompress_cmd",
+    "binlog-receive": "drsync.cli.wal_cmds:binlog_receive_cmd",
     "wal-fetch": "drsync.cli.wal_cmds:wal_fetch_cmd",
     "pitr-range": "drsync.cli.pg_cmds:pitr_range_cmd",
     "doctor": "drsync.cli.pg_cmds:doctor_cmd",

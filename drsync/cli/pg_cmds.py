@@ -1,4 +1,4 @@
-"""PostgreSQL commands: pitr-range (what can be restored, RPO now) and doctor."""
+"""Database commands: pitr-range (what can be restored, RPO now) and doctor."""
 
 from __future__ import annotations
 
@@ -16,7 +16,12 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 @json_option
 @click.pass_context
 def pitr_range_cmd(ctx: click.Context, spool: str | None, as_json: bool) -> None:
-    """Earliest and latest restorable moments of the tenant's PostgreSQL, and the RPO now.
+    """Earliest and latest restorable moments of the tenant's PostgreSQL (and MariaDB), and
+    the RPO now.
+
+    MariaDB: from the oldest dump to the end of the archived binlogs that
+    follow the newest dump without a gap (the time of the last binlog's
+    closing ROTATE or STOP event, read from the binlog itself).
 
     A base backup is restorable once the WAL from its start to its stop is
     archived; it reaches as far as the archived WAL continues without a gap
@@ -28,15 +33,29 @@ def pitr_range_cmd(ctx: click.Context, spool: str | None, as_json: bool) -> None
     Example:
       drsync pitr-range --json | jq .rpo_s
     """
+    from drsync.mariadbrestore import mariadb_pitr_range
     from drsync.pgrestore import pitr_range
     from drsync.wal.spool import Spool
 
     settings = settings_from(ctx, spool=spool)
+    repo = open_repo(ctx, settings)
     # the configured or default spool, when there is one here
-    doc = pitr_range(open_repo(ctx, settings), Spool.if_present(settings.wal_spool()))
+    spooler = Spool.if_present(settings.wal_spool())
+    doc = pitr_range(repo, spooler)
+    mariadb = mariadb_pitr_range(repo, spooler)
+    if mariadb is not None:
+        doc["mariadb"] = mariadb
     if as_json:
         print_json(doc)
         return
+    if mariadb is not None:
+        click.echo(f"MariaDB: {mariadb['binlogs_archived']} binlogs archived; restorable from "
+                   f"{mariadb['earliest']} to {mariadb['latest']} ({mariadb['latest_basis']})")
+        for row in mariadb["dumps"]:
+            if row["first_missing_binlog"]:
+                click.echo(f"  dump {row['snapshot_id'][:8]}: binlog "
+                           f"{row['first_missing_binlog']} is missing; later ones are archived "
+                           "but cannot be replayed from this dump")
     click.echo(f"repository {doc['repository']}: {doc['wal_in_store']} WAL files in the store, "
                f"{doc['wal_in_spool']} in the spool")
     click.echo(f"earliest restorable: {doc['earliest'] or '-'}")
@@ -56,21 +75,43 @@ def pitr_range_cmd(ctx: click.Context, spool: str | None, as_json: bool) -> None
 
 
 @click.command("doctor")
-@click.option("--pg", "dsn", required=True, metavar="DSN", help="The server to check.")
+@click.option("--pg", "dsn", metavar="DSN", help="The PostgreSQL server to check.")
+@click.option("--mariadb", "mariadb_dsn", metavar="DSN",
+              help="The MariaDB/MySQL server to check (mariadb://user@host:port).")
+@click.option("--defaults-file", type=click.Path(dir_okay=False),
+              help="With --mariadb: a MariaDB option file for the connection.")
+@click.option("--ship-interval", type=click.FloatRange(min=1), default=86400.0,
+              show_default=True, metavar="SECONDS",
+              help="With --mariadb: how often binlogs are shipped (binlog expiry is "
+              "checked against it).")
 @json_option
 @click.pass_context
-def doctor_cmd(ctx: click.Context, dsn: str, as_json: bool) -> int:
-    """Check a PostgreSQL server's settings for backups; one line each, with what to change.
+def doctor_cmd(ctx: click.Context, dsn: str | None, mariadb_dsn: str | None,
+               defaults_file: str | None, ship_interval: float, as_json: bool) -> int:
+    """Check a PostgreSQL or MariaDB server's settings for backups; one line each, with
+    what to change.
 
     \b
-    Example:
+    Examples:
       drsync doctor --pg 'host=/run/postgresql user=postgres'
+      drsync doctor --mariadb mariadb://backup@127.0.0.1:3306 --ship-interval 3600
     Exit 0: nothing to change; 1: at least one setting needs attention.
     """
-    from drsync.sources.postgres import PgTools
-    from drsync.sources.postgres.doctor import check_server
+    from drsync.errors import UsageError
 
-    findings = check_server(dsn, PgTools(settings_from(ctx).pg_bindir))
+    if (dsn is None) == (mariadb_dsn is None):
+        raise UsageError("give one server to check: --pg DSN or --mariadb DSN")
+    if mariadb_dsn is not None:
+        from drsync.sources.mariadb.doctor import check_mariadb
+
+        findings = check_mariadb(mariadb_dsn, defaults_file=defaults_file,
+                                 ship_interval_s=ship_interval)
+    else:
+        from drsync.sources.postgres import PgTools
+        from drsync.sources.postgres.doctor import check_server
+
+        assert dsn is not None
+        findings = check_server(dsn, PgTools(settings_from(ctx).pg_bindir))
     if as_json:
         print_json([f.to_json() for f in findings])
     else:

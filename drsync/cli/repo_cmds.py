@@ -120,6 +120,14 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
               help="With --pg-dump: also roles and tablespaces (pg_dumpall --globals-only).")
 @click.option("--pg-base", metavar="DSN",
               help="PostgreSQL physical base backup (pg_basebackup), block-incremental.")
+@click.option("--mariadb-dump", metavar="DSN",
+              help="MariaDB/MySQL logical backup: mariadb-dump --single-transaction "
+              "--master-data=2, streamed, binlog position recorded. DSN: "
+              "mariadb://user@host:port/db (no /db: all databases).")
+@click.option("--mariadb-database", "mariadb_databases", multiple=True, metavar="NAME",
+              help="With --mariadb-dump: dump this database (repeatable).")
+@click.option("--defaults-file", "mariadb_defaults_file", type=click.Path(dir_okay=False),
+              help="With --mariadb-dump: a MariaDB option file (user, password, host...).")
 @click.option("--tag", "tags", multiple=True, help="Tag the snapshot (repeatable).")
 @click.option("--host", help="Host name recorded in the snapshot (default: this host).")
 @click.option("--tenant", help="Tenant name recorded with the run, as in the fleet file "
@@ -132,10 +140,12 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
 @click.pass_context
 def backup_cmd(ctx: click.Context, paths: tuple[str, ...], sqlite_db: str | None,
                stdin_name: str | None, pg_dump: str | None, pg_dumpall_globals: bool,
-               pg_base: str | None, tags: tuple[str, ...], host: str | None,
+               pg_base: str | None, mariadb_dump: str | None,
+               mariadb_databases: tuple[str, ...], mariadb_defaults_file: str | None,
+               tags: tuple[str, ...], host: str | None,
                tenant: str | None, compression_level: int | None, dry_run: bool,
                as_json: bool) -> int:
-    """Back up files and directories, a SQLite database, PostgreSQL, or standard input.
+    """Back up files and directories, a SQLite database, PostgreSQL, MariaDB, or stdin.
 
     \b
     Examples:
@@ -143,6 +153,8 @@ def backup_cmd(ctx: click.Context, paths: tuple[str, ...], sqlite_db: str | None
       drsync backup --sqlite /var/lib/app/municipal.db
       drsync backup --pg-dump 'host=/run/postgresql dbname=registry' --pg-dumpall-globals
       drsync backup --pg-base 'host=/run/postgresql user=postgres'
+      drsync backup --mariadb-dump mariadb://backup@127.0.0.1:3306/registry
+      drsync backup --mariadb-dump mariadb:// --defaults-file /etc/drsync/mariadb.cnf
       pg_dump -Fc registry | drsync backup --stdin-name registry.dump
       drsync backup --pg-dump 'dbname=registry' --dry-run --json   # bytes it would add
     Exit 3 means some files could not be read: the rest is in the snapshot.
@@ -152,7 +164,8 @@ def backup_cmd(ctx: click.Context, paths: tuple[str, ...], sqlite_db: str | None
     settings = settings_from(ctx)
     request = BackupRequest(
         paths=list(paths), sqlite=sqlite_db, stdin_name=stdin_name, pg_dump=pg_dump,
-        pg_dumpall_globals=pg_dumpall_globals, pg_base=pg_base,
+        pg_dumpall_globals=pg_dumpall_globals, pg_base=pg_base, mariadb_dump=mariadb_dump,
+        mariadb_databases=list(mariadb_databases), mariadb_defaults_file=mariadb_defaults_file,
         tags=list(tags) or list(settings.tags), host=host or settings.host,
         tenant=tenant or settings.tenant or host,
         compression_level=compression_level if compression_level is not None
@@ -245,6 +258,12 @@ def _recorded_snapshots(ctx: click.Context, url: str) -> dict[str, str] | None:
 
 
 def _pg_source(spec: dict[str, object]) -> str:
+    if "binlog_file" in spec:  # mariadb_dump
+        databases = spec.get("databases")
+        names = " ".join(databases) if isinstance(databases, list) else "all"
+        return (f"{names} at "
+                f"{spec['binlog_file']}:{spec.get('binlog_position')}, "
+                f"{str(spec.get('consistent_at'))[:19]}")
     if "stop_lsn" in spec:
         return (f"timeline {spec.get('timeline')} {spec.get('start_lsn')}..{spec.get('stop_lsn')}"
                 f", consistent {str(spec.get('consistent_at'))[:19]}")
@@ -286,6 +305,14 @@ def _pg_source(spec: dict[str, object]) -> str:
               help="drsync executable for restore_command (default: this one).")
 @click.option("--spool", type=click.Path(file_okay=False),
               help="Also let restore_command look in this WAL spool.")
+@click.option("--mariadb-restore", metavar="DSN",
+              help="Load a --mariadb-dump snapshot into this server (mariadb://user@host:port"
+              "/db; the database is created if missing), then with --target-time, "
+              "--target-position or --target latest replay the archived binlogs.")
+@click.option("--target-position", metavar="FILE:POS",
+              help="With --mariadb-restore: replay binlogs up to this position.")
+@click.option("--defaults-file", "mariadb_defaults_file", type=click.Path(dir_okay=False),
+              help="With --mariadb-restore: a MariaDB option file for the connection.")
 @json_option
 @click.pass_context
 def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout: bool,
@@ -293,7 +320,8 @@ def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout
                 pg_globals: bool, pgdata: str | None, delta: bool, target_time: str | None,
                 target_lsn: str | None, start_server: bool, pg_options: tuple[str, ...],
                 keep_archiving: bool, drsync_command: str | None, spool: str | None,
-                as_json: bool) -> None:
+                mariadb_restore: str | None, target_position: str | None,
+                mariadb_defaults_file: str | None, as_json: bool) -> None:
     """Restore SNAPSHOT (an id, a unique prefix, or `latest`), verifying every blob.
 
     \b
@@ -303,6 +331,8 @@ def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout
       drsync restore 3fa1c2d0 --pg-restore 'host=db2 dbname=registry_restored' --jobs 4
         (creates registry_restored; an existing database must be empty, or add --clean)
       drsync restore 9b2e41aa --pgdata /srv/pg/main --target-time '2026-11-27 10:15+09' --start
+      drsync restore latest --mariadb-restore mariadb://root@db2:3306/registry \\
+          --target-time '2026-11-27 10:15:00+09:00'
       drsync restore latest --pgdata /srv/pg/standby --delta --start   (over a stale copy)
       drsync restore latest --target /srv/restore/registry --delta     (into what is there)
     Run again after it was killed, a restore resumes: what it finished is verified
@@ -315,6 +345,12 @@ def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout
     """
     from drsync.errors import UsageError
 
+    if mariadb_restore:
+        _restore_mariadb(ctx, snapshot, mariadb_restore, mariadb_defaults_file, clean, target,
+                         target_time, target_position, spool, as_json)
+        return
+    if target_position or mariadb_defaults_file:
+        raise UsageError("--target-position and --defaults-file go with --mariadb-restore")
     if delta and (to_stdout or pg_restore):
         raise UsageError("--delta goes with --target DIR or --pgdata DIR")
     if pgdata or pg_restore:
@@ -356,6 +392,40 @@ def _delta_line(written: int, kept: int, bytes_kept: int, removed: int,
     how = "resumed an unfinished restore of this snapshot" if resumed else "delta"
     return (f"{how}: {kept} files already there and verified ({human_bytes(bytes_kept)}), "
             f"{written} written, {removed} entries removed")
+
+
+def _restore_mariadb(ctx: click.Context, snapshot: str, dsn: str, defaults_file: str | None,
+                     clean: bool, target: str | None, target_time: str | None,
+                     target_position: str | None, spool: str | None, as_json: bool) -> None:
+    from drsync.errors import UsageError
+    from drsync.mariadbrestore import BinlogTarget, restore_mariadb
+    from drsync.wal.spool import Spool
+
+    if target not in (None, "latest"):
+        raise UsageError("with --mariadb-restore, --target takes only `latest` (or use "
+                         "--target-time / --target-position)")
+    settings = settings_from(ctx, spool=spool)
+    repo = open_repo(ctx, settings)
+    with progress_bar("restore", enabled=not as_json) as (advance, set_total):
+        result = restore_mariadb(
+            repo, snapshot, dsn, defaults_file=defaults_file, clean=clean,
+            target=BinlogTarget(time=target_time, position=target_position,
+                                latest=target == "latest"),
+            spool=Spool.if_present(settings.wal_spool()) if settings.repo or spool else None,
+            progress=advance, on_total=set_total)
+    if as_json:
+        print_json(result.to_json())
+        return
+    details = result.details
+    where = details["target_database"] or "the server"
+    click.echo(f"restored mariadb_dump snapshot {result.snapshot_id[:8]} into {where}: "
+               f"{human_bytes(result.bytes_written)} in {result.duration_s:.2f} s, "
+               "every blob verified" + (f" (created {', '.join(details['created'])})"
+                                        if details["created"] else ""))
+    if details["replayed"]:
+        click.echo(f"replayed {len(details['replayed'])} binlog(s) from "
+                   f"{details['binlog_start']} to {details['target']}: "
+                   f"{details['replayed'][0]}..{details['replayed'][-1]}")
 
 
 def _restore_postgres(ctx: click.Context, snapshot: str, target: str | None,

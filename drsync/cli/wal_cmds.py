@@ -1,5 +1,5 @@
 """WAL archiving commands: wal-push (archive_command), wal-receive (streaming), wal-ship,
-wal-fetch (restore_command).
+wal-fetch (restore_command); binlog-receive (MariaDB binary logs into the same spool).
 
 wal-push is on PostgreSQL's critical path: this module imports only the
 spool, the WAL object format and the key code at module level.
@@ -139,6 +139,69 @@ def wal_receive_cmd(ctx: click.Context, dsn: str, slot: str, spool: str | None,
         click.echo(f"stopped: {len(result.spooled)} WAL file(s) spooled into {spooler.dir}")
 
 
+@click.command("binlog-receive")
+@click.argument("dsn")
+@click.option("--defaults-file", type=click.Path(dir_okay=False),
+              help="A MariaDB option file (user, password, host...) for the connection.")
+@spool_option
+@click.option("--staging", type=click.Path(file_okay=False),
+              help="Where mariadb-binlog writes (default: <spool>/.binlog-receive).")
+@click.option("--start-file", metavar="NAME",
+              help="The first binlog of a new spool (default: the oldest the server has).")
+@click.option("--rotate-every", type=click.FloatRange(min=0), default=0.0,
+              metavar="SECONDS", help="FLUSH BINARY LOGS this often, so no change waits "
+              "longer than that in an unsealed file (0: only when the server rotates).")
+@click.option("--server-id", type=click.IntRange(1, 2**32 - 1), default=4127,
+              show_default=True, help="The replica server id mariadb-binlog connects as.")
+@config_option
+@json_option
+@click.pass_context
+def binlog_receive_cmd(ctx: click.Context, dsn: str, defaults_file: str | None,
+                       spool: str | None, staging: str | None, start_file: str | None,
+                       rotate_every: float, server_id: int, as_json: bool) -> None:
+    """Copy MariaDB/MySQL binary logs into the spool as the server writes them; runs until
+    SIGTERM.
+
+    mariadb-binlog --read-from-remote-server --raw --stop-never copies each
+    binlog byte for byte; every complete one (the server went on to the next)
+    is sealed into the spool wal-push uses, durably, and `wal-ship` ships
+    it. The file still being written is never sealed; a restart resumes from
+    the last complete file. The DSN's user needs REPLICATION SLAVE (and
+    RELOAD for --rotate-every); `doctor --mariadb DSN` checks the server.
+
+    \b
+    Example (as a service beside `wal-ship --continuous`):
+      drsync --config /etc/drsync/agent.toml binlog-receive mariadb:// \\
+          --defaults-file /etc/drsync/mariadb.cnf --rotate-every 300
+    """
+    import signal
+
+    from drsync.wal.binlog import binlog_staging, receive_binlogs
+
+    spooler = _spool(ctx, spool)
+    key = _key(ctx, spooler, spool)
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping.append(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+
+    def spooled(pushed: Any) -> None:
+        if not as_json:
+            click.echo(f"spooled {pushed.name} ({pushed.size} bytes, sealed {pushed.stored})")
+
+    result = receive_binlogs(dsn, spooler, key, defaults_file=defaults_file,
+                             staging=binlog_staging(spooler, staging), start_file=start_file,
+                             rotate_every_s=rotate_every, server_id=server_id,
+                             stop=lambda: bool(stopping), on_spooled=spooled)
+    if as_json:
+        _echo_json(result.to_json())
+    else:
+        click.echo(f"stopped: {len(result.spooled)} binlog(s) spooled into {spooler.dir}")
+
+
 @click.command("wal-ship")
 @spool_option
 @config_option
@@ -149,7 +212,8 @@ def wal_receive_cmd(ctx: click.Context, dsn: str, slot: str, spool: str | None,
 @click.pass_context
 def wal_ship_cmd(ctx: click.Context, spool: str | None, continuous: bool, interval: float,
                  as_json: bool) -> None:
-    """Move spooled WAL files to the store; a spooled file is deleted only once stored.
+    """Move spooled WAL files and binlogs to the store; a spooled file is deleted only once
+    stored.
 
     \b
     Examples:

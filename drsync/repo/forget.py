@@ -15,7 +15,14 @@ from typing import Any
 from drsync.errors import ObjectLocked, UsageError
 from drsync.repo.lock import RepositoryLock
 from drsync.repo.repository import Repository
-from drsync.repo.retention import Group, RetentionPolicy, apply_policy, expired_wal
+from drsync.repo.retention import (
+    Group,
+    RetentionPolicy,
+    apply_policy,
+    binlog_starts,
+    expired_binlogs,
+    expired_wal,
+)
 from drsync.repo.wal import WAL_PREFIX
 
 __all__ = ["ForgetResult", "forget"]
@@ -68,11 +75,13 @@ def _forget(repo: Repository, policy: RetentionPolicy, dry_run: bool) -> ForgetR
     from drsync.wal.archive import base_backups
 
     gone = set(result.removed)
+    kept = [s for s in snaps if s.id not in gone]
     try:
-        bases = base_backups(s for s in snaps if s.id not in gone)
+        bases = base_backups(kept)
     except (KeyError, ValueError, TypeError):
         return result  # a malformed pg_base snapshot: nothing expires (check names it)
     names = [i.key.removeprefix(WAL_PREFIX) for i in repo.store.list(WAL_PREFIX)]
     result.wal_expirable = len(expired_wal([(b.start_wal, b.segment_size) for b in bases],
-                                           names))
+                                           names)) + len(expired_binlogs(binlog_starts(kept),
+                                                                         names))
     return result

@@ -18,7 +18,8 @@ Under the exclusive writer lock (no backup runs meanwhile), in this order:
    and of the new packs, in a few large files. Nothing has been deleted yet.
 4. *Delete* the unused and repacked packs, then the index files that the new
    ones supersede, then the WAL no kept base backup needs
-   (``retention.expired_wal``).
+   (``retention.expired_wal``), and the MariaDB binlogs before the earliest kept
+   dump's (``retention.expired_binlogs``).
 
 Killed anywhere, the repository stays consistent: before 4, only new
 objects were added (a new pack no index names is adopted by the next run);
@@ -60,7 +61,7 @@ from drsync.repo.objects import TYPE_INDEX, FormatError
 from drsync.repo.pack import BlobEntry, PackBuilder, read_pack_header
 from drsync.repo.repository import Repository
 from drsync.repo.resume import abort_interrupted_uploads, verified_pack_entries
-from drsync.repo.retention import expired_wal
+from drsync.repo.retention import binlog_starts, expired_binlogs, expired_wal
 from drsync.repo.snapshot import Snapshot
 from drsync.repo.wal import WAL_PREFIX
 
@@ -496,6 +497,7 @@ class _Prune:
         with contextlib.suppress(KeyError, ValueError, TypeError):
             bases = base_backups(snaps)
             names = [i.key.removeprefix(WAL_PREFIX) for i in self.repo.store.list(WAL_PREFIX)]
-            for name in expired_wal([(b.start_wal, b.segment_size) for b in bases], names):
+            for name in [*expired_wal([(b.start_wal, b.segment_size) for b in bases], names),
+                         *expired_binlogs(binlog_starts(snaps), names)]:
                 if not delete or self._delete(WAL_PREFIX + name):
                     self.report.wal_expired.append(name)

@@ -33,9 +33,10 @@ from typing import Any
 
 from drsync.errors import UsageError
 from drsync.repo.snapshot import Snapshot
+from drsync.repo.wal import is_binlog_name
 
-__all__ = ["Decision", "Duration", "Group", "RetentionPolicy", "apply_policy", "expired_wal",
-           "group_key", "parse_duration"]
+__all__ = ["Decision", "Duration", "Group", "RetentionPolicy", "apply_policy", "binlog_starts",
+           "expired_binlogs", "expired_wal", "group_key", "parse_duration"]
 
 _DURATION = re.compile(r"(\d+)([ymdh])")
 # The source fields that name what was backed up (the rest, such as LSNs, differ every run).
@@ -222,7 +223,8 @@ def expired_wal(base_starts: Iterable[tuple[str, int]], names: Iterable[str]) ->
     base backup, on any timeline. ``base_starts`` are (start WAL, segment size) of
     the kept base backups; with none, nothing expires (a base backup may be being
     taken: its WAL is archived before its snapshot is written). Timeline history
-    files never expire (they are tiny and say how timelines branched).
+    files never expire (they are tiny and say how timelines branched), nor do
+    MariaDB binary logs (no base backup's WAL).
 
     Every kept base backup needs its WAL from its own start onward, without a gap,
     to reach every moment up to the next kept one, so nothing at or after the
@@ -232,5 +234,32 @@ def expired_wal(base_starts: Iterable[tuple[str, int]], names: Iterable[str]) ->
         return []
     earliest, size = min(starts)
     return sorted(n for n in names
-                  if not n.endswith(".history") and len(n) >= 24
+                  if not n.endswith(".history") and len(n) >= 24 and not is_binlog_name(n)
                   and _position(n, size) + size <= earliest)
+
+
+def binlog_starts(snapshots: Iterable[Snapshot]) -> list[str]:
+    """The binlog file each MariaDB dump among ``snapshots`` is consistent at."""
+    return [str(s.source_spec.get("binlog_file")) for s in snapshots
+            if s.source_kind == "mariadb_dump"
+            and is_binlog_name(str(s.source_spec.get("binlog_file")))]
+
+
+def expired_binlogs(dump_starts: Iterable[str], names: Iterable[str]) -> list[str]:
+    """The archived MariaDB binlogs no kept dump can use: those before the earliest kept
+    dump's binlog file, of the same log base name. ``dump_starts`` are the kept dumps'
+    ``binlog_file``s; with none, nothing expires (a dump may be being taken), and a base
+    name no kept dump starts in is kept whole (the server's log_bin was renamed: its old
+    logs are not provably useless)."""
+    earliest: dict[str, int] = {}
+    for start in dump_starts:
+        base, _, number = start.rpartition(".")
+        earliest[base] = min(earliest.get(base, int(number)), int(number))
+    out = []
+    for name in names:
+        if not is_binlog_name(name):
+            continue
+        base, _, number = name.rpartition(".")
+        if base in earliest and int(number) < earliest[base]:
+            out.append(name)
+    return sorted(out)

@@ -1,4 +1,5 @@
-"""WAL objects: one archived PostgreSQL file (segment, timeline history, backup label).
+"""WAL objects: one archived PostgreSQL file (segment, timeline history, backup label), or
+one MariaDB/MySQL binary log file (same layout; its name tells them apart).
 
 An object is self-describing and sealed with the repository key (see
 docs/FORMAT.md, section "WAL objects")::
@@ -39,6 +40,7 @@ __all__ = [
     "TYPE_WAL",
     "WAL_PREFIX",
     "WalHeader",
+    "is_binlog_name",
     "is_wal_name",
     "open_wal",
     "parse_wal_header",
@@ -52,6 +54,9 @@ WAL_PREFIX = "wal/"
 # 24 hex digits (timeline, log, segment), optionally .partial; NNNNNNNN.history;
 # a backup label NNNNNNNNNNNNNNNNNNNNNNNN.OOOOOOOO.backup.
 _NAME = re.compile(r"^(?:[0-9A-F]{24}(?:\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\.history)$")
+# A binary log: the server's log_basename, a dot, its sequence number (binlog.000042).
+# No PostgreSQL name ends in a dot and digits only.
+_BINLOG = re.compile(r"^[A-Za-z0-9_-]{1,64}\.[0-9]{6,10}$")
 _FIXED = struct.Struct("<32sQQ")
 MAX_WAL_FILE = 1 << 30  # PostgreSQL's largest segment size
 _PARALLEL_HASH = 1 << 20
@@ -61,7 +66,12 @@ _LAST_PUSH_US = 253_402_300_799 * 10**6  # 9999-12-31T23:59:59Z
 
 
 def is_wal_name(name: str) -> bool:
-    return bool(_NAME.match(name))
+    """A name the archive takes: PostgreSQL's WAL, history and label names, or a binlog's."""
+    return bool(_NAME.match(name) or _BINLOG.match(name))
+
+
+def is_binlog_name(name: str) -> bool:
+    return bool(_BINLOG.match(name))
 
 
 def wal_key(name: str) -> str:

@@ -14,14 +14,33 @@ import stat
 from collections.abc import Iterable, Iterator
 
 from drsync.errors import SourceError, UsageError
-from drsync.sources.base import ItemMeta, SourceItem, SourceProblem
+from drsync.sources.base import SourceBase, SourceItem, SourceProblem
 from drsync.sources.blocks import file_block_chunk
+from drsync.tree import Entry
 
-__all__ = ["scan_paths"]
+__all__ = ["FilesSource", "scan_paths"]
 
 
 def _opener(path: str):  # type: ignore[no-untyped-def]
     return lambda: open(path, "rb")
+
+
+class FilesSource(SourceBase):
+    """Files, directories and symlinks under each path; an unreadable one is a problem."""
+
+    kind = "files"
+    skips_unreadable = True
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        super().__init__()
+        self._paths = list(paths)
+        self._spec["paths"] = list(self._paths)
+
+    def describe(self) -> str:
+        return " ".join(self._paths)
+
+    def items(self) -> Iterator[SourceItem]:
+        return scan_paths(self._paths, self.problems)
 
 
 def scan_paths(paths: Iterable[str], problems: list[SourceProblem]) -> Iterator[SourceItem]:
@@ -47,21 +66,20 @@ def _walk(path: str, rel: str, problems: list[SourceProblem]) -> Iterator[Source
         return
     mode = stat.S_IMODE(st.st_mode)
     if stat.S_ISLNK(st.st_mode):
-        yield SourceItem(ItemMeta(rel, "symlink", mode, st.st_mtime_ns, 0, os.readlink(path)))
+        yield SourceItem(Entry(rel, "symlink", mode, st.st_mtime_ns, 0, os.readlink(path)))
     elif stat.S_ISREG(st.st_mode):
         if not os.access(path, os.R_OK):
             problems.append(SourceProblem(path, "permission denied"))
             return
-        yield SourceItem(ItemMeta(rel, "file", mode, st.st_mtime_ns, st.st_size,
-                                  fixed_chunk=file_block_chunk(path, st.st_size)),
-                         _opener(path), path)
+        yield SourceItem(Entry(rel, "file", mode, st.st_mtime_ns, st.st_size), _opener(path),
+                         path, fixed_chunk=file_block_chunk(path, st.st_size))
     elif stat.S_ISDIR(st.st_mode):
         try:
             names = sorted(os.listdir(path))
         except OSError as err:
             problems.append(SourceProblem(path, err.strerror or str(err)))
             return
-        yield SourceItem(ItemMeta(rel, "dir", mode, st.st_mtime_ns))
+        yield SourceItem(Entry(rel, "dir", mode, st.st_mtime_ns))
         for child in names:
             yield from _walk(os.path.join(path, child), f"{rel}/{child}", problems)
     else:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from drsync.errors import RestoreTargetError, UnsafePath, UsageError
 from drsync.paths import path_problem, tree_problems
-from drsync.sources.base import ItemMeta
+from drsync.tree import Entry
 
 __all__ = ["UNFINISHED", "DeltaStats", "FileTreeTarget", "LocalCopy", "unfinished_restore"]
 
@@ -99,7 +99,7 @@ class FileTreeTarget:
         self._snapshot = f"snapshot {snapshot} " if snapshot else ""
         self._root_fd: int | None = None
         self._stack: list[tuple[str, int]] = []  # the open directories of the current path
-        self._dirs: list[tuple[list[str], ItemMeta]] = []
+        self._dirs: list[tuple[list[str], Entry]] = []
         self._mark = True  # begin() marks the target unfinished, finish() unmarks it
 
     def __enter__(self) -> FileTreeTarget:
@@ -116,7 +116,7 @@ class FileTreeTarget:
 
     # -- before the first byte ---------------------------------------------------
 
-    def prepare(self, metas: Iterable[ItemMeta]) -> None:
+    def prepare(self, metas: Iterable[Entry]) -> None:
         """Refuse unsafe entries and conflicts with what the target holds, writing nothing."""
         metas_list = list(metas)
         items = [(m.path, m.type) for m in metas_list]
@@ -135,7 +135,7 @@ class FileTreeTarget:
         try:
             if self.delta:
                 wanted = {m.path: (m.type, m.target) for m in metas_list}
-                with self._writing(ItemMeta("", "dir")):
+                with self._writing(Entry("", "dir")):
                     self._prune(root_fd, "", wanted)
                 return
             dirs: set[str] = set()  # known to be real directories in the target
@@ -174,7 +174,7 @@ class FileTreeTarget:
                 os.unlink(name, dir_fd=dir_fd)
             self.delta_stats.removed += 1
 
-    def compare(self, meta: ItemMeta, chunks: list[tuple[bytes, int]],
+    def compare(self, meta: Entry, chunks: list[tuple[bytes, int]],
                 chunk_id: Callable[[bytes], bytes]) -> LocalCopy | None:
         """Delta: which of ``meta``'s chunks (``(id, length)`` in order, ids by
         ``chunk_id``) the file there already holds at their offsets; None when there
@@ -196,7 +196,7 @@ class FileTreeTarget:
         return LocalCopy(matches, all(matches) and st.st_size == meta.size)
 
     @contextlib.contextmanager
-    def existing(self, meta: ItemMeta) -> Iterator[int]:
+    def existing(self, meta: Entry) -> Iterator[int]:
         """Delta: a descriptor reading the file now at ``meta``'s place (the copy that
         ``compare`` looked at), never through a link."""
         with self._writing(meta):
@@ -206,12 +206,12 @@ class FileTreeTarget:
         finally:
             os.close(fd)
 
-    def _open_existing(self, meta: ItemMeta) -> int:
+    def _open_existing(self, meta: Entry) -> int:
         parts = self._parts(meta)
         parent = self._enter(parts[:-1], meta.path)
         return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
 
-    def keep(self, meta: ItemMeta) -> None:
+    def keep(self, meta: Entry) -> None:
         """Delta: the file there has the snapshot's bytes; give it the snapshot's mode and
         mtime (through its own descriptor, never following a link)."""
         parts = self._parts(meta)
@@ -247,7 +247,7 @@ class FileTreeTarget:
 
     # -- writing -------------------------------------------------------------------
 
-    def directory(self, meta: ItemMeta) -> None:
+    def directory(self, meta: Entry) -> None:
         parts = self._parts(meta)
         with self._writing(meta):
             parent = self._enter(parts[:-1], meta.path, create=True)
@@ -257,7 +257,7 @@ class FileTreeTarget:
                 self._existing_dir(parent, parts, meta.path)
             self._dirs.append((parts, meta))
 
-    def symlink(self, meta: ItemMeta) -> None:
+    def symlink(self, meta: Entry) -> None:
         parts = self._parts(meta)
         with self._writing(meta):
             parent = self._enter(parts[:-1], meta.path, create=True)
@@ -269,7 +269,7 @@ class FileTreeTarget:
             os.utime(parts[-1], ns=(meta.mtime_ns, meta.mtime_ns), dir_fd=parent,
                      follow_symlinks=False)
 
-    def file(self, meta: ItemMeta, blocks: Iterable[bytes]) -> int:
+    def file(self, meta: Entry, blocks: Iterable[bytes]) -> int:
         parts = self._parts(meta)
         name = parts[-1]
         with self._writing(meta):
@@ -292,7 +292,7 @@ class FileTreeTarget:
         ``snapshot_id`` (durably: a kill right after it still leaves the mark)."""
         if not self._mark:
             return
-        with self._writing(ItemMeta(UNFINISHED, "file")):
+        with self._writing(Entry(UNFINISHED, "file")):
             root = self._open_root()
             fd = os.open(UNFINISHED, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
                          | os.O_CLOEXEC, 0o600, dir_fd=root)
@@ -309,7 +309,7 @@ class FileTreeTarget:
                 fd = self._enter(parts, meta.path)
                 os.fchmod(fd, meta.mode)
                 os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
-        with self._writing(ItemMeta("", "dir")):
+        with self._writing(Entry("", "dir")):
             root = self._open_root()  # an empty snapshot still leaves its (empty) target
             if self._mark:
                 with contextlib.suppress(FileNotFoundError):
@@ -387,7 +387,7 @@ class FileTreeTarget:
 
     # -- messages --------------------------------------------------------------------
 
-    def _parts(self, meta: ItemMeta) -> list[str]:
+    def _parts(self, meta: Entry) -> list[str]:
         reason = path_problem(meta.path)
         if reason is not None:
             raise self._unsafe(meta.path, reason)
@@ -402,7 +402,7 @@ class FileTreeTarget:
                           "empty place, or add --delta to make the target equal to the snapshot")
 
     @contextlib.contextmanager
-    def _writing(self, meta: ItemMeta) -> Iterator[None]:
+    def _writing(self, meta: Entry) -> Iterator[None]:
         try:
             yield
         except OSError as err:
@@ -442,7 +442,7 @@ def _lexists(dir_fd: int, name: str) -> bool:
     return True
 
 
-def _write_all(fd: int, meta: ItemMeta, blocks: Iterable[bytes]) -> int:
+def _write_all(fd: int, meta: Entry, blocks: Iterable[bytes]) -> int:
     """Write, sync, then set mode and mtime on the descriptor itself."""
     written = 0
     with os.fdopen(fd, "wb") as fh:

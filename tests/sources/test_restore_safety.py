@@ -23,7 +23,7 @@ from drsync.pgrestore import restore_pgdata
 from drsync.repo import Entry, Repository, Snapshot, SnapshotReader, SnapshotWriter
 from drsync.repo.check import check_repository
 from drsync.restore import restore_snapshot
-from drsync.sources import FileTreeTarget, ItemMeta
+from drsync.sources import FileTreeTarget
 from drsync.sources.postgres import RecoveryTarget
 from drsync.store import LocalStore
 from drsync.testing import make_repo
@@ -274,8 +274,8 @@ def test_conflict_with_the_last_entry_fails_before_any_entry_is_written(
 def test_symlink_planted_after_the_check_is_still_refused(tmp_path: Path,
                                                          outside: Path) -> None:
     target = tmp_path / "target"
-    metas = [ItemMeta("d", "dir", 0o755, T0), ItemMeta("d/x", "file", 0o644, T0, 5),
-             ItemMeta("e", "dir", 0o755, T0), ItemMeta("e/y", "file", 0o644, T0, 5)]
+    metas = [Entry("d", "dir", 0o755, T0), Entry("d/x", "file", 0o644, T0, 5),
+             Entry("e", "dir", 0o755, T0), Entry("e/y", "file", 0o644, T0, 5)]
     before = _fingerprint(outside)
     with FileTreeTarget(target, snapshot="test") as tree:
         tree.prepare(metas)  # an empty target: nothing to refuse yet

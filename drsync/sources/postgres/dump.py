@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 from drsync.errors import SourceError, UsageError
-from drsync.sources.base import ItemMeta, SourceItem
+from drsync.sources.base import SourceItem
 from drsync.sources.postgres.process import ProcessReader, spawn, stderr_text
 from drsync.sources.postgres.tools import (
     PgConnection,
@@ -44,6 +44,7 @@ from drsync.sources.postgres.tools import (
     quote_literal,
     redact,
 )
+from drsync.tree import Entry
 
 __all__ = ["GLOBALS_NAME", "LOGICAL_DUMP_NAME", "TABLE_COUNTS_SQL", "count_tables",
            "parse_table_counts",
@@ -172,11 +173,11 @@ def _items(tools: PgTools, conn: PgConnection, snapshot: str,
            with_globals: bool) -> Iterator[SourceItem]:
     if with_globals:
         args = [tools.path("pg_dumpall"), "--globals-only", "-d", conn.dsn]
-        yield SourceItem(ItemMeta(GLOBALS_NAME, "stream", 0o600),
+        yield SourceItem(Entry(GLOBALS_NAME, "stream", 0o600),
                          lambda: ProcessReader(args, "pg_dumpall --globals-only", conn.env()),  # type: ignore[arg-type,return-value]
                          "pg_dumpall --globals-only")
     args = [tools.path("pg_dump"), "-Fc", "-Z0", f"--snapshot={snapshot}", "-d", conn.dsn]
-    yield SourceItem(ItemMeta(LOGICAL_DUMP_NAME, "stream", 0o600),
+    yield SourceItem(Entry(LOGICAL_DUMP_NAME, "stream", 0o600),
                      lambda: ProcessReader(args, "pg_dump", conn.env()),  # type: ignore[arg-type,return-value]
                      "pg_dump")
 

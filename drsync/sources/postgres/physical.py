@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from drsync.errors import ConfigError, SourceError, UnsafePath, UsageError
-from drsync.sources.base import ItemMeta, SourceItem
+from drsync.sources.base import SourceItem
 from drsync.sources.postgres.process import ProcessReader
 from drsync.sources.postgres.tools import (
     PgConnection,
@@ -46,6 +46,7 @@ from drsync.sources.postgres.tools import (
     lsn_to_int,
     segment_name,
 )
+from drsync.tree import Entry
 
 __all__ = ["FIXED_CHUNK", "PGDATA_PREFIX", "base_backup_source", "check_restore_command",
            "configure_recovery", "recovery_outcome", "start_cluster"]
@@ -108,16 +109,16 @@ def _tar_items(reader: ProcessReader, spec: dict[str, Any],
         path = f"{PGDATA_PREFIX}/{name}"
         mtime = int(member.mtime) * 1_000_000_000
         if member.isdir():
-            yield SourceItem(ItemMeta(path, "dir", member.mode, mtime))
+            yield SourceItem(Entry(path, "dir", member.mode, mtime))
         elif member.issym():
-            yield SourceItem(ItemMeta(path, "symlink", member.mode, mtime, 0, member.linkname))
+            yield SourceItem(Entry(path, "symlink", member.mode, mtime, 0, member.linkname))
         elif member.isfile():
             fileobj = tar.extractfile(member)
             assert fileobj is not None
             opener: Any = (lambda f=fileobj: f) if name not in captured else (
                 lambda f=fileobj, n=name: _Capture(f, captured[n]))
-            yield SourceItem(ItemMeta(path, "file", member.mode, mtime, member.size,
-                                      fixed_chunk=fixed_chunk), opener, f"pg_basebackup:{name}")
+            yield SourceItem(Entry(path, "file", member.mode, mtime, member.size), opener,
+                             f"pg_basebackup:{name}", fixed_chunk=fixed_chunk)
     while reader.read(1 << 16):
         pass  # to the end: a failed pg_basebackup raises here
     spec.update(_backup_positions(b"".join(captured["backup_label"]).decode(),

@@ -1,0 +1,151 @@
+"""Loading a dump into a server, and replaying binlogs into it, with the server's programs.
+
+``mariadb`` reads the script (a restored ``database.sql``, or what
+``mariadb-binlog`` makes of one binlog file) on standard input; any error
+stops it (no ``--force``), and its last error line becomes the SourceError.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from drsync.errors import SourceError, UsageError
+from drsync.sources.mariadb.conninfo import MariadbConnection
+from drsync.sources.mariadb.dump import SYSTEM_SCHEMAS
+from drsync.sources.mariadb.tools import MariadbTools, last_line, quote_ident, quote_literal
+
+__all__ = ["ReplayRange", "load_script", "prepare_databases", "replay_binlog"]
+
+_COPY = 1 << 20
+
+
+def _text(err: IO[bytes]) -> str:
+    err.seek(0)
+    return err.read().decode(errors="replace")
+
+
+def _objects(tools: MariadbTools, conn: MariadbConnection, database: str) -> int | None:
+    """How many tables, views, routines and events ``database`` holds; None if it does not
+    exist."""
+    lit = quote_literal(database)
+    rows = tools.query(conn, f"SELECT COUNT(*) FROM information_schema.schemata WHERE "
+                       f"schema_name = {lit}; SELECT (SELECT COUNT(*) FROM "
+                       f"information_schema.tables WHERE table_schema = {lit}) + (SELECT "
+                       f"COUNT(*) FROM information_schema.routines WHERE routine_schema = "
+                       f"{lit}) + (SELECT COUNT(*) FROM information_schema.events WHERE "
+                       f"event_schema = {lit})")
+    return None if rows[0][0] == "0" else int(rows[1][0])
+
+
+def prepare_databases(tools: MariadbTools, conn: MariadbConnection, databases: list[str], *,
+                      create: bool, clean: bool) -> list[str]:
+    """Make each database ready to load: missing ones are created when ``create`` (a
+    one-database dump has no CREATE DATABASE); an existing one must be empty unless
+    ``clean``, which drops and recreates it. Returns the databases created. Every
+    database is checked before any is touched."""
+    state: dict[str, int | None] = {db: _objects(tools, conn, db) for db in databases
+                                    if db not in SYSTEM_SCHEMAS}
+    busy = {db: n for db, n in state.items() if n}
+    if busy and not clean:
+        db, n = next(iter(busy.items()))
+        raise UsageError(f"database {db!r} already exists and is not empty ({n} objects): "
+                         "restore into a new database, or add --clean to drop and recreate it")
+    created = []
+    for db, objects in state.items():
+        if objects is not None and clean:
+            tools.query(conn, f"DROP DATABASE {quote_ident(db)}")
+            objects = None
+        if objects is None and create:
+            tools.query(conn, f"CREATE DATABASE {quote_ident(db)}")
+            created.append(db)
+    return created
+
+
+def load_script(tools: MariadbTools, conn: MariadbConnection, blocks: Iterable[bytes], *,
+                database: str = "") -> None:
+    """Feed an SQL script to ``mariadb`` (into ``database``, when given); SourceError with
+    mariadb's own message when a statement fails."""
+    args = conn.args(tools.path("mariadb"), "--binary-mode", "--batch")
+    if database:
+        args.append(database)
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=err)
+        except OSError as exc:
+            raise SourceError(f"cannot run {args[0]}: {exc.strerror}") from None
+        assert proc.stdin is not None
+        try:
+            try:
+                for block in blocks:
+                    proc.stdin.write(block)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass  # mariadb stopped at an error: its exit code and stderr say which
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if code != 0:
+            raise SourceError(f"mariadb failed (exit {code}): {last_line(_text(err))}")
+
+
+@dataclass(frozen=True)
+class ReplayRange:
+    """What of one binlog file to replay (mariadb-binlog's own options)."""
+
+    start_position: int | None = None  # the first file: the dump's recorded position
+    stop_position: int | None = None  # --target-position, on its file
+    stop_datetime: str | None = None  # 'YYYY-MM-DD HH:MM:SS' in UTC (TZ=UTC for mariadb-binlog)
+    database: str = ""  # only this database's events (a one-database dump)
+    rewrite_to: str = ""  # ... applied to this database instead
+
+
+def replay_binlog(tools: MariadbTools, conn: MariadbConnection, binlog: Path,
+                  span: ReplayRange) -> None:
+    """``mariadb-binlog [range] FILE | mariadb``; SourceError naming whichever failed."""
+    decode = [tools.path("mariadb-binlog"), "--no-defaults"]
+    if span.start_position is not None:
+        decode.append(f"--start-position={span.start_position}")
+    if span.stop_position is not None:
+        decode.append(f"--stop-position={span.stop_position}")
+    if span.stop_datetime is not None:
+        decode.append(f"--stop-datetime={span.stop_datetime}")
+    if span.database:
+        decode.append(f"--database={span.database}")
+        if span.rewrite_to and span.rewrite_to != span.database:
+            if "->" in span.database or "->" in span.rewrite_to:
+                raise UsageError("a database name holding '->' cannot be renamed in a replay")
+            decode.append(f"--rewrite-db={span.database}->{span.rewrite_to}")
+    decode.append(str(binlog))
+    apply = conn.args(tools.path("mariadb"), "--binary-mode", "--batch")
+    with tempfile.TemporaryFile() as decode_err, tempfile.TemporaryFile() as apply_err:
+        try:
+            reader = subprocess.Popen(decode, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=decode_err, env={**os.environ, "TZ": "UTC"})
+        except OSError as exc:
+            raise SourceError(f"cannot run {decode[0]}: {exc.strerror}") from None
+        assert reader.stdout is not None
+        try:
+            writer = subprocess.Popen(apply, stdin=reader.stdout, stdout=subprocess.DEVNULL,
+                                      stderr=apply_err)
+        except OSError as exc:
+            reader.kill()
+            reader.wait()
+            raise SourceError(f"cannot run {apply[0]}: {exc.strerror}") from None
+        reader.stdout.close()  # the writer holds it now
+        applied = writer.wait()
+        decoded = reader.wait()
+        if decoded != 0:
+            raise SourceError(f"mariadb-binlog {binlog.name} failed (exit {decoded}): "
+                              f"{last_line(_text(decode_err))}")
+        if applied != 0:
+            raise SourceError(f"replaying {binlog.name} failed (exit {applied}): "
+                              f"{last_line(_text(apply_err))}")
