@@ -25,6 +25,7 @@ from drsync.report.evidence import (
     Point,
     Run,
     TenantEvidence,
+    WalRange,
 )
 from drsync.report.settings import Copy, ReportSettings
 
@@ -125,10 +126,26 @@ def _read_copy(fleet: Fleet, copy: Copy, settings: Settings) -> CopyEvidence:
                           for w in repo.wrappings())
         until, how = _retention(store, points)
         return replace(base, repository_id=repo.config.id, points=points, wrappings=wrappings,
-                       retained_until=until, lock_evidence=how)
+                       retained_until=until, lock_evidence=how,
+                       wal_ranges=_wal_ranges(repo, points))
     except DrsyncError as err:
         text = str(err).strip()
         return replace(base, read_error=text.splitlines()[0] if text else type(err).__name__)
+
+
+def _wal_ranges(repo: Any, points: tuple[Point, ...]) -> tuple[WalRange, ...]:
+    """What ``pitr-range`` finds: per base backup whose WAL is complete, its consistent
+    moment to the last commit in the unbroken WAL after it (read from the WAL itself)."""
+    if not any(p.source_kind == "pg_base" for p in points):
+        return ()
+    from drsync.pgrestore import pitr_range
+
+    ranges = []
+    for row in pitr_range(repo)["base_backups"]:
+        if row.get("complete") and row.get("latest") and row.get("consistent_at"):
+            ranges.append(WalRange(str(row["snapshot_id"]), _snapshot_time(row["consistent_at"]),
+                                   _snapshot_time(row["latest"]), str(row.get("last_wal") or "")))
+    return tuple(sorted(ranges, key=lambda r: (r.start, r.snapshot_id)))
 
 
 def _secret(fleet: Fleet, copy: Copy) -> Any:

@@ -172,21 +172,38 @@ def _good_backups(ev: TenantEvidence, as_of: dt.datetime) -> list[Run]:
                    and r.started < as_of), key=lambda r: (r.started, r.run_id))
 
 
-def gaps(points: Iterable[dt.datetime], period: Period, as_of: dt.datetime) -> list[Gap]:
+def gaps(points: Iterable[dt.datetime], period: Period, as_of: dt.datetime,
+         ranges: Iterable[tuple[dt.datetime, dt.datetime]] = ()) -> list[Gap]:
     """The stretches between good points that fall in the period, the last one open until
     ``as_of``. A point before the period opens the first gap; without one, the period's
-    start does."""
-    ordered = sorted(points)
-    before = [p for p in ordered if p < period.start]
-    prev, from_point = (before[-1], True) if before else (period.start, False)
+    start does. ``ranges`` are stretches restorable at every moment (a base backup and its
+    unbroken WAL): inside one there is no gap, and its end is the point the next gap
+    opens from."""
+    spans = sorted([(p, p) for p in points] + [(a, b) for a, b in ranges if a <= b])
+    before = [end for start, end in spans if start < period.start]
+    if before:
+        prev, from_point = max(before), True
+    else:
+        prev, from_point = period.start, False
     out = []
-    for p in ordered:
-        if p < period.start or p >= as_of:
+    for start, end in spans:
+        if end < period.start or start >= as_of:
             continue
-        out.append(Gap(prev, p, from_point))
-        prev, from_point = p, True
-    out.append(Gap(prev, as_of, from_point))
-    return out
+        if start > prev:
+            out.append(Gap(prev, start, from_point))
+        if end > prev:
+            prev, from_point = min(end, as_of), True
+    if prev < as_of:
+        out.append(Gap(prev, as_of, from_point))
+    return out or [Gap(as_of, as_of, True)]
+
+
+def _wal_ranges(ev: TenantEvidence, as_of: dt.datetime) -> list[tuple[dt.datetime,
+                                                                        dt.datetime]]:
+    """The WAL-covered stretches of every copy read, cut at ``as_of``, by end."""
+    spans = [(w.start, min(w.end, as_of)) for c in ev.copies if c.read for w in c.wal_ranges
+             if w.start < as_of]
+    return sorted(spans, key=lambda s: (s[1], s[0]))
 
 
 def _store_ids(ev: TenantEvidence) -> set[str] | None:
@@ -205,16 +222,20 @@ def _facts(ev: TenantEvidence, period: Period, as_of: dt.datetime) -> Facts:
     held = _store_ids(ev)
     verified = [r for r in good if held is not None and r.snapshot_id in held]
     newest = verified[-1] if verified else (good[-1] if good and held is None else None)
-    worst = max(gaps((r.started for r in good), period, as_of), key=lambda g: g.hours) \
-        if good else None
+    wal = _wal_ranges(ev, as_of)
+    newest_at = newest.started if newest else None
+    if wal and (newest_at is None or wal[-1][1] > newest_at):
+        newest_at = max(end for _start, end in wal)  # read from the archived WAL: verified
+    worst = max(gaps((r.started for r in good), period, as_of, wal), key=lambda g: g.hours) \
+        if good or wal else None
     oldest = min((c.points[0].time for c in ev.copies if c.read and c.points), default=None)
     drills = [d for d in ev.drills if d.started < as_of]
     return Facts(
         as_of=as_of, backups=len(finished), backups_ok=len(ok),
         success_rate=len(ok) / len(finished) if finished else None,
-        newest_point=newest.started if newest else None,
-        newest_verified=bool(verified),
-        rpo_now_hours=(as_of - newest.started).total_seconds() / HOUR if newest else None,
+        newest_point=newest_at,
+        newest_verified=bool(verified) or bool(wal and newest_at == wal[-1][1]),
+        rpo_now_hours=(as_of - newest_at).total_seconds() / HOUR if newest_at else None,
         worst_gap=worst, oldest_point=oldest,
         last_drill=drills[-1] if drills else None,
         last_good_drill=next((d for d in reversed(drills) if d.status == "ok"), None),
@@ -257,14 +278,19 @@ def _rpo(ev: TenantEvidence, ts: TenantSettings, facts: Facts, period: Period) -
     c = "RPO"
     target = ts.thresholds.rpo_hours
     good = _good_backups(ev, facts.as_of)
-    if not good:
+    wal = [(cp, w) for cp in ev.copies if cp.read for w in cp.wal_ranges]
+    if not good and not wal:
         if ev.runs_ever == 0:
             return Result(c, "NOT_EVALUATED", "no run recorded: no recovery point known")
         return Result(c, "FAIL", "no good recovery point on record")
     if facts.newest_point is None:
         return Result(c, "FAIL", "no recovery point of the runs is held by any store read")
-    newest = next(r for r in reversed(good) if r.started == facts.newest_point)
-    ids = (f"run:{newest.run_id}",)
+    newest = next((r for r in reversed(good) if r.started == facts.newest_point), None)
+    if newest is not None:
+        ids: tuple[str, ...] = (f"run:{newest.run_id}",)
+    else:  # the newest point is the last commit in archived WAL
+        cp, w = max(wal, key=lambda x: x[1].end)
+        ids = (f"wal:{cp.name}/{w.last_wal}",)
     assert facts.rpo_now_hours is not None and facts.worst_gap is not None
     worst = facts.worst_gap
     if facts.rpo_now_hours > target:

@@ -93,6 +93,17 @@ class Point:
 
 
 @dataclass(frozen=True)
+class WalRange:
+    """A stretch a base backup and the unbroken WAL after it can restore to any moment of
+    (``pitr-range``: from the backup's consistent moment to the last commit archived)."""
+
+    snapshot_id: str
+    start: dt.datetime
+    end: dt.datetime
+    last_wal: str
+
+
+@dataclass(frozen=True)
 class KeyWrapping:
     key_id: str
     kind: str  # passphrase, keyfile, escrow
@@ -116,6 +127,7 @@ class CopyEvidence:
     key_with_data: bool  # the key file lies inside the copy's own directory
     retained_until: dt.datetime | None  # Object Lock of the newest snapshot object
     lock_evidence: str  # how retention was (or could not be) seen
+    wal_ranges: tuple[WalRange, ...] = ()  # PostgreSQL base backups with archived WAL
 
     @property
     def read(self) -> bool:
@@ -189,7 +201,10 @@ def evidence_to_json(evidence: Evidence) -> dict[str, Any]:
                 "wrappings": [{"key_id": w.key_id, "kind": w.kind, "escrow_key": w.escrow_key}
                               for w in c.wrappings],
                 "key_file": c.key_file, "key_with_data": c.key_with_data,
-                "retained_until": iso(c.retained_until), "lock_evidence": c.lock_evidence}
+                "retained_until": iso(c.retained_until), "lock_evidence": c.lock_evidence,
+                "wal_ranges": [{"snapshot_id": w.snapshot_id, "start": iso(w.start),
+                                "end": iso(w.end), "last_wal": w.last_wal}
+                               for w in c.wal_ranges]}
 
     plan = evidence.plan
     return {

@@ -20,6 +20,7 @@ from drsync.report.evidence import (
     Point,
     Run,
     TenantEvidence,
+    WalRange,
 )
 from drsync.report.settings import Copy, Dataset, Exemption, TenantSettings, Thresholds
 
@@ -175,6 +176,46 @@ def test_gaps_end_at_as_of_and_ignore_later_points() -> None:
     points = [at(-1), at(10), at(20)]
     found = gaps(points, PERIOD, at(15, 0))
     assert [(g.start, g.end) for g in found] == [(at(-1), at(10)), (at(10), at(15, 0))]
+
+
+def test_gaps_inside_wal_ranges_are_closed() -> None:
+    # Restorable at every moment from the 5th to the 12th (a base and its WAL), and a
+    # nightly point on the 20th: gaps only before the 5th, from the 12th to the 20th, and
+    # from the 20th to as_of.
+    found = gaps([at(20)], PERIOD, at(25, 0), [(at(5), at(12))])
+    assert [(g.start, g.end, g.from_point) for g in found] == [
+        (PERIOD.start, at(5), False), (at(12), at(20), True), (at(20), at(25, 0), True)]
+    # A range straddling the period's start opens the first gap at its end.
+    found = gaps([], PERIOD, at(3, 0), [(at(-2), at(1, 12))])
+    assert [(g.start, g.end) for g in found] == [(at(1, 12), at(3, 0))]
+    # A range past as_of is cut there: no gap at all.
+    assert [g.hours for g in gaps([], PERIOD, at(3, 0), [(at(-2), at(9))])] == [0.0]
+
+
+def _pitr_copy(ranges: tuple[WalRange, ...]) -> CopyEvidence:
+    return replace(copy(points=(Point("base1", at(-3), "pg_base"),)), wal_ranges=ranges)
+
+
+def test_rpo_of_a_pitr_tenant_counts_its_archived_wal() -> None:
+    """Weekly base backups and WAL archived all the time: the last commit in the WAL is the
+    newest point and the stretches the WAL covers are no gaps, where the backup runs alone
+    would show a week-long gap and fail."""
+    weekly = tuple(backup(n, at(d)) for n, d in ((1, -3), (2, 4), (3, 11), (4, 18), (5, 25)))
+    ranges = (WalRange("base1", at(-3), at(30, 22), "000000010000000000000042"),)
+    ev = evidence(runs=weekly, copies=(_pitr_copy(ranges),))
+    r = status(ev, "RPO")
+    assert r.status == "PASS", r
+    assert r.evidence == ("wal:repo/000000010000000000000042",)
+    a = assess_tenant(ev, settings(), PERIOD, AS_OF)
+    assert a.facts.newest_point == at(30, 22) and a.facts.rpo_now_hours == 2.0
+    # The WAL chain broke on the 8th (nothing after the last commit then): the gap to the
+    # next base backup's range is a week and fails the 26 h target.
+    broken = (WalRange("base1", at(-3), at(8, 6), "000000010000000000000010"),
+              WalRange("base3", at(11), at(30, 22), "000000010000000000000042"))
+    r = status(evidence(runs=weekly, copies=(_pitr_copy(broken),)), "RPO")
+    assert r.status == "FAIL" and "gap of 89.0 h from 2026-11-08 06:00" in r.summary, r
+    # Without WAL evidence the same runs fail on the weekly gaps.
+    assert status(evidence(runs=weekly, copies=(_pitr_copy(()),)), "RPO").status == "FAIL"
 
 
 # -- RETENTION ---------------------------------------------------------------------------
