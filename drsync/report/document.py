@@ -76,7 +76,10 @@ def _copy_json(c: CopyEvidence, as_of: dt.datetime) -> dict[str, Any]:
             "key_ids": [w.key_id for w in c.wrappings],
             "key_kinds": sorted({w.kind for w in c.wrappings}),
             "escrow_keys": sorted({w.escrow_key for w in c.wrappings if w.escrow_key}),
-            "key_held_at": c.key_file, "key_with_data": c.key_with_data}
+            "key_held_at": c.key_file, "key_with_data": c.key_with_data,
+            "wal_restorable": [{"snapshot_id": w.snapshot_id, "from": iso(w.start),
+                                "to": iso(w.end), "last_wal": w.last_wal}
+                               for w in c.wal_ranges]}
 
 
 def _attested(ts: TenantSettings, attestations: Sequence[Attestation]) -> dict[str, Any]:
