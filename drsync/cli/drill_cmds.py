@@ -33,19 +33,25 @@ def _open_catalog(ctx: click.Context, catalog: str | None) -> Catalog:
 @click.option("--pg-dsn", metavar="DSN",
               help="pg_dump snapshots: the server to create the scratch database on "
                    "(default: the DSN the dump was taken from).")
+@click.option("--mariadb-dsn", metavar="DSN",
+              help="mariadb_dump snapshots: the server to create the scratch database on "
+                   "(default: the DSN the dump was taken from; no password is recorded).")
 @click.option("--scratch-dir", type=click.Path(file_okay=False),
               help="Where the scratch restore goes (default: $TMPDIR); removed afterwards.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
 def drill_cmd(ctx: click.Context, tenant: str | None, fleet: str | None, ref: str,
-              pg_dsn: str | None, scratch_dir: str | None, as_json: bool) -> int:
+              pg_dsn: str | None, mariadb_dsn: str | None, scratch_dir: str | None,
+              as_json: bool) -> int:
     """Restore the latest snapshot to a scratch target, validate it, tear it down, record it.
 
     Files: every file restored, blobs verified, sizes as the snapshot says.
     SQLite: PRAGMA integrity_check, and per-table row counts, rowid sums and
     row checksums equal to those recorded at backup time. pg_dump: restored
     into a scratch database drsync_drill_<hex>, table row counts and checksums
-    compared, pg_amcheck, then dropped. Base backup (PITR): the WAL fetched and
+    compared, pg_amcheck, then dropped. MariaDB dump of one database: loaded
+    into a scratch database drsync_drill_<hex> on the dumped server, row
+    counts compared, dropped. Base backup (PITR): the WAL fetched and
     verified, recovered to its end on a throwaway cluster (free port, socket in
     the scratch; as root run by the postgres user), pg_amcheck, every table
     read, then stopped. RTO (start to validated) and RPO (start minus the
@@ -76,13 +82,14 @@ def drill_cmd(ctx: click.Context, tenant: str | None, fleet: str | None, ref: st
                           enabled=not as_json) as (advance, _total):
             if fleet is not None and tenant is not None:
                 result = run_fleet_drill(fleet, tenant, settings, ref=ref, pg_dsn=pg_dsn,
-                                         scratch_dir=scratch_dir, catalog=catalog,
-                                         progress=advance)
+                                         mariadb_dsn=mariadb_dsn, scratch_dir=scratch_dir,
+                                         catalog=catalog, progress=advance)
             else:
                 repo = open_repo(ctx, settings)
                 result = run_drill(repo, tenant=settings.tenant, host=settings.host, ref=ref,
                                    pg_dsn=pg_dsn, pg_bindir=settings.pg_bindir,
-                                   scratch_dir=scratch_dir, catalog=catalog,
+                                   mariadb_dsn=mariadb_dsn, scratch_dir=scratch_dir,
+                                   catalog=catalog,
                                    progress=advance)
     finally:
         catalog.close()
