@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from drsync.errors import SourceError
 from drsync.repo.crypto import MasterKey
@@ -45,9 +43,10 @@ from drsync.sources.mariadb.binlog import (
     summarize_binlog,
 )
 from drsync.sources.mariadb.conninfo import MariadbConnection, parse_dsn
-from drsync.sources.mariadb.tools import MariadbTools, last_line
+from drsync.sources.mariadb.tools import MariadbTools
 from drsync.store.local import fsync_dir
 from drsync.wal.push import PushResult, push_file
+from drsync.wal.receive import prepare_staging, run_receiver
 from drsync.wal.spool import Spool
 
 __all__ = ["BinlogReceiveResult", "binlog_staging", "receive_binlogs", "spool_complete_binlogs"]
@@ -143,11 +142,7 @@ def receive_binlogs(dsn: str, spool: Spool, key: MasterKey, *, stop: Callable[[]
     tools = tools or MariadbTools()
     staging = staging or binlog_staging(spool)
     result = BinlogReceiveResult(staging=str(staging))
-    spool.ensure()
-    try:
-        staging.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as err:
-        raise SourceError(f"cannot create staging directory {staging}: {err.strerror}") from None
+    prepare_staging(spool, staging)
 
     def sweep() -> None:
         for pushed in spool_complete_binlogs(staging, spool, key):
@@ -160,38 +155,15 @@ def receive_binlogs(dsn: str, spool: Spool, key: MasterKey, *, stop: Callable[[]
     with MariadbConnection(parse_dsn(dsn, defaults_file)) as conn:
         first = _first_file(staging, tools, conn, start_file)
         result.started_from = first
-        log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
-        try:
-            proc = subprocess.Popen(receiver_args(tools, conn, first, str(staging), server_id),
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=log)
-        except OSError as exc:
-            log.close()
-            raise SourceError(f"cannot run mariadb-binlog: {exc.strerror}") from None
-        try:
-            rotated = time.monotonic()
-            while not stop():
-                sweep()
-                if proc.poll() is not None:
-                    sweep()
-                    log.seek(0)
-                    message = last_line(log.read().decode(errors="replace"))
-                    raise SourceError(f"mariadb-binlog stopped (exit {proc.returncode}): "
-                                      f"{message}")
-                if rotate_every_s and time.monotonic() - rotated >= rotate_every_s:
-                    tools.query(conn, "FLUSH BINARY LOGS")
-                    rotated = time.monotonic()
-                time.sleep(poll_s)
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            sweep()
-            return result
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            log.close()
+        rotated = time.monotonic()
+
+        def rotate() -> None:
+            nonlocal rotated
+            if rotate_every_s and time.monotonic() - rotated >= rotate_every_s:
+                tools.query(conn, "FLUSH BINARY LOGS")
+                rotated = time.monotonic()
+
+        run_receiver(receiver_args(tools, conn, first, str(staging), server_id),
+                     program="mariadb-binlog", stop=stop, sweep=sweep, poll_s=poll_s,
+                     interrupt=signal.SIGTERM, grace_s=30, tick=rotate)
+        return result

@@ -37,7 +37,8 @@ from drsync.sources.postgres.tools import PgConnection, PgTools, last_line
 from drsync.wal.push import PushResult, push_file
 from drsync.wal.spool import Spool
 
-__all__ = ["DEFAULT_SLOT", "ReceiveResult", "receive_wal", "spool_completed", "staging_dir"]
+__all__ = ["DEFAULT_SLOT", "ReceiveResult", "prepare_staging", "receive_wal", "run_receiver",
+           "spool_completed", "staging_dir"]
 
 DEFAULT_SLOT = "drsync"
 STAGING_NAME = ".receive"  # inside the spool: a dot name is never taken for WAL
@@ -90,6 +91,55 @@ def ensure_slot(dsn: str, slot: str, tools: PgTools) -> None:
                           f"{last_line(done.stderr)}")
 
 
+def prepare_staging(spool: Spool, staging: Path) -> None:
+    """The spool and the staging directory a receiver writes into (0700)."""
+    spool.ensure()
+    try:
+        staging.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as err:
+        raise SourceError(f"cannot create staging directory {staging}: {err.strerror}") from None
+
+
+def run_receiver(argv: list[str], *, program: str, stop: Callable[[], bool],
+                 sweep: Callable[[], None], poll_s: float, interrupt: int, grace_s: float,
+                 env: dict[str, str] | None = None,
+                 tick: Callable[[], None] | None = None) -> None:
+    """Run a receiving program (pg_receivewal, mariadb-binlog) until ``stop()``: every
+    ``poll_s`` seal what it completed (``sweep``) and call ``tick``. Its death is a
+    SourceError with its last stderr line; stopping sends ``interrupt`` and gives it
+    ``grace_s`` to flush, then seals what it finished. It never outlives this call."""
+    log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=log, env=env)
+    except OSError as exc:
+        log.close()
+        raise SourceError(f"cannot run {program}: {exc.strerror}") from None
+    try:
+        while not stop():
+            sweep()
+            if proc.poll() is not None:
+                sweep()
+                log.seek(0)
+                message = last_line(log.read().decode(errors="replace"))
+                raise SourceError(f"{program} stopped (exit {proc.returncode}): {message}")
+            if tick is not None:
+                tick()
+            time.sleep(poll_s)
+        proc.send_signal(interrupt)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        sweep()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
 def receive_wal(dsn: str, spool: Spool, key: MasterKey, *, slot: str = DEFAULT_SLOT,
                 staging: Path | None = None, stop: Callable[[], bool],
                 on_spooled: Callable[[PushResult], None] | None = None,
@@ -98,11 +148,7 @@ def receive_wal(dsn: str, spool: Spool, key: MasterKey, *, slot: str = DEFAULT_S
     tools = tools or PgTools()
     staging = staging or staging_dir(spool)
     result = ReceiveResult(slot=slot, staging=str(staging))
-    spool.ensure()
-    try:
-        staging.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as err:
-        raise SourceError(f"cannot create staging directory {staging}: {err.strerror}") from None
+    prepare_staging(spool, staging)
 
     def sweep() -> None:
         for pushed in spool_completed(staging, spool, key):
@@ -113,35 +159,9 @@ def receive_wal(dsn: str, spool: Spool, key: MasterKey, *, slot: str = DEFAULT_S
 
     sweep()  # what a previous run completed but did not spool
     ensure_slot(dsn, slot, tools)
-    log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
-    try:
-        conn = PgConnection.of(dsn)
-        proc = subprocess.Popen([*_slot_args(tools, conn, slot), "-D", str(staging),
-                                 "--no-loop"], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=log, env=conn.env())
-    except OSError as exc:
-        log.close()
-        raise SourceError(f"cannot run pg_receivewal: {exc.strerror}") from None
-    try:
-        while not stop():
-            sweep()
-            if proc.poll() is not None:
-                sweep()
-                log.seek(0)
-                message = last_line(log.read().decode(errors="replace"))
-                raise SourceError(f"pg_receivewal stopped (exit {proc.returncode}): {message}")
-            time.sleep(poll_s)
-        # pg_receivewal flushes and exits cleanly on SIGINT.
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        sweep()
-        return result
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+    conn = PgConnection.of(dsn)
+    # pg_receivewal flushes and exits cleanly on SIGINT.
+    run_receiver([*_slot_args(tools, conn, slot), "-D", str(staging), "--no-loop"],
+                 program="pg_receivewal", env=conn.env(), stop=stop, sweep=sweep,
+                 poll_s=poll_s, interrupt=signal.SIGINT, grace_s=60)
+    return result
