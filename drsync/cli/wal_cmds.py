@@ -83,6 +83,27 @@ def wal_push_cmd(ctx: click.Context, path: str, spool: str | None, as_json: bool
                     "duration_s": round(time.monotonic() - started, 6)})
 
 
+def _stop_on_signals() -> Any:
+    """A ``stop()`` for the receivers: true once SIGTERM or SIGINT arrived."""
+    import signal
+
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping.append(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    return lambda: bool(stopping)
+
+
+def _spooled_printer(as_json: bool) -> Any:
+    def spooled(pushed: Any) -> None:
+        if not as_json:
+            click.echo(f"spooled {pushed.name} ({pushed.size} bytes, sealed {pushed.stored})")
+    return spooled
+
+
 @click.command("wal-receive")
 @click.argument("dsn")
 @click.option("--slot", default="drsync", show_default=True,
@@ -109,29 +130,18 @@ def wal_receive_cmd(ctx: click.Context, dsn: str, slot: str, spool: str | None,
     Example (as a service beside `wal-ship --continuous`):
       drsync --config /etc/drsync/agent.toml wal-receive 'host=/run/postgresql user=postgres'
     """
-    import signal
-
     from drsync.wal.receive import receive_wal, staging_dir
 
     spooler = _spool(ctx, spool)
     key = _key(ctx, spooler, spool)
-    stopping: list[int] = []
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stopping.append(signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
-
-    def spooled(pushed: Any) -> None:
-        if not as_json:
-            click.echo(f"spooled {pushed.name} ({pushed.size} bytes, sealed {pushed.stored})")
+    stopping = _stop_on_signals()
+    spooled = _spooled_printer(as_json)
 
     from drsync.sources.postgres import PgTools
 
     result = receive_wal(dsn, spooler, key, slot=slot,
                          tools=PgTools(settings_from(ctx, spool=spool).pg_bindir),
-                         staging=staging_dir(spooler, staging), stop=lambda: bool(stopping),
+                         staging=staging_dir(spooler, staging), stop=stopping,
                          on_spooled=spooled)
     if as_json:
         _echo_json(result.to_json())
@@ -174,28 +184,17 @@ def binlog_receive_cmd(ctx: click.Context, dsn: str, defaults_file: str | None,
       drsync --config /etc/drsync/agent.toml binlog-receive mariadb:// \\
           --defaults-file /etc/drsync/mariadb.cnf --rotate-every 300
     """
-    import signal
-
     from drsync.wal.binlog import binlog_staging, receive_binlogs
 
     spooler = _spool(ctx, spool)
     key = _key(ctx, spooler, spool)
-    stopping: list[int] = []
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stopping.append(signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
-
-    def spooled(pushed: Any) -> None:
-        if not as_json:
-            click.echo(f"spooled {pushed.name} ({pushed.size} bytes, sealed {pushed.stored})")
+    stopping = _stop_on_signals()
+    spooled = _spooled_printer(as_json)
 
     result = receive_binlogs(dsn, spooler, key, defaults_file=defaults_file,
                              staging=binlog_staging(spooler, staging), start_file=start_file,
                              rotate_every_s=rotate_every, server_id=server_id,
-                             stop=lambda: bool(stopping), on_spooled=spooled)
+                             stop=stopping, on_spooled=spooled)
     if as_json:
         _echo_json(result.to_json())
     else:
