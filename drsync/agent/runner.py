@@ -355,13 +355,7 @@ def _spooled_bytes(cfg: AgentConfig) -> int:
     from drsync.wal.spool import Spool
 
     spool = Spool.if_present(cfg.settings.wal_spool())
-    total = 0
-    for name in spool.names() if spool is not None else []:
-        try:
-            total += spool.path(name).stat().st_size  # type: ignore[union-attr]
-        except FileNotFoundError:
-            continue
-    return total
+    return spool.usage()[1] if spool is not None else 0
 
 
 def _choose_night(cfg: AgentConfig, repo: Repository, ctx: RunContext,

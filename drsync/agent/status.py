@@ -3,7 +3,6 @@ WAL spool's depth, and the RPO now (age of the newest restorable point, WAL incl
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,16 +29,8 @@ class SpoolDepth:
 def spool_depth(spool: Spool | None) -> SpoolDepth:
     if spool is None:
         return SpoolDepth(0, 0, None)
-    sizes, oldest = 0, None
-    names = spool.names()
-    for name in names:
-        try:
-            st = os.stat(spool.path(name))
-        except FileNotFoundError:
-            continue  # shipped meanwhile
-        sizes += st.st_size
-        oldest = st.st_mtime if oldest is None else min(oldest, st.st_mtime)
-    return SpoolDepth(len(names), sizes,
+    files, sizes, oldest = spool.usage()
+    return SpoolDepth(files, sizes,
                       datetime.fromtimestamp(oldest, UTC).isoformat() if oldest else None)
 
 

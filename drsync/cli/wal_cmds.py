@@ -7,7 +7,6 @@ spool, the WAL object format and the key code at module level.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from typing import Any
@@ -238,14 +237,6 @@ def wal_ship_cmd(ctx: click.Context, spool: str | None, continuous: bool, interv
         time.sleep(interval)
 
 
-def _spooled_bytes(spooler: Any) -> int:
-    total = 0
-    for name in spooler.names():
-        with contextlib.suppress(FileNotFoundError):  # shipped meanwhile
-            total += spooler.path(name).stat().st_size
-    return total
-
-
 def _cpu_budget(text: str) -> float:
     try:
         value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
@@ -302,7 +293,7 @@ def wal_recompress_cmd(ctx: click.Context, spool: str | None, preset: int | None
         return
     key = _key(ctx, spooler, spool)
     priority = {} if no_idle else lower_priority()
-    with progress_bar("recompressing WAL", _spooled_bytes(spooler)) as (advance, _):
+    with progress_bar("recompressing WAL", spooler.usage()[1]) as (advance, _):
         result = recompress_spool(spooler, key,
                                   preset=DEFAULT_PRESET if preset is None else preset,
                                   budget=CpuBudget(fraction),

@@ -78,6 +78,20 @@ class Spool:
         except OSError as err:
             raise self._error(err, "listing") from None
 
+    def usage(self) -> tuple[int, int, float | None]:
+        """(files, bytes, oldest mtime) of what waits in the spool; a file shipped while
+        this looks is left out of the bytes and the age."""
+        names = self.names()
+        total, oldest = 0, None
+        for name in names:
+            try:
+                st = os.stat(self.dir / name)
+            except FileNotFoundError:
+                continue
+            total += st.st_size
+            oldest = st.st_mtime if oldest is None else min(oldest, st.st_mtime)
+        return len(names), total, oldest
+
     def remove(self, name: str) -> None:
         try:
             (self.dir / name).unlink(missing_ok=True)
