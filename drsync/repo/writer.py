@@ -231,10 +231,15 @@ class SnapshotWriter:
             return chunk_id
         self._added.add(chunk_id)
         self.stats.chunks_new += 1
+        self._store_blob(blob_type, chunk_id, sealed, raw_length)
+        return chunk_id
+
+    def _store_blob(self, blob_type: int, chunk_id: bytes, sealed: bytes,
+                    raw_length: int) -> None:
+        """A new blob into the pack being built (a full pack goes to the uploader)."""
         self._pack.add(blob_type, chunk_id, sealed, raw_length)
         if len(self._pack) >= self._repo.config.pack_size:
             self._flush_pack()
-        return chunk_id
 
     def _flush_pack(self) -> None:
         if not self._pack.entries:
@@ -384,19 +389,10 @@ class DeltaEstimator(SnapshotWriter):
     def _make_uploader(self) -> _Uploader:
         return _NoUploads()
 
-    def _accept(self, result: _Processed, blob_type: int) -> bytes:
-        chunk_id, sealed, raw_length = result
-        self.stats.chunks += 1
-        if sealed is None or chunk_id in self._index or chunk_id in self._added:
-            return chunk_id
-        self._added.add(chunk_id)
-        self.stats.chunks_new += 1
+    def _store_blob(self, blob_type: int, chunk_id: bytes, sealed: bytes,
+                    raw_length: int) -> None:
         self.new_raw_bytes += raw_length
         self.new_stored_bytes += len(sealed) + BLOB_OVERHEAD
-        return chunk_id
-
-    def _flush_pack(self) -> None:
-        pass
 
     def commit(self, **_kw: Any) -> Snapshot:
         raise AssertionError("a dry run writes no snapshot; call finish")
