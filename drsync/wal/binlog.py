@@ -46,7 +46,7 @@ from drsync.sources.mariadb.conninfo import MariadbConnection, parse_dsn
 from drsync.sources.mariadb.tools import MariadbTools
 from drsync.store.local import fsync_dir
 from drsync.wal.push import PushResult, push_file
-from drsync.wal.receive import prepare_staging, run_receiver
+from drsync.wal.receive import prepare_staging, run_receiver, sweeper
 from drsync.wal.spool import Spool
 
 __all__ = ["BinlogReceiveResult", "binlog_staging", "receive_binlogs", "spool_complete_binlogs"]
@@ -144,13 +144,7 @@ def receive_binlogs(dsn: str, spool: Spool, key: MasterKey, *, stop: Callable[[]
     result = BinlogReceiveResult(staging=str(staging))
     prepare_staging(spool, staging)
 
-    def sweep() -> None:
-        for pushed in spool_complete_binlogs(staging, spool, key):
-            result.spooled.append(pushed.name)
-            result.bytes += pushed.stored
-            if on_spooled is not None:
-                on_spooled(pushed)
-
+    sweep = sweeper(lambda: spool_complete_binlogs(staging, spool, key), result, on_spooled)
     sweep()  # what a previous run completed but did not seal
     with MariadbConnection(parse_dsn(dsn, defaults_file)) as conn:
         first = _first_file(staging, tools, conn, start_file)

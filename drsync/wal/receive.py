@@ -25,10 +25,10 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from drsync.errors import SourceError
 from drsync.repo.crypto import MasterKey
@@ -38,7 +38,7 @@ from drsync.wal.push import PushResult, push_file
 from drsync.wal.spool import Spool
 
 __all__ = ["DEFAULT_SLOT", "ReceiveResult", "prepare_staging", "receive_wal", "run_receiver",
-           "spool_completed", "staging_dir"]
+           "spool_completed", "staging_dir", "sweeper"]
 
 DEFAULT_SLOT = "drsync"
 STAGING_NAME = ".receive"  # inside the spool: a dot name is never taken for WAL
@@ -100,6 +100,23 @@ def prepare_staging(spool: Spool, staging: Path) -> None:
         raise SourceError(f"cannot create staging directory {staging}: {err.strerror}") from None
 
 
+class _Received(Protocol):
+    spooled: list[str]
+    bytes: int
+
+
+def sweeper(completed: Callable[[], Iterable[PushResult]], result: _Received,
+            on_spooled: Callable[[PushResult], None] | None) -> Callable[[], None]:
+    """A receiver's ``sweep``: seal what the program completed, counting it in ``result``."""
+    def sweep() -> None:
+        for pushed in completed():
+            result.spooled.append(pushed.name)
+            result.bytes += pushed.stored
+            if on_spooled is not None:
+                on_spooled(pushed)
+    return sweep
+
+
 def run_receiver(argv: list[str], *, program: str, stop: Callable[[], bool],
                  sweep: Callable[[], None], poll_s: float, interrupt: int, grace_s: float,
                  env: dict[str, str] | None = None,
@@ -150,13 +167,7 @@ def receive_wal(dsn: str, spool: Spool, key: MasterKey, *, slot: str = DEFAULT_S
     result = ReceiveResult(slot=slot, staging=str(staging))
     prepare_staging(spool, staging)
 
-    def sweep() -> None:
-        for pushed in spool_completed(staging, spool, key):
-            result.spooled.append(pushed.name)
-            result.bytes += pushed.stored
-            if on_spooled is not None:
-                on_spooled(pushed)
-
+    sweep = sweeper(lambda: spool_completed(staging, spool, key), result, on_spooled)
     sweep()  # what a previous run completed but did not spool
     ensure_slot(dsn, slot, tools)
     conn = PgConnection.of(dsn)
