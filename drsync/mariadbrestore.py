@@ -31,7 +31,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +40,7 @@ from typing import Any
 from drsync.errors import UsageError
 from drsync.repo import Repository, Snapshot, SnapshotReader
 from drsync.repo.wal import WAL_PREFIX, is_binlog_name
+from drsync.restore import Counted
 from drsync.sources.mariadb.binlog import BinlogSummary, next_binlog, summarize_binlog
 from drsync.sources.mariadb.conninfo import MariadbConnection, parse_dsn
 from drsync.sources.mariadb.dump import DUMP_NAME
@@ -240,15 +241,9 @@ def restore_mariadb(repo: Repository, ref: str, dsn: str, *, defaults_file: str 
                 if on_total is not None:
                     on_total(dump.size)
 
-                def counted() -> Iterator[bytes]:
-                    nonlocal written
-                    for block in reader.blobs(dump.chunks):
-                        written += len(block)
-                        if progress is not None:
-                            progress(len(block))
-                        yield block
-
-                load_script(tools, conn, counted(), database=into)
+                stream = Counted(reader.blobs(dump.chunks), progress)
+                load_script(tools, conn, iter(stream), database=into)
+                written = stream.bytes
             details["replayed"] = _replay(tools, conn, fetcher, replay, spec, stop_time,
                                           stop_pos, databases[0] if scope == "database"
                                           else "", into)

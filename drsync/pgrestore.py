@@ -24,7 +24,7 @@ from drsync.errors import IntegrityError, UsageError
 from drsync.repo import Repository, Snapshot, SnapshotReader
 from drsync.repo.objects import FormatError
 from drsync.repo.wal import HEADER_MAX, WAL_PREFIX, WalHeader, parse_wal_header, wal_key
-from drsync.restore import RestoreRun, write_tree
+from drsync.restore import Counted, RestoreRun, write_tree
 from drsync.sources import FileTreeTarget, unfinished_restore
 from drsync.sources.postgres import (
     LOGICAL_DUMP_NAME,
@@ -99,16 +99,10 @@ def restore_logical(repo: Repository, ref: str, dsn: str, *, jobs: int = 1,
             if dump is None:
                 raise UsageError(f"snapshot {snap.short_id} holds no {LOGICAL_DUMP_NAME}")
 
-            def counted() -> Any:
-                nonlocal written
-                for block in reader.blobs(dump.chunks):
-                    written += len(block)
-                    if progress is not None:
-                        progress(len(block))
-                    yield block
-
-            pg_restore_stream(dsn, counted(), jobs=jobs, no_owner=no_owner, clean=clean,
+            stream = Counted(reader.blobs(dump.chunks), progress)
+            pg_restore_stream(dsn, iter(stream), jobs=jobs, no_owner=no_owner, clean=clean,
                               tools=tools)
+            written = stream.bytes
         details["jobs"] = jobs
         details["bytes_fetched"] = reader.stats.bytes_fetched
         run.note(snap.id, fetched=reader.stats.bytes_fetched, written=written)

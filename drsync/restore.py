@@ -104,11 +104,26 @@ class RestoreRun:
                                  snapshot_id=self.snapshot_id, error=error)
 
 
-def _counted(blocks: Iterator[bytes], progress: Callable[[int], None] | None) -> Iterator[bytes]:
-    for block in blocks:
-        if progress is not None:
-            progress(len(block))
-        yield block
+class Counted:
+    """Blocks passed through on their way into a target: counted in ``bytes`` and told to
+    ``progress`` as they go."""
+
+    def __init__(self, blocks: Iterable[bytes],
+                 progress: Callable[[int], None] | None = None) -> None:
+        self._blocks = blocks
+        self._progress = progress
+        self.bytes = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for block in self._blocks:
+            self.bytes += len(block)
+            if self._progress is not None:
+                self._progress(len(block))
+            yield block
+
+
+def _counted(blocks: Iterable[bytes], progress: Callable[[int], None] | None) -> Iterator[bytes]:
+    return iter(Counted(blocks, progress))
 
 
 def _entries(reader: SnapshotReader, snap: Snapshot,
