@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, Protocol, Self
 
 from drsync.tree import Entry
 
-__all__ = ["Source", "SourceBase", "SourceItem", "SourceProblem"]
+__all__ = ["Source", "SourceBase", "SourceItem", "SourceProblem", "last_line"]
 
 
 @dataclass
@@ -91,3 +91,9 @@ class SourceBase:
 
     def spec(self) -> dict[str, Any]:
         return dict(self._spec)
+
+
+def last_line(text: str) -> str:
+    """The last non-blank line of a tool's stderr: what it says went wrong."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "failed without a message"

@@ -33,7 +33,8 @@ from typing import IO, Any, Protocol
 from drsync.errors import SourceError
 from drsync.repo.crypto import MasterKey
 from drsync.repo.wal import is_wal_name
-from drsync.sources.postgres.tools import PgConnection, PgTools, last_line
+from drsync.sources.base import last_line
+from drsync.sources.postgres.tools import PgConnection, PgTools
 from drsync.wal.push import PushResult, push_file
 from drsync.wal.spool import Spool
 

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import IO
 
 from drsync.errors import SourceError, UsageError
+from drsync.sources.base import last_line
 from drsync.sources.mariadb.conninfo import MariadbConnection
 from drsync.sources.mariadb.dump import SYSTEM_SCHEMAS
-from drsync.sources.mariadb.tools import MariadbTools, last_line, quote_ident, quote_literal
+from drsync.sources.mariadb.tools import MariadbTools, quote_ident, quote_literal
 
 __all__ = ["ReplayRange", "load_script", "prepare_databases", "replay_binlog"]
 

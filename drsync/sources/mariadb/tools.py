@@ -8,14 +8,10 @@ import subprocess
 from typing import ClassVar
 
 from drsync.errors import SourceError
+from drsync.sources.base import last_line
 from drsync.sources.mariadb.conninfo import MariadbConnection
 
-__all__ = ["MariadbTools", "last_line", "quote_ident", "quote_literal"]
-
-
-def last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "no message"
+__all__ = ["MariadbTools", "quote_ident", "quote_literal"]
 
 
 def quote_ident(name: str) -> str:

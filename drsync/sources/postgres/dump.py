@@ -32,14 +32,13 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 from drsync.errors import SourceError, UsageError
-from drsync.sources.base import SourceItem
+from drsync.sources.base import SourceItem, last_line
 from drsync.sources.postgres.process import ProcessReader, spawn, stderr_text
 from drsync.sources.postgres.tools import (
     PgConnection,
     PgTools,
     dsn_dbname,
     dsn_with_dbname,
-    last_line,
     quote_ident,
     quote_literal,
     redact,

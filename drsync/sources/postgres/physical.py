@@ -36,13 +36,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from drsync.errors import ConfigError, SourceError, UnsafePath, UsageError
-from drsync.sources.base import SourceItem
+from drsync.sources.base import SourceItem, last_line
 from drsync.sources.postgres.process import ProcessReader
 from drsync.sources.postgres.tools import (
     PgConnection,
     PgTools,
     RecoveryTarget,
-    last_line,
     lsn_to_int,
     segment_name,
 )

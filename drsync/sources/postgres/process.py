@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import IO, BinaryIO
 
 from drsync.errors import SourceError
-from drsync.sources.postgres.tools import last_line
+from drsync.sources.base import last_line
 
 __all__ = ["ProcessReader", "spawn"]
 

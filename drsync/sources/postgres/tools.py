@@ -10,6 +10,7 @@ import subprocess
 from dataclasses import dataclass
 
 from drsync.errors import SourceError, UsageError
+from drsync.sources.base import last_line
 from drsync.sources.postgres.conninfo import PgConnection, conninfo_pairs, is_conninfo, redact
 
 __all__ = ["PgConnection", "PgTools", "RecoveryTarget", "dsn_dbname", "dsn_with_dbname",
@@ -121,7 +122,7 @@ class PgTools:
         except OSError as err:
             raise SourceError(f"cannot run psql: {err.strerror}") from None
         if done.returncode != 0:
-            raise SourceError(f"PostgreSQL ({conn.shown}): {_last_line(done.stderr)}")
+            raise SourceError(f"PostgreSQL ({conn.shown}): {last_line(done.stderr)}")
         return [line.split("\x1f") for line in done.stdout.splitlines() if line]
 
     def server_info(self, dsn: str) -> dict[str, object]:
@@ -143,9 +144,3 @@ def _size(text: str) -> int:
         match.group(2)]
 
 
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "failed without a message"
-
-
-last_line = _last_line
