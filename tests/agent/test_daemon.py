@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import re
 import time
@@ -296,9 +297,12 @@ def test_sigterm_during_a_slow_16_mib_pack_finishes_it_within_30_s(tmp_path: Pat
         opening = tenant.write_schedule(opens_in_s=2, end_s=30, deadline_s=300,
                                         sends=[(0, 300, 2.0)], max_mbit=2.0)
         tenant.write_config()
-        tenant.start()
-        # the pack is full and waiting for its upload tokens a few seconds after the start
-        time.sleep(max(0.0, (opening - datetime.now()).total_seconds()) + 6)
+        proc = tenant.start()
+        # The pack is full and waiting for its upload tokens once the backup has read past
+        # its first 16 MiB (however slow the machine is to get there), and stays so for ~67 s.
+        time.sleep(max(0.0, (opening - datetime.now()).total_seconds()))
+        tenant.wait_for(lambda: _reading_past(proc.pid, 17 * MiB), timeout=120)
+        time.sleep(1)
         assert _packs(tenant) == 0  # still uploading at the slot's rate
         code, took = tenant.stop()
         assert code == 0 and took < 30, took
@@ -310,6 +314,27 @@ def test_sigterm_during_a_slow_16_mib_pack_finishes_it_within_30_s(tmp_path: Pat
     finally:
         if tenant.proc is not None and tenant.proc.poll() is None:
             tenant.proc.kill()
+
+
+def _reading_past(pid: int, offset: int) -> bool:
+    """Whether the process or a child reads some file (the source) beyond ``offset``."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False  # a child that has just exited
+    if any(_reading_past(int(child), offset) for child in children):
+        return True
+    for fd in fds:
+        try:
+            if not Path(os.readlink(fd)).is_file():
+                continue
+            info = (Path(f"/proc/{pid}/fdinfo") / fd.name).read_text()
+        except OSError:
+            continue  # closed meanwhile
+        if int(info.split()[1]) > offset:  # "pos:\t<offset>" is the first line
+            return True
+    return False
 
 
 def _packs(tenant: Tenant) -> int:
