@@ -31,7 +31,7 @@ from drsync.repo.objects import (
 )
 
 __all__ = ["BLOB_DATA", "BLOB_GROUP", "BLOB_TREE", "BlobEntry", "PackBuilder",
-           "parse_pack_header", "stored_ranges"]
+           "parse_pack_header", "stored_ranges", "stored_shares"]
 
 BLOB_DATA = 0
 BLOB_TREE = 1
@@ -150,6 +150,18 @@ def stored_ranges(entries: list[BlobEntry]) -> Iterator[list[BlobEntry]]:
         run.append(entry)
     if run:
         yield _closed(run, seen)
+
+
+def stored_shares(rows: list[tuple[int, int, int, int]]) -> list[int]:
+    """Each blob's share of the pack's stored bytes, from its ``(type, offset, stored
+    length, plaintext length)``: a single blob's stored length, a group member's part of
+    its group's, by plaintext length (so a group's shares add up to about its length)."""
+    group_raw: dict[int, int] = {}
+    for blob_type, offset, _length, raw in rows:
+        if blob_type == BLOB_GROUP:
+            group_raw[offset] = group_raw.get(offset, 0) + raw
+    return [length if blob_type != BLOB_GROUP else length * raw // max(1, group_raw[offset])
+            for blob_type, offset, length, raw in rows]
 
 
 def _closed(run: list[BlobEntry], seen: set[int]) -> list[BlobEntry]:
