@@ -166,10 +166,10 @@ def stored_shares(rows: list[tuple[int, int, int, int]]) -> list[int]:
 
 def _closed(run: list[BlobEntry], seen: set[int]) -> list[BlobEntry]:
     offset = run[0].offset
-    if len(run) < 2:
-        raise ValueError(f"group at offset {offset} has one member")
     if offset in seen:
         raise ValueError(f"group at offset {offset}: members not consecutive")
+    if len(run) < 2:
+        raise ValueError(f"group at offset {offset} has one member")
     seen.add(offset)
     return run
 

@@ -5,10 +5,12 @@ Reads are planned per pack. The reader looks ahead over the restore order
 window needs by pack, and fetches each pack's needed bytes in one ranged
 GET, or a few when the needed blobs are far apart (gaps over ``GAP`` bytes
 are not fetched). Ranges are fetched on ``store.connections`` threads;
-each blob is decrypted, decompressed and verified against its id on worker
-threads, and yielded in order. Nothing is yielded that did not verify, and
-memory is bounded by the window: a blob leaves the cache after its last
-use in the window (used again later, it is fetched again).
+each stored range is decrypted, decompressed and verified on worker threads
+(a group once, handing out every member the window wants from it: each
+checked against its id), and the blobs are yielded in order. Nothing is
+yielded that did not verify, and memory is bounded by the window: a blob
+leaves the cache after its last use in the window (used again later, it is
+fetched again).
 """
 
 from __future__ import annotations
@@ -38,17 +40,20 @@ TREE_CACHE = 32 * MiB  # a tree this small is fetched once however often a resto
 
 @dataclass
 class ReadStats:
-    """What the reads cost: ranged GETs, bytes fetched, blobs verified."""
+    """What the reads cost: ranged GETs, bytes fetched, blobs verified, stored ranges
+    (single blobs and groups) opened."""
     gets: int = 0
     bytes_fetched: int = 0
     blobs: int = 0
+    opened: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, gets: int, fetched: int, blobs: int) -> None:
+    def add(self, gets: int, fetched: int, blobs: int, opened: int = 0) -> None:
         with self._lock:
             self.gets += gets
             self.bytes_fetched += fetched
             self.blobs += blobs
+            self.opened += opened
 
 
 @dataclass
@@ -189,7 +194,7 @@ class SnapshotReader:
                 # range once more on its own (read_range retries and names the damage).
                 self.stats.add(1, loc.length, 0)
                 plain = dict(self.repo.read_range(blob_id, loc))
-            self.stats.add(0, 0, len(wanted))
+            self.stats.add(0, 0, len(wanted), 1)
             for member_id, _loc, fut in wanted:
                 fut.set_result(plain[member_id])
         except BaseException as err:

@@ -13,7 +13,7 @@ reused by the next run) and at the end; the snapshot is written last.
 
 Block-structured streams (``fixed_size``: PostgreSQL relations, SQLite) are
 sealed in groups (drsync.repo.group): the workers only hash their chunks, the
-new ones are collected in file order up to ``GROUP_TARGET`` bytes, and each
+new ones are collected in file order up to ``group_target`` bytes, and each
 group is compressed and sealed once on a worker; every chunk keeps its own id
 and index entry, so dedup is unchanged.
 
@@ -199,8 +199,12 @@ class SnapshotWriter:
         workers: int | None = None,
         progress: Callable[[int], None] | None = None,
         should_stop: Callable[[], str | None] | None = None,
+        group_target: int = GROUP_TARGET,
     ) -> None:
+        """``group_target``: plaintext bytes a group of a block-structured stream's new
+        chunks is closed at (drsync.repo.group); 0 seals every chunk alone."""
         return_large_buffers_to_the_os()
+        self._group_target = group_target
         cfg = repo.config
         self._should_stop = should_stop
         self._repo = repo
@@ -271,7 +275,7 @@ class SnapshotWriter:
             return chunk_id
         self._added.add(chunk_id)
         self.stats.chunks_new += 1
-        if self._group and self._group_bytes + raw_length > GROUP_TARGET:
+        if self._group and self._group_bytes + raw_length > self._group_target:
             self._close_group()
         self._group.append((chunk_id, data))
         self._group_bytes += raw_length
@@ -312,7 +316,7 @@ class SnapshotWriter:
         """Chunk ``reader``; call ``emit`` with each chunk id in order; return bytes read.
         A block-structured stream (``fixed_size``) seals its new chunks in groups."""
         grouped = bool(fixed_size) and blob_type == BLOB_DATA and (
-            2 * (fixed_size or 0) <= GROUP_TARGET)
+            2 * (fixed_size or 0) <= self._group_target)
         work = self._identify if grouped else self._process
         accept = self._accept_grouped if grouped else self._accept
         inflight: collections.deque[Future[_Processed]] = collections.deque()
