@@ -65,6 +65,7 @@ from drsync.repo.lock import RepositoryLock
 from drsync.repo.objects import TYPE_INDEX, FormatError
 from drsync.repo.pack import (
     BLOB_DATA,
+    BLOB_GROUP,
     BlobEntry,
     PackBuilder,
     read_pack_header,
@@ -378,8 +379,12 @@ class _Prune:
             if found is None or found.size != record["size"] or found.counted:
                 continue
             found.counted = True
-            shares = stored_shares([(b[1], b[2], b[3], b[4]) for b in record["blobs"]])
-            for blob, share in zip(record["blobs"], shares, strict=True):
+            blobs = record["blobs"]
+            # A group member counts for its share of the group's bytes; most packs have
+            # no group, and this loop runs over every blob of the repository.
+            shares = (stored_shares([(b[1], b[2], b[3], b[4]) for b in blobs])
+                      if any(b[1] == BLOB_GROUP for b in blobs) else [b[3] for b in blobs])
+            for blob, share in zip(blobs, shares, strict=True):
                 prefix = int(blob[0][:16], 16)
                 if prefix in live:
                     found.live_bytes += share

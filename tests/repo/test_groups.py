@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -340,3 +341,37 @@ def test_the_dry_run_estimate_counts_groups_as_stored() -> None:
                   version="t")
     packs = sum(info.size for info in repo.store.list("data/"))
     assert 0.9 * packs < estimate < 1.1 * packs, (estimate, packs)
+
+
+class _Failing(io.RawIOBase):
+    """A file that reads ``data`` and then fails, as a vanished or unreadable file does."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        n = self._data.readinto(buf)
+        if not n:
+            raise OSError(5, "Input/output error")
+        return n
+
+
+def test_chunks_of_a_stream_that_failed_half_way_are_stored_for_the_streams_after_it() -> None:
+    """The failed stream's entry is dropped, but its new chunks were accepted (a later
+    stream dedups against them): they must still be sealed and stored."""
+    repo = _repo()
+    data = bytes(_relation(6 * BLOCK, 12))
+    writer = SnapshotWriter(repo, repo.load_index())
+    with pytest.raises(OSError):
+        writer.add_stream(Entry("gone", "file", mode=0o600, size=len(data)),
+                          _Failing(data[:3 * BLOCK]), fixed_size=BLOCK)  # type: ignore[arg-type]
+    writer.add_stream(Entry("dump", "stream"), io.BytesIO(b"x" * 1000))
+    writer.add_stream(Entry("rel", "file", mode=0o600, size=len(data)), io.BytesIO(data),
+                      fixed_size=BLOCK)
+    snap = writer.commit(host="t", source_kind="files", source_spec={}, tags=[], summary={},
+                         version="t")
+    assert _restore(repo, snap) == {"dump": b"x" * 1000, "rel": data}
+    assert check_repository(repo, read_data=True).ok
