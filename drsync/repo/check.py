@@ -1,7 +1,8 @@
 """Checking a repository: structure always, every byte with ``read_data``.
 
 Errors name the object (and the offset, for a blob) and what is wrong, and
-every snapshot that a missing or damaged blob keeps from being restored.
+every snapshot that a missing or damaged blob keeps from being restored; a
+damaged blob group (drsync.repo.group) is opened once and names every member.
 Packs no index names are the harmless leftovers of an interrupted run and
 are reported as notes, not errors. Archived WAL is checked too: gaps in the
 chain after each base backup always, every object's authentication with
