@@ -4,7 +4,8 @@ A PostgreSQL or SQLite file is cut every 32 KiB so that a changed page changes o
 chunk (drsync.sources.blocks), but zstd on 32 KiB alone stores about a quarter more
 than on the whole file, and every chunk costs a compression and a seal. The writer
 therefore concatenates the new chunks of one such file, in file order, up to
-``GROUP_TARGET`` bytes, and compresses and seals them once. Each member keeps its
+``GROUP_TARGET`` bytes (from at most ``GROUP_SPAN`` bytes of the file), and
+compresses and seals them once. Each member keeps its
 own id (the keyed hash of its own plaintext) and its own pack header and index
 entry, so dedup, trees and snapshots do not change: the next backup after 1% of the
 pages changed still stores only the changed chunks (grouped with each other).
@@ -24,8 +25,8 @@ import blake3
 
 from drsync.repo.crypto import MasterKey, SealError, compress, decompress
 
-__all__ = ["GROUP_TARGET", "Group", "group_binding", "open_group", "seal_group", "split_group",
-           "unseal_group"]
+__all__ = ["GROUP_SPAN", "GROUP_TARGET", "Group", "group_binding", "open_group", "seal_group",
+           "split_group", "unseal_group"]
 
 # Plaintext bytes a group is closed at. Measured by bench/group_bench.py (stored bytes
 # against whole-file zstd-3): a pgbench scale-10 base backup 1.045x with chunks alone,
@@ -33,6 +34,11 @@ __all__ = ["GROUP_TARGET", "Group", "group_binding", "open_group", "seal_group",
 # 1.166x, 1.103x. Larger groups gain little more and make a lone member's read, and
 # prune's rewrite of a group with dead members, cost more.
 GROUP_TARGET = 256 * 1024
+# Most bytes of a file a group's members may span. A restore plans reads over a window
+# of at least 32 MiB of plaintext, refilled at half (drsync.repo.reader): a group whose
+# members lie within 16 MiB of each other is opened at most twice by one restore, where
+# one of a sparse change (a page in every 100 MiB) could be opened once per member.
+GROUP_SPAN = 16 << 20
 _CONTEXT = b"drsync blob group v1\x00"
 
 

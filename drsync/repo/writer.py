@@ -13,8 +13,9 @@ reused by the next run) and at the end; the snapshot is written last.
 
 Block-structured streams (``fixed_size``: PostgreSQL relations, SQLite) are
 sealed in groups (drsync.repo.group): the workers only hash their chunks, the
-new ones are collected in file order up to ``group_target`` bytes, and each
-group is compressed and sealed once on a worker; every chunk keeps its own id
+new ones are collected in file order up to ``group_target`` bytes, from at
+most ``GROUP_SPAN`` bytes of the file, and each group is compressed and
+sealed once on a worker; every chunk keeps its own id
 and index entry, so dedup is unchanged.
 
 Stopping: a writer given ``should_stop`` asks it before every chunk and
@@ -41,7 +42,7 @@ from pyfastcdc import FastCDC
 
 from drsync.errors import DrsyncError, RunInterrupted, StoreError
 from drsync.malloc import return_large_buffers_to_the_os
-from drsync.repo.group import GROUP_TARGET, seal_group
+from drsync.repo.group import GROUP_SPAN, GROUP_TARGET, seal_group
 from drsync.repo.index import Index, index_document, pack_key
 from drsync.repo.objects import TYPE_INDEX
 from drsync.repo.pack import BLOB_DATA, BLOB_TREE, BlobEntry, PackBuilder
@@ -222,6 +223,8 @@ class SnapshotWriter:
         self._pack = PackBuilder(repo.key)
         self._group: list[tuple[bytes, bytes]] = []  # new chunks of the open group
         self._group_bytes = 0
+        self._group_start = 0  # where in its stream the open group's first chunk is
+        self._stream_at = 0  # where in the grouped stream the next chunk accepted is
         self._sealing: collections.deque[
             tuple[list[tuple[bytes, bytes]], Future[bytes]]] = collections.deque()
         self._uploader = self._make_uploader()
@@ -271,12 +274,17 @@ class SnapshotWriter:
     def _accept_grouped(self, result: _Processed, blob_type: int) -> bytes:
         chunk_id, data, raw_length = result
         self.stats.chunks += 1
+        at = self._stream_at
+        self._stream_at += raw_length
         if data is None or chunk_id in self._index or chunk_id in self._added:
             return chunk_id
         self._added.add(chunk_id)
         self.stats.chunks_new += 1
-        if self._group and self._group_bytes + raw_length > self._group_target:
+        if self._group and (self._group_bytes + raw_length > self._group_target
+                            or at + raw_length - self._group_start > GROUP_SPAN):
             self._close_group()
+        if not self._group:
+            self._group_start = at
         self._group.append((chunk_id, data))
         self._group_bytes += raw_length
         return chunk_id
@@ -319,6 +327,9 @@ class SnapshotWriter:
             2 * (fixed_size or 0) <= self._group_target)
         work = self._identify if grouped else self._process
         accept = self._accept_grouped if grouped else self._accept
+        if grouped:
+            self._close_group()  # one a failed stream left open: groups stay per stream
+            self._stream_at = 0
         inflight: collections.deque[Future[_Processed]] = collections.deque()
         total = 0
         chunks: Iterator[bytes] = (

@@ -16,7 +16,7 @@ from drsync.repo import Entry, KeyFile, RepoConfig, Repository, Secret, Snapshot
 from drsync.repo.check import check_repository
 from drsync.repo.crypto import CODEC_RAW
 from drsync.repo.forget import forget
-from drsync.repo.group import GROUP_TARGET, Group, group_binding, open_group, seal_group
+from drsync.repo.group import GROUP_SPAN, GROUP_TARGET, Group, group_binding, open_group, seal_group
 from drsync.repo.index import Index, index_document, locations, pack_key
 from drsync.repo.objects import TYPE_PACK_HEADER, FormatError, header, object_id
 from drsync.repo.pack import (
@@ -375,3 +375,26 @@ def test_chunks_of_a_stream_that_failed_half_way_are_stored_for_the_streams_afte
                          version="t")
     assert _restore(repo, snap) == {"dump": b"x" * 1000, "rel": data}
     assert check_repository(repo, read_data=True).ok
+
+
+def test_a_group_spans_at_most_group_span_bytes_of_its_file() -> None:
+    """Sparse changes far apart are not grouped: a restore's window (refilled at half)
+    then opens each group at most twice."""
+    repo = _repo()
+    data = bytearray(GROUP_SPAN + 4 * MiB)  # zero pages: one chunk, stored once
+    _backup(repo, {"rel": bytes(data)})
+    far = GROUP_SPAN + BLOCK
+    for at in (0, far, far + BLOCK):
+        data[at:at + 8] = random.Random(at).randbytes(8)
+    index = repo.load_index()
+    writer = SnapshotWriter(repo, index)
+    writer.add_stream(Entry("rel", "file", mode=0o600, size=len(data)), io.BytesIO(data),
+                      fixed_size=BLOCK)
+    snap = writer.commit(host="t", source_kind="files", source_spec={}, tags=[], summary={},
+                         version="t")
+    fresh = repo.load_index()
+    first = fresh.get(repo.key.chunk_id(bytes(data[:BLOCK])))
+    pair = [fresh.get(repo.key.chunk_id(bytes(data[at:at + BLOCK]))) for at in (far, far + BLOCK)]
+    assert first is not None and first.group is None and first.blob_type == BLOB_DATA
+    assert pair[0] is not None and pair[0].group is not None and len(pair[0].group) == 2
+    assert _restore(repo, snap) == {"rel": bytes(data)}
