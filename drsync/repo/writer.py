@@ -15,8 +15,8 @@ Block-structured streams (``fixed_size``: PostgreSQL relations, SQLite) are
 sealed in groups (drsync.repo.group): the workers only hash their chunks, the
 new ones are collected in file order up to ``group_target`` bytes, from at
 most ``GROUP_SPAN`` bytes of the file, and each group is compressed and
-sealed once on a worker; every chunk keeps its own id
-and index entry, so dedup is unchanged.
+sealed once on a worker; every chunk keeps its own id and index entry, so
+dedup is unchanged.
 
 Stopping: a writer given ``should_stop`` asks it before every chunk and
 once more just before the snapshot. When it answers with a reason, the

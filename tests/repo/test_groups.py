@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import random
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from drsync.repo.check import check_repository
 from drsync.repo.crypto import CODEC_RAW
 from drsync.repo.forget import forget
 from drsync.repo.group import GROUP_SPAN, GROUP_TARGET, Group, group_binding, open_group, seal_group
-from drsync.repo.index import Index, index_document, locations, pack_key
+from drsync.repo.index import BlobLocation, Index, index_document, locations, pack_key
 from drsync.repo.objects import TYPE_PACK_HEADER, FormatError, header, object_id
 from drsync.repo.pack import (
     BLOB_DATA,
@@ -28,6 +29,7 @@ from drsync.repo.pack import (
     stored_ranges,
 )
 from drsync.repo.prune import prune
+from drsync.repo.reader import coalesce
 from drsync.repo.reencrypt import reencrypt
 from drsync.repo.retention import RetentionPolicy
 from drsync.repo.writer import DeltaEstimator, SnapshotWriter, adopt_orphan_packs
@@ -398,3 +400,15 @@ def test_a_group_spans_at_most_group_span_bytes_of_its_file() -> None:
     assert first is not None and first.group is None and first.blob_type == BLOB_DATA
     assert pair[0] is not None and pair[0].group is not None and len(pair[0].group) == 2
     assert _restore(repo, snap) == {"rel": bytes(data)}
+
+
+def test_members_of_one_group_are_one_range_to_fetch() -> None:
+    """The reader's range planning counts a group's bytes once, not once per member: a
+    group far from the other blob needed is fetched apart, the hole between not read."""
+    group = Group([bytes([n]) * 32 for n in range(8)], [BLOCK] * 8)
+    wanted = [(blob_id, BlobLocation("p" * 64, BLOB_GROUP, 3 * MiB, MiB, BLOCK, group, n),
+               Future()) for n, blob_id in enumerate(group.ids)]
+    single = (bytes([9]) * 32, BlobLocation("p" * 64, BLOB_DATA, 0, 100, BLOCK), Future())
+    ranges = coalesce([single, *wanted], gap=MiB)
+    assert [(r.start, r.end, len(r.blobs)) for r in ranges] == [
+        (0, 100, 1), (3 * MiB, 4 * MiB, 8)]
