@@ -22,30 +22,59 @@ from typing import Any
 from drsync.repo.group import Group
 from drsync.repo.pack import BLOB_GROUP, BlobEntry, stored_ranges
 
-__all__ = ["BlobLocation", "Index", "index_document", "index_packs", "locations"]
+__all__ = ["BlobLocation", "Index", "MemberLocation", "index_document", "index_packs", "locations"]
 
 
 @dataclass(frozen=True)
 class BlobLocation:
-    """Where a blob's stored range is: ``offset`` and ``length`` in the pack. A member
-    of a group also names the group (shared by all its members) and its place in it."""
+    """Where a blob's stored range is: ``offset`` and ``length`` in the pack."""
     pack_id: str
     blob_type: int
     offset: int
     length: int
     raw_length: int
-    group: Group | None = None
-    member: int = 0
+
+    @property
+    def group(self) -> Group | None:
+        """The group the blob is a member of (drsync.repo.group), or None."""
+        return None
+
+    @property
+    def member(self) -> int:
+        """The blob's place among its group's members (0 for a single blob)."""
+        return 0
 
     @property
     def inner_offset(self) -> int:
         """Where the blob's plaintext starts in its stored range's plaintext."""
-        return 0 if self.group is None else self.group.inner_offset(self.member)
+        group = self.group
+        return 0 if group is None else group.inner_offset(self.member)
+
+
+@dataclass(frozen=True)
+class MemberLocation(BlobLocation):
+    """The location of a group member: its group's stored range, the group (shared by
+    all its members) and its place in it. A subclass, so that the index of a
+    repository without groups (a million locations in memory) pays nothing for them."""
+    in_group: Group
+    place: int
+
+    @property
+    def group(self) -> Group:
+        return self.in_group
+
+    @property
+    def member(self) -> int:
+        return self.place
 
 
 def locations(pack_id: str, entries: list[BlobEntry]) -> Iterator[tuple[bytes, BlobLocation]]:
     """Each blob of a pack and its location, groups resolved; ValueError when the entries
     break the rules of stored ranges (drsync.repo.pack.stored_ranges)."""
+    if all(e.blob_type < BLOB_GROUP for e in entries):  # no group: the index load's hot path
+        for e in entries:
+            yield e.blob_id, BlobLocation(pack_id, e.blob_type, e.offset, e.length, e.raw_length)
+        return
     for members in stored_ranges(entries):
         first = members[0]
         if len(members) == 1 and first.blob_type != BLOB_GROUP:
@@ -54,8 +83,8 @@ def locations(pack_id: str, entries: list[BlobEntry]) -> Iterator[tuple[bytes, B
             continue
         group = Group([e.blob_id for e in members], [e.raw_length for e in members])
         for n, e in enumerate(members):
-            yield e.blob_id, BlobLocation(pack_id, e.blob_type, e.offset, e.length,
-                                          e.raw_length, group, n)
+            yield e.blob_id, MemberLocation(pack_id, e.blob_type, e.offset, e.length,
+                                            e.raw_length, group, n)
 
 
 def pack_key(pack_id: str) -> str:
@@ -136,8 +165,9 @@ def index_packs(doc: Any) -> list[tuple[str, int, list[BlobEntry]]]:
     """An index file's (pack id, size, blobs); ValueError when it is malformed."""
     packs = [(pack_id, size, list(entries)) for pack_id, size, entries in _parse(doc)]
     for _pack_id, _size, entries in packs:
-        for _range in stored_ranges(entries):
-            pass
+        if not all(e.blob_type < BLOB_GROUP for e in entries):
+            for _range in stored_ranges(entries):
+                pass
     return packs
 
 

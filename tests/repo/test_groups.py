@@ -18,7 +18,14 @@ from drsync.repo.check import check_repository
 from drsync.repo.crypto import CODEC_RAW
 from drsync.repo.forget import forget
 from drsync.repo.group import GROUP_SPAN, GROUP_TARGET, Group, group_binding, open_group, seal_group
-from drsync.repo.index import BlobLocation, Index, index_document, locations, pack_key
+from drsync.repo.index import (
+    BlobLocation,
+    Index,
+    MemberLocation,
+    index_document,
+    locations,
+    pack_key,
+)
 from drsync.repo.objects import TYPE_PACK_HEADER, FormatError, header, object_id
 from drsync.repo.pack import (
     BLOB_DATA,
@@ -406,7 +413,7 @@ def test_members_of_one_group_are_one_range_to_fetch() -> None:
     """The reader's range planning counts a group's bytes once, not once per member: a
     group far from the other blob needed is fetched apart, the hole between not read."""
     group = Group([bytes([n]) * 32 for n in range(8)], [BLOCK] * 8)
-    wanted = [(blob_id, BlobLocation("p" * 64, BLOB_GROUP, 3 * MiB, MiB, BLOCK, group, n),
+    wanted = [(blob_id, MemberLocation("p" * 64, BLOB_GROUP, 3 * MiB, MiB, BLOCK, group, n),
                Future()) for n, blob_id in enumerate(group.ids)]
     single = (bytes([9]) * 32, BlobLocation("p" * 64, BLOB_DATA, 0, 100, BLOCK), Future())
     ranges = coalesce([single, *wanted], gap=MiB)
