@@ -48,6 +48,7 @@ from drsync.repo import (  # noqa: E402
     Secret,
     SnapshotWriter,
 )
+from drsync.repo.writer import WriterStats  # noqa: E402
 from drsync.restore import restore_snapshot  # noqa: E402
 from drsync.store.local import LocalStore  # noqa: E402
 from drsync.testing import make_repository  # noqa: E402
@@ -72,8 +73,9 @@ def stored_bytes(repo_dir: Path) -> int:
     return sum(p.stat().st_size for p in repo_dir.rglob("*") if p.is_file())
 
 
-def backup(repo: Repository, root: Path, group_target: int, tag: str) -> tuple[float, str]:
-    """Back ``root`` up, every file cut every 32 KiB; (CPU seconds, snapshot id)."""
+def backup(repo: Repository, root: Path, group_target: int,
+           tag: str) -> tuple[float, str, WriterStats]:
+    """Back ``root`` up, every file cut every 32 KiB; (CPU seconds, snapshot id, stats)."""
     cpu = time.process_time()
     writer = SnapshotWriter(repo, repo.load_index(), group_target=group_target)
     for name, path in _files(root):
@@ -82,7 +84,7 @@ def backup(repo: Repository, root: Path, group_target: int, tag: str) -> tuple[f
                               fixed_size=BLOCK)
     snap = writer.commit(host="bench", source_kind="files", source_spec={}, tags=[tag],
                          summary={}, version="bench")
-    return time.process_time() - cpu, snap.id
+    return time.process_time() - cpu, snap.id, writer.stats
 
 
 def restore_check(repo: Repository, snapshot_id: str, root: Path,
@@ -115,9 +117,9 @@ def measure(first: Path, second: Path, work: Path, repeats: int) -> list[dict[st
             make_repository(str(repo_dir), "bench passphrase", config=RepoConfig(
                 chunk_avg=1 << 20, chunk_min=256 << 10, chunk_max=4 << 20))
             repo = Repository.open(LocalStore(str(repo_dir)), Secret(passphrase="bench passphrase"))
-            cpu, snap1 = backup(repo, first, target, "first")
+            cpu, snap1, _stats = backup(repo, first, target, "first")
             bytes1 = stored_bytes(repo_dir)
-            _cpu2, snap2 = backup(repo, second, target, "second")
+            _cpu2, snap2, stats2 = backup(repo, second, target, "second")
             added = stored_bytes(repo_dir) - bytes1
             restore_s = restore_check(repo, snap1, first, work / "restored")
             restore2_s = restore_check(repo, snap2, second, work / "restored")
@@ -125,11 +127,13 @@ def measure(first: Path, second: Path, work: Path, repeats: int) -> list[dict[st
             shutil.rmtree(repo_dir)
         cpu = min(r[0] for r in runs)
         bytes1, added = runs[0][1], runs[0][2]
+        changed = f"{stats2.chunks_new - 1} of {stats2.chunks - 1}"  # less the tree blob
         restore_s = min(r[3] for r in runs)  # the least disturbed by other jobs
         rows.append({"group_target": target, "raw_bytes": raw, "whole_file_zstd3": whole,
                      "stored": bytes1, "ratio_vs_whole_file": bytes1 / whole,
                      "backup_cpu_s": cpu, "backup_cpu_s_all": [r[0] for r in runs],
-                     "second_added": added, "second_added_pct": 100 * added / bytes1,
+                     "second_added": added, "second_chunks_new": changed,
+                     "second_added_pct": 100 * added / bytes1,
                      "restore_s": restore_s, "restore_s_all": [r[3] for r in runs],
                      "restore_cpu_s": min(r[4] for r in runs),
                      "restore2_s": min(r[5] for r in runs),
@@ -212,7 +216,8 @@ def render(name: str, rows: list[dict[str, Any]]) -> str:
                   else "none (chunks alone)")
         lines.append(f"| {target} | {r['stored'] / MB:.2f} | {r['ratio_vs_whole_file']:.3f}x | "
                      f"{r['backup_cpu_s']:.2f} | {r['second_added'] / MB:.2f} MB "
-                     f"({r['second_added_pct']:.1f}%) | {r['restore_s']:.2f} "
+                     f"({r['second_added_pct']:.1f}%; chunks {r['second_chunks_new']}) | "
+                     f"{r['restore_s']:.2f} "
                      f"({r['restore_cpu_s']:.2f}) | {r['restore2_s']:.2f} "
                      f"({r['restore2_cpu_s']:.2f}) |")
     return "\n".join(lines)
