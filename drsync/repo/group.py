@@ -29,10 +29,10 @@ __all__ = ["GROUP_SPAN", "GROUP_TARGET", "Group", "group_binding", "open_group",
            "split_group", "unseal_group"]
 
 # Plaintext bytes a group is closed at. Measured by bench/group_bench.py (stored bytes
-# against whole-file zstd-3): a pgbench scale-10 base backup 1.045x with chunks alone,
-# 0.903x in 128 KiB groups, 0.894x in 256 KiB; the demo's 50 MB SQLite database 1.242x,
-# 1.166x, 1.103x. Larger groups gain little more and make a lone member's read, and
-# prune's rewrite of a group with dead members, cost more.
+# against whole-file zstd-3): a pgbench scale-20 base backup 1.145x with chunks alone,
+# 0.985x in 128 KiB groups, 0.977x in 256 KiB, 0.932x in 512 KiB; the demo's 50 MB
+# SQLite database 1.242x, 1.166x, 1.103x, 1.084x. Larger groups gain little more and
+# make a lone member's read, and prune's rewrite of a group with dead members, cost more.
 GROUP_TARGET = 256 * 1024
 # Most bytes of a file a group's members may span. A restore plans reads over a window
 # of at least 32 MiB of plaintext, refilled at half (drsync.repo.reader): a group whose
