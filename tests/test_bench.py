@@ -128,3 +128,15 @@ def test_prune_bench_on_tiny_data_prunes_and_keeps_the_newest_nights(tmp_path: P
         assert len(entries) == files
         for f, entry in enumerate(entries):
             assert b"".join(reader.blobs(entry.chunks)) == b"".join(content.blobs[f])
+
+
+def test_group_bench_on_a_small_sqlite_database(tmp_path: Path) -> None:
+    from bench import group_bench
+
+    first, second = group_bench.sqlite_copies(2, tmp_path)
+    rows = {r["group_target"]: r for r in group_bench.measure(first, second, tmp_path, 1)}
+    alone, grouped = rows[0], rows[256 * 1024]
+    assert grouped["stored"] < alone["stored"]  # every restore was compared byte for byte
+    assert 0 < grouped["second_added"] < grouped["stored"] / 2
+    assert grouped["whole_file_zstd3"] == alone["whole_file_zstd3"] > 0
+    assert "| 256 KiB |" in group_bench.render("sqlite", list(rows.values()))

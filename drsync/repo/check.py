@@ -1,7 +1,8 @@
 """Checking a repository: structure always, every byte with ``read_data``.
 
 Errors name the object (and the offset, for a blob) and what is wrong, and
-every snapshot that a missing or damaged blob keeps from being restored.
+every snapshot that a missing or damaged blob keeps from being restored; a
+damaged blob group (drsync.repo.group) is opened once and names every member.
 Packs no index names are the harmless leftovers of an interrupted run and
 are reported as notes, not errors. Archived WAL is checked too: gaps in the
 chain after each base backup always, every object's authentication with
@@ -20,7 +21,7 @@ from typing import Any
 from drsync.errors import DrsyncError
 from drsync.paths import tree_problems
 from drsync.repo.crypto import SealError
-from drsync.repo.index import Index, pack_key
+from drsync.repo.index import BlobLocation, Index, pack_key
 from drsync.repo.keys import parse_wrapping
 from drsync.repo.lock import STALE_AFTER, LockInfo, read_lock
 from drsync.repo.objects import FormatError, object_id
@@ -338,7 +339,7 @@ def _check_wal(repo: Repository, report: CheckReport, snaps: list[Snapshot],
 def _read_packs(repo: Repository, index: Index, stored: dict[str, int], report: CheckReport,
                 progress: Callable[[int], None] | None) -> dict[bytes, str]:
     """Read every pack whole; return the blobs that fail authentication (id -> pack)."""
-    by_pack: dict[str, list[tuple[bytes, Any]]] = {}
+    by_pack: dict[str, list[tuple[bytes, BlobLocation]]] = {}
     for blob_id, loc in index.items():
         by_pack.setdefault(loc.pack_id, []).append((blob_id, loc))
     damaged: dict[bytes, str] = {}
@@ -359,12 +360,19 @@ def _read_packs(repo: Repository, index: Index, stored: dict[str, int], report: 
             read_pack_header(repo.key, data)
         except FormatError as err:
             report.errors.append(f"object {name}: pack header: {err}")
-        for blob_id, loc in sorted(by_pack.get(pack_id, []), key=lambda b: b[1].offset):
-            sealed = data[loc.offset : loc.offset + loc.length]
+        ranges: dict[int, list[tuple[bytes, BlobLocation]]] = {}
+        for blob_id, loc in by_pack.get(pack_id, []):
+            ranges.setdefault(loc.offset, []).append((blob_id, loc))
+        for offset, blobs in sorted(ranges.items()):
+            blob_id, loc = blobs[0]
+            sealed = data[offset : offset + loc.length]
             try:
-                repo.unseal_located(blob_id, loc, sealed)
+                repo.unseal_range(loc, sealed, blob_id)  # a group: opened once, all verified
             except SealError as err:
-                damaged[blob_id] = pack_id
-                report.errors.append(
-                    f"object {name} offset {loc.offset}: blob {blob_id.hex()[:16]}: {err}")
+                ids = sorted(b for b, _loc in blobs)
+                damaged.update((b, pack_id) for b in ids)
+                what = (f"blob {blob_id.hex()[:16]}" if loc.group is None else
+                        f"group of {len(loc.group)} blobs "
+                        f"({', '.join(b.hex()[:16] for b in loc.group.ids)})")
+                report.errors.append(f"object {name} offset {offset}: {what}: {err}")
     return damaged

@@ -19,18 +19,72 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from drsync.repo.pack import BlobEntry
+from drsync.repo.group import Group
+from drsync.repo.pack import BLOB_GROUP, BlobEntry, stored_ranges
 
-__all__ = ["BlobLocation", "Index", "index_document", "index_packs"]
+__all__ = ["BlobLocation", "Index", "MemberLocation", "index_document", "index_packs", "locations"]
 
 
 @dataclass(frozen=True)
 class BlobLocation:
+    """Where a blob's stored range is: ``offset`` and ``length`` in the pack."""
     pack_id: str
     blob_type: int
     offset: int
     length: int
     raw_length: int
+
+    @property
+    def group(self) -> Group | None:
+        """The group the blob is a member of (drsync.repo.group), or None."""
+        return None
+
+    @property
+    def member(self) -> int:
+        """The blob's place among its group's members (0 for a single blob)."""
+        return 0
+
+    @property
+    def inner_offset(self) -> int:
+        """Where the blob's plaintext starts in its stored range's plaintext."""
+        group = self.group
+        return 0 if group is None else group.inner_offset(self.member)
+
+
+@dataclass(frozen=True)
+class MemberLocation(BlobLocation):
+    """The location of a group member: its group's stored range, the group (shared by
+    all its members) and its place in it. A subclass, so that the index of a
+    repository without groups (a million locations in memory) pays nothing for them."""
+    in_group: Group
+    place: int
+
+    @property
+    def group(self) -> Group:
+        return self.in_group
+
+    @property
+    def member(self) -> int:
+        return self.place
+
+
+def locations(pack_id: str, entries: list[BlobEntry]) -> Iterator[tuple[bytes, BlobLocation]]:
+    """Each blob of a pack and its location, groups resolved; ValueError when the entries
+    break the rules of stored ranges (drsync.repo.pack.stored_ranges)."""
+    if all(e.blob_type < BLOB_GROUP for e in entries):  # no group: the index load's hot path
+        for e in entries:
+            yield e.blob_id, BlobLocation(pack_id, e.blob_type, e.offset, e.length, e.raw_length)
+        return
+    for members in stored_ranges(entries):
+        first = members[0]
+        if len(members) == 1 and first.blob_type != BLOB_GROUP:
+            yield first.blob_id, BlobLocation(pack_id, first.blob_type, first.offset,
+                                              first.length, first.raw_length)
+            continue
+        group = Group([e.blob_id for e in members], [e.raw_length for e in members])
+        for n, e in enumerate(members):
+            yield e.blob_id, MemberLocation(pack_id, e.blob_type, e.offset, e.length,
+                                            e.raw_length, group, n)
 
 
 def pack_key(pack_id: str) -> str:
@@ -81,32 +135,40 @@ class Index:
         return None if blob_id in self._blobs else self._lost.get(blob_id)
 
     def add_pack(self, pack_id: str, size: int, entries: Iterable[BlobEntry]) -> None:
+        """Add a pack's blobs; ValueError (and nothing added) when its entries break the
+        rules of stored ranges."""
+        located = list(locations(pack_id, list(entries)))
         self.packs[pack_id] = size
-        for e in entries:
-            self._blobs.setdefault(
-                e.blob_id, BlobLocation(pack_id, e.blob_type, e.offset, e.length, e.raw_length)
-            )
+        for blob_id, loc in located:
+            self._blobs.setdefault(blob_id, loc)
 
     def merge_document(self, doc: Any, present: Mapping[str, int] | None = None) -> None:
         """Add an index file's content; ValueError (and nothing added) when it is malformed.
         With ``present`` (pack id -> stored size), a pack that is not there with the size
         the index gives is set aside as lost."""
-        records = [(pack_id, size, list(entries)) for pack_id, size, entries in _parse(doc)]
-        for pack_id, size, entries in records:
+        records = [(pack_id, size, list(locations(pack_id, list(entries))))
+                   for pack_id, size, entries in _parse(doc)]
+        for pack_id, size, located in records:
             why = None if present is None else _unusable(pack_id, size, present)
             if why is not None:
                 self.lost_packs.setdefault(pack_id, why)
-                for e in entries:
-                    self._lost.setdefault(e.blob_id, BlobLocation(
-                        pack_id, e.blob_type, e.offset, e.length, e.raw_length))
+                for blob_id, loc in located:
+                    self._lost.setdefault(blob_id, loc)
                 continue
             self.lost_packs.pop(pack_id, None)
-            self.add_pack(pack_id, size, entries)
+            self.packs[pack_id] = size
+            for blob_id, loc in located:
+                self._blobs.setdefault(blob_id, loc)
 
 
 def index_packs(doc: Any) -> list[tuple[str, int, list[BlobEntry]]]:
     """An index file's (pack id, size, blobs); ValueError when it is malformed."""
-    return [(pack_id, size, list(entries)) for pack_id, size, entries in _parse(doc)]
+    packs = [(pack_id, size, list(entries)) for pack_id, size, entries in _parse(doc)]
+    for _pack_id, _size, entries in packs:
+        if not all(e.blob_type < BLOB_GROUP for e in entries):
+            for _range in stored_ranges(entries):
+                pass
+    return packs
 
 
 def _unusable(pack_id: str, size: int, present: Mapping[str, int]) -> str | None:

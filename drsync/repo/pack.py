@@ -3,11 +3,20 @@
 Layout: ``DRSY P 1 | blob... | sealed header | u32 header length``. The
 header lists each blob's type, id, offset, stored length and plaintext
 length, so an index can be rebuilt from the packs alone.
+
+A *stored range* is one sealed payload in a pack: a single blob (type data or
+tree), or a *group* (type ``BLOB_GROUP``): several chunks of a block-structured
+file concatenated, compressed and sealed once (drsync.repo.group). Each member
+of a group has its own header entry; the members of one group are consecutive
+entries of type ``BLOB_GROUP`` with the same offset and stored length, and a
+member's plaintext lies in the group's after the members before it
+(``stored_ranges``). See docs/FORMAT.md §5.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from drsync.repo.crypto import CODEC_RAW, MasterKey, SealError
@@ -21,10 +30,13 @@ from drsync.repo.objects import (
     object_id,
 )
 
-__all__ = ["BLOB_DATA", "BLOB_TREE", "BlobEntry", "PackBuilder", "parse_pack_header"]
+__all__ = ["BLOB_DATA", "BLOB_GROUP", "BLOB_TREE", "BlobEntry", "PackBuilder",
+           "parse_pack_header", "stored_ranges", "stored_shares"]
 
 BLOB_DATA = 0
 BLOB_TREE = 1
+BLOB_GROUP = 2  # a data chunk stored in a group with its neighbours
+BLOB_TYPES = (BLOB_DATA, BLOB_TREE, BLOB_GROUP)
 _ENTRY = struct.Struct("<B32sIII")  # type, id, offset, length, raw length
 _TRAILER = struct.Struct("<I")
 
@@ -53,6 +65,16 @@ class PackBuilder:
         self.entries.append(
             BlobEntry(blob_type, blob_id, len(self._buf), len(sealed), raw_length)
         )
+        self._buf += sealed
+
+    def add_group(self, members: list[tuple[bytes, int]], sealed: bytes) -> None:
+        """A group (drsync.repo.group): one sealed range, an entry per (id, raw length)
+        member in the group's order."""
+        if len(members) < 2:
+            raise ValueError("a group has at least two members")
+        offset = len(self._buf)
+        self.entries += [BlobEntry(BLOB_GROUP, blob_id, offset, len(sealed), raw_length)
+                         for blob_id, raw_length in members]
         self._buf += sealed
 
     def finish(self) -> tuple[str, bytes]:
@@ -98,7 +120,58 @@ def parse_pack_header(key: MasterKey, data: bytes, pack_size: int) -> list[BlobE
         if entry.offset < HEADER_SIZE or entry.offset + entry.length > limit:
             raise FormatError(f"blob {entry.blob_id.hex()} lies outside the pack")
         entries.append(entry)
+    try:
+        for _range in stored_ranges(entries):
+            pass
+    except ValueError as err:
+        raise FormatError(f"pack header: {err}") from None
     return entries
+
+
+def stored_ranges(entries: list[BlobEntry]) -> Iterator[list[BlobEntry]]:
+    """The entries of each stored range, in header order: ``[entry]`` for a single blob,
+    the members in order for a group. ValueError when the entries do not follow the
+    rules (an unknown type; a group member apart from its group, or alone; members of
+    one group whose stored lengths differ)."""
+    run: list[BlobEntry] = []
+    seen: set[int] = set()  # offsets of the groups already closed
+    for entry in entries:
+        if entry.blob_type not in BLOB_TYPES:
+            raise ValueError(f"blob {entry.blob_id.hex()[:16]} has unknown type "
+                             f"{entry.blob_type}")
+        if run and (entry.blob_type != BLOB_GROUP or entry.offset != run[0].offset):
+            yield _closed(run, seen)
+            run = []
+        if entry.blob_type != BLOB_GROUP:
+            yield [entry]
+            continue
+        if run and entry.length != run[0].length:
+            raise ValueError(f"group at offset {entry.offset}: members of different lengths")
+        run.append(entry)
+    if run:
+        yield _closed(run, seen)
+
+
+def stored_shares(rows: list[tuple[int, int, int, int]]) -> list[int]:
+    """Each blob's share of the pack's stored bytes, from its ``(type, offset, stored
+    length, plaintext length)``: a single blob's stored length, a group member's part of
+    its group's, by plaintext length (so a group's shares add up to about its length)."""
+    group_raw: dict[int, int] = {}
+    for blob_type, offset, _length, raw in rows:
+        if blob_type == BLOB_GROUP:
+            group_raw[offset] = group_raw.get(offset, 0) + raw
+    return [length if blob_type != BLOB_GROUP else length * raw // max(1, group_raw[offset])
+            for blob_type, offset, length, raw in rows]
+
+
+def _closed(run: list[BlobEntry], seen: set[int]) -> list[BlobEntry]:
+    offset = run[0].offset
+    if offset in seen:
+        raise ValueError(f"group at offset {offset}: members not consecutive")
+    if len(run) < 2:
+        raise ValueError(f"group at offset {offset} has one member")
+    seen.add(offset)
+    return run
 
 
 def read_pack_header(key: MasterKey, pack: bytes) -> list[BlobEntry]:

@@ -13,7 +13,11 @@ Under the exclusive writer lock (no backup runs meanwhile), in this order:
    deleted in the same run: a later prune may.
 2. *Repack*: copy each live blob of the packs to repack, still sealed (a
    blob's seal binds its id, not its pack), after checking its
-   authentication tag, into new packs.
+   authentication tag, into new packs. A group (drsync.repo.group) all of
+   whose members are live is copied the same way; one with dead members is
+   opened, verified, and its live members sealed again (as a group, or one
+   blob). A group member's bytes, for what is live or dead, are its share of
+   the group's stored length by plaintext length.
 3. *Index*: write new index files covering every blob of every pack kept
    and of the new packs, in a few large files. Nothing has been deleted yet.
 4. *Delete* the unused and repacked packs, then the index files that the new
@@ -55,10 +59,19 @@ from typing import Any
 from drsync.errors import DrsyncError, IntegrityError, ObjectLocked, UsageError
 from drsync.malloc import return_large_buffers_to_the_os
 from drsync.repo.crypto import SealError
+from drsync.repo.group import Group, open_group, seal_group, unseal_group
 from drsync.repo.index import BlobLocation, index_document, index_packs, pack_key
 from drsync.repo.lock import RepositoryLock
 from drsync.repo.objects import TYPE_INDEX, FormatError
-from drsync.repo.pack import BlobEntry, PackBuilder, read_pack_header
+from drsync.repo.pack import (
+    BLOB_DATA,
+    BLOB_GROUP,
+    BlobEntry,
+    PackBuilder,
+    read_pack_header,
+    stored_ranges,
+    stored_shares,
+)
 from drsync.repo.repository import Repository
 from drsync.repo.resume import abort_interrupted_uploads, verified_pack_entries
 from drsync.repo.retention import binlog_starts, expired_binlogs, expired_wal
@@ -282,9 +295,9 @@ class _Prune:
                     if e.blob_id in needed_trees:
                         tree_locs.setdefault(e.blob_id, BlobLocation(
                             pack_id, e.blob_type, e.offset, e.length, e.raw_length))
-                    if not use.counted:
-                        use.blob_bytes += e.length
                 if not use.counted:
+                    use.blob_bytes += sum(stored_shares(
+                        [(e.blob_type, e.offset, e.length, e.raw_length) for e in entries]))
                     self.blobs += len(entries)
                 use.counted = True
         adopted = self._adopt(present, lost, needed_trees, tree_locs)
@@ -366,10 +379,15 @@ class _Prune:
             if found is None or found.size != record["size"] or found.counted:
                 continue
             found.counted = True
-            for blob in record["blobs"]:
+            blobs = record["blobs"]
+            # A group member counts for its share of the group's bytes; most packs have
+            # no group, and this loop runs over every blob of the repository.
+            shares = (stored_shares([(b[1], b[2], b[3], b[4]) for b in blobs])
+                      if any(b[1] == BLOB_GROUP for b in blobs) else [b[3] for b in blobs])
+            for blob, share in zip(blobs, shares, strict=True):
                 prefix = int(blob[0][:16], 16)
                 if prefix in live:
-                    found.live_bytes += blob[3]
+                    found.live_bytes += share
                     if lost_live:
                         lost_live.pop(prefix, None)
         for _pack_id, _size, entries in adopted:
@@ -461,26 +479,60 @@ class _Prune:
             except (FormatError, DrsyncError) as err:
                 raise IntegrityError(f"{repo.url}: object {name}: {err}; prune refuses to "
                                      "repack it (run `drsync check --read-data`)") from None
-            for e in sorted(entries, key=lambda e: e.offset):
+            def wanted(e: BlobEntry) -> bool:
                 if e.blob_id not in marker or e.blob_id in held:
-                    continue
+                    return False
                 if int.from_bytes(e.blob_id[:8], "big") in repeated:
                     if e.blob_id in copied:
-                        continue
+                        return False
                     copied.add(e.blob_id)
-                sealed = data[e.offset:e.offset + e.length]
+                return True
+
+            for members in sorted(stored_ranges(entries), key=lambda m: m[0].offset):
+                keep = [e for e in members if wanted(e)]
+                if not keep:
+                    continue
+                first = members[0]
+                sealed = data[first.offset:first.offset + first.length]
                 try:
-                    repo.key.unseal(sealed, e.blob_id)  # authenticate before copying
+                    self._copy(builder, members, keep, sealed)
                 except SealError as err:
-                    raise IntegrityError(f"{repo.url}: object {name} offset {e.offset}: blob "
-                                         f"{e.blob_id.hex()[:16]}: {err}; prune refuses to "
-                                         "copy it") from None
-                builder.add(e.blob_type, e.blob_id, sealed, e.raw_length)
+                    what = (f"blob {first.blob_id.hex()[:16]}" if len(members) == 1 else
+                            f"group of {len(members)} blobs with {first.blob_id.hex()[:16]}")
+                    raise IntegrityError(f"{repo.url}: object {name} offset {first.offset}: "
+                                         f"{what}: {err}; prune refuses to copy it") from None
                 if len(builder) >= repo.config.pack_size:
                     flush()
             if progress is not None:
                 progress(len(data))
         flush()
+
+    def _copy(self, builder: PackBuilder, members: list[BlobEntry], keep: list[BlobEntry],
+              sealed: bytes) -> None:
+        """Copy the stored range of ``members`` into ``builder``, keeping the blobs of
+        ``keep``: still sealed (authenticated first: a seal binds its id or its group's
+        ids, not its pack) when it keeps them all, else the group opened, verified, and
+        what it keeps sealed again (a group, or one blob)."""
+        key = self.repo.key
+        first = members[0]
+        if len(members) == 1:
+            key.unseal(sealed, first.blob_id)
+            builder.add(first.blob_type, first.blob_id, sealed, first.raw_length)
+            return
+        group = Group([e.blob_id for e in members], [e.raw_length for e in members])
+        if len(keep) == len(members):
+            unseal_group(key, group, sealed)
+            builder.add_group([(e.blob_id, e.raw_length) for e in members], sealed)
+            return
+        plain = dict(open_group(key, group, sealed))
+        kept = [(e.blob_id, plain[e.blob_id]) for e in keep]
+        level = self.repo.config.compression_level
+        if len(kept) == 1:
+            blob_id, data = kept[0]
+            builder.add(BLOB_DATA, blob_id, key.seal_chunk(data, blob_id, level), len(data))
+        else:
+            builder.add_group([(blob_id, len(data)) for blob_id, data in kept],
+                              seal_group(key, kept, level))
 
     def _delete(self, key: str) -> bool:
         """Delete ``key``; False (and reported) when Object Lock still retains it."""

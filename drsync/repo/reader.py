@@ -5,10 +5,12 @@ Reads are planned per pack. The reader looks ahead over the restore order
 window needs by pack, and fetches each pack's needed bytes in one ranged
 GET, or a few when the needed blobs are far apart (gaps over ``GAP`` bytes
 are not fetched). Ranges are fetched on ``store.connections`` threads;
-each blob is decrypted, decompressed and verified against its id on worker
-threads, and yielded in order. Nothing is yielded that did not verify, and
-memory is bounded by the window: a blob leaves the cache after its last
-use in the window (used again later, it is fetched again).
+each stored range is decrypted, decompressed and verified on worker threads
+(a group once, handing out every member the window wants from it: each
+checked against its id), and the blobs are yielded in order. Nothing is
+yielded that did not verify, and memory is bounded by the window: a blob
+leaves the cache after its last use in the window (used again later, it is
+fetched again).
 """
 
 from __future__ import annotations
@@ -38,17 +40,20 @@ TREE_CACHE = 32 * MiB  # a tree this small is fetched once however often a resto
 
 @dataclass
 class ReadStats:
-    """What the reads cost: ranged GETs, bytes fetched, blobs verified."""
+    """What the reads cost: ranged GETs, bytes fetched, blobs verified, stored ranges
+    (single blobs and groups) opened."""
     gets: int = 0
     bytes_fetched: int = 0
     blobs: int = 0
+    opened: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, gets: int, fetched: int, blobs: int) -> None:
+    def add(self, gets: int, fetched: int, blobs: int, opened: int = 0) -> None:
         with self._lock:
             self.gets += gets
             self.bytes_fetched += fetched
             self.blobs += blobs
+            self.opened += opened
 
 
 @dataclass
@@ -73,7 +78,8 @@ def coalesce(blobs: list[tuple[bytes, BlobLocation, Future[bytes]]],
     blobs = sorted(blobs, key=lambda b: b[1].offset)
     pack_id = blobs[0][1].pack_id
     start, end = blobs[0][1].offset, max(b[1].offset + b[1].length for b in blobs)
-    if sum(b[1].length for b in blobs) * 2 >= end - start:
+    needed = sum({b[1].offset: b[1].length for b in blobs}.values())  # a group counts once
+    if needed * 2 >= end - start:
         return [_Range(pack_id, start, end, blobs)]
     ranges: list[_Range] = []
     for blob in blobs:
@@ -84,6 +90,20 @@ def coalesce(blobs: list[tuple[bytes, BlobLocation, Future[bytes]]],
         else:
             ranges.append(_Range(pack_id, loc.offset, loc.offset + loc.length, [blob]))
     return ranges
+
+
+def _by_range(blobs: list[tuple[bytes, BlobLocation, Future[bytes]]]
+              ) -> Iterator[list[tuple[bytes, BlobLocation, Future[bytes]]]]:
+    """The blobs of a range (sorted by offset) in runs that share one stored range: the
+    wanted members of a group come together, a single blob alone."""
+    run: list[tuple[bytes, BlobLocation, Future[bytes]]] = []
+    for blob in blobs:
+        if run and (blob[1].group is None or blob[1].offset != run[0][1].offset):
+            yield run
+            run = []
+        run.append(blob)
+    if run:
+        yield run
 
 
 class SnapshotReader:
@@ -141,36 +161,46 @@ class SnapshotReader:
             except ObjectNotFound:
                 raise self.repo.missing(name, "the index") from None
             self.stats.add(1, len(data), 0)
-            batch: list[tuple[bytes, BlobLocation, Future[bytes], bytes]] = []
+            batch: list[tuple[list[tuple[bytes, BlobLocation, Future[bytes]]], bytes]] = []
             size = 0
-            for n, (blob_id, loc, fut) in enumerate(rng.blobs, 1):
+            for wanted in _by_range(rng.blobs):
+                loc = wanted[0][1]
                 at = loc.offset - rng.start
-                batch.append((blob_id, loc, fut, data[at:at + loc.length]))
+                batch.append((wanted, data[at:at + loc.length]))
                 size += loc.length
-                if size >= BATCH or n == len(rng.blobs):  # a MiB a task: few hand-offs
+                handed += len(wanted)
+                if size >= BATCH or handed == len(rng.blobs):  # a MiB a task: few hand-offs
                     self._cpu.submit(self._open_all, batch)
-                    handed, batch, size = n, [], 0
+                    batch, size = [], 0
         except BaseException as err:  # every blob still waiting learns why
             for _blob_id, _loc, fut in rng.blobs[handed:]:
                 fut.set_exception(err)
 
-    def _open_all(self, batch: list[tuple[bytes, BlobLocation, Future[bytes], bytes]]) -> None:
-        for blob_id, loc, fut, sealed in batch:
-            self._open(blob_id, loc, sealed, fut)
+    def _open_all(self, batch: list[tuple[list[tuple[bytes, BlobLocation, Future[bytes]]],
+                                          bytes]]) -> None:
+        for wanted, sealed in batch:
+            self._open(wanted, sealed)
 
-    def _open(self, blob_id: bytes, loc: BlobLocation, sealed: bytes, fut: Future[bytes]) -> None:
+    def _open(self, wanted: list[tuple[bytes, BlobLocation, Future[bytes]]],
+              sealed: bytes) -> None:
+        """Open one stored range once and settle the futures of the blobs wanted from it
+        (one for a single blob; any members of a group)."""
+        blob_id, loc, _fut = wanted[0]
         try:
             try:
-                plain = self.repo.unseal_located(blob_id, loc, sealed)
+                plain = dict(self.repo.unseal_range(loc, sealed, blob_id))
             except SealError:
                 # A byte flipped in transit fails like one flipped at rest: read this
-                # blob once more on its own (read_blob retries and names the damage).
+                # range once more on its own (read_range retries and names the damage).
                 self.stats.add(1, loc.length, 0)
-                plain = self.repo.read_blob(blob_id, loc)
-            self.stats.add(0, 0, 1)
-            fut.set_result(plain)
+                plain = dict(self.repo.read_range(blob_id, loc))
+            self.stats.add(0, 0, len(wanted), 1)
+            for member_id, _loc, fut in wanted:
+                fut.set_result(plain[member_id])
         except BaseException as err:
-            fut.set_exception(err)
+            for _id, _loc, fut in wanted:
+                if not fut.done():
+                    fut.set_exception(err)
 
     # -- the plan -------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ packs sealed by an older generation:
 
 1. read the pack, verify every blob (authentication, length, keyed hash) and reseal its
    compressed payload under the newest generation into a new pack (same blob ids: dedup
-   and snapshots are untouched), and store it;
+   and snapshots are untouched), and store it; a group (drsync.repo.group) is verified
+   member by member and resealed whole, bound to the same member ids;
 2. write an index naming the new packs;
 3. delete the old packs.
 
@@ -31,10 +32,11 @@ from dataclasses import dataclass, field
 
 from drsync.errors import IntegrityError, ObjectExists, ObjectLocked, ObjectNotFound
 from drsync.repo.crypto import MasterKey, SealError, decompress
+from drsync.repo.group import Group, group_binding, split_group, unseal_group
 from drsync.repo.index import Index, index_document, pack_key
 from drsync.repo.lock import RepositoryLock
 from drsync.repo.objects import HEADER_SIZE, TYPE_INDEX, FormatError, object_id
-from drsync.repo.pack import BlobEntry, PackBuilder, read_pack_header
+from drsync.repo.pack import BlobEntry, PackBuilder, read_pack_header, stored_ranges
 from drsync.repo.repository import Repository
 from drsync.repo.wal import WAL_PREFIX, parse_wal_header
 
@@ -113,17 +115,28 @@ def _reseal_pack(repo: Repository, pack_id: str) -> tuple[str, int, list[BlobEnt
         raise IntegrityError(f"{repo.url}: object {name}: {err}") from None
     key = repo.key
     builder = PackBuilder(key)
-    for e in entries:
+    for members in stored_ranges(entries):
+        e = members[0]
         sealed = data[e.offset:e.offset + e.length]
         try:
-            codec, payload = key.unseal(sealed, e.blob_id)
-            plain = decompress(codec, payload, e.raw_length)
-            if len(plain) != e.raw_length or key.chunk_id(plain) != e.blob_id:
-                raise SealError("plaintext does not match its id and length")
+            if len(members) == 1:
+                codec, payload = key.unseal(sealed, e.blob_id)
+                plain = decompress(codec, payload, e.raw_length)
+                if len(plain) != e.raw_length or key.chunk_id(plain) != e.blob_id:
+                    raise SealError("plaintext does not match its id and length")
+                builder.add(e.blob_type, e.blob_id, key.seal(payload, codec, e.blob_id),
+                            e.raw_length)
+                continue
+            group = Group([m.blob_id for m in members], [m.raw_length for m in members])
+            codec, payload = unseal_group(key, group, sealed)
+            split_group(key, group, decompress(codec, payload, group.raw_length))
+            builder.add_group([(m.blob_id, m.raw_length) for m in members],
+                              key.seal(payload, codec, group_binding(key, group.ids)))
         except SealError as err:
-            raise IntegrityError(f"{repo.url}: object {name} offset {e.offset}: blob "
-                                 f"{e.blob_id.hex()[:16]}: {err}") from None
-        builder.add(e.blob_type, e.blob_id, key.seal(payload, codec, e.blob_id), e.raw_length)
+            what = f"blob {e.blob_id.hex()[:16]}" if len(members) == 1 else (
+                f"group of {len(members)} blobs with {e.blob_id.hex()[:16]}")
+            raise IntegrityError(f"{repo.url}: object {name} offset {e.offset}: "
+                                 f"{what}: {err}") from None
     new_id, new_data = builder.finish()
     with contextlib.suppress(ObjectExists):
         repo.store.put(pack_key(new_id), new_data, if_absent=True)

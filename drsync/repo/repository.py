@@ -41,6 +41,7 @@ from drsync.errors import (
     WrongKey,
 )
 from drsync.repo.crypto import MasterKey, SealError
+from drsync.repo.group import open_group
 from drsync.repo.index import BlobLocation, Index, pack_key
 from drsync.repo.keys import (
     DEFAULT_KDF,
@@ -480,33 +481,57 @@ class Repository:
     # -- blobs ----------------------------------------------------------------
 
     def read_blob(self, blob_id: bytes, loc: BlobLocation) -> bytes:
-        """Fetch, decrypt, decompress and verify one blob."""
+        """Fetch, decrypt, decompress and verify one blob (its whole group, if grouped)."""
+        return dict(self.read_range(blob_id, loc))[blob_id]
+
+    def read_range(self, blob_id: bytes, loc: BlobLocation) -> list[tuple[bytes, bytes]]:
+        """Fetch and open the stored range of ``blob_id`` at ``loc``: every blob in it,
+        verified (``unseal_range``); IntegrityError naming the object and offset."""
         name = pack_key(loc.pack_id)
         try:
             sealed = self.store.get(name, loc.offset, loc.length)
         except ObjectNotFound:
             raise self.missing(name, "the index") from None
         try:
-            return self.open_blob(blob_id, loc, sealed)
+            return self.open_range(blob_id, loc, sealed)
         except IntegrityError:
             # A byte flipped in transit fails authentication like one flipped at rest:
             # read once more before calling it damage.
-            return self.open_blob(blob_id, loc, self.store.get(name, loc.offset, loc.length))
+            return self.open_range(blob_id, loc, self.store.get(name, loc.offset, loc.length))
+
+    def open_range(self, blob_id: bytes, loc: BlobLocation,
+                   sealed: bytes) -> list[tuple[bytes, bytes]]:
+        """``unseal_range``, its SealError as an IntegrityError naming where."""
+        try:
+            return self.unseal_range(loc, sealed, blob_id)
+        except SealError as err:
+            what = (f"blob {blob_id.hex()[:16]}" if loc.group is None else
+                    f"group of {len(loc.group)} blobs with {blob_id.hex()[:16]}")
+            raise IntegrityError(
+                f"{self.url}: object {pack_key(loc.pack_id)} offset {loc.offset}: "
+                f"{what}: {err}") from None
 
     def unseal_located(self, blob_id: bytes, loc: BlobLocation, sealed: bytes) -> bytes:
         """The verified plaintext of a blob read from ``loc``; SealError when it is not."""
+        if loc.group is None:
+            if len(sealed) != loc.length:
+                raise SealError(f"truncated: {len(sealed)} of {loc.length} bytes")
+            return self.key.unseal_chunk(sealed, blob_id, loc.raw_length)
+        member_id, plain = self.unseal_range(loc, sealed, blob_id)[loc.member]
+        if member_id != blob_id:
+            raise SealError(f"the group holds {member_id.hex()[:16]} there")
+        return plain
+
+    def unseal_range(self, loc: BlobLocation, sealed: bytes,
+                     blob_id: bytes) -> list[tuple[bytes, bytes]]:
+        """Every blob of the stored range at ``loc`` (whose bytes are ``sealed``), as
+        verified ``(id, plaintext)`` pairs in order: one for a single blob (``blob_id``),
+        each member for a group, opened once. SealError when any does not verify."""
         if len(sealed) != loc.length:
             raise SealError(f"truncated: {len(sealed)} of {loc.length} bytes")
-        return self.key.unseal_chunk(sealed, blob_id, loc.raw_length)
-
-    def open_blob(self, blob_id: bytes, loc: BlobLocation, sealed: bytes) -> bytes:
-        try:
-            return self.unseal_located(blob_id, loc, sealed)
-        except SealError as err:
-            raise IntegrityError(
-                f"{self.url}: object {pack_key(loc.pack_id)} offset {loc.offset}: "
-                f"blob {blob_id.hex()[:16]}: {err}"
-            ) from None
+        if loc.group is None:
+            return [(blob_id, self.key.unseal_chunk(sealed, blob_id, loc.raw_length))]
+        return open_group(self.key, loc.group, sealed)
 
     # -- snapshots ------------------------------------------------------------
 

@@ -11,6 +11,13 @@ Ordering: a pack is stored before any index names it; indexes are written
 every ``INDEX_EVERY`` packs (so an interrupted run's finished packs are
 reused by the next run) and at the end; the snapshot is written last.
 
+Block-structured streams (``fixed_size``: PostgreSQL relations, SQLite) are
+sealed in groups (drsync.repo.group): the workers only hash their chunks, the
+new ones are collected in file order up to ``group_target`` bytes, from at
+most ``GROUP_SPAN`` bytes of the file, and each group is compressed and
+sealed once on a worker; every chunk keeps its own id and index entry, so
+dedup is unchanged.
+
 Stopping: a writer given ``should_stop`` asks it before every chunk and
 once more just before the snapshot. When it answers with a reason, the
 pack being uploaded finishes, packs still queued are dropped (their chunks
@@ -35,6 +42,7 @@ from pyfastcdc import FastCDC
 
 from drsync.errors import DrsyncError, RunInterrupted, StoreError
 from drsync.malloc import return_large_buffers_to_the_os
+from drsync.repo.group import GROUP_SPAN, GROUP_TARGET, seal_group
 from drsync.repo.index import Index, index_document, pack_key
 from drsync.repo.objects import TYPE_INDEX
 from drsync.repo.pack import BLOB_DATA, BLOB_TREE, BlobEntry, PackBuilder
@@ -192,8 +200,12 @@ class SnapshotWriter:
         workers: int | None = None,
         progress: Callable[[int], None] | None = None,
         should_stop: Callable[[], str | None] | None = None,
+        group_target: int = GROUP_TARGET,
     ) -> None:
+        """``group_target``: plaintext bytes a group of a block-structured stream's new
+        chunks is closed at (drsync.repo.group); 0 seals every chunk alone."""
         return_large_buffers_to_the_os()
+        self._group_target = group_target
         cfg = repo.config
         self._should_stop = should_stop
         self._repo = repo
@@ -209,6 +221,12 @@ class SnapshotWriter:
         self.start_time = utc_now()
         self._added: set[bytes] = set()  # ids packed this run, not yet in the index
         self._pack = PackBuilder(repo.key)
+        self._group: list[tuple[bytes, bytes]] = []  # new chunks of the open group
+        self._group_bytes = 0
+        self._group_start = 0  # where in its stream the open group's first chunk is
+        self._stream_at = 0  # where in the grouped stream the next chunk accepted is
+        self._sealing: collections.deque[
+            tuple[list[tuple[bytes, bytes]], Future[bytes]]] = collections.deque()
         self._uploader = self._make_uploader()
         self._tree: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115
         self._closed = False
@@ -247,9 +265,71 @@ class SnapshotWriter:
         self._uploader.submit(self._pack)
         self._pack = PackBuilder(self._repo.key)
 
+    # -- groups: the new chunks of a block-structured file, sealed together -----------
+
+    def _identify(self, data: bytes, blob_type: int) -> _Processed:
+        """A chunk to group: its id now, its seal with its group's (``_close_group``)."""
+        return self._repo.key.chunk_id(data), data, len(data)
+
+    def _accept_grouped(self, result: _Processed, blob_type: int) -> bytes:
+        chunk_id, data, raw_length = result
+        self.stats.chunks += 1
+        at = self._stream_at
+        self._stream_at += raw_length
+        if data is None or chunk_id in self._index or chunk_id in self._added:
+            return chunk_id
+        self._added.add(chunk_id)
+        self.stats.chunks_new += 1
+        if self._group and (self._group_bytes + raw_length > self._group_target
+                            or at + raw_length - self._group_start > GROUP_SPAN):
+            self._close_group()
+        if not self._group:
+            self._group_start = at
+        self._group.append((chunk_id, data))
+        self._group_bytes += raw_length
+        return chunk_id
+
+    def _close_group(self) -> None:
+        """Seal the open group on a worker (a single chunk as an ordinary blob), then
+        store the sealed groups that are ready, in order."""
+        members, self._group, self._group_bytes = self._group, [], 0
+        if len(members) == 1:
+            chunk_id, data = members[0]
+            self._sealing.append((members, self._pool.submit(
+                self._repo.key.seal_chunk, data, chunk_id, self._level)))
+        elif members:
+            self._sealing.append((members, self._pool.submit(
+                seal_group, self._repo.key, members, self._level)))
+        self._store_sealed(wait=len(self._sealing) > self._window // 4)
+
+    def _store_sealed(self, *, wait: bool = False) -> None:
+        """Store the sealed groups whose seal is done (with ``wait``, one at least)."""
+        while self._sealing and (wait or self._sealing[0][1].done()):
+            members, fut = self._sealing.popleft()
+            sealed = fut.result()
+            if len(members) == 1:
+                self._store_blob(BLOB_DATA, members[0][0], sealed, len(members[0][1]))
+            else:
+                self._store_group([(cid, len(data)) for cid, data in members], sealed)
+            wait = False
+
+    def _store_group(self, members: list[tuple[bytes, int]], sealed: bytes) -> None:
+        """A new group into the pack being built (a full pack goes to the uploader)."""
+        self._pack.add_group(members, sealed)
+        if len(self._pack) >= self._repo.config.pack_size:
+            self._flush_pack()
+
     def _stream(self, reader: BinaryIO, blob_type: int, emit: Callable[[bytes], None],
                 fixed_size: int | None = None) -> int:
-        """Chunk ``reader``; call ``emit`` with each chunk id in order; return bytes read."""
+        """Chunk ``reader``; call ``emit`` with each chunk id in order; return bytes read.
+        A block-structured stream (``fixed_size``) seals its new chunks in groups."""
+        grouped = bool(fixed_size) and blob_type == BLOB_DATA and (
+            2 * (fixed_size or 0) <= self._group_target)
+        work = self._identify if grouped else self._process
+        accept = self._accept_grouped if grouped else self._accept
+        if grouped:
+            self._close_group()  # one a failed stream left open: groups stay per stream
+            self._stream_at = 0
         inflight: collections.deque[Future[_Processed]] = collections.deque()
         total = 0
         chunks: Iterator[bytes] = (
@@ -263,12 +343,22 @@ class SnapshotWriter:
                 self.stats.bytes_read += len(data)
                 if self._progress is not None:
                     self._progress(len(data))
-            inflight.append(self._pool.submit(self._process, data, blob_type))
+            inflight.append(self._pool.submit(work, data, blob_type))
             while len(inflight) >= self._window or (inflight and inflight[0].done()):
-                emit(self._accept(inflight.popleft().result(), blob_type))
+                emit(accept(inflight.popleft().result(), blob_type))
         while inflight:
-            emit(self._accept(inflight.popleft().result(), blob_type))
+            emit(accept(inflight.popleft().result(), blob_type))
+        if grouped:
+            self._finish_groups()
         return total
+
+    def _finish_groups(self) -> None:
+        """Seal and store the open group and every group still sealing. Also called by
+        ``commit``: a stream that failed half-way (its entry dropped) may have left
+        accepted chunks here, which later streams count as stored."""
+        self._close_group()
+        while self._sealing:
+            self._store_sealed(wait=True)
 
     # -- the tree -----------------------------------------------------------------
 
@@ -329,6 +419,7 @@ class SnapshotWriter:
         self._tree.seek(0)
         self._stream(self._tree, BLOB_TREE,  # type: ignore[arg-type]
                      lambda cid: tree_ids.append(cid.hex()))
+        self._finish_groups()
         self._flush_pack()
         self._uploader.close()
         self._check_stop()  # the last moment a stop (a deadline) can keep the snapshot out
@@ -394,6 +485,10 @@ class DeltaEstimator(SnapshotWriter):
         self.new_raw_bytes += raw_length
         self.new_stored_bytes += len(sealed) + BLOB_OVERHEAD
 
+    def _store_group(self, members: list[tuple[bytes, int]], sealed: bytes) -> None:
+        self.new_raw_bytes += sum(raw_length for _id, raw_length in members)
+        self.new_stored_bytes += len(sealed) + BLOB_OVERHEAD * len(members)
+
     def commit(self, **_kw: Any) -> Snapshot:
         raise AssertionError("a dry run writes no snapshot; call finish")
 
@@ -401,5 +496,6 @@ class DeltaEstimator(SnapshotWriter):
         """Chunk the tree as a commit would; the bytes the backup would store."""
         self._tree.seek(0)
         self._stream(self._tree, BLOB_TREE, lambda _cid: None)  # type: ignore[arg-type]
+        self._finish_groups()
         self._shutdown()
         return self.new_stored_bytes
