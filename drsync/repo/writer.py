@@ -117,19 +117,27 @@ class _Uploader:
             if self.error is not None or self._cancelled:
                 continue  # drain so the producer never blocks after a failure or a stop
             try:
-                pack_id, data = item.finish()
-                entries = item.entries
-                self._repo.store.put(pack_key(pack_id), data)
-                with self._lock:
-                    self._stats.bytes_added += len(data)
-                    self._stats.packs += 1
-                    self._index.add_pack(pack_id, len(data), entries)
-                    self._unindexed.append((pack_id, len(data), entries))
-                    batch = self._take_batch(INDEX_EVERY)
-                if batch:
-                    self._write_index(batch)
+                self._store(item)
             except BaseException as err:
                 self.error = err
+            del item  # not held while waiting for the next pack
+
+    def _store(self, item: PackBuilder) -> None:
+        """Seal, store and (in batches) index one pack. Its bytes live only in this
+        call: a loop variable would hold the last pack while the thread waits."""
+        pack_id, data = item.finish()
+        size = len(data)
+        self._repo.store.put(pack_key(pack_id), data)
+        del data
+        entries = item.entries
+        with self._lock:
+            self._stats.bytes_added += size
+            self._stats.packs += 1
+            self._index.add_pack(pack_id, size, entries)
+            self._unindexed.append((pack_id, size, entries))
+            batch = self._take_batch(INDEX_EVERY)
+        if batch:
+            self._write_index(batch)
 
     def _take_batch(self, at_least: int) -> list[tuple[str, int, list[BlobEntry]]]:
         if len(self._unindexed) < at_least:
