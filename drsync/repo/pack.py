@@ -10,6 +10,8 @@ stored, and packs waiting for an uploader cost a file descriptor each. Held
 in a ``bytearray``, a 16 MiB pack was in memory up to three times (the pack
 growing, its copy as ``bytes``, the one still being stored). The file lives
 well under the kernel's writeback delay, so it is normally never written to disk.
+It goes where ``tempfile`` puts files (``TMPDIR``, else /tmp): on a tmpfs /tmp
+its pages are memory again, outside the process's RSS; point TMPDIR at a disk.
 """
 
 from __future__ import annotations
