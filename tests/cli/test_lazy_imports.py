@@ -55,3 +55,11 @@ def test_a_local_backup_and_restore_import_no_heavy_library(tmp_path: Path,
                            str(tmp_path / "out"), "--json")
     assert loaded == []
     assert any(p.name == "a.txt" for p in (tmp_path / "out").rglob("*"))
+
+
+def test_help_imports_no_heavy_library(tmp_path: Path, repo: dict[str, str]) -> None:
+    """--help imports every command's module for its one-line help: none may pull a
+    renderer or a client in at import time."""
+    loaded, out = _loaded(tmp_path, repo, "--help")
+    assert loaded == []
+    assert "backup" in out and "plan" in out
