@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # s3rver, a minimal second S3 implementation for the store tests (tests/store/minimal_s3.py).
 S3RVER := tools/s3rver/node_modules/.installed
 
-.PHONY: demo test test-fast lint bench bench-plan bench-pg bench-mariadb bench-s3 bench-prune \
+.PHONY: demo test test-fast lint bench bench-plan bench-pg bench-pg-memory bench-mariadb bench-s3 bench-prune \
 	bench-wal install clean chromium report-deps mariadb
 
 $(STAMP): pyproject.toml
@@ -100,6 +100,9 @@ bench-plan: $(STAMP)
 
 bench-pg: $(STAMP)
 	$(BIN)/python bench/pg_bench.py
+
+bench-pg-memory: $(STAMP)
+	$(BIN)/python bench/pg_memory_bench.py --pgbackrest
 
 bench-mariadb: $(STAMP) mariadb
 	$(BIN)/python bench/mariadb_bench.py

@@ -16,8 +16,8 @@ incremental backup (zstd-3, aes-256-cbc, process-max=2), restore,
 archive-push, archive-get. Also the interpreter baselines
 (``import drsync.cli``, ``drsync --help``).
 
-Run ``python bench/pg_memory_bench.py --scale 20 --pgbackrest``; results go to
-stdout and ``bench/out/pg_memory.json``.
+Run ``make bench-pg-memory`` or ``python bench/pg_memory_bench.py --scale 15
+--pgbackrest``; results go to stdout and ``bench/out/pg_memory.json``.
 """
 
 from __future__ import annotations
