@@ -119,11 +119,13 @@ class _Uploader:
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             if self.error is not None or self._cancelled:
-                continue  # drain so the producer never blocks after a failure or a stop
+                item.close()  # drain so the producer never blocks after a failure or a stop
+                continue
             try:
                 self._store(item)
             except BaseException as err:
                 self.error = err
+                item.close()
             del item  # not held while waiting for the next pack
 
     def _store(self, item: PackBuilder) -> None:
@@ -375,6 +377,7 @@ class SnapshotWriter:
             self._closed = True
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._tree.close()
+            self._pack.close()  # a pack left unfinished by a stop or a failure
 
     def abort(self) -> None:
         """Stop without a snapshot; stored packs stay (indexed ones are reused later)."""
