@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed
 # s3rver, a minimal second S3 implementation for the store tests (tests/store/minimal_s3.py).
 S3RVER := tools/s3rver/node_modules/.installed
 
-.PHONY: demo test test-fast lint bench bench-plan bench-pg bench-mariadb bench-s3 bench-prune \
-	bench-wal bench-groups install clean chromium report-deps mariadb
+.PHONY: demo test test-fast lint bench bench-plan bench-pg bench-pg-memory bench-mariadb bench-s3 \
+	bench-prune bench-wal bench-groups install clean chromium report-deps mariadb
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -103,6 +103,9 @@ bench-plan: $(STAMP)
 
 bench-pg: $(STAMP)
 	$(BIN)/python bench/pg_bench.py
+
+bench-pg-memory: $(STAMP)
+	$(BIN)/python bench/pg_memory_bench.py --pgbackrest
 
 bench-mariadb: $(STAMP) mariadb
 	$(BIN)/python bench/mariadb_bench.py

@@ -7,26 +7,41 @@ RSS, wall time): threshold left dynamic 165-179 MiB, 3.5 s; fixed at 16 MiB
 134-138 MiB, 3.6 s; at 4 MiB 120-124 MiB, 3.3-3.6 s; at 1 MiB 114-116 MiB but
 3.8-5.1 s, every average-sized chunk then paying for a fresh mapping's page
 faults. 4 MiB, the chunker's maximum, keeps chunks on the heap and packs off it.
-The pipelines that move data call ``return_large_buffers_to_the_os`` once before
-they start; importing ctypes costs a few milliseconds, so commands that move no
-data never pay it.
+
+glibc also gives every thread that allocates its own arena (up to eight per
+core), and a block freed in one arena serves only that arena: a restore's
+32 KiB blobs, allocated by fetch threads and freed by the writer, left 15-45
+MiB free but resident across them. Two arenas (``MAX_ARENAS``; the reader now
+also sets the threshold): restore of a 393 MB data directory 127 -> 115 MiB
+peak RSS, of a 1 GB file 131-147 -> 101 MiB, same CPU (1.6 s); a base backup
+is unchanged (66 MiB with 1, 2 or 8 arenas), its packs are files now.
+
+The pipelines that move data (the writer, the reader, prune) call
+``return_large_buffers_to_the_os`` once before they start their threads;
+importing ctypes costs a few milliseconds, so commands that move no data never
+pay it.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
-__all__ = ["MMAP_THRESHOLD", "return_large_buffers_to_the_os"]
+__all__ = ["MAX_ARENAS", "MMAP_THRESHOLD", "return_large_buffers_to_the_os"]
 
 MMAP_THRESHOLD = 4 << 20
+MAX_ARENAS = 2
 _M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+_M_ARENA_MAX = -8
 _done = False
 
 
 def return_large_buffers_to_the_os() -> None:
     """Serve every allocation of ``MMAP_THRESHOLD`` or more with its own mmap, unmapped
-    when freed; setting the threshold also turns glibc's dynamic adjustment off. Once
-    per process; nothing to do elsewhere than Linux (musl's mallopt is a no-op)."""
+    when freed (setting the threshold also turns glibc's dynamic adjustment off), and
+    share ``MAX_ARENAS`` arenas among all threads; an explicit ``MALLOC_ARENA_MAX``
+    in the environment wins. Once per process, before the threads start; nothing to
+    do elsewhere than Linux (musl's mallopt is a no-op)."""
     global _done
     if _done or not sys.platform.startswith("linux"):
         return
@@ -39,3 +54,5 @@ def return_large_buffers_to_the_os() -> None:
         return
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        mallopt(_M_ARENA_MAX, MAX_ARENAS)

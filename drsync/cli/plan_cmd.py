@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from drsync.cli.context import open_catalog
 from drsync.errors import UsageError
@@ -38,6 +36,9 @@ from drsync.plan import (
     read_history_csv,
     schedule_file,
 )
+
+if TYPE_CHECKING:  # rich is imported when a table is printed, not for --help or --json
+    from rich.console import Console
 
 __all__ = ["plan_cmd"]
 
@@ -114,6 +115,8 @@ def plan_cmd(
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
+    from rich.console import Console
+
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 132))
@@ -151,6 +154,8 @@ def _rate_text(slot: Slot) -> str:
 
 
 def _render_plan(console: Console, plan: Plan, title: str | None = None) -> None:
+    from rich.table import Table
+
     window = plan.fleet.window
     table = Table(title=title or f"{plan.fleet.source}: window {window.start} + "
                   f"{window.minutes:g} min", title_justify="left")
@@ -197,6 +202,8 @@ def _render_maxfit(console: Console, result: MaxFit) -> None:
 
 
 def _render_cycle(console: Console, fleet: Fleet, cycle: Cycle) -> None:
+    from rich.table import Table
+
     table = Table(title=f"{fleet.source}: {cycle.days}-night cycle of fulls",
                   title_justify="left")
     for name in ("night", "fulls", "fit", "last byte", *(lk.name for lk in fleet.links),
@@ -224,6 +231,8 @@ def _render_cycle(console: Console, fleet: Fleet, cycle: Cycle) -> None:
 
 
 def _render_learned(console: Console, learned: Learned) -> None:
+    from rich.table import Table
+
     table = Table(title="learned from history", title_justify="left")
     for name in ("tenant", "nights", "daily MB (p90)", "ratio", "MB/s", "latest s", "slot s",
                  "overran"):

@@ -11,13 +11,24 @@ of a group has its own header entry; the members of one group are consecutive
 entries of type ``BLOB_GROUP`` with the same offset and stored length, and a
 member's plaintext lies in the group's after the members before it
 (``stored_ranges``). See docs/FORMAT.md §5.
+
+A pack being built is written to an unlinked temporary file, not held in
+memory: only the finished pack, read back once, is in memory while it is
+stored, and packs waiting for an uploader cost a file descriptor each. Held
+in a ``bytearray``, a 16 MiB pack was in memory up to three times (the pack
+growing, its copy as ``bytes``, the one still being stored). The file lives
+well under the kernel's writeback delay, so it is normally never written to disk.
+It goes where ``tempfile`` puts files (``TMPDIR``, else /tmp): on a tmpfs /tmp
+its pages are memory again, outside the process's RSS; point TMPDIR at a disk.
 """
 
 from __future__ import annotations
 
 import struct
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import IO
 
 from drsync.repo.crypto import CODEC_RAW, MasterKey, SealError
 from drsync.repo.objects import (
@@ -55,42 +66,57 @@ class PackBuilder:
 
     def __init__(self, key: MasterKey) -> None:
         self._key = key
-        self._buf = bytearray(header(TYPE_PACK))
+        self._file: IO[bytes] | None = None  # opened by the first blob
+        self._size = HEADER_SIZE
         self.entries: list[BlobEntry] = []
 
     def __len__(self) -> int:
-        return len(self._buf)
+        return self._size
+
+    def _spool(self) -> IO[bytes]:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="drsync-pack-")  # noqa: SIM115
+            self._file.write(header(TYPE_PACK))
+        return self._file
 
     def add(self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
-        self.entries.append(
-            BlobEntry(blob_type, blob_id, len(self._buf), len(sealed), raw_length)
-        )
-        self._buf += sealed
+        self.entries.append(BlobEntry(blob_type, blob_id, self._size, len(sealed), raw_length))
+        self._spool().write(sealed)
+        self._size += len(sealed)
 
     def add_group(self, members: list[tuple[bytes, int]], sealed: bytes) -> None:
         """A group (drsync.repo.group): one sealed range, an entry per (id, raw length)
         member in the group's order."""
         if len(members) < 2:
             raise ValueError("a group has at least two members")
-        offset = len(self._buf)
+        offset = self._size
         self.entries += [BlobEntry(BLOB_GROUP, blob_id, offset, len(sealed), raw_length)
                          for blob_id, raw_length in members]
-        self._buf += sealed
+        self._spool().write(sealed)
+        self._size += len(sealed)
 
     def finish(self) -> tuple[str, bytes]:
-        """Seal the header, return (pack id, pack bytes)."""
+        """Seal the header, return (pack id, pack bytes); the temporary file is closed."""
         table = b"".join(
             _ENTRY.pack(e.blob_type, e.blob_id, e.offset, e.length, e.raw_length)
             for e in self.entries
         )
         sealed = self._key.seal(table, CODEC_RAW, header(TYPE_PACK_HEADER))
-        self._buf += sealed
-        self._buf += _TRAILER.pack(len(sealed))
-        data = bytes(self._buf)
-        # The builder may live on while the pack uploads (a queue slot, a loop variable):
-        # without this the pack would be held twice for the whole put.
-        self._buf = bytearray()
+        spool = self._spool()
+        self._file = None
+        with spool:
+            spool.write(sealed)
+            spool.write(_TRAILER.pack(len(sealed)))
+            spool.seek(0)
+            data = spool.read()
+        self._size = HEADER_SIZE
         return object_id(data), data
+
+    def close(self) -> None:
+        """Drop a pack that will not be finished (its temporary file goes)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def header_length(tail: bytes) -> int:

@@ -24,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from drsync.errors import IntegrityError, ObjectNotFound
+from drsync.malloc import return_large_buffers_to_the_os
 from drsync.repo.crypto import SealError
 from drsync.repo.index import BlobLocation, Index, pack_key
 from drsync.repo.repository import Repository
@@ -110,6 +111,7 @@ class SnapshotReader:
     def __init__(self, repo: Repository, index: Index | None = None,
                  workers: int | None = None, *, window: int = WINDOW) -> None:
         """``workers`` threads open blobs; ``store.connections`` threads fetch ranges."""
+        return_large_buffers_to_the_os()
         self.repo = repo
         self.index = repo.load_index() if index is None else index
         self.stats = ReadStats()
