@@ -224,8 +224,15 @@ class Bench:
 
     # --- measurements --------------------------------------------------------------------
 
+    def archived_up_to_now(self) -> None:
+        """Until the archiver has caught up: a backup waits for its end segment archived,
+        and must not be timed waiting for the backlog of an earlier load."""
+        self.cluster.wait_archived(self.psql("SELECT pg_walfile_name(pg_switch_wal())"),
+                                   timeout=1800)
+
     def drsync_backup(self) -> tuple[Measured, int, str]:
         """One ``backup --pg-base``: its cost, store bytes added, and the snapshot id."""
+        self.archived_up_to_now()
         before = self.drsync_store_bytes()
         m = self.measured(self.drsync_cmd("backup", "--pg-base", self.cluster.dsn, "--json"),
                           "drsync backup --pg-base")
@@ -233,6 +240,7 @@ class Bench:
 
     def peer_backup(self, peer: PgBackRest, kind: str) -> tuple[Measured, int, str]:
         """One ``pgbackrest backup --type=kind``: its cost, the set's bytes, and its label."""
+        self.archived_up_to_now()
         before = peer.backup_sets()
         m = self.measured(peer.command("backup", f"--type={kind}"),
                           f"pgbackrest backup --type={kind} ({peer.name})")
@@ -373,6 +381,7 @@ class Bench:
                                "database_bytes": int(self.psql(
                                    "SELECT pg_database_size('postgres')")),
                                "pgbackrest": self.peer_missing or self.pgbackrest_version()}
+        self.archived_up_to_now()
         t = self.measured(as_cluster_user(
             ["bash", "-c", f"{self.cluster.bin('pg_basebackup')} -d '{self.cluster.dsn}' -D - "
              f"-Ft -X none -c fast > {self.base}/base.tar"]), "pg_basebackup")
