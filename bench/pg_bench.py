@@ -43,6 +43,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -224,11 +225,21 @@ class Bench:
 
     # --- measurements --------------------------------------------------------------------
 
-    def archived_up_to_now(self) -> None:
+    def archived_up_to_now(self, timeout: float = 1800) -> None:
         """Until the archiver has caught up: a backup waits for its end segment archived,
-        and must not be timed waiting for the backlog of an earlier load."""
-        self.cluster.wait_archived(self.psql("SELECT pg_walfile_name(pg_switch_wal())"),
-                                   timeout=1800)
+        and must not be timed waiting for the backlog of an earlier load.
+
+        Caught up is no ``.ready`` file left after a switch (a switch in a segment with
+        nothing written yet returns that unfinished segment's name, so not that name).
+        """
+        self.psql("SELECT pg_switch_wal()")
+        status = self.cluster.data / "pg_wal" / "archive_status"
+        deadline = time.monotonic() + timeout
+        while any(p.suffix == ".ready" for p in status.iterdir()):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the archiver is stuck; server log:\n"
+                                 f"{self.cluster.log.read_text()[-3000:]}")
+            time.sleep(0.05)
 
     def drsync_backup(self) -> tuple[Measured, int, str]:
         """One ``backup --pg-base``: its cost, store bytes added, and the snapshot id."""
@@ -299,8 +310,7 @@ class Bench:
                   ) < WAL_SEGMENTS * SEGMENT:
             self.pgbench("-n", "-T", "10", "-c", "2", "-j", "2", "-f", str(script))
         seconds = time.monotonic() - started
-        last = self.psql("SELECT pg_walfile_name(pg_switch_wal())")
-        self.cluster.wait_archived(last, timeout=1800)
+        self.archived_up_to_now()
         run = self.archive_times()[archived_before:]
         return {"pgbench_s": round(seconds, 1), "segments": run}
 
@@ -453,6 +463,8 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=50, help="pgbench scale (50 ~ 850 MB "
                         "with the resident rows)")
     args = parser.parse_args()
+    # Killed, the run still stops its clusters and removes its directory (finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     missing = install_pgbackrest()
     if missing:
         print(f"pgBackRest not measured: {missing}", file=sys.stderr)
