@@ -13,8 +13,8 @@ zstd level 3, AES-256-CBC, ``process-max=2``, fast checkpoint.
 Measured for both tools in the same run, each command's whole process tree
 (``bench/proctree.py``: wall, user+system CPU including pg_basebackup under
 drsync and pgBackRest's local processes, peak of the tree's summed RSS
-sampled every 10 ms; the CPU the server's backends spent meanwhile, the
-walsender for drsync, is its own line):
+sampled every 10 ms, and of its PSS; the CPU the server's backends spent
+meanwhile, the walsender for drsync, is its own line, not in the tool's):
 
 - a full base backup (``backup --pg-base`` vs ``backup --type=full``), and
   the repository bytes it added (drsync: data/ + index/ + snapshots/;
@@ -271,6 +271,8 @@ class Bench:
                 pm.server_cpu_s if pm else None, None),
             Row(f"{title}: peak RSS of the tool's tree", "MiB", dm.peak_rss / MIB,
                 pm.peak_rss / MIB if pm else None, 2.0),
+            Row(f"{title}: peak PSS of the tool's tree", "MiB", dm.peak_pss / MIB,
+                pm.peak_pss / MIB if pm else None, None),
         ]
 
     def block_rows(self, title: str, b: tuple[Measured, int, str], drsync_value: Row,
@@ -427,7 +429,9 @@ class Bench:
                      pm.wall_s if pm else None),
                  Row("restore: CPU of the tool's tree", "s", dm.cpu_s, pm.cpu_s if pm else None),
                  Row("restore: peak RSS of the tool's tree", "MiB", dm.peak_rss / MIB,
-                     pm.peak_rss / MIB if pm else None, 2.0)]
+                     pm.peak_rss / MIB if pm else None, 2.0),
+                 Row("restore: peak PSS of the tool's tree", "MiB", dm.peak_pss / MIB,
+                     pm.peak_pss / MIB if pm else None, None)]
         d_promote, d_fetched = self.start_to_promoted(dtarget)
         p_promote, p_fetched = self.start_to_promoted(ptarget) if ptarget else (None, None)
         rows += [Row("start to promoted", "s", d_promote, p_promote),

@@ -3,9 +3,11 @@
 ``run_measured`` starts a command and, until it exits, samples ``/proc``
 every ``interval`` seconds: the RSS of the command and all its descendants is
 summed per sample (the ``runuser`` wrapper that drops root is left out), and
-the peak of that sum is reported. CPU is ``os.wait4``'s rusage of the command,
-which includes every descendant it waited for (pg_basebackup under drsync,
-pgBackRest's local processes). A server's backends are not descendants: give
+the peak of that sum is reported; so is the peak of the summed PSS, which
+counts pages the processes share (libraries, pgBackRest's forked locals)
+once. CPU is ``os.wait4``'s rusage of the command, which includes every
+descendant it waited for (pg_basebackup under drsync, pgBackRest's local
+processes). A server's backends are not descendants: give
 ``server_pid`` (the postmaster) and the CPU its direct children spent during
 the command (walsender, checkpointer, the backup's session) is reported on
 its own, from their ``/proc/PID/stat`` times at the last sample each was seen.
@@ -33,6 +35,7 @@ class Measured:
     wall_s: float
     cpu_s: float  # user + system of the command and its waited-for descendants
     peak_rss: int  # bytes, max over samples of the tree's summed RSS
+    peak_pss: int  # bytes, the same with PSS: shared pages counted once across the tree
     server_cpu_s: float  # user + system of the server's backends meanwhile
     returncode: int
     stdout: str
@@ -65,6 +68,17 @@ def _processes() -> dict[int, _Proc]:
     return procs
 
 
+def _pss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass  # gone meanwhile
+    return 0
+
+
 def _tree(procs: dict[int, _Proc], root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for pid, proc in procs.items():
@@ -87,13 +101,14 @@ def run_measured(cmd: Sequence[str], *, server_pid: int | None = None,
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, cwd=cwd, env=env)
         server_start: dict[int, int] = {}
         server_last: dict[int, int] = {}
-        peak = 0
+        peak = peak_pss = 0
         first = True
         while True:
             procs = _processes()
             tree = _tree(procs, proc.pid)
-            peak = max(peak, sum(procs[p].rss_pages for p in tree
-                                 if procs[p].comm != "runuser") * PAGE)
+            tool = [p for p in tree if procs[p].comm != "runuser"]
+            peak = max(peak, sum(procs[p].rss_pages for p in tool) * PAGE)
+            peak_pss = max(peak_pss, sum(_pss(p) for p in tool))
             if server_pid is not None:
                 for pid, p in procs.items():
                     if p.ppid == server_pid:
@@ -110,6 +125,7 @@ def run_measured(cmd: Sequence[str], *, server_pid: int | None = None,
         out.seek(0)
         err.seek(0)
         server_ticks = sum(last - server_start.get(pid, 0) for pid, last in server_last.items())
-        return Measured(wall, usage.ru_utime + usage.ru_stime, peak, server_ticks / TICK,
+        return Measured(wall, usage.ru_utime + usage.ru_stime, peak, peak_pss,
+                        server_ticks / TICK,
                         proc.returncode, out.read().decode(errors="replace"),
                         err.read().decode(errors="replace"))
