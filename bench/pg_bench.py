@@ -6,8 +6,8 @@ birth dates, household ids; ``bench/datagen.py``), about 850 MB at scale 50.
 Its archive_command is one wrapper script that hands every WAL segment to
 ``drsync wal-push`` and then to ``pgbackrest archive-push``, timing each on
 its own, so both tools receive exactly the same WAL. pgBackRest is Debian's
-2.45 (``bench/pgbackrest_peer.py``; apt-get installs it when missing, and
-without it only drsync is measured), configured as the issue compares it:
+2.45 (``bench/pgbackrest_peer.py``; apt-get installs it when missing; without
+it, or with ``--no-pgbackrest``, only drsync is measured), configured as the issue compares it:
 zstd level 3, AES-256-CBC, ``process-max=2``, fast checkpoint.
 
 Measured for both tools in the same run, each command's whole process tree
@@ -44,6 +44,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import statistics
 import subprocess
 import sys
@@ -105,7 +106,7 @@ def tree_bytes(*paths: Path) -> int:
         for root, _dirs, files in os.walk(path):
             for name in files:
                 st = os.lstat(os.path.join(root, name))
-                total += st.st_size if not os.path.islink(os.path.join(root, name)) else 0
+                total += st.st_size if stat.S_ISREG(st.st_mode) else 0
     return total
 
 
@@ -141,15 +142,13 @@ class Bench:
 
     # --- plumbing ------------------------------------------------------------------------
 
-    def drsync_cmd(self, *args: str) -> list[str]:
-        return as_cluster_user(["env", *(f"{k}={v}" for k, v in self.env.items()),
-                                self.exe, *args])
+    def drsync_cmd(self, *args: str, env: dict[str, str] | None = None) -> list[str]:
+        full = {**self.env, **(env or {})}
+        return as_cluster_user(["env", *(f"{k}={v}" for k, v in full.items()), self.exe, *args])
 
     def drsync(self, *args: str, env: dict[str, str] | None = None) -> Any:
-        cmd = self.drsync_cmd(*args)
-        if env:
-            cmd[cmd.index(self.exe):cmd.index(self.exe)] = [f"{k}={v}" for k, v in env.items()]
-        done = subprocess.run(cmd, capture_output=True, text=True, cwd=self.base)
+        done = subprocess.run(self.drsync_cmd(*args, env=env), capture_output=True, text=True,
+                              cwd=self.base)
         if done.returncode != 0:
             raise SystemExit(f"drsync {' '.join(args)}: {done.stderr}")
         return json.loads(done.stdout) if "--json" in args else done.stdout
@@ -466,10 +465,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=50, help="pgbench scale (50 ~ 850 MB "
                         "with the resident rows)")
+    parser.add_argument("--no-pgbackrest", action="store_true",
+                        help="measure drsync alone (no pgBackRest, nothing installed)")
     args = parser.parse_args()
     # Killed, the run still stops its clusters and removes its directory (finally below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    missing = install_pgbackrest()
+    missing = "--no-pgbackrest given" if args.no_pgbackrest else install_pgbackrest()
     if missing:
         print(f"pgBackRest not measured: {missing}", file=sys.stderr)
     bench = Bench(args.scale, missing)
