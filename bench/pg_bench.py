@@ -7,8 +7,9 @@ Its archive_command is one wrapper script that hands every WAL segment to
 ``drsync wal-push`` and then to ``pgbackrest archive-push``, timing each on
 its own, so both tools receive exactly the same WAL. pgBackRest is Debian's
 2.45 (``bench/pgbackrest_peer.py``; apt-get installs it when missing; without
-it, or with ``--no-pgbackrest``, only drsync is measured), configured as the issue compares it:
-zstd level 3, AES-256-CBC, ``process-max=2``, fast checkpoint.
+it, or with ``--no-pgbackrest``, only drsync is measured), configured as
+the issue compares it: zstd level 3, AES-256-CBC, ``process-max=2``, fast
+checkpoint.
 
 Measured for both tools in the same run, each command's whole process tree
 (``bench/proctree.py``: wall, user+system CPU including pg_basebackup under
