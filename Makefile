@@ -101,6 +101,8 @@ bench-groups: $(STAMP)
 bench-plan: $(STAMP)
 	$(BIN)/python bench/plan_bench.py
 
+# drsync beside pgBackRest on one throwaway cluster; bench/pg_bench.py installs Debian's
+# pgbackrest with apt-get when it is missing (without it, only drsync is measured).
 bench-pg: $(STAMP)
 	$(BIN)/python bench/pg_bench.py
 

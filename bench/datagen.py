@@ -23,14 +23,14 @@ import random
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from drsync.sample.vocab import FEMALE_GIVEN_NAMES, MALE_GIVEN_NAMES, SURNAMES, TOWNS
 
-__all__ = ["TABLES", "Day2Stats", "DumpStats", "day2", "generate", "parse_size"]
+__all__ = ["TABLES", "Day2Stats", "DumpStats", "day2", "generate", "parse_size", "table_rows"]
 
 GIB = 1 << 30
 _COPY_BLOCK = 64 << 20  # bytes copied at once by day2
@@ -538,6 +538,14 @@ def generate(path: Path, size_bytes: int = GIB, seed: int = 2011) -> DumpStats:
     stats.size_bytes = path.stat().st_size
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def table_rows(table: str, count: int, seed: int = 2011) -> Iterator[str]:
+    """``count`` rows of ``table`` (ids from 1) in COPY's text format, in blocks of lines."""
+    rng = random.Random(seed)
+    maker = _Pools(seed).maker(table)
+    for first in range(1, count + 1, _MAX_BLOCK_ROWS):
+        yield maker(rng, first, min(_MAX_BLOCK_ROWS, count + 1 - first))
 
 
 # --- day 2 ------------------------------------------------------------------------------------

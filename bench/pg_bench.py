@@ -1,19 +1,41 @@
-"""The PostgreSQL benchmark: drsync beside PostgreSQL's own tools, in one run.
+"""The PostgreSQL benchmark: drsync beside pgBackRest on one cluster, in one run.
 
-On a throwaway cluster initialised by pgbench (``--scale``; scale 100 is
-about 1.5 GB) with a realistic text column added to pgbench_accounts:
+One throwaway PostgreSQL cluster holds pgbench's tables (``--scale``, 50 by
+default) plus 300,000 Japanese resident rows (names and addresses in kanji,
+birth dates, household ids; ``bench/datagen.py``), about 850 MB at scale 50.
+Its archive_command is one wrapper script that hands every WAL segment to
+``drsync wal-push`` and then to ``pgbackrest archive-push``, timing each on
+its own, so both tools receive exactly the same WAL. pgBackRest is Debian's
+2.45 (``bench/pgbackrest_peer.py``; apt-get installs it when missing; without
+it, or with ``--no-pgbackrest``, only drsync is measured), configured as
+the issue compares it: zstd level 3, AES-256-CBC, ``process-max=2``, fast
+checkpoint.
 
-- ``wal-push`` latency per 16 MiB segment (median, p95), through the
-  postgres-runnable launcher exactly as archive_command runs it, and the WAL
-  compression ratio, on real segments the workload produced;
-- dump throughput: ``drsync backup --pg-dump`` beside ``pg_dump -Fc -Z0 | zstd -3``;
-- base backup throughput: ``drsync backup --pg-base`` beside ``pg_basebackup -Ft``
-  to a file;
-- bytes added by a second base backup after a workload touching 1% of pages;
-- restore throughput of the base backup (``restore --pgdata``, no start).
+Measured for both tools in the same run, each command's whole process tree
+(``bench/proctree.py``: wall, user+system CPU including pg_basebackup under
+drsync and pgBackRest's local processes, peak of the tree's summed RSS
+sampled every 10 ms, and of its PSS; the CPU the server's backends spent
+meanwhile, the walsender for drsync, is its own line, not in the tool's):
 
-Run ``make bench-pg`` or ``python bench/pg_bench.py --scale 20``. Results go
-to stdout and ``bench/out/pg_results.json``. Root runs clusters as postgres.
+- a full base backup (``backup --pg-base`` vs ``backup --type=full``), and
+  the repository bytes it added (drsync: data/ + index/ + snapshots/;
+  pgBackRest: the backup set's directory);
+- a second backup after an update touching ~1.5% of pgbench_accounts' pages
+  (``--pg-base`` again vs ``--type=incr``; also pgBackRest's beta block
+  incremental, in a second repository with bundles, as an extra line);
+- WAL: the wrapper's times of ``wal-push`` vs ``archive-push`` (median, p95)
+  over a pgbench run of at least 30 segments, and the bytes each stored for
+  every segment of the run (drsync's after ``wal-ship``);
+- restore of the second backup to a ready data directory (``restore
+  --pgdata`` vs ``pgbackrest restore``), each writing its own restore_command;
+- start to promoted: each restored directory started on a free port, timed
+  until the log says it accepts connections after replaying the pgbench
+  run's archived WAL to its end, and the segments each fetched.
+
+Also, as context: database size, pg_basebackup alone to a tar file.
+Run ``make bench-pg`` or ``python bench/pg_bench.py --scale 5``. The table
+goes to stdout, everything to ``bench/out/pg_results.json``. Run as root, the
+clusters and both tools run as postgres.
 """
 
 from __future__ import annotations
@@ -22,154 +44,453 @@ import argparse
 import json
 import os
 import shutil
+import signal
+import stat
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.datagen import TABLES, table_rows
+from bench.pgbackrest_peer import PgBackRest, install_pgbackrest
+from bench.proctree import Measured, run_measured
 from drsync.testing_postgres import (
     PG_USER,
     Cluster,
     as_cluster_user,
     chown_to_cluster_user,
     find_pg_bindir,
+    free_port,
     make_cluster_dir,
     postgres_runnable_drsync,
 )
 
 OUT = Path(__file__).resolve().parent / "out"
-MB = 1e6
+MIB = 1 << 20
+SEGMENT = 16 * MIB
+RESIDENTS = 300_000
+WAL_SEGMENTS = 30  # at least this many from the pgbench run
+PAGE_STEP = 70  # the second backup's update: one row every PAGE_STEP pages (~1.4%)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: drsync's value, pgBackRest's, and the ratio's goal."""
+
+    metric: str
+    unit: str
+    drsync: float
+    peer: float | None
+    goal: float | None = 1.0  # drsync/pgBackRest at most this; None: for information
+
+    def ratio(self) -> float | None:
+        return self.drsync / self.peer if self.peer else None
+
+    def to_json(self) -> dict[str, Any]:
+        ratio = self.ratio()
+        return {"metric": self.metric, "unit": self.unit, "drsync": round(self.drsync, 4),
+                "pgbackrest": None if self.peer is None else round(self.peer, 4),
+                "ratio": None if ratio is None else round(ratio, 3),
+                "goal": self.goal, "met": None if ratio is None or self.goal is None
+                else ratio <= self.goal}
+
+
+def tree_bytes(*paths: Path) -> int:
+    """Bytes of the regular files under ``paths`` (symlinks not followed)."""
+    total = 0
+    for path in paths:
+        for root, _dirs, files in os.walk(path):
+            for name in files:
+                st = os.lstat(os.path.join(root, name))
+                total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return total
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
 class Bench:
-    def __init__(self, scale: int) -> None:
+    def __init__(self, scale: int, peer_missing: str | None) -> None:
         bindir = find_pg_bindir()
         if bindir is None:
             raise SystemExit("PostgreSQL server binaries not found (set DRSYNC_PG_BINDIR)")
         self.exe = postgres_runnable_drsync()
         self.base = make_cluster_dir("drbench-")
-        self.wal_copy = self.base / "walcopy"
-        self.wal_copy.mkdir()
-        chown_to_cluster_user(self.base)
         self.cluster = Cluster(self.base, bindir)
         self.scale = scale
+        self.peer_missing = peer_missing
+        self.restored: list[Cluster] = []
+        self.times = self.base / "archive-times.txt"
+        self.repo = self.base / "repo"
         self.env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(self.base),
-                    "XDG_STATE_HOME": str(self.base / "state"),
-                    "DRSYNC_REPO": str(self.base / "repo"),
+                    "LANG": "C.UTF-8", "XDG_STATE_HOME": str(self.base / "state"),
+                    "DRSYNC_REPO": str(self.repo),
                     "DRSYNC_KEY_FILE": str(self.base / "tenant.key"),
                     "DRSYNC_SPOOL": str(self.base / "spool")}
+        self.peer = None if peer_missing else PgBackRest(self.base, self.cluster, "pgbackrest")
+        # Block incremental needs bundles; a repository of its own, so the main one stays
+        # as the issue configures it. Its backups skip the archive check (WAL goes to one).
+        self.block = None if peer_missing else PgBackRest(
+            self.base, self.cluster, "pgbackrest-block",
+            {"repo1-bundle": "y", "repo1-block": "y", "beta": "y", "archive-check": "n"})
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def drsync_cmd(self, *args: str, env: dict[str, str] | None = None) -> list[str]:
+        full = {**self.env, **(env or {})}
+        return as_cluster_user(["env", *(f"{k}={v}" for k, v in full.items()), self.exe, *args])
 
     def drsync(self, *args: str, env: dict[str, str] | None = None) -> Any:
-        full = {**self.env, **(env or {})}
-        cmd = as_cluster_user(["env", *(f"{k}={v}" for k, v in full.items()), self.exe, *args])
-        done = subprocess.run(cmd, capture_output=True, text=True, cwd=self.base)
+        done = subprocess.run(self.drsync_cmd(*args, env=env), capture_output=True, text=True,
+                              cwd=self.base)
         if done.returncode != 0:
             raise SystemExit(f"drsync {' '.join(args)}: {done.stderr}")
         return json.loads(done.stdout) if "--json" in args else done.stdout
 
-    def sh(self, script: str) -> float:
-        started = time.monotonic()
-        prelude = f"set -o pipefail; PATH={self.cluster.bindir}:$PATH; "
-        subprocess.run(as_cluster_user(["bash", "-c", prelude + script]),
-                       check=True, cwd=self.base, capture_output=True)
-        return time.monotonic() - started
+    def measured(self, cmd: list[str], what: str) -> Measured:
+        m = run_measured(cmd, server_pid=self.postmaster_pid(), cwd=self.base)
+        if m.returncode != 0:
+            raise SystemExit(f"{what} failed ({m.returncode}): {m.stderr.strip()[-2000:]}")
+        return m
+
+    def postmaster_pid(self) -> int:
+        return int((self.cluster.data / "postmaster.pid").read_text().split()[0])
+
+    def psql(self, sql: str) -> str:
+        return self.cluster.psql(sql)
+
+    def pgbench(self, *args: str) -> None:
+        self.cluster.run(self.cluster.bin("pgbench"), "-h", str(self.base), "-p",
+                         str(self.cluster.port), "-U", PG_USER, *args, "postgres",
+                         timeout=3600)
+
+    def drsync_store_bytes(self) -> int:
+        return tree_bytes(*(self.repo / d for d in ("data", "index", "snapshots")))
+
+    # --- setup ---------------------------------------------------------------------------
+
+    def write_archive_wrapper(self) -> Path:
+        """One archive_command for both tools: drsync first, then pgBackRest, each timed.
+
+        drsync goes first so that both backups (pg_basebackup waits for the end segment
+        archived; pgBackRest checks its repository for it) wait for both pushes.
+        """
+        # pgBackRest's backup refuses an archive_command without "pgbackrest" in it.
+        script = self.base / "archive-drsync-pgbackrest.sh"
+        exports = "".join(f"export {k}='{v}'\n" for k, v in self.env.items())
+        peer = (f"pgbackrest --config={self.peer.config} --stanza=bench archive-push "
+                '"$1" || exit 1\n') if self.peer else ""
+        script.write_text(
+            "#!/bin/bash\n# archive_command of bench/pg_bench.py: %p %f\n" + exports
+            + f't0=$EPOCHREALTIME\n{self.exe} wal-push "$1" || exit 1\nt1=$EPOCHREALTIME\n'
+            + peer + "t2=$EPOCHREALTIME\n"
+            + f'echo "$2 $t0 $t1 $t2" >> {self.times}\n')
+        script.chmod(0o755)
+        return script
+
+    def load_residents(self) -> None:
+        table = next(t for t in TABLES if t.name == "residents")
+        columns = ", ".join(f"{c} {'bigint PRIMARY KEY' if c == 'id' else 'text'}"
+                            for c in table.columns)
+        self.psql(f"CREATE TABLE residents ({columns})")
+        rows = self.base / "residents.tsv"
+        with rows.open("w") as fh:
+            fh.writelines(table_rows("residents", RESIDENTS))
+        chown_to_cluster_user(rows)
+        self.psql(f"COPY residents FROM '{rows}'")
+        rows.unlink()
 
     def setup(self) -> None:
         self.drsync("init", "--new-key-file", self.env["DRSYNC_KEY_FILE"],
                     env={"DRSYNC_PASSWORD": "bench"})
-        # The benchmark collects real segments (cp) to time wal-push on them afterwards.
+        wrapper = self.write_archive_wrapper()
         self.cluster.initdb({"archive_mode": "on", "max_wal_size": "4GB",
-                             "archive_command": f"'cp %p {self.wal_copy}/%f'",
-                             "fsync": "on"})
+                             "archive_command": f"'{wrapper} %p %f'", "fsync": "on"})
+        chown_to_cluster_user(self.base)
         self.cluster.start()
+        for peer in (self.peer, self.block):
+            if peer:
+                peer.run("stanza-create")
         self.pgbench("-i", "-s", str(self.scale), "-q")
-        for sql in ("ALTER TABLE pgbench_accounts ADD COLUMN note text",
-                    "UPDATE pgbench_accounts SET note = '宮崎県延岡市 ' || aid || "
-                    "' 番地 住民票 resident tax household ' || md5(aid::text)",
-                    "VACUUM FULL pgbench_accounts", "CHECKPOINT"):
-            self.cluster.psql(sql)
+        self.load_residents()
+        self.psql("VACUUM ANALYZE")
+        self.psql("CHECKPOINT")
 
-    def pgbench(self, *args: str) -> None:
-        self.cluster.run(self.cluster.bin("pgbench"), "-h", str(self.base), "-p",
-                         str(self.cluster.port), "-U", PG_USER, *args, "postgres")
+    # --- measurements --------------------------------------------------------------------
 
-    def wal_push(self) -> dict[str, Any]:
-        segments = sorted(p for p in self.wal_copy.iterdir() if len(p.name) == 24)[-40:]
-        times = []
-        # Timed as this user, with the launcher postgres would run, into its own spool.
-        spool = self.base / "spool-timed"
-        env = {**os.environ, **self.env, "DRSYNC_SPOOL": str(spool)}
-        for seg in segments:
-            started = time.perf_counter()
-            subprocess.run([self.exe, "wal-push", str(seg)], env=env, check=True)
-            times.append(time.perf_counter() - started)
-        stored = sum((spool / s.name).stat().st_size for s in segments)
-        raw = sum(s.stat().st_size for s in segments)
-        times.sort()
-        return {"segments": len(times), "median_s": round(statistics.median(times), 4),
-                "p95_s": round(times[int(len(times) * 0.95) - 1], 4),
-                "compression_ratio": round(raw / stored, 2)}
+    def archived_up_to_now(self, timeout: float = 1800) -> None:
+        """Until the archiver has caught up: a backup waits for its end segment archived,
+        and must not be timed waiting for the backlog of an earlier load.
+
+        Caught up is no ``.ready`` file left after a switch (a switch in a segment with
+        nothing written yet returns that unfinished segment's name, so not that name).
+        """
+        self.psql("SELECT pg_switch_wal()")
+        status = self.cluster.data / "pg_wal" / "archive_status"
+        deadline = time.monotonic() + timeout
+        while any(p.suffix == ".ready" for p in status.iterdir()):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the archiver is stuck; server log:\n"
+                                 f"{self.cluster.log.read_text()[-3000:]}")
+            time.sleep(0.05)
+
+    def drsync_backup(self) -> tuple[Measured, int, str]:
+        """One ``backup --pg-base``: its cost, store bytes added, and the snapshot id."""
+        self.archived_up_to_now()
+        before = self.drsync_store_bytes()
+        m = self.measured(self.drsync_cmd("backup", "--pg-base", self.cluster.dsn, "--json"),
+                          "drsync backup --pg-base")
+        return m, self.drsync_store_bytes() - before, json.loads(m.stdout)["snapshot_id"]
+
+    def peer_backup(self, peer: PgBackRest, kind: str) -> tuple[Measured, int, str]:
+        """One ``pgbackrest backup --type=kind``: its cost, the set's bytes, and its label."""
+        self.archived_up_to_now()
+        before = peer.backup_sets()
+        m = self.measured(peer.command("backup", f"--type={kind}"),
+                          f"pgbackrest backup --type={kind} ({peer.name})")
+        (label,) = peer.backup_sets() - before
+        return m, tree_bytes(peer.set_dir(label)), label
+
+    def backup_rows(self, title: str, d: tuple[Measured, int, str],
+                    p: tuple[Measured, int, str] | None) -> list[Row]:
+        dm, dbytes, _ = d
+        pm, pbytes = (p[0], p[1]) if p else (None, None)
+        return [
+            Row(f"{title}: wall", "s", dm.wall_s, pm.wall_s if pm else None),
+            Row(f"{title}: repository bytes", "MB", dbytes / 1e6,
+                pbytes / 1e6 if pbytes is not None else None),
+            Row(f"{title}: CPU of the tool's tree", "s", dm.cpu_s, pm.cpu_s if pm else None),
+            Row(f"{title}: server backends' CPU", "s", dm.server_cpu_s,
+                pm.server_cpu_s if pm else None, None),
+            Row(f"{title}: peak RSS of the tool's tree", "MiB", dm.peak_rss / MIB,
+                pm.peak_rss / MIB if pm else None, 2.0),
+            Row(f"{title}: peak PSS of the tool's tree", "MiB", dm.peak_pss / MIB,
+                pm.peak_pss / MIB if pm else None, None),
+        ]
+
+    def block_rows(self, title: str, b: tuple[Measured, int, str], drsync_value: Row,
+                   drsync_bytes: Row) -> list[Row]:
+        """pgBackRest's block incremental beside drsync's same backup (for information)."""
+        return [Row(f"{title} vs pgBackRest bundle+block: wall", "s", drsync_value.drsync,
+                    b[0].wall_s, None),
+                Row(f"{title} vs pgBackRest bundle+block: repo bytes", "MB",
+                    drsync_bytes.drsync, b[1] / 1e6, None)]
+
+    def touch_pages(self) -> float:
+        """Update one row every PAGE_STEP pages of pgbench_accounts; the share of its pages."""
+        pages = int(self.psql("SELECT pg_relation_size('pgbench_accounts') / 8192"))
+        self.psql("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE ctid = ANY (ARRAY("
+                  f"SELECT format('(%s,1)', p)::tid FROM generate_series(0, {pages - 1}, "
+                  f"{PAGE_STEP}) p))")
+        self.psql("CHECKPOINT")
+        # The new row versions land together on a few pages at the end (fillfactor 100).
+        return 100 * (pages // PAGE_STEP + 1) / pages
+
+    def wal_workload(self) -> dict[str, Any]:
+        """pgbench until at least WAL_SEGMENTS segments were written, then all archived.
+
+        Its script updates 100 consecutive accounts a transaction: pgbench's own TPC-B
+        script writes about a segment a minute on this shared machine, too slow.
+        """
+        accounts = 100_000 * self.scale
+        script = self.base / "batch-update.sql"
+        script.write_text(f"\\set aid random(1, {accounts - 100})\n"
+                          "UPDATE pgbench_accounts SET abalance = abalance + 1 "
+                          "WHERE aid BETWEEN :aid AND :aid + 99;\n")
+        chown_to_cluster_user(script)
+        start = self.psql("SELECT pg_current_wal_lsn()")
+        archived_before = len(self.archive_times())
+        started = time.monotonic()
+        while int(float(self.psql(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{start}')"))
+                  ) < WAL_SEGMENTS * SEGMENT:
+            self.pgbench("-n", "-T", "10", "-c", "2", "-j", "2", "-f", str(script))
+        seconds = time.monotonic() - started
+        self.archived_up_to_now()
+        run = self.archive_times()[archived_before:]
+        return {"pgbench_s": round(seconds, 1), "segments": run}
+
+    def archive_times(self) -> list[tuple[str, float, float]]:
+        """(segment, wal-push s, archive-push s) per line of the wrapper's file."""
+        if not self.times.exists():
+            return []
+        lines = [line.split() for line in self.times.read_text().splitlines()]
+        return [(name, float(t1) - float(t0), float(t2) - float(t1))
+                for name, t0, t1, t2 in lines]
+
+    def wal_rows(self, segments: list[tuple[str, float, float]]) -> list[Row]:
+        """Push times of the workload's segments; stored bytes of every WAL file so far."""
+        full = [s for s in segments if len(s[0]) == 24]  # not .backup or .history files
+        push = [s[1] for s in full]
+        peer = [s[2] for s in full] if self.peer else []
+        rows = [Row(f"wal-push vs archive-push, {len(full)} segments: median", "ms",
+                    1000 * statistics.median(push),
+                    1000 * statistics.median(peer) if peer else None),
+                Row("wal-push vs archive-push: p95", "ms", 1000 * percentile(push, 0.95),
+                    1000 * percentile(peer, 0.95) if peer else None)]
+        drsync_wal = tree_bytes(self.repo / "wal")
+        peer_wal = tree_bytes(self.peer.archive_dir) if self.peer else None
+        every = len(self.archive_times())
+        rows.append(Row(f"WAL bytes stored, all {every} files of the run", "MB",
+                        drsync_wal / 1e6, peer_wal / 1e6 if peer_wal is not None else None))
+        return rows
+
+    def restore_target(self, name: str) -> Cluster:
+        """An empty, postgres-owned data directory's cluster on a port of its own."""
+        base = self.base / name
+        base.mkdir()
+        cluster = Cluster(base, self.cluster.bindir, free_port())
+        chown_to_cluster_user(base)
+        return cluster
+
+    def restore_drsync(self, snapshot: str) -> tuple[Measured, Cluster]:
+        target = self.restore_target("r-drsync")
+        m = self.measured(self.drsync_cmd("restore", snapshot, "--pgdata", str(target.data),
+                                          "--json"), "drsync restore --pgdata")
+        return m, target
+
+    def restore_peer(self, label: str) -> tuple[Measured, Cluster]:
+        assert self.peer is not None
+        target = self.restore_target("r-pgbackrest")
+        target.data.mkdir(mode=0o700)
+        chown_to_cluster_user(target.data)
+        m = self.measured(self.peer.command("restore", f"--set={label}",
+                                            f"--pg1-path={target.data}"),
+                          "pgbackrest restore")
+        return m, target
+
+    def start_to_promoted(self, cluster: Cluster) -> tuple[float, int]:
+        """Start a restored cluster: seconds until promoted, and WAL segments it fetched."""
+        with open(cluster.data / "postgresql.auto.conf", "a") as fh:
+            fh.write(f"port = {cluster.port}\nunix_socket_directories = '{cluster.base}'\n"
+                     "listen_addresses = ''\narchive_mode = off\n")
+        self.restored.append(cluster)
+        started = time.monotonic()
+        cluster.run(cluster.bin("pg_ctl"), "-D", str(cluster.data), "-l", str(cluster.log),
+                    "-W", "start")
+        ready = "database system is ready to accept connections"
+        deadline = started + 3600
+        while ready not in (cluster.log.read_text() if cluster.log.exists() else ""):
+            if time.monotonic() > deadline or "FATAL" in cluster.log.read_text():
+                raise SystemExit(f"restored cluster did not promote:\n"
+                                 f"{cluster.log.read_text()[-3000:]}")
+            time.sleep(0.02)
+        seconds = time.monotonic() - started
+        if cluster.psql("SELECT pg_is_in_recovery()") != "f":
+            raise SystemExit(f"{cluster.data} still in recovery after its ready line")
+        fetched = cluster.log.read_text().count('restored log file "')
+        return seconds, fetched
 
     def run(self) -> dict[str, Any]:
         self.setup()
-        dsn = self.cluster.dsn
-        size = int(self.cluster.psql("SELECT pg_database_size('postgres')"))
-        out: dict[str, Any] = {"scale": self.scale, "database_bytes": size}
-        t = self.sh(f"pg_dump -Fc -Z0 -d '{dsn}' | zstd -3 -q -T1 > {self.base}/dump.zst")
-        out["pg_dump_zstd_mb_s"] = round(size / MB / t, 1)
-        r = self.drsync("backup", "--pg-dump", dsn, "--json")
-        out["drsync_dump_mb_s"] = round(size / MB / r["duration_s"], 1)
-        out["drsync_dump_bytes_read"] = r["bytes_read"]
-        t = self.sh(f"pg_basebackup -d '{dsn}' -D - -Ft -X none -c fast > {self.base}/base.tar")
-        tar = (self.base / "base.tar").stat().st_size
-        out["pg_basebackup_mb_s"] = round(tar / MB / t, 1)
+        out: dict[str, Any] = {"scale": self.scale, "residents": RESIDENTS,
+                               "database_bytes": int(self.psql(
+                                   "SELECT pg_database_size('postgres')")),
+                               "pgbackrest": self.peer_missing or self.pgbackrest_version()}
+        self.archived_up_to_now()
+        t = self.measured(as_cluster_user(
+            ["bash", "-c", f"{self.cluster.bin('pg_basebackup')} -d '{self.cluster.dsn}' -D - "
+             f"-Ft -X none -c fast > {self.base}/base.tar"]), "pg_basebackup")
+        out["context"] = {"pg_basebackup_to_tar_s": round(t.wall_s, 2),
+                          "pg_basebackup_cpu_s": round(t.cpu_s, 2),
+                          "walsender_cpu_s": round(t.server_cpu_s, 2)}
         (self.base / "base.tar").unlink()
-        first = self.drsync("backup", "--pg-base", dsn, "--json")
-        out["drsync_base_mb_s"] = round(first["bytes_read"] / MB / first["duration_s"], 1)
-        out["drsync_base_first_added_pct"] = round(100 * first["bytes_added"]
-                                                   / first["bytes_read"], 2)
-        pages = int(self.cluster.psql(
-            "SELECT pg_relation_size('pgbench_accounts') / 8192"))
-        self.cluster.psql(
-            "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE ctid = ANY (ARRAY("
-            f"SELECT format('(%s,1)', p)::tid FROM generate_series(0, {pages - 1}, 100) p))")
-        self.cluster.psql("CHECKPOINT")
-        second = self.drsync("backup", "--pg-base", dsn, "--json")
-        out["second_base_added_pct_of_cluster"] = round(
-            100 * second["bytes_added"] / second["bytes_read"], 2)
-        self.pgbench("-T", "20", "-c", "2")
-        self.cluster.psql("SELECT pg_switch_wal()")
-        time.sleep(2)
-        out["wal_push"] = self.wal_push()
-        target = self.base / "restored"
-        target.mkdir()
-        chown_to_cluster_user(target)
-        r = self.drsync("restore", second["snapshot_id"], "--pgdata", str(target / "data"),
-                        "--json")
-        out["drsync_restore_pgdata_mb_s"] = round(r["bytes_written"] / MB / r["duration_s"], 1)
+        rows: list[Row] = []
+
+        first = self.drsync_backup()
+        rows += self.backup_rows("full backup", first,
+                                 self.peer_backup(self.peer, "full") if self.peer else None)
+        block_full = self.peer_backup(self.block, "full") if self.block else None
+
+        out["pages_touched_pct"] = round(self.touch_pages(), 2)
+        second = self.drsync_backup()
+        peer_second = self.peer_backup(self.peer, "incr") if self.peer else None
+        second_rows = self.backup_rows("second backup", second, peer_second)
+        rows += second_rows
+        if self.block and block_full:
+            rows += self.block_rows("full backup", block_full, rows[0], rows[1])
+            rows += self.block_rows("second backup", self.peer_backup(self.block, "incr"),
+                                    second_rows[0], second_rows[1])
+
+        wal = self.wal_workload()
+        out["wal_pgbench_s"] = wal["pgbench_s"]
+        self.drsync("wal-ship")  # drsync's WAL into the repository, as pgBackRest's is
+        rows += self.wal_rows(wal["segments"])
+
+        dm, dtarget = self.restore_drsync(second[2])
+        pm, ptarget = self.restore_peer(peer_second[2]) if peer_second else (None, None)
+        rows += [Row("restore to a ready directory: wall", "s", dm.wall_s,
+                     pm.wall_s if pm else None),
+                 Row("restore: CPU of the tool's tree", "s", dm.cpu_s, pm.cpu_s if pm else None),
+                 Row("restore: peak RSS of the tool's tree", "MiB", dm.peak_rss / MIB,
+                     pm.peak_rss / MIB if pm else None, 2.0),
+                 Row("restore: peak PSS of the tool's tree", "MiB", dm.peak_pss / MIB,
+                     pm.peak_pss / MIB if pm else None, None)]
+        d_promote, d_fetched = self.start_to_promoted(dtarget)
+        p_promote, p_fetched = self.start_to_promoted(ptarget) if ptarget else (None, None)
+        rows += [Row("start to promoted", "s", d_promote, p_promote),
+                 Row("start to promoted: WAL files fetched", "", d_fetched, p_fetched, None)]
+        out["rows"] = [r.to_json() for r in rows]
         return out
 
+    def pgbackrest_version(self) -> str:
+        return subprocess.run(["pgbackrest", "version"], capture_output=True,
+                              text=True).stdout.strip()
+
     def close(self) -> None:
-        self.cluster.stop("immediate")
+        for cluster in [*self.restored, self.cluster]:
+            cluster.stop("immediate")
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def render(results: dict[str, Any]) -> str:
+    header = f"{'metric':<58} {'drsync':>10} {'pgBackRest':>10} {'ratio':>7} {'goal':>6} met"
+    lines = [header, "-" * len(header)]
+    for r in results["rows"]:
+        peer = "-" if r["pgbackrest"] is None else f"{r['pgbackrest']:.2f}"
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+        goal = "info" if r["goal"] is None else f"<={r['goal']:.1f}"
+        met = "-" if r["met"] is None else ("yes" if r["met"] else "no")
+        name = f"{r['metric']} ({r['unit']})" if r["unit"] else r["metric"]
+        lines.append(f"{name:<58} {r['drsync']:>10.2f} {peer:>10} {ratio:>7} {goal:>6} {met}")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=int, default=20, help="pgbench scale (100 ~ 1.5 GB)")
+    parser.add_argument("--scale", type=int, default=50, help="pgbench scale (50 ~ 850 MB "
+                        "with the resident rows)")
+    parser.add_argument("--no-pgbackrest", action="store_true",
+                        help="measure drsync alone (no pgBackRest, nothing installed)")
     args = parser.parse_args()
-    bench = Bench(args.scale)
+    # Killed, the run still stops its clusters and removes its directory (finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    missing = "--no-pgbackrest given" if args.no_pgbackrest else install_pgbackrest()
+    if missing:
+        print(f"pgBackRest not measured: {missing}", file=sys.stderr)
+    bench = Bench(args.scale, missing)
     try:
         results = bench.run()
     finally:
         bench.close()
     OUT.mkdir(exist_ok=True)
-    (OUT / "pg_results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    (OUT / "pg_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False)
+                                         + "\n")
+    print(f"scale {results['scale']} + {RESIDENTS:,} residents: "
+          f"{results['database_bytes'] / 1e6:,.0f} MB; {results['pgbackrest']}; "
+          f"{results['pages_touched_pct']}% of pgbench_accounts' pages touched before the "
+          "second backup")
+    print(render(results))
+    c = results["context"]
+    print(f"context: pg_basebackup alone to a tar file {c['pg_basebackup_to_tar_s']} s "
+          f"(its CPU {c['pg_basebackup_cpu_s']} s, the walsender's {c['walsender_cpu_s']} s); "
+          f"the pgbench run behind the WAL lines took {results['wal_pgbench_s']} s")
 
 
 if __name__ == "__main__":
