@@ -8,7 +8,7 @@ on the demo's 50 MiB municipal SQLite database, 1% of rows changed in a few hot
 regions: the second night stored 13.2% of the database with content-defined chunks,
 2.1% with 32 KiB page-aligned ones (1.9% at 16 KiB, 2.4% at 64 KiB); the first night
 cost about 20% more (smaller zstd frames). The writer now seals each backup's new
-chunks of a file together, in groups of up to 256 KiB (drsync.repo.group): the same
+chunks of a file together, in groups of up to 512 KiB (drsync.repo.group): the same
 database stores 1.10x its whole-file zstd-3 size instead of 1.24x (bench/group_bench.py).
 """
 
