@@ -6,9 +6,16 @@ window needs by pack, and fetches each pack's needed bytes in one ranged
 GET, or a few when the needed blobs are far apart (gaps over ``GAP`` bytes
 are not fetched). Ranges are fetched on ``store.connections`` threads;
 each blob is decrypted, decompressed and verified against its id on worker
-threads, and yielded in order. Nothing is yielded that did not verify, and
-memory is bounded by the window: a blob leaves the cache after its last
-use in the window (used again later, it is fetched again).
+threads, and yielded in order (``blobs``) or written by those threads
+straight to where they go (``deliver``). Nothing is yielded or written that
+did not verify, and memory is bounded by the window: a blob leaves the cache
+after its last use in the window (used again later, it is fetched again).
+
+The unit of work on a worker thread is one stored range (today one blob):
+it is opened (``SnapshotReader._open_stored``: decrypted, decompressed, every
+chunk's keyed id checked) into one or more (chunk id, plaintext), each then
+settled: handed to the ``blobs`` consumer, or written at each of its
+destinations (``deliver``).
 """
 
 from __future__ import annotations
@@ -17,9 +24,10 @@ import collections
 import json
 import os
 import threading
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from drsync.errors import IntegrityError, ObjectNotFound
 from drsync.repo.crypto import SealError
@@ -27,13 +35,14 @@ from drsync.repo.index import BlobLocation, Index, pack_key
 from drsync.repo.repository import Repository
 from drsync.repo.snapshot import Entry, Snapshot
 
-__all__ = ["ReadStats", "SnapshotReader"]
+__all__ = ["ReadStats", "Sink", "SnapshotReader"]
 
 MiB = 1 << 20
 WINDOW = 32 * MiB   # least plaintext bytes of the restore order planned (and cached) at once
 GAP = MiB           # needed blobs closer than this in a pack are fetched in one range
 BATCH = MiB         # sealed bytes a worker opens per task
 TREE_CACHE = 32 * MiB  # a tree this small is fetched once however often a restore walks it
+SINKS = 256         # most sinks (files being written) ``deliver`` keeps open at once
 
 
 @dataclass
@@ -51,13 +60,33 @@ class ReadStats:
             self.blobs += blobs
 
 
+class Sink(Protocol):
+    """Where ``deliver`` writes verified plaintext: a file being restored. Both are
+    called on worker threads; ``done`` once, after the last ``put``."""
+
+    def put(self, offset: int, data: bytes) -> None: ...
+
+    def done(self) -> None: ...
+
+
+class _Settle(Protocol):
+    """What becomes of one chunk's verified plaintext (or of the failure to get it)."""
+
+    def ok(self, chunk_id: bytes, plain: bytes) -> int: ...
+
+    def fail(self, err: BaseException) -> None: ...
+
+
+S = TypeVar("S")
+
+
 @dataclass
-class _Range:
+class _Range(Generic[S]):
     """One GET: bytes [start, end) of a pack and the blobs in them."""
     pack_id: str
     start: int
     end: int
-    blobs: list[tuple[bytes, BlobLocation, Future[bytes]]]
+    blobs: list[tuple[bytes, BlobLocation, S]]
 
 
 @dataclass
@@ -66,8 +95,96 @@ class _Held:
     uses: int = 0
 
 
-def coalesce(blobs: list[tuple[bytes, BlobLocation, Future[bytes]]],
-             gap: int = GAP) -> list[_Range]:
+class _ToFuture:
+    """``blobs``: the plaintext to the consumer, who waits on ``fut`` in restore order."""
+
+    def __init__(self) -> None:
+        self.fut: Future[bytes] = Future()
+
+    def ok(self, chunk_id: bytes, plain: bytes) -> int:
+        self.fut.set_result(plain)
+        return 0
+
+    def fail(self, err: BaseException) -> None:
+        self.fut.set_exception(err)
+
+
+@dataclass(eq=False)
+class _Open:
+    """``deliver``: a sink whose chunks are not all written yet."""
+    sink: Sink
+    left: int
+
+
+class _Scatter:
+    """``deliver``'s bookkeeping, shared by the planning thread and the workers."""
+
+    def __init__(self, progress: Callable[[int], None] | None) -> None:
+        self.cond = threading.Condition()
+        self.planned = 0   # plaintext bytes planned and not yet written
+        self.sinks = 0     # sinks open: some chunk planned, not every chunk written
+        self.tasks = 0     # ranges and batches submitted and not yet finished
+        self.error: BaseException | None = None
+        self.progress = progress
+
+    def written(self, wrote: int, settled: list[_Settle]) -> None:
+        """A batch written (``wrote`` bytes): sinks that got their last chunk are done."""
+        finished: list[_Open] = []
+        with self.cond:
+            for settle in settled:
+                assert isinstance(settle, _ToSinks)
+                for dests in settle.dests.values():
+                    for opened, _offset in dests:
+                        opened.left -= 1
+                        if opened.left == 0:
+                            finished.append(opened)
+                self.planned -= settle.planned
+        try:
+            for opened in finished:
+                opened.sink.done()
+        except BaseException as err:
+            self.failed(err)
+        with self.cond:
+            self.sinks -= len(finished)
+            if self.progress is not None and wrote:
+                self.progress(wrote)
+            self.cond.notify_all()
+
+    def failed(self, err: BaseException) -> None:
+        with self.cond:
+            if self.error is None:
+                self.error = err
+            self.cond.notify_all()
+
+    def task_done(self) -> None:
+        with self.cond:
+            self.tasks -= 1
+            self.cond.notify_all()
+
+
+class _ToSinks:
+    """``deliver``: each chunk's plaintext written at each of its destinations."""
+
+    def __init__(self, scatter: _Scatter) -> None:
+        self.scatter = scatter
+        self.dests: dict[bytes, list[tuple[_Open, int]]] = {}
+        self.planned = 0
+
+    def add(self, chunk_id: bytes, opened: _Open, offset: int, length: int) -> None:
+        self.dests.setdefault(chunk_id, []).append((opened, offset))
+        self.planned += length
+
+    def ok(self, chunk_id: bytes, plain: bytes) -> int:
+        dests = self.dests[chunk_id]
+        for opened, offset in dests:
+            opened.sink.put(offset, plain)
+        return len(plain) * len(dests)
+
+    def fail(self, err: BaseException) -> None:
+        self.scatter.failed(err)
+
+
+def coalesce(blobs: list[tuple[bytes, BlobLocation, S]], gap: int = GAP) -> list[_Range[S]]:
     """One pack's needed blobs as few ranges: one when the needed bytes are most of
     the span, otherwise split at gaps of more than ``gap`` bytes."""
     blobs = sorted(blobs, key=lambda b: b[1].offset)
@@ -75,7 +192,7 @@ def coalesce(blobs: list[tuple[bytes, BlobLocation, Future[bytes]]],
     start, end = blobs[0][1].offset, max(b[1].offset + b[1].length for b in blobs)
     if sum(b[1].length for b in blobs) * 2 >= end - start:
         return [_Range(pack_id, start, end, blobs)]
-    ranges: list[_Range] = []
+    ranges: list[_Range[S]] = []
     for blob in blobs:
         loc = blob[1]
         if ranges and loc.offset - ranges[-1].end <= gap:
@@ -122,6 +239,11 @@ class SnapshotReader:
             raise IntegrityError(f"{self.repo.url}: blob {hex_id[:16]} is in no index (missing)")
         return blob_id, loc
 
+    def chunk_length(self, hex_id: str) -> int:
+        """The plaintext length of a blob, from the index; IntegrityError (naming what is
+        missing) when the index lacks it."""
+        return self._locate(hex_id)[1].raw_length
+
     def plain_length(self, hex_id: str) -> int:
         """The plaintext length of a blob, from the index; KeyError when it has none."""
         loc = self.index.get(bytes.fromhex(hex_id))
@@ -131,46 +253,73 @@ class SnapshotReader:
 
     # -- the work on threads -------------------------------------------------------
 
-    def _get(self, rng: _Range) -> None:
+    def _get(self, rng: _Range[_Settle], scatter: _Scatter | None = None) -> None:
         """Fetch one range (I/O thread), then open its blobs (worker threads)."""
         handed = 0  # blobs of rng.blobs handed to a worker, which will settle them
         try:
+            if scatter is not None and scatter.error is not None:
+                return  # a deliver that failed: nothing more is fetched
             name = pack_key(rng.pack_id)
             try:
                 data = self.repo.store.get(name, rng.start, rng.end - rng.start)
             except ObjectNotFound:
                 raise self.repo.missing(name, "the index") from None
             self.stats.add(1, len(data), 0)
-            batch: list[tuple[bytes, BlobLocation, Future[bytes], bytes]] = []
+            view = memoryview(data)  # each blob a view of the range, not a copy
+            batch: list[tuple[bytes, BlobLocation, _Settle, memoryview]] = []
             size = 0
-            for n, (blob_id, loc, fut) in enumerate(rng.blobs, 1):
+            for n, (blob_id, loc, settle) in enumerate(rng.blobs, 1):
                 at = loc.offset - rng.start
-                batch.append((blob_id, loc, fut, data[at:at + loc.length]))
+                batch.append((blob_id, loc, settle, view[at:at + loc.length]))
                 size += loc.length
                 if size >= BATCH or n == len(rng.blobs):  # a MiB a task: few hand-offs
-                    self._cpu.submit(self._open_all, batch)
+                    if scatter is not None:
+                        with scatter.cond:
+                            scatter.tasks += 1
+                    self._cpu.submit(self._open_all, batch, scatter)
                     handed, batch, size = n, [], 0
         except BaseException as err:  # every blob still waiting learns why
-            for _blob_id, _loc, fut in rng.blobs[handed:]:
-                fut.set_exception(err)
+            for _blob_id, _loc, settle in rng.blobs[handed:]:
+                settle.fail(err)
+        finally:
+            if scatter is not None:
+                scatter.task_done()
 
-    def _open_all(self, batch: list[tuple[bytes, BlobLocation, Future[bytes], bytes]]) -> None:
-        for blob_id, loc, fut, sealed in batch:
-            self._open(blob_id, loc, sealed, fut)
-
-    def _open(self, blob_id: bytes, loc: BlobLocation, sealed: bytes, fut: Future[bytes]) -> None:
+    def _open_all(self, batch: list[tuple[bytes, BlobLocation, _Settle, memoryview]],
+                  scatter: _Scatter | None) -> None:
+        wrote = 0
+        settled: list[_Settle] = []
         try:
-            try:
-                plain = self.repo.unseal_located(blob_id, loc, sealed)
-            except SealError:
-                # A byte flipped in transit fails like one flipped at rest: read this
-                # blob once more on its own (read_blob retries and names the damage).
-                self.stats.add(1, loc.length, 0)
-                plain = self.repo.read_blob(blob_id, loc)
-            self.stats.add(0, 0, 1)
-            fut.set_result(plain)
-        except BaseException as err:
-            fut.set_exception(err)
+            for blob_id, loc, settle, sealed in batch:
+                if scatter is not None and scatter.error is not None:
+                    return  # a deliver that failed: no sink is touched any more
+                try:
+                    for chunk_id, plain in self._open_stored(blob_id, loc, sealed):
+                        wrote += settle.ok(chunk_id, plain)
+                except BaseException as err:
+                    settle.fail(err)
+                    if scatter is not None:
+                        return
+                settled.append(settle)
+            if scatter is not None:
+                scatter.written(wrote, settled)
+        finally:
+            if scatter is not None:
+                scatter.task_done()
+
+    def _open_stored(self, blob_id: bytes, loc: BlobLocation,
+                     sealed: memoryview) -> list[tuple[bytes, bytes]]:
+        """One stored range's chunks, each (chunk id, verified plaintext): decrypted,
+        decompressed and checked against its keyed id (today a range is one blob)."""
+        try:
+            plain = self.repo.unseal_located(blob_id, loc, sealed)
+        except SealError:
+            # A byte flipped in transit fails like one flipped at rest: read this
+            # blob once more on its own (read_blob retries and names the damage).
+            self.stats.add(1, loc.length, 0)
+            plain = self.repo.read_blob(blob_id, loc)
+        self.stats.add(0, 0, 1)
+        return [(blob_id, plain)]
 
     # -- the plan -------------------------------------------------------------------
 
@@ -185,7 +334,7 @@ class SnapshotReader:
 
         def plan() -> None:
             nonlocal planned, exhausted
-            wanted: dict[str, list[tuple[bytes, BlobLocation, Future[bytes]]]] = {}
+            wanted: dict[str, list[tuple[bytes, BlobLocation, _Settle]]] = {}
             while planned < self._window:
                 hex_id = next(source, None)
                 if hex_id is None:
@@ -200,8 +349,9 @@ class SnapshotReader:
                     continue
                 held = cache.get(blob_id)
                 if held is None:
-                    held = cache[blob_id] = _Held(Future())
-                    wanted.setdefault(loc.pack_id, []).append((blob_id, loc, held.fut))
+                    settle = _ToFuture()
+                    held = cache[blob_id] = _Held(settle.fut)
+                    wanted.setdefault(loc.pack_id, []).append((blob_id, loc, settle))
                 held.uses += 1
                 ahead.append((blob_id, held.fut))
                 planned += loc.raw_length
@@ -227,6 +377,96 @@ class SnapshotReader:
         finally:
             for task in tasks:  # a consumer that stops early leaves no fetch queued
                 task.cancel()
+
+    def deliver(self, files: Iterable[tuple[Sink, Sequence[tuple[str, int]]]], *,
+                progress: Callable[[int], None] | None = None) -> None:
+        """Write every chunk of every sink, on the worker threads.
+
+        ``files`` yields, in restore order, a sink and its chunks (hex id, offset
+        in the sink); it is consumed on this thread, ahead of the writes by the
+        window (and by at most ``SINKS`` open sinks). Each chunk's verified
+        plaintext is ``put`` at its offsets by the worker that opened it, a chunk
+        needed several times in the window is fetched once, and a sink is
+        ``done`` on the worker that wrote its last chunk (at once, when it has
+        none); ``progress`` is told the bytes written. Returns when every sink is
+        done; on a failure, raises it once no worker touches a sink any more.
+        """
+        scatter = _Scatter(progress)
+        source = iter(files)
+        current: tuple[_Open, Iterator[tuple[str, int]]] | None = None
+        exhausted = False
+        tasks: list[Future[None]] = []
+
+        def plan() -> None:
+            nonlocal current, exhausted
+            wanted: dict[str, dict[bytes, tuple[BlobLocation, _ToSinks]]] = {}
+            planned = opened = 0
+            room, seats = self._window - scatter.planned, SINKS - scatter.sinks
+            while planned < room:
+                if current is None:
+                    if opened >= seats:
+                        break
+                    item = next(source, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    sink, chunks = item
+                    if not chunks:
+                        sink.done()
+                        continue
+                    current, opened = (_Open(sink, len(chunks)), iter(chunks)), opened + 1
+                state, rest = current
+                for hex_id, offset in rest:
+                    blob_id, loc = self._locate(hex_id)
+                    in_pack = wanted.setdefault(loc.pack_id, {})
+                    held = in_pack.get(blob_id)
+                    if held is None:
+                        held = in_pack[blob_id] = (loc, _ToSinks(scatter))
+                    held[1].add(blob_id, state, offset, loc.raw_length)
+                    planned += loc.raw_length
+                    if planned >= room:
+                        break
+                else:
+                    current = None
+            ranges: list[_Range[_Settle]] = []
+            for in_pack in wanted.values():
+                needed: list[tuple[bytes, BlobLocation, _Settle]] = [
+                    (blob_id, loc, settle) for blob_id, (loc, settle) in in_pack.items()]
+                ranges += coalesce(needed)
+            with scatter.cond:
+                scatter.planned += planned
+                scatter.sinks += opened
+                scatter.tasks += len(ranges)
+            tasks[:] = [task for task in tasks if not task.done()]
+            for rng in ranges:
+                tasks.append(self._io.submit(self._get, rng, scatter))
+
+        def finished() -> bool:
+            return scatter.error is not None or (exhausted and scatter.sinks == 0)
+
+        try:
+            plan()
+            with scatter.cond:
+                while not finished():
+                    if (not exhausted and scatter.planned <= self._window // 2
+                            and scatter.sinks <= SINKS // 2):
+                        scatter.cond.release()
+                        try:
+                            plan()
+                        finally:
+                            scatter.cond.acquire()
+                    else:
+                        scatter.cond.wait()
+        except BaseException as err:
+            scatter.failed(err)
+        finally:
+            for task in tasks:  # fetches not started are not made
+                if task.cancel():
+                    scatter.task_done()
+            with scatter.cond:
+                scatter.cond.wait_for(lambda: scatter.tasks == 0)
+        if scatter.error is not None:
+            raise scatter.error
 
     def entries(self, snap: Snapshot) -> Iterator[Entry]:
         """The snapshot's tree, one entry at a time (lines may span chunks)."""

@@ -493,7 +493,8 @@ class Repository:
             # read once more before calling it damage.
             return self.open_blob(blob_id, loc, self.store.get(name, loc.offset, loc.length))
 
-    def unseal_located(self, blob_id: bytes, loc: BlobLocation, sealed: bytes) -> bytes:
+    def unseal_located(self, blob_id: bytes, loc: BlobLocation,
+                       sealed: bytes | memoryview) -> bytes:
         """The verified plaintext of a blob read from ``loc``; SealError when it is not."""
         if len(sealed) != loc.length:
             raise SealError(f"truncated: {len(sealed)} of {loc.length} bytes")
