@@ -119,8 +119,9 @@ class _Open:
 class _Scatter:
     """``deliver``'s bookkeeping, shared by the planning thread and the workers."""
 
-    def __init__(self, progress: Callable[[int], None] | None) -> None:
+    def __init__(self, progress: Callable[[int], None] | None, window: int) -> None:
         self.cond = threading.Condition()
+        self.window = window
         self.planned = 0   # plaintext bytes planned and not yet written
         self.sinks = 0     # sinks open: some chunk planned, not every chunk written
         self.tasks = 0     # ranges and batches submitted and not yet finished
@@ -148,7 +149,12 @@ class _Scatter:
             self.sinks -= len(finished)
             if self.progress is not None and wrote:
                 self.progress(wrote)
-            self.cond.notify_all()
+            if self.sinks == 0 or self.refill():  # else the planner has nothing to do
+                self.cond.notify_all()
+
+    def refill(self) -> bool:
+        """Room for the planner to plan more (half the window, half the sinks, free)."""
+        return self.planned <= self.window // 2 and self.sinks <= SINKS // 2
 
     def failed(self, err: BaseException) -> None:
         with self.cond:
@@ -304,6 +310,7 @@ class SnapshotReader:
             if scatter is not None:
                 scatter.written(wrote, settled)
         finally:
+            self.stats.add(0, 0, len(settled))
             if scatter is not None:
                 scatter.task_done()
 
@@ -318,7 +325,6 @@ class SnapshotReader:
             # blob once more on its own (read_blob retries and names the damage).
             self.stats.add(1, loc.length, 0)
             plain = self.repo.read_blob(blob_id, loc)
-        self.stats.add(0, 0, 1)
         return [(blob_id, plain)]
 
     # -- the plan -------------------------------------------------------------------
@@ -391,7 +397,7 @@ class SnapshotReader:
         none); ``progress`` is told the bytes written. Returns when every sink is
         done; on a failure, raises it once no worker touches a sink any more.
         """
-        scatter = _Scatter(progress)
+        scatter = _Scatter(progress, self._window)
         source = iter(files)
         current: tuple[_Open, Iterator[tuple[str, int]]] | None = None
         exhausted = False
@@ -448,8 +454,7 @@ class SnapshotReader:
             plan()
             with scatter.cond:
                 while not finished():
-                    if (not exhausted and scatter.planned <= self._window // 2
-                            and scatter.sinks <= SINKS // 2):
+                    if not exhausted and scatter.refill():
                         scatter.cond.release()
                         try:
                             plan()
