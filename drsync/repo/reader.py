@@ -42,7 +42,7 @@ WINDOW = 32 * MiB   # least plaintext bytes of the restore order planned (and ca
 GAP = MiB           # needed blobs closer than this in a pack are fetched in one range
 BATCH = MiB         # sealed bytes a worker opens per task
 TREE_CACHE = 32 * MiB  # a tree this small is fetched once however often a restore walks it
-SINKS = 256         # most sinks (files being written) ``deliver`` keeps open at once
+SINKS = 128         # most sinks (files being written, two descriptors each) deliver keeps open
 
 
 @dataclass
