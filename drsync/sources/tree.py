@@ -105,6 +105,7 @@ class FileTreeTarget:
         self._dirs: list[tuple[list[str], Entry]] = []
         self._mark = True  # begin() marks the target unfinished, finish() unmarks it
         self._open_files: set[RestoringFile] = set()  # opened, not yet done
+        self._filesystems: dict[int, int] = {}  # st_dev -> a directory on it, for finish
 
     def __enter__(self) -> FileTreeTarget:
         return self
@@ -117,6 +118,9 @@ class FileTreeTarget:
         (a restore that failed: nothing writes them any more)."""
         for restoring in list(self._open_files):
             restoring.abandon()
+        for fd in self._filesystems.values():
+            os.close(fd)
+        self._filesystems.clear()
         self._unwind(0)
         if self._root_fd is not None:
             os.close(self._root_fd)
@@ -336,8 +340,8 @@ class FileTreeTarget:
         then everything written made durable at once, and only then the mark removed.
 
         Files are not synced one by one: a restore of a data directory (a thousand
-        files, most tiny) spent its time in their fsyncs. One ``syncfs`` of the
-        target's filesystem makes every file and directory entry durable together;
+        files, most tiny) spent its time in their fsyncs. One ``syncfs`` of each
+        filesystem written to makes every file and directory entry durable together;
         a crash before it leaves the mark, and the restore run again compares every
         file chunk by chunk, so a file left short or holed by the crash is rewritten."""
         for parts, meta in reversed(self._dirs):
@@ -347,7 +351,8 @@ class FileTreeTarget:
                 os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
         with self._writing(Entry("", "dir")):
             root = self._open_root()  # an empty snapshot still leaves its (empty) target
-            _sync_filesystem(root)
+            for fd in self._filesystems.values():
+                _sync_filesystem(fd)
             if self._mark:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(UNFINISHED, dir_fd=root)
@@ -378,12 +383,21 @@ class FileTreeTarget:
     def _open_root(self) -> int:
         if self._root_fd is None:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._root_fd = self._seen(os.open(self.root,
+                                               os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
         return self._root_fd
+
+    def _seen(self, dir_fd: int) -> int:
+        """A directory written into: its filesystem is synced by ``finish`` (a delta
+        target may hold a mount point, e.g. pg_wal on its own disk)."""
+        dev = os.fstat(dir_fd).st_dev
+        if dev not in self._filesystems:
+            self._filesystems[dev] = os.dup(dir_fd)
+        return dir_fd
 
     def _open_dir(self, parent: int, parts: list[str], entry: str, create: bool) -> int:
         try:
-            return os.open(parts[-1], _DIR_FLAGS, dir_fd=parent)
+            return self._seen(os.open(parts[-1], _DIR_FLAGS, dir_fd=parent))
         except FileNotFoundError:
             if not create:
                 raise
