@@ -145,10 +145,10 @@ class _Scatter:
                 opened.sink.done()
         except BaseException as err:
             self.failed(err)
+        if self.progress is not None and wrote:
+            self.progress(wrote)
         with self.cond:
             self.sinks -= len(finished)
-            if self.progress is not None and wrote:
-                self.progress(wrote)
             if self.sinks == 0 or self.refill():  # else the planner has nothing to do
                 self.cond.notify_all()
 

@@ -493,16 +493,18 @@ class RestoringFile:
     def done(self) -> None:
         """Give it its size, mode and mtime (on the descriptor), then its name."""
         meta = self.meta
-        with self._tree._writing(meta):
-            if self.size != meta.size:
-                os.ftruncate(self._fd, self.size)
-            os.fchmod(self._fd, meta.mode if meta.type == "file" else 0o600)
-            if meta.mtime_ns:
-                os.utime(self._fd, ns=(meta.mtime_ns, meta.mtime_ns))
         try:
-            self._tree._place(self._parent, self._tmp, self._name, meta.path)
-        finally:
-            self._release()
+            with self._tree._writing(meta):
+                if self.size != meta.size:
+                    os.ftruncate(self._fd, self.size)
+                os.fchmod(self._fd, meta.mode if meta.type == "file" else 0o600)
+                if meta.mtime_ns:
+                    os.utime(self._fd, ns=(meta.mtime_ns, meta.mtime_ns))
+                self._tree._place(self._parent, self._tmp, self._name, meta.path)
+        except BaseException:
+            self.abandon()  # e.g. its name taken meanwhile: no temporary is left behind
+            raise
+        self._release()
 
     def abandon(self) -> None:
         """A file that will not be done: its temporary removed."""
