@@ -6,6 +6,10 @@ before the first byte, and writes each file to a hidden temporary beside its
 final name, linking it into place only once every byte verified, so a failed
 restore never leaves a plausible-looking half file. Modes and mtimes are
 restored; directory mtimes last, since writing into a directory moves it.
+A file being restored (``RestoringFile``) is written at its offsets by any
+thread (the reader's workers) and linked into place by the one that wrote
+its last chunk; what a restore wrote is made durable all at once, by
+``finish``, before the unfinished mark goes.
 
 A delta restore (``delta=True``, as pgBackRest's ``--delta``) goes into a
 target that already holds files (a stale standby, a half-finished earlier
