@@ -9,7 +9,6 @@ byte is written; then to stream the data.
 
 from __future__ import annotations
 
-import itertools
 import os
 import socket
 import time
@@ -21,7 +20,7 @@ from typing import Any, BinaryIO
 from drsync.catalog.records import RunRecorder
 from drsync.errors import DrsyncError, RestoreTargetError, UsageError
 from drsync.repo import Entry, Repository, Snapshot, SnapshotReader
-from drsync.sources import FileTreeTarget, LocalCopy, unfinished_restore
+from drsync.sources import FileTreeTarget, LocalCopy, RestoringFile, unfinished_restore
 
 __all__ = ["RestoreResult", "RestoreRun", "TreeWritten", "restore_snapshot", "write_tree"]
 
@@ -171,25 +170,32 @@ def _local(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget, prefix:
     return local
 
 
-def _merged(reader: SnapshotReader, tree: FileTreeTarget, entry: Entry, meta: Entry,
-            matches: list[bool], stream: Iterator[bytes], done: TreeWritten) -> Iterator[bytes]:
-    """A differing file's bytes: the chunks its old copy holds (read again and verified:
-    it must not have changed since it was compared), the others from ``stream``."""
+def _copied(reader: SnapshotReader, tree: FileTreeTarget, entry: Entry, meta: Entry,
+            matches: list[bool], restoring: RestoringFile, done: TreeWritten,
+            progress: Callable[[int], None] | None) -> list[tuple[str, int]]:
+    """A differing file: the chunks its old copy holds copied into ``restoring`` (read
+    again and verified: it must not have changed since it was compared); the others,
+    (id, offset), to fetch."""
     chunk_id = reader.repo.key.chunk_id
+    fetch: list[tuple[str, int]] = []
     with tree.existing(meta) as fd:
         offset = 0
         for cid, match in zip(entry.chunks, matches, strict=True):
-            length = reader.plain_length(cid)
+            length = reader.chunk_length(cid)
             if match:
                 data = os.pread(fd, length, offset)
                 if len(data) != length or chunk_id(data) != bytes.fromhex(cid):
                     raise RestoreTargetError(f"{tree.root / meta.path} changed while it was "
                                              "restored over; stop what writes it, run again")
+                restoring.put(offset, data)
                 done.bytes_reused += length
+                if progress is not None:
+                    progress(length)
             else:
-                data = next(stream)
+                fetch.append((cid, offset))
             offset += length
-            yield data
+    restoring.size = offset
+    return fetch
 
 
 def write_tree(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget, *,
@@ -197,33 +203,25 @@ def write_tree(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget, *,
     """Write the snapshot's tree (or the part under ``prefix``) into ``tree``:
     every entry checked first, then the data.
 
-    The one restore loop for files, SQLite and PostgreSQL data directories. The
-    chunks of every file, in restore order, are one stream for the reader, so
-    its reads are planned per pack across file boundaries (a pack of many small
-    files, or of one relation's 32 KiB blocks, is a GET or two, not one a blob).
-    With a delta target, chunks it already holds (verified) are not fetched: a
-    whole file is kept, a differing one rewritten from its old copy's matching
-    chunks and the fetched rest (``progress`` counts them all, a kept file's bytes
-    as they are verified).
+    The one restore loop for files, SQLite and PostgreSQL data directories. This
+    thread walks the entries and plans: it makes directories and links, opens
+    each file's temporary and hands it, with its chunks' offsets, to the reader,
+    whose worker threads write each verified chunk straight to its offset and
+    link a file into place once its last chunk is written. The chunks of every
+    file, in restore order, are one stream for the reader, so its reads are
+    planned per pack across file boundaries (a pack of many small files, or of
+    one relation's 32 KiB blocks, is a GET or two, not one a blob). With a delta
+    target, chunks it already holds (verified) are not fetched: a whole file is
+    kept, a differing one rewritten from its old copy's matching chunks and the
+    fetched rest (``progress`` counts them all, a kept file's bytes as they are
+    verified; it is told from the worker threads too).
     """
     tree.prepare(meta for _entry, meta in _entries(reader, snap, prefix))
     local = _local(reader, snap, tree, prefix, progress) if tree.delta else {}
     tree.begin(snap.id)
-
-    def fetched(n: int, entry: Entry) -> Iterator[str]:
-        there = local.get(n)
-        if there is None:
-            return iter(entry.chunks)
-        if there.whole:
-            return iter(())
-        return (cid for cid, match in zip(entry.chunks, there.matches, strict=True)
-                if not match)
-
-    order: Iterable[str] = (cid for n, (entry, _m) in enumerate(_entries(reader, snap, prefix))
-                            if entry.type in ("file", "stream") for cid in fetched(n, entry))
-    stream = reader.blobs(order)
     done = TreeWritten()
-    try:
+
+    def files() -> Iterator[tuple[RestoringFile, list[tuple[str, int]]]]:
         for n, (entry, meta) in enumerate(_entries(reader, snap, prefix)):
             done.items += 1
             there = local.get(n)
@@ -234,13 +232,21 @@ def write_tree(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget, *,
             elif there is not None and there.whole:
                 tree.keep(meta)
             else:
-                blocks: Iterator[bytes] = (
-                    itertools.islice(stream, len(entry.chunks)) if there is None
-                    else _merged(reader, tree, entry, meta, there.matches, stream, done))
-                done.bytes_written += tree.file(meta, _counted(blocks, progress))
+                restoring = tree.open_file(meta)
+                if there is None:
+                    chunks, offset = [], 0
+                    for cid in entry.chunks:
+                        chunks.append((cid, offset))
+                        offset += reader.chunk_length(cid)
+                    restoring.size = offset
+                else:
+                    chunks = _copied(reader, tree, entry, meta, there.matches, restoring,
+                                     done, progress)
+                done.bytes_written += restoring.size
                 done.files_written += 1
-    finally:
-        stream.close()
+                yield restoring, chunks
+
+    reader.deliver(files(), progress=progress)
     tree.finish()
     stats = tree.delta_stats
     done.files_kept, done.bytes_kept, done.removed = (stats.files_kept, stats.bytes_kept,

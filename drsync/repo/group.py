@@ -80,12 +80,13 @@ def seal_group(key: MasterKey, members: Sequence[tuple[bytes, bytes]], level: in
     return key.seal(payload, codec, group_binding(key, [blob_id for blob_id, _ in members]))
 
 
-def unseal_group(key: MasterKey, group: Group, sealed: bytes) -> tuple[int, bytes]:
+def unseal_group(key: MasterKey, group: Group, sealed: bytes | memoryview) -> tuple[int, bytes]:
     """The authenticated (codec, payload) of a group, still compressed."""
     return key.unseal(sealed, group_binding(key, group.ids))
 
 
-def open_group(key: MasterKey, group: Group, sealed: bytes) -> list[tuple[bytes, bytes]]:
+def open_group(key: MasterKey, group: Group,
+               sealed: bytes | memoryview) -> list[tuple[bytes, bytes]]:
     """Every member's verified plaintext, ``(id, plaintext)`` in order; SealError when
     the seal, the length or any member's id does not hold."""
     codec, payload = unseal_group(key, group, sealed)

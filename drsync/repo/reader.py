@@ -7,10 +7,16 @@ GET, or a few when the needed blobs are far apart (gaps over ``GAP`` bytes
 are not fetched). Ranges are fetched on ``store.connections`` threads;
 each stored range is decrypted, decompressed and verified on worker threads
 (a group once, handing out every member the window wants from it: each
-checked against its id), and the blobs are yielded in order. Nothing is
-yielded that did not verify, and memory is bounded by the window: a blob
-leaves the cache after its last use in the window (used again later, it is
-fetched again).
+checked against its id), and the blobs are yielded in order (``blobs``) or
+written by those threads straight to where they go (``deliver``). Nothing is yielded or written that
+did not verify, and memory is bounded by the window: a blob leaves the cache
+after its last use in the window (used again later, it is fetched again).
+
+The unit of work on a worker thread is one stored range (a blob or a group):
+it is opened (``SnapshotReader._open_stored``: decrypted, decompressed, every
+chunk's keyed id checked) into one or more (chunk id, plaintext), each then
+settled: handed to the ``blobs`` consumer, or written at each of its
+destinations (``deliver``).
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ import collections
 import json
 import os
 import threading
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from drsync.errors import IntegrityError, ObjectNotFound
 from drsync.malloc import return_large_buffers_to_the_os
@@ -30,13 +37,14 @@ from drsync.repo.index import BlobLocation, Index, pack_key
 from drsync.repo.repository import Repository
 from drsync.repo.snapshot import Entry, Snapshot
 
-__all__ = ["ReadStats", "SnapshotReader"]
+__all__ = ["ReadStats", "Sink", "SnapshotReader"]
 
 MiB = 1 << 20
 WINDOW = 32 * MiB   # least plaintext bytes of the restore order planned (and cached) at once
 GAP = MiB           # needed blobs closer than this in a pack are fetched in one range
 BATCH = MiB         # sealed bytes a worker opens per task
 TREE_CACHE = 32 * MiB  # a tree this small is fetched once however often a restore walks it
+SINKS = 128         # most sinks (files being written, two descriptors each) deliver keeps open
 
 
 @dataclass
@@ -57,13 +65,33 @@ class ReadStats:
             self.opened += opened
 
 
+class Sink(Protocol):
+    """Where ``deliver`` writes verified plaintext: a file being restored. Both are
+    called on worker threads; ``done`` once, after the last ``put``."""
+
+    def put(self, offset: int, data: bytes) -> None: ...
+
+    def done(self) -> None: ...
+
+
+class _Settle(Protocol):
+    """What becomes of one chunk's verified plaintext (or of the failure to get it)."""
+
+    def ok(self, chunk_id: bytes, plain: bytes) -> int: ...
+
+    def fail(self, err: BaseException) -> None: ...
+
+
+S = TypeVar("S")
+
+
 @dataclass
-class _Range:
+class _Range(Generic[S]):
     """One GET: bytes [start, end) of a pack and the blobs in them."""
     pack_id: str
     start: int
     end: int
-    blobs: list[tuple[bytes, BlobLocation, Future[bytes]]]
+    blobs: list[tuple[bytes, BlobLocation, S]]
 
 
 @dataclass
@@ -72,8 +100,102 @@ class _Held:
     uses: int = 0
 
 
-def coalesce(blobs: list[tuple[bytes, BlobLocation, Future[bytes]]],
-             gap: int = GAP) -> list[_Range]:
+class _ToFuture:
+    """``blobs``: the plaintext to the consumer, who waits on ``fut`` in restore order."""
+
+    def __init__(self) -> None:
+        self.fut: Future[bytes] = Future()
+
+    def ok(self, chunk_id: bytes, plain: bytes) -> int:
+        self.fut.set_result(plain)
+        return 0
+
+    def fail(self, err: BaseException) -> None:
+        self.fut.set_exception(err)
+
+
+@dataclass(eq=False)
+class _Open:
+    """``deliver``: a sink whose chunks are not all written yet."""
+    sink: Sink
+    left: int
+
+
+class _Scatter:
+    """``deliver``'s bookkeeping, shared by the planning thread and the workers."""
+
+    def __init__(self, progress: Callable[[int], None] | None, window: int) -> None:
+        self.cond = threading.Condition()
+        self.window = window
+        self.planned = 0   # plaintext bytes planned and not yet written
+        self.sinks = 0     # sinks open: some chunk planned, not every chunk written
+        self.tasks = 0     # ranges and batches submitted and not yet finished
+        self.error: BaseException | None = None
+        self.progress = progress
+
+    def written(self, wrote: int, settled: list[_Settle]) -> None:
+        """A batch written (``wrote`` bytes): sinks that got their last chunk are done."""
+        finished: list[_Open] = []
+        with self.cond:
+            for settle in settled:
+                assert isinstance(settle, _ToSinks)
+                for dests in settle.dests.values():
+                    for opened, _offset in dests:
+                        opened.left -= 1
+                        if opened.left == 0:
+                            finished.append(opened)
+                self.planned -= settle.planned
+        try:
+            for opened in finished:
+                opened.sink.done()
+        except BaseException as err:
+            self.failed(err)
+        if self.progress is not None and wrote:
+            self.progress(wrote)
+        with self.cond:
+            self.sinks -= len(finished)
+            if self.sinks == 0 or self.refill():  # else the planner has nothing to do
+                self.cond.notify_all()
+
+    def refill(self) -> bool:
+        """Room for the planner to plan more (half the window, half the sinks, free)."""
+        return self.planned <= self.window // 2 and self.sinks <= SINKS // 2
+
+    def failed(self, err: BaseException) -> None:
+        with self.cond:
+            if self.error is None:
+                self.error = err
+            self.cond.notify_all()
+
+    def task_done(self) -> None:
+        with self.cond:
+            self.tasks -= 1
+            self.cond.notify_all()
+
+
+class _ToSinks:
+    """``deliver``: each chunk's plaintext written at each of its destinations."""
+
+    def __init__(self, scatter: _Scatter) -> None:
+        self.scatter = scatter
+        self.dests: dict[bytes, list[tuple[_Open, int]]] = {}
+        self.planned = 0
+
+    def add(self, chunk_id: bytes, opened: _Open, offset: int, length: int) -> None:
+        self.dests.setdefault(chunk_id, []).append((opened, offset))
+        self.planned += length
+
+    def ok(self, chunk_id: bytes, plain: bytes) -> int:
+        dests = self.dests[chunk_id]
+        for opened, offset in dests:
+            opened.sink.put(offset, plain)
+        return len(plain) * len(dests)
+
+    def fail(self, err: BaseException) -> None:
+        self.scatter.failed(err)
+
+
+def coalesce(blobs: list[tuple[bytes, BlobLocation, S]], gap: int = GAP) -> list[_Range[S]]:
     """One pack's needed blobs as few ranges: one when the needed bytes are most of
     the span, otherwise split at gaps of more than ``gap`` bytes."""
     blobs = sorted(blobs, key=lambda b: b[1].offset)
@@ -82,7 +204,7 @@ def coalesce(blobs: list[tuple[bytes, BlobLocation, Future[bytes]]],
     needed = sum({b[1].offset: b[1].length for b in blobs}.values())  # a group counts once
     if needed * 2 >= end - start:
         return [_Range(pack_id, start, end, blobs)]
-    ranges: list[_Range] = []
+    ranges: list[_Range[S]] = []
     for blob in blobs:
         loc = blob[1]
         if ranges and loc.offset - ranges[-1].end <= gap:
@@ -93,11 +215,11 @@ def coalesce(blobs: list[tuple[bytes, BlobLocation, Future[bytes]]],
     return ranges
 
 
-def _by_range(blobs: list[tuple[bytes, BlobLocation, Future[bytes]]]
-              ) -> Iterator[list[tuple[bytes, BlobLocation, Future[bytes]]]]:
+def _by_range(blobs: list[tuple[bytes, BlobLocation, S]]
+              ) -> Iterator[list[tuple[bytes, BlobLocation, S]]]:
     """The blobs of a range (sorted by offset) in runs that share one stored range: the
     wanted members of a group come together, a single blob alone."""
-    run: list[tuple[bytes, BlobLocation, Future[bytes]]] = []
+    run: list[tuple[bytes, BlobLocation, S]] = []
     for blob in blobs:
         if run and (blob[1].group is None or blob[1].offset != run[0][1].offset):
             yield run
@@ -111,11 +233,11 @@ class SnapshotReader:
     def __init__(self, repo: Repository, index: Index | None = None,
                  workers: int | None = None, *, window: int = WINDOW) -> None:
         """``workers`` threads open blobs; ``store.connections`` threads fetch ranges."""
-        return_large_buffers_to_the_os()
         self.repo = repo
         self.index = repo.load_index() if index is None else index
         self.stats = ReadStats()
         self._trees: dict[str, list[bytes]] = {}
+        return_large_buffers_to_the_os()
         # At least four packs' worth, so that a refill (half the window) spans whole packs.
         self._window = window if window != WINDOW else max(WINDOW, 4 * repo.config.pack_size)
         self._fetchers = max(1, repo.store.connections)
@@ -144,6 +266,11 @@ class SnapshotReader:
             raise IntegrityError(f"{self.repo.url}: blob {hex_id[:16]} is in no index (missing)")
         return blob_id, loc
 
+    def chunk_length(self, hex_id: str) -> int:
+        """The plaintext length of a blob, from the index; IntegrityError (naming what is
+        missing) when the index lacks it."""
+        return self._locate(hex_id)[1].raw_length
+
     def plain_length(self, hex_id: str) -> int:
         """The plaintext length of a blob, from the index; KeyError when it has none."""
         loc = self.index.get(bytes.fromhex(hex_id))
@@ -153,56 +280,82 @@ class SnapshotReader:
 
     # -- the work on threads -------------------------------------------------------
 
-    def _get(self, rng: _Range) -> None:
+    def _get(self, rng: _Range[_Settle], scatter: _Scatter | None = None) -> None:
         """Fetch one range (I/O thread), then open its blobs (worker threads)."""
         handed = 0  # blobs of rng.blobs handed to a worker, which will settle them
         try:
+            if scatter is not None and scatter.error is not None:
+                return  # a deliver that failed: nothing more is fetched
             name = pack_key(rng.pack_id)
             try:
                 data = self.repo.store.get(name, rng.start, rng.end - rng.start)
             except ObjectNotFound:
                 raise self.repo.missing(name, "the index") from None
             self.stats.add(1, len(data), 0)
-            batch: list[tuple[list[tuple[bytes, BlobLocation, Future[bytes]]], bytes]] = []
-            size = 0
+            view = memoryview(data)  # each blob a view of the range, not a copy
+            batch: list[tuple[list[tuple[bytes, BlobLocation, _Settle]], memoryview]] = []
+            size = n = 0
             for wanted in _by_range(rng.blobs):
                 loc = wanted[0][1]
                 at = loc.offset - rng.start
-                batch.append((wanted, data[at:at + loc.length]))
+                batch.append((wanted, view[at:at + loc.length]))
                 size += loc.length
-                handed += len(wanted)
-                if size >= BATCH or handed == len(rng.blobs):  # a MiB a task: few hand-offs
-                    self._cpu.submit(self._open_all, batch)
-                    batch, size = [], 0
+                n += len(wanted)
+                if size >= BATCH or n == len(rng.blobs):  # a MiB a task: few hand-offs
+                    if scatter is not None:
+                        with scatter.cond:
+                            scatter.tasks += 1
+                    self._cpu.submit(self._open_all, batch, scatter)
+                    handed, batch, size = n, [], 0
         except BaseException as err:  # every blob still waiting learns why
-            for _blob_id, _loc, fut in rng.blobs[handed:]:
-                fut.set_exception(err)
+            for _blob_id, _loc, settle in rng.blobs[handed:]:
+                settle.fail(err)
+        finally:
+            if scatter is not None:
+                scatter.task_done()
 
-    def _open_all(self, batch: list[tuple[list[tuple[bytes, BlobLocation, Future[bytes]]],
-                                          bytes]]) -> None:
-        for wanted, sealed in batch:
-            self._open(wanted, sealed)
-
-    def _open(self, wanted: list[tuple[bytes, BlobLocation, Future[bytes]]],
-              sealed: bytes) -> None:
-        """Open one stored range once and settle the futures of the blobs wanted from it
-        (one for a single blob; any members of a group)."""
-        blob_id, loc, _fut = wanted[0]
+    def _open_all(self, batch: list[tuple[list[tuple[bytes, BlobLocation, _Settle]],
+                                          memoryview]],
+                  scatter: _Scatter | None) -> None:
+        wrote = opened = 0
+        settled: list[_Settle] = []
         try:
-            try:
-                plain = dict(self.repo.unseal_range(loc, sealed, blob_id))
-            except SealError:
-                # A byte flipped in transit fails like one flipped at rest: read this
-                # range once more on its own (read_range retries and names the damage).
-                self.stats.add(1, loc.length, 0)
-                plain = dict(self.repo.read_range(blob_id, loc))
-            self.stats.add(0, 0, len(wanted), 1)
-            for member_id, _loc, fut in wanted:
-                fut.set_result(plain[member_id])
-        except BaseException as err:
-            for _id, _loc, fut in wanted:
-                if not fut.done():
-                    fut.set_exception(err)
+            for wanted, sealed in batch:
+                if scatter is not None and scatter.error is not None:
+                    return  # a deliver that failed: no sink is touched any more
+                blob_id, loc, _settle = wanted[0]
+                done = 0
+                try:
+                    plain = self._open_stored(blob_id, loc, sealed)
+                    opened += 1
+                    for member_id, _loc, settle in wanted:
+                        wrote += settle.ok(member_id, plain[member_id])
+                        done += 1
+                except BaseException as err:
+                    for _id, _loc, settle in wanted[done:]:
+                        settle.fail(err)
+                    if scatter is not None:
+                        return
+                settled += [settle for _id, _loc, settle in wanted[:done]]
+            if scatter is not None:
+                scatter.written(wrote, settled)
+        finally:
+            self.stats.add(0, 0, len(settled), opened)
+            if scatter is not None:
+                scatter.task_done()
+
+    def _open_stored(self, blob_id: bytes, loc: BlobLocation,
+                     sealed: memoryview) -> dict[bytes, bytes]:
+        """One stored range's chunks, chunk id -> verified plaintext (one for a single
+        blob, every member of a group): decrypted, decompressed and each checked against
+        its keyed id."""
+        try:
+            return dict(self.repo.unseal_range(loc, sealed, blob_id))
+        except SealError:
+            # A byte flipped in transit fails like one flipped at rest: read this
+            # range once more on its own (read_range retries and names the damage).
+            self.stats.add(1, loc.length, 0)
+            return dict(self.repo.read_range(blob_id, loc))
 
     # -- the plan -------------------------------------------------------------------
 
@@ -217,7 +370,7 @@ class SnapshotReader:
 
         def plan() -> None:
             nonlocal planned, exhausted
-            wanted: dict[str, list[tuple[bytes, BlobLocation, Future[bytes]]]] = {}
+            wanted: dict[str, list[tuple[bytes, BlobLocation, _Settle]]] = {}
             while planned < self._window:
                 hex_id = next(source, None)
                 if hex_id is None:
@@ -232,8 +385,9 @@ class SnapshotReader:
                     continue
                 held = cache.get(blob_id)
                 if held is None:
-                    held = cache[blob_id] = _Held(Future())
-                    wanted.setdefault(loc.pack_id, []).append((blob_id, loc, held.fut))
+                    settle = _ToFuture()
+                    held = cache[blob_id] = _Held(settle.fut)
+                    wanted.setdefault(loc.pack_id, []).append((blob_id, loc, settle))
                 held.uses += 1
                 ahead.append((blob_id, held.fut))
                 planned += loc.raw_length
@@ -259,6 +413,95 @@ class SnapshotReader:
         finally:
             for task in tasks:  # a consumer that stops early leaves no fetch queued
                 task.cancel()
+
+    def deliver(self, files: Iterable[tuple[Sink, Sequence[tuple[str, int]]]], *,
+                progress: Callable[[int], None] | None = None) -> None:
+        """Write every chunk of every sink, on the worker threads.
+
+        ``files`` yields, in restore order, a sink and its chunks (hex id, offset
+        in the sink); it is consumed on this thread, ahead of the writes by the
+        window (and by at most ``SINKS`` open sinks). Each chunk's verified
+        plaintext is ``put`` at its offsets by the worker that opened it, a chunk
+        needed several times in the window is fetched once, and a sink is
+        ``done`` on the worker that wrote its last chunk (at once, when it has
+        none); ``progress`` is told the bytes written. Returns when every sink is
+        done; on a failure, raises it once no worker touches a sink any more.
+        """
+        scatter = _Scatter(progress, self._window)
+        source = iter(files)
+        current: tuple[_Open, Iterator[tuple[str, int]]] | None = None
+        exhausted = False
+        tasks: list[Future[None]] = []
+
+        def plan() -> None:
+            nonlocal current, exhausted
+            wanted: dict[str, dict[bytes, tuple[BlobLocation, _ToSinks]]] = {}
+            planned = opened = 0
+            room, seats = self._window - scatter.planned, SINKS - scatter.sinks
+            while planned < room:
+                if current is None:
+                    if opened >= seats:
+                        break
+                    item = next(source, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    sink, chunks = item
+                    if not chunks:
+                        sink.done()
+                        continue
+                    current, opened = (_Open(sink, len(chunks)), iter(chunks)), opened + 1
+                state, rest = current
+                for hex_id, offset in rest:
+                    blob_id, loc = self._locate(hex_id)
+                    in_pack = wanted.setdefault(loc.pack_id, {})
+                    held = in_pack.get(blob_id)
+                    if held is None:
+                        held = in_pack[blob_id] = (loc, _ToSinks(scatter))
+                    held[1].add(blob_id, state, offset, loc.raw_length)
+                    planned += loc.raw_length
+                    if planned >= room:
+                        break
+                else:
+                    current = None
+            ranges: list[_Range[_Settle]] = []
+            for in_pack in wanted.values():
+                needed: list[tuple[bytes, BlobLocation, _Settle]] = [
+                    (blob_id, loc, settle) for blob_id, (loc, settle) in in_pack.items()]
+                ranges += coalesce(needed)
+            with scatter.cond:
+                scatter.planned += planned
+                scatter.sinks += opened
+                scatter.tasks += len(ranges)
+            tasks[:] = [task for task in tasks if not task.done()]
+            for rng in ranges:
+                tasks.append(self._io.submit(self._get, rng, scatter))
+
+        def finished() -> bool:
+            return scatter.error is not None or (exhausted and scatter.sinks == 0)
+
+        try:
+            plan()
+            with scatter.cond:
+                while not finished():
+                    if not exhausted and scatter.refill():
+                        scatter.cond.release()
+                        try:
+                            plan()
+                        finally:
+                            scatter.cond.acquire()
+                    else:
+                        scatter.cond.wait()
+        except BaseException as err:
+            scatter.failed(err)
+        finally:
+            for task in tasks:  # fetches not started are not made
+                if task.cancel():
+                    scatter.task_done()
+            with scatter.cond:
+                scatter.cond.wait_for(lambda: scatter.tasks == 0)
+        if scatter.error is not None:
+            raise scatter.error
 
     def entries(self, snap: Snapshot) -> Iterator[Entry]:
         """The snapshot's tree, one entry at a time (lines may span chunks)."""

@@ -511,7 +511,8 @@ class Repository:
                 f"{self.url}: object {pack_key(loc.pack_id)} offset {loc.offset}: "
                 f"{what}: {err}") from None
 
-    def unseal_located(self, blob_id: bytes, loc: BlobLocation, sealed: bytes) -> bytes:
+    def unseal_located(self, blob_id: bytes, loc: BlobLocation,
+                       sealed: bytes | memoryview) -> bytes:
         """The verified plaintext of a blob read from ``loc``; SealError when it is not."""
         if loc.group is None:
             if len(sealed) != loc.length:
@@ -522,7 +523,7 @@ class Repository:
             raise SealError(f"the group holds {member_id.hex()[:16]} there")
         return plain
 
-    def unseal_range(self, loc: BlobLocation, sealed: bytes,
+    def unseal_range(self, loc: BlobLocation, sealed: bytes | memoryview,
                      blob_id: bytes) -> list[tuple[bytes, bytes]]:
         """Every blob of the stored range at ``loc`` (whose bytes are ``sealed``), as
         verified ``(id, plaintext)`` pairs in order: one for a single blob (``blob_id``),

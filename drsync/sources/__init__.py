@@ -10,12 +10,13 @@ from drsync.sources.base import Source, SourceBase, SourceItem, SourceProblem
 from drsync.sources.files import FilesSource, scan_paths
 from drsync.sources.sqlite import SqliteSource, sqlite_consistent_copy
 from drsync.sources.stdin import StdinSource
-from drsync.sources.tree import FileTreeTarget, LocalCopy, unfinished_restore
+from drsync.sources.tree import FileTreeTarget, LocalCopy, RestoringFile, unfinished_restore
 
 __all__ = [
     "FileTreeTarget",
     "FilesSource",
     "LocalCopy",
+    "RestoringFile",
     "Source",
     "SourceBase",
     "SourceItem",

@@ -18,7 +18,8 @@ from drsync.pgrestore import restore_pgdata
 from drsync.repo import Entry, Repository, Secret, SnapshotReader, SnapshotWriter
 from drsync.repo.index import BlobLocation
 from drsync.repo.reader import coalesce
-from drsync.restore import restore_snapshot
+from drsync.restore import restore_snapshot, write_tree
+from drsync.sources import FileTreeTarget, unfinished_restore
 from drsync.sources.postgres import PGDATA_PREFIX, RecoveryTarget
 from drsync.store import MemoryStore
 from drsync.testing import CountingStore, make_repo, text_like
@@ -155,3 +156,70 @@ def test_ranges_coalesce_when_close_and_split_at_large_gaps() -> None:
     assert [(r.start, r.end) for r in ranges] == [(0, 110), (2 * MiB, 2 * MiB + 10),
                                                   (5 * MiB, 5 * MiB + 10)]
     assert sum(len(r.blobs) for r in ranges) == 4
+
+
+def test_many_tiny_files_restore_within_a_low_descriptor_limit(tmp_path: Path) -> None:
+    """A thousand files fit one window; the workers write them with a bounded number
+    open at once (two descriptors each), so a low RLIMIT_NOFILE still restores them."""
+    import resource
+
+    repo, _store = _counting_repo()
+    files = {f"d{n % 7}/f{n:04d}": text_like(50 + n % 300, seed=n) for n in range(1000)}
+    writer = SnapshotWriter(repo, repo.load_index())
+    for d in sorted({path.split("/")[0] for path in files}):
+        writer.add_entry(Entry(d, "dir", mode=0o755))
+    for path, data in files.items():
+        writer.add_stream(Entry(path, "file", mode=0o640, size=len(data)), io.BytesIO(data))
+    writer.commit(host="t", source_kind="files", source_spec={}, tags=[], summary={},
+                  version="t")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 600), hard))
+    try:
+        result = restore_snapshot(repo, "latest", target=tmp_path / "out")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert _read_back(tmp_path / "out", files) == files
+    assert result.files_written == 1000
+    assert {(tmp_path / "out" / p).stat().st_mode & 0o777 for p in files} == {0o640}
+    assert not list((tmp_path / "out").rglob("*.drsync-tmp"))
+
+
+def test_a_window_smaller_than_a_pack_writes_every_file_right(tmp_path: Path) -> None:
+    """The writing workers refill the plan many times (a MiB window), blocks shared by
+    several files are fetched once a window and written to each."""
+    repo, _store = _counting_repo(connections=2)
+    files = _pg_like(repo)
+    snap = repo.find_snapshot("latest")
+    progress: list[int] = []
+    with SnapshotReader(repo, window=MiB) as reader, FileTreeTarget(
+            tmp_path / "out", snapshot=snap.short_id) as tree:
+        done = write_tree(reader, snap, tree, progress=progress.append)
+    assert _read_back(tmp_path / "out", files) == files
+    assert done.bytes_written == sum(progress) == sum(len(d) for d in files.values())
+    assert unfinished_restore(tmp_path / "out") is None  # finished: the mark is gone
+
+
+def test_a_damaged_blob_mid_tree_leaves_the_mark_and_no_temporary(tmp_path: Path) -> None:
+    """A blob failing verification stops the workers; no temporary is left, no file
+    stands under its name unless every chunk of it verified, and the mark stays for a
+    resume."""
+    repo, store = _counting_repo()
+    files = _pg_like(repo)
+    key = sorted(info.key for info in store.list("data/"))[-1]
+    inner = store.inner
+    assert isinstance(inner, MemoryStore)
+    packed = bytearray(inner.objects[key])
+    packed[len(packed) // 2] ^= 1
+    inner.objects[key] = bytes(packed)
+    out = tmp_path / "out"
+    with pytest.raises(IntegrityError, match=key):
+        restore_snapshot(repo, "latest", target=out)
+    assert not list(out.rglob("*.drsync-tmp"))
+    for path, data in files.items():
+        if (out / path).exists():
+            assert (out / path).read_bytes() == data
+    assert unfinished_restore(out) is not None
+    inner.objects[key] = bytes(packed[:len(packed) // 2] + bytes([packed[len(packed) // 2] ^ 1])
+                               + packed[len(packed) // 2 + 1:])
+    result = restore_snapshot(repo, "latest", target=out)  # resumed as a delta
+    assert result.resumed and _read_back(out, files) == files
