@@ -1,4 +1,4 @@
-"""The ``drsync`` console entry point: ``wal-push`` before click is imported.
+"""The ``drsync`` console entry point: ``wal-push`` (and a queued ``wal-fetch``) before click.
 
 PostgreSQL waits on every ``archive_command``; importing click and the
 CLI's context module is a good part of a ``wal-push`` run. So when the
@@ -10,6 +10,13 @@ click command uses (``--config`` after the subcommand winning over
 ``DRSYNC_CONFIG``) and calls the same service,
 :func:`drsync.wal.push.push_segment`, which also fetches the key wrapping
 for the first push of a spool from the store with the configured options.
+Before those imports it starts reading and compressing the segment in a
+thread (:mod:`drsync.wal.headstart`), so zstd runs on one core while the
+imports and the key take the other.
+
+``wal-fetch`` of a segment the prefetcher already verified
+(:mod:`drsync.wal.prefetch`, :mod:`drsync.wal.queue`) is a rename, done here before anything else is
+imported; any other ``wal-fetch`` goes to click.
 
 Anything else goes to :func:`drsync.cli.main` unchanged: every other
 command, global options before ``wal-push``, ``--json``, ``--help``, an
@@ -25,20 +32,28 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing itself is not imported: a queued wal-fetch is a rename
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["main"]
 
 _VALUED = ("--config", "--spool")
+# drsync.cli's global options that take a value, as restore_command passes them.
+_GLOBAL_VALUED = ("--repo", "-r", "--password-file", "--key-file", "--config", "--catalog",
+                  "--limit-upload", "--limit-download")
+_WAL_LEVEL = 3  # drsync.wal.push.WAL_LEVEL, restated so the head start need not import push
 
 
 class _UseClick(Exception):
     """This invocation is not the plain shape: let the full CLI handle it."""
 
 
-def _parse(args: list[str]) -> dict[str, Any]:
-    """wal-push's own options, or _UseClick for anything unusual."""
-    opts: dict[str, Any] = {"--config": None, "--spool": None}
+def _parse(args: list[str], valued: tuple[str, ...] = _VALUED,
+           npaths: int = 1) -> dict[str, Any]:
+    """A subcommand's own options (all taking a value), or _UseClick for anything unusual."""
+    opts: dict[str, Any] = dict.fromkeys(valued)
     paths: list[str] = []
     i = 0
     while i < len(args):
@@ -47,7 +62,7 @@ def _parse(args: list[str]) -> dict[str, Any]:
             paths += args[i + 1:]
             break
         name, eq, value = arg.partition("=")
-        if name in _VALUED:
+        if name in valued:
             if not eq:
                 i += 1
                 if i == len(args):
@@ -61,9 +76,10 @@ def _parse(args: list[str]) -> dict[str, Any]:
         else:
             paths.append(arg)
         i += 1
-    if len(paths) != 1:
+    if len(paths) != npaths:
         raise _UseClick
     opts["path"] = paths[0]
+    opts["paths"] = paths
     return opts
 
 
@@ -90,6 +106,10 @@ def wal_push_fast(args: list[str]) -> None:
             or _click_would_reject(opts["path"], dir_okay=False)):
         raise _UseClick
 
+    # Read and compress on another core while this one imports and opens the key.
+    from drsync.wal.headstart import HeadStart
+
+    head_start = HeadStart(opts["path"], _WAL_LEVEL)
     from drsync.settings import resolve
     from drsync.wal.push import push_segment
 
@@ -100,11 +120,41 @@ def wal_push_fast(args: list[str]) -> None:
     def no_passphrase() -> Any:
         raise _UseClick
 
-    push_segment(opts["path"], settings, no_passphrase)
+    push_segment(opts["path"], settings, no_passphrase, head_start)
+
+
+def wal_fetch_queued(args: list[str]) -> bool:
+    """Serve ``[global options] wal-fetch [--spool D] [--config F] NAME DEST`` from the
+    prefetch queue (:func:`drsync.wal.prefetch.take_queued`); False: let click run it.
+
+    Only global options that take a value may come first; anything else (``--help``,
+    ``--version``, an unknown option) goes to click, as does every name not queued.
+    """
+    try:
+        at = args.index("wal-fetch")
+    except ValueError:
+        return False
+    i = 0
+    while i < at:
+        name, eq, _value = args[i].partition("=")
+        if name not in _GLOBAL_VALUED:
+            return False
+        i += 1 if eq else 2
+    if i != at:
+        return False
+    try:
+        opts = _parse(args[at + 1:], _VALUED, npaths=2)
+    except _UseClick:
+        return False
+    from drsync.wal.queue import take_queued
+
+    return take_queued(*opts["paths"])
 
 
 def main(argv: list[str] | None = None) -> Any:
     args = sys.argv[1:] if argv is None else list(argv)
+    if "wal-fetch" in args and wal_fetch_queued(args):
+        return 0
     if args[:1] == ["wal-push"]:
         from drsync.errors import DrsyncError
 

@@ -326,10 +326,20 @@ def wal_fetch_cmd(ctx: click.Context, name: str, dest: str, spool: str | None) -
     early. The spool is read when it exists and never created: a restore
     host does not need the tenant host's spool.
 
+    Prefetch: when DEST is in pg_wal (restore_command's %p), a segment
+    fetched here also starts a detached prefetcher that keeps the next
+    `[restore] wal_prefetch` segments (default 8, 0: off) verified in
+    pg_wal/.drsync-prefetch/; the next wal-fetch of one of them only renames
+    it into place. It exits on its own once recovery stops asking.
+
     \b
     Example (postgresql.auto.conf, as written by `drsync restore --pgdata`):
       restore_command = 'drsync --repo /srv/dr/t --key-file /etc/t.key wal-fetch %f %p'
     """
+    from drsync.wal.queue import take_queued
+
+    if take_queued(name, dest):  # drsync.entry usually serves these before click loads
+        return
     try:
         _fetch(ctx, name, dest, spool)
     except WalNotFound:
@@ -360,4 +370,13 @@ def _fetch(ctx: click.Context, name: str, dest: str, spool: str | None) -> None:
         return bytes(store.get(f"keys/{kf.key_id}"))
 
     key = spool_key(spooler, settings.key_file, wrapping, repo_key, cache=False)
-    fetch_file(name, dest, key, spool=spooler, store=store)
+    head = fetch_file(name, dest, key, spool=spooler, store=store)
+    if settings.wal_prefetch:
+        from drsync.wal.prefetch import start_prefetcher
+
+        def sources() -> tuple[Spool | None, Any]:
+            # Opened again in the prefetcher: no connection is shared across the fork.
+            return (Spool.if_present(spooler.dir) if spooler is not None else None,
+                    store_for(settings))
+
+        start_prefetcher(name, dest, settings.wal_prefetch, head.size, key, sources)

@@ -30,7 +30,7 @@ from drsync.repo.wal import HEADER_MAX, WalHeader, open_wal, parse_wal_header, w
 from drsync.store.base import Store
 from drsync.wal.spool import Spool
 
-__all__ = ["ShipResult", "fetch_file", "ship_spool"]
+__all__ = ["ShipResult", "fetch_file", "fetch_verified", "ship_spool"]
 
 
 @dataclass
@@ -94,9 +94,13 @@ def ship_spool(spool: Spool, store: Store, key: MasterKey, *,
     return result
 
 
-def fetch_file(name: str, dest: str | Path, key: MasterKey, *, spool: Spool | None,
-               store: Store | None) -> WalHeader:
-    """Find ``name`` in the spool or the store, verify it, write it to ``dest``."""
+def fetch_verified(name: str, key: MasterKey, *, spool: Spool | None,
+                   store: Store | None) -> tuple[WalHeader, bytes]:
+    """Find ``name`` in the spool or the store and return it verified (FORMAT §11): the
+    header names it, it authenticates, and its plaintext has the declared size and id.
+
+    WalNotFound when it is in neither; IntegrityError naming the object when it fails.
+    """
     data = None
     where = ""
     if spool is not None:
@@ -108,9 +112,15 @@ def fetch_file(name: str, dest: str | Path, key: MasterKey, *, spool: Spool | No
     if data is None:
         raise WalNotFound(f"WAL file {name} is in neither the spool nor the store")
     try:
-        head, plain = open_wal(key, data, name)
+        return open_wal(key, data, name)
     except FormatError as err:
         raise IntegrityError(f"{where}: {err}") from None
+
+
+def fetch_file(name: str, dest: str | Path, key: MasterKey, *, spool: Spool | None,
+               store: Store | None) -> WalHeader:
+    """Find ``name`` in the spool or the store, verify it, write it to ``dest``."""
+    head, plain = fetch_verified(name, key, spool=spool, store=store)
     dest = Path(dest)
     tmp = dest.with_name(f".{dest.name}.drsync-tmp")
     try:
