@@ -117,7 +117,6 @@ Without ``credentials_file`` the credentials come from boto3's usual chain
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -237,6 +236,8 @@ class Settings:
 
             tag = KeyFile.load(self.key_file).repo_id
         elif self.repo:
+            import hashlib  # here: wal-push with [wal] spool never needs it
+
             tag = "url-" + hashlib.sha256(self.repo.encode()).hexdigest()[:16]
         else:
             raise ConfigError("no spool: use --spool, DRSYNC_SPOOL, [wal] spool in the config, "
