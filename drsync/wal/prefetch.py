@@ -23,8 +23,9 @@ and so ``drsync backup --pg-base``, skips what is in ``pg_wal``).
 The queue holds, under their own names, only segment files (24 hex digits:
 never ``.history``, which can appear later, nor ``.partial`` or ``.backup``)
 that were verified exactly as ``wal-fetch`` verifies (FORMAT §11: header
-name, authentication, size, content id), written as ``.tmp-*``, fsynced and
-renamed: a name in the queue is that object's whole content. Other files:
+name, authentication, size, content id), written as ``.tmp-*`` and renamed: a
+name in the queue is that object's whole content (not fsynced: only a live
+prefetcher's files are served, so after a crash none is). Other files:
 ``.lock`` (the live prefetcher holds an exclusive flock on it, and its pid
 is in it) and ``.wanted`` (the last name a ``wal-fetch`` had to fetch
 itself, which re-aims a running prefetcher). ``take_queued`` serves a
@@ -103,7 +104,12 @@ def _lock(queue: Path) -> int | None:
     return None
 
 
-def _write_atomic(path: Path, data: bytes, *, durable: bool) -> None:
+def _write_atomic(path: Path, data: bytes) -> None:
+    """``data`` under ``path``'s name only once it is all written (a temporary, renamed).
+
+    Not fsynced: a file is served only while its prefetcher lives (the lock), so
+    after a crash or power loss nothing in the queue is ever used, whatever the
+    disk kept of it; while it lives, readers see the page cache."""
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{os.getpid()}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
@@ -112,8 +118,6 @@ def _write_atomic(path: Path, data: bytes, *, durable: bool) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            if durable:
-                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, path)
@@ -204,7 +208,7 @@ class Prefetcher:
                 elif len(plain) != self.segment_size:
                     self.blocked = name  # not a segment of this cluster: leave it to wal-fetch
                 else:
-                    _write_atomic(self.queue / name, plain, durable=True)
+                    _write_atomic(self.queue / name, plain)
                     self.fetched += 1
                     taken_from.add(name)
                     self.next = successor(name, self.segment_size)
@@ -251,7 +255,7 @@ def _start(queue: Path, name: str, depth: int, segment_size: int, key: MasterKey
            open_sources: Callable[[], tuple[Spool | None, Store | None]]) -> None:
     with contextlib.suppress(FileExistsError):
         os.mkdir(queue, 0o700)
-    _write_atomic(queue / WANTED, name.encode(), durable=False)
+    _write_atomic(queue / WANTED, name.encode())
     fd = _lock(queue)
     if fd is None:
         return  # a live prefetcher: it reads .wanted
@@ -290,7 +294,7 @@ def _prefetch(queue: Path, fd: int, name: str, depth: int, segment_size: int,
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     _clear(queue, remove=False)  # what an earlier (killed) prefetcher left
-    _write_atomic(queue / WANTED, name.encode(), durable=False)
+    _write_atomic(queue / WANTED, name.encode())
     spool, store = open_sources()
 
     def fetch(wal: str) -> bytes | None:
