@@ -257,9 +257,13 @@ class WalBench:
     def replay_pgbackrest(self, asynchronous: bool) -> float:
         pgdata = self._fresh(f"r-pgbr-{int(asynchronous)}")
         shutil.rmtree(self.base / "pgbr-spool", ignore_errors=True)
-        self.as_user(*self.pgbr("restore", f"--pg1-path={pgdata}",
-                                f"--archive-async={'y' if asynchronous else 'n'}",
-                                "--type=default"))
+        self.as_user(*self.pgbr("restore", f"--pg1-path={pgdata}", "--type=default"))
+        # archive-get's queue (archive-get-queue-max, 128 MiB by default: 8 segments)
+        # with archive-async=y, as drsync's wal_prefetch = 8.
+        command = " ".join(self.pgbr(f"--archive-async={'y' if asynchronous else 'n'}",
+                                     "archive-get", "%f", '"%p"'))
+        with open(pgdata / "postgresql.auto.conf", "a") as fh:
+            fh.write(f"restore_command = '{command}'\n")
         return self._start_to_promoted(pgdata)
 
     def replay(self, snapshot: str, rounds: int) -> dict[str, Any]:
