@@ -249,3 +249,27 @@ def test_the_lean_path_takes_only_the_plain_restore_command_shape(tmp_path: Path
                  ["wal-fetch", name(1)],
                  ["wal-fetch", "--json", name(1), dest]):
         assert wal_fetch_queued(args) is False
+
+
+def test_only_a_complete_file_under_its_own_name_is_served(tmp_path: Path) -> None:
+    from drsync.wal.prefetch import _lock
+
+    pg_wal = tmp_path / "pg_wal"
+    queue = pg_wal / QUEUE_DIR
+    pg_wal.mkdir()
+    fd = _lock(queue)  # this test plays the live prefetcher
+    assert fd is not None
+    try:
+        dest = str(pg_wal / "RECOVERYXLOG")
+        (queue / f".tmp-{name(5)}-123").write_bytes(b"half")  # a write cut short
+        assert take_queued(name(5), dest) is False
+        (queue / "00000002.history").write_bytes(b"1\t0/3000000\tno recovery target\n")
+        assert take_queued("00000002.history", dest) is False
+        (queue / name(5)).write_bytes(b"whole")
+        (queue / name(4)).write_bytes(b"older")
+        assert take_queued(name(5), dest) is True
+        assert Path(dest).read_bytes() == b"whole"
+        assert not (queue / name(4)).exists()  # older than the one asked for: dropped
+    finally:
+        os.close(fd)
+    assert take_queued(name(6), dest) is False
