@@ -219,8 +219,11 @@ class WalBench:
                      "archive_mode = off\n")
         log = pgdata.parent / "restored.log"
         started = time.monotonic()
-        self.as_user(self.cluster.bin("pg_ctl"), "-D", str(pgdata), "-l", str(log), "-w",
-                     "-t", "600", "start")
+        done = self.as_user(self.cluster.bin("pg_ctl"), "-D", str(pgdata), "-l", str(log), "-w",
+                            "-t", "600", "start", check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"restored cluster in {pgdata} did not start:\n"
+                             + log.read_text(errors="replace")[-3000:])
         while True:
             probe = self.as_user(self.cluster.bin("psql"), "-X", "-At", "-h",
                                  str(pgdata.parent), "-p", str(port), "-d", "postgres", "-c",
@@ -261,7 +264,7 @@ class WalBench:
         # archive-get's queue (archive-get-queue-max, 128 MiB by default: 8 segments)
         # with archive-async=y, as drsync's wal_prefetch = 8.
         command = " ".join(self.pgbr(f"--archive-async={'y' if asynchronous else 'n'}",
-                                     "archive-get", "%f", '"%p"'))
+                                     f"--pg1-path={pgdata}", "archive-get", "%f", '"%p"'))
         with open(pgdata / "postgresql.auto.conf", "a") as fh:
             fh.write(f"restore_command = '{command}'\n")
         return self._start_to_promoted(pgdata)
