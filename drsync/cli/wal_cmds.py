@@ -372,11 +372,13 @@ def _fetch(ctx: click.Context, name: str, dest: str, spool: str | None) -> None:
     key = spool_key(spooler, settings.key_file, wrapping, repo_key, cache=False)
     head = fetch_file(name, dest, key, spool=spooler, store=store)
     if settings.wal_prefetch:
-        from drsync.wal.prefetch import start_prefetcher
+        from drsync.wal.prefetch import FETCH_DEADLINE_S, start_prefetcher
 
         def sources() -> tuple[Spool | None, Any]:
             # Opened again in the prefetcher: no connection is shared across the fork.
+            deadline = FETCH_DEADLINE_S if settings.retry_deadline_s is None else min(
+                settings.retry_deadline_s, FETCH_DEADLINE_S)
             return (Spool.if_present(spooler.dir) if spooler is not None else None,
-                    store_for(settings))
+                    store_for(settings.override(retry_deadline_s=deadline)))
 
         start_prefetcher(name, dest, settings.wal_prefetch, head.size, key, sources)

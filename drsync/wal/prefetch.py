@@ -35,8 +35,9 @@ is never used, and the next prefetcher empties the queue before it starts.
 Names older than the one requested are removed (by the ``wal-fetch`` that
 took one, and by the prefetcher when re-aimed, with every other timeline's);
 the prefetcher exits on its own after ``IDLE_S`` seconds in which nothing
-was taken, fetched or requested (recovery ended, or paused), and removes the
-whole queue directory as it goes. A segment the prefetcher cannot verify is
+was taken, fetched or requested (recovery ended, or paused), or at once when
+its directory is gone, and removes the whole queue directory as it goes; its
+store requests give up after ``FETCH_DEADLINE_S``. A segment the prefetcher cannot verify is
 not queued and nothing after it is fetched: PostgreSQL's own ``wal-fetch``
 of it then fails with exit 126, exactly as without prefetch. Exit codes
 never depend on the prefetcher.
@@ -59,11 +60,14 @@ if TYPE_CHECKING:
     from drsync.store.base import Store
     from drsync.wal.spool import Spool
 
-__all__ = ["DEFAULT_PREFETCH", "IDLE_S", "Prefetcher", "start_prefetcher", "stop_prefetcher",
-           "successor"]
+__all__ = ["DEFAULT_PREFETCH", "FETCH_DEADLINE_S", "IDLE_S", "Prefetcher", "start_prefetcher",
+           "stop_prefetcher", "successor"]
 
 DEFAULT_PREFETCH = 8
 IDLE_S = 30.0
+# The prefetcher's store requests give up after this long (the settings' own deadline
+# when shorter): it only saves time, and must not outlive recovery by minutes.
+FETCH_DEADLINE_S = 15.0
 _POLL_S = 0.02
 _NOT_YET_S = 0.5  # a segment not archived yet: ask again this often
 
@@ -187,6 +191,8 @@ class Prefetcher:
         taken_from = set(self._queued())
         not_yet_until = 0.0
         while True:
+            if not self.queue.is_dir():
+                return  # removed under it (a new restore, a cleanup): nothing to serve
             now = self.clock()
             wanted = _read_wanted(self.queue)
             if wanted is not None and wanted != self.wanted:
