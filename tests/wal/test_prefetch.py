@@ -273,3 +273,19 @@ def test_only_a_complete_file_under_its_own_name_is_served(tmp_path: Path) -> No
     finally:
         os.close(fd)
     assert take_queued(name(6), dest) is False
+
+
+def test_the_prefetcher_leaves_when_its_directory_is_removed(tmp_path: Path) -> None:
+    import shutil
+
+    queue = tmp_path / "pg_wal" / QUEUE_DIR
+    queue.mkdir(parents=True)
+    clock = Clock()
+
+    def fetch(wal: str) -> bytes | None:
+        shutil.rmtree(queue)  # a cleanup, or a new restore into this directory
+        return None
+
+    Prefetcher(queue, name(1), SEG, 2, fetch, clock=clock, sleep=clock.sleep,
+               idle_s=3600).run()
+    assert clock.now < 1
