@@ -1,5 +1,8 @@
 """wal-ship and wal-fetch: the spool to the store, and a WAL file back for recovery.
 
+``fetch_verified`` is the one verified read of a WAL object (FORMAT §11) that
+both ``wal-fetch`` and its prefetcher (``drsync.wal.prefetch``) use.
+
 Shipping verifies each spooled object (authenticated decryption, content
 hash) before storing it with put-if-absent, and deletes the spooled copy
 only after the store confirmed the put (or holds identical content). A name
