@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 S3RVER := tools/s3rver/node_modules/.installed
 
 .PHONY: demo test test-fast lint bench bench-plan bench-pg bench-mariadb bench-s3 bench-prune \
-	bench-wal install clean chromium report-deps mariadb
+	bench-wal bench-wal-pg install clean chromium report-deps mariadb
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -94,6 +94,9 @@ bench-prune: $(STAMP)
 
 bench-wal: $(STAMP)
 	$(BIN)/python bench/wal_recompress_bench.py
+
+bench-wal-pg: $(STAMP)
+	$(BIN)/python bench/wal_bench.py
 
 bench-plan: $(STAMP)
 	$(BIN)/python bench/plan_bench.py
