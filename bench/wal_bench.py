@@ -10,7 +10,10 @@ the same segment. Then both tools restore a base backup taken before the
 last ``--replay-segments`` segments, and the time from ``pg_ctl start`` to
 promoted (``pg_is_in_recovery()`` false) is measured for drsync with
 prefetch off and on, and for pgBackRest with archive-async off and on;
-``--rounds`` alternating rounds.
+``--rounds`` alternating rounds. Before that, each restore_command alone
+fetches the same segments one after the other into ``pg_wal/RECOVERYXLOG``
+(no server), which isolates the part of replay the tools are responsible
+for from PostgreSQL's own redo.
 
 pgBackRest missing: only drsync is measured. Run
 ``python bench/wal_bench.py --scale 10``; results go to stdout and
@@ -269,6 +272,52 @@ class WalBench:
             fh.write(f"restore_command = '{command}'\n")
         return self._start_to_promoted(pgdata)
 
+    def _restore_command(self, pgdata: Path) -> str:
+        lines = [ln for ln in (pgdata / "postgresql.auto.conf").read_text().splitlines()
+                 if ln.startswith("restore_command")]
+        value = lines[-1].split("=", 1)[1].strip()
+        return value[1:-1].replace("''", "'")
+
+    def fetch_loop(self, snapshot: str, segments: list[str], rounds: int) -> dict[str, Any]:
+        """restore_command alone, as recovery runs it (in the data directory, one segment
+        after the other, into pg_wal/RECOVERYXLOG), with no server replaying in between:
+        the part of replay each tool is responsible for."""
+        dirs = {}
+        for prefetch in (0, 8):
+            pgdata = self._fresh(f"f-drsync-{prefetch}")
+            conf = self.base / f"prefetch-{prefetch}.toml"
+            conf.write_text(self.config.read_text() + f"[restore]\nwal_prefetch = {prefetch}\n")
+            chown_to_cluster_user(conf)
+            self.as_user(self.exe, "--config", str(conf), "restore", snapshot, "--pgdata",
+                         str(pgdata), "--json")
+            dirs[f"drsync_prefetch_{prefetch}"] = pgdata
+        if self.pgbackrest:
+            for asynchronous in (False, True):
+                pgdata = self._fresh(f"f-pgbr-{int(asynchronous)}")
+                self.as_user(*self.pgbr("restore", f"--pg1-path={pgdata}", "--type=default"))
+                command = " ".join(self.pgbr(f"--archive-async={'y' if asynchronous else 'n'}",
+                                             f"--pg1-path={pgdata}", "archive-get", "%f",
+                                             '"%p"'))
+                with open(pgdata / "postgresql.auto.conf", "a") as fh:
+                    fh.write(f"restore_command = '{command}'\n")
+                dirs["pgbackrest_async" if asynchronous else "pgbackrest_sync"] = pgdata
+        results: dict[str, list[float]] = {}
+        for _ in range(rounds):
+            for label, pgdata in dirs.items():
+                _stop_prefetcher(pgdata)
+                shutil.rmtree(self.base / "pgbr-spool", ignore_errors=True)
+                command = self._restore_command(pgdata)
+                script = " && ".join(
+                    f"{command.replace('%f', seg).replace('%p', 'pg_wal/RECOVERYXLOG')}"
+                    for seg in segments)
+                runs = [(["sh", "-c", f"cd {pgdata} && {script}"], {})]
+                results.setdefault(label, []).append(self.timed(runs)[0])
+        for pgdata in dirs.values():
+            _stop_prefetcher(pgdata)
+        return {k: {"median_s": round(statistics.median(v), 3),
+                    "per_segment_ms": round(statistics.median(v) / len(segments) * 1e3, 1),
+                    "runs_s": [round(x, 3) for x in v]} for k, v in results.items()}
+
     def replay(self, snapshot: str, rounds: int) -> dict[str, Any]:
         results: dict[str, list[float]] = {}
         for _ in range(rounds):
@@ -318,6 +367,11 @@ def main() -> None:
         print(json.dumps(out, indent=2), flush=True)
         if not args.no_replay:
             out["replay_segments"] = (made["replay_first"], made["replay_last"])
+            names = sorted(p.name for p in bench.walcopy.iterdir()
+                           if len(p.name) == 24 and made["replay_first"] <= p.name
+                           <= made["replay_last"])
+            out["fetch_loop"] = bench.fetch_loop(made["snapshot"], names, args.rounds)
+            print(json.dumps(out["fetch_loop"], indent=2), flush=True)
             out["replay"] = bench.replay(made["snapshot"], args.rounds)
         out["load_after"] = os.getloadavg()[0]
     finally:
