@@ -350,35 +350,13 @@ def wal_fetch_cmd(ctx: click.Context, name: str, dest: str, spool: str | None) -
 
 
 def _fetch(ctx: click.Context, name: str, dest: str, spool: str | None) -> None:
-    from drsync.settings import store_for
-    from drsync.wal.push import spool_key
-    from drsync.wal.ship import fetch_file
-    from drsync.wal.spool import Spool
+    from drsync.wal.ship import fetch_for_recovery
 
     settings = settings_from(ctx, spool=spool)
-    spooler = None
-    if settings.spool or settings.key_file or settings.repo:
-        spooler = Spool.if_present(settings.wal_spool())
-    store = store_for(settings)
 
-    def repo_key() -> Any:
+    def repo_key(store: Any) -> Any:
         from drsync.repo.repository import Repository
 
         return Repository.open(store, resolve_secret(settings)).key
 
-    def wrapping(kf: Any) -> bytes:
-        return bytes(store.get(f"keys/{kf.key_id}"))
-
-    key = spool_key(spooler, settings.key_file, wrapping, repo_key, cache=False)
-    head = fetch_file(name, dest, key, spool=spooler, store=store)
-    if settings.wal_prefetch:
-        from drsync.wal.prefetch import FETCH_DEADLINE_S, start_prefetcher
-
-        def sources() -> tuple[Spool | None, Any]:
-            # Opened again in the prefetcher: no connection is shared across the fork.
-            deadline = FETCH_DEADLINE_S if settings.retry_deadline_s is None else min(
-                settings.retry_deadline_s, FETCH_DEADLINE_S)
-            return (Spool.if_present(spooler.dir) if spooler is not None else None,
-                    store_for(settings.override(retry_deadline_s=deadline)))
-
-        start_prefetcher(name, dest, settings.wal_prefetch, head.size, key, sources)
+    fetch_for_recovery(name, dest, settings, repo_key)
