@@ -14,9 +14,14 @@ Before those imports it starts reading and compressing the segment in a
 thread (:mod:`drsync.wal.headstart`), so zstd runs on one core while the
 imports and the key take the other.
 
-``wal-fetch`` of a segment the prefetcher already verified
-(:mod:`drsync.wal.prefetch`, :mod:`drsync.wal.queue`) is a rename, done here before anything else is
-imported; any other ``wal-fetch`` goes to click.
+``wal-fetch`` in restore_command's plain shape (``[--repo URL] [--key-file
+FILE] [--config FILE] ... wal-fetch [--spool DIR] [--config FILE] NAME DEST``,
+global options that take a value only) runs without click too: a segment
+the prefetcher already verified (:mod:`drsync.wal.prefetch`,
+:mod:`drsync.wal.queue`) is a rename, done before anything else is
+imported; any other name calls the click command's service,
+:func:`drsync.wal.ship.fetch_for_recovery`, with the same settings and exit
+codes (a passphrase instead of a key file goes to click).
 
 Anything else goes to :func:`drsync.cli.main` unchanged: every other
 command, global options before ``wal-push``, ``--json``, ``--help``, an
@@ -40,9 +45,11 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 _VALUED = ("--config", "--spool")
-# drsync.cli's global options that take a value, as restore_command passes them.
-_GLOBAL_VALUED = ("--repo", "-r", "--password-file", "--key-file", "--config", "--catalog",
-                  "--limit-upload", "--limit-download")
+# drsync.cli's global options that take a value (as restore_command passes them) and the
+# setting each one is.
+_GLOBAL_VALUED = {"--repo": "repo", "-r": "repo", "--password-file": "password_file",
+                  "--key-file": "key_file", "--config": "config_path", "--catalog": "catalog",
+                  "--limit-upload": "limit_upload", "--limit-download": "limit_download"}
 _WAL_LEVEL = 3  # drsync.wal.push.WAL_LEVEL, restated so the head start need not import push
 
 
@@ -123,38 +130,89 @@ def wal_push_fast(args: list[str]) -> None:
     push_segment(opts["path"], settings, no_passphrase, head_start)
 
 
-def wal_fetch_queued(args: list[str]) -> bool:
-    """Serve ``[global options] wal-fetch [--spool D] [--config F] NAME DEST`` from the
-    prefetch queue (:func:`drsync.wal.prefetch.take_queued`); False: let click run it.
+def _wal_fetch_shape(args: list[str]) -> tuple[dict[str, Any], str | None, str | None,
+                                                  str, str]:
+    """``[global options] wal-fetch [--spool D] [--config F] NAME DEST`` taken apart:
+    (global flags, config, spool, NAME, DEST), or _UseClick for anything else.
 
     Only global options that take a value may come first; anything else (``--help``,
-    ``--version``, an unknown option) goes to click, as does every name not queued.
-    """
+    ``--version``, an unknown option, a missing value) goes to click."""
     try:
         at = args.index("wal-fetch")
     except ValueError:
-        return False
+        raise _UseClick from None
+    flags: dict[str, Any] = {}
     i = 0
     while i < at:
-        name, eq, _value = args[i].partition("=")
-        if name not in _GLOBAL_VALUED:
-            return False
+        name, eq, value = args[i].partition("=")
+        field = _GLOBAL_VALUED.get(name)
+        if field is None:
+            raise _UseClick
+        if not eq:
+            if i + 1 >= at:
+                raise _UseClick
+            value = args[i + 1]
+        if not value or value.startswith("-"):
+            raise _UseClick
+        flags[field] = value
         i += 1 if eq else 2
-    if i != at:
-        return False
-    try:
-        opts = _parse(args[at + 1:], _VALUED, npaths=2)
-    except _UseClick:
-        return False
+    opts = _parse(args[at + 1:], _VALUED, npaths=2)
+    config = opts["--config"] or flags.pop("config_path", None)
+    flags.pop("config_path", None)
+    name, dest = opts["paths"]
+    return flags, config, opts["--spool"], name, dest
+
+
+def wal_fetch_fast(args: list[str]) -> int:
+    """Run ``wal-fetch`` without click: a queued segment is a rename
+    (:func:`drsync.wal.queue.take_queued`); anything else calls the same service as the
+    click command, :func:`drsync.wal.ship.fetch_for_recovery`, with settings from the
+    same :func:`drsync.settings.resolve`, and exits as it does: 0, 1 (silently: not
+    archived), 126 with one line (anything else). _UseClick for a passphrase (it may
+    prompt) and for whatever click would refuse."""
+    flags, config, spool, name, dest = _wal_fetch_shape(args)
     from drsync.wal.queue import take_queued
 
-    return take_queued(*opts["paths"])
+    if take_queued(name, dest):
+        return 0
+    if (_click_would_reject(config, dir_okay=False)
+            or _click_would_reject(flags.get("key_file"), dir_okay=False)
+            or _click_would_reject(flags.get("password_file"), dir_okay=False)
+            or _click_would_reject(spool, file_okay=False)
+            or os.path.isdir(dest)):
+        raise _UseClick
+    from drsync.errors import DrsyncError, WalNotFound
+    from drsync.settings import resolve
+
+    try:
+        settings = resolve(config, {**flags, "spool": spool}, os.environ)
+        if not settings.key_file:
+            raise _UseClick
+
+        def no_passphrase(_store: Any) -> Any:
+            raise _UseClick
+
+        from drsync.wal.ship import fetch_for_recovery
+
+        fetch_for_recovery(name, dest, settings, no_passphrase)
+    except WalNotFound:
+        return WalNotFound.exit_code
+    except DrsyncError as err:
+        print(f"drsync: error: {err}", file=sys.stderr, flush=True)
+        return 126
+    return 0
 
 
 def main(argv: list[str] | None = None) -> Any:
     args = sys.argv[1:] if argv is None else list(argv)
-    if "wal-fetch" in args and wal_fetch_queued(args):
-        return 0
+    if "wal-fetch" in args:
+        try:
+            return wal_fetch_fast(args)
+        except _UseClick:
+            pass
+        except KeyboardInterrupt:
+            print("drsync: interrupted", file=sys.stderr, flush=True)
+            sys.exit(130)
     if args[:1] == ["wal-push"]:
         from drsync.errors import DrsyncError
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from drsync.entry import wal_fetch_queued
+from drsync.entry import _UseClick, _wal_fetch_shape
 from drsync.testing import make_repository
 from drsync.wal.prefetch import Prefetcher, stop_prefetcher, successor
 from drsync.wal.queue import LOCK, QUEUE_DIR, WANTED, locked, take_queued
@@ -240,15 +240,40 @@ def test_successor_crosses_the_log_boundary() -> None:
     assert successor("000000020000000300000003", 1 << 30) == "000000020000000400000000"
 
 
-def test_the_lean_path_takes_only_the_plain_restore_command_shape(tmp_path: Path) -> None:
-    # Nothing queued: every shape falls through to click (False), none fails.
-    dest = str(tmp_path / "pg_wal" / "RECOVERYXLOG")
-    for args in (["--repo", "/r", "--key-file", "/k", "wal-fetch", name(1), dest],
-                 ["wal-fetch", "--spool", "/s", name(1), dest],
-                 ["--help", "wal-fetch", name(1), dest],
+def test_the_click_free_path_takes_only_the_plain_restore_command_shape() -> None:
+    dest = "pg_wal/RECOVERYXLOG"
+    assert _wal_fetch_shape(["--config", "/c", "--repo=/r", "-r", "/r2", "--key-file", "/k",
+                             "wal-fetch", "--spool", "/s", name(1), dest]) == (
+        {"repo": "/r2", "key_file": "/k"}, "/c", "/s", name(1), dest)
+    # The subcommand's --config wins over the global one, as in click.
+    assert _wal_fetch_shape(["--config", "/g", "wal-fetch", "--config=/c", name(1), dest])[1] \
+        == "/c"
+    for args in (["--help", "wal-fetch", name(1), dest],
+                 ["--repo", "wal-fetch", name(1), dest],
                  ["wal-fetch", name(1)],
-                 ["wal-fetch", "--json", name(1), dest]):
-        assert wal_fetch_queued(args) is False
+                 ["wal-fetch", "--json", name(1), dest],
+                 ["--repo", "-x", "wal-fetch", name(1), dest]):
+        with pytest.raises(_UseClick):
+            _wal_fetch_shape(args)
+
+
+def test_both_front_doors_answer_alike(archive: Callable[..., Archive]) -> None:
+    import sys
+
+    a = archive(count=3, depth=0)
+    obj = a.base / "repo" / "wal" / name(3)
+    damaged = bytearray(obj.read_bytes())
+    damaged[-40] ^= 1
+    obj.write_bytes(bytes(damaged))
+    click = [sys.executable, "-c", "import sys; from drsync.cli import main; sys.exit(main())"]
+    for wal, code in ((name(1), 0), (name(9), 1), ("00000002.history", 1), (name(3), 126)):
+        fast = a.fetch(wal)
+        slow = subprocess.run([*click, "wal-fetch", wal, "pg_wal/RECOVERYXLOG"], env=a.env,
+                              capture_output=True, text=True, timeout=120,
+                              cwd=a.base / "data")
+        assert (fast.returncode, fast.stderr) == (slow.returncode, slow.stderr) \
+            == (code, fast.stderr), (wal, fast.stderr, slow.stderr)
+        assert (code == 126) == bool(fast.stderr)
 
 
 def test_only_a_complete_file_under_its_own_name_is_served(tmp_path: Path) -> None:
