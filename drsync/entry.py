@@ -207,12 +207,16 @@ def main(argv: list[str] | None = None) -> Any:
     args = sys.argv[1:] if argv is None else list(argv)
     if "wal-fetch" in args:
         try:
-            return wal_fetch_fast(args)
+            code = wal_fetch_fast(args)
         except _UseClick:
             pass
         except KeyboardInterrupt:
             print("drsync: interrupted", file=sys.stderr, flush=True)
             sys.exit(130)
+        else:
+            if code:
+                sys.exit(code)  # as click's standalone mode would: callers may ignore a return
+            return None
     if args[:1] == ["wal-push"]:
         from drsync.errors import DrsyncError
 

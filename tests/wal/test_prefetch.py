@@ -274,6 +274,11 @@ def test_both_front_doors_answer_alike(archive: Callable[..., Archive]) -> None:
         assert (fast.returncode, fast.stderr) == (slow.returncode, slow.stderr) \
             == (code, fast.stderr), (wal, fast.stderr, slow.stderr)
         assert (code == 126) == bool(fast.stderr)
+        # main() exits with the code itself, for callers that ignore its return (-m drsync).
+        bare = subprocess.run([sys.executable, "-c", "from drsync.entry import main; main()",
+                               "wal-fetch", wal, "pg_wal/RECOVERYXLOG"], env=a.env,
+                              capture_output=True, text=True, timeout=120, cwd=a.base / "data")
+        assert (bare.returncode, bare.stderr) == (code, fast.stderr)
 
 
 def test_only_a_complete_file_under_its_own_name_is_served(tmp_path: Path) -> None:
