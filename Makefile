@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 S3RVER := tools/s3rver/node_modules/.installed
 
 .PHONY: demo test test-fast lint bench bench-plan bench-pg bench-pg-memory bench-mariadb bench-s3 \
-	bench-prune bench-wal bench-groups install clean chromium report-deps mariadb
+	bench-prune bench-wal bench-wal-pg bench-groups install clean chromium report-deps mariadb
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -97,6 +97,9 @@ bench-wal: $(STAMP)
 
 bench-groups: $(STAMP)
 	$(BIN)/python bench/group_bench.py
+
+bench-wal-pg: $(STAMP)
+	$(BIN)/python bench/wal_bench.py
 
 bench-plan: $(STAMP)
 	$(BIN)/python bench/plan_bench.py

@@ -1,4 +1,4 @@
-"""The ``drsync`` console entry point: ``wal-push`` before click is imported.
+"""The ``drsync`` console entry point: ``wal-push`` (and a queued ``wal-fetch``) before click.
 
 PostgreSQL waits on every ``archive_command``; importing click and the
 CLI's context module is a good part of a ``wal-push`` run. So when the
@@ -10,6 +10,18 @@ click command uses (``--config`` after the subcommand winning over
 ``DRSYNC_CONFIG``) and calls the same service,
 :func:`drsync.wal.push.push_segment`, which also fetches the key wrapping
 for the first push of a spool from the store with the configured options.
+Before those imports it starts reading and compressing the segment in a
+thread (:mod:`drsync.wal.headstart`), so zstd runs on one core while the
+imports and the key take the other.
+
+``wal-fetch`` in restore_command's plain shape (``[--repo URL] [--key-file
+FILE] [--config FILE] ... wal-fetch [--spool DIR] [--config FILE] NAME DEST``,
+global options that take a value only) runs without click too: a segment
+the prefetcher already verified (:mod:`drsync.wal.prefetch`,
+:mod:`drsync.wal.queue`) is a rename, done before anything else is
+imported; any other name calls the click command's service,
+:func:`drsync.wal.ship.fetch_for_recovery`, with the same settings and exit
+codes (a passphrase instead of a key file goes to click).
 
 Anything else goes to :func:`drsync.cli.main` unchanged: every other
 command, global options before ``wal-push``, ``--json``, ``--help``, an
@@ -25,20 +37,30 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing itself is not imported: a queued wal-fetch is a rename
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["main"]
 
 _VALUED = ("--config", "--spool")
+# drsync.cli's global options that take a value (as restore_command passes them) and the
+# setting each one is.
+_GLOBAL_VALUED = {"--repo": "repo", "-r": "repo", "--password-file": "password_file",
+                  "--key-file": "key_file", "--config": "config_path", "--catalog": "catalog",
+                  "--limit-upload": "limit_upload", "--limit-download": "limit_download"}
+_WAL_LEVEL = 3  # drsync.wal.push.WAL_LEVEL, restated so the head start need not import push
 
 
 class _UseClick(Exception):
     """This invocation is not the plain shape: let the full CLI handle it."""
 
 
-def _parse(args: list[str]) -> dict[str, Any]:
-    """wal-push's own options, or _UseClick for anything unusual."""
-    opts: dict[str, Any] = {"--config": None, "--spool": None}
+def _parse(args: list[str], valued: tuple[str, ...] = _VALUED,
+           npaths: int = 1) -> dict[str, Any]:
+    """A subcommand's own options (all taking a value), or _UseClick for anything unusual."""
+    opts: dict[str, Any] = dict.fromkeys(valued)
     paths: list[str] = []
     i = 0
     while i < len(args):
@@ -47,7 +69,7 @@ def _parse(args: list[str]) -> dict[str, Any]:
             paths += args[i + 1:]
             break
         name, eq, value = arg.partition("=")
-        if name in _VALUED:
+        if name in valued:
             if not eq:
                 i += 1
                 if i == len(args):
@@ -61,9 +83,10 @@ def _parse(args: list[str]) -> dict[str, Any]:
         else:
             paths.append(arg)
         i += 1
-    if len(paths) != 1:
+    if len(paths) != npaths:
         raise _UseClick
     opts["path"] = paths[0]
+    opts["paths"] = paths
     return opts
 
 
@@ -90,6 +113,10 @@ def wal_push_fast(args: list[str]) -> None:
             or _click_would_reject(opts["path"], dir_okay=False)):
         raise _UseClick
 
+    # Read and compress on another core while this one imports and opens the key.
+    from drsync.wal.headstart import HeadStart
+
+    head_start = HeadStart(opts["path"], _WAL_LEVEL)
     from drsync.settings import resolve
     from drsync.wal.push import push_segment
 
@@ -100,11 +127,96 @@ def wal_push_fast(args: list[str]) -> None:
     def no_passphrase() -> Any:
         raise _UseClick
 
-    push_segment(opts["path"], settings, no_passphrase)
+    push_segment(opts["path"], settings, no_passphrase, head_start)
+
+
+def _wal_fetch_shape(args: list[str]) -> tuple[dict[str, Any], str | None, str | None,
+                                                  str, str]:
+    """``[global options] wal-fetch [--spool D] [--config F] NAME DEST`` taken apart:
+    (global flags, config, spool, NAME, DEST), or _UseClick for anything else.
+
+    Only global options that take a value may come first; anything else (``--help``,
+    ``--version``, an unknown option, a missing value) goes to click."""
+    try:
+        at = args.index("wal-fetch")
+    except ValueError:
+        raise _UseClick from None
+    flags: dict[str, Any] = {}
+    i = 0
+    while i < at:
+        name, eq, value = args[i].partition("=")
+        field = _GLOBAL_VALUED.get(name)
+        if field is None:
+            raise _UseClick
+        if not eq:
+            if i + 1 >= at:
+                raise _UseClick
+            value = args[i + 1]
+        if not value or value.startswith("-"):
+            raise _UseClick
+        flags[field] = value
+        i += 1 if eq else 2
+    opts = _parse(args[at + 1:], _VALUED, npaths=2)
+    config = opts["--config"] or flags.pop("config_path", None)
+    flags.pop("config_path", None)
+    name, dest = opts["paths"]
+    return flags, config, opts["--spool"], name, dest
+
+
+def wal_fetch_fast(args: list[str]) -> int:
+    """Run ``wal-fetch`` without click: a queued segment is a rename
+    (:func:`drsync.wal.queue.take_queued`); anything else calls the same service as the
+    click command, :func:`drsync.wal.ship.fetch_for_recovery`, with settings from the
+    same :func:`drsync.settings.resolve`, and exits as it does: 0, 1 (silently: not
+    archived), 126 with one line (anything else). _UseClick for a passphrase (it may
+    prompt) and for whatever click would refuse."""
+    flags, config, spool, name, dest = _wal_fetch_shape(args)
+    from drsync.wal.queue import take_queued
+
+    if take_queued(name, dest):
+        return 0
+    if (_click_would_reject(config, dir_okay=False)
+            or _click_would_reject(flags.get("key_file"), dir_okay=False)
+            or _click_would_reject(flags.get("password_file"), dir_okay=False)
+            or _click_would_reject(spool, file_okay=False)
+            or os.path.isdir(dest)):
+        raise _UseClick
+    from drsync.errors import DrsyncError, WalNotFound
+    from drsync.settings import resolve
+
+    try:
+        settings = resolve(config, {**flags, "spool": spool}, os.environ)
+        if not settings.key_file:
+            raise _UseClick
+
+        def no_passphrase(_store: Any) -> Any:
+            raise _UseClick
+
+        from drsync.wal.ship import fetch_for_recovery
+
+        fetch_for_recovery(name, dest, settings, no_passphrase)
+    except WalNotFound:
+        return WalNotFound.exit_code
+    except DrsyncError as err:
+        print(f"drsync: error: {err}", file=sys.stderr, flush=True)
+        return 126
+    return 0
 
 
 def main(argv: list[str] | None = None) -> Any:
     args = sys.argv[1:] if argv is None else list(argv)
+    if "wal-fetch" in args:
+        try:
+            code = wal_fetch_fast(args)
+        except _UseClick:
+            pass
+        except KeyboardInterrupt:
+            print("drsync: interrupted", file=sys.stderr, flush=True)
+            sys.exit(130)
+        else:
+            if code:
+                sys.exit(code)  # as click's standalone mode would: callers may ignore a return
+            return None
     if args[:1] == ["wal-push"]:
         from drsync.errors import DrsyncError
 

@@ -47,6 +47,10 @@ Config file keys::
     [wal]
     spool = "/var/spool/drsync/registry"   # wal-push's durable local spool (default: state dir)
 
+    [restore]
+    wal_prefetch = 8                       # wal-fetch keeps this many segments verified
+                                           # ahead of recovery (0: off; drsync.wal.prefetch)
+
     [init]                                 # fixed when a repository is created
     chunk_avg_kib = 1024
     chunk_min_kib = 256
@@ -113,7 +117,6 @@ Without ``credentials_file`` the credentials come from boto3's usual chain
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -179,6 +182,7 @@ class Settings:
     pack_size_mib: int = 16
     escrow_pubkey: str | None = None
     spool: str | None = None
+    wal_prefetch: int = 8  # drsync.wal.prefetch.DEFAULT_PREFETCH
     connections: int | None = None
     retry_deadline_s: float | None = None
     limit_upload: str | None = None
@@ -232,6 +236,8 @@ class Settings:
 
             tag = KeyFile.load(self.key_file).repo_id
         elif self.repo:
+            import hashlib  # here: wal-push with [wal] spool never needs it
+
             tag = "url-" + hashlib.sha256(self.repo.encode()).hexdigest()[:16]
         else:
             raise ConfigError("no spool: use --spool, DRSYNC_SPOOL, [wal] spool in the config, "
@@ -264,6 +270,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
              "chunk_max_kib": ("chunk_max_kib", int), "pack_size_mib": ("pack_size_mib", int),
              "escrow_pubkey": ("escrow_pubkey", str)},
     "wal": {"spool": ("spool", str)},
+    "restore": {"wal_prefetch": ("wal_prefetch", int)},
     "store": {"connections": ("connections", int), "retry_deadline_s": ("retry_deadline_s", float),
               "limit_upload": ("limit_upload", str), "limit_download": ("limit_download", str)},
     "s3": {"endpoint_url": ("s3_endpoint_url", str), "region": ("s3_region", str),

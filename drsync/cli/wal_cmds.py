@@ -326,10 +326,20 @@ def wal_fetch_cmd(ctx: click.Context, name: str, dest: str, spool: str | None) -
     early. The spool is read when it exists and never created: a restore
     host does not need the tenant host's spool.
 
+    Prefetch: when DEST is in pg_wal (restore_command's %p), a segment
+    fetched here also starts a detached prefetcher that keeps the next
+    `[restore] wal_prefetch` segments (default 8, 0: off) verified in
+    pg_wal/.drsync-prefetch/; the next wal-fetch of one of them only renames
+    it into place. It exits on its own once recovery stops asking.
+
     \b
     Example (postgresql.auto.conf, as written by `drsync restore --pgdata`):
       restore_command = 'drsync --repo /srv/dr/t --key-file /etc/t.key wal-fetch %f %p'
     """
+    from drsync.wal.queue import take_queued
+
+    if take_queued(name, dest):  # drsync.entry usually serves these before click loads
+        return
     try:
         _fetch(ctx, name, dest, spool)
     except WalNotFound:
@@ -340,24 +350,13 @@ def wal_fetch_cmd(ctx: click.Context, name: str, dest: str, spool: str | None) -
 
 
 def _fetch(ctx: click.Context, name: str, dest: str, spool: str | None) -> None:
-    from drsync.settings import store_for
-    from drsync.wal.push import spool_key
-    from drsync.wal.ship import fetch_file
-    from drsync.wal.spool import Spool
+    from drsync.wal.ship import fetch_for_recovery
 
     settings = settings_from(ctx, spool=spool)
-    spooler = None
-    if settings.spool or settings.key_file or settings.repo:
-        spooler = Spool.if_present(settings.wal_spool())
-    store = store_for(settings)
 
-    def repo_key() -> Any:
+    def repo_key(store: Any) -> Any:
         from drsync.repo.repository import Repository
 
         return Repository.open(store, resolve_secret(settings)).key
 
-    def wrapping(kf: Any) -> bytes:
-        return bytes(store.get(f"keys/{kf.key_id}"))
-
-    key = spool_key(spooler, settings.key_file, wrapping, repo_key, cache=False)
-    fetch_file(name, dest, key, spool=spooler, store=store)
+    fetch_for_recovery(name, dest, settings, repo_key)

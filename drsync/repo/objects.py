@@ -8,7 +8,6 @@ docs/FORMAT.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -86,6 +85,8 @@ def decode_json(data: bytes) -> Any:
 
 def object_id(data: bytes) -> str:
     """Content address of a stored object: SHA-256 of its bytes, in hex."""
+    import hashlib  # here: wal-push imports this module and never names a document
+
     return hashlib.sha256(data).hexdigest()
 
 

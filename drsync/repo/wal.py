@@ -91,13 +91,24 @@ class WalHeader:
         return self.pushed_us / 1e6
 
 
-def seal_wal(key: MasterKey, name: str, data: bytes, level: int = 1) -> bytes:
-    """The object for ``name`` holding ``data``."""
+def seal_wal(key: MasterKey, name: str, data: bytes | bytearray, level: int = 1, *,
+             content_id: bytes | None = None,
+             compressed: tuple[int, bytes] | None = None) -> bytes:
+    """The object for ``name`` holding ``data``.
+
+    ``content_id`` (``key.chunk_id(data)``) and ``compressed`` (``compress(data,
+    level)``) may be given when the caller already has them (wal-push compresses
+    while it starts up, see ``drsync.wal.headstart``); they must be of ``data``.
+    """
     if not is_wal_name(name):
         raise ValueError(f"{name!r} is not a WAL file name")
     raw_name = name.encode()
-    ids: list[bytes] = []
-    if len(data) >= _PARALLEL_HASH:
+    ids: list[bytes] = [] if content_id is None else [content_id]
+    if compressed is not None:
+        if not ids:
+            ids.append(key.chunk_id(data))
+        codec, payload = compressed
+    elif not ids and len(data) >= _PARALLEL_HASH:
         # wal-push is on PostgreSQL's critical path: hash while zstd compresses (both
         # release the GIL), a few milliseconds per 16 MiB segment.
         hasher = threading.Thread(target=lambda: ids.append(key.chunk_id(data)))
@@ -107,7 +118,8 @@ def seal_wal(key: MasterKey, name: str, data: bytes, level: int = 1) -> bytes:
         if not ids:
             raise RuntimeError("hashing the WAL file failed")
     else:
-        ids.append(key.chunk_id(data))
+        if not ids:
+            ids.append(key.chunk_id(data))
         codec, payload = compress(data, level)
     head = (header(TYPE_WAL) + bytes((len(raw_name),)) + raw_name
             + _FIXED.pack(ids[0], len(data), int(time.time() * 1e6)))

@@ -14,7 +14,6 @@ it, and the store says so once per process with ``warn_once`` (a
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from drsync.errors import StoreError
 __all__ = ["CapabilityUnavailable", "ContentDigests", "Paced", "Pacer", "PendingUpload",
            "PendingUploads", "ResumableUploads", "capability", "warn_once"]
 
-log = logging.getLogger("drsync.store")
 _warned: set[tuple[str, str]] = set()
 _warned_lock = threading.Lock()
 
@@ -41,7 +39,9 @@ def warn_once(url: str, feature: str, message: str) -> None:
         if (url, feature) in _warned:
             return
         _warned.add((url, feature))
-    log.warning("%s", message)
+    import logging  # here: wal-push imports this module and never warns
+
+    logging.getLogger("drsync.store").warning("%s", message)
 
 Pacer = Callable[[int], None]
 """Called with a byte count before those bytes go over the wire; blocks to pace them."""

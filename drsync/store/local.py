@@ -12,7 +12,6 @@ from __future__ import annotations
 import builtins
 import errno
 import os
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,7 +87,7 @@ class LocalStore(Store):
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         path = self._path(key)
-        tmp = path.with_name(TMP_PREFIX + secrets.token_hex(8))
+        tmp = path.with_name(TMP_PREFIX + os.urandom(8).hex())
         try:
             self._ensure_dir(path.parent)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

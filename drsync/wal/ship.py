@@ -1,5 +1,8 @@
 """wal-ship and wal-fetch: the spool to the store, and a WAL file back for recovery.
 
+``fetch_verified`` is the one verified read of a WAL object (FORMAT §11) that
+both ``wal-fetch`` and its prefetcher (``drsync.wal.prefetch``) use.
+
 Shipping verifies each spooled object (authenticated decryption, content
 hash) before storing it with put-if-absent, and deletes the spooled copy
 only after the store confirmed the put (or holds identical content). A name
@@ -14,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drsync.errors import (
     IntegrityError,
@@ -30,7 +33,10 @@ from drsync.repo.wal import HEADER_MAX, WalHeader, open_wal, parse_wal_header, w
 from drsync.store.base import Store
 from drsync.wal.spool import Spool
 
-__all__ = ["ShipResult", "fetch_file", "ship_spool"]
+if TYPE_CHECKING:
+    from drsync.settings import Settings
+
+__all__ = ["ShipResult", "fetch_file", "fetch_for_recovery", "fetch_verified", "ship_spool"]
 
 
 @dataclass
@@ -94,9 +100,13 @@ def ship_spool(spool: Spool, store: Store, key: MasterKey, *,
     return result
 
 
-def fetch_file(name: str, dest: str | Path, key: MasterKey, *, spool: Spool | None,
-               store: Store | None) -> WalHeader:
-    """Find ``name`` in the spool or the store, verify it, write it to ``dest``."""
+def fetch_verified(name: str, key: MasterKey, *, spool: Spool | None,
+                   store: Store | None) -> tuple[WalHeader, bytes]:
+    """Find ``name`` in the spool or the store and return it verified (FORMAT §11): the
+    header names it, it authenticates, and its plaintext has the declared size and id.
+
+    WalNotFound when it is in neither; IntegrityError naming the object when it fails.
+    """
     data = None
     where = ""
     if spool is not None:
@@ -108,9 +118,15 @@ def fetch_file(name: str, dest: str | Path, key: MasterKey, *, spool: Spool | No
     if data is None:
         raise WalNotFound(f"WAL file {name} is in neither the spool nor the store")
     try:
-        head, plain = open_wal(key, data, name)
+        return open_wal(key, data, name)
     except FormatError as err:
         raise IntegrityError(f"{where}: {err}") from None
+
+
+def fetch_file(name: str, dest: str | Path, key: MasterKey, *, spool: Spool | None,
+               store: Store | None) -> WalHeader:
+    """Find ``name`` in the spool or the store, verify it, write it to ``dest``."""
+    head, plain = fetch_verified(name, key, spool=spool, store=store)
     dest = Path(dest)
     tmp = dest.with_name(f".{dest.name}.drsync-tmp")
     try:
@@ -120,4 +136,41 @@ def fetch_file(name: str, dest: str | Path, key: MasterKey, *, spool: Spool | No
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise RestoreTargetError(f"cannot write {dest}: {err.strerror}") from None
+    return head
+
+
+def fetch_for_recovery(name: str, dest: str, settings: Settings,
+                       open_repo: Callable[[Store], MasterKey]) -> WalHeader:
+    """wal-fetch as a whole (restore_command): find the key and the sources the settings
+    name, write ``name`` verified to ``dest``, then start or re-aim the prefetcher.
+
+    The one service both front doors call (the click command and the click-free
+    path in ``drsync.entry``). WalNotFound when the name is archived nowhere; any
+    other DrsyncError is fatal for recovery (exit 126). The spool is read when it
+    exists and never created. ``open_repo`` opens the key without a key file.
+    """
+    from drsync.settings import store_for
+    from drsync.wal.push import spool_key
+
+    spool = None
+    if settings.spool or settings.key_file or settings.repo:
+        spool = Spool.if_present(settings.wal_spool())
+    store = store_for(settings)
+
+    def wrapping(kf: Any) -> bytes:
+        return bytes(store.get(f"keys/{kf.key_id}"))
+
+    key = spool_key(spool, settings.key_file, wrapping, lambda: open_repo(store), cache=False)
+    head = fetch_file(name, dest, key, spool=spool, store=store)
+    if settings.wal_prefetch:
+        from drsync.wal.prefetch import FETCH_DEADLINE_S, start_prefetcher
+
+        def sources() -> tuple[Spool | None, Store]:
+            # Opened again in the prefetcher: no connection is shared across the fork.
+            deadline = FETCH_DEADLINE_S if settings.retry_deadline_s is None else min(
+                settings.retry_deadline_s, FETCH_DEADLINE_S)
+            return (Spool.if_present(spool.dir) if spool is not None else None,
+                    store_for(settings.override(retry_deadline_s=deadline)))
+
+        start_prefetcher(name, dest, settings.wal_prefetch, head.size, key, sources)
     return head
