@@ -1,7 +1,9 @@
-"""Physical base backups: pg_basebackup's tar stream, file by file; and a data directory back.
+"""Physical base backups: the data directory, file by file; and a data directory back.
 
-``pg_basebackup -D - -Ft -X none`` streams the cluster as one tar archive;
-each member becomes a snapshot item under ``pgdata/``. Data files are
+When the data directory is on this machine, it is read directly
+(``drsync.sources.postgres.direct``; ``method`` chooses); otherwise
+``pg_basebackup -D - -Ft -X none`` streams the cluster as one tar archive
+and each member becomes a snapshot item under ``pgdata/``. Data files are
 stored in chunks cut at fixed, offset-aligned boundaries (``FIXED_CHUNK``,
 four 8 KiB pages), so a second base backup after a workload that touched 1%
 of pages stores only the chunks holding those pages: unchanged chunks have
