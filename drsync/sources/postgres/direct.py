@@ -146,14 +146,16 @@ def direct_items(root: Path, prefix: str, fixed_chunk: int, counts: dict[str, in
         except FileNotFoundError:
             return  # dropped (a database) during the walk
         in_db = rel == "global" or (rel.startswith("base/") and rel.count("/") == 1)
+        present = frozenset(names) if in_db else frozenset()
         for name in names:
             sub = f"{rel}/{name}" if rel else name
             if name in _EXCLUDE_FILES or name.startswith(("pgsql_tmp", "pg_internal.init")):
                 continue
-            if in_db and _skipped_relation(name, names):
+            if in_db and _skipped_relation(name, present):
                 continue
             try:
-                st = os.lstat(root / sub)
+                # pg_wal may be a link to another disk: a directory in the backup
+                st = os.stat(root / sub) if sub == "pg_wal" else os.lstat(root / sub)
             except FileNotFoundError:
                 counts["vanished"] += 1
                 continue
@@ -161,7 +163,7 @@ def direct_items(root: Path, prefix: str, fixed_chunk: int, counts: dict[str, in
             mode = stat.S_IMODE(st.st_mode)
             if stat.S_ISDIR(st.st_mode) or sub == "pg_wal":
                 yield SourceItem(Entry(path, "dir", mode, st.st_mtime_ns))
-                if sub == "pg_wal":
+                if sub == "pg_wal":  # empty but for archive_status, as pg_basebackup sends it
                     yield SourceItem(Entry(f"{path}/archive_status", "dir", mode,
                                            st.st_mtime_ns))
                 elif sub not in _EXCLUDE_CONTENTS:
@@ -177,7 +179,7 @@ def direct_items(root: Path, prefix: str, fixed_chunk: int, counts: dict[str, in
     yield from walk("")
 
 
-def _skipped_relation(name: str, names: list[str]) -> bool:
+def _skipped_relation(name: str, names: frozenset[str]) -> bool:
     """A temporary relation, or an unlogged one's fork other than _init (the server
     rebuilds it from the _init fork at the end of recovery)."""
     if _TEMP_RELATION.fullmatch(name):
