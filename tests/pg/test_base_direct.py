@@ -145,3 +145,25 @@ def test_auto_falls_back_to_the_stream_and_direct_refuses_in_one_line(
                                           r"not readable here"), \
             base_backup_source(cluster.dsn, {}, tools=remote, method="direct"):
         pass
+
+
+def test_a_backup_whose_session_died_fails_in_one_line(cluster: Cluster, pg_bindir: str) -> None:
+    tools = PgTools(pg_bindir)
+    with pytest.raises(SourceError) as failed, \
+            base_backup_source(cluster.dsn, {}, tools=tools, method="direct") as items:
+        next(items)
+        ended = cluster.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE query LIKE 'SELECT pg_backup_start%'")
+        assert ended == "t"
+        for _item in items:
+            pass
+    message = str(failed.value)
+    assert "the backup session ended" in message and "\n" not in message
+    # The server holds no backup in progress: a new one starts.
+    spec: dict[str, Any] = {}
+    with base_backup_source(cluster.dsn, spec, tools=tools, method="direct") as items:
+        for item in items:
+            if item.open is not None:
+                with item.open() as content:
+                    content.read()
+    assert spec["method"] == "direct" and spec["stop_lsn"]
