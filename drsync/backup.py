@@ -46,6 +46,8 @@ class BackupRequest:
     pg_dump: str | None = None  # a PostgreSQL DSN: logical dump (custom format, -Z0)
     pg_dumpall_globals: bool = False  # with pg_dump: also roles and tablespaces
     pg_base: str | None = None  # a PostgreSQL DSN: physical base backup
+    pg_base_method: str = "auto"  # with pg_base: auto, direct (the data directory), stream
+    pg_base_reread: bool = False  # with pg_base: read every file, even an unchanged one
     mariadb_dump: str | None = None  # a MariaDB DSN (mariadb://user@host:port/db): mariadb-dump
     mariadb_databases: list[str] = field(default_factory=list)  # with mariadb_dump: these
     mariadb_defaults_file: str | None = None  # with mariadb_dump: an option file to include
@@ -70,6 +72,9 @@ class BackupRequest:
                              + " or " + SOURCE_KINDS[-1].flag)
         if self.pg_dumpall_globals and given[0] != "pg_dump":
             raise UsageError("--pg-dumpall-globals goes with --pg-dump")
+        if self.pg_base_method not in ("auto", "direct", "stream"):
+            raise UsageError(f"pg_base_method must be auto, direct or stream, "
+                             f"not {self.pg_base_method!r}")
         if (self.mariadb_databases or self.mariadb_defaults_file) and given[0] != "mariadb_dump":
             raise UsageError("--mariadb-database and --defaults-file go with --mariadb-dump")
         return given[0]
@@ -111,7 +116,43 @@ def _pg_base(req: BackupRequest) -> Source:
     from drsync.sources.postgres.source import PgBaseSource
 
     assert req.pg_base is not None
-    return PgBaseSource(req.pg_base, tools=_pg_tools(req))
+    return PgBaseSource(req.pg_base, tools=_pg_tools(req), method=req.pg_base_method)
+
+
+def _previous_base(repo: Repository, index: Any) -> Callable[[dict[str, Any]], Any]:
+    """For a direct base backup: the newest direct snapshot of the same data directory,
+    and which of its files may keep their chunks unread (drsync.sources.postgres.direct
+    says why that is safe). Called with the source's spec once the backup has started;
+    records ``reused_from`` there."""
+
+    def previous(spec: dict[str, Any]) -> Callable[[str, int, int], list[str] | None] | None:
+        from drsync.repo.reader import SnapshotReader
+        from drsync.sources.postgres.direct import REUSE_MARGIN_NS
+
+        same = ("system_identifier", "fixed_chunk", "data_directory")
+        candidates = [s for s in repo.snapshots() if s.source_kind == "pg_base"
+                      and s.source_spec.get("method") == "direct"
+                      and "read_started_ns" in s.source_spec
+                      and all(s.source_spec.get(k) == spec.get(k) for k in same)]
+        if not candidates:
+            return None
+        snap = max(candidates, key=lambda s: s.time)
+        before = int(snap.source_spec["read_started_ns"]) - REUSE_MARGIN_NS
+        with SnapshotReader(repo, index, workers=1) as reader:
+            kept = {e.path: (e.size, e.mtime_ns, e.chunks) for e in reader.entries(snap)
+                    if e.type == "file" and e.mtime_ns < before
+                    and all(bytes.fromhex(c) in index for c in e.chunks)}
+        spec["reused_from"] = snap.id
+
+        def reuse(path: str, size: int, mtime_ns: int) -> list[str] | None:
+            found = kept.get(path)
+            if found is None or found[0] != size or found[1] != mtime_ns:
+                return None
+            return found[2]
+
+        return reuse
+
+    return previous
 
 
 def _mariadb_dump(req: BackupRequest) -> Source:
@@ -325,6 +366,8 @@ def _backup_locked(repo: Repository, req: BackupRequest, kind: str, host: str,
                                 workers=req.workers, progress=progress,
                                 should_stop=req.should_stop)
         stats.append(writer.stats)
+        if kind == "pg_base" and not req.pg_base_reread:
+            source.previous = _previous_base(repo, index)  # type: ignore[attr-defined]
         problems = source.problems
         try:
             items = _feed(writer, source)

@@ -21,6 +21,7 @@ variables stay boto3's own business unless the config names credentials)::
     DRSYNC_LIMIT_UPLOAD    [store] limit_upload
     DRSYNC_LIMIT_DOWNLOAD  [store] limit_download
     DRSYNC_PG_BINDIR       pg_bindir
+    DRSYNC_PG_BASE_METHOD  [backup] pg_base_method
     XDG_STATE_HOME, HOME   the state directory: $XDG_STATE_HOME/drsync, else
                            ~/.local/state/drsync
 
@@ -43,6 +44,9 @@ Config file keys::
     compression_level = 3                  # zstd 0..22 (0 = store raw)
     workers = 2                            # sealing threads (default: CPUs, at most 4)
     tags = ["nightly"]
+    pg_base_method = "auto"                # auto|direct|stream: read a local data directory
+                                           # directly (auto: when readable), or pg_basebackup
+    pg_base_reread = false                 # true: a base backup reads even unchanged files
 
     [wal]
     spool = "/var/spool/drsync/registry"   # wal-push's durable local spool (default: state dir)
@@ -146,6 +150,7 @@ ENVIRONMENT: dict[str, str] = {
     "DRSYNC_LIMIT_UPLOAD": "limit_upload",
     "DRSYNC_LIMIT_DOWNLOAD": "limit_download",
     "DRSYNC_PG_BINDIR": "pg_bindir",
+    "DRSYNC_PG_BASE_METHOD": "pg_base_method",
 }
 
 
@@ -173,6 +178,8 @@ class Settings:
     host: str | None = None
     tenant: str | None = None
     pg_bindir: str | None = None
+    pg_base_method: str = "auto"
+    pg_base_reread: bool = False
     compression_level: int | None = None
     workers: int | None = None
     tags: list[str] = field(default_factory=list)
@@ -265,7 +272,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
          "key_file": ("key_file", str), "catalog": ("catalog", str), "host": ("host", str),
          "tenant": ("tenant", str), "pg_bindir": ("pg_bindir", str)},
     "backup": {"compression_level": ("compression_level", int), "workers": ("workers", int),
-               "tags": ("tags", list)},
+               "tags": ("tags", list), "pg_base_method": ("pg_base_method", str),
+               "pg_base_reread": ("pg_base_reread", bool)},
     "init": {"chunk_avg_kib": ("chunk_avg_kib", int), "chunk_min_kib": ("chunk_min_kib", int),
              "chunk_max_kib": ("chunk_max_kib", int), "pack_size_mib": ("pack_size_mib", int),
              "escrow_pubkey": ("escrow_pubkey", str)},

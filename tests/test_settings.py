@@ -136,3 +136,23 @@ def test_a_config_file_that_is_not_utf8_is_one_config_error(tmp_path: Path) -> N
                           timeout=60)
     assert done.returncode == 4
     assert done.stderr.strip().splitlines() == [f"drsync: error: {info.value}"]
+
+
+def test_the_base_backup_method_from_file_environment_and_flag(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('[backup]\npg_base_method = "stream"\npg_base_reread = true\n')
+    s = resolve(str(cfg), {}, {})
+    assert (s.pg_base_method, s.pg_base_reread) == ("stream", True)
+    s = resolve(str(cfg), {}, {"DRSYNC_PG_BASE_METHOD": "direct"})
+    assert s.pg_base_method == "direct"
+    s = resolve(str(cfg), {"pg_base_method": "auto", "pg_base_reread": None}, {})
+    assert (s.pg_base_method, s.pg_base_reread) == ("auto", True)
+    assert resolve(None, {}, {}).pg_base_method == "auto"
+
+
+def test_an_unknown_base_backup_method_is_one_usage_error() -> None:
+    from drsync.backup import BackupRequest
+    from drsync.errors import UsageError
+
+    with pytest.raises(UsageError, match="pg_base_method must be auto, direct or stream"):
+        BackupRequest(pg_base="dbname=x", pg_base_method="rsync").kind()

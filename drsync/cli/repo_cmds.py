@@ -119,7 +119,14 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
 @click.option("--pg-dumpall-globals", is_flag=True,
               help="With --pg-dump: also roles and tablespaces (pg_dumpall --globals-only).")
 @click.option("--pg-base", metavar="DSN",
-              help="PostgreSQL physical base backup (pg_basebackup), block-incremental.")
+              help="PostgreSQL physical base backup, block-incremental: the data directory "
+              "read directly when it is on this machine, else pg_basebackup.")
+@click.option("--pg-base-method", type=click.Choice(["auto", "direct", "stream"]),
+              help="With --pg-base: direct (read the data directory), stream (pg_basebackup), "
+              "or auto (direct when readable here; the default).")
+@click.option("--pg-base-reread", is_flag=True, default=None,
+              help="With --pg-base: read every file, also those unchanged (size and mtime) "
+              "since the previous direct base backup.")
 @click.option("--mariadb-dump", metavar="DSN",
               help="MariaDB/MySQL logical backup: mariadb-dump --single-transaction "
               "--master-data=2, streamed, binlog position recorded. DSN: "
@@ -140,8 +147,9 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
 @click.pass_context
 def backup_cmd(ctx: click.Context, paths: tuple[str, ...], sqlite_db: str | None,
                stdin_name: str | None, pg_dump: str | None, pg_dumpall_globals: bool,
-               pg_base: str | None, mariadb_dump: str | None,
-               mariadb_databases: tuple[str, ...], mariadb_defaults_file: str | None,
+               pg_base: str | None, pg_base_method: str | None, pg_base_reread: bool | None,
+               mariadb_dump: str | None, mariadb_databases: tuple[str, ...],
+               mariadb_defaults_file: str | None,
                tags: tuple[str, ...], host: str | None,
                tenant: str | None, compression_level: int | None, dry_run: bool,
                as_json: bool) -> int:
@@ -161,10 +169,12 @@ def backup_cmd(ctx: click.Context, paths: tuple[str, ...], sqlite_db: str | None
     """
     from drsync.backup import BackupRequest, estimate_backup, run_backup
 
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, pg_base_method=pg_base_method, pg_base_reread=pg_base_reread)
     request = BackupRequest(
         paths=list(paths), sqlite=sqlite_db, stdin_name=stdin_name, pg_dump=pg_dump,
-        pg_dumpall_globals=pg_dumpall_globals, pg_base=pg_base, mariadb_dump=mariadb_dump,
+        pg_dumpall_globals=pg_dumpall_globals, pg_base=pg_base,
+        pg_base_method=settings.pg_base_method, pg_base_reread=settings.pg_base_reread,
+        mariadb_dump=mariadb_dump,
         mariadb_databases=list(mariadb_databases), mariadb_defaults_file=mariadb_defaults_file,
         tags=list(tags) or list(settings.tags), host=host or settings.host,
         tenant=tenant or settings.tenant or host,

@@ -95,12 +95,15 @@ def test_dsn_passwords_reach_the_tools_only_through_their_environment(
 
     outputs = [_drsync(drsync_bin, env, "init")]
     outputs.append(_drsync(drsync_bin, env, "backup", "--pg-dump", kv, "--pg-dumpall-globals"))
-    outputs.append(_drsync(drsync_bin, env, "backup", "--pg-base", uri))
+    outputs.append(_drsync(drsync_bin, env, "backup", "--pg-base", uri))  # direct: psql
+    outputs.append(_drsync(drsync_bin, env, "backup", "--pg-base", uri, "--pg-base-method",
+                           "stream"))
     bare = kv.replace(f" password={quoted}", "")  # the password in drsync's environment
     outputs.append(_drsync(drsync_bin, {**env, "PGPASSWORD": password}, "backup", "--pg-dump",
                            bare))
     snaps = json.loads(_drsync(drsync_bin, env, "snapshots", "--json").stdout)
-    assert [s["source"]["kind"] for s in snaps] == ["pg_dump", "pg_base", "pg_dump"]
+    assert [s["source"]["kind"] for s in snaps] == ["pg_dump", "pg_base", "pg_base", "pg_dump"]
+    assert [s["source"]["spec"]["method"] for s in snaps[1:3]] == ["direct", "stream"]
     restore_dsn = kv.replace("dbname=registry", "dbname=copy")
     outputs.append(_drsync(drsync_bin, env, "restore", snaps[0]["id"], "--pg-restore",
                            restore_dsn))
@@ -121,6 +124,7 @@ def test_dsn_passwords_reach_the_tools_only_through_their_environment(
     assert marker not in json.dumps(snaps)
     assert sorted(s["dsn"] for s in specs) == sorted([
         kv.replace(f"password={quoted}", "password=***"),
+        uri.replace(quote(password, safe=""), "***"),
         uri.replace(quote(password, safe=""), "***"), bare])
     assert (tmp_path / "catalog.sqlite").exists()
     assert _files_holding(tmp_path, marker.encode(), skip=log) == []

@@ -1,7 +1,9 @@
-"""Physical base backups: pg_basebackup's tar stream, file by file; and a data directory back.
+"""Physical base backups: the data directory, file by file; and a data directory back.
 
-``pg_basebackup -D - -Ft -X none`` streams the cluster as one tar archive;
-each member becomes a snapshot item under ``pgdata/``. Data files are
+When the data directory is on this machine, it is read directly
+(``drsync.sources.postgres.direct``; ``method`` chooses); otherwise
+``pg_basebackup -D - -Ft -X none`` streams the cluster as one tar archive
+and each member becomes a snapshot item under ``pgdata/``. Data files are
 stored in chunks cut at fixed, offset-aligned boundaries (``FIXED_CHUNK``,
 four 8 KiB pages), so a second base backup after a workload that touched 1%
 of pages stores only the chunks holding those pages: unchanged chunks have
@@ -29,7 +31,7 @@ import re
 import subprocess
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +39,13 @@ from typing import Any
 
 from drsync.errors import ConfigError, SourceError, UnsafePath, UsageError
 from drsync.sources.base import SourceItem, last_line
+from drsync.sources.postgres.direct import (
+    BackupSession,
+    Reuse,
+    direct_items,
+    label_item,
+    local_data_dir,
+)
 from drsync.sources.postgres.process import ProcessReader
 from drsync.sources.postgres.tools import (
     PgConnection,
@@ -47,10 +56,11 @@ from drsync.sources.postgres.tools import (
 )
 from drsync.tree import Entry
 
-__all__ = ["FIXED_CHUNK", "PGDATA_PREFIX", "base_backup_source", "check_restore_command",
-           "configure_recovery", "recovery_outcome", "start_cluster"]
+__all__ = ["BASE_METHODS", "FIXED_CHUNK", "PGDATA_PREFIX", "base_backup_source",
+           "check_restore_command", "configure_recovery", "recovery_outcome", "start_cluster"]
 
 PGDATA_PREFIX = "pgdata"
+BASE_METHODS = ("auto", "direct", "stream")
 FIXED_CHUNK = 32768  # 4 pages: 1% of pages touched at random changes ~4% of chunks
 _CAPTURE = ("backup_label", "backup_manifest")
 _BLOCK = 512  # tar's block: headers, and content padded to a multiple of it
@@ -77,14 +87,53 @@ class _Capture:
 
 @contextmanager
 def base_backup_source(dsn: str, spec: dict[str, Any], *, tools: PgTools | None = None,
-                       fixed_chunk: int = FIXED_CHUNK) -> Iterator[Iterator[SourceItem]]:
+                       fixed_chunk: int = FIXED_CHUNK, method: str = "auto",
+                       previous: Callable[[dict[str, Any]], Reuse | None] | None = None,
+                       ) -> Iterator[Iterator[SourceItem]]:
     """Items of a base backup; ``spec`` gets start/stop LSN, timeline and WAL range
-    once the stream has been read to its end."""
+    once the items have been read to their end.
+
+    ``method``: "direct" reads the data directory (drsync.sources.postgres.direct),
+    "stream" pg_basebackup's tar stream, "auto" the first when the data directory is
+    readable here, else the second (the spec's ``method_fallback`` says why).
+    ``previous`` (direct only), given the spec once the backup has started, answers
+    which unchanged files may keep their previous chunks (or None: read them all)."""
+    if method not in BASE_METHODS:
+        raise UsageError(f"pg_base_method must be one of {', '.join(BASE_METHODS)}, "
+                         f"not {method!r}")
     tools = tools or PgTools()
     spec.update(tools.server_info(dsn))
     conn = PgConnection.of(dsn)
     spec["dsn"] = conn.shown
     spec["fixed_chunk"] = fixed_chunk
+    session, data_dir = None, None
+    why = "asked for the stream method"
+    if method != "stream":
+        data_dir, why = local_data_dir(tools, dsn, str(spec["system_identifier"]))
+    if data_dir is not None:
+        session = BackupSession(tools, dsn)
+        try:
+            spec["read_started_ns"] = time.time_ns()
+            session.ask("SELECT pg_backup_start('drsync base backup', true)")
+        except SourceError as err:
+            session.close()
+            session, why = None, str(err)
+    if session is None and method == "direct":
+        raise SourceError(f"cannot read the data directory directly: {why}")
+    if session is not None:
+        assert data_dir is not None
+        spec["method"] = "direct"
+        spec["data_directory"] = str(data_dir)
+        try:
+            reuse = previous(spec) if previous is not None else None
+            yield _direct_items(session, data_dir, spec, fixed_chunk, reuse)
+        finally:
+            session.close()
+        return
+    spec.pop("read_started_ns", None)
+    spec["method"] = "stream"
+    if method == "auto":
+        spec["method_fallback"] = why
     args = [tools.path("pg_basebackup"), "-d", conn.dsn, "-D", "-", "-Ft", "-X", "none",
             "-c", "fast", "-v", "--label", "drsync base backup"]
     reader = ProcessReader(args, "pg_basebackup", conn.env())
@@ -92,6 +141,21 @@ def base_backup_source(dsn: str, spec: dict[str, Any], *, tools: PgTools | None 
         yield _tar_items(reader, spec, fixed_chunk)
     finally:
         reader.close()
+
+
+def _direct_items(session: BackupSession, data_dir: Path, spec: dict[str, Any],
+                  fixed_chunk: int, reuse: Reuse | None) -> Iterator[SourceItem]:
+    """The files between pg_backup_start and pg_backup_stop, then the label file. Like
+    ``pg_basebackup -X none``, the stop waits until the last WAL segment is archived."""
+    counts = {"read": 0, "reused": 0, "vanished": 0}
+    yield from direct_items(data_dir, PGDATA_PREFIX, fixed_chunk, counts, reuse)
+    stop_lsn, label_hex = session.ask(
+        "SELECT lsn, encode(convert_to(labelfile, 'UTF8'), 'hex') FROM pg_backup_stop(true)")
+    label = bytes.fromhex(label_hex).decode()
+    yield label_item(PGDATA_PREFIX, label)
+    spec.update(_backup_positions(label, stop_lsn, int(spec.get("wal_segment_size", 16 << 20))))
+    spec.update({"files_read": counts["read"],
+                 "files_reused": counts["reused"], "files_vanished": counts["vanished"]})
 
 
 class _Member:
@@ -184,23 +248,25 @@ def _tar_items(reader: ProcessReader, spec: dict[str, Any],
     while reader.read(1 << 16):
         pass  # to the end: a failed pg_basebackup raises here
     spec.update(_backup_positions(b"".join(captured["backup_label"]).decode(),
-                                  b"".join(captured["backup_manifest"]), reader.stderr,
+                                  _stop_lsn(b"".join(captured["backup_manifest"]),
+                                            reader.stderr),
                                   int(spec.get("wal_segment_size", 16 << 20))))
 
 
-def _backup_positions(label: str, manifest: bytes, stderr: str,
-                      segment_size: int) -> dict[str, Any]:
-    start = re.search(r"START WAL LOCATION: (\S+)", label)
-    timeline = re.search(r"START TIMELINE: (\d+)", label)
-    started = re.search(r"START TIME: (.+)", label)
-    stop_lsn = None
+def _stop_lsn(manifest: bytes, stderr: str) -> str | None:
+    """Where pg_basebackup's backup ended: its manifest's last WAL range, or its log."""
     if manifest:
         ranges = json.loads(manifest).get("WAL-Ranges") or []
         if ranges:
-            stop_lsn = ranges[-1]["End-LSN"]
-    if stop_lsn is None:
-        found = re.search(r"write-ahead log end point: (\S+)", stderr)
-        stop_lsn = found.group(1) if found else None
+            return str(ranges[-1]["End-LSN"])
+    found = re.search(r"write-ahead log end point: (\S+)", stderr)
+    return found.group(1) if found else None
+
+
+def _backup_positions(label: str, stop_lsn: str | None, segment_size: int) -> dict[str, Any]:
+    start = re.search(r"START WAL LOCATION: (\S+)", label)
+    timeline = re.search(r"START TIMELINE: (\d+)", label)
+    started = re.search(r"START TIME: (.+)", label)
     if not (start and timeline and stop_lsn):
         raise SourceError("pg_basebackup: backup_label or end position missing from the stream")
     tli = int(timeline.group(1))
