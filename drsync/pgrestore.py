@@ -231,6 +231,11 @@ def restore_pgdata(repo: Repository, ref: str, pgdata: str | Path, *,
             details["started"] = True
             details["recovery"] = recovery_outcome(pgdata, server, run_as=prefix, tools=tools)
         else:
+            # The check's wal-fetch started a prefetcher for the server it expected; with
+            # no server to start, nothing of the restore stays running behind it.
+            from drsync.wal.prefetch import stop_prefetcher
+            from drsync.wal.queue import QUEUE_DIR
+            stop_prefetcher(pgdata / "pg_wal" / QUEUE_DIR)
             details["recovery_hint"] = (
                 f"start it as its owner with: pg_ctl -D {pgdata} -l {pgdata}/drsync-restore.log"
                 " start; where recovery stopped: SELECT pg_last_xact_replay_timestamp(), "

@@ -298,10 +298,21 @@ def test_sigterm_during_a_slow_16_mib_pack_finishes_it_within_30_s(tmp_path: Pat
                                         sends=[(0, 300, 2.0)], max_mbit=2.0)
         tenant.write_config()
         proc = tenant.start()
-        # The pack is full and waiting for its upload tokens once the backup has read past
-        # its first 16 MiB (however slow the machine is to get there), and stays so for ~67 s.
+        # The first pack is full and waiting for its upload tokens (for ~67 s) once the
+        # backup has read its first 16 MiB of the database's copy, or the whole copy,
+        # however slow the machine is to get there.
         time.sleep(max(0.0, (opening - datetime.now()).total_seconds()))
-        tenant.wait_for(lambda: _reading_past(proc.pid, 17 * MiB), timeout=120)
+        seen: set[str] = set()
+
+        def first_pack_full() -> bool:
+            copies = _open_files(proc.pid, ".drsync-sqlite-")
+            if any(pos >= 16 * MiB for pos in copies.values()):
+                return True
+            done = bool(seen - copies.keys())
+            seen.update(copies)
+            return done
+
+        tenant.wait_for(first_pack_full, timeout=100)
         time.sleep(1)
         assert _packs(tenant) == 0  # still uploading at the slot's rate
         code, took = tenant.stop()
@@ -316,25 +327,26 @@ def test_sigterm_during_a_slow_16_mib_pack_finishes_it_within_30_s(tmp_path: Pat
             tenant.proc.kill()
 
 
-def _reading_past(pid: int, offset: int) -> bool:
-    """Whether the process or a child reads some file (the source) beyond ``offset``."""
+def _open_files(pid: int, marker: str) -> dict[str, int]:
+    """The files whose name holds ``marker`` the process or a child has open: path -> the
+    position its descriptor has read to."""
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         fds = list(Path(f"/proc/{pid}/fd").iterdir())
     except OSError:
-        return False  # a child that has just exited
-    if any(_reading_past(int(child), offset) for child in children):
-        return True
+        return {}  # a child that has just exited
+    found: dict[str, int] = {}
+    for child in children:
+        found.update(_open_files(int(child), marker))
     for fd in fds:
         try:
-            if not Path(os.readlink(fd)).is_file():
-                continue
+            target = os.readlink(fd)
             info = (Path(f"/proc/{pid}/fdinfo") / fd.name).read_text()
         except OSError:
             continue  # closed meanwhile
-        if int(info.split()[1]) > offset:  # "pos:\t<offset>" is the first line
-            return True
-    return False
+        if marker in target:
+            found[target] = max(found.get(target, 0), int(info.split()[1]))  # "pos:\t<n>"
+    return found
 
 
 def _packs(tenant: Tenant) -> int:
