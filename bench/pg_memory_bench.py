@@ -2,12 +2,13 @@
 
 On a throwaway cluster initialised by pgbench (``--scale``) with the text
 column bench/pg_bench.py adds, every operation runs as the cluster's user
-and is measured as a whole process tree: peak RSS is the largest sum of
-VmRSS over the command and all its descendants, sampled every 10 ms (the
+and is measured as a whole process tree by ``bench.proctree.run_measured``
+(the same instrument as ``make bench-pg``): peak RSS is the largest sum of
+RSS over the command and all its descendants, sampled every 10 ms (the
 ``runuser`` wrapper itself excluded); CPU is user+sys of the tree from
 ``wait4`` (children are waited for, so pg_basebackup counts). The server's
-walsender serving pg_basebackup is not in drsync's tree; its CPU, sampled
-from /proc, is reported beside it (``server_cpu_s``).
+backends (the walsender serving pg_basebackup) are not in drsync's tree; their
+CPU meanwhile is reported beside it (``server_cpu_s``).
 
 drsync: base backup, a second base backup after a workload touching 1% of
 pages, ``restore --pgdata``, ``wal-push`` of one segment, ``wal-fetch`` of
@@ -24,17 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.proctree import run_measured
 from drsync.testing_postgres import (
     PG_USER,
     Cluster,
@@ -47,103 +46,17 @@ from drsync.testing_postgres import (
 
 OUT = Path(__file__).resolve().parent / "out"
 MiB = 1 << 20
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        tree.setdefault(int(fields[1]), []).append(int(name))
-    return tree
-
-
-def _rss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _cpu_s(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICK
-    except OSError:
-        return 0.0
-
-
-def _walsenders() -> list[int]:
-    pids = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as fh:
-                    if fh.read().startswith(b"postgres: walsender"):
-                        pids.append(int(name))
-            except OSError:
-                pass
-    return pids
-
-
-def measure(cmd: list[str], *, env: dict[str, str] | None = None,
-            cwd: Path | None = None) -> dict[str, Any]:
-    """Run ``cmd``; peak RSS of its tree (MiB), CPU of the tree and of walsenders (s)."""
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    peak = 0
-    senders: dict[int, float] = {}
-    done = threading.Event()
-    wrapper = cmd[0] == "runuser"
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            tree = _children()
-            todo = list(tree.get(proc.pid, [])) if wrapper else [proc.pid]
-            total = 0
-            while todo:
-                pid = todo.pop()
-                total += _rss_kib(pid)
-                todo += tree.get(pid, [])
-            peak = max(peak, total)
-            for pid in _walsenders():
-                senders[pid] = max(senders.get(pid, 0.0), _cpu_s(pid))
-            time.sleep(0.01)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, err = proc.communicate()
-    done.set()
-    sampler.join()
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[-6:])} failed: {err.decode()[-2000:]}")
-    return {"peak_rss_mib": round(peak / 1024, 1), "wall_s": round(time.monotonic() - started, 2),
-            "server_cpu_s": round(sum(senders.values()), 2), "stdout": out.decode()}
-
-
-def measure_cpu(cmd: list[str], **kw: Any) -> dict[str, Any]:
-    """``measure`` plus user+sys of the tree, taken from RUSAGE_CHILDREN before/after."""
-    import resource
-
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = measure(cmd, **kw)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result["cpu_s"] = round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
-                            2)
-    return result
+def measure_cpu(cmd: list[str], *, cwd: Path, server_pid: int | None = None) -> dict[str, Any]:
+    """Run ``cmd``: peak RSS of its tree (MiB), wall, CPU of the tree and of the server's
+    backends meanwhile (s), and its stdout; SystemExit when it fails."""
+    m = run_measured(cmd, server_pid=server_pid, cwd=cwd)
+    if m.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[-6:])} failed: {m.stderr[-2000:]}")
+    return {"peak_rss_mib": round(m.peak_rss / MiB, 1), "wall_s": round(m.wall_s, 2),
+            "server_cpu_s": round(m.server_cpu_s, 2), "stdout": m.stdout,
+            "cpu_s": round(m.cpu_s, 2)}
 
 
 class Bench:
@@ -169,7 +82,14 @@ class Bench:
         return as_cluster_user(["env", *(f"{k}={v}" for k, v in full.items()), *args])
 
     def drsync(self, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-        return measure_cpu(self.as_user(self.exe, *args, env=env), cwd=self.base)
+        return measure_cpu(self.as_user(self.exe, *args, env=env), cwd=self.base,
+                           server_pid=self.postmaster_pid())
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.cluster.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            return None  # not started yet
 
     def setup(self) -> None:
         self.drsync("init", "--new-key-file", self.env["DRSYNC_KEY_FILE"],
@@ -255,7 +175,8 @@ class Bench:
 
         def pgbr(*args: str) -> dict[str, Any]:
             return self.row(measure_cpu(self.as_user(
-                "pgbackrest", f"--config={conf}", "--stanza=bench", *args), cwd=self.base))
+                "pgbackrest", f"--config={conf}", "--stanza=bench", *args), cwd=self.base,
+                server_pid=self.postmaster_pid()))
 
         pgbr("stanza-create", "--no-online")
         out: dict[str, Any] = {}
