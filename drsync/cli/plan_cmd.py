@@ -238,7 +238,8 @@ def _render_learned(console: Console, learned: Learned) -> None:
                  "overran"):
         table.add_column(name, justify="left" if name == "tenant" else "right")
     for e in learned.estimates:
-        table.add_row(e.tenant, str(e.nights), f"{e.daily_mb:.1f}",
+        nights = str(e.nights) + (f" ({e.overrun_nights} overran)" if e.overrun_nights else "")
+        table.add_row(e.tenant, nights, f"{e.daily_mb:.1f}",
                       f"{e.compression_ratio:.2f}", f"{e.compress_mb_per_s:.2f}",
                       f"{e.latest_s:.0f}", "-" if e.slot_s is None else f"{e.slot_s:.0f}",
                       "[red]yes[/red]" if e.overran else "")

@@ -135,7 +135,8 @@ def learned_to_dict(learned: Learned) -> dict[str, Any]:
             {"tenant": e.tenant, "nights": e.nights, "daily_mb": _v(e.daily_mb),
              "compression_ratio": _v(e.compression_ratio),
              "compress_mb_per_s": _v(e.compress_mb_per_s), "latest_s": _s(e.latest_s),
-             "slot_s": None if e.slot_s is None else _s(e.slot_s), "overran": e.overran}
+             "slot_s": None if e.slot_s is None else _s(e.slot_s), "overran": e.overran,
+             "overrun_nights": e.overrun_nights}
             for e in learned.estimates
         ],
         "unknown_tenants": list(learned.unknown),

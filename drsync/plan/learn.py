@@ -17,6 +17,14 @@ history, over its last ``RECENT`` nights:
   drift slowly (data mix, host load), and one odd night should move them
   only a little.
 
+A night that overran (the backup was stopped at the tenant's deadline,
+``complete`` false) still says something: its ratio and rate are measured
+on what it did, and its volume is a lower bound, so it counts as at least
+what it read and never less than the volume planned (it did not get through
+the night's data, so there is no evidence of less). Ignoring such nights
+would learn only from the nights that fitted, and keep planning the tenant
+short.
+
 A tenant whose latest night took longer (``prep_s + send_s``) than the slot
 the current plan gives it (start of preparation to last byte) is flagged.
 """
@@ -58,6 +66,9 @@ class History:
     # and recompressed during the day: its bytes count for volume and ratio, not for
     # the preparation rate.
     prep_bytes: int | None = None
+    # False: the night was stopped at the deadline (an overrun run), so bytes_in is what
+    # it got through, a lower bound of the night's volume.
+    complete: bool = True
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,7 @@ class Estimate:
     compress_mb_per_s: float
     latest_s: float  # the latest night's prep_s + send_s
     slot_s: float | None  # what the plan before learning gave it; None if it did not fit
+    overrun_nights: int = 0  # of ``nights``, those stopped at the deadline
 
     @property
     def overran(self) -> bool:
@@ -107,7 +119,8 @@ def learn(fleet: Fleet, history: list[History], before: Plan | None = None) -> L
 
 
 def _estimate(tenant: Tenant, nights: list[History], slot_s: float | None) -> Estimate:
-    volumes = sorted(h.bytes_in / 1e6 for h in nights)
+    volumes = sorted(h.bytes_in / 1e6 if h.complete else max(h.bytes_in / 1e6, tenant.daily_mb)
+                     for h in nights)
     rank = max(1, math.ceil(PERCENTILE / 100 * len(volumes)))
     ratio = _ewma([h.bytes_in / h.bytes_out for h in nights if h.bytes_out > 0],
                   tenant.compression_ratio)
@@ -116,7 +129,8 @@ def _estimate(tenant: Tenant, nights: list[History], slot_s: float | None) -> Es
                  tenant.compress_mb_per_s)
     latest = nights[-1]
     return Estimate(tenant.name, len(nights), volumes[rank - 1], ratio, rate,
-                    latest.prep_s + latest.send_s, slot_s)
+                    latest.prep_s + latest.send_s, slot_s,
+                    sum(1 for h in nights if not h.complete))
 
 
 def _prep_bytes(night: History) -> int:
@@ -194,7 +208,9 @@ def history_from_runs(runs: Iterable[RunLike]) -> list[History]:
     """Nights from finished runs; the host is the tenant.
 
     A backup run (``ok`` or ``partial``) adds its bytes read and added and its
-    duration as preparation. A wal-ship run (``ok``) adds the WAL it shipped:
+    duration as preparation; an ``overrun`` one (stopped at the deadline) too,
+    and makes the night incomplete (see the module docstring). A wal-ship run
+    (``ok``) adds the WAL it shipped:
     its bytes read are the WAL files' own size and its bytes added what went on
     the wire (after any day-time recompression), so the learned ratio is the
     one the link really saw; its duration is sending, and its bytes do not
@@ -208,7 +224,7 @@ def history_from_runs(runs: Iterable[RunLike]) -> list[History]:
     for run in runs:
         if run.ended is None:
             continue
-        if run.kind == "backup" and run.status in ("ok", "partial"):
+        if run.kind == "backup" and run.status in ("ok", "partial", "overrun"):
             prep = True
         elif run.kind == "wal-ship" and run.status == "ok":
             prep = False
@@ -221,5 +237,6 @@ def history_from_runs(runs: Iterable[RunLike]) -> list[History]:
         nights[key] = History(
             run.host, key[1], old.bytes_in + raw, old.bytes_out + run.bytes_added,
             old.prep_s + (seconds if prep else 0.0), old.send_s + (0.0 if prep else seconds),
-            (old.prep_bytes or 0) + (raw if prep else 0))
+            (old.prep_bytes or 0) + (raw if prep else 0),
+            old.complete and run.status != "overrun")
     return sorted(nights.values(), key=lambda h: (h.tenant, h.date))

@@ -117,3 +117,36 @@ def test_shipped_wal_counts_for_volume_and_ratio_not_for_the_preparation_rate(
     # the rate is the backup's own: 100 MB in (600 s - setup)
     setup = trial.tenant("Nobeoka").setup_s
     assert est.compress_mb_per_s == pytest.approx(100 / (600 - setup))
+
+
+def test_an_overrun_night_counts_as_a_lower_bound_of_its_volume(trial: Fleet) -> None:
+    from drsync.catalog.db import RunRecord
+    from drsync.plan import history_from_runs
+
+    planned = trial.tenant("Nobeoka").daily_mb
+    start = dt.datetime(2024, 4, 1, 1, 0, tzinfo=dt.UTC)
+
+    def run(day: int, minutes: int, read: int, added: int, status: str) -> RunRecord:
+        began = start + dt.timedelta(days=day)
+        return RunRecord("id", "/repo", "backup", "src", "Nobeoka", began,
+                         began + dt.timedelta(minutes=minutes), status, read, added, None, None)
+
+    small = int(planned * 0.5e6)  # stopped at the deadline halfway through a planned night
+    big = int(planned * 1.6e6)  # stopped having read more than was planned
+    done = [run(d, 10, int(planned * 0.8e6), int(planned * 0.8e6 / 9), "ok") for d in range(8)]
+    history = history_from_runs([*done, run(8, 30, small, small // 9, "overrun")])
+    assert [h.complete for h in history] == [True] * 8 + [False]
+    [est] = learn(trial, history).estimates
+    assert (est.nights, est.overrun_nights) == (9, 1)
+    # the half-read night counts as the planned volume, not as half of it
+    assert est.daily_mb == pytest.approx(planned)
+    # its rate is what it did: bytes read over its preparation time
+    assert est.overran  # the latest night is the overrun one
+
+    history = history_from_runs([*done, run(8, 30, big, big // 9, "overrun")])
+    [est] = learn(trial, history).estimates
+    assert est.daily_mb == pytest.approx(planned * 1.6)  # at least what it read
+    ignored = history_from_runs([*done, run(8, 30, big, big // 9, "failed")])
+    [est] = learn(trial, ignored).estimates
+    assert (est.nights, est.overrun_nights) == (8, 0)
+    assert est.daily_mb == pytest.approx(planned * 0.8)

@@ -34,9 +34,9 @@ def _pg_like(repo: Repository, prefix: str = "") -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     zero = bytes(BLOCK)
     for n, size in enumerate([3 * MiB, 2 * MiB + 5000, 4 * MiB, 700 * KiB, 1 * MiB]):
-        data = bytearray(text_like(size // 2, seed=n) + os.urandom(size - size // 2))
-        data[BLOCK:2 * BLOCK] = zero  # the same empty page in every relation
-        files[f"base/16384/{16000 + n}"] = bytes(data)
+        block_data = bytearray(text_like(size // 2, seed=n) + os.urandom(size - size // 2))
+        block_data[BLOCK:2 * BLOCK] = zero  # the same empty page in every relation
+        files[f"base/16384/{16000 + n}"] = bytes(block_data)
     files["PG_VERSION"] = b"15\n"
     writer = SnapshotWriter(repo, repo.load_index())
     root = f"{prefix}/" if prefix else ""
