@@ -41,7 +41,7 @@ from drsync.errors import UsageError
 from drsync.repo import Repository, Snapshot, SnapshotReader
 from drsync.repo.wal import WAL_PREFIX, is_binlog_name
 from drsync.restore import Counted
-from drsync.sources.mariadb.binlog import BinlogSummary, next_binlog, summarize_binlog
+from drsync.sources.mariadb.binlog import BinlogSummary, summarize_binlog
 from drsync.sources.mariadb.conninfo import MariadbConnection, parse_dsn
 from drsync.sources.mariadb.dump import DUMP_NAME
 from drsync.sources.mariadb.restore import (
@@ -51,6 +51,7 @@ from drsync.sources.mariadb.restore import (
     replay_binlog,
 )
 from drsync.sources.mariadb.tools import MariadbTools
+from drsync.wal.coverage import binlog_chain, binlog_gap
 from drsync.wal.ship import fetch_file
 from drsync.wal.spool import Spool
 
@@ -106,16 +107,6 @@ def _archived(repo: Repository, spool: Spool | None) -> set[str]:
     if spool is not None:
         names |= set(spool.names())
     return {n for n in names if is_binlog_name(n)}
-
-
-def binlog_chain(first: str, archived: set[str]) -> list[str]:
-    """The archived binlogs from ``first`` on, up to the first gap."""
-    chain = []
-    name = first
-    while name in archived:
-        chain.append(name)
-        name = next_binlog(name)
-    return chain
 
 
 class _Fetcher:
@@ -283,19 +274,6 @@ def _replay(tools: MariadbTools, conn: MariadbConnection, fetcher: _Fetcher, fil
     return done
 
 
-def _gap(first: str, chain: list[str], archived: set[str]) -> str | None:
-    """The binlog missing after ``chain`` when later ones of the same log are archived (a
-    hole no replay crosses: the receiver was down longer than the server kept binlogs, or a
-    file was lost), else None."""
-    if not is_binlog_name(first):
-        return None
-    missing = next_binlog(chain[-1]) if chain else first
-    base, _, number = missing.rpartition(".")
-    later = [n for n in archived if n.rpartition(".")[0] == base
-             and int(n.rpartition(".")[2]) > int(number)]
-    return missing if later else None
-
-
 _LOOK_BACK = 100  # binlogs read back from the newest to find the last change
 
 
@@ -318,7 +296,7 @@ def mariadb_pitr_range(repo: Repository, spool: Spool | None = None,
         chain = binlog_chain(first, archived)
         dumps.append({"snapshot_id": snap.id, "consistent_at": snap.source_spec.get(
             "consistent_at"), "binlogs": len(chain), "last_binlog": chain[-1] if chain else None,
-            "first_missing_binlog": _gap(first, chain, archived)})
+            "first_missing_binlog": binlog_gap(first, chain, archived)})
     newest = dumps[-1]
     latest, basis = newest["consistent_at"], "the newest dump (no binlog archived after it)"
     last_change = None

@@ -5,9 +5,10 @@ every snapshot that a missing or damaged blob keeps from being restored; a
 damaged blob group (drsync.repo.group) is opened once and names every member.
 Packs no index names are the harmless leftovers of an interrupted run and
 are reported as notes, not errors. Archived WAL is checked too: gaps in the
-chain after each base backup always, every object's authentication with
-``read_data``. Given the snapshots a local catalog recorded, a rollback of
-the store (its newest snapshots deleted) is an error.
+chain after each base backup, and in the binlogs after each MariaDB dump's
+position, always; every object's authentication with ``read_data``. Given
+the snapshots a local catalog recorded, a rollback of the store (its newest
+snapshots deleted) is an error.
 """
 
 from __future__ import annotations
@@ -293,6 +294,7 @@ def _check_wal(repo: Repository, report: CheckReport, snaps: list[Snapshot],
                 continue  # damaged: a gap in the chain, too
         archived.append(name)
     report.wal_files = len(objects)
+    _check_binlogs(report, snaps, set(archived))
     try:
         bases = base_backups(snaps)
     except (KeyError, ValueError, TypeError) as err:
@@ -334,6 +336,27 @@ def _check_wal(repo: Repository, report: CheckReport, snaps: list[Snapshot],
             report.errors.append(f"{label} cannot be restored: WAL {gap} needed to reach "
                                  f"consistency is missing ({len(later)} later segment(s) "
                                  "archived)")
+
+
+def _check_binlogs(report: CheckReport, snaps: list[Snapshot], archived: set[str]) -> None:
+    """MariaDB dumps: the archived binlogs after each dump's position without a hole (the
+    chain a point-in-time restore replays; pitr-range walks the same one)."""
+    from drsync.wal.coverage import binlog_chain, binlog_gap
+
+    for snap in snaps:
+        if snap.source_kind != "mariadb_dump":
+            continue
+        first = str(snap.source_spec.get("binlog_file"))
+        chain = binlog_chain(first, archived)
+        gap = binlog_gap(first, chain, archived)
+        if gap is None:
+            continue
+        later = sum(1 for n in archived if n.rpartition(".")[0] == gap.rpartition(".")[0]
+                    and n > gap)
+        at = str(snap.source_spec.get("consistent_at") or snap.time)[:19].replace("T", " ")
+        stops = f"replay stops at {chain[-1]}" if chain else "no binlog after it can be replayed"
+        report.errors.append(f"MariaDB dump {snap.short_id} ({at}): gap in the binlog chain: "
+                             f"{gap} is missing, {later} later binlog(s) archived; {stops}")
 
 
 def _read_packs(repo: Repository, index: Index, stored: dict[str, int], report: CheckReport,

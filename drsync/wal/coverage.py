@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BaseBackup", "Coverage", "next_segment", "parse_history", "run_files",
-           "wal_coverage"]
+__all__ = ["BaseBackup", "Coverage", "binlog_chain", "binlog_gap", "next_segment",
+           "parse_history", "run_files", "wal_coverage"]
 
 _TAIL = 8  # how many of a run's last file names a Coverage keeps (to look for commits)
 
@@ -119,3 +119,34 @@ def wal_coverage(bases: Iterable[BaseBackup], archived: set[str],
                                tail[-1] if missing is None and tail else None,
                                tail if missing is None else [], tli))
     return result
+
+
+# MariaDB: a dump replays forward through the binlogs that follow its position's file
+# without a hole (drsync.mariadbrestore); check and pitr-range walk the same chain.
+
+def binlog_chain(first: str, archived: set[str]) -> list[str]:
+    """The archived binlogs from ``first`` on, up to the first gap."""
+    from drsync.sources.mariadb.binlog import next_binlog
+
+    chain = []
+    name = first
+    while name in archived:
+        chain.append(name)
+        name = next_binlog(name)
+    return chain
+
+
+def binlog_gap(first: str, chain: list[str], archived: set[str]) -> str | None:
+    """The binlog missing after ``chain`` when later ones of the same log are archived (a
+    hole no replay crosses: the receiver was down longer than the server kept binlogs, or a
+    file was lost), else None."""
+    from drsync.repo.wal import is_binlog_name
+    from drsync.sources.mariadb.binlog import next_binlog
+
+    if not is_binlog_name(first):
+        return None
+    missing = next_binlog(chain[-1]) if chain else first
+    base, _, number = missing.rpartition(".")
+    later = [n for n in archived if n.rpartition(".")[0] == base
+             and int(n.rpartition(".")[2]) > int(number)]
+    return missing if later else None

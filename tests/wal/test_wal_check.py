@@ -95,3 +95,25 @@ def test_read_data_authenticates_every_wal_object_and_its_name(repo: Repository)
 def test_a_foreign_object_under_wal_is_an_error(repo: Repository) -> None:
     (Path(repo.store.url) / "wal" / "notes.txt").write_text("hello")
     assert "object wal/notes.txt: not a WAL file name" in check_repository(repo).errors
+
+
+def test_a_hole_in_the_binlogs_after_a_mariadb_dump_is_an_error(tmp_path: Path) -> None:
+    repo = make_repo(LocalStore(tmp_path / "mrepo"))
+    binlogs = [f"mariadb-bin.{n:06d}" for n in range(7, 12)]
+    writer = SnapshotWriter(repo, repo.load_index())
+    writer.add_stream(Entry("dump.sql", "file", 0o600, 3), io.BytesIO(b"--\n"))
+    writer.commit(host="t", source_kind="mariadb_dump", tags=[], summary={}, version="t",
+                  source_spec={"binlog_file": binlogs[0], "binlog_position": 4,
+                               "consistent_at": "2026-11-28T03:00:00Z", "scope": "database"})
+    for name in binlogs:
+        repo.store.put(f"wal/{name}", seal_wal(repo.key, name, os.urandom(4096)))
+    assert check_repository(repo, read_data=True).ok
+    _wal(repo, binlogs[2]).unlink()
+    dump = repo.find_snapshot("latest")
+    assert check_repository(repo).errors == [
+        f"MariaDB dump {dump.short_id} (2026-11-28 03:00:00): gap in the binlog chain: "
+        f"{binlogs[2]} is missing, 2 later binlog(s) archived; replay stops at {binlogs[1]}"]
+    # the tail not shipped yet is no hole: nothing later is archived
+    for name in binlogs[2:]:
+        _wal(repo, name).unlink(missing_ok=True)
+    assert check_repository(repo).ok
