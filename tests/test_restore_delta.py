@@ -271,6 +271,8 @@ def test_a_killed_restore_run_again_resumes_fetching_less_and_ends_identical(
     slow.wait()
     placed = sorted(p.name for p in (out / "big").glob("f*"))
     assert 3 <= len(placed) < 8, placed  # killed mid-restore, not after it
+    # Files being written had no name yet (O_TMPFILE): the kill left no temporary.
+    assert [p.name for p in out.rglob("*") if p.name.endswith(".drsync-tmp")] == []
 
     assert (out / ".drsync-restore-unfinished").read_text().strip() == clean["snapshot_id"]
 

@@ -2,9 +2,10 @@
 
 A ``FileTreeTarget`` writes only inside its target (it walks it
 with directory descriptors and never follows a symlink), checks every entry
-before the first byte, and writes each file to a hidden temporary beside its
-final name, linking it into place only once every byte verified, so a failed
-restore never leaves a plausible-looking half file. Modes and mtimes are
+before the first byte, and writes each file without a name (Linux
+``O_TMPFILE``; elsewhere, and in a delta restore, a hidden temporary beside
+its final name), linking it into place only once every byte verified, so a
+failed restore never leaves a plausible-looking half file. Modes and mtimes are
 restored; directory mtimes last, since writing into a directory moves it.
 A file being restored (``RestoringFile``) is written at its offsets by any
 thread (the reader's workers) and linked into place by the one that wrote
@@ -36,6 +37,7 @@ import os
 import secrets
 import shutil
 import stat
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,10 +54,16 @@ __all__ = ["UNFINISHED", "DeltaStats", "FileTreeTarget", "LocalCopy", "Restoring
 UNFINISHED = ".drsync-restore-unfinished"
 
 
+# Files at least this large have their blocks reserved first (``_preallocate``); a
+# smaller one is written in a few calls anyway, and the reservation would be one more
+# journal transaction a file (most of a data directory's files are a few pages).
+_PREALLOCATE_FROM = 1 << 20
+
+
 def _preallocate(fd: int, size: int) -> None:
     """Reserve the file's blocks first: a full disk fails before a byte is written, and
     ext4 writes into allocated blocks several times faster than it allocates them."""
-    if size <= 0:
+    if size < _PREALLOCATE_FROM:
         return
     try:
         os.posix_fallocate(fd, 0, size)
@@ -69,6 +77,10 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # A filesystem that cannot hard-link answers one of these; the temporary is renamed instead.
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
+# A file with no name yet (Linux O_TMPFILE), linked into place through /proc by ``done``.
+_ANONYMOUS_FLAGS = os.O_WRONLY | getattr(os, "O_TMPFILE", 0) | os.O_CLOEXEC
+# What a kernel or filesystem without O_TMPFILE answers (old kernels: EISDIR).
+_NO_ANONYMOUS = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL, errno.ENOSYS}
 
 
 @dataclass
@@ -94,8 +106,9 @@ class FileTreeTarget:
     The target is walked with directory descriptors, one component at a time
     and never following a symlink, so no link (already in the target, or made
     by an earlier entry) can carry a write, a mode or a time outside it. Files
-    are created ``O_EXCL | O_NOFOLLOW`` under a random temporary name and
-    linked to their final name, which fails rather than replace anything.
+    are created without a name (``O_TMPFILE``), or ``O_EXCL | O_NOFOLLOW``
+    under a random temporary name, and linked to their final name, which
+    fails rather than replace anything.
     ``prepare`` checks every entry before the first byte is written.
     """
 
@@ -109,6 +122,10 @@ class FileTreeTarget:
         self._dirs: list[tuple[list[str], Entry]] = []
         self._mark = True  # begin() marks the target unfinished, finish() unmarks it
         self._open_files: set[RestoringFile] = set()  # opened, not yet done
+        # New files are created without a name (O_TMPFILE) until one fails to be: a
+        # delta restore's replace needs a named temporary to rename.
+        self._anonymous = (not delta and bool(getattr(os, "O_TMPFILE", 0))
+                           and os.path.isdir("/proc/self/fd"))
         self._filesystems: dict[int, int] = {}  # st_dev -> a directory on it, for finish
 
     def __enter__(self) -> FileTreeTarget:
@@ -302,27 +319,54 @@ class FileTreeTarget:
 
     def open_file(self, meta: Entry) -> RestoringFile:
         """A new file at ``meta``'s place, written by ``put`` at any offset from any
-        thread and linked into place by ``done``: a hidden temporary beside its
-        final name until then (``close`` removes one never done)."""
+        thread and linked into place by ``done``: without a name, or a hidden
+        temporary beside its final name, until then (``close`` removes one never
+        done). The file itself is created by the first ``put`` (or ``done``), on
+        whichever thread makes it: creating a file costs more than writing a small
+        one, and this thread walks the tree for the workers."""
         parts = self._parts(meta)
-        name = parts[-1]
         with self._writing(meta):
-            parent = self._enter(parts[:-1], meta.path, create=True)
-            if not self.delta and _lexists(parent, name):
-                raise self._exists(meta.path)
-            tmp = f".{name[:64]}.{secrets.token_hex(8)}.drsync-tmp"
-            fd = os.open(tmp, _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
-            try:
-                _preallocate(fd, meta.size)
-                parent = os.dup(parent)  # the walk moves on; the file keeps its directory
-            except BaseException:
-                os.close(fd)
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp, dir_fd=parent)
-                raise
-        restoring = RestoringFile(self, meta, parent, tmp, name, fd)
+            parent = os.dup(self._enter(parts[:-1], meta.path, create=True))
+        restoring = RestoringFile(self, meta, parent, parts[-1])
         self._open_files.add(restoring)
         return restoring
+
+    def _create(self, parent: int, meta: Entry, name: str) -> tuple[int, str | None]:
+        """The descriptor of a new file for ``meta`` in ``parent``, and its temporary name
+        (None: it has none yet)."""
+        tmp: str | None = None
+        with self._writing(meta):
+            fd = self._open_anonymous(parent)
+            if fd is None:
+                if not self.delta and _lexists(parent, name):
+                    raise self._exists(meta.path)
+                tmp = f".{name[:64]}.{secrets.token_hex(8)}.drsync-tmp"
+                fd = os.open(tmp, _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
+            try:
+                _preallocate(fd, meta.size)
+            except BaseException:
+                os.close(fd)
+                if tmp is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=parent)
+                raise
+        return fd, tmp
+
+    def _open_anonymous(self, parent: int) -> int | None:
+        """A new file in ``parent`` with no name (O_TMPFILE): nothing to remove if it is
+        never done, even after a kill, and one directory change (its link) instead of
+        three (create, link, unlink), which on ext4 cost more than writing a small
+        file. None where the filesystem cannot (then named temporaries, from then on).
+        ``prepare`` found no entry in the way; the link by ``done`` never replaces one."""
+        if not self._anonymous:
+            return None
+        try:
+            return os.open(".", _ANONYMOUS_FLAGS, 0o600, dir_fd=parent)
+        except OSError as err:
+            if err.errno not in _NO_ANONYMOUS:
+                raise
+            self._anonymous = False
+            return None
 
     def begin(self, snapshot_id: str) -> None:
         """Before the first byte: mark the target as holding an unfinished restore of
@@ -422,9 +466,16 @@ class FileTreeTarget:
         if not stat.S_ISDIR(st.st_mode):
             raise self._exists(here)
 
-    def _place(self, parent: int, tmp: str, name: str, entry: str) -> None:
+    def _place(self, parent: int, tmp: str | None, name: str, entry: str, fd: int) -> None:
         """Give the finished temporary its name; a link cannot replace an existing one.
-        Delta: a rename replaces the differing file ``prepare`` left there, atomically."""
+        Delta: a rename replaces the differing file ``prepare`` left there, atomically.
+        An anonymous one (``tmp`` None) is linked through its descriptor."""
+        if tmp is None:
+            try:
+                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=parent, follow_symlinks=True)
+            except FileExistsError:
+                raise self._exists(entry) from None
+            return
         if self.delta:
             os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
             return
@@ -472,29 +523,41 @@ class RestoringFile:
     """One file being written by a restore (``FileTreeTarget.open_file``): ``put`` at
     any offset, from any thread (one writer a range); ``done`` once every byte is
     there. Safe by construction: it writes only through the descriptor of the
-    temporary it created ``O_EXCL``, and links it into place in the directory it
-    was created in, by descriptor."""
+    file it created (without a name, or ``O_EXCL`` under a temporary one) in the
+    directory it was given by descriptor, and links it into place there. The
+    file is created by the first ``put`` or ``done``, on that thread."""
 
-    def __init__(self, tree: FileTreeTarget, meta: Entry, parent: int, tmp: str, name: str,
-                 fd: int) -> None:
+    def __init__(self, tree: FileTreeTarget, meta: Entry, parent: int, name: str) -> None:
         self.meta = meta
         self.size = meta.size  # what the file holds when done (the chunks' total)
-        self._tree, self._parent, self._tmp, self._name, self._fd = tree, parent, tmp, name, fd
+        self._tree, self._parent, self._name = tree, parent, name
+        self._fd = -1  # created by the first put or done (``_descriptor``)
+        self._tmp: str | None = None
+        self._creating = threading.Lock()
         self._unflushed = 0  # bytes put since writeback was last started
         self._flushed_to = 0  # writeback started below this offset
 
+    def _descriptor(self) -> int:
+        if self._fd < 0:
+            with self._creating:  # two workers may bring its first chunks at once
+                if self._fd < 0:
+                    fd, self._tmp = self._tree._create(self._parent, self.meta, self._name)
+                    self._fd = fd
+        return self._fd
+
     def put(self, offset: int, data: bytes | memoryview) -> None:
+        fd = self._descriptor()
         try:
-            done = os.pwrite(self._fd, data, offset)
+            done = os.pwrite(fd, data, offset)
             while done < len(data):  # a short write (a signal): write the rest
-                done += os.pwrite(self._fd, memoryview(data)[done:], offset + done)
+                done += os.pwrite(fd, memoryview(data)[done:], offset + done)
             self._unflushed += done
             if self._unflushed >= _WRITEBACK_EVERY:  # racy between threads: a hint only
                 # Chunks come about in offset order: start writeback of what lies below
                 # this one since the last time (the whole file, each time, cost 4%).
                 start, self._flushed_to, self._unflushed = self._flushed_to, offset, 0
                 if offset > start:
-                    _start_writeback(self._fd, start, offset - start)
+                    _start_writeback(fd, start, offset - start)
         except OSError as err:
             raise self._tree._cannot_write(self.meta, err) from None
 
@@ -502,29 +565,33 @@ class RestoringFile:
         """Give it its size, mode and mtime (on the descriptor), then its name."""
         meta = self.meta
         try:
+            fd = self._descriptor()
             with self._tree._writing(meta):
                 if self.size != meta.size:
-                    os.ftruncate(self._fd, self.size)
-                os.fchmod(self._fd, meta.mode if meta.type == "file" else 0o600)
+                    os.ftruncate(fd, self.size)
+                os.fchmod(fd, meta.mode if meta.type == "file" else 0o600)
                 if meta.mtime_ns:
-                    os.utime(self._fd, ns=(meta.mtime_ns, meta.mtime_ns))
-                self._tree._place(self._parent, self._tmp, self._name, meta.path)
+                    os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
+                self._tree._place(self._parent, self._tmp, self._name, meta.path, fd)
         except BaseException:
             self.abandon()  # e.g. its name taken meanwhile: no temporary is left behind
             raise
         self._release()
 
     def abandon(self) -> None:
-        """A file that will not be done: its temporary removed."""
-        with contextlib.suppress(OSError):
-            os.unlink(self._tmp, dir_fd=self._parent)
+        """A file that will not be done: its temporary removed (an anonymous one goes
+        with its descriptor)."""
+        if self._tmp is not None and self._parent >= 0:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp, dir_fd=self._parent)
         self._release()
 
     def _release(self) -> None:
         self._tree._open_files.discard(self)
         for fd in (self._fd, self._parent):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         self._fd = self._parent = -1
 
 

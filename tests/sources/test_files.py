@@ -136,3 +136,25 @@ def test_two_sources_with_one_name_are_refused(tmp_path: Path, repo: Repository)
     with pytest.raises(UsageError, match="share the name"):
         run_backup(repo, BackupRequest(paths=[str(tmp_path / "a" / "data"),
                                               str(tmp_path / "b" / "data")]))
+
+
+def test_without_anonymous_files_named_temporaries_restore_the_same_tree(
+        source: Path, repo: Repository, tmp_path: Path) -> None:
+    """Where O_TMPFILE is missing (or /proc is not mounted), files are written to hidden
+    named temporaries and linked into place: the same tree, nothing left over."""
+    from drsync.repo import SnapshotReader
+    from drsync.restore import write_tree
+    from drsync.sources.tree import FileTreeTarget
+
+    class NoAnonymousFiles(FileTreeTarget):
+        def _open_anonymous(self, parent: int) -> int | None:
+            return None
+
+    run_backup(repo, BackupRequest(paths=[str(source)]))
+    restore_snapshot(repo, "latest", target=tmp_path / "anonymous")
+    snap = repo.find_snapshot("latest")
+    named = tmp_path / "named"
+    with SnapshotReader(repo) as reader, NoAnonymousFiles(named) as tree:
+        write_tree(reader, snap, tree)
+    assert _tree(named) == _tree(tmp_path / "anonymous") != {}
+    assert [p for p in named.rglob("*") if p.name.endswith(".drsync-tmp")] == []
