@@ -306,12 +306,16 @@ def estimate_backup(repo: Repository, req: BackupRequest, *,
                     progress: Callable[[int], None] | None = None) -> BackupEstimate:
     """Read the source and chunk, hash, dedup and seal it as ``run_backup`` would, storing
     nothing: no lock, no pack, no index, no snapshot, no run record. The source is read
-    in full (a pg_dump runs), so the estimate costs the CPU of a backup, not its link."""
+    in full (a pg_dump runs), so the estimate costs the CPU of a backup, not its link;
+    a direct base backup skips, as the backup itself would, the files its previous one
+    read that nothing wrote since (drsync.sources.postgres.direct)."""
     from drsync.repo.writer import DeltaEstimator
 
     source = req.source()
     started = time.monotonic()
     index = repo.load_index()
+    if req.kind() == "pg_base" and not req.pg_base_reread:
+        source.previous = _previous_base(repo, index)  # type: ignore[attr-defined]
     estimator = DeltaEstimator(repo, index, compression_level=req.compression_level,
                                workers=req.workers, progress=progress,
                                should_stop=req.should_stop)
