@@ -72,7 +72,7 @@ def _day(cluster: Cluster, residents: int, batches: int) -> None:
     cluster.psql(
         f"INSERT INTO resident (name, kana, address, born, household, note) "
         f"SELECT '住民' || g, 'ジュウミン' || (g % 977), '宮崎県延岡市' || (g % 83) || '丁目' "
-        f"|| (g % 29) || '番', date '1930-01-01' + (g * 7919 % 30000), g / 3, "
+        f"|| (g % 29) || '番', date '1930-01-01' + (g::bigint * 7919 % 30000)::int, g / 3, "
         f"CASE WHEN g % 5 = 0 THEN '転入届 受理済 ' || g ELSE '' END "
         f"FROM generate_series(1, {residents}) g")
     cluster.psql("CHECKPOINT")
@@ -157,7 +157,12 @@ def _drsync_rows(segments: list[Path], work: Path) -> dict[str, Any]:
                            "--no-idle"], env=env, check=True, capture_output=True, text=True)
     wall, cpu = time.monotonic() - started, _children_cpu() - cpu0
     doc = json.loads(done.stdout)
+    # The night's part: wal-ship takes the sealed spool to the store (a local one here).
+    started, cpu0 = time.monotonic(), _children_cpu()
+    subprocess.run([exe, "wal-ship"], env=env, check=True, capture_output=True)
+    ship_wall, ship_cpu = time.monotonic() - started, _children_cpu() - cpu0
     return {"raw_bytes": raw, "pushed_bytes": pushed, "push_ratio": raw / pushed,
+            "ship_mb_per_s": raw / MB / max(ship_wall, ship_cpu),
             "push_mb_per_s": raw / MB / push_s, "recompressed_bytes": doc["bytes_after"],
             "recompressed_ratio": raw / doc["bytes_after"],
             "recompress_mb_per_s": raw / MB / cpu, "recompress_wall_mb_per_s": raw / MB / wall,
@@ -168,6 +173,38 @@ def _drsync_rows(segments: list[Path], work: Path) -> dict[str, Any]:
 def _towns(ratio: float) -> int:
     per_town_s = TOWN_WAL_MB * MB / ratio * 8 / (LINK_MBIT * 1e6)
     return int(WINDOW_S // per_town_s)
+
+
+TRIAL_FLEET = Path(__file__).resolve().parents[1] / "config" / "examples" / "lgwan-2011.toml"
+
+
+def _planned_towns(ratio: float, ship_mb_per_s: float) -> dict[str, Any]:
+    """``drsync plan --max-fit Nobeoka`` on the 2011 trial's fleet file, fed with what
+    this run measured: the learner (``plan --learn``) given a month of Nobeoka's nights
+    as the agent records them (300 MB of WAL a night, on the wire at the measured
+    ratio), and the night's preparation as measured (wal-ship of the sealed spool,
+    streaming while it sends: overlap on). The 2011 arithmetic, for comparison: its
+    own 9:1 and 0.4 MB/s of compression before sending."""
+    import datetime as dt
+    from dataclasses import replace
+
+    from drsync.plan import History, learn, load_fleet, max_fit
+
+    fleet = load_fleet(TRIAL_FLEET)
+    nobeoka = fleet.tenant("Nobeoka")
+    day = dt.date(2026, 11, 1)
+    raw = int(TOWN_WAL_MB * MB)
+    nights = [History("Nobeoka", day + dt.timedelta(days=i), raw, int(raw / ratio),
+                      raw / MB / ship_mb_per_s + nobeoka.setup_s,
+                      raw / ratio * 8 / (LINK_MBIT * 1e6)) for i in range(28)]
+    learned = learn(fleet, nights).fleet
+    learned = learned.with_tenants(tuple(replace(t, overlap=True) for t in learned.tenants))
+    fit = max_fit(learned, "Nobeoka")
+    trial = max_fit(fleet, "Nobeoka")
+    return {"towns": fit.max_tenants, "per_town_s": fit.per_tenant_s,
+            "trial_towns": trial.max_tenants,
+            "learned_ratio": learned.tenant("Nobeoka").compression_ratio,
+            "learned_mb_per_s": learned.tenant("Nobeoka").compress_mb_per_s}
 
 
 def main() -> None:
@@ -228,10 +265,18 @@ def main() -> None:
           f"{drsync['link_bytes_saved']:.0%} fewer bytes on the link than as pushed; "
           f"towns/night {_towns(drsync['push_ratio'])} -> {_towns(drsync['recompressed_ratio'])}")
     print(f"* towns of {TOWN_WAL_MB} MB of WAL a day in {WINDOW_S // 60} min at {LINK_MBIT} Mbit/s")
+    planned = {label: _planned_towns(drsync[key], drsync["ship_mb_per_s"])
+               for label, key in (("as pushed", "push_ratio"),
+                                  ("recompressed", "recompressed_ratio"))}
+    for label, row in planned.items():
+        print(f"drsync plan --max-fit Nobeoka, learned from this run ({label}): "
+              f"{row['towns']} towns (ratio {row['learned_ratio']:.2f}, wal-ship "
+              f"{row['learned_mb_per_s']:.0f} MB/s, {row['per_town_s']:.0f} s of link a "
+              f"town); the 2011 figures: {row['trial_towns']}")
     OUT.mkdir(exist_ok=True)
     (OUT / "wal_recompress_results.json").write_text(json.dumps(
         {"segments": len(segments), "day_mb": day_mb, "codecs": codecs, "peers": peers,
-         "drsync": drsync}, indent=2))
+         "drsync": drsync, "planned": planned}, indent=2))
 
 
 if __name__ == "__main__":

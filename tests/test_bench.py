@@ -140,3 +140,16 @@ def test_group_bench_on_a_small_sqlite_database(tmp_path: Path) -> None:
     assert 0 < grouped["second_added"] < grouped["stored"] / 2
     assert grouped["whole_file_zstd3"] == alone["whole_file_zstd3"] > 0
     assert "| 256 KiB |" in group_bench.render("sqlite", list(rows.values()))
+
+
+def test_wal_bench_feeds_the_planner_the_measured_ratio() -> None:
+    """The towns a night holds come from drsync's own learner and max-fit on the 2011
+    trial's fleet file: the field's zstd-3 4.2:1 gives the issue's 36 towns, its xz-6
+    6.1:1 the 50 and more it asks for; the trial's own figures stay 72."""
+    from bench import wal_recompress_bench as bench
+
+    at_zstd = bench._planned_towns(4.2, ship_mb_per_s=100.0)
+    at_lzma = bench._planned_towns(6.1, ship_mb_per_s=100.0)
+    assert at_zstd["towns"] == 36 and at_lzma["towns"] >= 50
+    assert at_zstd["trial_towns"] == at_lzma["trial_towns"] == 72
+    assert at_lzma["learned_ratio"] == pytest.approx(6.1)
