@@ -7,11 +7,13 @@ calls ``drill_mariadb_dump``). The dump is loaded with the public restore
 * a **throwaway server**, by default, whatever the dump's scope (one
   database, a list, all): ``mariadb-install-db`` makes a fresh data
   directory in ``scratch/mariadb`` and ``mariadbd`` runs on it confined to
-  the scratch: its socket there, no TCP at all (``--skip-networking``: no
-  port to collide with, nothing reachable from outside the 0700 scratch),
-  no grant tables (the dump of ``mysql`` that an all-databases dump holds
-  loads without locking the drill out), the event scheduler off (no event
-  of the dump changes rows while they are counted), no binlog, and
+  the scratch: its socket there (or, when the scratch's path is too long for a
+  unix socket, in a private directory of /tmp removed with it), no TCP at all (``--skip-networking``: no
+  port to collide with: its root, without a password, is reachable only
+  through the 0700 scratch; the grants an all-databases dump loads into
+  ``mysql`` are not flushed, so they do not lock the drill out), the event
+  scheduler off (no event of the dump changes rows while they are counted;
+  they are created, not run), no binlog, and
   durability off (the data is thrown away). It is killed whatever happens,
   and drsync.drill removes the scratch;
 * a scratch database ``drsync_drill_<hex>`` on the server ``--mariadb-dsn``
@@ -38,6 +40,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -77,6 +80,7 @@ class ThrowawayMariadb:
         self.base = base
         self.data = base / "data"
         self.socket = base / "mysqld.sock"
+        self._socket_dir: Path | None = None  # when the scratch's path is too long for one
         self.log = base / "server.log"
         self._install, self._server = programs
         self._proc: subprocess.Popen[bytes] | None = None
@@ -94,10 +98,16 @@ class ThrowawayMariadb:
 
     def start(self, tools: MariadbTools) -> None:
         """Install and start; SourceError with the server's own words when it cannot."""
-        if len(str(self.socket)) > _SOCKET_MAX:
-            raise SourceError(f"the throwaway server's socket path {self.socket} is longer "
-                              f"than {_SOCKET_MAX} bytes: give a shorter --scratch-dir")
         self.base.mkdir(mode=0o700)
+        if len(str(self.socket)) > _SOCKET_MAX:
+            # A unix socket's path is short: then it goes in a private directory of /tmp.
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="drsync-mariadb-drill-",
+                                                     dir="/tmp" if os.path.isdir("/tmp")
+                                                     else None))
+            self.socket = self._socket_dir / "mysqld.sock"
+            if len(str(self.socket)) > _SOCKET_MAX:
+                raise SourceError(f"no socket path for the throwaway server shorter than "
+                                  f"{_SOCKET_MAX} bytes ({self.socket})")
         tmp = self.base / "tmp"
         tmp.mkdir(mode=0o700)
         try:
@@ -111,9 +121,9 @@ class ThrowawayMariadb:
             raise SourceError(f"mariadb-install-db failed (exit {done.returncode}): "
                               f"{_last(done.stderr or done.stdout)}")
         args = [self._server, "--no-defaults", *self._user(), f"--datadir={self.data}",
-                f"--socket={self.socket}", "--skip-networking", "--skip-grant-tables",
+                f"--socket={self.socket}", "--skip-networking",
                 f"--tmpdir={tmp}", f"--pid-file={self.base / 'mariadbd.pid'}",
-                f"--log-error={self.log}", "--event-scheduler=DISABLED", "--skip-log-bin",
+                f"--log-error={self.log}", "--event-scheduler=OFF", "--skip-log-bin",
                 "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0",
                 "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci"]
         # Its own session: a Ctrl-C of the drill reaches the drill, whose teardown kills it.
@@ -146,6 +156,14 @@ class ThrowawayMariadb:
     def stop(self) -> str | None:
         """Kill it (nothing of it is kept) and wait; the error when it would not die."""
         proc, self._proc = self._proc, None
+        try:
+            return self._kill(proc)
+        finally:
+            if self._socket_dir is not None:
+                shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen[bytes] | None) -> str | None:
         if proc is None or proc.poll() is not None:
             return None
         with contextlib.suppress(ProcessLookupError):  # it died between poll and kill
