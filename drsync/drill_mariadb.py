@@ -7,15 +7,15 @@ calls ``drill_mariadb_dump``). The dump is loaded with the public restore
 * a **throwaway server**, by default, whatever the dump's scope (one
   database, a list, all): ``mariadb-install-db`` makes a fresh data
   directory in ``scratch/mariadb`` and ``mariadbd`` runs on it confined to
-  the scratch: its socket there (or, when the scratch's path is too long for a
-  unix socket, in a private directory of /tmp removed with it), no TCP at all (``--skip-networking``: no
-  port to collide with: its root, without a password, is reachable only
-  through the 0700 scratch; the grants an all-databases dump loads into
-  ``mysql`` are not flushed, so they do not lock the drill out), the event
-  scheduler off (no event of the dump changes rows while they are counted;
-  they are created, not run), no binlog, and
-  durability off (the data is thrown away). It is killed whatever happens,
-  and drsync.drill removes the scratch;
+  the scratch. Its socket is there (when the scratch's path is too long for
+  a unix socket, in a private 0700 directory of /tmp, removed with it) and
+  it has no TCP at all (``--skip-networking``: no port to collide with, and
+  its root, without a password, is reachable only through 0700
+  directories). The grants an all-databases dump loads into ``mysql`` are
+  not flushed, so they do not lock the drill out. The event scheduler is
+  off (the dump's events are created, not run: none changes rows while they
+  are counted), binary logging and durability too (the data is thrown
+  away). It is killed whatever happens; drsync.drill removes the scratch;
 * a scratch database ``drsync_drill_<hex>`` on the server ``--mariadb-dsn``
   names, for a dump of one database (as the operator asked), dropped after;
   when ``mariadbd`` or ``mariadb-install-db`` is not installed, on the dumped
