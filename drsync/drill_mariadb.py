@@ -8,7 +8,8 @@ calls ``drill_mariadb_dump``). The dump is loaded with the public restore
   database, a list, all): ``mariadb-install-db`` makes a fresh data
   directory in ``scratch/mariadb`` and ``mariadbd`` runs on it confined to
   the scratch. Its socket is there (when the scratch's path is too long for
-  a unix socket, in a private 0700 directory of /tmp, removed with it) and
+  a unix socket, in a private 0700 directory of $TMPDIR or /tmp, removed
+  with it) and
   it has no TCP at all (``--skip-networking``: no port to collide with, and
   its root, without a password, is reachable only through 0700
   directories). The grants an all-databases dump loads into ``mysql`` are
@@ -100,11 +101,14 @@ class ThrowawayMariadb:
         """Install and start; SourceError with the server's own words when it cannot."""
         self.base.mkdir(mode=0o700)
         if len(str(self.socket)) > _SOCKET_MAX:
-            # A unix socket's path is short: then it goes in a private directory of /tmp.
-            self._socket_dir = Path(tempfile.mkdtemp(prefix="drsync-mariadb-drill-",
-                                                     dir="/tmp" if os.path.isdir("/tmp")
-                                                     else None))
-            self.socket = self._socket_dir / "mysqld.sock"
+            # A unix socket's path is short: then it goes in a private temporary directory
+            # ($TMPDIR's, else /tmp's).
+            for parent in dict.fromkeys((tempfile.gettempdir(), "/tmp")):
+                if os.path.isdir(parent) and len(parent) + 40 <= _SOCKET_MAX:
+                    self._socket_dir = Path(tempfile.mkdtemp(prefix="drsync-mariadb-drill-",
+                                                             dir=parent))
+                    self.socket = self._socket_dir / "mysqld.sock"
+                    break
             if len(str(self.socket)) > _SOCKET_MAX:
                 raise SourceError(f"no socket path for the throwaway server shorter than "
                                   f"{_SOCKET_MAX} bytes ({self.socket})")

@@ -7,9 +7,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from drsync.backup import BackupRequest, run_backup
 from drsync.drill import run_drill
@@ -97,9 +102,8 @@ CREATE PROCEDURE how_many() SELECT COUNT(*) FROM resident;
 
 def _left_behind(scratch: Path) -> list[str]:
     """Anything of a drill still there: files in the scratch, a process naming it."""
-    left = [str(p) for p in scratch.iterdir()]
-    left += [str(p) for p in Path("/tmp").glob("drsync-mariadb-drill-*")
-             if p.stat().st_mtime >= scratch.stat().st_ctime - 1]
+    left = [str(p) for p in scratch.iterdir()] + [str(p) for p in Path(
+        tempfile.gettempdir()).iterdir()]
     for proc in Path("/proc").iterdir():
         try:
             cmdline = (proc / "cmdline").read_bytes()
@@ -108,6 +112,16 @@ def _left_behind(scratch: Path) -> list[str]:
         if proc.name.isdigit() and str(scratch).encode() in cmdline:
             left.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
     return left
+
+
+@pytest.fixture
+def short_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private, short $TMPDIR of the drill's own (where the throwaway server's socket goes
+    when the scratch's path is too long for one): empty after each drill."""
+    path = Path(tempfile.mkdtemp(prefix="drt-", dir="/tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _dump_of(repo: Repository) -> tuple[Snapshot, bytes]:
@@ -126,7 +140,7 @@ def _commit_dump(repo: Repository, script: bytes, spec: dict[str, Any]) -> None:
 
 
 def test_a_dump_of_several_databases_is_reloaded_on_a_throwaway_server_and_checksummed(
-        mariadb: MariadbServer, tmp_path: Path) -> None:
+        mariadb: MariadbServer, tmp_path: Path, short_tmp: Path) -> None:
     mariadb.sql(TOWNS)
     mariadb.sql("SET GLOBAL event_scheduler = OFF")  # the wipe event is for the restored copy
     repo = make_repository(str(tmp_path / "repo"), "pw")
@@ -151,7 +165,7 @@ def test_a_dump_of_several_databases_is_reloaded_on_a_throwaway_server_and_check
 
 
 def test_a_changed_row_fails_the_drill_naming_its_table_and_old_snapshots_drill_on_counts(
-        mariadb: MariadbServer, tmp_path: Path) -> None:
+        mariadb: MariadbServer, tmp_path: Path, short_tmp: Path) -> None:
     mariadb.sql(TOWNS)
     repo = make_repository(str(tmp_path / "repo"), "pw")
     scratch = tmp_path / "scratch"
@@ -195,7 +209,7 @@ def test_a_changed_row_fails_the_drill_naming_its_table_and_old_snapshots_drill_
 
 
 def test_a_damaged_pack_is_named_and_the_throwaway_server_torn_down(
-        mariadb: MariadbServer, tmp_path: Path) -> None:
+        mariadb: MariadbServer, tmp_path: Path, short_tmp: Path) -> None:
     mariadb.sql(TOWNS)
     repo = make_repository(str(tmp_path / "repo"), "pw")
     scratch = tmp_path / "scratch"
