@@ -235,11 +235,15 @@ def _on_throwaway(repo: Repository, snap: Snapshot, scratch: Path, checks: list[
                                              f"(dumped from {dumped}): "
                                              f"{result.bytes_written} bytes, every blob "
                                              "verified"))
-        with MariadbConnection(server.dsn) as conn:
-            schemas = [r[0] for r in tools.query(
-                conn, "SELECT schema_name FROM information_schema.schemata ORDER BY 1")
-                if r[0] not in SYSTEM_SCHEMAS]
-            found = table_counts(tools, conn, schemas)
+        try:
+            with MariadbConnection(server.dsn) as conn:
+                schemas = [r[0] for r in tools.query(
+                    conn, "SELECT schema_name FROM information_schema.schemata ORDER BY 1")
+                    if r[0] not in SYSTEM_SCHEMAS]
+                found = table_counts(tools, conn, schemas)
+        except DrsyncError as err:
+            checks.append(Check("table counts", False, one_line(err)))
+            return result.bytes_written
         _compare(checks, spec, found)
         measures.validated = time.monotonic()
         return result.bytes_written
@@ -273,9 +277,13 @@ def _on_server(repo: Repository, snap: Snapshot, scratch: Path, checks: list[Che
         checks.append(Check("restore", True, f"into scratch database {name}: "
                                              f"{result.bytes_written} bytes, every blob "
                                              "verified"))
-        with MariadbConnection(server) as conn:
-            found = table_counts(tools, conn, [name],
-                                 rename={name: str(spec["databases"][0])})
+        try:
+            with MariadbConnection(server) as conn:
+                found = table_counts(tools, conn, [name],
+                                     rename={name: str(spec["databases"][0])})
+        except DrsyncError as err:
+            checks.append(Check("table counts", False, one_line(err)))
+            return result.bytes_written
         _compare(checks, spec, found)
         measures.validated = time.monotonic()
         return result.bytes_written
