@@ -34,8 +34,9 @@ def _open_catalog(ctx: click.Context, catalog: str | None) -> Catalog:
               help="pg_dump snapshots: the server to create the scratch database on "
                    "(default: the DSN the dump was taken from).")
 @click.option("--mariadb-dsn", metavar="DSN",
-              help="mariadb_dump snapshots: the server to create the scratch database on "
-                   "(default: the DSN the dump was taken from; no password is recorded).")
+              help="mariadb_dump snapshots of one database: the server to create the "
+                   "scratch database on (default: a throwaway mariadbd in the scratch; "
+                   "without mariadbd, the DSN the dump was taken from).")
 @click.option("--scratch-dir", type=click.Path(file_okay=False),
               help="Where the scratch restore goes (default: $TMPDIR); removed afterwards.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -44,7 +45,13 @@ def test_dump_records_the_binlog_position_counts_and_warns_of_myisam(
     assert (spec["binlog_file"], spec["binlog_position"]) == (file, int(position))
     assert spec["scope"] == "database" and spec["databases"] == ["registry"]
     assert spec["non_transactional"] == ["registry.legacy"]
-    assert spec["tables"] == {"registry.legacy": {"rows": 2}, "registry.resident": {"rows": 1500}}
+    assert {t: c["rows"] for t, c in spec["tables"].items()} == {
+        "registry.legacy": 2, "registry.resident": 1500}
+    # The checksum is the documented one (drsync.sources.mariadb.checksum), written out here.
+    assert spec["tables"]["registry.resident"]["checksum"] == int(mariadb.query(
+        "SET time_zone = '+00:00'; SELECT SUM(CAST(CONV(LEFT(MD5(CONCAT("
+        "IFNULL(CONCAT(LENGTH(id), ':', CAST(id AS BINARY)), 'N'), IFNULL(MD5(name), 'N'), "
+        "IFNULL(MD5(photo), 'N'))), 15), 16, 10) AS UNSIGNED)) FROM registry.resident"))
     assert spec["consistent_at"].endswith("Z") and spec["server_version"].startswith("10.")
     # The stream is mariadb-dump's output, byte for byte the script (no CREATE DATABASE:
     # one database loads under any name).
@@ -75,7 +82,9 @@ def test_password_reaches_the_programs_through_a_private_file(
     snaps, _ = _drsync(drsync_bin, env, "snapshots")
     spec = snaps[-1]["source"]["spec"]
     assert spec["scope"] == "databases" and spec["databases"] == ["a", "b"]
-    assert spec["tables"] == {"a.t": {"rows": 0}, "b.t": {"rows": 1}}
+    assert spec["tables"] == {"a.t": {"rows": 0, "checksum": 0},
+                              "b.t": {"rows": 1, "checksum": int(
+                                  hashlib.md5(b"1:7").hexdigest()[:15], 16)}}
     # A password in the URL works too, and is never recorded.
     url = f"mariadb://nightly:s3cr%23t%22pw@127.0.0.1:{mariadb.port}/b"
     _drsync(drsync_bin, env, "backup", "--mariadb-dump", url)

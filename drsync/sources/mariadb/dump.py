@@ -22,10 +22,13 @@ Non-transactional tables (MyISAM, Aria, MEMORY...) are not covered by the
 snapshot: each is reported as a problem that does not fail the run (the
 CLI prints it as a warning) and listed in the spec's ``non_transactional``.
 
-Row counts: after the dump, one session takes ``START TRANSACTION WITH
-CONSISTENT SNAPSHOT`` and counts every table; when its binlog position is
-the dump's (nothing was written since), the counts are the dump's exactly
-and go into the spec's ``tables``; otherwise none are recorded.
+Row counts and checksums: after the dump, one session takes ``START
+TRANSACTION WITH CONSISTENT SNAPSHOT`` and counts and checksums every table
+(drsync.sources.mariadb.checksum); when its binlog position is the dump's
+(nothing was written since), they are the dump's exactly and go into the
+spec's ``tables`` (``{"db.table": {"rows": n, "checksum": c}}``); otherwise
+none are recorded. It costs one more scan of every table (and an MD5 per
+value), after the dump.
 """
 
 from __future__ import annotations
@@ -36,8 +39,14 @@ from typing import Any
 
 from drsync.errors import SourceError, UsageError
 from drsync.sources.base import SourceBase, SourceItem, SourceProblem
+from drsync.sources.mariadb.checksum import (
+    CANONICAL_SESSION,
+    list_tables,
+    parse_counts,
+    table_sql,
+)
 from drsync.sources.mariadb.conninfo import MariadbConnection, parse_dsn
-from drsync.sources.mariadb.tools import MariadbTools, quote_ident, quote_literal
+from drsync.sources.mariadb.tools import MariadbTools, quote_literal
 from drsync.sources.postgres.process import ProcessReader
 from drsync.tree import Entry
 
@@ -189,19 +198,15 @@ class MariadbDumpSource(SourceBase):
     def _counts(self, conn: MariadbConnection, targets: list[str],
                 position: tuple[str, int]) -> dict[str, dict[str, int]]:
         user = [t for t in targets if t not in SYSTEM_SCHEMAS]
-        if not user:
+        tables = list_tables(self._tools, conn, user)
+        if not tables:
             return {}
-        tables = self._tools.query(
-            conn, "SELECT table_schema, table_name FROM information_schema.tables WHERE "
-            "table_type = 'BASE TABLE' AND table_schema IN ("
-            + ", ".join(quote_literal(t) for t in user) + ") ORDER BY 1, 2")
-        sql = ["START TRANSACTION WITH CONSISTENT SNAPSHOT",
+        sql = [CANONICAL_SESSION, "START TRANSACTION WITH CONSISTENT SNAPSHOT",
                "SHOW STATUS LIKE 'binlog_snapshot_%'"]
-        sql += [f"SELECT {quote_literal(f'{s}.{t}')}, COUNT(*) FROM {quote_ident(s)}."
-                f"{quote_ident(t)}" for s, t in tables]
-        rows = self._tools.query(conn, "; ".join([*sql, "COMMIT"]))
+        sql += [table_sql(s, t, columns, f"{s}.{t}") for s, t, columns in tables]
+        rows = self._tools.query(conn, "; ".join([*sql, "COMMIT"]), timeout=24 * 3600)
         status = {r[0]: r[1] for r in rows[:2]}
         if (status.get("Binlog_snapshot_file"), status.get("Binlog_snapshot_position")) != (
                 position[0], str(position[1])):
             return {}  # written to since the dump: these counts would not be the dump's
-        return {name: {"rows": int(count)} for name, count in rows[2:]}
+        return parse_counts(rows[2:])
