@@ -129,7 +129,7 @@ def _previous_base(repo: Repository, index: Any) -> Callable[[dict[str, Any]], A
         from drsync.repo.reader import SnapshotReader
         from drsync.sources.postgres.direct import REUSE_MARGIN_NS
 
-        same = ("system_identifier", "fixed_chunk", "data_directory")
+        same = ("system_identifier", "fixed_chunk", "fixed_chunk_map", "data_directory")
         candidates = [s for s in repo.snapshots() if s.source_kind == "pg_base"
                       and s.source_spec.get("method") == "direct"
                       and "read_started_ns" in s.source_spec

@@ -1,7 +1,8 @@
 """Blob groups: neighbouring chunks of a block-structured file sealed as one payload.
 
-A PostgreSQL or SQLite file is cut every 32 KiB so that a changed page changes one
-chunk (drsync.sources.blocks), but zstd on 32 KiB alone stores about a quarter more
+A PostgreSQL or SQLite file is cut every 32 KiB (a PostgreSQL file of 16 MiB or more
+every 64 KiB) so that a changed page changes one chunk (drsync.sources.blocks,
+drsync.sources.postgres.physical), but zstd on 32 KiB alone stores about a quarter more
 than on the whole file, and every chunk costs a compression and a seal. The writer
 therefore concatenates the new chunks of one such file, in file order, up to
 ``GROUP_TARGET`` bytes (from at most ``GROUP_SPAN`` bytes of the file), and

@@ -494,8 +494,9 @@ class _NoUploads(_Uploader):
 
 
 # What one new blob costs beyond its sealed bytes: its entry in the pack's header and
-# its line in an index file (hex id, offsets; compressed with the rest of the index).
-BLOB_OVERHEAD = 41 + 40
+# its line in an index file (hex id, offsets; compressed with the rest of the index):
+# about 33 bytes of a compressed pack header, 40 of an index file.
+BLOB_OVERHEAD = 33 + 40
 
 
 class DeltaEstimator(SnapshotWriter):

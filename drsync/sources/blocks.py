@@ -14,13 +14,27 @@ database stores 1.10x its whole-file zstd-3 size instead of 1.24x (bench/group_b
 
 from __future__ import annotations
 
-__all__ = ["BLOCK_CHUNK", "SQLITE_MAGIC", "aligned_chunk", "file_block_chunk",
-           "sqlite_page_size"]
+__all__ = ["BLOCK_CHUNK", "SQLITE_MAGIC", "ChunkMap", "aligned_chunk", "chunk_for_size",
+           "file_block_chunk", "sqlite_page_size"]
 
 BLOCK_CHUNK = 32768
 SQLITE_MAGIC = b"SQLite format 3\x00"
 # Smaller files fit in one content-defined chunk anyway (its minimum is 256 KiB).
 MIN_DETECT_SIZE = 256 * 1024
+
+
+# (smallest file size, fixed chunk size) pairs in ascending order of size, the first
+# from 0: a file is cut at the chunk size of the last pair whose size it reaches.
+ChunkMap = tuple[tuple[int, int], ...]
+
+
+def chunk_for_size(chunk_map: ChunkMap, size: int) -> int:
+    """The fixed chunk size ``chunk_map`` gives a file of ``size`` bytes."""
+    chunk = chunk_map[0][1]
+    for at_least, mapped in chunk_map:
+        if size >= at_least:
+            chunk = mapped
+    return chunk
 
 
 def aligned_chunk(block: int, target: int = BLOCK_CHUNK) -> int:

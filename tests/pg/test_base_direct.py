@@ -171,3 +171,46 @@ def test_a_backup_whose_session_died_fails_in_one_line(cluster: Cluster, pg_bind
                 with item.open() as content:
                     content.read()
     assert spec["method"] == "direct" and spec["stop_lsn"]
+
+
+def test_a_large_relation_is_cut_every_64_kib_and_a_changed_page_costs_one_chunk(
+        tenant_factory: Any, scratch_dir: Path) -> None:
+    from drsync.repo import Repository, SnapshotReader
+    from drsync.repo.keys import Secret
+    from drsync.sources.postgres.physical import LARGE_CHUNK, LARGE_FILE
+    from drsync.store import open_store
+
+    tenant = tenant_factory({"autovacuum": "off"})  # nothing writes the table but the test
+    tenant.pgbench("-i", "-s", "2", "-q")  # pgbench_accounts: 26 MB, over LARGE_FILE
+    accounts = "pgdata/" + tenant.cluster.psql("SELECT pg_relation_filepath('pgbench_accounts')")
+    tenant.cluster.psql("CHECKPOINT")
+    first = tenant.drsync_json("backup", "--pg-base", tenant.cluster.dsn)
+    spec = spec_of(tenant, first["snapshot_id"])
+    assert spec["fixed_chunk"] == 32768
+    assert spec["fixed_chunk_map"] == [[0, 32768], [LARGE_FILE, LARGE_CHUNK]]
+    # One row of page 1000: its page and the one its new version went to (a full page
+    # has no room; the last one, or one more) change, nothing else of the file.
+    tenant.cluster.psql("UPDATE pgbench_accounts SET abalance = 7 WHERE ctid = '(1000,1)'")
+    tenant.cluster.psql("CHECKPOINT")
+    second = tenant.drsync_json("backup", "--pg-base", tenant.cluster.dsn, "--pg-base-reread")
+
+    repo = Repository.open(open_store(str(tenant.repo)), Secret(passphrase="pw"))
+    with SnapshotReader(repo) as reader:
+        old, new = ({e.path: e for e in reader.entries(repo.find_snapshot(s["snapshot_id"]))
+                     if e.type == "file"} for s in (first, second))
+        for entry in new.values():
+            chunk = LARGE_CHUNK if entry.size >= LARGE_FILE else 32768
+            if not entry.path.endswith("/backup_label"):  # pg_backup_stop's, not a file
+                assert len(entry.chunks) == -(-entry.size // chunk), entry.path
+        assert new[accounts].size >= LARGE_FILE
+        before, after = old[accounts].chunks, new[accounts].chunks
+        changed = [i for i, (a, b) in enumerate(zip(before, after, strict=False))
+                   if a != b]
+        changed += list(range(len(before), len(after)))  # the file grew by a page
+        assert 1 <= len(changed) <= 2 and len(after) > 400 and len(after) >= len(before)
+        assert 1000 * 8192 // LARGE_CHUNK in changed  # the updated row's page
+        # Restored, the file is the server's, byte for byte.
+        target = scratch_dir / "data"
+        tenant.drsync_json("restore", second["snapshot_id"], "--pgdata", str(target))
+        assert (target / accounts.removeprefix("pgdata/")).read_bytes() == (
+            tenant.cluster.data / accounts.removeprefix("pgdata/")).read_bytes()

@@ -11,7 +11,13 @@ import pytest
 from drsync import sample
 from drsync.backup import BackupRequest, run_backup
 from drsync.repo import Repository, SnapshotReader
-from drsync.sources.blocks import SQLITE_MAGIC, aligned_chunk, file_block_chunk, sqlite_page_size
+from drsync.sources.blocks import (
+    SQLITE_MAGIC,
+    aligned_chunk,
+    chunk_for_size,
+    file_block_chunk,
+    sqlite_page_size,
+)
 from drsync.testing import make_repo
 
 
@@ -28,6 +34,18 @@ def test_page_size_from_the_header_and_the_aligned_chunk() -> None:
     assert sqlite_page_size(SQLITE_MAGIC) is None  # truncated
     assert [aligned_chunk(p) for p in (512, 4096, 8192, 65536)] == [32768] * 3 + [65536]
     assert aligned_chunk(3 * 4096, 32768) == 24576  # a multiple of the block, not above
+
+
+def test_a_chunk_map_gives_the_chunk_of_the_last_size_a_file_reaches() -> None:
+    from drsync.sources.postgres.physical import CHUNK_MAP, LARGE_CHUNK, LARGE_FILE
+
+    assert CHUNK_MAP == ((0, 32768), (16 << 20, 65536))
+    assert [chunk_for_size(CHUNK_MAP, n) for n in (0, 8192, LARGE_FILE - 1, LARGE_FILE,
+                                                   1 << 30)] == [32768] * 3 + [LARGE_CHUNK] * 2
+    three = ((0, 8192), (100, 16384), (1000, 65536))
+    assert [chunk_for_size(three, n) for n in (99, 100, 999, 1000)] == [8192, 16384, 16384,
+                                                                        65536]
+    assert chunk_for_size(((0, 32768),), 1 << 40) == 32768
 
 
 def _chunk_sizes(repo: Repository, snapshot_id: str) -> dict[str, list[int]]:

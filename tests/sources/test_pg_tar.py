@@ -42,11 +42,12 @@ def _tar(path: Path, members: list[tuple[str, str, bytes]]) -> Path:
 
 
 def _items(archive: Path, spec: dict[str, Any], *, read: bool = True,
-           command: list[str] | None = None) -> dict[str, Any]:
+           command: list[str] | None = None,
+           chunk_map: tuple[tuple[int, int], ...] = ((0, 32768),)) -> dict[str, Any]:
     """Each item's entry and, for files, its content read in 32 KiB pieces."""
     out: dict[str, Any] = {}
     with ProcessReader(command or ["cat", str(archive)], "pg_basebackup") as reader:
-        for item in _tar_items(reader, spec, 32768):
+        for item in _tar_items(reader, spec, chunk_map):
             content = None
             if item.open is not None and (read or item.meta.path.endswith(
                     ("backup_label", "backup_manifest"))):
@@ -84,6 +85,19 @@ def test_every_member_with_its_metadata_and_content(tmp_path: Path) -> None:
     assert (spec["start_lsn"], spec["stop_lsn"], spec["timeline"]) == ("0/2000028",
                                                                       "0/2000100", 1)
     assert spec["start_wal"] == "000000010000000000000002"
+
+
+def test_a_member_is_cut_at_the_chunk_its_size_maps_to(tmp_path: Path) -> None:
+    chunks: dict[str, int] = {}
+    with ProcessReader(["cat", str(_cluster(tmp_path))], "pg_basebackup") as reader:
+        for item in _tar_items(reader, {}, ((0, 32768), (256004, 65536))):
+            chunks[item.meta.path] = item.fixed_chunk
+            if item.open is not None:
+                with item.open() as fh:
+                    fh.read()
+    assert chunks["pgdata/base/1/16384"] == 65536  # 256004 bytes: reaches the second size
+    assert chunks["pgdata/PG_VERSION"] == chunks["pgdata/empty"] == 32768
+    assert chunks["pgdata/base"] == 0  # a directory has no content to cut
 
 
 def test_a_member_left_unread_does_not_shift_the_next_header(tmp_path: Path) -> None:

@@ -51,6 +51,7 @@ from typing import IO
 
 from drsync.errors import SourceError
 from drsync.sources.base import SourceItem, last_line
+from drsync.sources.blocks import ChunkMap, chunk_for_size
 from drsync.sources.postgres.process import spawn, stderr_text
 from drsync.sources.postgres.tools import PgConnection, PgTools
 from drsync.tree import Entry
@@ -136,7 +137,7 @@ class BackupSession:
         self._err.close()
 
 
-def direct_items(root: Path, prefix: str, fixed_chunk: int, counts: dict[str, int],
+def direct_items(root: Path, prefix: str, chunk_map: ChunkMap, counts: dict[str, int],
                  reuse: Reuse | None = None) -> Iterator[SourceItem]:
     """The data directory's items under ``prefix``, without what pg_basebackup leaves out.
     ``counts`` gets files read, reused, and vanished during the walk."""
@@ -172,7 +173,7 @@ def direct_items(root: Path, prefix: str, fixed_chunk: int, counts: dict[str, in
                 yield SourceItem(Entry(path, "symlink", 0o777, st.st_mtime_ns, 0,
                                        os.readlink(root / sub)))
             elif stat.S_ISREG(st.st_mode):
-                item = _file_item(root / sub, path, fixed_chunk, counts, reuse)
+                item = _file_item(root / sub, path, chunk_map, counts, reuse)
                 if item is not None:
                     yield item
 
@@ -188,7 +189,7 @@ def _skipped_relation(name: str, names: frozenset[str]) -> bool:
     return bool(found and found.group(2) != "init" and f"{found.group(1)}_init" in names)
 
 
-def _file_item(full: Path, path: str, fixed_chunk: int, counts: dict[str, int],
+def _file_item(full: Path, path: str, chunk_map: ChunkMap, counts: dict[str, int],
                reuse: Reuse | None) -> SourceItem | None:
     try:
         fh = open(full, "rb", buffering=0)  # noqa: SIM115 - closed by the writer
@@ -205,7 +206,8 @@ def _file_item(full: Path, path: str, fixed_chunk: int, counts: dict[str, int],
     os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
     counts["read"] += 1
     return SourceItem(Entry(path, "file", mode, st.st_mtime_ns, st.st_size),
-                      lambda: fh, str(full), fixed_chunk=fixed_chunk)
+                      lambda: fh, str(full),
+                      fixed_chunk=chunk_for_size(chunk_map, st.st_size))
 
 
 def label_item(prefix: str, label: str) -> SourceItem:
