@@ -107,3 +107,36 @@ def test_a_wrong_password_or_a_bad_dsn_is_one_line(mariadb: MariadbServer, drsyn
         lines = done.stderr.strip().splitlines()
         assert done.returncode == code and len(lines) == 1 and words in lines[0], lines
         assert "wrong" not in done.stderr
+
+
+def test_counts_are_the_dumps_even_when_written_to_while_it_streams(
+        mariadb: MariadbServer, drsync_bin: str, tmp_path: Path) -> None:
+    """The counts are taken in a snapshot started beside the dump's: a commit once both
+    are reading changes neither, so the counts are recorded, and they are the dump's."""
+    import time
+
+    mariadb.sql("CREATE DATABASE busy; USE busy; CREATE TABLE t (id INT PRIMARY KEY) "
+                "ENGINE=InnoDB; INSERT INTO t SELECT seq FROM seq_1_to_100; "
+                "CREATE TABLE filler (id INT PRIMARY KEY, note TEXT) ENGINE=InnoDB; "
+                "INSERT INTO filler SELECT seq, REPEAT(MD5(seq), 20) FROM seq_1_to_300000")
+    repo = make_repository(str(tmp_path / "repo"), "pw")
+    backup = subprocess.Popen([drsync_bin, "backup", "--mariadb-dump", mariadb.dsn_for("busy"),
+                               "--json"], env=_env(tmp_path), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    reading = ""
+    while time.monotonic() < deadline and backup.poll() is None:
+        running = mariadb.query("SELECT info FROM information_schema.processlist WHERE "
+                                "info LIKE '%filler%' AND info NOT LIKE '%processlist%'")
+        if "SQL_NO_CACHE" in running and "MD5(CONCAT" in running:
+            reading = running  # both the dump and the count are reading the filler
+            break
+        time.sleep(0.01)
+    assert reading, "the dump and its count were never seen reading together"
+    mariadb.sql("INSERT INTO busy.t VALUES (101)")
+    out, err = backup.communicate(timeout=300)
+    assert backup.returncode == 0, err
+    snap_id = json.loads(out)["snapshot_id"]
+    spec = next(s for s in repo.snapshots() if s.id == snap_id).source_spec
+    assert spec["tables"]["busy.t"]["rows"] == 100  # the dump's moment, not the insert's
+    assert spec["tables"]["busy.filler"]["rows"] == 300000

@@ -22,13 +22,14 @@ Non-transactional tables (MyISAM, Aria, MEMORY...) are not covered by the
 snapshot: each is reported as a problem that does not fail the run (the
 CLI prints it as a warning) and listed in the spec's ``non_transactional``.
 
-Row counts and checksums: after the dump, one session takes ``START
-TRANSACTION WITH CONSISTENT SNAPSHOT`` and counts and checksums every table
-(drsync.sources.mariadb.checksum); when its binlog position is the dump's
-(nothing was written since), they are the dump's exactly and go into the
-spec's ``tables`` (``{"db.table": {"rows": n, "checksum": c}}``); otherwise
-none are recorded. It costs one more scan of every table (and an MD5 per
-value), after the dump.
+Row counts and checksums: as the dump starts, another session takes
+``START TRANSACTION WITH CONSISTENT SNAPSHOT`` and counts and checksums
+every table (drsync.sources.mariadb.checksum) while the dump streams; when
+its snapshot's binlog position is the dump's (no transaction committed
+between the two snapshots' starts), they are the dump's exactly and go into
+the spec's ``tables`` (``{"db.table": {"rows": n, "checksum": c}}``);
+otherwise none are recorded. It costs one more scan of every table (and an
+MD5 a row) on the server, beside the dump rather than after it.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from drsync.sources.mariadb.checksum import (
     table_sql,
 )
 from drsync.sources.mariadb.conninfo import MariadbConnection, parse_dsn
-from drsync.sources.mariadb.tools import MariadbTools, quote_literal
+from drsync.sources.mariadb.tools import MariadbTools, Query, quote_literal
 from drsync.sources.postgres.process import ProcessReader
 from drsync.tree import Entry
 
@@ -143,16 +144,23 @@ class MariadbDumpSource(SourceBase):
             args += ["--databases", "--", *targets]
         else:
             args.append("--all-databases")
-        scanner = PositionScanner(ProcessReader(args, "mariadb-dump"))
-        yield SourceItem(Entry(DUMP_NAME, "stream", 0o600),
-                         lambda: scanner, "mariadb-dump")  # type: ignore[arg-type,return-value]
-        if scanner.binlog is None:
-            raise SourceError("mariadb-dump wrote no binlog position (is log_bin on?)")
-        if not scanner.completed:
-            raise SourceError("mariadb-dump's output ends before '-- Dump completed'")
-        self._spec.update({"binlog_file": scanner.binlog[0],
-                           "binlog_position": scanner.binlog[1], "gtid_position": scanner.gtid})
-        self._spec["tables"] = self._counts(conn, targets, scanner.binlog)
+        counts = self._start_counts(conn, targets)
+        try:
+            scanner = PositionScanner(ProcessReader(args, "mariadb-dump"))
+            yield SourceItem(Entry(DUMP_NAME, "stream", 0o600),
+                             lambda: scanner,  # type: ignore[arg-type,return-value]
+                             "mariadb-dump")
+            if scanner.binlog is None:
+                raise SourceError("mariadb-dump wrote no binlog position (is log_bin on?)")
+            if not scanner.completed:
+                raise SourceError("mariadb-dump's output ends before '-- Dump completed'")
+            self._spec.update({"binlog_file": scanner.binlog[0],
+                               "binlog_position": scanner.binlog[1],
+                               "gtid_position": scanner.gtid})
+            self._spec["tables"] = self._counts(counts, scanner.binlog)
+        finally:
+            if counts is not None:
+                counts.cancel()  # the dump failed: the scan is of no use (done: a no-op)
 
     def _server(self, conn: MariadbConnection) -> dict[str, Any]:
         row = self._tools.query(conn, "SELECT VERSION(), @@server_id, @@log_bin, "
@@ -195,18 +203,28 @@ class MariadbDumpSource(SourceBase):
                 "consistent for it (convert it to InnoDB)", partial=False))
         self._spec["non_transactional"] = found
 
-    def _counts(self, conn: MariadbConnection, targets: list[str],
-                position: tuple[str, int]) -> dict[str, dict[str, int]]:
+    def _start_counts(self, conn: MariadbConnection, targets: list[str]) -> Query | None:
+        """Every table's rows counted and checksummed, in a snapshot of its own started
+        beside the dump's (one scan a table on the server while drsync compresses the
+        dump, not after it)."""
         user = [t for t in targets if t not in SYSTEM_SCHEMAS]
         tables = list_tables(self._tools, conn, user)
         if not tables:
-            return {}
+            return None
         sql = [CANONICAL_SESSION, "START TRANSACTION WITH CONSISTENT SNAPSHOT",
                "SHOW STATUS LIKE 'binlog_snapshot_%'"]
         sql += [table_sql(s, t, columns, f"{s}.{t}") for s, t, columns in tables]
-        rows = self._tools.query(conn, "; ".join([*sql, "COMMIT"]), timeout=24 * 3600)
+        return self._tools.start_query(conn, "; ".join([*sql, "COMMIT"]))
+
+    def _counts(self, counts: Query | None,
+                position: tuple[str, int]) -> dict[str, dict[str, int]]:
+        """The counts, if their snapshot is the dump's: both at the same binlog position
+        (no transaction committed between the two snapshots' starts); else none."""
+        if counts is None:
+            return {}
+        rows = counts.rows(timeout=24 * 3600)
         status = {r[0]: r[1] for r in rows[:2]}
         if (status.get("Binlog_snapshot_file"), status.get("Binlog_snapshot_position")) != (
                 position[0], str(position[1])):
-            return {}  # written to since the dump: these counts would not be the dump's
+            return {}  # a commit came between the two snapshots: not the dump's counts
         return parse_counts(rows[2:])

@@ -11,7 +11,7 @@ from drsync.errors import SourceError
 from drsync.sources.base import last_line
 from drsync.sources.mariadb.conninfo import MariadbConnection
 
-__all__ = ["MariadbTools", "quote_ident", "quote_literal"]
+__all__ = ["MariadbTools", "Query", "quote_ident", "quote_literal"]
 
 
 def quote_ident(name: str) -> str:
@@ -44,14 +44,46 @@ class MariadbTools:
     def query(self, conn: MariadbConnection, sql: str, *,
               timeout: float = 600) -> list[list[str]]:
         """Rows of tab-separated answers (``NULL`` as the string ``NULL``)."""
+        return self.start_query(conn, sql).rows(timeout)
+
+    def start_query(self, conn: MariadbConnection, sql: str) -> Query:
+        """``query`` running in the background: its rows from ``Query.rows``."""
         args = conn.args(self.path("mariadb"), "--batch", "--skip-column-names", "--raw",
                          "-e", sql)
         if conn.dsn.database:
             args.append(conn.dsn.database)
         try:
-            done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
         except OSError as err:
             raise SourceError(f"cannot run {args[0]}: {err.strerror}") from None
-        if done.returncode != 0:
-            raise SourceError(f"MariaDB ({conn.dsn.shown}): {last_line(done.stderr)}")
-        return [line.split("\t") for line in done.stdout.splitlines()]
+        return Query(proc, conn.dsn.shown)
+
+
+class Query:
+    """A ``mariadb -e`` run by ``MariadbTools.start_query``."""
+
+    def __init__(self, proc: subprocess.Popen[str], shown: str) -> None:
+        self._proc, self._shown = proc, shown
+        self._finished = False
+
+    def rows(self, timeout: float = 600) -> list[list[str]]:
+        """Wait for the answer (SourceError for the server's error, or a timeout)."""
+        try:
+            out, err = self._proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.cancel()
+            raise SourceError(f"MariaDB ({self._shown}): no answer in {timeout:.0f} s") from None
+        self._finished = True
+        if self._proc.returncode != 0:
+            raise SourceError(f"MariaDB ({self._shown}): {last_line(err)}")
+        return [line.split("\t") for line in out.splitlines()]
+
+    def cancel(self) -> None:
+        """Stop it (its connection goes, and with it the statement and its transaction)."""
+        if self._finished:
+            return
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.communicate()
+        self._finished = True
