@@ -202,7 +202,7 @@ def wal_push_fast(args: list[str], resident: bool = False) -> None:
         raise _UseClick
 
     _, spool = push_segment(opts["path"], settings, no_passphrase, head_start)
-    if identity:
+    if identity and settings.wal_resident:
         head_start.wait()  # no thread may run at the fork
         from drsync.wal.resident import start
 
