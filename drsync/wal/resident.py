@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["IDLE_S", "start"]
 
-IDLE_S = 30.0  # an archiving cluster pushes far more often; an idle one pays one cold push
+IDLE_S = 60.0  # an archiving cluster pushes far more often; an idle one pays one cold push
 _PROTO = "drsync-wal-push 1"
 _LOOKAHEAD_MAX = 64  # segments pushed ahead per request: bounded work between requests
 
@@ -121,17 +121,26 @@ class _Pusher:
     def run(self, served: str) -> None:
         import select
 
+        watch = _ReadyWatch(os.path.join(os.path.dirname(served), "archive_status"))
         self.look_ahead(served)
+        listening = self.sock.fileno()
         while True:
-            ready, _, _ = select.select([self.sock], [], [], IDLE_S)
+            ready, _, _ = select.select([listening, *watch.fds()], [], [], IDLE_S)
             if not ready:
                 return
+            if listening not in ready:
+                # A segment was just marked ready: PostgreSQL is about to ask for it
+                # (a shell and an interpreter away); start now.
+                if watch.drain():
+                    self.look_ahead(served)
+                continue
             conn, _ = self.sock.accept()
             with conn:
                 path = self.serve(conn)
             if path is None:
                 return
             if path:
+                served = path
                 self.look_ahead(path)
 
     def serve(self, conn: socket.socket) -> str | None:
@@ -182,6 +191,9 @@ class _Pusher:
         from drsync.wal.headstart import HeadStart
         from drsync.wal.push import WAL_LEVEL, push_file
 
+        if self.spool.exists(os.path.basename(path)):
+            push_file(path, self.spool, self.key)  # a comparison: nothing to compress
+            return
         try:
             head_start = HeadStart(path, WAL_LEVEL)
         except RuntimeError:  # no thread to be had: push on this one
@@ -229,6 +241,49 @@ class _Pusher:
         # Forget what PostgreSQL archived meanwhile by other means (no longer ready).
         for name in [n for n in self.ahead if n not in names]:
             del self.ahead[name]
+
+
+class _ReadyWatch:
+    """inotify on archive_status: wakes the pusher when PostgreSQL marks a segment ready
+    (it fsyncs a segment before it creates the .ready file). Without inotify (another OS,
+    no instances left) the pusher just looks ahead after each request."""
+
+    _IN_CREATE, _IN_MOVED_TO, _IN_NONBLOCK, _IN_CLOEXEC = 0x100, 0x80, 0o4000, 0o2000000
+
+    def __init__(self, directory: str) -> None:
+        self.fd = -1
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.inotify_init1(self._IN_NONBLOCK | self._IN_CLOEXEC)
+            if fd < 0:
+                return
+            if libc.inotify_add_watch(fd, os.fsencode(directory),
+                                      self._IN_CREATE | self._IN_MOVED_TO) < 0:
+                os.close(fd)
+                return
+            self.fd = fd
+        except (OSError, AttributeError):
+            return
+
+    def fds(self) -> list[int]:
+        return [self.fd] if self.fd >= 0 else []
+
+    def drain(self) -> bool:
+        """Read the pending events: whether one was a .ready file (not a .done)."""
+        ready = False
+        try:
+            while events := os.read(self.fd, 65536):
+                at = 0
+                while at + 16 <= len(events):  # struct inotify_event: wd, mask, cookie, len
+                    length = int.from_bytes(events[at + 12:at + 16], sys.byteorder)
+                    name = events[at + 16:at + 16 + length].rstrip(b"\0")
+                    ready = ready or name.endswith(b".ready")
+                    at += 16 + length
+        except BlockingIOError:
+            pass
+        return ready
 
 
 def _no_passphrase() -> MasterKey:
