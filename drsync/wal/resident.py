@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -124,8 +125,12 @@ class _Pusher:
         watch = _ReadyWatch(os.path.join(os.path.dirname(served), "archive_status"))
         self.look_ahead(served)
         listening = self.sock.fileno()
+        idle_until = time.monotonic() + IDLE_S  # counted from the last request only
         while True:
-            ready, _, _ = select.select([listening, *watch.fds()], [], [], IDLE_S)
+            left = idle_until - time.monotonic()
+            if left <= 0:
+                return
+            ready, _, _ = select.select([listening, *watch.fds()], [], [], left)
             if not ready:
                 return
             if listening not in ready:
@@ -139,6 +144,7 @@ class _Pusher:
                 path = self.serve(conn)
             if path is None:
                 return
+            idle_until = time.monotonic() + IDLE_S
             if path:
                 served = path
                 self.look_ahead(path)

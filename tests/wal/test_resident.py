@@ -10,7 +10,6 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 
 from drsync.repo.crypto import MasterKey
 from drsync.repo.wal import open_wal
-from drsync.testing import make_repository
+from drsync.testing import make_repository, resident_pushers
 from drsync.wal.push import spool_key
 from drsync.wal.spool import Spool
 from tests.wal.test_wal import Wal, _segment
@@ -26,27 +25,13 @@ from tests.wal.test_wal import Wal, _segment
 NAMES = [f"0000000100000000000000{i:02X}" for i in range(1, 13)]
 
 
-def _residents(marker: str) -> list[int]:
-    """Pids whose command line mentions ``marker`` (the cold push's path, inherited by the
-    pusher it forked)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit() and int(pid) != os.getpid():
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if marker.encode() in cmdline and b"wal-push" in cmdline:
-                found.append(int(pid))
-    return found
+_residents = resident_pushers  # by the test's directory; conftest stops them after each test
 
 
 @pytest.fixture
-def wal(drsync_bin: str, tmp_path: Path) -> Iterator[Wal]:
+def wal(drsync_bin: str, tmp_path: Path) -> Wal:
     make_repository(str(tmp_path / "repo"), "pw", tmp_path / "agent.key")
-    yield Wal(drsync_bin, tmp_path)
-    for pid in _residents(str(tmp_path)):
-        os.kill(pid, signal.SIGKILL)
+    return Wal(drsync_bin, tmp_path)
 
 
 def _pg_wal(base: Path, count: int, size: int = 1 << 20) -> Path:
@@ -188,6 +173,4 @@ def test_archiving_backlog_is_pushed_ahead_from_a_real_cluster(tenant_factory: A
     for name, data in copies.items():
         _head, plain = open_wal(key, (t.spool / name).read_bytes(), name)
         assert plain == data, name
-    t.cluster.stop("fast")
-    for pid in _residents(str(t.config)):
-        os.kill(pid, signal.SIGKILL)
+    assert _residents(str(t.config))  # stopped by the tenant's close()
