@@ -14,6 +14,12 @@ Before those imports it starts reading and compressing the segment in a
 thread (:mod:`drsync.wal.headstart`), so zstd runs on one core while the
 imports and the key take the other.
 
+Run as the console script, the fast path first asks a resident pusher of
+the same identity (:func:`push_identity`; :mod:`drsync.wal.resident`) over
+its abstract unix socket, importing only ``_socket``, and exits as it
+answers; with none (or a refusal, or no answer) it pushes by itself as
+above and then forks one, unless ``[wal] resident = false``.
+
 ``wal-fetch`` in restore_command's plain shape (``[--repo URL] [--key-file
 FILE] [--config FILE] ... wal-fetch [--spool DIR] [--config FILE] NAME DEST``,
 global options that take a value only) runs without click too: a segment
