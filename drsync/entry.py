@@ -169,7 +169,7 @@ def _ask_resident(identity: list[str], path: str) -> tuple[int, str] | None:
 
 
 _PROTO = "drsync-wal-push 1"
-_RESIDENT_WAIT_S = 600.0  # longer than any push; past it, push here (the spool is safe)
+_RESIDENT_WAIT_S = 120.0  # far longer than one push; past it, push here (the spool is safe)
 
 
 def wal_push_fast(args: list[str], resident: bool = False) -> None:
@@ -184,7 +184,11 @@ def wal_push_fast(args: list[str], resident: bool = False) -> None:
         raise _UseClick
     identity: list[str] = []
     if resident and os.path.isfile(opts["path"]):
-        identity = push_identity(opts)
+        try:
+            identity = push_identity(opts)
+        except OSError:  # no current directory (removed): nothing to share with a pusher
+            identity = []
+    if identity:
         answer = _ask_resident(identity, opts["path"])
         if answer is not None:
             code, message = answer
