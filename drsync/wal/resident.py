@@ -110,6 +110,9 @@ class _Pusher:
         self.key_ident = _stat_or_none(self.key_path)
         self.key: MasterKey = spool_key(spool, settings.key_file, None, _no_passphrase)
         self.ahead: dict[str, tuple[str, Ident, Ident]] = {}  # name -> (path, source, object)
+        # Served, or refused by look-ahead (a conflict): not read again while unchanged, as
+        # PostgreSQL marks it done only after the answer (or never, for a conflict).
+        self.handled: dict[str, tuple[str, Ident | None]] = {}
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(resident_address(identity))  # EADDRINUSE: one is running already
         self.sock.listen(8)
@@ -123,6 +126,7 @@ class _Pusher:
         import select
 
         watch = _ReadyWatch(os.path.join(os.path.dirname(served), "archive_status"))
+        self.handled[os.path.basename(served)] = (served, _stat_or_none(served))  # the parent's
         self.look_ahead(served)
         listening = self.sock.fileno()
         idle_until = time.monotonic() + IDLE_S  # counted from the last request only
@@ -175,6 +179,7 @@ class _Pusher:
             conn.sendall(b"F")
             return None
         path = os.path.abspath(given)
+        self.handled[os.path.basename(path)] = (path, _stat_or_none(path))
         try:
             if not self.already_pushed(path):
                 self.push(given)  # the path as given: the same messages as a cold push
@@ -232,12 +237,15 @@ class _Pusher:
             if (done >= _LOOKAHEAD_MAX or not is_wal_name(name) or path == served
                     or name in self.ahead):
                 continue
+            before = _stat_or_none(path)
+            if self.handled.get(name) == (path, before):
+                continue
             if select.select([self.sock], [], [], 0)[0]:
                 return  # PostgreSQL is waiting: serve it first
-            before = _stat_or_none(path)
             try:
                 push_file(Path(path), self.spool, self.key)
             except DrsyncError:
+                self.handled[name] = (path, before)
                 continue  # e.g. a conflict: the real request reports it
             after = _stat_or_none(path)
             spooled = _stat_or_none(str(self.spool.path(name)))
@@ -247,6 +255,8 @@ class _Pusher:
         # Forget what PostgreSQL archived meanwhile by other means (no longer ready).
         for name in [n for n in self.ahead if n not in names]:
             del self.ahead[name]
+        for name in [n for n in self.handled if n not in names]:
+            del self.handled[name]
 
 
 class _ReadyWatch:

@@ -56,6 +56,13 @@ def _wait_spooled(spool: Path, names: list[str], timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
+def _read_bytes(pid: int) -> int:
+    """Bytes the process has read so far (rchar of /proc/PID/io): not a timer."""
+    line = next(x for x in Path(f"/proc/{pid}/io").read_text().splitlines()
+                if x.startswith("rchar:"))
+    return int(line.split()[1])
+
+
 def _ident(path: Path) -> tuple[Any, ...]:
     st = path.stat()
     return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
@@ -81,11 +88,26 @@ def test_look_ahead_spools_the_ready_segments_exactly_and_answers_for_them(
     assert "already archived with different content" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 
-    # PostgreSQL's calls for the others: success, the spooled objects untouched.
-    for name in names[1:5]:
+    # PostgreSQL's calls for the others: success, the spooled objects untouched, and
+    # answered without reading the segment again (the pusher's read count says so).
+    (pusher,) = _residents(str(tmp_path))
+    for name in names[1:4]:
+        read_before = _read_bytes(pusher)
         done = wal("wal-push", str(pg_wal / name))
         assert done.returncode == 0, done.stderr
+        assert _read_bytes(pusher) - read_before < (pg_wal / name).stat().st_size
+        (pg_wal / "archive_status" / f"{name}.ready").rename(
+            pg_wal / "archive_status" / f"{name}.done")  # as PostgreSQL does
     assert {n: _ident(wal.spool / n) for n in names} == before
+
+    # A spooled object gone meanwhile (shipped) is not answered from memory: pushed again.
+    (wal.spool / names[4]).unlink()
+    read_before = _read_bytes(pusher)
+    assert wal("wal-push", str(pg_wal / names[4])).returncode == 0
+    assert _read_bytes(pusher) - read_before >= (pg_wal / names[4]).stat().st_size
+    _head, plain = open_wal(key, (wal.spool / names[4]).read_bytes(), names[4])
+    assert plain == (pg_wal / names[4]).read_bytes()
+    before[names[4]] = _ident(wal.spool / names[4])
 
     # Another file under a spooled name, through the pusher: still the conflict.
     other = tmp_path / "other" / names[2]
