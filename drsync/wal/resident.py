@@ -74,6 +74,10 @@ def _stat_or_none(path: str | None) -> Ident | None:
 
 def start(identity: list[str], settings: Settings, spool: Spool, served: str) -> None:
     """Fork a resident pusher for ``identity`` (the caller then simply exits)."""
+    import threading
+
+    if threading.active_count() > 1:
+        return  # a fork copies no thread, but may copy a lock one of them holds
     try:
         pid = os.fork()
     except OSError:
