@@ -307,13 +307,16 @@ def main(argv: list[str] | None = None) -> Any:
                 sys.exit(code)  # as click's standalone mode would: callers may ignore a return
             return None
     if args[:1] == ["wal-push"]:
-        from drsync.errors import DrsyncError
-
         try:
             return wal_push_fast(args[1:], resident=argv is None)
         except _UseClick:
             pass
-        except DrsyncError as err:
+        except Exception as err:
+            # Imported only now: a push the resident pusher answers never needs it.
+            from drsync.errors import DrsyncError
+
+            if not isinstance(err, DrsyncError):
+                raise
             print(f"drsync: error: {err}", file=sys.stderr, flush=True)
             sys.exit(err.exit_code)
         except KeyboardInterrupt:
