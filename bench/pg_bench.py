@@ -33,7 +33,8 @@ meanwhile, the walsender for drsync, is its own line, not in the tool's):
   run's archived WAL to its end, and the segments each fetched.
 
 Also, as context: database size, pg_basebackup alone to a tar file.
-Run ``make bench-pg`` or ``python bench/pg_bench.py --scale 5``. The table
+Run ``make bench-pg`` or ``python bench/pg_bench.py --scale 5`` (``--no-resident``: every
+wal-push starts cold, ``[wal] resident = false``). The table
 goes to stdout, everything to ``bench/out/pg_results.json``. Run as root, the
 clusters and both tools run as postgres.
 """
@@ -117,7 +118,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 class Bench:
-    def __init__(self, scale: int, peer_missing: str | None) -> None:
+    def __init__(self, scale: int, peer_missing: str | None, resident: bool = True) -> None:
         bindir = find_pg_bindir()
         if bindir is None:
             raise SystemExit("PostgreSQL server binaries not found (set DRSYNC_PG_BINDIR)")
@@ -134,6 +135,10 @@ class Bench:
                     "DRSYNC_REPO": str(self.repo),
                     "DRSYNC_KEY_FILE": str(self.base / "tenant.key"),
                     "DRSYNC_SPOOL": str(self.base / "spool")}
+        if not resident:  # every wal-push a cold one, as before drsync.wal.resident
+            cold = self.base / "wal-cold.toml"
+            cold.write_text("[wal]\nresident = false\n")
+            self.env["DRSYNC_CONFIG"] = str(cold)
         self.peer = None if peer_missing else PgBackRest(self.base, self.cluster, "pgbackrest")
         # Block incremental needs bundles; a repository of its own, so the main one stays
         # as the issue configures it. Its backups skip the archive check (WAL goes to one).
@@ -444,8 +449,11 @@ class Bench:
                               text=True).stdout.strip()
 
     def close(self) -> None:
+        from drsync.testing import stop_resident_pushers
+
         for cluster in [*self.restored, self.cluster]:
             cluster.stop("immediate")
+        stop_resident_pushers(str(self.base))  # archive_command's (drsync.wal.resident)
         shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -466,6 +474,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=50, help="pgbench scale (50 ~ 850 MB "
                         "with the resident rows)")
+    parser.add_argument("--no-resident", action="store_true",
+                        help="[wal] resident = false: every wal-push starts cold")
     parser.add_argument("--no-pgbackrest", action="store_true",
                         help="measure drsync alone (no pgBackRest, nothing installed)")
     args = parser.parse_args()
@@ -474,7 +484,7 @@ def main() -> None:
     missing = "--no-pgbackrest given" if args.no_pgbackrest else install_pgbackrest()
     if missing:
         print(f"pgBackRest not measured: {missing}", file=sys.stderr)
-    bench = Bench(args.scale, missing)
+    bench = Bench(args.scale, missing, resident=not args.no_resident)
     try:
         results = bench.run()
     finally:

@@ -14,6 +14,12 @@ Before those imports it starts reading and compressing the segment in a
 thread (:mod:`drsync.wal.headstart`), so zstd runs on one core while the
 imports and the key take the other.
 
+Run as the console script, the fast path first asks a resident pusher of
+the same identity (:func:`push_identity`; :mod:`drsync.wal.resident`) over
+its abstract unix socket, importing only ``_socket``, and exits as it
+answers; with none (or a refusal, or no answer) it pushes by itself as
+above and then forks one, unless ``[wal] resident = false``.
+
 ``wal-fetch`` in restore_command's plain shape (``[--repo URL] [--key-file
 FILE] [--config FILE] ... wal-fetch [--spool DIR] [--config FILE] NAME DEST``,
 global options that take a value only) runs without click too: a segment
@@ -105,13 +111,91 @@ def _click_would_reject(path: str | None, *, dir_okay: bool = True,
     return not os.access(path, os.R_OK)
 
 
-def wal_push_fast(args: list[str]) -> None:
-    """Run ``wal-push`` without click, or raise _UseClick."""
+# The environment a wal-push's settings can depend on (drsync.settings.resolve reads only
+# DRSYNC_*, XDG_STATE_HOME and HOME; store options only matter for the first push).
+_IDENTITY_ENV = ("HOME", "XDG_STATE_HOME")
+
+
+def push_identity(opts: dict[str, Any]) -> list[str]:
+    """What a resident pusher (drsync.wal.resident) must share with this invocation to
+    push for it: the same drsync, user, directory, options and settings environment.
+    A passphrase's value is not sent, only whether one is set."""
+    env = sorted((k, "set" if k == "DRSYNC_PASSWORD" else v) for k, v in os.environ.items()
+                 if k.startswith("DRSYNC_") or k in _IDENTITY_ENV)
+    return [sys.executable, __file__, str(os.getuid()), os.getcwd(),
+            opts["--config"] or "", opts["--spool"] or "",
+            *(f"{k}={v}" for k, v in env)]
+
+
+def resident_address(identity: list[str]) -> bytes:
+    """The abstract unix socket of the resident pusher for ``identity`` (FNV-1a 64 of it:
+    a collision only costs a refusal, the pusher compares the whole identity)."""
+    h = 0xCBF29CE484222325
+    for byte in "\0".join(identity).encode("utf-8", "surrogateescape"):
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"\0drsync-wal-push-{os.getuid()}-{h:016x}".encode()
+
+
+def _ask_resident(identity: list[str], path: str) -> tuple[int, str] | None:
+    """Have a running resident pusher push ``path``: (exit code, error line), or None when
+    there is none, it refused, or it went away before answering (then push here: the
+    spool's writes are all-or-nothing, so whatever it left is a whole object or none)."""
+    import _socket
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.settimeout(_RESIDENT_WAIT_S)
+        sock.connect(resident_address(identity))
+        # Only a pusher of this very user may answer for the spool.
+        cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+        if int.from_bytes(cred[4:8], sys.byteorder) != os.getuid():
+            return None
+        sock.sendall("\0".join([_PROTO, *identity, path]).encode("utf-8", "surrogateescape"))
+        sock.shutdown(_socket.SHUT_WR)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    except OSError:  # none running (ECONNREFUSED), gone, or too slow: push here
+        return None
+    finally:
+        sock.close()
+    text = reply.decode("utf-8", "replace")
+    if text == "0":
+        return 0, ""
+    code, sep, message = text[1:].partition("\0")
+    if text[:1] == "E" and sep and code.isdigit():
+        return int(code), message
+    return None
+
+
+_PROTO = "drsync-wal-push 1"
+_RESIDENT_WAIT_S = 120.0  # far longer than one push; past it, push here (the spool is safe)
+
+
+def wal_push_fast(args: list[str], resident: bool = False) -> None:
+    """Run ``wal-push`` without click, or raise _UseClick.
+
+    ``resident`` (the console script only, never a library caller): first ask a resident
+    pusher (drsync.wal.resident), and after a push here start one."""
     opts = _parse(args)
     if (_click_would_reject(opts["--config"], dir_okay=False)
             or _click_would_reject(opts["--spool"], file_okay=False)
             or _click_would_reject(opts["path"], dir_okay=False)):
         raise _UseClick
+    identity: list[str] = []
+    if resident and os.path.isfile(opts["path"]):
+        try:
+            identity = push_identity(opts)
+        except OSError:  # no current directory (removed): nothing to share with a pusher
+            identity = []
+    if identity:
+        answer = _ask_resident(identity, opts["path"])
+        if answer is not None:
+            code, message = answer
+            if code:
+                print(f"drsync: error: {message}", file=sys.stderr, flush=True)
+                sys.exit(code)
+            return
 
     # Read and compress on another core while this one imports and opens the key.
     from drsync.wal.headstart import HeadStart
@@ -127,7 +211,12 @@ def wal_push_fast(args: list[str]) -> None:
     def no_passphrase() -> Any:
         raise _UseClick
 
-    push_segment(opts["path"], settings, no_passphrase, head_start)
+    _, spool = push_segment(opts["path"], settings, no_passphrase, head_start)
+    if identity and settings.wal_resident:
+        head_start.wait()  # no thread may run at the fork
+        from drsync.wal.resident import start
+
+        start(identity, settings, spool, os.path.abspath(opts["path"]))
 
 
 def _wal_fetch_shape(args: list[str]) -> tuple[dict[str, Any], str | None, str | None,
@@ -218,13 +307,16 @@ def main(argv: list[str] | None = None) -> Any:
                 sys.exit(code)  # as click's standalone mode would: callers may ignore a return
             return None
     if args[:1] == ["wal-push"]:
-        from drsync.errors import DrsyncError
-
         try:
-            return wal_push_fast(args[1:])
+            return wal_push_fast(args[1:], resident=argv is None)
         except _UseClick:
             pass
-        except DrsyncError as err:
+        except Exception as err:
+            # Imported only now: a push the resident pusher answers never needs it.
+            from drsync.errors import DrsyncError
+
+            if not isinstance(err, DrsyncError):
+                raise
             print(f"drsync: error: {err}", file=sys.stderr, flush=True)
             sys.exit(err.exit_code)
         except KeyboardInterrupt:

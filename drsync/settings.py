@@ -50,6 +50,8 @@ Config file keys::
 
     [wal]
     spool = "/var/spool/drsync/registry"   # wal-push's durable local spool (default: state dir)
+    resident = true                        # wal-push leaves a resident pusher for the next
+                                           # ones, with look-ahead (drsync.wal.resident)
 
     [restore]
     wal_prefetch = 8                       # wal-fetch keeps this many segments verified
@@ -190,6 +192,7 @@ class Settings:
     escrow_pubkey: str | None = None
     spool: str | None = None
     wal_prefetch: int = 8  # drsync.wal.prefetch.DEFAULT_PREFETCH
+    wal_resident: bool = True  # wal-push leaves a resident pusher (drsync.wal.resident)
     connections: int | None = None
     retry_deadline_s: float | None = None
     limit_upload: str | None = None
@@ -277,7 +280,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "init": {"chunk_avg_kib": ("chunk_avg_kib", int), "chunk_min_kib": ("chunk_min_kib", int),
              "chunk_max_kib": ("chunk_max_kib", int), "pack_size_mib": ("pack_size_mib", int),
              "escrow_pubkey": ("escrow_pubkey", str)},
-    "wal": {"spool": ("spool", str)},
+    "wal": {"spool": ("spool", str), "resident": ("wal_resident", bool)},
     "restore": {"wal_prefetch": ("wal_prefetch", int)},
     "store": {"connections": ("connections", int), "retry_deadline_s": ("retry_deadline_s", float),
               "limit_upload": ("limit_upload", str), "limit_download": ("limit_download", str)},

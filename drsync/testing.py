@@ -20,7 +20,8 @@ from pathlib import Path
 from drsync.repo import Entry, KdfParams, RepoConfig, Repository, Secret, Snapshot, SnapshotWriter
 from drsync.store import MemoryStore, ObjectInfo, Store, StoreOptions, open_store
 
-__all__ = ["FAST_KDF", "CountingStore", "backup_bytes", "make_repo", "make_repository", "text_like"]
+__all__ = ["FAST_KDF", "CountingStore", "backup_bytes", "make_repo", "make_repository",
+           "resident_pushers", "stop_resident_pushers", "text_like"]
 
 FAST_KDF = KdfParams(n=1 << 10)
 
@@ -117,3 +118,33 @@ class CountingStore(Store):
     def data_gets(self) -> dict[str, int]:
         """GETs per pack (objects under data/)."""
         return {k: n for k, n in self.gets.items() if k.startswith("data/")}
+
+
+def resident_pushers(marker: str) -> list[int]:
+    """Pids of wal-push processes (resident pushers, drsync.wal.resident, among them) whose
+    command line or environment mentions ``marker``, e.g. a test's directory."""
+    found = []
+    needle = marker.encode()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"wal-push" not in cmdline:
+                continue
+            if needle in cmdline or needle in Path(f"/proc/{pid}/environ").read_bytes():
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def stop_resident_pushers(marker: str) -> None:
+    """SIGKILL the resident pushers of ``marker``: tests leave no process behind (a killed
+    pusher leaves the spool as a killed wal-push does)."""
+    import contextlib
+    import signal
+
+    for pid in resident_pushers(marker):
+        with contextlib.suppress(OSError):  # gone meanwhile
+            os.kill(pid, signal.SIGKILL)

@@ -241,7 +241,10 @@ class ArchivingTenant:
         return segment
 
     def close(self) -> None:
+        from drsync.testing import stop_resident_pushers
+
         self.cluster.stop("immediate")
+        stop_resident_pushers(str(self.base))  # archive_command's resident pusher
         shutil.rmtree(self.base, ignore_errors=True)
 
 

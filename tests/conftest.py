@@ -24,6 +24,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     yield
+    from drsync.testing import stop_resident_pushers
+
+    stop_resident_pushers(str(tmp_path))  # what wal-push left running (drsync.wal.resident)
 
 
 @pytest.fixture

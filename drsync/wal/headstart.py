@@ -55,6 +55,10 @@ class HeadStart:
             raise self._error
         return self._data
 
+    def wait(self) -> None:
+        """Until the thread has finished (a fork must not copy a running thread)."""
+        self._thread.join()
+
     def compressed(self) -> tuple[int, bytes]:
         """(codec, payload) as ``drsync.repo.codec.compress`` returns them."""
         self._thread.join()
