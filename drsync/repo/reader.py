@@ -69,7 +69,7 @@ class Sink(Protocol):
     """Where ``deliver`` writes verified plaintext: a file being restored. Both are
     called on worker threads; ``done`` once, after the last ``put``."""
 
-    def put(self, offset: int, data: bytes) -> None: ...
+    def put(self, offset: int, data: bytes | memoryview) -> None: ...
 
     def done(self) -> None: ...
 
@@ -77,7 +77,7 @@ class Sink(Protocol):
 class _Settle(Protocol):
     """What becomes of one chunk's verified plaintext (or of the failure to get it)."""
 
-    def ok(self, chunk_id: bytes, plain: bytes) -> int: ...
+    def ok(self, chunk_id: bytes, plain: bytes | memoryview) -> int: ...
 
     def fail(self, err: BaseException) -> None: ...
 
@@ -106,8 +106,8 @@ class _ToFuture:
     def __init__(self) -> None:
         self.fut: Future[bytes] = Future()
 
-    def ok(self, chunk_id: bytes, plain: bytes) -> int:
-        self.fut.set_result(plain)
+    def ok(self, chunk_id: bytes, plain: bytes | memoryview) -> int:
+        self.fut.set_result(plain if isinstance(plain, bytes) else bytes(plain))
         return 0
 
     def fail(self, err: BaseException) -> None:
@@ -185,7 +185,7 @@ class _ToSinks:
         self.dests.setdefault(chunk_id, []).append((opened, offset))
         self.planned += length
 
-    def ok(self, chunk_id: bytes, plain: bytes) -> int:
+    def ok(self, chunk_id: bytes, plain: bytes | memoryview) -> int:
         dests = self.dests[chunk_id]
         for opened, offset in dests:
             opened.sink.put(offset, plain)
@@ -326,7 +326,7 @@ class SnapshotReader:
                 blob_id, loc, _settle = wanted[0]
                 done = 0
                 try:
-                    plain = self._open_stored(blob_id, loc, sealed)
+                    plain = self._open_stored(blob_id, loc, sealed, views=scatter is not None)
                     opened += 1
                     for member_id, _loc, settle in wanted:
                         wrote += settle.ok(member_id, plain[member_id])
@@ -344,12 +344,15 @@ class SnapshotReader:
             if scatter is not None:
                 scatter.task_done()
 
-    def _open_stored(self, blob_id: bytes, loc: BlobLocation,
-                     sealed: memoryview) -> dict[bytes, bytes]:
+    def _open_stored(self, blob_id: bytes, loc: BlobLocation, sealed: memoryview, *,
+                     views: bool = False) -> dict[bytes, bytes | memoryview]:
         """One stored range's chunks, chunk id -> verified plaintext (one for a single
         blob, every member of a group): decrypted, decompressed and each checked against
-        its keyed id."""
+        its keyed id. ``views`` (``deliver``, whose sinks write each and drop it): a
+        group's members are views of its plaintext, not copies."""
         try:
+            if views:
+                return dict(self.repo.unseal_views(loc, sealed, blob_id))
             return dict(self.repo.unseal_range(loc, sealed, blob_id))
         except SealError:
             # A byte flipped in transit fails like one flipped at rest: read this
