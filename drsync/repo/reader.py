@@ -15,8 +15,9 @@ after its last use in the window (used again later, it is fetched again).
 The unit of work on a worker thread is one stored range (a blob or a group):
 it is opened (``SnapshotReader._open_stored``: decrypted, decompressed, every
 chunk's keyed id checked) into one or more (chunk id, plaintext), each then
-settled: handed to the ``blobs`` consumer, or written at each of its
-destinations (``deliver``).
+settled: handed to the ``blobs`` consumer (as bytes), or written at each of
+its destinations (``deliver``: a group's members as views of the group's
+verified plaintext, so no byte is copied between decompression and the write).
 """
 
 from __future__ import annotations

@@ -119,6 +119,23 @@ def test_new_chunks_are_sealed_in_groups_and_restore_byte_identical() -> None:
         assert plain == files[entry.path]
 
 
+def test_grouped_files_restored_into_a_directory_are_byte_identical(tmp_path: Path) -> None:
+    """The restore into a directory writes each member straight from the group's
+    plaintext (a view, not a copy), at every place it goes: a file, and a copy of it
+    whose chunks are the same blobs."""
+    from drsync.restore import restore_snapshot
+
+    repo = _repo()
+    files = {"base/1/16384": bytes(_relation(2 * MiB + 5000, 3)),
+             "base/1/16385": bytes(_relation(300 * KiB, 4))}
+    files["base/1/copy"] = files["base/1/16384"]
+    _backup(repo, files)
+    assert _groups(repo)
+    result = restore_snapshot(repo, "latest", target=tmp_path / "out")
+    assert {p: (tmp_path / "out" / p).read_bytes() for p in files} == files
+    assert result.bytes_written == sum(len(d) for d in files.values())
+
+
 def test_groups_store_fewer_bytes_than_chunks_sealed_alone(tmp_path: Path) -> None:
     sample.generate(tmp_path / "m.db", size_mb=2)
     data = (tmp_path / "m.db").read_bytes()
