@@ -15,8 +15,9 @@ after its last use in the window (used again later, it is fetched again).
 The unit of work on a worker thread is one stored range (a blob or a group):
 it is opened (``SnapshotReader._open_stored``: decrypted, decompressed, every
 chunk's keyed id checked) into one or more (chunk id, plaintext), each then
-settled: handed to the ``blobs`` consumer, or written at each of its
-destinations (``deliver``).
+settled: handed to the ``blobs`` consumer (as bytes), or written at each of
+its destinations (``deliver``: a group's members as views of the group's
+verified plaintext, so no byte is copied between decompression and the write).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class Sink(Protocol):
     """Where ``deliver`` writes verified plaintext: a file being restored. Both are
     called on worker threads; ``done`` once, after the last ``put``."""
 
-    def put(self, offset: int, data: bytes) -> None: ...
+    def put(self, offset: int, data: bytes | memoryview) -> None: ...
 
     def done(self) -> None: ...
 
@@ -77,7 +78,7 @@ class Sink(Protocol):
 class _Settle(Protocol):
     """What becomes of one chunk's verified plaintext (or of the failure to get it)."""
 
-    def ok(self, chunk_id: bytes, plain: bytes) -> int: ...
+    def ok(self, chunk_id: bytes, plain: bytes | memoryview) -> int: ...
 
     def fail(self, err: BaseException) -> None: ...
 
@@ -106,8 +107,8 @@ class _ToFuture:
     def __init__(self) -> None:
         self.fut: Future[bytes] = Future()
 
-    def ok(self, chunk_id: bytes, plain: bytes) -> int:
-        self.fut.set_result(plain)
+    def ok(self, chunk_id: bytes, plain: bytes | memoryview) -> int:
+        self.fut.set_result(plain if isinstance(plain, bytes) else bytes(plain))
         return 0
 
     def fail(self, err: BaseException) -> None:
@@ -185,7 +186,7 @@ class _ToSinks:
         self.dests.setdefault(chunk_id, []).append((opened, offset))
         self.planned += length
 
-    def ok(self, chunk_id: bytes, plain: bytes) -> int:
+    def ok(self, chunk_id: bytes, plain: bytes | memoryview) -> int:
         dests = self.dests[chunk_id]
         for opened, offset in dests:
             opened.sink.put(offset, plain)
@@ -326,7 +327,7 @@ class SnapshotReader:
                 blob_id, loc, _settle = wanted[0]
                 done = 0
                 try:
-                    plain = self._open_stored(blob_id, loc, sealed)
+                    plain = self._open_stored(blob_id, loc, sealed, views=scatter is not None)
                     opened += 1
                     for member_id, _loc, settle in wanted:
                         wrote += settle.ok(member_id, plain[member_id])
@@ -344,12 +345,15 @@ class SnapshotReader:
             if scatter is not None:
                 scatter.task_done()
 
-    def _open_stored(self, blob_id: bytes, loc: BlobLocation,
-                     sealed: memoryview) -> dict[bytes, bytes]:
+    def _open_stored(self, blob_id: bytes, loc: BlobLocation, sealed: memoryview, *,
+                     views: bool = False) -> dict[bytes, bytes | memoryview]:
         """One stored range's chunks, chunk id -> verified plaintext (one for a single
         blob, every member of a group): decrypted, decompressed and each checked against
-        its keyed id."""
+        its keyed id. ``views`` (``deliver``, whose sinks write each and drop it): a
+        group's members are views of its plaintext, not copies."""
         try:
+            if views:
+                return dict(self.repo.unseal_views(loc, sealed, blob_id))
             return dict(self.repo.unseal_range(loc, sealed, blob_id))
         except SealError:
             # A byte flipped in transit fails like one flipped at rest: read this

@@ -41,7 +41,7 @@ from drsync.errors import (
     WrongKey,
 )
 from drsync.repo.crypto import MasterKey, SealError
-from drsync.repo.group import open_group
+from drsync.repo.group import open_group, open_group_views
 from drsync.repo.index import BlobLocation, Index, pack_key
 from drsync.repo.keys import (
     DEFAULT_KDF,
@@ -533,6 +533,16 @@ class Repository:
         if loc.group is None:
             return [(blob_id, self.key.unseal_chunk(sealed, blob_id, loc.raw_length))]
         return open_group(self.key, loc.group, sealed)
+
+    def unseal_views(self, loc: BlobLocation, sealed: bytes | memoryview,
+                     blob_id: bytes) -> list[tuple[bytes, bytes | memoryview]]:
+        """``unseal_range``, a group's members as views of its plaintext, not copies
+        (a restore's writes: each member is written and dropped)."""
+        if len(sealed) != loc.length:
+            raise SealError(f"truncated: {len(sealed)} of {loc.length} bytes")
+        if loc.group is None:
+            return [(blob_id, self.key.unseal_chunk(sealed, blob_id, loc.raw_length))]
+        return list(open_group_views(self.key, loc.group, sealed))
 
     # -- snapshots ------------------------------------------------------------
 

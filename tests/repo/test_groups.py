@@ -15,9 +15,18 @@ from drsync import sample
 from drsync.errors import IntegrityError
 from drsync.repo import Entry, KeyFile, RepoConfig, Repository, Secret, Snapshot, SnapshotReader
 from drsync.repo.check import check_repository
-from drsync.repo.crypto import CODEC_RAW
+from drsync.repo.crypto import CODEC_RAW, SealError
 from drsync.repo.forget import forget
-from drsync.repo.group import GROUP_SPAN, GROUP_TARGET, Group, group_binding, open_group, seal_group
+from drsync.repo.group import (
+    GROUP_SPAN,
+    GROUP_TARGET,
+    Group,
+    group_binding,
+    member_views,
+    open_group,
+    open_group_views,
+    seal_group,
+)
 from drsync.repo.index import (
     BlobLocation,
     Index,
@@ -110,6 +119,23 @@ def test_new_chunks_are_sealed_in_groups_and_restore_byte_identical() -> None:
         assert plain == files[entry.path]
 
 
+def test_grouped_files_restored_into_a_directory_are_byte_identical(tmp_path: Path) -> None:
+    """The restore into a directory writes each member straight from the group's
+    plaintext (a view, not a copy), at every place it goes: a file, and a copy of it
+    whose chunks are the same blobs."""
+    from drsync.restore import restore_snapshot
+
+    repo = _repo()
+    files = {"base/1/16384": bytes(_relation(2 * MiB + 5000, 3)),
+             "base/1/16385": bytes(_relation(300 * KiB, 4))}
+    files["base/1/copy"] = files["base/1/16384"]
+    _backup(repo, files)
+    assert _groups(repo)
+    result = restore_snapshot(repo, "latest", target=tmp_path / "out")
+    assert {p: (tmp_path / "out" / p).read_bytes() for p in files} == files
+    assert result.bytes_written == sum(len(d) for d in files.values())
+
+
 def test_groups_store_fewer_bytes_than_chunks_sealed_alone(tmp_path: Path) -> None:
     sample.generate(tmp_path / "m.db", size_mb=2)
     data = (tmp_path / "m.db").read_bytes()
@@ -181,6 +207,23 @@ def test_the_seal_binds_the_members_in_order() -> None:
     with pytest.raises(Exception, match="authentication failed"):
         open_group(key, Group(ids[:3], [BLOCK] * 3), sealed)
     assert group_binding(key, ids) not in ids
+
+
+def test_member_views_are_verified_read_only_views_of_the_group() -> None:
+    """A restore's writes get each member as a view of the group's plaintext (no copy):
+    the same bytes as the copies, read-only, and checked against their ids first."""
+    key = _repo().key
+    chunks = [bytes(_relation(BLOCK, n)) for n in range(4)]
+    members = [(key.chunk_id(c), c) for c in chunks]
+    group = Group([m[0] for m in members], [BLOCK] * 4)
+    views = open_group_views(key, group, seal_group(key, members, 3))
+    assert [(i, bytes(v)) for i, v in views] == members == open_group(
+        key, group, seal_group(key, members, 3))
+    assert all(isinstance(v, memoryview) and v.readonly for _i, v in views)
+    flipped = bytearray(b"".join(chunks))
+    flipped[2 * BLOCK + 7] ^= 1
+    with pytest.raises(SealError, match=f"member {members[2][0].hex()[:16]} at {2 * BLOCK}"):
+        member_views(key, group, bytes(flipped))
 
 
 def test_a_group_swapped_into_another_group_s_entries_fails_authentication() -> None:
