@@ -3,11 +3,14 @@
 A generated pg_dump-like file (bench/datagen.py) is backed up once, cut at
 fixed 32 KiB offsets as a PostgreSQL base backup's relation files are (the
 case that made one GET a blob), into a directory store and into a bucket on
-moto's ThreadedMotoServer on loopback; then restored, timed from opening the
-repository with its key file (listing, index, every blob verified, file
-written and fsynced) to the end, through a store wrapper that counts GETs.
-restic, where installed, backs up and restores the same file to and from the
-same two places in the same run. Traffic goes only to 127.0.0.1.
+moto's server on loopback (in a process of its own, so that its Python does
+not share the benchmark's interpreter with the restore); then restored
+twice: in this process, timed from opening the repository with its key file
+(listing, index, every blob verified, file written and fsynced) to the end,
+through a store wrapper that counts GETs; and as ``drsync restore`` (the
+whole process, interpreter start included, as restic's is timed). restic,
+where installed, backs up and restores the same file to and from the same
+two places in the same run. Traffic goes only to 127.0.0.1.
 
     .venv/bin/python bench/restore_bench.py [--size 1G] [--no-s3] [--no-restic]
 """
@@ -15,15 +18,16 @@ same two places in the same run. Traffic goes only to 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import filecmp
 import json
-import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +39,6 @@ for _name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
     os.environ.pop(_name, None)
 
 import boto3  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
 
 from bench import datagen, peers  # noqa: E402
 from drsync.repo import Entry, KeyFile, Repository, Secret, SnapshotWriter  # noqa: E402
@@ -71,6 +74,44 @@ def _restore(store: Store, key_path: Path, target: Path, dump: Path) -> dict[str
             "ok": filecmp.cmp(target / peers.FILE_NAME, dump, shallow=False)}
 
 
+def _restore_cli(env: dict[str, str], target: Path, dump: Path) -> dict[str, Any]:
+    """``drsync restore latest`` as an operator runs it: the whole process."""
+    exe = str(Path(sys.executable).with_name("drsync"))
+    started = time.perf_counter()
+    done = subprocess.run([exe, "restore", "latest", "--target", str(target)], env=env,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"drsync restore failed: {done.stderr.strip()[-500:]}")
+    return {"seconds": seconds, "mb_s": dump.stat().st_size / MB / seconds,
+            "ok": filecmp.cmp(target / peers.FILE_NAME, dump, shallow=False)}
+
+
+@contextlib.contextmanager
+def _moto_server() -> Iterator[str]:
+    """moto's S3 server in a process of its own on a free loopback port; its endpoint."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto's server did not start") from None
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def _restic(repo: str, dump: Path, work: Path) -> dict[str, Any] | None:
     exe = shutil.which("restic")
     if exe is None:
@@ -98,13 +139,17 @@ def _restic(repo: str, dump: Path, work: Path) -> dict[str, Any] | None:
 
 
 def _run(label: str, store: Store, restic_repo: str | None, dump: Path,
-         work: Path) -> dict[str, Any]:
+         work: Path, env: dict[str, str]) -> dict[str, Any]:
     work.mkdir(parents=True)
     key = work / "drsync.key"
     print(f"{label}: backing up ...", file=sys.stderr)
     _backup(store, key, dump)
     print(f"{label}: restoring ...", file=sys.stderr)
     row: dict[str, Any] = {"drsync": _restore(store, key, work / "restore", dump)}
+    shutil.rmtree(work / "restore")
+    row["drsync_cli"] = _restore_cli({**env, "DRSYNC_KEY_FILE": str(key),
+                                      "DRSYNC_CATALOG": str(work / "catalog.sqlite")},
+                                     work / "restore", dump)
     shutil.rmtree(work / "restore")
     row["restic"] = _restic(restic_repo, dump, work / "restic") if restic_repo else None
     return row
@@ -119,13 +164,17 @@ def render(size: int, rows: dict[str, dict[str, Any]]) -> str:
             f"  {label:<6} drsync {me['mb_s']:7.1f} MB/s ({me['seconds']:.2f} s), "
             f"{me['gets']} GETs ({me['pack_gets']} for {me['packs']} packs, at most "
             f"{me['max_gets_per_pack']} a pack), byte-identical: {me['ok']}")
+        cli = row["drsync_cli"]
+        lines.append(f"  {label:<6} drsync restore (the CLI, whole process) {cli['mb_s']:7.1f} "
+                     f"MB/s ({cli['seconds']:.2f} s), byte-identical: {cli['ok']}")
         peer = row["restic"]
         if peer is None:
             lines.append(f"  {label:<6} restic not installed or not run")
         else:
             lines.append(f"  {label:<6} restic {peer['mb_s']:7.1f} MB/s ({peer['seconds']:.2f} s)"
                          f", byte-identical: {peer['ok']}; drsync is "
-                         f"x{peer['seconds'] / me['seconds']:.2f} restic's speed")
+                         f"x{peer['seconds'] / me['seconds']:.2f} restic's speed in process, "
+                         f"x{peer['seconds'] / cli['seconds']:.2f} as the CLI")
     return "\n".join(lines)
 
 
@@ -145,24 +194,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: dict[str, dict[str, Any]] = {}
     restic = not args.no_restic
     local = work / "local"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRSYNC_")}
     rows["local"] = _run("local", open_store(str(local / "drsync-repo")),
-                         str(local / "restic-repo") if restic else None, dump, local)
+                         str(local / "restic-repo") if restic else None, dump, local,
+                         {**env, "DRSYNC_REPO": str(local / "drsync-repo")})
     if not args.no_s3:
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        try:
-            host, port = server.get_host_and_port()
-            endpoint = f"http://{host}:{port}"
+        with _moto_server() as endpoint:
             s3 = boto3.client("s3", endpoint_url=endpoint)
             for bucket in ("drsync-bench", "restic-bench"):
                 s3.create_bucket(Bucket=bucket)
             store = open_store("s3://drsync-bench/repo",
                                StoreOptions(s3=S3Options(endpoint_url=endpoint)))
             rows["s3"] = _run("s3", store, f"s3:{endpoint}/restic-bench" if restic else None,
-                              dump, work / "s3")
-        finally:
-            server.stop()
+                              dump, work / "s3", {**env, "DRSYNC_REPO": "s3://drsync-bench/repo",
+                                                  "AWS_ENDPOINT_URL": endpoint})
     print(render(dump.stat().st_size, rows))
     (OUT / "restore-results.json").write_text(json.dumps(
         {"input_bytes": dump.stat().st_size, **rows}, indent=2))
