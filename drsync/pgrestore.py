@@ -222,7 +222,7 @@ def restore_pgdata(repo: Repository, ref: str, pgdata: str | Path, *,
         if spec.get("start_wal"):
             details["restore_command_checked"] = check_restore_command(
                 pgdata, restore_command, str(spec["start_wal"]),
-                run_as=_owner_prefix(pgdata) if os.geteuid() == 0 else [])
+                run_as=_owner_prefix(pgdata) if os.geteuid() == 0 else [], prefetch=start)
         run.note(snap.id, fetched=reader.stats.bytes_fetched, written=done.bytes_written)
         if start:
             tools = PgTools(pg_bindir)
@@ -231,8 +231,8 @@ def restore_pgdata(repo: Repository, ref: str, pgdata: str | Path, *,
             details["started"] = True
             details["recovery"] = recovery_outcome(pgdata, server, run_as=prefix, tools=tools)
         else:
-            # The check's wal-fetch started a prefetcher for the server it expected; with
-            # no server to start, nothing of the restore stays running behind it.
+            # With no server to start the check fetched outside pg_wal, where no
+            # prefetcher starts; one left by an earlier run of it would be stopped here.
             from drsync.wal.prefetch import stop_prefetcher
             from drsync.wal.queue import QUEUE_DIR
             stop_prefetcher(pgdata / "pg_wal" / QUEUE_DIR)

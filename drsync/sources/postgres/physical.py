@@ -400,12 +400,15 @@ def _substitute(command: str, wal: str, dest: str) -> str:
 
 
 def check_restore_command(pgdata: str | Path, command: str, wal: str, *,
-                          run_as: list[str] | None = None,
-                          timeout: float = 600) -> dict[str, Any]:
+                          run_as: list[str] | None = None, timeout: float = 600,
+                          prefetch: bool = True) -> dict[str, Any]:
     """Run ``command`` for WAL file ``wal`` as the server would; ConfigError (one line)
-    when it fails or writes nothing. The fetched copy is removed again."""
+    when it fails or writes nothing. The fetched copy is removed again. Fetched into
+    pg_wal, as the server fetches, a drsync wal-fetch starts its prefetcher for the
+    server about to start; ``prefetch`` False (no server follows) fetches beside pg_wal
+    instead, where none starts."""
     pgdata = Path(pgdata)
-    dest = f"pg_wal/drsync-check-{os.getpid()}-{time.monotonic_ns()}"
+    dest = ("pg_wal/" if prefetch else "") + f"drsync-check-{os.getpid()}-{time.monotonic_ns()}"
     user = run_as[2] if run_as and len(run_as) > 2 else _me()
     started = time.monotonic()
     try:
