@@ -149,21 +149,38 @@ def test_resident_false_leaves_no_pusher(wal: Wal, tmp_path: Path) -> None:
 
 
 def test_killed_pusher_leaves_a_consistent_spool(wal: Wal, tmp_path: Path) -> None:
-    """SIGKILL of the pusher during look-ahead, at random moments: every spooled name is a
-    whole object of exactly its segment, and PostgreSQL's calls then all succeed."""
-    pg_wal = _pg_wal(tmp_path, 12, size=4 << 20)
+    """SIGKILL of the pusher during look-ahead, at random points in it: every spooled name
+    is a whole object of exactly its segment, and PostgreSQL's calls then all succeed.
+
+    The pusher is held with SIGSTOP while the segments are marked ready and then let run
+    in short steps until it has read a random number of bytes, so the kill lands inside
+    look-ahead however fast this machine is (a sleep before the kill did not: on an idle
+    machine the pusher could finish first)."""
+    pg_wal = _pg_wal(tmp_path, 1, size=4 << 20)
+    for i, name in enumerate(NAMES[1:12], start=1):
+        _segment(pg_wal / name, seed=i, size=4 << 20)
     rng = random.Random(5)
     cut_short = 0
     for round_ in range(4):
         spool = tmp_path / f"spool-{round_}"  # a new identity: a new pusher
         env = {"DRSYNC_SPOOL": str(spool)}
+        status = pg_wal / "archive_status"
+        for name in NAMES[1:12]:
+            (status / f"{name}.ready").unlink(missing_ok=True)
         assert wal("wal-push", str(pg_wal / NAMES[0]), env=env).returncode == 0
-        time.sleep(rng.uniform(0.0, 0.4))
         pids = [p for p in _residents(str(pg_wal / NAMES[0]))
                 if str(spool).encode() in Path(f"/proc/{p}/environ").read_bytes()]
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-        assert pids
+        assert len(pids) == 1
+        pid = pids[0]
+        os.kill(pid, signal.SIGSTOP)
+        for name in NAMES[1:12]:
+            (status / f"{name}.ready").touch()
+        until = _read_bytes(pid) + rng.randint(0, 40 << 20)  # of the 44 MiB ahead
+        while _read_bytes(pid) < until and len(os.listdir(spool)) < 12:
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.002)
+            os.kill(pid, signal.SIGSTOP)
+        os.kill(pid, signal.SIGKILL)
         key = _key(wal, spool)
         spooled = sorted(n for n in os.listdir(spool) if not n.startswith("."))
         cut_short += len(spooled) < 12  # the kill landed during look-ahead
