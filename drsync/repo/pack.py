@@ -14,23 +14,25 @@ entries of type ``BLOB_GROUP`` with the same offset and stored length, and a
 member's plaintext lies in the group's after the members before it
 (``stored_ranges``). See docs/FORMAT.md §5.
 
-A pack being built is written to an unlinked temporary file, not held in
-memory: only the finished pack, read back once, is in memory while it is
-stored, and packs waiting for an uploader cost a file descriptor each. Held
-in a ``bytearray``, a 16 MiB pack was in memory up to three times (the pack
-growing, its copy as ``bytes``, the one still being stored). The file lives
-well under the kernel's writeback delay, so it is normally never written to disk.
-It goes where ``tempfile`` puts files (``TMPDIR``, else /tmp): on a tmpfs /tmp
-its pages are memory again, outside the process's RSS; point TMPDIR at a disk.
+A pack being built is written to a file, not held in memory: packs waiting
+for an uploader cost a file descriptor each. Held in a ``bytearray``, a 16 MiB
+pack was in memory up to three times (the pack growing, its copy as ``bytes``,
+the one still being stored). The file is the store's staged object
+(drsync.store.capabilities.stage): on a local directory it is written in the
+repository and linked into place once its hash is known, so the bytes go
+through the page cache once; elsewhere it is an unlinked temporary file
+(``TMPDIR``, else /tmp; on a tmpfs its pages are memory again, outside the
+process's RSS), read back once and put whole. The id is hashed from a mapping
+of the file, not a copy.
 """
 
 from __future__ import annotations
 
+import hashlib
+import mmap
 import struct
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO
 
 import zstandard
 
@@ -43,8 +45,8 @@ from drsync.repo.objects import (
     FormatError,
     check_header,
     header,
-    object_id,
 )
+from drsync.store.capabilities import Staged
 
 __all__ = ["BLOB_DATA", "BLOB_GROUP", "BLOB_TREE", "BlobEntry", "PackBuilder",
            "parse_pack_header", "stored_ranges", "stored_shares"]
@@ -75,22 +77,27 @@ class BlobEntry:
 
 
 class PackBuilder:
-    """Accumulates sealed blobs until the pack reaches its target size."""
+    """Accumulates sealed blobs until the pack reaches its target size.
 
-    def __init__(self, key: MasterKey) -> None:
+    ``stage`` makes the staged object the pack is written to (by default an unlinked
+    temporary file put whole): ``seal`` then ``commit`` store it without a copy where
+    the store can (drsync.store.capabilities.stage); ``finish`` returns the bytes."""
+
+    def __init__(self, key: MasterKey, stage: Callable[[], Staged] | None = None) -> None:
         self._key = key
-        self._file: IO[bytes] | None = None  # opened by the first blob
+        self._stage = stage
+        self._staged: Staged | None = None  # made by the first blob
         self._size = HEADER_SIZE
         self.entries: list[BlobEntry] = []
 
     def __len__(self) -> int:
         return self._size
 
-    def _spool(self) -> IO[bytes]:
-        if self._file is None:
-            self._file = tempfile.TemporaryFile(prefix="drsync-pack-")  # noqa: SIM115
-            self._file.write(header(TYPE_PACK))
-        return self._file
+    def _spool(self) -> Staged:
+        if self._staged is None:
+            self._staged = self._stage() if self._stage is not None else Staged(None)
+            self._staged.write(header(TYPE_PACK))
+        return self._staged
 
     def add(self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
         self.entries.append(BlobEntry(blob_type, blob_id, self._size, len(sealed), raw_length))
@@ -108,8 +115,9 @@ class PackBuilder:
         self._spool().write(sealed)
         self._size += len(sealed)
 
-    def finish(self) -> tuple[str, bytes]:
-        """Seal the header, return (pack id, pack bytes); the temporary file is closed."""
+    def seal(self) -> tuple[str, int]:
+        """Seal the header at the end of the pack; return (pack id, pack size). Nothing
+        may be added after it; ``commit`` (or ``close``) follows."""
         table = b"".join(
             _ENTRY.pack(e.blob_type, e.blob_id, e.offset, e.length, e.raw_length)
             for e in self.entries
@@ -117,20 +125,36 @@ class PackBuilder:
         codec, payload = compress(table, _HEADER_LEVEL)
         sealed = self._key.seal(payload, codec, _BINDING_COMPRESSED)
         spool = self._spool()
-        self._file = None
-        with spool:
-            spool.write(sealed)
-            spool.write(_TRAILER.pack(len(sealed)))
-            spool.seek(0)
-            data = spool.read()
+        spool.write(sealed)
+        spool.write(_TRAILER.pack(len(sealed)))
+        spool.file.flush()
+        size = spool.file.tell()
+        with mmap.mmap(spool.file.fileno(), size, access=mmap.ACCESS_READ) as mapped:
+            pack_id = hashlib.sha256(mapped).hexdigest()  # the id object_id gives its bytes
         self._size = HEADER_SIZE
-        return object_id(data), data
+        return pack_id, size
+
+    def commit(self, key: str) -> None:
+        """Store the sealed pack at ``key`` (its staged object's commit)."""
+        staged, self._staged = self._staged, None
+        if staged is None:
+            raise ValueError("commit of a pack that was not sealed")
+        staged.commit(key)
+
+    def finish(self) -> tuple[str, bytes]:
+        """Seal the header, return (pack id, pack bytes); the staged file is dropped."""
+        pack_id, _size = self.seal()
+        assert self._staged is not None
+        self._staged.file.seek(0)
+        data = self._staged.file.read()
+        self.close()
+        return pack_id, data
 
     def close(self) -> None:
-        """Drop a pack that will not be finished (its temporary file goes)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Drop a pack that will not be finished (its staged file goes)."""
+        if self._staged is not None:
+            self._staged.abort()
+        self._staged = None
 
 
 def header_length(tail: bytes) -> int:

@@ -77,6 +77,7 @@ from drsync.repo.resume import abort_interrupted_uploads, verified_pack_entries
 from drsync.repo.retention import binlog_starts, expired_binlogs, expired_wal
 from drsync.repo.snapshot import Snapshot
 from drsync.repo.wal import WAL_PREFIX
+from drsync.store.capabilities import stage
 
 __all__ = ["PruneReport", "parse_max_unused", "prune"]
 
@@ -459,17 +460,21 @@ class _Prune:
         repo = self.repo
         held, repeated = skip
         copied: set[bytes] = set()  # only blobs whose prefix another one shares
-        builder = PackBuilder(repo.key)
+        def new_pack() -> PackBuilder:  # written where the store takes it without a copy
+            return PackBuilder(repo.key, lambda: stage(repo.store, "data/",
+                                                       repo.config.pack_size))
+
+        builder = new_pack()
 
         def flush() -> None:
             nonlocal builder
             if builder.entries:
-                pack_id, data = builder.finish()
-                repo.store.put(pack_key(pack_id), data)
-                writer.add(pack_id, len(data), builder.entries)
+                pack_id, size = builder.seal()
+                builder.commit(pack_key(pack_id))
+                writer.add(pack_id, size, builder.entries)
                 self.report.packs_written += 1
-                self.report.bytes_rewritten += len(data)
-                builder = PackBuilder(repo.key)
+                self.report.bytes_rewritten += size
+                builder = new_pack()
 
         for pack_id in repack:
             name = pack_key(pack_id)

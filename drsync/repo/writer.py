@@ -4,7 +4,7 @@ Streaming end to end with bounded memory: the chunker reads the source in
 its own buffer, at most ``window`` tasks (a chunk, or several small ones
 making ``TASK_BYTES``) are in flight on the worker threads (zstd, BLAKE3,
 AES-GCM and the chunker all release the GIL, so two cores are busy), and at
-most ``UPLOAD_QUEUE`` finished packs (temporary files, see pack.py) wait for
+most ``UPLOAD_QUEUE`` finished packs (files, see pack.py) wait for
 the uploader thread. File entries stream their chunk ids into a spooled tree
 file, so even a snapshot's list of chunks is never held whole.
 
@@ -50,6 +50,7 @@ from drsync.repo.pack import BLOB_DATA, BLOB_TREE, BlobEntry, PackBuilder
 from drsync.repo.repository import Repository, utc_now
 from drsync.repo.resume import adopt_unindexed
 from drsync.repo.snapshot import Entry, Snapshot
+from drsync.store.capabilities import stage
 
 __all__ = ["SnapshotWriter", "WriterStats", "adopt_orphan_packs"]
 
@@ -137,12 +138,11 @@ class _Uploader:
             del item  # not held while waiting for the next pack
 
     def _store(self, item: PackBuilder) -> None:
-        """Seal, store and (in batches) index one pack. Its bytes live only in this
-        call: a loop variable would hold the last pack while the thread waits."""
-        pack_id, data = item.finish()
-        size = len(data)
-        self._repo.store.put(pack_key(pack_id), data)
-        del data
+        """Seal, store and (in batches) index one pack (a local store links the file it
+        was written to into place; another reads it back once and puts it). Not a loop
+        variable: that would hold the last pack while the thread waits."""
+        pack_id, size = item.seal()
+        item.commit(pack_key(pack_id))
         entries = item.entries
         with self._lock:
             self._stats.bytes_added += size
@@ -234,7 +234,7 @@ class SnapshotWriter:
         self.stats = WriterStats()
         self.start_time = utc_now()
         self._added: set[bytes] = set()  # ids packed this run, not yet in the index
-        self._pack = PackBuilder(repo.key)
+        self._pack = self._new_pack()
         self._group: list[tuple[bytes, bytes]] = []  # new chunks of the open group
         self._group_bytes = 0
         self._group_start = 0  # where in its stream the open group's first chunk is
@@ -277,7 +277,13 @@ class SnapshotWriter:
         if not self._pack.entries:
             return
         self._uploader.submit(self._pack)
-        self._pack = PackBuilder(self._repo.key)
+        self._pack = self._new_pack()
+
+    def _new_pack(self) -> PackBuilder:
+        """A pack written where its store takes it without a copy (a local directory:
+        in the repository, linked into place), else to a temporary file."""
+        store, size = self._repo.store, self._repo.config.pack_size
+        return PackBuilder(self._repo.key, lambda: stage(store, "data/", size))
 
     # -- groups: the new chunks of a block-structured file, sealed together -----------
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import IO, Any, Protocol, runtime_checkable
 
 from drsync.errors import StoreError
 
 __all__ = ["CapabilityUnavailable", "ContentDigests", "Paced", "Pacer", "PendingUpload",
-           "PendingUploads", "ResumableUploads", "capability", "warn_once"]
+           "PendingUploads", "ResumableUploads", "Staged", "StagedPuts", "capability", "stage",
+           "warn_once"]
 
 _warned: set[tuple[str, str]] = set()
 _warned_lock = threading.Lock()
@@ -95,6 +96,63 @@ class Paced(Protocol):
     """A store that can pace its transfers block by block (a throttle installs pacers)."""
 
     def set_pacing(self, upload: Pacer | None, download: Pacer | None) -> None: ...
+
+
+class Staged:
+    """An object written in pieces before its key is known (a pack is named by the hash
+    of its bytes): ``write`` appends bytes, ``file`` reads them back (flushed first),
+    ``commit`` stores them at a key, ``abort`` drops them. This one spools into an
+    unlinked temporary file (``TMPDIR``) and ``put``s it whole: any store, through all
+    its wrappers."""
+
+    def __init__(self, store: Any) -> None:
+        import tempfile
+
+        self._store = store
+        self.file: IO[bytes] = tempfile.TemporaryFile(prefix="drsync-pack-")  # noqa: SIM115
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.file.write(data)
+        except OSError as err:
+            import tempfile
+
+            from drsync.store.local import describe_os_error
+
+            raise StoreError(f"{tempfile.gettempdir()}: writing a temporary file for a "
+                             f"pack: {describe_os_error(err)}") from None
+
+    def commit(self, key: str) -> None:
+        if self._store is None:
+            raise ValueError("this staged object has no store to be committed to")
+        with self.file:
+            self.file.seek(0)
+            data = self.file.read()
+        self._store.put(key, data)
+
+    def abort(self) -> None:
+        import contextlib
+
+        with contextlib.suppress(OSError):  # a full disk: the buffer is not written
+            self.file.close()
+
+
+@runtime_checkable
+class StagedPuts(Protocol):
+    """A store that can take a staged object without copying it: a local directory
+    writes it beside its place and links it there (``LocalStore.stage``)."""
+
+    def stage(self, prefix: str, size_hint: int = 0) -> Staged: ...
+
+
+def stage(store: object, prefix: str, size_hint: int = 0) -> Staged:
+    """A staged object for ``store``, under ``prefix`` where it will be committed.
+
+    Asked of the outermost store only, never of one inside a wrapper: a throttle or a
+    counter around a local directory must see every byte go through its ``put``."""
+    if isinstance(store, StagedPuts):
+        return store.stage(prefix, size_hint)
+    return Staged(store)
 
 
 def capability(store: object, kind: type) -> Any:

@@ -5,11 +5,20 @@ own directory (never renamed across directories, which network filesystems
 do not make atomic), are fsynced, then renamed into place (or hard-linked,
 for put-if-absent, which fails atomically when the name is taken), and the
 directory is fsynced so the new name survives power loss.
+
+A staged object (``stage``: a pack being built, named by its hash only when it
+is complete) is written once, into a file with no name (``O_TMPFILE``) in the
+directory of its prefix, or a hidden temporary there where the filesystem has
+no such files; ``commit`` fsyncs it, hard-links it beside its place under a
+hidden name and renames it into place within that directory. Before, a pack
+was built in a temporary file elsewhere, read back and written again by
+``put``: twice the bytes through the page cache for every pack of a backup.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import errno
 import os
 import time
@@ -18,7 +27,7 @@ from pathlib import Path
 
 from drsync.errors import ObjectExists, ObjectNotFound, StoreError
 from drsync.store.base import ObjectInfo, Store, validate_key, validate_prefix
-from drsync.store.capabilities import PendingUpload
+from drsync.store.capabilities import PendingUpload, Staged
 
 __all__ = ["TMP_PREFIX", "LocalStore", "describe_os_error", "fsync_dir"]
 
@@ -57,6 +66,18 @@ def _preallocate(fd: int, size: int) -> None:
     except OSError as err:
         if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
             raise  # ENOSPC and friends: reported by put() like any write error
+
+
+# A file with no name until it is linked (Linux O_TMPFILE), read back for hashing.
+_ANONYMOUS_FLAGS = os.O_RDWR | getattr(os, "O_TMPFILE", 0) | os.O_CLOEXEC
+# What a kernel or filesystem without O_TMPFILE answers (old kernels: EISDIR).
+_NO_ANONYMOUS = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL, errno.ENOSYS}
+
+
+# What a filesystem that cannot hard-link (here) answers; /proc missing: ENOENT is not
+# among them, it is an error like any other.
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS,
+                  errno.EXDEV}
 
 
 def fsync_dir(path: Path) -> None:
@@ -113,6 +134,12 @@ class LocalStore(Store):
         except OSError as err:
             tmp.unlink(missing_ok=True)
             raise StoreError(_describe(err, f"{self.url}: writing {key}")) from None
+
+    def stage(self, prefix: str, size_hint: int = 0) -> Staged:
+        """A staged object whose key will start with ``prefix`` (a directory, "data/"):
+        written in that directory, so ``commit`` links it into place without a copy.
+        ``size_hint`` bytes are preallocated (the rest given back at ``commit``)."""
+        return _LocalStaged(self, prefix, size_hint)
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(key)
@@ -193,3 +220,89 @@ class LocalStore(Store):
             (self.root / upload.key).unlink(missing_ok=True)
         except OSError as err:
             raise StoreError(_describe(err, f"{self.url}: removing {upload.key}")) from None
+
+
+class _LocalStaged(Staged):
+    """A staged object of a LocalStore (see the module's docstring)."""
+
+    def __init__(self, store: LocalStore, prefix: str, size_hint: int) -> None:
+        self._store = store
+        self._name: Path | None = None  # a named temporary, where O_TMPFILE is not had
+        directory = store.root / validate_prefix(prefix).rstrip("/") if prefix else store.root
+        try:
+            store._ensure_dir(directory)
+            fd = -1
+            if getattr(os, "O_TMPFILE", 0) and os.path.isdir("/proc/self/fd"):
+                try:
+                    fd = os.open(directory, _ANONYMOUS_FLAGS, 0o600)
+                except OSError as err:
+                    if err.errno not in _NO_ANONYMOUS:
+                        raise
+            if fd < 0:
+                self._name = directory / (TMP_PREFIX + os.urandom(8).hex())
+                fd = os.open(self._name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                             0o600)
+            try:
+                _preallocate(fd, size_hint)
+            except OSError:
+                os.close(fd)
+                raise
+        except OSError as err:
+            self._forget_name()
+            raise StoreError(_describe(err, f"{store.url}: writing an object in "
+                                            f"{prefix or '/'}")) from None
+        self.file = os.fdopen(fd, "w+b", buffering=0)  # a failed write fails here, not later
+        self._where = prefix or "/"
+
+    def write(self, data: bytes) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[self.file.write(view) or 0:]
+        except OSError as err:
+            raise StoreError(_describe(err, f"{self._store.url}: writing an object in "
+                                            f"{self._where}")) from None
+
+    def _forget_name(self) -> None:
+        if self._name is not None:
+            self._name.unlink(missing_ok=True)
+            self._name = None
+
+    def commit(self, key: str) -> None:
+        store = self._store
+        path = store._path(key)
+        tmp = path.with_name(TMP_PREFIX + os.urandom(8).hex())
+        try:
+            with self.file:
+                self.file.flush()
+                fd = self.file.fileno()
+                os.ftruncate(fd, self.file.tell())  # what the preallocation left over
+                os.fsync(fd)
+                store._ensure_dir(path.parent)
+                parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    try:
+                        # linkat(AT_SYMLINK_FOLLOW): os.link without a dir_fd calls link(),
+                        # which links /proc's magic symlink itself and fails with EXDEV.
+                        source = self._name or f"/proc/self/fd/{fd}"
+                        os.link(source, tmp.name, dst_dir_fd=parent, follow_symlinks=True)
+                    except OSError as err:
+                        if err.errno not in _NO_HARD_LINKS:
+                            raise
+                        self.file.seek(0)  # a filesystem without hard links: copied by put
+                        store.put(key, self.file.read())
+                        return
+                    os.replace(tmp.name, path.name, src_dir_fd=parent, dst_dir_fd=parent)
+                    os.fsync(parent)
+                finally:
+                    os.close(parent)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(_describe(err, f"{store.url}: writing {key}")) from None
+        finally:
+            self._forget_name()
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+        self._forget_name()

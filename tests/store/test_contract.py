@@ -232,3 +232,92 @@ def test_local_put_never_renames_across_directories(tmp_path: Path,
     store.put("lock", b"2", if_absent=True)
     assert len(seen) == 2
     assert all(os.path.dirname(a) == os.path.dirname(b) for a, b in seen)
+
+
+# -- staged objects (drsync.store.capabilities.stage): a pack written before its name --
+
+
+def _every_name(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_staged_object_is_committed_whole_or_not_at_all(store: Store) -> None:
+    from drsync.store.capabilities import stage
+
+    body = os.urandom(300_000)
+    staged = stage(store, "data/", 1 << 20)
+    staged.write(body[:1000])
+    staged.write(body[1000:])
+    assert not store.exists("data/ab/staged")  # nothing under the name before commit
+    staged.commit("data/ab/staged")
+    assert store.get("data/ab/staged") == body
+    assert store.stat("data/ab/staged").size == len(body)  # the preallocation given back
+    dropped = stage(store, "data/", 1 << 20)
+    dropped.write(b"never stored")
+    dropped.abort()
+    assert [o.key for o in store.list("data/")] == ["data/ab/staged"]
+
+
+@pytest.mark.parametrize("anonymous", [True, False], ids=["O_TMPFILE", "named temporary"])
+def test_local_staged_object_is_linked_into_place_not_copied(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, anonymous: bool) -> None:
+    """The bytes are written once: the stored object is the staged file itself (its
+    inode), renamed only within its own directory, and no temporary is left anywhere."""
+    import drsync.store.local as local
+    from drsync.store.capabilities import stage
+
+    if not anonymous:  # a filesystem without O_TMPFILE (NFS): a hidden named temporary
+        monkeypatch.setattr(local, "_ANONYMOUS_FLAGS", os.O_RDWR | os.O_CLOEXEC)
+    store = LocalStore(tmp_path / "repo")
+    store.put("config", b"c")
+    replaced: list[tuple[object, object, object, object]] = []
+    real_replace = os.replace
+
+    def replace(src: str, dst: str, *, src_dir_fd: int | None = None,
+                dst_dir_fd: int | None = None) -> None:
+        replaced.append((os.path.dirname(src), os.path.dirname(dst), src_dir_fd, dst_dir_fd))
+        real_replace(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(store, "put", lambda *a, **k: pytest.fail("the object was copied"))
+    staged = stage(store, "data/", 16 << 20)
+    staged.write(b"pack bytes" * 1000)
+    inode = os.fstat(staged.file.fileno()).st_ino
+    hidden = [n for n in _every_name(tmp_path / "repo") if n.startswith("data/")]
+    assert hidden == ([] if anonymous else [hidden[0]])  # only a .tmp- one, if named
+    staged.commit("data/cd/pack")
+    assert (tmp_path / "repo" / "data" / "cd" / "pack").stat().st_ino == inode
+    assert replaced == [("", "", replaced[0][2], replaced[0][2])]  # one directory, by fd
+    assert _every_name(tmp_path / "repo") == ["config", "data/cd/pack"]
+
+
+def test_local_staging_on_a_full_disk_is_one_clear_error_and_leaves_nothing(
+        tiny_fs: Path) -> None:
+    from drsync.store.capabilities import stage
+
+    store = LocalStore(tiny_fs / "repo")
+    store.put("config", b"small")
+    with pytest.raises(StoreError) as info:  # the preallocation fails at once
+        stage(store, "data/", 1 << 20)
+    assert str(info.value) == (f"{tiny_fs / 'repo'}: writing an object in data/: "
+                               "no space left on device")
+    staged = stage(store, "data/")  # no preallocation: the write fails instead
+    with pytest.raises(StoreError, match="writing an object in data/: no space left"):
+        for _ in range(64):
+            staged.write(os.urandom(64 << 10))
+    staged.abort()
+    assert _every_name(tiny_fs / "repo") == ["config"]
+    assert store.get("config") == b"small"
+
+
+def test_a_wrapped_local_store_stages_through_its_wrapper(tmp_path: Path) -> None:
+    """A throttle around a local directory must see every byte: its put is used."""
+    from drsync.store.capabilities import Staged, stage
+    from drsync.store.throttle import ThrottledStore, TokenBucket
+
+    throttled = ThrottledStore(LocalStore(tmp_path / "repo"), TokenBucket(1e9), None)
+    staged = stage(throttled, "data/", 1 << 20)
+    assert type(staged) is Staged  # the temporary file put whole, through the throttle
+    staged.write(b"x" * 5000)
+    staged.commit("data/ef/pack")
+    assert throttled.get("data/ef/pack") == b"x" * 5000
