@@ -16,6 +16,13 @@ also sets the threshold): restore of a 393 MB data directory 127 -> 115 MiB
 peak RSS, of a 1 GB file 131-147 -> 101 MiB, same CPU (1.6 s); a base backup
 is unchanged (66 MiB with 1, 2 or 8 arenas), its packs are files now.
 
+Setting the threshold also fixes glibc's trim threshold at its 128 KiB default:
+each time the top of a heap was freed (the chunks of a backup come and go
+there) it went back to the OS, and the next chunks faulted it in again,
+40,000-150,000 page faults a 1 GB backup. ``TRIM_THRESHOLD`` keeps 32 MiB:
+about 20,000 faults, 0.1-0.3 s less system time and 5-9 MiB more peak RSS
+(92-97 -> 98-101 MiB), wall 0-5% less on this 2-core machine.
+
 The pipelines that move data (the writer, the reader, prune) call
 ``return_large_buffers_to_the_os`` once before they start their threads;
 importing ctypes costs a few milliseconds, so commands that move no data never
@@ -27,11 +34,13 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["MAX_ARENAS", "MMAP_THRESHOLD", "return_large_buffers_to_the_os"]
+__all__ = ["MAX_ARENAS", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "return_large_buffers_to_the_os"]
 
 MMAP_THRESHOLD = 4 << 20
+TRIM_THRESHOLD = 32 << 20
 MAX_ARENAS = 2
-_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+_M_TRIM_THRESHOLD = -1  # glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 _done = False
 
@@ -39,7 +48,8 @@ _done = False
 def return_large_buffers_to_the_os() -> None:
     """Serve every allocation of ``MMAP_THRESHOLD`` or more with its own mmap, unmapped
     when freed (setting the threshold also turns glibc's dynamic adjustment off), and
-    share ``MAX_ARENAS`` arenas among all threads; an explicit ``MALLOC_ARENA_MAX``
+    share ``MAX_ARENAS`` arenas among all threads, and keep ``TRIM_THRESHOLD`` bytes
+    freed at a heap's top; an explicit ``MALLOC_ARENA_MAX`` or ``MALLOC_TRIM_THRESHOLD_``
     in the environment wins. Once per process, before the threads start; nothing to
     do elsewhere than Linux (musl's mallopt is a no-op)."""
     global _done
@@ -54,5 +64,7 @@ def return_large_buffers_to_the_os() -> None:
         return
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     if "MALLOC_ARENA_MAX" not in os.environ:
         mallopt(_M_ARENA_MAX, MAX_ARENAS)
