@@ -52,6 +52,9 @@ def read_passphrase(settings: Settings, *, confirm: bool = False) -> tuple[str, 
         value = click.prompt("Repository passphrase", hide_input=True,
                              confirmation_prompt=confirm, err=True)
         return str(value), "typed"
+    if confirm:  # init: a passphrase always wraps the new key; a key file is extra
+        raise UsageError("no passphrase for the new repository: use --password-file or "
+                         "DRSYNC_PASSWORD (--new-key-file adds a key file for agents)")
     raise UsageError("no passphrase: use --password-file, DRSYNC_PASSWORD or --key-file")
 
 

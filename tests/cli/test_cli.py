@@ -211,6 +211,21 @@ def test_init_refuses_a_key_file_it_cannot_create_before_touching_the_store(
     assert json.loads(done.stdout) == []
 
 
+def test_init_without_a_passphrase_names_what_gives_one(drsync_bin: str,
+                                                       tmp_path: Path) -> None:
+    """init always needs a passphrase (a key file is extra): the line says how to give
+    one and does not offer --key-file, which cannot stand in for it; nothing is written."""
+    cli = Cli(drsync_bin, tmp_path)
+    done = cli("init", "--new-key-file", str(tmp_path / "agent.key"), stdin=b"", ok=False,
+               env={"DRSYNC_PASSWORD": ""})
+    assert done.returncode == 2, done.stderr
+    assert _error_line(done) == (
+        "drsync: error: no passphrase for the new repository: use --password-file or "
+        "DRSYNC_PASSWORD (--new-key-file adds a key file for agents)")
+    assert not (tmp_path / "agent.key").exists()
+    assert not (tmp_path / "repo").exists() or not os.listdir(tmp_path / "repo")
+
+
 def test_check_and_unlock_name_a_lock_whose_pid_was_reused(cli: Cli, tmp_path: Path) -> None:
     import socket
 
