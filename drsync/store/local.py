@@ -287,9 +287,14 @@ class _LocalStaged(Staged):
                         source = self._name or f"/proc/self/fd/{fd}"
                         os.link(source, tmp.name, dst_dir_fd=parent, follow_symlinks=True)
                     except OSError as err:
-                        if err.errno not in _NO_HARD_LINKS:
+                        # A filesystem without hard links; or a named temporary removed
+                        # meanwhile (`check --cleanup-uploads` finds one unchanged for
+                        # half an hour: a pack of a slow backup, on NFS): the bytes are
+                        # still held by the descriptor, copied by put.
+                        vanished = self._name is not None and err.errno == errno.ENOENT
+                        if err.errno not in _NO_HARD_LINKS and not vanished:
                             raise
-                        self.file.seek(0)  # a filesystem without hard links: copied by put
+                        self.file.seek(0)
                         store.put(key, self.file.read())
                         return
                     os.replace(tmp.name, path.name, src_dir_fd=parent, dst_dir_fd=parent)

@@ -321,3 +321,25 @@ def test_a_wrapped_local_store_stages_through_its_wrapper(tmp_path: Path) -> Non
     staged.write(b"x" * 5000)
     staged.commit("data/ef/pack")
     assert throttled.get("data/ef/pack") == b"x" * 5000
+
+
+def test_local_named_staging_removed_meanwhile_is_still_committed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a pack is staged under a hidden name (no O_TMPFILE), a cleanup that removes
+    it as a stale temporary does not lose it: the descriptor still holds the bytes."""
+    import drsync.store.local as local
+    from drsync.store.capabilities import stage
+
+    monkeypatch.setattr(local, "_ANONYMOUS_FLAGS", os.O_RDWR | os.O_CLOEXEC)
+    store = LocalStore(tmp_path / "repo")
+    staged = stage(store, "data/", 1 << 20)
+    staged.write(b"slow pack" * 5000)
+    old = time.time() - 7200
+    for name in _every_name(tmp_path / "repo"):
+        os.utime(tmp_path / "repo" / name, (old, old))
+    for upload in store.pending_uploads():  # what check --cleanup-uploads does
+        store.abort_upload(upload)
+    assert _every_name(tmp_path / "repo") == []
+    staged.commit("data/aa/slow")
+    assert store.get("data/aa/slow") == b"slow pack" * 5000
+    assert _every_name(tmp_path / "repo") == ["data/aa/slow"]
