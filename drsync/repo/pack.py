@@ -46,10 +46,10 @@ from drsync.repo.objects import (
     check_header,
     header,
 )
-from drsync.store.capabilities import Staged
+from drsync.store.capabilities import Staged, stage
 
 __all__ = ["BLOB_DATA", "BLOB_GROUP", "BLOB_TREE", "BlobEntry", "PackBuilder",
-           "parse_pack_header", "stored_ranges", "stored_shares"]
+           "parse_pack_header", "staged_pack", "stored_ranges", "stored_shares"]
 
 BLOB_DATA = 0
 BLOB_TREE = 1
@@ -155,6 +155,12 @@ class PackBuilder:
         if self._staged is not None:
             self._staged.abort()
         self._staged = None
+
+
+def staged_pack(key: MasterKey, store: object, pack_size: int) -> PackBuilder:
+    """A pack written where ``store`` takes it without a copy (a local directory: in the
+    repository under data/, linked into place), else to a temporary file put whole."""
+    return PackBuilder(key, lambda: stage(store, "data/", pack_size))
 
 
 def header_length(tail: bytes) -> int:

@@ -69,6 +69,7 @@ from drsync.repo.pack import (
     BlobEntry,
     PackBuilder,
     read_pack_header,
+    staged_pack,
     stored_ranges,
     stored_shares,
 )
@@ -77,7 +78,6 @@ from drsync.repo.resume import abort_interrupted_uploads, verified_pack_entries
 from drsync.repo.retention import binlog_starts, expired_binlogs, expired_wal
 from drsync.repo.snapshot import Snapshot
 from drsync.repo.wal import WAL_PREFIX
-from drsync.store.capabilities import stage
 
 __all__ = ["PruneReport", "parse_max_unused", "prune"]
 
@@ -460,9 +460,8 @@ class _Prune:
         repo = self.repo
         held, repeated = skip
         copied: set[bytes] = set()  # only blobs whose prefix another one shares
-        def new_pack() -> PackBuilder:  # written where the store takes it without a copy
-            return PackBuilder(repo.key, lambda: stage(repo.store, "data/",
-                                                       repo.config.pack_size))
+        def new_pack() -> PackBuilder:
+            return staged_pack(repo.key, repo.store, repo.config.pack_size)
 
         builder = new_pack()
 

@@ -46,11 +46,10 @@ from drsync.malloc import return_large_buffers_to_the_os
 from drsync.repo.group import GROUP_SPAN, GROUP_TARGET, seal_group
 from drsync.repo.index import Index, index_document, pack_key
 from drsync.repo.objects import TYPE_INDEX
-from drsync.repo.pack import BLOB_DATA, BLOB_TREE, BlobEntry, PackBuilder
+from drsync.repo.pack import BLOB_DATA, BLOB_TREE, BlobEntry, PackBuilder, staged_pack
 from drsync.repo.repository import Repository, utc_now
 from drsync.repo.resume import adopt_unindexed
 from drsync.repo.snapshot import Entry, Snapshot
-from drsync.store.capabilities import stage
 
 __all__ = ["SnapshotWriter", "WriterStats", "adopt_orphan_packs"]
 
@@ -280,10 +279,7 @@ class SnapshotWriter:
         self._pack = self._new_pack()
 
     def _new_pack(self) -> PackBuilder:
-        """A pack written where its store takes it without a copy (a local directory:
-        in the repository, linked into place), else to a temporary file."""
-        store, size = self._repo.store, self._repo.config.pack_size
-        return PackBuilder(self._repo.key, lambda: stage(store, "data/", size))
+        return staged_pack(self._repo.key, self._repo.store, self._repo.config.pack_size)
 
     # -- groups: the new chunks of a block-structured file, sealed together -----------
 

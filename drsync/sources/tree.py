@@ -44,6 +44,7 @@ from pathlib import Path
 
 from drsync.errors import RestoreTargetError, UnsafePath, UsageError
 from drsync.paths import path_problem, tree_problems
+from drsync.store.local import NO_ANONYMOUS, NO_HARD_LINKS
 from drsync.tree import Entry
 
 __all__ = ["UNFINISHED", "DeltaStats", "FileTreeTarget", "LocalCopy", "RestoringFile",
@@ -75,12 +76,8 @@ def _preallocate(fd: int, size: int) -> None:
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-# A filesystem that cannot hard-link answers one of these; the temporary is renamed instead.
-_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
 # A file with no name yet (Linux O_TMPFILE), linked into place through /proc by ``done``.
 _ANONYMOUS_FLAGS = os.O_WRONLY | getattr(os, "O_TMPFILE", 0) | os.O_CLOEXEC
-# What a kernel or filesystem without O_TMPFILE answers (old kernels: EISDIR).
-_NO_ANONYMOUS = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL, errno.ENOSYS}
 
 
 @dataclass
@@ -363,7 +360,7 @@ class FileTreeTarget:
         try:
             return os.open(".", _ANONYMOUS_FLAGS, 0o600, dir_fd=parent)
         except OSError as err:
-            if err.errno not in _NO_ANONYMOUS:
+            if err.errno not in NO_ANONYMOUS:  # without O_TMPFILE
                 raise
             self._anonymous = False
             return None
@@ -484,7 +481,7 @@ class FileTreeTarget:
         except FileExistsError:
             raise self._exists(entry) from None
         except OSError as err:
-            if err.errno not in _NO_HARD_LINKS:
+            if err.errno not in NO_HARD_LINKS:  # without links: renamed
                 raise
             if _lexists(parent, name):
                 raise self._exists(entry) from None

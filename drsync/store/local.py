@@ -29,7 +29,8 @@ from drsync.errors import ObjectExists, ObjectNotFound, StoreError
 from drsync.store.base import ObjectInfo, Store, validate_key, validate_prefix
 from drsync.store.capabilities import PendingUpload, Staged
 
-__all__ = ["TMP_PREFIX", "LocalStore", "describe_os_error", "fsync_dir"]
+__all__ = ["NO_ANONYMOUS", "NO_HARD_LINKS", "TMP_PREFIX", "LocalStore", "describe_os_error",
+           "fsync_dir"]
 
 TMP_PREFIX = ".tmp-"
 STALE_TMP_S = 900.0
@@ -71,13 +72,12 @@ def _preallocate(fd: int, size: int) -> None:
 # A file with no name until it is linked (Linux O_TMPFILE), read back for hashing.
 _ANONYMOUS_FLAGS = os.O_RDWR | getattr(os, "O_TMPFILE", 0) | os.O_CLOEXEC
 # What a kernel or filesystem without O_TMPFILE answers (old kernels: EISDIR).
-_NO_ANONYMOUS = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL, errno.ENOSYS}
-
-
-# What a filesystem that cannot hard-link (here) answers; /proc missing: ENOENT is not
-# among them, it is an error like any other.
-_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS,
-                  errno.EXDEV}
+NO_ANONYMOUS = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL,
+                          errno.ENOSYS})
+# What a filesystem that cannot hard-link answers; /proc missing: ENOENT is not among
+# them, it is an error like any other.
+NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK,
+                           errno.ENOSYS})
 
 
 def fsync_dir(path: Path) -> None:
@@ -236,7 +236,7 @@ class _LocalStaged(Staged):
                 try:
                     fd = os.open(directory, _ANONYMOUS_FLAGS, 0o600)
                 except OSError as err:
-                    if err.errno not in _NO_ANONYMOUS:
+                    if err.errno not in NO_ANONYMOUS:
                         raise
             if fd < 0:
                 self._name = directory / (TMP_PREFIX + os.urandom(8).hex())
@@ -292,7 +292,7 @@ class _LocalStaged(Staged):
                         # half an hour: a pack of a slow backup, on NFS): the bytes are
                         # still held by the descriptor, copied by put.
                         vanished = self._name is not None and err.errno == errno.ENOENT
-                        if err.errno not in _NO_HARD_LINKS and not vanished:
+                        if err.errno not in NO_HARD_LINKS | {errno.EXDEV} and not vanished:
                             raise
                         self.file.seek(0)
                         store.put(key, self.file.read())
