@@ -475,11 +475,11 @@ class Bench:
                               text=True).stdout.strip()
 
     def close(self) -> None:
-        from drsync.testing import stop_resident_pushers
+        from drsync.testing import stop_leftover_processes
 
         for cluster in [*self.restored, self.cluster]:
             cluster.stop("immediate")
-        stop_resident_pushers(str(self.base))  # archive_command's (drsync.wal.resident)
+        stop_leftover_processes(str(self.base))  # archive_command's (drsync.wal.resident)
         shutil.rmtree(self.base, ignore_errors=True)
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from drsync.repo import Entry, KdfParams, RepoConfig, Repository, Secret, Snapshot, SnapshotWriter
 from drsync.store import MemoryStore, ObjectInfo, Store, StoreOptions, open_store
 
-__all__ = ["FAST_KDF", "CountingStore", "backup_bytes", "make_repo", "make_repository",
-           "resident_pushers", "stop_resident_pushers", "text_like"]
+__all__ = ["FAST_KDF", "CountingStore", "backup_bytes", "drsync_processes", "make_repo",
+           "make_repository", "resident_pushers", "stop_leftover_processes", "text_like"]
 
 FAST_KDF = KdfParams(n=1 << 10)
 
@@ -122,7 +122,14 @@ class CountingStore(Store):
 
 def resident_pushers(marker: str) -> list[int]:
     """Pids of wal-push processes (resident pushers, drsync.wal.resident, among them) whose
-    command line or environment mentions ``marker``, e.g. a test's directory."""
+    command line, environment or working directory mentions ``marker``, e.g. a test's
+    directory (PostgreSQL runs archive_command and restore_command in its data directory)."""
+    return drsync_processes(marker, (b"wal-push",))
+
+
+def drsync_processes(marker: str, verbs: tuple[bytes, ...]) -> list[int]:
+    """Pids of processes whose command line holds one of ``verbs`` and whose command line,
+    environment or working directory mentions ``marker``."""
     found = []
     needle = marker.encode()
     for pid in os.listdir("/proc"):
@@ -130,21 +137,24 @@ def resident_pushers(marker: str) -> list[int]:
             continue
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"wal-push" not in cmdline:
+            if not any(verb in cmdline for verb in verbs):
                 continue
-            if needle in cmdline or needle in Path(f"/proc/{pid}/environ").read_bytes():
+            if (needle in cmdline or needle in Path(f"/proc/{pid}/environ").read_bytes()
+                    or os.readlink(f"/proc/{pid}/cwd").startswith(marker)):
                 found.append(int(pid))
         except OSError:
             continue
     return found
 
 
-def stop_resident_pushers(marker: str) -> None:
-    """SIGKILL the resident pushers of ``marker``: tests leave no process behind (a killed
-    pusher leaves the spool as a killed wal-push does)."""
+def stop_leftover_processes(marker: str) -> None:
+    """SIGKILL what wal-push and wal-fetch left running for ``marker``: resident pushers
+    (a killed pusher leaves the spool as a killed wal-push does) and wal-fetch's detached
+    prefetchers (drsync.wal.prefetch; their queue is only a cache). Tests leave no process
+    behind: a prefetcher would otherwise idle on for ``IDLE_S`` after its test."""
     import contextlib
     import signal
 
-    for pid in resident_pushers(marker):
+    for pid in drsync_processes(marker, (b"wal-push", b"wal-fetch")):
         with contextlib.suppress(OSError):  # gone meanwhile
             os.kill(pid, signal.SIGKILL)

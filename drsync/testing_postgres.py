@@ -241,10 +241,10 @@ class ArchivingTenant:
         return segment
 
     def close(self) -> None:
-        from drsync.testing import stop_resident_pushers
+        from drsync.testing import stop_leftover_processes
 
         self.cluster.stop("immediate")
-        stop_resident_pushers(str(self.base))  # archive_command's resident pusher
+        stop_leftover_processes(str(self.base))  # archive_command's resident pusher
         shutil.rmtree(self.base, ignore_errors=True)
 
 

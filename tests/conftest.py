@@ -24,9 +24,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     yield
-    from drsync.testing import stop_resident_pushers
+    from drsync.testing import stop_leftover_processes
 
-    stop_resident_pushers(str(tmp_path))  # what wal-push left running (drsync.wal.resident)
+    stop_leftover_processes(str(tmp_path))  # resident pushers, wal-fetch prefetchers
 
 
 @pytest.fixture
@@ -94,4 +94,24 @@ def scratch_dir() -> Iterator[Path]:
 
         subprocess.run(as_cluster_user([f"{find_pg_bindir()}/pg_ctl", "-D", str(path / "data"),
                                         "-m", "immediate", "stop"]), capture_output=True)
+    from drsync.testing import stop_leftover_processes
+
+    stop_leftover_processes(str(path))  # restore_command's prefetcher, in the data directory
     shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Leave nothing running: a wal-push or wal-fetch helper that a test's own cleanup
+    missed is stopped here, and named, so the miss is fixed rather than left to idle."""
+    from drsync.testing import drsync_processes, stop_leftover_processes
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    markers = ["/tmp/drpg"]  # throwaway clusters (drsync.testing_postgres.make_cluster_dir)
+    if factory is not None:
+        markers.append(str(factory.getbasetemp()))
+    for marker in markers:
+        left = drsync_processes(marker, (b"wal-push", b"wal-fetch"))
+        if left:
+            print(f"\nstopping {len(left)} drsync helper(s) left running under {marker}: "
+                  f"pids {left}")
+            stop_leftover_processes(marker)

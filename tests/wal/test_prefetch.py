@@ -319,3 +319,29 @@ def test_the_prefetcher_leaves_when_its_directory_is_removed(tmp_path: Path) -> 
     Prefetcher(queue, name(1), SEG, 2, fetch, clock=clock, sleep=clock.sleep,
                idle_s=3600).run()
     assert clock.now < 1
+
+
+def test_test_cleanup_finds_a_prefetcher_by_its_data_directory(
+        archive: Callable[..., Archive]) -> None:
+    """PostgreSQL runs ``wal-fetch %f pg_wal/RECOVERYXLOG`` in the data directory, so a
+    prefetcher's command line and environment need not name that directory; the cleanup
+    every test and throwaway cluster runs (drsync.testing.stop_leftover_processes) finds
+    it by its working directory, so no prefetcher outlives its test."""
+    from drsync.testing import stop_leftover_processes
+
+    a = archive(count=4, depth=2)
+    data = str(a.base / "data")
+    assert data not in " ".join(a.env.values())  # only the working directory names it
+    done = a.fetch(name(1))
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: locked(a.queue))
+    pid = a.prefetcher_pid()
+    stop_leftover_processes(data)
+    wait_for(lambda: _gone(pid), timeout=10)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
