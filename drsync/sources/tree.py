@@ -533,6 +533,7 @@ class RestoringFile:
         self._creating = threading.Lock()
         self._unflushed = 0  # bytes put since writeback was last started
         self._flushed_to = 0  # writeback started below this offset
+        self._dropped_to = 0  # written out and dropped from the page cache below this offset
 
     def _descriptor(self) -> int:
         if self._fd < 0:
@@ -555,6 +556,10 @@ class RestoringFile:
                 start, self._flushed_to, self._unflushed = self._flushed_to, offset, 0
                 if offset > start:
                     _start_writeback(fd, start, offset - start)
+                    # The range whose writeback began one step ago: wait for it, drop it.
+                    dropped, self._dropped_to = self._dropped_to, start
+                    if start > dropped:
+                        _drop_written(fd, dropped, start - dropped)
         except OSError as err:
             raise self._tree._cannot_write(self.meta, err) from None
 
@@ -604,6 +609,35 @@ def _sync_filesystem(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def _drop_written(fd: int, offset: int, length: int) -> None:
+    """Wait until this range (whose writeback began a step ago) is written out, then drop
+    its pages from the page cache, so that a restore's page cache stays a few windows
+    deep instead of its whole size. The next windows then reuse the pages just freed:
+    on a VM that hands free memory back to its host (virtio-balloon free page
+    reporting), writing into pages that had been free for a few seconds cost about 3 s
+    of system time a GB here, in the copy itself, against 0.5 s. Not for durability
+    (the final ``syncfs`` is), and a hint only: errors are left to that ``syncfs``."""
+    wait = _sync_file_range()
+    if wait is not None:
+        wait(fd, offset, length, _SYNC_FILE_RANGE_WAIT_ALL)
+    with contextlib.suppress(OSError, AttributeError):
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+# SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER
+_SYNC_FILE_RANGE_WAIT_ALL = 1 | 2 | 4
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    function = getattr(_libc(), "sync_file_range", None)  # Linux only
+    if function is None:
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
 @functools.cache
 def _libc() -> ctypes.CDLL | None:
     try:
@@ -645,7 +679,8 @@ def _lexists(dir_fd: int, name: str) -> bool:
 
 
 # Every this many bytes put into a file, writeback of what it holds is started (not waited
-# for), so the disk works while later chunks are decrypted and the final sync has little left.
+# for), so the disk works while later chunks are decrypted and the final sync has little left;
+# the range started a step before is then waited for and dropped (``_drop_written``).
 _WRITEBACK_EVERY = 16 << 20
 
 
