@@ -291,6 +291,25 @@ def test_local_staged_object_is_linked_into_place_not_copied(
     assert _every_name(tmp_path / "repo") == ["config", "data/cd/pack"]
 
 
+def test_a_committed_pack_leaves_the_page_cache(tmp_path: Path) -> None:
+    """Once fsynced, a staged pack's pages are dropped (a backup writes its packs once
+    and does not read them back): the next packs reuse those pages, and a backup does not
+    fill the host's page cache with its output. Its bytes are all there."""
+    from drsync.store.capabilities import stage
+    from tests.helpers import can_drop_cached_pages, resident_bytes
+
+    if not can_drop_cached_pages(tmp_path):
+        pytest.skip(f"{tmp_path} keeps every page in memory (tmpfs): nothing to drop")
+    store = LocalStore(tmp_path / "repo")
+    payload = os.urandom(8 << 20)
+    staged = stage(store, "data/", 16 << 20)
+    staged.write(payload)
+    staged.commit("data/cd/pack")
+    stored = tmp_path / "repo" / "data" / "cd" / "pack"
+    assert resident_bytes(stored) < 1 << 20
+    assert store.get("data/cd/pack") == payload
+
+
 def test_local_staging_on_a_full_disk_is_one_clear_error_and_leaves_nothing(
         tiny_fs: Path) -> None:
     from drsync.store.capabilities import stage
