@@ -42,7 +42,7 @@ def open_store(url: str, options: StoreOptions | None = None, *,
                 raise UsageError(f"file URL {url!r} names a host; use file:///absolute/path")
             store = LocalStore(unquote(parsed.path))
         elif parsed.scheme == "s3":
-            from drsync.store.s3 import S3Store  # boto3 is imported only for S3 URLs
+            from drsync.store.s3 import S3Store  # botocore is imported only for S3 URLs
 
             store = S3Store(url, options.s3, connections=options.connections)
         else:

@@ -1,4 +1,4 @@
-"""A store in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW), through boto3.
+"""A store in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW), through botocore.
 
 ``s3://bucket/prefix``: every key lives under ``prefix/``. What this module
 owns, and nothing above it knows:
@@ -30,11 +30,11 @@ owns, and nothing above it knows:
   no ``If-None-Match`` (the claim protocol), no ListMultipartUploads (cut
   uploads are neither listed, resumed from the spool nor aborted). A 501 is
   a permanent answer, never retried.
-- **Credentials.** boto3's usual chain, or the keys of ``credentials_file``
+- **Credentials.** botocore's usual chain (as boto3's), or the keys of ``credentials_file``
   (``s3_credentials``) given to the session explicitly.
 - **Errors.** Transient ones are StoreUnavailable (the retry wrapper retries
   them); permanent ones are one line naming the bucket and the reason.
-  boto3's own retries are off, so retrying happens in exactly one place.
+  botocore's own retries are off, so retrying happens in exactly one place.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -99,24 +99,26 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-_sessions: dict[tuple[str | None, StaticCredentials | None], boto3.session.Session] = {}
+_sessions: dict[tuple[str | None, StaticCredentials | None], botocore.session.Session] = {}
 _sessions_lock = threading.Lock()
 
 
-def _session(profile: str | None, credentials_file: str | None = None) -> boto3.session.Session:
-    """One boto3 session per profile (or per credentials read from a credentials file):
-    loading the service model once makes opening a store cheap (tests open hundreds)."""
+def _session(profile: str | None,
+             credentials_file: str | None = None) -> botocore.session.Session:
+    """One botocore session per profile (or per credentials read from a credentials file):
+    loading the service model once makes opening a store cheap (tests open hundreds).
+    botocore's, not boto3's: boto3 adds only resources and transfers, which drsync does not
+    use, and importing it (s3transfer with it) cost every S3 command about 0.15 s."""
     creds = read_credentials_file(credentials_file, profile) if credentials_file else None
     with _sessions_lock:
         session = _sessions.get((profile, creds))
         if session is None:
             if creds is not None:  # keys given explicitly: the profile named their section
-                session = boto3.session.Session(
-                    aws_access_key_id=creds.access_key_id,
-                    aws_secret_access_key=creds.secret_access_key,
-                    aws_session_token=creds.session_token)
+                session = botocore.session.Session()
+                session.set_credentials(creds.access_key_id, creds.secret_access_key,
+                                        creds.session_token)
             else:
-                session = boto3.session.Session(profile_name=profile)
+                session = botocore.session.Session(profile=profile)
             _sessions[(profile, creds)] = session
         return session
 
@@ -221,8 +223,9 @@ class S3Store(Store):
             )
             verify: bool | str = opts.ca_bundle if opts.ca_bundle else opts.verify_tls
             with _sessions_lock:  # creating clients from one session is not thread-safe
-                return session.client("s3", endpoint_url=opts.endpoint_url,
-                                      region_name=opts.region, verify=verify, config=config)
+                return cast("S3Client", session.create_client(
+                    "s3", endpoint_url=opts.endpoint_url, region_name=opts.region,
+                    verify=verify, config=config))
         except BotoCoreError as err:
             raise translate(err, self.bucket, url_of(self.bucket, self.prefix),
                             "opening the store") from None
