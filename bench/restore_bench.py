@@ -1,10 +1,11 @@
 """The restore benchmark: drsync against restic on the same data, local and S3.
 
-A generated pg_dump-like file (bench/datagen.py) is backed up once, cut at
-fixed 32 KiB offsets as a PostgreSQL base backup's relation files are (the
-case that made one GET a blob), into a directory store and into a bucket on
-moto's server on loopback (in a process of its own, so that its Python does
-not share the benchmark's interpreter with the restore); then restored
+A generated pg_dump-like file (bench/datagen.py) is backed up twice, into a
+directory store and into a bucket on moto's server on loopback (in a process
+of its own, so that its Python does not share the benchmark's interpreter
+with the restore): cut at fixed 32 KiB offsets, as a PostgreSQL base
+backup's relation files are (the case that made one GET a blob), and in
+content-defined chunks, as ``drsync backup`` cuts a dump. Each is restored
 twice: in this process, timed from opening the repository with its key file
 (listing, index, every blob verified, file written and fsynced) to the end,
 through a store wrapper that counts GETs; and as ``drsync restore`` (the
@@ -27,7 +28,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +50,16 @@ from drsync.testing import CountingStore, make_repository  # noqa: E402
 OUT = Path(__file__).resolve().parent / "out"
 MB = 1e6
 BLOCK = 32 << 10
+# How the file is cut: as a base backup's relation files, and as `drsync backup` cuts a dump.
+LAYOUTS: dict[str, int | None] = {"blocks": BLOCK, "cdc": None}
 
 
-def _backup(store: Store, key_path: Path, dump: Path) -> None:
+def _backup(store: Store, key_path: Path, dump: Path, fixed_size: int | None) -> None:
     repo = make_repository(store, key_file_path=key_path)
     writer = SnapshotWriter(repo, repo.load_index())
     with dump.open("rb") as fin:
         writer.add_stream(Entry(peers.FILE_NAME, "file", size=dump.stat().st_size), fin,
-                          fixed_size=BLOCK)
+                          fixed_size=fixed_size)
     writer.commit(host="bench", source_kind="files", source_spec={}, tags=[], summary={},
                   version="bench")
 
@@ -126,6 +129,8 @@ def _restic(repo: str, dump: Path, work: Path) -> dict[str, Any] | None:
     subprocess.run([exe, "backup", "--quiet", "--host", "bench", peers.FILE_NAME], env=env,
                    cwd=source, check=True, capture_output=True)
     shutil.rmtree(work / "restic-cache", ignore_errors=True)  # a restore at the secondary site
+    if not repo.startswith("s3:"):
+        peers.warm(Path(repo))  # as drsync's repository is before its restores
     target = work / "restore"
     started = time.perf_counter()
     done = subprocess.run([exe, "restore", "latest", "--target", str(target)], env=env,
@@ -138,43 +143,58 @@ def _restic(repo: str, dump: Path, work: Path) -> dict[str, Any] | None:
             "ok": filecmp.cmp(restored, dump, shallow=False)}
 
 
-def _run(label: str, store: Store, restic_repo: str | None, dump: Path,
-         work: Path, env: dict[str, str]) -> dict[str, Any]:
+def _run(label: str, open_repo: Callable[[str], tuple[Store, str]], restic_repo: str | None,
+         dump: Path, work: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Both layouts' restores (in process, then the CLI) from one kind of store, then
+    restic's. ``open_repo(layout)`` gives a fresh repository's store and its URL."""
     work.mkdir(parents=True)
-    key = work / "drsync.key"
-    print(f"{label}: backing up ...", file=sys.stderr)
-    _backup(store, key, dump)
-    print(f"{label}: restoring ...", file=sys.stderr)
-    row: dict[str, Any] = {"drsync": _restore(store, key, work / "restore", dump)}
-    shutil.rmtree(work / "restore")
-    row["drsync_cli"] = _restore_cli({**env, "DRSYNC_KEY_FILE": str(key),
-                                      "DRSYNC_CATALOG": str(work / "catalog.sqlite")},
-                                     work / "restore", dump)
-    shutil.rmtree(work / "restore")
+    row: dict[str, Any] = {}
+    for layout, fixed_size in LAYOUTS.items():
+        store, url = open_repo(layout)
+        key = work / f"drsync-{layout}.key"
+        print(f"{label}: backing up ({layout}) ...", file=sys.stderr)
+        _backup(store, key, dump, fixed_size)
+        root = getattr(store, "root", None)  # a directory store; moto keeps objects in memory
+        name = "drsync" if layout == "blocks" else f"drsync_{layout}"
+        print(f"{label}: restoring ({layout}) ...", file=sys.stderr)
+        if root is not None:
+            peers.warm(Path(root))
+        row[name] = _restore(store, key, work / "restore", dump)
+        shutil.rmtree(work / "restore")
+        if root is not None:
+            peers.warm(Path(root))
+        row[f"{name}_cli"] = _restore_cli(
+            {**env, "DRSYNC_REPO": url, "DRSYNC_KEY_FILE": str(key),
+             "DRSYNC_CATALOG": str(work / f"catalog-{layout}.sqlite")}, work / "restore", dump)
+        shutil.rmtree(work / "restore")
     row["restic"] = _restic(restic_repo, dump, work / "restic") if restic_repo else None
     return row
 
 
 def render(size: int, rows: dict[str, dict[str, Any]]) -> str:
-    lines = [f"restore of {size / MB:,.0f} MB (one file, 32 KiB fixed blocks as a base backup; "
-             "key opening, listing, index, verify, fsync included)"]
+    lines = [f"restore of {size / MB:,.0f} MB (one file; key opening, listing, index, verify, "
+             "fsync included; blocks = cut every 32 KiB as a base backup, cdc = content-defined "
+             "chunks as `drsync backup` cuts a dump)"]
     for label, row in rows.items():
-        me = row["drsync"]
-        lines.append(
-            f"  {label:<6} drsync {me['mb_s']:7.1f} MB/s ({me['seconds']:.2f} s), "
-            f"{me['gets']} GETs ({me['pack_gets']} for {me['packs']} packs, at most "
-            f"{me['max_gets_per_pack']} a pack), byte-identical: {me['ok']}")
-        cli = row["drsync_cli"]
-        lines.append(f"  {label:<6} drsync restore (the CLI, whole process) {cli['mb_s']:7.1f} "
-                     f"MB/s ({cli['seconds']:.2f} s), byte-identical: {cli['ok']}")
         peer = row["restic"]
+        for layout in LAYOUTS:
+            name = "drsync" if layout == "blocks" else f"drsync_{layout}"
+            me, cli = row[name], row[f"{name}_cli"]
+            lines.append(
+                f"  {label:<6} {layout:<6} drsync {me['mb_s']:7.1f} MB/s ({me['seconds']:.2f} s), "
+                f"{me['gets']} GETs ({me['pack_gets']} for {me['packs']} packs, at most "
+                f"{me['max_gets_per_pack']} a pack), byte-identical: {me['ok']}")
+            versus = "" if peer is None else (
+                f"; x{peer['seconds'] / me['seconds']:.2f} restic's speed in process, "
+                f"x{peer['seconds'] / cli['seconds']:.2f} as the CLI")
+            lines.append(f"  {label:<6} {layout:<6} drsync restore (the CLI, whole process) "
+                         f"{cli['mb_s']:7.1f} MB/s ({cli['seconds']:.2f} s), byte-identical: "
+                         f"{cli['ok']}{versus}")
         if peer is None:
             lines.append(f"  {label:<6} restic not installed or not run")
         else:
             lines.append(f"  {label:<6} restic {peer['mb_s']:7.1f} MB/s ({peer['seconds']:.2f} s)"
-                         f", byte-identical: {peer['ok']}; drsync is "
-                         f"x{peer['seconds'] / me['seconds']:.2f} restic's speed in process, "
-                         f"x{peer['seconds'] / cli['seconds']:.2f} as the CLI")
+                         f", byte-identical: {peer['ok']}")
     return "\n".join(lines)
 
 
@@ -195,19 +215,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     restic = not args.no_restic
     local = work / "local"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRSYNC_")}
-    rows["local"] = _run("local", open_store(str(local / "drsync-repo")),
-                         str(local / "restic-repo") if restic else None, dump, local,
-                         {**env, "DRSYNC_REPO": str(local / "drsync-repo")})
+
+    def local_repo(layout: str) -> tuple[Store, str]:
+        url = str(local / f"drsync-{layout}")
+        return open_store(url), url
+
+    rows["local"] = _run("local", local_repo, str(local / "restic-repo") if restic else None,
+                         dump, local, env)
     if not args.no_s3:
         with _moto_server() as endpoint:
             s3 = boto3.client("s3", endpoint_url=endpoint)
             for bucket in ("drsync-bench", "restic-bench"):
                 s3.create_bucket(Bucket=bucket)
-            store = open_store("s3://drsync-bench/repo",
-                               StoreOptions(s3=S3Options(endpoint_url=endpoint)))
-            rows["s3"] = _run("s3", store, f"s3:{endpoint}/restic-bench" if restic else None,
-                              dump, work / "s3", {**env, "DRSYNC_REPO": "s3://drsync-bench/repo",
-                                                  "AWS_ENDPOINT_URL": endpoint})
+
+            def s3_repo(layout: str) -> tuple[Store, str]:
+                url = f"s3://drsync-bench/{layout}"
+                return open_store(url, StoreOptions(s3=S3Options(endpoint_url=endpoint))), url
+
+            rows["s3"] = _run("s3", s3_repo, f"s3:{endpoint}/restic-bench" if restic else None,
+                              dump, work / "s3", {**env, "AWS_ENDPOINT_URL": endpoint})
     print(render(dump.stat().st_size, rows))
     (OUT / "restore-results.json").write_text(json.dumps(
         {"input_bytes": dump.stat().st_size, **rows}, indent=2))
