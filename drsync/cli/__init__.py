@@ -135,6 +135,28 @@ class _WarningLines(logging.Handler):
         click.echo(f"drsync: warning: {record.getMessage()}", err=True)
 
 
+# The global options' placeholders and environment variables, for the hint below.
+_GLOBAL_METAVARS = {"--repo": "URL", "-r": "URL", "--password-file": "FILE", "--key-file": "FILE",
+                    "--config": "FILE", "--catalog": "URL", "--limit-upload": "RATE",
+                    "--limit-download": "RATE"}
+
+
+def _global_option_hint(err: click.exceptions.NoSuchOption) -> str | None:
+    """For an option of drsync itself given after a command that has no such option
+    (``drsync init --password-file pw``): one line that says where it goes instead of
+    click's "No such option"."""
+    name = err.option_name.split("=", 1)[0]
+    option = next((p for p in cli.params if isinstance(p, click.Option) and name in p.opts),
+                  None)
+    if option is None or err.ctx is None or err.ctx.parent is None:
+        return None
+    command = err.ctx.command_path.split(" ", 1)[1] if " " in err.ctx.command_path else ""
+    env = "DRSYNC_" + max(option.opts, key=len).lstrip("-").replace("-", "_").upper()
+    example = f"drsync {name} {_GLOBAL_METAVARS.get(name, 'VALUE')} {command}".rstrip()
+    return (f"{name} is an option of drsync itself, not of '{command}': give it before "
+            f"the command, as in `{example} ...`, or set {env}")
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point: expected failures become one line and their exit code."""
     logger = logging.getLogger("drsync")
@@ -148,6 +170,13 @@ def main(argv: list[str] | None = None) -> Any:
     except click.exceptions.Abort:
         click.echo("drsync: aborted", err=True)
         sys.exit(130)
+    except click.exceptions.NoSuchOption as err:
+        hint = _global_option_hint(err)
+        if hint is None:
+            err.show()
+            sys.exit(err.exit_code)
+        click.echo(f"drsync: error: {hint}", err=True)
+        sys.exit(err.exit_code)
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)

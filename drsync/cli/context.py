@@ -53,9 +53,11 @@ def read_passphrase(settings: Settings, *, confirm: bool = False) -> tuple[str, 
                              confirmation_prompt=confirm, err=True)
         return str(value), "typed"
     if confirm:  # init: a passphrase always wraps the new key; a key file is extra
-        raise UsageError("no passphrase for the new repository: use --password-file or "
-                         "DRSYNC_PASSWORD (--new-key-file adds a key file for agents)")
-    raise UsageError("no passphrase: use --password-file, DRSYNC_PASSWORD or --key-file")
+        raise UsageError("no passphrase for the new repository: use `drsync --password-file "
+                         "FILE init` or DRSYNC_PASSWORD (--new-key-file adds a key file for "
+                         "agents)")
+    raise UsageError("no passphrase: use drsync's --password-file FILE or --key-file FILE "
+                     "(given before the command), DRSYNC_PASSWORD or DRSYNC_KEY_FILE")
 
 
 def read_new_passphrase(path: str | None) -> str:

@@ -220,10 +220,35 @@ def test_init_without_a_passphrase_names_what_gives_one(drsync_bin: str,
                env={"DRSYNC_PASSWORD": ""})
     assert done.returncode == 2, done.stderr
     assert _error_line(done) == (
-        "drsync: error: no passphrase for the new repository: use --password-file or "
-        "DRSYNC_PASSWORD (--new-key-file adds a key file for agents)")
+        "drsync: error: no passphrase for the new repository: use `drsync --password-file "
+        "FILE init` or DRSYNC_PASSWORD (--new-key-file adds a key file for agents)")
     assert not (tmp_path / "agent.key").exists()
     assert not (tmp_path / "repo").exists() or not os.listdir(tmp_path / "repo")
+
+
+def test_a_global_option_after_the_command_says_where_it_goes(drsync_bin: str,
+                                                              tmp_path: Path) -> None:
+    """`drsync init --password-file pw` (as restic would take it) is one line naming the
+    right place for the option and its variable, not click's usage text; nothing is
+    written. Options a command has of its own (drill --config) are still its own."""
+    cli = Cli(drsync_bin, tmp_path)
+    pw = tmp_path / "pw"
+    pw.write_text("correct horse\n")
+    done = cli("init", "--password-file", str(pw), ok=False)
+    assert done.returncode == 2
+    assert _error_line(done) == (
+        "drsync: error: --password-file is an option of drsync itself, not of 'init': give "
+        "it before the command, as in `drsync --password-file FILE init ...`, or set "
+        "DRSYNC_PASSWORD_FILE")
+    assert not (tmp_path / "repo").exists()
+    nested = cli("key", "list", "-r", str(tmp_path / "repo"), ok=False)
+    assert _error_line(nested).startswith(
+        "drsync: error: -r is an option of drsync itself, not of 'key list': give it before "
+        "the command, as in `drsync -r URL key list ...`, or set DRSYNC_REPO")
+    unknown = cli("init", "--bogus", ok=False)
+    assert unknown.returncode == 2 and b"No such option '--bogus'" in unknown.stderr
+    cli("--password-file", str(pw), "init", env={"DRSYNC_PASSWORD": ""})  # where it goes
+    assert (tmp_path / "repo" / "config").exists()
 
 
 def test_check_and_unlock_name_a_lock_whose_pid_was_reused(cli: Cli, tmp_path: Path) -> None:
