@@ -143,6 +143,12 @@ def _restic(repo: str, dump: Path, work: Path) -> dict[str, Any] | None:
             "ok": filecmp.cmp(restored, dump, shallow=False)}
 
 
+def _warm(root: object) -> None:
+    """A directory store's objects into the page cache before a restore (peers.warm)."""
+    if root is not None:
+        peers.warm(Path(str(root)))
+
+
 def _run(label: str, open_repo: Callable[[str], tuple[Store, str]], restic_repo: str | None,
          dump: Path, work: Path, env: dict[str, str]) -> dict[str, Any]:
     """Both layouts' restores (in process, then the CLI) from one kind of store, then
@@ -157,12 +163,10 @@ def _run(label: str, open_repo: Callable[[str], tuple[Store, str]], restic_repo:
         root = getattr(store, "root", None)  # a directory store; moto keeps objects in memory
         name = "drsync" if layout == "blocks" else f"drsync_{layout}"
         print(f"{label}: restoring ({layout}) ...", file=sys.stderr)
-        if root is not None:
-            peers.warm(Path(root))
+        _warm(root)
         row[name] = _restore(store, key, work / "restore", dump)
         shutil.rmtree(work / "restore")
-        if root is not None:
-            peers.warm(Path(root))
+        _warm(root)
         row[f"{name}_cli"] = _restore_cli(
             {**env, "DRSYNC_REPO": url, "DRSYNC_KEY_FILE": str(key),
              "DRSYNC_CATALOG": str(work / f"catalog-{layout}.sqlite")}, work / "restore", dump)

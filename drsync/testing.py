@@ -147,14 +147,17 @@ def drsync_processes(marker: str, verbs: tuple[bytes, ...]) -> list[int]:
     return found
 
 
-def stop_leftover_processes(marker: str) -> None:
+def stop_leftover_processes(marker: str) -> list[int]:
     """SIGKILL what wal-push and wal-fetch left running for ``marker``: resident pushers
     (a killed pusher leaves the spool as a killed wal-push does) and wal-fetch's detached
     prefetchers (drsync.wal.prefetch; their queue is only a cache). Tests leave no process
-    behind: a prefetcher would otherwise idle on for ``IDLE_S`` after its test."""
+    behind: a prefetcher would otherwise idle on for ``IDLE_S`` after its test. Returns
+    the pids signalled."""
     import contextlib
     import signal
 
-    for pid in drsync_processes(marker, (b"wal-push", b"wal-fetch")):
+    left = drsync_processes(marker, (b"wal-push", b"wal-fetch"))
+    for pid in left:
         with contextlib.suppress(OSError):  # gone meanwhile
             os.kill(pid, signal.SIGKILL)
+    return left

@@ -103,15 +103,14 @@ def scratch_dir() -> Iterator[Path]:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Leave nothing running: a wal-push or wal-fetch helper that a test's own cleanup
     missed is stopped here, and named, so the miss is fixed rather than left to idle."""
-    from drsync.testing import drsync_processes, stop_leftover_processes
+    from drsync.testing import stop_leftover_processes
 
     factory = getattr(session.config, "_tmp_path_factory", None)
     markers = ["/tmp/drpg"]  # throwaway clusters (drsync.testing_postgres.make_cluster_dir)
     if factory is not None:
         markers.append(str(factory.getbasetemp()))
     for marker in markers:
-        left = drsync_processes(marker, (b"wal-push", b"wal-fetch"))
+        left = stop_leftover_processes(marker)
         if left:
-            print(f"\nstopping {len(left)} drsync helper(s) left running under {marker}: "
+            print(f"\nstopped {len(left)} drsync helper(s) left running under {marker}: "
                   f"pids {left}")
-            stop_leftover_processes(marker)

@@ -135,7 +135,7 @@ class _WarningLines(logging.Handler):
         click.echo(f"drsync: warning: {record.getMessage()}", err=True)
 
 
-# The global options' placeholders and environment variables, for the hint below.
+# The global options' placeholders, for the hint below.
 _GLOBAL_METAVARS = {"--repo": "URL", "-r": "URL", "--password-file": "FILE", "--key-file": "FILE",
                     "--config": "FILE", "--catalog": "URL", "--limit-upload": "RATE",
                     "--limit-download": "RATE"}

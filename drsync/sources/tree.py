@@ -620,8 +620,7 @@ def _drop_written(fd: int, offset: int, length: int) -> None:
     wait = _sync_file_range()
     if wait is not None:
         wait(fd, offset, length, _SYNC_FILE_RANGE_WAIT_ALL)
-    with contextlib.suppress(OSError, AttributeError):
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+    _start_writeback(fd, offset, length)  # DONTNEED: now clean, the pages are dropped
 
 
 # SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER
