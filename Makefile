@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e '.[dev]'
+	$(BIN)/python -m compileall -q drsync  # as pip compiles what it installs (not editable)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -185,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="bytes of day 1 used for the raw limits (0: all of it, the same data)")
     parser.add_argument("--no-peers", action="store_true", help="skip restic and borg")
     args = parser.parse_args(argv)
+    peers.byte_compile_drsync()  # drsync's processes timed as installed
     size = datagen.parse_size(args.size)
     OUT.mkdir(exist_ok=True)
     work = OUT / "work"

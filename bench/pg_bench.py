@@ -62,6 +62,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.datagen import TABLES, table_rows
+from bench.peers import byte_compile_drsync
 from bench.pgbackrest_peer import PgBackRest, install_pgbackrest
 from bench.proctree import Measured, run_measured
 from drsync.testing_postgres import (
@@ -522,6 +523,7 @@ def main() -> None:
     parser.add_argument("--no-pgbackrest", action="store_true",
                         help="measure drsync alone (no pgBackRest, nothing installed)")
     args = parser.parse_args()
+    byte_compile_drsync()  # drsync's processes (wal-push, wal-fetch) timed as installed
     # Killed, the run still stops its clusters and removes its directory (finally below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     missing = "--no-pgbackrest given" if args.no_pgbackrest else install_pgbackrest()

@@ -208,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-s3", action="store_true", help="local store only")
     parser.add_argument("--no-restic", action="store_true", help="skip restic")
     args = parser.parse_args(argv)
+    peers.byte_compile_drsync()  # drsync's processes timed as installed
     OUT.mkdir(exist_ok=True)
     dump = OUT / f"day1-{args.size}.sql"
     if not dump.exists():

@@ -150,7 +150,7 @@ class MasterKey:
             return int.from_bytes(sealed[1 : 1 + _GEN_SIZE], "little")
         return 0
 
-    def seal_chunk(self, data: bytes, chunk_id: bytes, level: int) -> bytes:
+    def seal_chunk(self, data: bytes | memoryview, chunk_id: bytes, level: int) -> bytes:
         codec, payload = compress(data, level)
         return self.seal(payload, codec, chunk_id)
 

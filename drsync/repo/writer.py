@@ -1,7 +1,8 @@
 """The backup pipeline: chunk -> id -> dedup -> compress -> encrypt -> pack -> store.
 
 Streaming end to end with bounded memory: the chunker reads the source in
-its own buffer, at most ``window`` tasks (a chunk, or several small ones
+blocks and hands out each chunk as a view into its block (drsync.repo.chunking:
+no copy), at most ``window`` tasks (a chunk, or several small ones
 making ``TASK_BYTES``) are in flight on the worker threads (zstd, BLAKE3,
 AES-GCM and the chunker all release the GIL, so two cores are busy), and at
 most ``UPLOAD_QUEUE`` finished packs (files, see pack.py) wait for
@@ -43,6 +44,7 @@ from pyfastcdc import FastCDC
 
 from drsync.errors import DrsyncError, RunInterrupted, StoreError
 from drsync.malloc import return_large_buffers_to_the_os
+from drsync.repo.chunking import cut_stream
 from drsync.repo.group import GROUP_SPAN, GROUP_TARGET, seal_group
 from drsync.repo.index import Index, index_document, pack_key
 from drsync.repo.objects import TYPE_INDEX
@@ -249,7 +251,7 @@ class SnapshotWriter:
 
     # -- the pipeline -----------------------------------------------------------
 
-    def _process(self, data: bytes, blob_type: int) -> _Processed:
+    def _process(self, data: bytes | memoryview, blob_type: int) -> _Processed:
         chunk_id = self._repo.key.chunk_id(data)
         if chunk_id in self._index or chunk_id in self._added:
             return chunk_id, None, len(data)
@@ -283,9 +285,10 @@ class SnapshotWriter:
 
     # -- groups: the new chunks of a block-structured file, sealed together -----------
 
-    def _identify(self, data: bytes, blob_type: int) -> _Processed:
-        """A chunk to group: its id now, its seal with its group's (``_close_group``)."""
-        return self._repo.key.chunk_id(data), data, len(data)
+    def _identify(self, data: bytes | memoryview, blob_type: int) -> _Processed:
+        """A chunk to group: its id now, its seal with its group's (``_close_group``).
+        Fixed-size chunks are bytes already (``bytes`` returns the same object)."""
+        return self._repo.key.chunk_id(data), bytes(data), len(data)
 
     def _accept_grouped(self, result: _Processed, blob_type: int) -> bytes:
         chunk_id, data, raw_length = result
@@ -348,11 +351,11 @@ class SnapshotWriter:
             self._stream_at = 0
         inflight: collections.deque[Future[list[_Processed]]] = collections.deque()
         total = 0
-        chunks: Iterator[bytes] = (
+        chunks: Iterator[bytes | memoryview] = (
             _fixed_chunks(reader, fixed_size) if fixed_size
-            else (bytes(c.data) for c in self._chunker.cut_stream(reader))  # buffer is reused
+            else cut_stream(self._chunker, reader)  # views, each alive until it is sealed
         )
-        batch: list[bytes] = []
+        batch: list[bytes | memoryview] = []
         batch_bytes = 0
         for data in chunks:
             self._check_stop()
@@ -380,7 +383,8 @@ class SnapshotWriter:
         return total
 
     @staticmethod
-    def _process_batch(work: Callable[[bytes, int], _Processed], batch: list[bytes],
+    def _process_batch(work: Callable[[bytes | memoryview, int], _Processed],
+                       batch: list[bytes | memoryview],
                        blob_type: int) -> list[_Processed]:
         return [work(data, blob_type) for data in batch]
 
