@@ -12,7 +12,10 @@ the same files:
   and two threads; backup throughput is reported as a fraction of the
   two-thread pipeline;
 - restic and borg on the same job (same file path both days, restore
-  compared byte for byte), where installed, and the ratios.
+  compared byte for byte), where installed, and the ratios: drsync's and
+  restic's jobs take turns ``--rounds`` times (default 3), each with a fresh
+  repository, and their medians are compared (the range of each and of the
+  same-round ratios is printed too); borg runs once.
 
 Run ``make bench`` (or ``python bench/backup_bench.py --size 1G``). Results
 go to stdout and to ``bench/out/results.json``.
@@ -21,6 +24,7 @@ go to stdout and to ``bench/out/results.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -30,6 +34,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -136,8 +141,22 @@ def run_drsync(day1: Path, day2: Path, workdir: Path) -> dict[str, float]:
     }
 
 
+def _median_run(runs: Sequence[peers.PeerRun]) -> peers.PeerRun:
+    """One run of a tool made of the medians of its rounds (restored_ok: every round's)."""
+    first = runs[0]
+    numbers = {key: statistics.median(getattr(r, key) for r in runs)
+               for key, value in first.__dict__.items()
+               if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    return dataclasses.replace(first, **numbers, restored_ok=all(r.restored_ok for r in runs))
+
+
+def _spread(values: Sequence[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
 def render(size: int, me: dict[str, float], raw: dict[str, float],
-           others: dict[str, peers.PeerRun | None]) -> str:
+           others: dict[str, peers.PeerRun | None],
+           rounds: dict[str, list[Any]] | None = None) -> str:
     pipe2 = raw["pipeline_2t_mb_s"]
     lines = [
         f"input: {size / MB:,.0f} MB day 1, SQL-dump-like text (zstd -3 ratio "
@@ -160,7 +179,7 @@ def render(size: int, me: dict[str, float], raw: dict[str, float],
         f"input, peak RSS {me['rss_backup2_mib']:.0f} MiB",
         f"  restore         {me['restore_mb_s']:7.0f} MB/s  ({me['restore_s']:.2f} s), "
         f"byte-identical: {bool(me['restored_ok'])}, peak RSS {me['rss_restore_mib']:.0f} MiB",
-        f"  fixed cost of a run (tiny input, key file, median of 9): "
+        f"  fixed cost of a run (tiny input, key file, median of 9 a round): "
         f"{me['fixed_cost_s'] * 1000:.0f} ms",
         "",
         "peers on the same job (ratio = peer time / drsync time; > 1 means drsync is faster):",
@@ -175,6 +194,19 @@ def render(size: int, me: dict[str, float], raw: dict[str, float],
             f"(x{run.backup2_s / me['backup2_s']:.2f}), restore {run.restore_s:6.2f} s "
             f"(x{run.restore_s / me['restore_s']:.2f}), day-2 added "
             f"{run.backup2_added / MB:,.1f} MB, restore ok: {run.restored_ok}")
+    mine, theirs = (rounds or {}).get("drsync", []), (rounds or {}).get("restic", [])
+    if len(mine) > 1:
+        lines += ["", f"{len(mine)} rounds, drsync's and restic's jobs taking turns (medians "
+                  "above; ratio = restic / drsync in the same round):"]
+        for step, label in (("backup1_s", "day 1"), ("backup2_s", "day 2"),
+                            ("restore_s", "restore")):
+            ours = [r[step] for r in mine]
+            text = f"  {label:<8} drsync {_spread(ours)} s"
+            if len(theirs) == len(mine):
+                peer = [r[step] for r in theirs]
+                text += (f", restic {_spread(peer)} s, ratio "
+                         f"{_spread([p / o for p, o in zip(peer, ours, strict=True)])}")
+            lines.append(text)
     return "\n".join(lines)
 
 
@@ -184,7 +216,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--raw-limit", default="0",
                         help="bytes of day 1 used for the raw limits (0: all of it, the same data)")
     parser.add_argument("--no-peers", action="store_true", help="skip restic and borg")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="drsync's and restic's jobs taking turns this many times, medians "
+                        "compared (default 3; borg runs once)")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     peers.byte_compile_drsync()  # drsync's processes timed as installed
     size = datagen.parse_size(args.size)
     OUT.mkdir(exist_ok=True)
@@ -199,16 +236,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("measuring raw limits ...", file=sys.stderr)
     raw_limit = datagen.parse_size(args.raw_limit) or day1.stat().st_size
     raw = raw_limits.measure(day1, raw_limit)
-    print("running drsync ...", file=sys.stderr)
-    me = run_drsync(day1, day2, work / "drsync")
+    # drsync and restic take turns, a fresh repository each round, and the medians are
+    # compared: this 2-core VM's speed moves by 10-20% within minutes (a day-1 backup
+    # measured 2.7 s and 3.6 s ten minutes apart), more than the goals' margins.
+    mine: list[dict[str, float]] = []
+    restics: list[peers.PeerRun] = []
+    restic = not args.no_peers and peers.installed()["restic"] is not None
+    for n in range(args.rounds):
+        print(f"round {n + 1} of {args.rounds}: drsync ...", file=sys.stderr)
+        mine.append(run_drsync(day1, day2, work / f"drsync-{n}"))
+        if restic:
+            print(f"round {n + 1} of {args.rounds}: restic ...", file=sys.stderr)
+            run = peers.run_restic(day1, day2, work / f"restic-{n}")
+            if run is not None:
+                restics.append(run)
+    me = {key: statistics.median(r[key] for r in mine) for key in mine[0]}
+    me["restored_ok"] = min(r["restored_ok"] for r in mine)  # every round byte-identical
     others: dict[str, peers.PeerRun | None] = {}
     if not args.no_peers:
-        print("running restic and borg ...", file=sys.stderr)
-        others = peers.run_all(day1, day2, work / "peers")
-    print(render(day1.stat().st_size, me, raw, others))
+        others["restic"] = _median_run(restics) if restics else None
+        print("borg (one round) ...", file=sys.stderr)
+        others["borg"] = peers.run_borg(day1, day2, work / "borg")
+    rounds = {"drsync": mine, "restic": [r.__dict__ for r in restics]}
+    print(render(day1.stat().st_size, me, raw, others, rounds))
     (OUT / "results.json").write_text(json.dumps(
         {"input_bytes": day1.stat().st_size, "drsync": me, "raw": raw,
-         "peers": {k: (v.__dict__ if v else None) for k, v in others.items()}}, indent=2))
+         "peers": {k: (v.__dict__ if v else None) for k, v in others.items()},
+         "rounds": rounds}, indent=2))
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

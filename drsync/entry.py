@@ -322,6 +322,10 @@ def main(argv: list[str] | None = None) -> Any:
         except KeyboardInterrupt:
             print("drsync: interrupted", file=sys.stderr, flush=True)
             sys.exit(130)
+    if argv is None:  # this process's own entry point: start-up without the cyclic GC
+        from drsync.malloc import defer_cyclic_gc
+
+        defer_cyclic_gc()
     from drsync.cli import main as click_main
 
     return click_main(argv)

@@ -27,6 +27,17 @@ The pipelines that move data (the writer, the reader, prune) call
 ``return_large_buffers_to_the_os`` once before they start their threads;
 importing ctypes costs a few milliseconds, so commands that move no data never
 pay it.
+
+The cyclic garbage collector waits for start-up. Importing the CLI, and for an
+S3 repository botocore and its service model, creates a few hundred thousand
+objects, and the collector walked them again and again as they came (15% of the
+samples of a small restore from S3). ``defer_cyclic_gc`` (the console entry
+point, before click) turns it off; ``resume_cyclic_gc`` (``open_store``, once
+the store's client exists) freezes what start-up made, so that later collections
+skip it, and turns it back on; so does a timer after ``GC_DEFERRAL`` seconds
+whatever the command does, and a forked child (the resident pusher, the WAL
+prefetcher) at once. Measured 2026-12-02, medians of 9: a 1 MiB restore from S3
+(moto) 0.408 -> 0.352 s, a tiny local backup 0.21 -> 0.19 s.
 """
 
 from __future__ import annotations
@@ -34,7 +45,8 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["MAX_ARENAS", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "return_large_buffers_to_the_os"]
+__all__ = ["GC_DEFERRAL", "MAX_ARENAS", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "defer_cyclic_gc",
+           "resume_cyclic_gc", "return_large_buffers_to_the_os"]
 
 MMAP_THRESHOLD = 4 << 20
 TRIM_THRESHOLD = 32 << 20
@@ -43,6 +55,38 @@ _M_TRIM_THRESHOLD = -1  # glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 _done = False
+GC_DEFERRAL = 1.0  # seconds: the longest a process runs without the cyclic collector
+_gc_deferred = False
+
+
+def defer_cyclic_gc(seconds: float = GC_DEFERRAL) -> None:
+    """Turn the cyclic collector off while the process starts (see the module's text).
+    For the console entry point only: a library caller's process is not ours to tune."""
+    import gc
+    import threading
+
+    global _gc_deferred
+    if not gc.isenabled():
+        return
+    gc.disable()
+    _gc_deferred = True
+    os.register_at_fork(after_in_child=resume_cyclic_gc)  # the timer does not survive a fork
+    timer = threading.Timer(seconds, resume_cyclic_gc)
+    timer.daemon = True
+    timer.start()
+
+
+def resume_cyclic_gc() -> None:
+    """Freeze the objects start-up made and turn the collector back on, once; a no-op
+    when it was not deferred."""
+    global _gc_deferred
+    if not _gc_deferred:
+        return
+    _gc_deferred = False
+    import gc
+
+    gc.freeze()
+    gc.enable()
 
 
 def return_large_buffers_to_the_os() -> None:

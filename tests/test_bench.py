@@ -101,6 +101,18 @@ def test_peers_render_missing_tools_as_not_installed() -> None:
     assert "borg            not installed" in peers.render({"borg": None})
 
 
+def test_backup_bench_compares_medians_of_the_rounds_and_every_restore_must_match() -> None:
+    from bench import backup_bench
+
+    runs = [peers.PeerRun("restic", "0.14", 1.0, day1, 100, 3.0, 10, 4.0, ok, 500)
+            for day1, ok in ((9.0, True), (7.0, True), (8.0, False))]
+    median = backup_bench._median_run(runs)
+    assert (median.backup1_s, median.restore_s, median.repo_bytes) == (8.0, 4.0, 500)
+    assert median.restored_ok is False  # one round restored wrong bytes: not hidden
+    assert backup_bench._median_run(runs[:2]).restored_ok is True
+    assert backup_bench._spread([3.1, 2.9, 3.0]) == "2.90-3.10"
+
+
 @pytest.mark.slow
 def test_prune_bench_on_tiny_data_prunes_and_keeps_the_newest_nights(tmp_path: Path) -> None:
     from bench import prune_bench

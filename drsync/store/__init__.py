@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from drsync.errors import UsageError
+from drsync.malloc import resume_cyclic_gc
 from drsync.store.base import ObjectInfo, Store, validate_key
 from drsync.store.local import LocalStore
 from drsync.store.memory import MemoryStore
@@ -47,7 +48,9 @@ def open_store(url: str, options: StoreOptions | None = None, *,
             store = S3Store(url, options.s3, connections=options.connections)
         else:
             raise UsageError(f"unsupported repository URL scheme {parsed.scheme!r} in {url!r}")
-    return wrap_store(store, options, upload=upload)
+    wrapped = wrap_store(store, options, upload=upload)
+    resume_cyclic_gc()  # start-up is over once the store is open (drsync.malloc)
+    return wrapped
 
 
 def wrap_store(store: Store, options: StoreOptions, *,
