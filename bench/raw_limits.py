@@ -6,13 +6,20 @@ FastCDC chunker, keyed BLAKE3, zstd level 3 and AES-256-GCM, then the whole pipe
 blake3 and cryptography release the GIL on large buffers, so two threads can approach
 twice one; the chunker runs on the calling thread and bounds the pipeline.
 
-Throughput is in MB/s of *input* bytes (10**6 bytes per second).
-Run ``python bench/raw_limits.py FILE [--limit 256M]``.
+The restore's limits (``measure_restore``) are the reverse over the same chunks
+sealed in memory: AES-256-GCM open, zstd decompress and the keyed BLAKE3 check,
+on one thread and on two, and writing the plaintext into a file on the target's
+file system with fsync. A restore cannot beat the slower of the two: the
+opening needs the CPU, the write needs the disk (and some CPU as well).
+
+Throughput is in MB/s of *input* (plaintext) bytes (10**6 bytes per second).
+Run ``python bench/raw_limits.py FILE [--limit 256M] [--restore-dir DIR]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import threading
@@ -26,7 +33,7 @@ import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pyfastcdc import FastCDC
 
-__all__ = ["measure", "read_prefix", "render"]
+__all__ = ["measure", "measure_restore", "read_prefix", "render", "render_restore"]
 
 MIB = 1 << 20
 CDC_AVG, CDC_MIN, CDC_MAX = 1 << 20, 256 << 10, 4 << 20
@@ -156,6 +163,86 @@ def measure(path: Path, limit_bytes: int = 256 * MIB, repeat: int = 3) -> dict[s
     return results
 
 
+def _open_all(sealed: Sequence[tuple[bytes, bytes, bytes]], aead: AESGCM, key: bytes,
+              threads: int) -> int:
+    """Open every sealed chunk (decrypt, decompress, check its keyed id); plaintext bytes."""
+    local = threading.local()
+
+    def one(item: tuple[bytes, bytes, bytes]) -> int:
+        nonce, payload, chunk_id = item
+        dctx = getattr(local, "dctx", None)
+        if dctx is None:
+            dctx = local.dctx = zstandard.ZstdDecompressor()
+        plain = dctx.decompress(aead.decrypt(nonce, payload, chunk_id))
+        if blake3.blake3(plain, key=key).digest() != chunk_id:
+            raise AssertionError("a chunk did not verify")
+        return len(plain)
+
+    if threads == 1:
+        return sum(map(one, sealed))
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return sum(pool.map(one, sealed))
+
+
+def _write_fsync(data: bytes, directory: Path) -> int:
+    """*data* written 16 MiB at a time into a new file in *directory*, fsynced, removed."""
+    path = directory / f".raw-limit-{os.getpid()}"
+    view = memoryview(data)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for offset in range(0, len(data), 16 * MIB):
+            os.write(fd, view[offset:offset + 16 * MIB])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return len(data)
+
+
+def measure_restore(path: Path, directory: Path, limit_bytes: int = 256 * MIB,
+                    repeat: int = 3) -> dict[str, float]:
+    """The restore's raw limits over the first *limit_bytes* of *path*, best of *repeat*.
+
+    Keys: ``input_mb``, ``open_1t_mb_s``, ``open_2t_mb_s`` (decrypt, decompress, verify),
+    ``write_fsync_mb_s`` (into a file in *directory*), ``bound_mb_s`` (the slower of
+    opening on two threads and writing).
+    """
+    data = read_prefix(path, limit_bytes)
+    if not data:
+        raise ValueError(f"{path} is empty")
+    key = os.urandom(32)
+    aead = AESGCM(AESGCM.generate_key(bit_length=256))
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
+    sealed = []
+    for n, chunk in enumerate(_chunks(data)):
+        chunk_id = blake3.blake3(chunk, key=key).digest()
+        nonce = n.to_bytes(12, "big")
+        sealed.append((nonce, aead.encrypt(nonce, compressor.compress(chunk), chunk_id),
+                       chunk_id))
+    size = len(data)
+    results: dict[str, float] = {"input_mb": size / 1e6}
+    for threads in (1, 2):
+        seconds, opened = _timed(functools.partial(_open_all, sealed, aead, key, threads),
+                                 repeat)
+        assert opened == size
+        results[f"open_{threads}t_mb_s"] = _rate(size, seconds)
+    seconds, _ = _timed(lambda: _write_fsync(data, directory), repeat)
+    results["write_fsync_mb_s"] = _rate(size, seconds)
+    results["bound_mb_s"] = min(results["open_2t_mb_s"], results["write_fsync_mb_s"])
+    return results
+
+
+def render_restore(results: dict[str, float]) -> str:
+    rows = [
+        ("open (AES-GCM, zstd, BLAKE3), 1 thread", f"{results['open_1t_mb_s']:8.0f} MB/s"),
+        ("open, 2 threads", f"{results['open_2t_mb_s']:8.0f} MB/s"),
+        ("write + fsync", f"{results['write_fsync_mb_s']:8.0f} MB/s"),
+        ("restore bound (the slower)", f"{results['bound_mb_s']:8.0f} MB/s"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
 def _parse_size(text: str) -> int:
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     text = text.strip().upper().removesuffix("IB").removesuffix("B")
@@ -190,8 +277,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("path", type=Path)
     parser.add_argument("--limit", type=_parse_size, default=256 * MIB, help="default 256M")
     parser.add_argument("--repeat", type=int, default=3, help="best of N runs (default 3)")
+    parser.add_argument("--restore-dir", type=Path,
+                        help="also the restore's limits, writing into this directory")
     args = parser.parse_args(argv)
     print(render(measure(args.path, args.limit, args.repeat)))
+    if args.restore_dir is not None:
+        print(render_restore(measure_restore(args.path, args.restore_dir, args.limit,
+                                             args.repeat)))
     return 0
 
 

@@ -97,6 +97,45 @@ def test_raw_limits_measures_every_stage(dump: datagen.DumpStats) -> None:
     assert f"({speedup:.2f}x of 1 thread)" in text
 
 
+def test_raw_restore_limits_open_what_was_sealed_and_write_into_the_directory(
+        dump: datagen.DumpStats, tmp_path: Path) -> None:
+    """Every sealed chunk is opened and verified back to the input's length (the
+    measurement asserts it), the write goes to the directory given and leaves nothing
+    there, and the bound is the slower of opening and writing."""
+    results = raw_limits.measure_restore(dump.path, tmp_path, 2 << 20, repeat=1)
+    assert results["input_mb"] == (2 << 20) / 1e6
+    for key in ("open_1t", "open_2t", "write_fsync"):
+        assert 0 < results[f"{key}_mb_s"] < 1e5, key
+    assert results["bound_mb_s"] == min(results["open_2t_mb_s"], results["write_fsync_mb_s"])
+    assert list(tmp_path.iterdir()) == []
+    text = raw_limits.render_restore(results)
+    assert f"{results['bound_mb_s']:8.0f} MB/s" in text
+    with pytest.raises(FileNotFoundError):
+        raw_limits.measure_restore(dump.path, tmp_path / "absent", 1 << 20, repeat=1)
+
+
+def test_restore_bench_reports_the_median_round_and_every_rounds_outcome() -> None:
+    from bench import restore_bench
+
+    runs = [{"seconds": s, "mb_s": 1 / s, "ok": ok} for s, ok in ((3.0, True), (1.0, True),
+                                                                    (2.0, False))]
+    median = restore_bench._median(runs)
+    assert median["seconds"] == 2.0 and median["rounds"] == [3.0, 1.0, 2.0]
+    assert median["ok"] is False  # one round restored wrong bytes: not hidden
+    assert restore_bench._median(runs[:2])["seconds"] == 1.0  # the lower middle
+    assert restore_bench._spread(median) == ", rounds 1.00-3.00 s"
+    rows = {"local": {"drsync": median, "drsync_cli": median, "drsync_cdc": median,
+                      "drsync_cdc_cli": median,
+                      "restic": {"seconds": 6.0, "mb_s": 1.0, "ok": True, "rounds": [6.0]}}}
+    for row in rows["local"].values():
+        row.update(gets=1, pack_gets=1, packs=1, max_gets_per_pack=1)
+    text = restore_bench.render(int(1e9), rows, {"input_mb": 1.0, "open_2t_mb_s": 1000.0,
+                                                  "write_fsync_mb_s": 500.0,
+                                                  "bound_mb_s": 500.0})
+    assert "no restore of this file beats 2.00 s" in text
+    assert "x3 restic's median would need 2.00 s (1.00x the raw bound)" in text
+
+
 def test_peers_render_missing_tools_as_not_installed() -> None:
     assert "borg            not installed" in peers.render({"borg": None})
 

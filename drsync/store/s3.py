@@ -453,14 +453,7 @@ class S3Store(Store):
             args["ChecksumMode"] = "ENABLED"
         try:
             answer = self._client.get_object(**args)
-            body = answer["Body"]
-            blocks = []
-            while block := body.read(READ_BLOCK):
-                if self._download_pacer is not None:
-                    self._download_pacer(len(block))
-                self.stats.add(received=len(block))
-                blocks.append(block)
-            data = b"".join(blocks)
+            data = self._read_body(answer["Body"])
         except ClientError as err:
             if error_code(err) == "InvalidRange":
                 return b"", None  # offset at or past the end, as a file read would give
@@ -473,6 +466,23 @@ class S3Store(Store):
                                    f"({len(data)} of {declared} bytes)")
         expected = answer.get("Metadata", {}).get(META_SHA256) if whole else None
         return data, expected
+
+    def _read_body(self, body: Any) -> bytes:
+        """A response's body. Unpaced, in one read: http.client then fills one buffer of
+        the declared length from the socket, where reading blocks and joining them cost
+        twice the CPU (16 MiB from moto on loopback: 10 ms against 23 ms). Paced, a block
+        at a time, so that the download limit holds within an object."""
+        pacer = self._download_pacer
+        if pacer is None:
+            data: bytes = body.read()
+            self.stats.add(received=len(data))
+            return data
+        blocks = []
+        while block := body.read(READ_BLOCK):
+            pacer(len(block))
+            self.stats.add(received=len(block))
+            blocks.append(block)
+        return b"".join(blocks)
 
     def stat(self, key: str) -> ObjectInfo:
         validate_key(key)

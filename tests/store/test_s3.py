@@ -138,6 +138,25 @@ def test_truncated_ranged_read_is_retried(
     assert isinstance(store, RetryStore) and store.retries >= 1
 
 
+def test_a_paced_download_is_paced_within_the_object_an_unpaced_one_read_whole(
+        moto_endpoint: str, bucket_on: Callable[..., str]) -> None:
+    store = open_s3(moto_endpoint, bucket_on())
+    s3 = inner(store)
+    data = os.urandom(3 << 20)
+    store.put("data/ee/p", data)
+    taken: list[int] = []
+    s3.set_pacing(None, taken.append)
+    assert store.get("data/ee/p", 100, len(data) - 100) == data[100:]
+    assert store.get("data/ee/p") == data  # the whole object: its SHA-256 checked too
+    # Every byte passed the limit, a block at a time, never one object at once.
+    assert sum(taken) == 2 * len(data) - 100 and max(taken) <= 256 * 1024
+    s3.set_pacing(None, None)
+    received, asked = s3.stats.received, len(taken)
+    assert store.get("data/ee/p", 5, 1 << 20) == data[5:5 + (1 << 20)]
+    assert s3.stats.received - received == 1 << 20  # counted, if read in one go
+    assert len(taken) == asked
+
+
 def test_link_down_past_the_deadline_fails_with_one_final_line(
         proxy: FaultProxy, bucket_on: Callable[..., str]) -> None:
     store = open_s3(proxy.url, bucket_on(), deadline=1.5)
