@@ -126,3 +126,60 @@ def test_missing_or_not_a_database(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"junk\.db"):
         run_backup(repo, BackupRequest(sqlite=str(junk)))
     assert repo.snapshot_ids() == []
+
+
+def _reference_checksum(db: sqlite3.Connection, table: str) -> int:
+    """The checksum as first defined (drsync.sources.sqlite._row_checksum), row by row."""
+    import hashlib
+
+    total = 0
+    for row in db.execute(f'SELECT * FROM "{table}"'):
+        digest = hashlib.blake2b(repr(tuple(row)).encode(), digest_size=8).digest()
+        total = (total + int.from_bytes(digest, "big")) % (1 << 63)
+    return total
+
+
+def test_the_backup_records_each_table_s_counts_as_defined(tmp_path: Path) -> None:
+    """Counted while the copy is backed up, the recorded counts equal the definition's
+    (snapshots taken before and after agree, so drills of older ones still pass)."""
+    import threading
+
+    from drsync.sources.sqlite import table_counts
+
+    db_path = tmp_path / "types.db"
+    db = sqlite3.connect(db_path)
+    db.execute("CREATE TABLE t (i INTEGER, r REAL, s TEXT, b BLOB, n)")
+    db.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?)",
+                   [(i, i / 7, f"住民{i}", bytes([i % 256]) * 3, None) for i in range(5000)])
+    db.execute("CREATE TABLE empty (x)")
+    db.commit()
+    repo = make_repo()
+    snap = repo.find_snapshot(run_backup(repo, BackupRequest(sqlite=str(db_path))).snapshot_id)
+    tables = snap.source_spec["tables"]
+    assert tables == table_counts(db)
+    assert tables["t"]["rows"] == 5000 and tables["empty"]["rows"] == 0
+    assert tables["t"]["checksum"] == _reference_checksum(db, "t")
+    assert tables["empty"]["checksum"] == 0
+    assert not [t for t in threading.enumerate() if t.name == "sqlite-counts"]
+
+
+def test_a_backup_that_stops_early_leaves_no_counting_behind(tmp_path: Path) -> None:
+    """Leaving the source before the counts are asked for (a failed upload) stops the
+    counting thread and removes the copy."""
+    import threading
+
+    from drsync.sources import SqliteSource
+
+    db_path = tmp_path / "big.db"
+    db = sqlite3.connect(db_path)
+    db.execute("CREATE TABLE t (s TEXT)")
+    db.executemany("INSERT INTO t VALUES (?)", [(f"row {i} " * 8,) for i in range(200_000)])
+    db.commit()
+    with SqliteSource(str(db_path)) as source:
+        item = next(source.items())
+        assert item.open is not None
+        with item.open() as copy:
+            path = Path(copy.name)
+        assert path.exists() and path != db_path
+    assert not [t for t in threading.enumerate() if t.name == "sqlite-counts"]
+    assert not path.exists()
