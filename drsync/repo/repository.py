@@ -23,9 +23,11 @@ is skipped with a warning (``warn``) rather than blocking every command;
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -436,6 +438,41 @@ class Repository:
             raise FormatError("content does not match its name")
         return open_document(self.key, kind, data)
 
+    def _read_documents(self, kind: bytes, names: Sequence[str]
+                        ) -> Iterator[tuple[str, dict[str, Any] | FormatError]]:
+        """Each of ``names`` opened (``_read_document``; a FormatError is given, not
+        raised), in order, fetched ``store.connections`` at a time: a year of nightly
+        snapshots or index files is hundreds of requests, which over a WAN were waited
+        for one round trip at a time. At most that many documents are held ahead."""
+        def read(name: str) -> dict[str, Any] | FormatError:
+            try:
+                return self._read_document(kind, name)
+            except FormatError as err:
+                return err
+
+        workers = min(len(names), max(1, self.store.connections))
+        if workers <= 1:
+            for name in names:
+                yield name, read(name)
+            return
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="repo-read")
+        try:
+            ahead: collections.deque[tuple[str, Future[dict[str, Any] | FormatError]]] = (
+                collections.deque())
+            pending = iter(names)
+            for name in pending:
+                ahead.append((name, pool.submit(read, name)))
+                if len(ahead) >= workers:
+                    break
+            while ahead:
+                name, future = ahead.popleft()
+                following = next(pending, None)
+                if following is not None:
+                    ahead.append((following, pool.submit(read, following)))
+                yield name, future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
     def missing(self, name: str, named_by: str, why: str = "missing") -> IntegrityError:
         """The error for an object the repository needs and the store does not hold (or
         holds with another size)."""
@@ -462,9 +499,11 @@ class Repository:
         names = self.index_names()
         # Listed after the index names: every pack a listed index names was stored first.
         index.present = self.stored_packs()
-        for name in names:
+        for name, doc in self._read_documents(TYPE_INDEX, names):
             try:
-                index.merge_document(self._read_document(TYPE_INDEX, name), index.present)
+                if isinstance(doc, FormatError):
+                    raise doc
+                index.merge_document(doc, index.present)
             except FormatError as err:
                 index.skipped[name] = str(err)
             except (KeyError, ValueError, TypeError) as err:
@@ -551,20 +590,28 @@ class Repository:
 
     def load_snapshot(self, snapshot_id: str) -> Snapshot:
         name = f"snapshots/{snapshot_id}"
-        doc = self.load_document(TYPE_SNAPSHOT, name)
         try:
-            return Snapshot.from_doc(doc, snapshot_id)
+            return self._snapshot(name, self._read_document(TYPE_SNAPSHOT, name))
+        except FormatError as err:
+            raise IntegrityError(f"{self.url}: object {name}: {err}") from None
+
+    def _snapshot(self, name: str, doc: dict[str, Any]) -> Snapshot:
+        try:
+            return Snapshot.from_doc(doc, name.removeprefix("snapshots/"))
         except (KeyError, ValueError, TypeError, AttributeError) as err:
             raise IntegrityError(f"{self.url}: object {name}: malformed snapshot: {err}") from None
 
     def snapshots(self, warn: Warn | None = None) -> list[Snapshot]:
         """Every readable snapshot, oldest first; an unreadable one is skipped (``warn``
-        is told: ``check`` reports it)."""
+        is told: ``check`` reports it). Read ``store.connections`` at a time."""
         warn = warn or self.warn
         snaps = []
-        for snapshot_id in self.snapshot_ids():
+        names = [f"snapshots/{snapshot_id}" for snapshot_id in self.snapshot_ids()]
+        for name, doc in self._read_documents(TYPE_SNAPSHOT, names):
             try:
-                snaps.append(self.load_snapshot(snapshot_id))
+                if isinstance(doc, FormatError):
+                    raise IntegrityError(f"{self.url}: object {name}: {doc}")
+                snaps.append(self._snapshot(name, doc))
             except IntegrityError as err:
                 warn(f"{str(err).removeprefix(self.url + ': ')}: skipped")
         return sorted(snaps, key=lambda s: (s.time, s.id))
