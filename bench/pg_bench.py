@@ -32,9 +32,11 @@ meanwhile, the walsender for drsync, is its own line, not in the tool's):
   the median of its rounds. Whichever tool restored first after the WAL run
   and ``wal-ship`` paid for the machine's state (0.7-1.6 s more wall, 1-2.3
   CPU-seconds more, for pgBackRest as for drsync), and drsync always went first;
-- start to promoted: each restored directory started on a free port, timed
-  until the log says it accepts connections after replaying the pgbench
-  run's archived WAL to its end, and the segments each fetched.
+- start to promoted: each round's restored directories started on a free port
+  (in that round's order), timed until the log says it accepts connections after
+  replaying the pgbench run's archived WAL to its end, then stopped; the median
+  of the rounds, and the segments each fetched. (Timed once, it moved 0.61-1.29x
+  between runs of the same code.)
 
 Also, as context: database size, pg_basebackup alone to a tar file.
 Run ``make bench-pg`` or ``python bench/pg_bench.py --scale 5`` (``--no-resident``: every
@@ -367,24 +369,33 @@ class Bench:
         return m, target
 
     def restore_rounds(self, snapshot: str, label: str | None
-                       ) -> tuple[Measured, Cluster, Measured | None, Cluster | None]:
-        """Both restores ``RESTORE_ROUNDS`` times, the first tool alternating; the median
-        of each tool's rounds, and the last round's directories (started next)."""
+                       ) -> tuple[Measured, Measured | None, list[float], list[float]]:
+        """Both restores ``RESTORE_ROUNDS`` times, the first tool alternating, each
+        restored cluster then started and timed to promoted (and stopped): the median
+        of each tool's restores, and each tool's start-to-promoted (seconds, WAL files)
+        in order. One start each varied 0.61-1.29x between runs of the same code."""
         ran: dict[str, list[tuple[Measured, Cluster]]] = {"drsync": [], "peer": []}
+        promoted: dict[str, list[tuple[float, int]]] = {"drsync": [], "peer": []}
         tools = ["drsync", "peer"] if label is not None else ["drsync"]
         for round_ in range(RESTORE_ROUNDS):
-            for tool in tools if round_ % 2 == 0 else tools[::-1]:
-                if ran[tool]:  # the last round's directory is kept, the others go
+            order = tools if round_ % 2 == 0 else tools[::-1]
+            for tool in order:
+                if ran[tool]:  # the last round's directory goes
                     shutil.rmtree(ran[tool][-1][1].base, ignore_errors=True)
                 name = f"r-{tool}-{round_}"
                 ran[tool].append(self.restore_drsync(snapshot, name) if tool == "drsync"
                                  else self.restore_peer(label or "", name))
-        self.restore_runs = {tool: [{"wall_s": round(m.wall_s, 2), "cpu_s": round(m.cpu_s, 2)}
-                                    for m, _c in runs] for tool, runs in ran.items() if runs}
-        dm, dtarget = _median_measured(ran["drsync"]), ran["drsync"][-1][1]
-        if label is None:
-            return dm, dtarget, None, None
-        return dm, dtarget, _median_measured(ran["peer"]), ran["peer"][-1][1]
+            for tool in order:
+                cluster = ran[tool][-1][1]
+                promoted[tool].append(self.start_to_promoted(cluster))
+                cluster.stop("immediate")
+        self.restore_runs = {tool: [{"wall_s": round(m.wall_s, 2), "cpu_s": round(m.cpu_s, 2),
+                                     "promote_s": round(p[0], 2), "wal_fetched": p[1]}
+                                    for (m, _c), p in zip(runs, promoted[tool], strict=True)]
+                             for tool, runs in ran.items() if runs}
+        dm = _median_measured(ran["drsync"])
+        pm = _median_measured(ran["peer"]) if label is not None else None
+        return (dm, pm, [p[0] for p in promoted["drsync"]], [p[0] for p in promoted["peer"]],)
 
     def restore_peer(self, label: str, name: str = "r-pgbackrest") -> tuple[Measured, Cluster]:
         assert self.peer is not None
@@ -454,8 +465,8 @@ class Bench:
         self.drsync("wal-ship")  # drsync's WAL into the repository, as pgBackRest's is
         rows += self.wal_rows(wal["segments"])
 
-        dm, dtarget, pm, ptarget = self.restore_rounds(second[2],
-                                                       peer_second[2] if peer_second else None)
+        dm, pm, d_promotes, p_promotes = self.restore_rounds(
+            second[2], peer_second[2] if peer_second else None)
         rows += [Row("restore to a ready directory: wall", "s", dm.wall_s,
                      pm.wall_s if pm else None),
                  Row("restore: CPU of the tool's tree", "s", dm.cpu_s, pm.cpu_s if pm else None),
@@ -463,10 +474,13 @@ class Bench:
                      pm.peak_rss / MIB if pm else None, 2.0),
                  Row("restore: peak PSS of the tool's tree", "MiB", dm.peak_pss / MIB,
                      pm.peak_pss / MIB if pm else None, None)]
-        d_promote, d_fetched = self.start_to_promoted(dtarget)
-        p_promote, p_fetched = self.start_to_promoted(ptarget) if ptarget else (None, None)
-        rows += [Row("start to promoted", "s", d_promote, p_promote),
-                 Row("start to promoted: WAL files fetched", "", d_fetched, p_fetched, None)]
+        fetched = {tool: statistics.median(r["wal_fetched"] for r in runs)
+                   for tool, runs in self.restore_runs.items()}
+        rows += [Row("start to promoted (median of the rounds)", "s",
+                     statistics.median(d_promotes),
+                     statistics.median(p_promotes) if p_promotes else None),
+                 Row("start to promoted: WAL files fetched", "", fetched["drsync"],
+                     fetched.get("peer"), None)]
         out["rows"] = [r.to_json() for r in rows]
         out["restore_rounds"] = self.restore_runs  # in order; the peer first in odd rounds
         return out
