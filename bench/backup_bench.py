@@ -150,10 +150,6 @@ def _median_run(runs: Sequence[peers.PeerRun]) -> peers.PeerRun:
     return dataclasses.replace(first, **numbers, restored_ok=all(r.restored_ok for r in runs))
 
 
-def _spread(values: Sequence[float]) -> str:
-    return f"{min(values):.2f}-{max(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
-
-
 def render(size: int, me: dict[str, float], raw: dict[str, float],
            others: dict[str, peers.PeerRun | None],
            rounds: dict[str, list[Any]] | None = None) -> str:
@@ -201,11 +197,11 @@ def render(size: int, me: dict[str, float], raw: dict[str, float],
         for step, label in (("backup1_s", "day 1"), ("backup2_s", "day 2"),
                             ("restore_s", "restore")):
             ours = [r[step] for r in mine]
-            text = f"  {label:<8} drsync {_spread(ours)} s"
+            text = f"  {label:<8} drsync {peers.spread(ours)} s"
             if len(theirs) == len(mine):
                 peer = [r[step] for r in theirs]
-                text += (f", restic {_spread(peer)} s, ratio "
-                         f"{_spread([p / o for p, o in zip(peer, ours, strict=True)])}")
+                text += (f", restic {peers.spread(peer)} s, ratio "
+                         f"{peers.spread([p / o for p, o in zip(peer, ours, strict=True)])}")
             lines.append(text)
     return "\n".join(lines)
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["PeerRun", "byte_compile_drsync", "installed", "render", "run_all", "run_borg",
-           "run_job", "run_restic"]
+           "run_job", "run_restic", "spread"]
 
 PASSWORD = "drsync-bench-not-a-secret"
 FILE_NAME = "dump.sql"  # the path both days are backed up from, as a nightly dump would be
@@ -49,6 +49,11 @@ class PeerRun:
     restore_s: float
     restored_ok: bool
     repo_bytes: int
+
+
+def spread(values: Sequence[float]) -> str:
+    """The range of a measurement's rounds, ``min-max`` (one round: its value)."""
+    return f"{min(values):.2f}-{max(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
 def installed() -> dict[str, str | None]:

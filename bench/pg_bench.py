@@ -372,8 +372,8 @@ class Bench:
                        ) -> tuple[Measured, Measured | None, list[float], list[float]]:
         """Both restores ``RESTORE_ROUNDS`` times, the first tool alternating, each
         restored cluster then started and timed to promoted (and stopped): the median
-        of each tool's restores, and each tool's start-to-promoted (seconds, WAL files)
-        in order. One start each varied 0.61-1.29x between runs of the same code."""
+        of each tool's restores, and each tool's start-to-promoted seconds in order
+        (every round's figures, WAL files fetched included, in ``restore_runs``)."""
         ran: dict[str, list[tuple[Measured, Cluster]]] = {"drsync": [], "peer": []}
         promoted: dict[str, list[tuple[float, int]]] = {"drsync": [], "peer": []}
         tools = ["drsync", "peer"] if label is not None else ["drsync"]
@@ -395,7 +395,7 @@ class Bench:
                              for tool, runs in ran.items() if runs}
         dm = _median_measured(ran["drsync"])
         pm = _median_measured(ran["peer"]) if label is not None else None
-        return (dm, pm, [p[0] for p in promoted["drsync"]], [p[0] for p in promoted["peer"]],)
+        return dm, pm, [p[0] for p in promoted["drsync"]], [p[0] for p in promoted["peer"]]
 
     def restore_peer(self, label: str, name: str = "r-pgbackrest") -> tuple[Measured, Cluster]:
         assert self.peer is not None

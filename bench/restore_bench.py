@@ -219,7 +219,7 @@ def _run(label: str, open_repo: Callable[[str], tuple[Store, str]], restic_repo:
 
 def _spread(run: dict[str, Any]) -> str:
     times = run["rounds"]
-    return "" if len(times) < 2 else f", rounds {min(times):.2f}-{max(times):.2f} s"
+    return "" if len(times) < 2 else f", rounds {peers.spread(times)} s"
 
 
 def render(size: int, rows: dict[str, dict[str, Any]],

@@ -149,7 +149,7 @@ def test_backup_bench_compares_medians_of_the_rounds_and_every_restore_must_matc
     assert (median.backup1_s, median.restore_s, median.repo_bytes) == (8.0, 4.0, 500)
     assert median.restored_ok is False  # one round restored wrong bytes: not hidden
     assert backup_bench._median_run(runs[:2]).restored_ok is True
-    assert backup_bench._spread([3.1, 2.9, 3.0]) == "2.90-3.10"
+    assert peers.spread([3.1, 2.9, 3.0]) == "2.90-3.10"
 
 
 @pytest.mark.slow

@@ -426,7 +426,10 @@ class Repository:
         try:
             return self._read_document(kind, name)
         except FormatError as err:
-            raise IntegrityError(f"{self.url}: object {name}: {err}") from None
+            raise self._unreadable(name, err) from None
+
+    def _unreadable(self, name: str, err: FormatError) -> IntegrityError:
+        return IntegrityError(f"{self.url}: object {name}: {err}")
 
     def _read_document(self, kind: bytes, name: str) -> dict[str, Any]:
         """The opened document; FormatError saying what is wrong with it."""
@@ -590,10 +593,7 @@ class Repository:
 
     def load_snapshot(self, snapshot_id: str) -> Snapshot:
         name = f"snapshots/{snapshot_id}"
-        try:
-            return self._snapshot(name, self._read_document(TYPE_SNAPSHOT, name))
-        except FormatError as err:
-            raise IntegrityError(f"{self.url}: object {name}: {err}") from None
+        return self._snapshot(name, self.load_document(TYPE_SNAPSHOT, name))
 
     def _snapshot(self, name: str, doc: dict[str, Any]) -> Snapshot:
         try:
@@ -610,7 +610,7 @@ class Repository:
         for name, doc in self._read_documents(TYPE_SNAPSHOT, names):
             try:
                 if isinstance(doc, FormatError):
-                    raise IntegrityError(f"{self.url}: object {name}: {doc}")
+                    raise self._unreadable(name, doc)
                 snaps.append(self._snapshot(name, doc))
             except IntegrityError as err:
                 warn(f"{str(err).removeprefix(self.url + ': ')}: skipped")
