@@ -22,13 +22,22 @@ meanwhile, the walsender for drsync, is its own line, not in the tool's):
   pgBackRest: the backup set's directory);
 - a second backup after an update touching ~1.5% of pgbench_accounts' pages
   (``--pg-base`` again vs ``--type=incr``; also pgBackRest's beta block
-  incremental, in a second repository with bundles, as an extra line);
+  incremental, in a second repository with bundles, as an extra line, once);
+- both backups ``--rounds`` times (default 3), the tool that goes first
+  alternating, each figure the median of its rounds (every round in
+  ``backup_rounds``), each round from the same starting point: drsync's full
+  backups into a new repository each but the last (which goes into the
+  benchmark's own), its second backups into copies of the repository as the
+  full backup left it but the last; pgBackRest's full backups are new sets in
+  one repository, and its incremental ones are expired (``expire --set``) but
+  the last, so each is taken against the same full one. (Timed once, the full
+  backup's CPU ratio was 1.05x in one run of four and 0.82-0.98x in the others);
 - WAL: the wrapper's times of ``wal-push`` vs ``archive-push`` (median, p95)
   over a pgbench run of at least 30 segments, and the bytes each stored for
   every segment of the run (drsync's after ``wal-ship``);
 - restore of the second backup to a ready data directory (``restore
   --pgdata`` vs ``pgbackrest restore``), each writing its own restore_command:
-  ``RESTORE_ROUNDS`` rounds, the tool that goes first alternating, each figure
+  ``--rounds`` rounds, the tool that goes first alternating, each figure
   the median of its rounds. Whichever tool restored first after the WAL run
   and ``wal-ship`` paid for the machine's state (0.7-1.6 s more wall, 1-2.3
   CPU-seconds more, for pgBackRest as for drsync), and drsync always went first;
@@ -125,7 +134,8 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 class Bench:
-    def __init__(self, scale: int, peer_missing: str | None, resident: bool = True) -> None:
+    def __init__(self, scale: int, peer_missing: str | None, resident: bool = True,
+                 rounds: int = 3) -> None:
         bindir = find_pg_bindir()
         if bindir is None:
             raise SystemExit("PostgreSQL server binaries not found (set DRSYNC_PG_BINDIR)")
@@ -136,6 +146,8 @@ class Bench:
         self.peer_missing = peer_missing
         self.restored: list[Cluster] = []
         self.restore_runs: dict[str, list[dict[str, float]]] = {}
+        self.backup_runs: dict[str, dict[str, list[dict[str, float]]]] = {}
+        self.rounds = rounds
         self.times = self.base / "archive-times.txt"
         self.repo = self.base / "repo"
         self.env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(self.base),
@@ -184,8 +196,8 @@ class Bench:
                          str(self.cluster.port), "-U", PG_USER, *args, "postgres",
                          timeout=3600)
 
-    def drsync_store_bytes(self) -> int:
-        return tree_bytes(*(self.repo / d for d in ("data", "index", "snapshots")))
+    def drsync_store_bytes(self, repo: Path) -> int:
+        return tree_bytes(*(repo / d for d in ("data", "index", "snapshots")))
 
     # --- setup ---------------------------------------------------------------------------
 
@@ -254,13 +266,69 @@ class Bench:
                                  f"{self.cluster.log.read_text()[-3000:]}")
             time.sleep(0.05)
 
-    def drsync_backup(self) -> tuple[Measured, int, str]:
-        """One ``backup --pg-base``: its cost, store bytes added, and the snapshot id."""
+    def drsync_backup(self, repo: Path | None = None) -> tuple[Measured, int, str]:
+        """One ``backup --pg-base`` (into ``repo``, the benchmark's own by default): its
+        cost, store bytes added, and the snapshot id."""
+        repo = repo or self.repo
         self.archived_up_to_now()
-        before = self.drsync_store_bytes()
-        m = self.measured(self.drsync_cmd("backup", "--pg-base", self.cluster.dsn, "--json"),
-                          "drsync backup --pg-base")
-        return m, self.drsync_store_bytes() - before, json.loads(m.stdout)["snapshot_id"]
+        before = self.drsync_store_bytes(repo)
+        env = {"DRSYNC_REPO": str(repo), "DRSYNC_KEY_FILE": str(self.key_file(repo))}
+        m = self.measured(self.drsync_cmd("backup", "--pg-base", self.cluster.dsn, "--json",
+                                          env=env), "drsync backup --pg-base")
+        return m, self.drsync_store_bytes(repo) - before, json.loads(m.stdout)["snapshot_id"]
+
+    def key_file(self, repo: Path) -> Path:
+        """The key file of ``repo`` (a copy of the benchmark's repository shares its key)."""
+        own = repo.with_name(repo.name + ".key")
+        return own if own.exists() else Path(self.env["DRSYNC_KEY_FILE"])
+
+    def new_repo(self, name: str) -> Path:
+        """An empty drsync repository of its own, with its own key file."""
+        repo = self.base / name
+        self.drsync("init", "--new-key-file", str(repo.with_name(name + ".key")),
+                    env={"DRSYNC_REPO": str(repo), "DRSYNC_PASSWORD": "bench"})
+        return repo
+
+    def copied_repo(self, name: str) -> Path:
+        """A copy of the benchmark's repository as it is now (owners kept)."""
+        copy = self.base / name
+        subprocess.run(["cp", "-a", str(self.repo), str(copy)], check=True)
+        return copy
+
+    def backup_rounds(self, kind: str) -> tuple[tuple[Measured, int, str],
+                                                  tuple[Measured, int, str] | None]:
+        """Each tool's ``kind`` backup ("full" or "incr") ``self.rounds`` times, the first
+        tool alternating, every round from the same starting point (see the module's text):
+        the median of each tool's rounds, with the last round's snapshot or label, which
+        the later steps use. Every round's figures go to ``self.backup_runs[kind]``."""
+        last = self.rounds - 1
+        # Made before any round is timed: the copies must hold the repository before them.
+        spare = [self.new_repo(f"repo-full-{r}") if kind == "full"
+                 else self.copied_repo(f"repo-incr-{r}") for r in range(last)]
+        tools = ["drsync", "peer"] if self.peer else ["drsync"]
+        ran: dict[str, list[tuple[Measured, int, str]]] = {tool: [] for tool in tools}
+        for round_ in range(self.rounds):
+            for tool in tools if round_ % 2 == 0 else tools[::-1]:
+                if tool == "drsync":
+                    ran[tool].append(self.drsync_backup(spare[round_] if round_ < last
+                                                        else None))
+                    continue
+                assert self.peer is not None
+                ran[tool].append(self.peer_backup(self.peer, kind))
+                if kind == "incr" and round_ < last:
+                    self.peer.run("expire", f"--set={ran[tool][-1][2]}")
+        for repo in spare:
+            shutil.rmtree(repo, ignore_errors=True)
+        self.backup_runs[kind] = {
+            tool: [{"wall_s": round(m.wall_s, 2), "cpu_s": round(m.cpu_s, 2),
+                    "bytes": added, "peak_rss_mib": round(m.peak_rss / MIB, 1)}
+                   for m, added, _ in runs] for tool, runs in ran.items()}
+
+        def median(runs: list[tuple[Measured, int, str]]) -> tuple[Measured, int, str]:
+            m = _median_measured([(m, None) for m, _added, _name in runs])
+            return m, int(statistics.median(added for _m, added, _ in runs)), runs[-1][2]
+
+        return median(ran["drsync"]), median(ran["peer"]) if self.peer else None
 
     def peer_backup(self, peer: PgBackRest, kind: str) -> tuple[Measured, int, str]:
         """One ``pgbackrest backup --type=kind``: its cost, the set's bytes, and its label."""
@@ -370,14 +438,14 @@ class Bench:
 
     def restore_rounds(self, snapshot: str, label: str | None
                        ) -> tuple[Measured, Measured | None, list[float], list[float]]:
-        """Both restores ``RESTORE_ROUNDS`` times, the first tool alternating, each
+        """Both restores ``self.rounds`` times, the first tool alternating, each
         restored cluster then started and timed to promoted (and stopped): the median
         of each tool's restores, and each tool's start-to-promoted seconds in order
         (every round's figures, WAL files fetched included, in ``restore_runs``)."""
         ran: dict[str, list[tuple[Measured, Cluster]]] = {"drsync": [], "peer": []}
         promoted: dict[str, list[tuple[float, int]]] = {"drsync": [], "peer": []}
         tools = ["drsync", "peer"] if label is not None else ["drsync"]
-        for round_ in range(RESTORE_ROUNDS):
+        for round_ in range(self.rounds):
             order = tools if round_ % 2 == 0 else tools[::-1]
             for tool in order:
                 if ran[tool]:  # the last round's directory goes
@@ -445,14 +513,12 @@ class Bench:
         (self.base / "base.tar").unlink()
         rows: list[Row] = []
 
-        first = self.drsync_backup()
-        rows += self.backup_rows("full backup", first,
-                                 self.peer_backup(self.peer, "full") if self.peer else None)
+        first, peer_first = self.backup_rounds("full")
+        rows += self.backup_rows("full backup", first, peer_first)
         block_full = self.peer_backup(self.block, "full") if self.block else None
 
         out["pages_touched_pct"] = round(self.touch_pages(), 2)
-        second = self.drsync_backup()
-        peer_second = self.peer_backup(self.peer, "incr") if self.peer else None
+        second, peer_second = self.backup_rounds("incr")
         second_rows = self.backup_rows("second backup", second, peer_second)
         rows += second_rows
         if self.block and block_full:
@@ -482,7 +548,9 @@ class Bench:
                  Row("start to promoted: WAL files fetched", "", fetched["drsync"],
                      fetched.get("peer"), None)]
         out["rows"] = [r.to_json() for r in rows]
-        out["restore_rounds"] = self.restore_runs  # in order; the peer first in odd rounds
+        out["rounds"] = self.rounds
+        out["backup_rounds"] = self.backup_runs  # in order; the peer first in odd rounds
+        out["restore_rounds"] = self.restore_runs
         return out
 
     def pgbackrest_version(self) -> str:
@@ -498,10 +566,7 @@ class Bench:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-RESTORE_ROUNDS = 3
-
-
-def _median_measured(runs: list[tuple[Measured, Cluster]]) -> Measured:
+def _median_measured(runs: list[tuple[Measured, Any]]) -> Measured:
     """Each figure the median of the rounds' (the output of the last round)."""
     ms = [m for m, _cluster in runs]
 
@@ -536,14 +601,18 @@ def main() -> None:
                         help="[wal] resident = false: every wal-push starts cold")
     parser.add_argument("--no-pgbackrest", action="store_true",
                         help="measure drsync alone (no pgBackRest, nothing installed)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of each backup and restore, tools taking turns (default 3)")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     byte_compile_drsync()  # drsync's processes (wal-push, wal-fetch) timed as installed
     # Killed, the run still stops its clusters and removes its directory (finally below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     missing = "--no-pgbackrest given" if args.no_pgbackrest else install_pgbackrest()
     if missing:
         print(f"pgBackRest not measured: {missing}", file=sys.stderr)
-    bench = Bench(args.scale, missing, resident=not args.no_resident)
+    bench = Bench(args.scale, missing, resident=not args.no_resident, rounds=args.rounds)
     try:
         results = bench.run()
     finally:
