@@ -3,17 +3,27 @@
 Prints, for uploads and downloads: throughput with no limit, and with a limit
 (default 50 Mbit/s) as a fraction of the cap; then the bytes a backup re-run
 sends again after the link was cut at 50% of a backup and stayed down past
-the retry deadline. Traffic goes only to 127.0.0.1.
+the retry deadline. Then a repository of ``--nights`` nightly backups (60) read
+through a proxy adding ``--rtt-ms`` (30) a round trip, as the secondary site or a
+tenant sees it over a WAN: ``drsync snapshots`` and a nightly ``drsync backup``
+(which reads the whole index) as the CLI, the first time (an empty cache, as on
+a new machine) and the next (the documents cached, drsync.store.cache), beside
+restic's ``snapshots`` and ``backup`` of the same nights the same two ways; wall
+time and the bytes each brought down the link. Traffic goes only to 127.0.0.1.
 
     .venv/bin/python bench/s3_bench.py [--limit 50Mbit] [--seconds 20] [--backup-mib 96]
+                                       [--nights 60] [--rtt-ms 30] [--no-restic]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import logging
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +45,7 @@ from drsync.errors import StoreError  # noqa: E402
 from drsync.repo import Repository, Secret  # noqa: E402
 from drsync.store import S3Options, Store, StoreOptions, open_store  # noqa: E402
 from drsync.store.throttle import format_rate, parse_rate  # noqa: E402
-from drsync.testing import make_repo  # noqa: E402
+from drsync.testing import make_repo, make_repository  # noqa: E402
 from tests.store.faultproxy import FaultProxy  # noqa: E402
 
 MiB = 1 << 20
@@ -130,12 +140,109 @@ def resume(endpoint: str, backup_mib: int, shift: int, tag: str) -> None:
     proxy.close()
 
 
+def _cli(argv: list[str], env: dict[str, str], proxy: FaultProxy,
+         stdin: bytes | None = None) -> tuple[float, int, str]:
+    """Run one command through the proxy: wall seconds, bytes it brought down, stdout."""
+    before = proxy.bytes_down
+    started = time.perf_counter()
+    done = subprocess.run(argv, env=env, input=stdin, capture_output=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:2])} failed: {done.stderr.decode()[-500:]}")
+    return seconds, proxy.bytes_down - before, done.stdout.decode()
+
+
+def documents(endpoint: str, nights: int, rtt_ms: float, restic: bool) -> dict[str, object]:
+    """``snapshots`` and a nightly backup over a slow link, first with an empty cache and
+    then with the documents cached, for drsync and (when installed) restic."""
+    host, port = endpoint.removeprefix("http://").split(":")
+    proxy = FaultProxy((host, int(port)))
+    proxy.delay = rtt_ms / 2000  # before each block forwarded, each way
+    work = Path(tempfile.mkdtemp(prefix="drsync-s3-docs-"))
+    exe = str(ROOT / ".venv" / "bin" / "drsync")
+    bucket = _bucket(endpoint, "bench-documents")
+    results: dict[str, object] = {"nights": nights, "rtt_ms": rtt_ms}
+    try:
+        # The nights are written straight to moto (no delay): only the reads are measured.
+        make_repository(f"s3://{bucket}/drsync", "bench", options=StoreOptions(
+            s3=S3Options(endpoint_url=endpoint)))
+        env = {**os.environ, "DRSYNC_REPO": f"s3://{bucket}/drsync", "DRSYNC_PASSWORD": "bench",
+               "XDG_STATE_HOME": str(work / "writer"), "AWS_ENDPOINT_URL": endpoint}
+        restic_exe = shutil.which("restic") if restic else None
+        renv = {**os.environ, "RESTIC_REPOSITORY": f"s3:{endpoint}/{bucket}/restic",
+                "RESTIC_PASSWORD": "bench", "RESTIC_CACHE_DIR": str(work / "restic-writer")}
+        if restic_exe:
+            subprocess.run([restic_exe, "init", "--repository-version", "2"], env=renv,
+                           check=True, capture_output=True)
+        source = work / "source"
+        source.mkdir()
+        for night in range(nights):
+            dump = os.urandom(64 << 10) + f"night {night}\n".encode() * 4096
+            subprocess.run([exe, "backup", "--stdin-name", "registry.dump", "--tag", "nightly"],
+                           env=env, input=dump, check=True, capture_output=True)
+            if restic_exe:
+                (source / "registry.dump").write_bytes(dump)
+                subprocess.run([restic_exe, "backup", "--quiet", "--host", "bench",
+                                "registry.dump"], env=renv, cwd=source, check=True,
+                               capture_output=True)
+        print(f"documents: {nights} nightly backups written; reading them through a proxy "
+              f"adding {rtt_ms:g} ms a round trip", file=sys.stderr)
+        tonight = os.urandom(64 << 10) + b"tonight\n" * 4096
+        (source / "registry.dump").write_bytes(tonight)
+        env["AWS_ENDPOINT_URL"] = proxy.url
+        env["XDG_STATE_HOME"] = str(work / "reader")
+        renv["RESTIC_REPOSITORY"] = f"s3:{proxy.url}/{bucket}/restic"
+        renv["RESTIC_CACHE_DIR"] = str(work / "restic-reader")
+        rows = []
+        for when in ("cold", "cached"):
+            row: dict[str, object] = {"cache": when}
+            t, down, out = _cli([exe, "snapshots", "--json"], env, proxy)
+            assert len(json.loads(out)) >= nights
+            row["drsync_snapshots"] = (t, down)
+            row["drsync_backup"] = _cli([exe, "backup", "--stdin-name", f"{when}.dump"], env,
+                                        proxy, tonight)[:2]
+            if restic_exe:
+                row["restic_snapshots"] = _cli([restic_exe, "snapshots", "--json"], renv,
+                                               proxy)[:2]
+                row["restic_backup"] = _restic_in(restic_exe, renv, source, proxy)
+            rows.append(row)
+        results["rows"] = rows
+    finally:
+        proxy.close()
+        shutil.rmtree(work, ignore_errors=True)
+    for row in rows:
+        for what in ("snapshots", "backup"):
+            line = f"{what:9} {row['cache']:6}"
+            for tool in ("drsync", "restic"):
+                got = row.get(f"{tool}_{what}")
+                if isinstance(got, tuple):
+                    line += f"  {tool} {got[0]:6.2f} s {got[1] / 1e3:8.1f} kB down"
+            print(line)
+    return results
+
+
+def _restic_in(exe: str, env: dict[str, str], source: Path,
+               proxy: FaultProxy) -> tuple[float, int]:
+    before = proxy.bytes_down
+    started = time.perf_counter()
+    subprocess.run([exe, "backup", "--quiet", "--host", "bench", "registry.dump"], env=env,
+                   cwd=source, check=True, capture_output=True)
+    return time.perf_counter() - started, proxy.bytes_down - before
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", default="50Mbit", help="cap for the limited runs")
     parser.add_argument("--seconds", type=float, default=20.0,
                         help="approximate length of each limited run")
     parser.add_argument("--backup-mib", type=int, default=96, help="size of the resume backup")
+    parser.add_argument("--nights", type=int, default=60,
+                        help="nightly backups in the repository read over the slow link")
+    parser.add_argument("--rtt-ms", type=float, default=30.0,
+                        help="round-trip time the proxy adds for the documents' reads")
+    parser.add_argument("--no-restic", action="store_true", help="drsync alone")
+    parser.add_argument("--only-documents", action="store_true",
+                        help="skip the transfer and resume measurements")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -143,9 +250,11 @@ def main() -> None:
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     try:
-        throughput(endpoint, parse_rate(args.limit), args.seconds)
-        resume(endpoint, args.backup_mib, 0, "half")
-        resume(endpoint, args.backup_mib, 4 * MiB + 12345, "mid-part")
+        if not args.only_documents:
+            throughput(endpoint, parse_rate(args.limit), args.seconds)
+            resume(endpoint, args.backup_mib, 0, "half")
+            resume(endpoint, args.backup_mib, 4 * MiB + 12345, "mid-part")
+        documents(endpoint, args.nights, args.rtt_ms, not args.no_restic)
     finally:
         server.stop()
 

@@ -44,7 +44,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -385,7 +385,7 @@ def run_fleet_drill(fleet_path: str, name: str, settings: Any, *, ref: str = "la
     except KeyError:
         known = ", ".join(t.name for t in fleet.tenants) or "none"
         raise UsageError(f"{fleet_path}: no tenant {name!r} (tenants: {known})") from None
-    repo = open_tenant(fleet, tenant, settings)
+    repo = open_tenant(fleet, tenant, replace(settings, cache=False))  # the store, not a cache
     return run_drill(repo, tenant=tenant.name, host=socket.gethostname(), ref=ref,
                      pg_dsn=pg_dsn, pg_bindir=settings.pg_bindir, mariadb_dsn=mariadb_dsn,
                      scratch_dir=scratch_dir, catalog=catalog, progress=progress)

@@ -27,7 +27,8 @@ variables stay boto3's own business unless the config names credentials)::
 
 Defaults under the state directory: ``catalog.sqlite`` (catalog),
 ``wal-spool/<repository id>`` (the WAL spool, one per repository),
-``s3-spool`` (S3 uploads in flight), the journal of a catalog URL.
+``s3-spool`` (S3 uploads in flight), ``cache`` (an S3 repository's documents),
+the journal of a catalog URL.
 
 Config file keys::
 
@@ -69,6 +70,9 @@ Config file keys::
     retry_deadline_s = 300                 # how long one request rides out transient failures
     limit_upload = "20Mbit"                # decimal units: 20Mbit, 2.5MB/s, 800kbit
     limit_download = "50Mbit"
+    cache = true                           # S3: keep snapshots, index files, run and drill
+                                           # records read or written (drsync.store.cache)
+    cache_dir = "/var/cache/drsync"        # default: the state directory's cache/
 
     [s3]                                   # for repo = "s3://bucket/prefix"
     endpoint_url = "https://s3.dc2.example.lg.jp"   # default: AWS_ENDPOINT_URL(_S3), then AWS
@@ -197,6 +201,8 @@ class Settings:
     retry_deadline_s: float | None = None
     limit_upload: str | None = None
     limit_download: str | None = None
+    cache: bool = True
+    cache_dir: str | None = None
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     s3_addressing_style: str | None = None
@@ -283,7 +289,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "wal": {"spool": ("spool", str), "resident": ("wal_resident", bool)},
     "restore": {"wal_prefetch": ("wal_prefetch", int)},
     "store": {"connections": ("connections", int), "retry_deadline_s": ("retry_deadline_s", float),
-              "limit_upload": ("limit_upload", str), "limit_download": ("limit_download", str)},
+              "limit_upload": ("limit_upload", str), "limit_download": ("limit_download", str),
+              "cache": ("cache", bool), "cache_dir": ("cache_dir", str)},
     "s3": {"endpoint_url": ("s3_endpoint_url", str), "region": ("s3_region", str),
            "addressing_style": ("s3_addressing_style", str), "profile": ("s3_profile", str),
            "credentials_file": ("s3_credentials_file", str),
@@ -311,7 +318,7 @@ _JOB_KEYS = ("source", "target", "name", "tags", "defaults_file")
 _FIELDS = {f.name for f in fields(Settings)}
 # Paths in a config file are relative to the file.
 _PATH_FIELDS = ("repo", "password_file", "key_file", "catalog", "pg_bindir", "s3_ca_bundle",
-                "s3_credentials_file", "s3_spool_dir", "spool", "escrow_pubkey",
+                "s3_credentials_file", "s3_spool_dir", "cache_dir", "spool", "escrow_pubkey",
                 "agent_schedule", "agent_metrics_file")
 
 
@@ -335,6 +342,7 @@ def resolve(config_path: str | None, flags: Mapping[str, Any],
         catalog=settings.catalog or os.path.join(state_dir, "catalog.sqlite"),
         tenant=settings.tenant or settings.host,
         s3_spool_dir=settings.s3_spool_dir or os.path.join(state_dir, "s3-spool"),
+        cache_dir=settings.cache_dir or os.path.join(state_dir, "cache"),
     )
 
 
@@ -494,6 +502,7 @@ def store_options(settings: Settings) -> StoreOptions:
         else float(settings.retry_deadline_s),
         limit_upload=parse_rate(settings.limit_upload or "0"),
         limit_download=parse_rate(settings.limit_download or "0"),
+        cache_dir=(settings.cache_dir or "") if settings.cache else "",
     )
 
 

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, BinaryIO
 
@@ -432,7 +432,8 @@ def drill_if_due(cfg: AgentConfig, now: datetime | None = None) -> Any:
         return None
     now = now or datetime.now().astimezone()
     try:
-        repo = open_agent_repo(cfg.settings)
+        # A drill proves what the store holds, not the local cache's copies of documents.
+        repo = open_agent_repo(replace(cfg.settings, cache=False))
         drills = load_drills(repo)
     except DrsyncError as err:
         log.error("drill not considered: %s", err, extra={"event": "drill"})

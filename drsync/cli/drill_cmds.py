@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -86,7 +87,8 @@ def drill_cmd(ctx: click.Context, tenant: str | None, fleet: str | None, ref: st
                                          mariadb_dsn=mariadb_dsn, scratch_dir=scratch_dir,
                                          catalog=catalog, progress=advance)
             else:
-                repo = open_repo(ctx, settings)
+                # The store's documents, not the local cache's copies (drsync.store.cache).
+                repo = open_repo(ctx, dataclasses.replace(settings, cache=False))
                 result = run_drill(repo, tenant=settings.tenant, host=settings.host, ref=ref,
                                    pg_dsn=pg_dsn, pg_bindir=settings.pg_bindir,
                                    mariadb_dsn=mariadb_dsn, scratch_dir=scratch_dir,

@@ -549,14 +549,16 @@ def check_cmd(ctx: click.Context, read_data: bool, cleanup_uploads: bool, as_jso
     Exit 0: consistent. Exit 13: one `error:` line per problem names the object.
     Unreferenced packs and unfinished uploads are `note:` lines, not errors.
     """
+    import dataclasses
     import socket
 
     from drsync.errors import IntegrityError
     from drsync.repo.check import check_repository
 
-    repo = open_repo(ctx)
-    known = _recorded_snapshots(ctx, repo.url)
     settings = settings_from(ctx)
+    # The store's documents are what must be sound, not the local cache's copies of them.
+    repo = open_repo(ctx, dataclasses.replace(settings, cache=False))
+    known = _recorded_snapshots(ctx, repo.url)
     host = settings.host or socket.gethostname()
     # On record like a backup (kind check): the audit report's integrity evidence.
     journal = open_journal(ctx)

@@ -1,8 +1,10 @@
 """Stores: where repository objects live. ``open_store`` turns a URL into one.
 
 It is also the one place where wrappers are composed around a backend, as
-restic does: ``RetryStore(ThrottledStore(S3Store))``. The throttle sits
-inside the retry so that bytes sent again are paced like the first ones.
+restic does: ``CachedStore(RetryStore(ThrottledStore(S3Store)))``. The
+throttle sits inside the retry so that bytes sent again are paced like the
+first ones; the cache of documents (``drsync.store.cache``, remote stores
+only) outside both, so that a hit is neither paced nor retried.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ def open_store(url: str, options: StoreOptions | None = None, *,
         else:
             raise UsageError(f"unsupported repository URL scheme {parsed.scheme!r} in {url!r}")
     wrapped = wrap_store(store, options, upload=upload)
+    if options.cache_dir and not isinstance(store, LocalStore):
+        from drsync.store.cache import CachedStore, cache_directory
+
+        wrapped = CachedStore(wrapped, cache_directory(options.cache_dir, store.url))
     resume_cyclic_gc()  # start-up is over once the store is open (drsync.malloc)
     return wrapped
 

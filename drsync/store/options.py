@@ -59,6 +59,8 @@ class StoreOptions:
     retry_deadline: float = 300.0  # seconds one request may spend retrying transient failures
     limit_upload: float = 0.0  # bytes per second for all uploads of the process; 0: none
     limit_download: float = 0.0
+    # Where a remote store's documents are cached (drsync.store.cache); "": not cached.
+    cache_dir: str = ""
 
     def validate(self) -> StoreOptions:
         self.s3.validate()

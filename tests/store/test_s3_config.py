@@ -126,7 +126,10 @@ def test_requests_are_signed_with_the_credentials_files_profile(tenant: Host) ->
         auth = request.headers.get("Authorization")
         seen.append(auth.decode() if isinstance(auth, bytes) else str(auth))
 
-    inner = store.inner
+    from drsync.store.capabilities import capability
+    from drsync.store.s3 import S3Store
+
+    inner = capability(store, S3Store)  # inside the cache and retry wrappers
     inner.client.meta.events.register("before-send.s3", capture)
     assert [info.key for info in store.list("keys/")]
     assert seen and all(f"Credential={ACCESS_KEY}/" in auth for auth in seen), seen
