@@ -204,3 +204,27 @@ def test_settings_cache_by_default_in_the_state_directory_and_off_by_key(
     config.write_text('[store]\ncache = "no"\n')
     with pytest.raises(Exception, match=r"store\.cache.* must be true or false"):
         resolve(str(config), {}, environ)
+
+
+def test_a_drill_reads_the_store_not_the_cache(
+        drsync_bin: str, tmp_path: Path, moto_endpoint: str,
+        bucket_on: Callable[..., str]) -> None:
+    import boto3
+
+    bucket = bucket_on()
+    cli = S3Cli(drsync_bin, tmp_path, moto_endpoint, bucket)
+    make_repository(f"s3://{bucket}/registry", "correct horse",
+                    options=StoreOptions(s3=S3Options(endpoint_url=moto_endpoint)))
+    (tmp_path / "dump.sql").write_bytes(b"registry rows\n" * 5000)
+    cli("backup", str(tmp_path / "dump.sql"))
+    passed = json.loads(cli("drill", "--json").stdout)
+    assert passed["status"] == "ok", passed
+    (snap,) = json.loads(cli("snapshots", "--json").stdout)  # now cached here
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    index = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket,
+                                                  Prefix="registry/index/")["Contents"]]
+    for key in [f"registry/snapshots/{snap['id']}", *index]:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"DRSY" + b"\0" * 200)
+    failed = cli("drill", "--json", ok=False)
+    assert failed.returncode != 0, failed.stdout.decode()
+    assert snap["id"] in failed.stdout.decode() + failed.stderr.decode()
