@@ -224,10 +224,10 @@ def snapshots_cmd(ctx: click.Context, as_json: bool) -> None:
     from drsync.repo.check import recorded_snapshots_missing
 
     repo = open_repo(ctx)
-    snaps = repo.snapshots()
+    snaps, listed = repo.listed_snapshots()
     known = _recorded_snapshots(ctx, repo.url)
     if known:
-        errors, _notes = recorded_snapshots_missing(known, repo.snapshot_ids(), snaps)
+        errors, _notes = recorded_snapshots_missing(known, listed, snaps)
         for error in errors:
             click.echo(f"drsync: warning: {error}", err=True)
     if as_json:

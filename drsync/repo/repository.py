@@ -604,9 +604,15 @@ class Repository:
     def snapshots(self, warn: Warn | None = None) -> list[Snapshot]:
         """Every readable snapshot, oldest first; an unreadable one is skipped (``warn``
         is told: ``check`` reports it). Read ``store.connections`` at a time."""
+        return self.listed_snapshots(warn)[0]
+
+    def listed_snapshots(self, warn: Warn | None = None) -> tuple[list[Snapshot], list[str]]:
+        """``snapshots()`` and the id of every snapshot listed, readable or not, from one
+        listing (a round trip less over a WAN than listing again)."""
         warn = warn or self.warn
         snaps = []
-        names = [f"snapshots/{snapshot_id}" for snapshot_id in self.snapshot_ids()]
+        ids = self.snapshot_ids()
+        names = [f"snapshots/{snapshot_id}" for snapshot_id in ids]
         for name, doc in self._read_documents(TYPE_SNAPSHOT, names):
             try:
                 if isinstance(doc, FormatError):
@@ -614,7 +620,7 @@ class Repository:
                 snaps.append(self._snapshot(name, doc))
             except IntegrityError as err:
                 warn(f"{str(err).removeprefix(self.url + ': ')}: skipped")
-        return sorted(snaps, key=lambda s: (s.time, s.id))
+        return sorted(snaps, key=lambda s: (s.time, s.id)), ids
 
     def find_snapshot(self, ref: str) -> Snapshot:
         """``latest``, a full id, or a unique id prefix (at least 4 characters)."""

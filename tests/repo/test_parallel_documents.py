@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import threading
+from typing import Any
 
 import pytest
 
@@ -88,6 +89,17 @@ def test_an_unreadable_snapshot_is_still_skipped_and_named_a_failed_read_still_f
     repo.warn = warned.append  # type: ignore[method-assign]
     assert len(repo.snapshots()) == 5
     assert len(warned) == 1 and names[2] in warned[0] and warned[0].endswith("skipped")
+    listings: list[str] = []
+    listing = overlap.list
+
+    def counted(prefix: str = "") -> Any:
+        listings.append(prefix)
+        return listing(prefix)
+
+    overlap.list = counted  # type: ignore[method-assign]
+    snaps, listed = repo.listed_snapshots()  # the unreadable one listed, from one listing
+    assert len(snaps) == 5 and sorted(listed) == [n.removeprefix("snapshots/") for n in names]
+    assert listings == ["snapshots/"]
 
     overlap.fail = names[4]
     with pytest.raises(StoreUnavailable, match="connection reset"):
