@@ -124,9 +124,12 @@ def test_restore_bench_reports_the_median_round_and_every_rounds_outcome() -> No
     assert median["ok"] is False  # one round restored wrong bytes: not hidden
     assert restore_bench._median(runs[:2])["seconds"] == 1.0  # the lower middle
     assert restore_bench._spread(median) == ", rounds 1.00-3.00 s"
+    restic = restore_bench._median([{"seconds": 6.0, "mb_s": 1.0, "ok": True, "fsync_s": 2.0},
+                                    {"seconds": 5.0, "mb_s": 1.0, "ok": True, "fsync_s": 4.0}])
+    assert restic["durable_s"] == 8.0  # the lower middle of 8.0 and 9.0, not 5.0 + 4.0
+    restic["seconds"] = 6.0
     rows = {"local": {"drsync": median, "drsync_cli": median, "drsync_cdc": median,
-                      "drsync_cdc_cli": median,
-                      "restic": {"seconds": 6.0, "mb_s": 1.0, "ok": True, "rounds": [6.0]}}}
+                      "drsync_cdc_cli": median, "restic": restic}}
     for row in rows["local"].values():
         row.update(gets=1, pack_gets=1, packs=1, max_gets_per_pack=1)
     text = restore_bench.render(int(1e9), rows, {"input_mb": 1.0, "open_2t_mb_s": 1000.0,
@@ -134,6 +137,7 @@ def test_restore_bench_reports_the_median_round_and_every_rounds_outcome() -> No
                                                   "bound_mb_s": 500.0})
     assert "no restore of this file beats 2.00 s" in text
     assert "x3 restic's median would need 2.00 s (1.00x the raw bound)" in text
+    assert "restic, then its file fsynced" in text and "8.00 s; drsync cdc CLI x4.00" in text
 
 
 def test_peers_render_missing_tools_as_not_installed() -> None:
