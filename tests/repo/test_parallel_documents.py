@@ -47,7 +47,8 @@ class OverlapStore(CountingStore):
                 self.in_flight -= 1
 
 
-def _nights(repo: Repository, n: int) -> None:
+def small_nights(repo: Repository, n: int) -> None:
+    """``n`` nightly snapshots of a small dump, one pack and index file each."""
     for night in range(n):
         writer = SnapshotWriter(repo, repo.load_index())
         data = f"night {night}\n".encode() * 100
@@ -63,7 +64,7 @@ def _open(store: MemoryStore, connections: int) -> tuple[Repository, OverlapStor
 
 def test_snapshots_and_index_files_are_read_in_parallel_and_in_order() -> None:
     store = MemoryStore()
-    _nights(make_repo(store), 9)
+    small_nights(make_repo(store), 9)
     one_by_one, sequential = _open(store, 1)
     expected = [(s.id, s.tags) for s in one_by_one.snapshots()]
     index = one_by_one.load_index()
@@ -81,7 +82,7 @@ def test_snapshots_and_index_files_are_read_in_parallel_and_in_order() -> None:
 
 def test_an_unreadable_snapshot_is_still_skipped_and_named_a_failed_read_still_fails() -> None:
     store = MemoryStore()
-    _nights(make_repo(store), 6)
+    small_nights(make_repo(store), 6)
     repo, overlap = _open(store, 4)
     names = sorted(k for k in store.objects if k.startswith("snapshots/"))
     store.objects[names[2]] = b"not a snapshot"

@@ -4,7 +4,6 @@ then served from disk, verified by name, pruned by listings, never in check's wa
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import os
@@ -14,25 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from drsync.repo import Entry, Repository, Secret, SnapshotWriter
+from drsync.repo import Repository, Secret
 from drsync.store import MemoryStore, S3Options, StoreOptions, open_store
 from drsync.store.cache import CachedStore, cache_directory
 from drsync.store.capabilities import capability
 from drsync.store.local import LocalStore
 from drsync.testing import CountingStore, make_repo, make_repository
+from tests.repo.test_parallel_documents import small_nights
 from tests.store.test_s3_cli import S3Cli
 
 PASSPHRASE = "test passphrase"
 DOCUMENTS = ("snapshots/", "index/")
-
-
-def _nights(repo: Repository, n: int) -> None:
-    for night in range(n):
-        writer = SnapshotWriter(repo, repo.load_index())
-        data = f"night {night}\n".encode() * 100
-        writer.add_stream(Entry("dump.sql", "file", size=len(data)), io.BytesIO(data))
-        writer.commit(host="t", source_kind="files", source_spec={}, tags=[str(night)],
-                      summary={}, version="t")
 
 
 def _open(store: MemoryStore, cache: Path) -> tuple[Repository, CountingStore, CachedStore]:
@@ -49,7 +40,7 @@ def _document_gets(counting: CountingStore) -> int:
 @pytest.fixture
 def store() -> MemoryStore:
     store = MemoryStore()
-    _nights(make_repo(store), 3)
+    small_nights(make_repo(store), 3)
     return store
 
 
@@ -118,7 +109,7 @@ def test_what_this_process_writes_is_kept_and_what_it_deletes_is_dropped(
     store = MemoryStore()
     make_repo(store)
     repo, counting, _ = _open(store, tmp_path / "cache")
-    _nights(repo, 1)
+    small_nights(repo, 1)
     (snap,) = repo.snapshots()
     assert (tmp_path / "cache" / "snapshots" / snap.id).exists()
     assert _document_gets(counting) == 0  # its own snapshot and index were kept on writing
@@ -155,17 +146,25 @@ def test_open_store_caches_remote_stores_only_and_only_when_asked(
     assert cache_directory("/c", "s3://a/b") != cache_directory("/c", "s3://a/c")
 
 
+def _backed_up(drsync_bin: str, tmp_path: Path, endpoint: str,
+               bucket_on: Callable[..., str]) -> tuple[S3Cli, str]:
+    """The CLI on a new S3 repository (moto's server, no proxy) holding one backup of
+    ``dump.sql``, and the repository's bucket."""
+    bucket = bucket_on()
+    cli = S3Cli(drsync_bin, tmp_path, endpoint, bucket)
+    make_repository(f"s3://{bucket}/registry", "correct horse",
+                    options=StoreOptions(s3=S3Options(endpoint_url=endpoint)))
+    (tmp_path / "dump.sql").write_bytes(b"registry rows\n" * 5000)
+    cli("backup", str(tmp_path / "dump.sql"))
+    return cli, bucket
+
+
 def test_the_cli_reads_documents_from_the_cache_and_check_reads_the_store(
         drsync_bin: str, tmp_path: Path, moto_endpoint: str,
         bucket_on: Callable[..., str]) -> None:
     import boto3
 
-    bucket = bucket_on()
-    cli = S3Cli(drsync_bin, tmp_path, moto_endpoint, bucket)
-    make_repository(f"s3://{bucket}/registry", "correct horse",
-                    options=StoreOptions(s3=S3Options(endpoint_url=moto_endpoint)))
-    (tmp_path / "dump.sql").write_bytes(b"registry rows\n" * 5000)
-    cli("backup", str(tmp_path / "dump.sql"))
+    cli, bucket = _backed_up(drsync_bin, tmp_path, moto_endpoint, bucket_on)
     (snap,) = json.loads(cli("snapshots", "--json").stdout)
     cache = Path(os.environ["XDG_STATE_HOME"]) / "drsync" / "cache"
     assert [p.name for p in cache.glob("*/snapshots/*")] == [snap["id"]]
@@ -211,12 +210,7 @@ def test_a_drill_reads_the_store_not_the_cache(
         bucket_on: Callable[..., str]) -> None:
     import boto3
 
-    bucket = bucket_on()
-    cli = S3Cli(drsync_bin, tmp_path, moto_endpoint, bucket)
-    make_repository(f"s3://{bucket}/registry", "correct horse",
-                    options=StoreOptions(s3=S3Options(endpoint_url=moto_endpoint)))
-    (tmp_path / "dump.sql").write_bytes(b"registry rows\n" * 5000)
-    cli("backup", str(tmp_path / "dump.sql"))
+    cli, bucket = _backed_up(drsync_bin, tmp_path, moto_endpoint, bucket_on)
     passed = json.loads(cli("drill", "--json").stdout)
     assert passed["status"] == "ok", passed
     (snap,) = json.loads(cli("snapshots", "--json").stdout)  # now cached here
