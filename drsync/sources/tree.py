@@ -124,6 +124,7 @@ class FileTreeTarget:
         self._anonymous = (not delta and bool(getattr(os, "O_TMPFILE", 0))
                            and os.path.isdir("/proc/self/fd"))
         self._filesystems: dict[int, int] = {}  # st_dev -> a directory on it, for finish
+        self._flusher = _Flusher()
 
     def __enter__(self) -> FileTreeTarget:
         return self
@@ -134,6 +135,7 @@ class FileTreeTarget:
     def close(self) -> None:
         """Let go of the walk's descriptors; remove the temporaries of files never done
         (a restore that failed: nothing writes them any more)."""
+        self._flusher.join()
         for restoring in list(self._open_files):
             restoring.abandon()
         for fd in self._filesystems.values():
@@ -396,6 +398,9 @@ class FileTreeTarget:
                 os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
         with self._writing(Entry("", "dir")):
             root = self._open_root()  # an empty snapshot still leaves its (empty) target
+            failed = self._flusher.join()
+            if failed is not None:  # a flush ahead failed: the file it was for is named
+                raise self._cannot_write(*failed)
             for fd in self._filesystems.values():
                 _sync_filesystem(fd)
             if self._mark:
@@ -560,6 +565,7 @@ class RestoringFile:
                     dropped, self._dropped_to = self._dropped_to, start
                     if start > dropped:
                         _drop_written(fd, dropped, start - dropped)
+                        self._tree._flusher.window_written(fd, self.meta)
         except OSError as err:
             raise self._tree._cannot_write(self.meta, err) from None
 
@@ -595,6 +601,57 @@ class RestoringFile:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._fd = self._parent = -1
+
+
+class _Flusher:
+    """Flushes ahead of ``finish``'s ``syncfs``, on a thread of its own.
+
+    A window written out by ``_drop_written`` has only reached the device, and a
+    virtual disk's host (or a controller's write-back cache) may still hold it:
+    the final ``syncfs`` then waited for all of it at once, 0.7-1.7 s of a 1 GB
+    restore's 3.6-4.5 s on this VM. Every ``FLUSH_EVERY`` windows, one ``fdatasync``
+    of the file being written runs here (one at a time, on a duplicate of its
+    descriptor) while the restore goes on, so that the device's cache is emptied
+    as the restore proceeds. Not for durability (``syncfs`` still makes it so); a
+    flush that fails is kept and ``finish`` fails on it, naming the file."""
+
+    FLUSH_EVERY = 4  # windows (of _WRITEBACK_EVERY bytes) between flushes
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._windows = 0
+        self._thread: threading.Thread | None = None
+        self.failed: tuple[Entry, OSError] | None = None
+
+    def window_written(self, fd: int, meta: Entry) -> None:
+        with self._lock:
+            self._windows += 1
+            if self._windows % self.FLUSH_EVERY or (
+                    self._thread is not None and self._thread.is_alive()):
+                return
+            try:  # a duplicate: the file may be done, and its descriptor closed, meanwhile
+                copy = os.dup(fd)
+            except OSError:
+                return  # no descriptor to spare: the final syncfs does it all
+            self._thread = threading.Thread(target=self._flush, args=(copy, meta),
+                                            name="restore-flush", daemon=True)
+            self._thread.start()
+
+    def _flush(self, fd: int, meta: Entry) -> None:
+        try:
+            os.fdatasync(fd)
+        except OSError as err:
+            with self._lock:
+                self.failed = self.failed or (meta, err)
+        finally:
+            os.close(fd)
+
+    def join(self) -> tuple[Entry, OSError] | None:
+        """Wait for the flush in flight; the first one that failed, if any did."""
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+        return self.failed
 
 
 def _sync_filesystem(fd: int) -> None:
