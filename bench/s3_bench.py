@@ -13,6 +13,7 @@ time and the bytes each brought down the link. Traffic goes only to 127.0.0.1.
 
     .venv/bin/python bench/s3_bench.py [--limit 50Mbit] [--seconds 20] [--backup-mib 96]
                                        [--nights 60] [--rtt-ms 30] [--no-restic]
+                                       [--only-documents]
 """
 
 from __future__ import annotations
@@ -141,11 +142,11 @@ def resume(endpoint: str, backup_mib: int, shift: int, tag: str) -> None:
 
 
 def _cli(argv: list[str], env: dict[str, str], proxy: FaultProxy,
-         stdin: bytes | None = None) -> tuple[float, int, str]:
+         stdin: bytes | None = None, cwd: Path | None = None) -> tuple[float, int, str]:
     """Run one command through the proxy: wall seconds, bytes it brought down, stdout."""
     before = proxy.bytes_down
     started = time.perf_counter()
-    done = subprocess.run(argv, env=env, input=stdin, capture_output=True)
+    done = subprocess.run(argv, env=env, input=stdin, capture_output=True, cwd=cwd)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv[:2])} failed: {done.stderr.decode()[-500:]}")
@@ -204,7 +205,8 @@ def documents(endpoint: str, nights: int, rtt_ms: float, restic: bool) -> dict[s
             if restic_exe:
                 row["restic_snapshots"] = _cli([restic_exe, "snapshots", "--json"], renv,
                                                proxy)[:2]
-                row["restic_backup"] = _restic_in(restic_exe, renv, source, proxy)
+                row["restic_backup"] = _cli([restic_exe, "backup", "--quiet", "--host", "bench",
+                                             "registry.dump"], renv, proxy, cwd=source)[:2]
             rows.append(row)
         results["rows"] = rows
     finally:
@@ -219,15 +221,6 @@ def documents(endpoint: str, nights: int, rtt_ms: float, restic: bool) -> dict[s
                     line += f"  {tool} {got[0]:6.2f} s {got[1] / 1e3:8.1f} kB down"
             print(line)
     return results
-
-
-def _restic_in(exe: str, env: dict[str, str], source: Path,
-               proxy: FaultProxy) -> tuple[float, int]:
-    before = proxy.bytes_down
-    started = time.perf_counter()
-    subprocess.run([exe, "backup", "--quiet", "--host", "bench", "registry.dump"], env=env,
-                   cwd=source, check=True, capture_output=True)
-    return time.perf_counter() - started, proxy.bytes_down - before
 
 
 def main() -> None:
