@@ -27,7 +27,7 @@ import blake3
 from drsync.repo.crypto import MasterKey, SealError, compress, decompress
 
 __all__ = ["GROUP_SPAN", "GROUP_TARGET", "Group", "group_binding", "member_views", "open_group",
-           "open_group_views", "seal_group", "split_group", "unseal_group"]
+           "open_group_views", "seal_group", "seal_group_plain", "split_group", "unseal_group"]
 
 # Plaintext bytes a group is closed at. Measured by bench/group_bench.py (stored bytes
 # against whole-file zstd-3): a pgbench scale-20 base backup 1.145x with chunks alone,
@@ -75,10 +75,17 @@ def group_binding(key: MasterKey, ids: Sequence[bytes]) -> bytes:
     return hasher.digest()
 
 
-def seal_group(key: MasterKey, members: Sequence[tuple[bytes, bytes]], level: int) -> bytes:
+def seal_group(key: MasterKey, members: Sequence[tuple[bytes, bytes | memoryview]],
+               level: int) -> bytes:
     """Compress and seal the plaintexts of ``members`` ((id, plaintext), in order)."""
-    codec, payload = compress(b"".join(data for _id, data in members), level)
-    return key.seal(payload, codec, group_binding(key, [blob_id for blob_id, _ in members]))
+    return seal_group_plain(key, [blob_id for blob_id, _ in members],
+                            b"".join(data for _id, data in members), level)
+
+
+def seal_group_plain(key: MasterKey, ids: Sequence[bytes], plain: bytes, level: int) -> bytes:
+    """``seal_group`` of members given as their ids and their plaintexts concatenated."""
+    codec, payload = compress(plain, level)
+    return key.seal(payload, codec, group_binding(key, ids))
 
 
 def unseal_group(key: MasterKey, group: Group, sealed: bytes | memoryview) -> tuple[int, bytes]:

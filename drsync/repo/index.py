@@ -124,6 +124,10 @@ class Index:
     def __len__(self) -> int:
         return len(self._blobs)
 
+    def holds_none(self, blob_ids: Iterable[bytes]) -> bool:
+        """No blob of ``blob_ids`` is indexed (one set operation, for a run of ids)."""
+        return self._blobs.keys().isdisjoint(blob_ids)
+
     def get(self, blob_id: bytes) -> BlobLocation | None:
         return self._blobs.get(blob_id)
 

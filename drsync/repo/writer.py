@@ -14,30 +14,36 @@ every ``INDEX_EVERY`` packs (so an interrupted run's finished packs are
 reused by the next run) and at the end; the snapshot is written last.
 
 Block-structured streams (``fixed_size``: PostgreSQL relations, SQLite) are
-sealed in groups (drsync.repo.group): the workers only hash their chunks, the
-new ones are collected in file order up to ``group_target`` bytes, from at
-most ``GROUP_SPAN`` bytes of the file, and each group is compressed and
-sealed once on a worker; every chunk keeps its own id and index entry, so
-dedup is unchanged.
+sealed in groups (drsync.repo.group) of new chunks in file order, up to
+``group_target`` bytes from at most ``GROUP_SPAN`` bytes of the file; every
+chunk keeps its own id and index entry, so dedup is unchanged. They go to the
+workers a run of ``group_target`` bytes at a time (read by the worker itself,
+at the run's offset, when the stream is a regular file); a run whose chunks are
+all new is sealed as one group in the same task, the others' new chunks are
+grouped here and sealed on a worker.
 
-Stopping: a writer given ``should_stop`` asks it before every chunk and
-once more just before the snapshot. When it answers with a reason, the
-pack being uploaded finishes, packs still queued are dropped (their chunks
-are simply not stored), what was stored is indexed, and ``RunInterrupted``
-is raised: no snapshot, nothing the next run cannot adopt.
+Stopping: a writer given ``should_stop`` asks it before every chunk (every
+run of a block-structured stream) and once more just before the snapshot.
+When it answers with a reason, the pack being uploaded finishes, packs still
+queued are dropped (their chunks are simply not stored), what was stored is
+indexed, and ``RunInterrupted`` is raised: no snapshot, nothing the next run
+cannot adopt.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import json
 import os
 import queue
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from typing import IO, Any, BinaryIO
 
 from pyfastcdc import FastCDC
@@ -45,7 +51,7 @@ from pyfastcdc import FastCDC
 from drsync.errors import DrsyncError, RunInterrupted, StoreError
 from drsync.malloc import return_large_buffers_to_the_os
 from drsync.repo.chunking import cut_stream
-from drsync.repo.group import GROUP_SPAN, GROUP_TARGET, seal_group
+from drsync.repo.group import GROUP_SPAN, GROUP_TARGET, seal_group, seal_group_plain
 from drsync.repo.index import Index, index_document, pack_key
 from drsync.repo.objects import TYPE_INDEX
 from drsync.repo.pack import BLOB_DATA, BLOB_TREE, BlobEntry, PackBuilder, staged_pack
@@ -61,6 +67,21 @@ UPLOAD_QUEUE = 2
 # 32 KiB fixed chunk cost a third of a base backup's CPU in futures and thread wake-ups.
 TASK_BYTES = 256 << 10
 _Processed = tuple[bytes, bytes | None, int]
+# A run of a block-structured stream on its way back from a worker: its bytes, its
+# chunks' ids, and its seal as one group (None: grouped chunk by chunk in the writer).
+_SealedRun = tuple[bytes, list[bytes], bytes | None]
+
+
+def _regular_file(reader: BinaryIO) -> int | None:
+    """The descriptor of the regular file ``reader`` reads (for reads at offsets, from
+    ``reader.tell()`` on), or None: a pipe, an object without one."""
+    raw = reader.raw if isinstance(reader, io.BufferedReader) else reader
+    if not isinstance(raw, io.FileIO):
+        return None
+    try:
+        return raw.fileno() if stat.S_ISREG(os.fstat(raw.fileno()).st_mode) else None
+    except OSError:
+        return None
 
 
 def _fixed_chunks(reader: BinaryIO, size: int) -> Iterator[bytes]:
@@ -236,12 +257,14 @@ class SnapshotWriter:
         self.start_time = utc_now()
         self._added: set[bytes] = set()  # ids packed this run, not yet in the index
         self._pack = self._new_pack()
-        self._group: list[tuple[bytes, bytes]] = []  # new chunks of the open group
+        self._group: list[tuple[bytes, memoryview]] = []  # new chunks, open group
         self._group_bytes = 0
         self._group_start = 0  # where in its stream the open group's first chunk is
         self._stream_at = 0  # where in the grouped stream the next chunk accepted is
+        # Groups (and lone chunks) being sealed, in file order: (id, plaintext length) of
+        # each member, and the seal.
         self._sealing: collections.deque[
-            tuple[list[tuple[bytes, bytes]], Future[bytes]]] = collections.deque()
+            tuple[list[tuple[bytes, int]], Future[bytes]]] = collections.deque()
         self._uploader = self._make_uploader()
         self._tree: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115
         self._closed = False
@@ -285,17 +308,14 @@ class SnapshotWriter:
 
     # -- groups: the new chunks of a block-structured file, sealed together -----------
 
-    def _identify(self, data: bytes | memoryview, blob_type: int) -> _Processed:
-        """A chunk to group: its id now, its seal with its group's (``_close_group``).
-        Fixed-size chunks are bytes already (``bytes`` returns the same object)."""
-        return self._repo.key.chunk_id(data), bytes(data), len(data)
-
-    def _accept_grouped(self, result: _Processed, blob_type: int) -> bytes:
-        chunk_id, data, raw_length = result
+    def _accept_grouped(self, chunk_id: bytes, data: memoryview) -> bytes:
+        """A chunk of a run that is not sealed whole: into the open group when it is new
+        (a group is closed at ``group_target`` bytes or ``GROUP_SPAN`` of the file)."""
+        raw_length = len(data)
         self.stats.chunks += 1
         at = self._stream_at
         self._stream_at += raw_length
-        if data is None or chunk_id in self._index or chunk_id in self._added:
+        if chunk_id in self._index or chunk_id in self._added:
             return chunk_id
         self._added.add(chunk_id)
         self.stats.chunks_new += 1
@@ -314,11 +334,12 @@ class SnapshotWriter:
         members, self._group, self._group_bytes = self._group, [], 0
         if len(members) == 1:
             chunk_id, data = members[0]
-            self._sealing.append((members, self._pool.submit(
+            self._sealing.append(([(chunk_id, len(data))], self._pool.submit(
                 self._repo.key.seal_chunk, data, chunk_id, self._level)))
         elif members:
-            self._sealing.append((members, self._pool.submit(
-                seal_group, self._repo.key, members, self._level)))
+            self._sealing.append(([(cid, len(data)) for cid, data in members],
+                                  self._pool.submit(seal_group, self._repo.key, members,
+                                                    self._level)))
         self._store_sealed(wait=len(self._sealing) > self._window // 4)
 
     def _store_sealed(self, *, wait: bool = False) -> None:
@@ -327,9 +348,9 @@ class SnapshotWriter:
             members, fut = self._sealing.popleft()
             sealed = fut.result()
             if len(members) == 1:
-                self._store_blob(BLOB_DATA, members[0][0], sealed, len(members[0][1]))
+                self._store_blob(BLOB_DATA, members[0][0], sealed, members[0][1])
             else:
-                self._store_group([(cid, len(data)) for cid, data in members], sealed)
+                self._store_group(members, sealed)
             wait = False
 
     def _store_group(self, members: list[tuple[bytes, int]], sealed: bytes) -> None:
@@ -338,17 +359,15 @@ class SnapshotWriter:
         if len(self._pack) >= self._repo.config.pack_size:
             self._flush_pack()
 
-    def _stream(self, reader: BinaryIO, blob_type: int, emit: Callable[[bytes], None],
+    def _stream(self, reader: BinaryIO, blob_type: int, emit: Callable[[list[bytes]], None],
                 fixed_size: int | None = None) -> int:
-        """Chunk ``reader``; call ``emit`` with each chunk id in order; return bytes read.
+        """Chunk ``reader``; call ``emit`` with the chunk ids in order, a list at a time;
+        return bytes read.
         A block-structured stream (``fixed_size``) seals its new chunks in groups."""
-        grouped = bool(fixed_size) and blob_type == BLOB_DATA and (
-            2 * (fixed_size or 0) <= self._group_target)
-        work = self._identify if grouped else self._process
-        accept = self._accept_grouped if grouped else self._accept
-        if grouped:
-            self._close_group()  # one a failed stream left open: groups stay per stream
-            self._stream_at = 0
+        if fixed_size and blob_type == BLOB_DATA and 2 * fixed_size <= self._group_target:
+            return self._stream_blocks(reader, emit, fixed_size)
+        work = self._process
+        accept = self._accept
         inflight: collections.deque[Future[list[_Processed]]] = collections.deque()
         total = 0
         chunks: Iterator[bytes | memoryview] = (
@@ -371,16 +390,123 @@ class SnapshotWriter:
             inflight.append(self._pool.submit(self._process_batch, work, batch, blob_type))
             batch, batch_bytes = [], 0
             while len(inflight) >= self._window or (inflight and inflight[0].done()):
-                for result in inflight.popleft().result():
-                    emit(accept(result, blob_type))
+                emit([accept(result, blob_type) for result in inflight.popleft().result()])
         if batch:
             inflight.append(self._pool.submit(self._process_batch, work, batch, blob_type))
         while inflight:
-            for result in inflight.popleft().result():
-                emit(accept(result, blob_type))
-        if grouped:
-            self._finish_groups()
+            emit([accept(result, blob_type) for result in inflight.popleft().result()])
         return total
+
+    # -- block-structured streams: read, hashed and sealed a group at a time ------------
+
+    def _stream_blocks(self, reader: BinaryIO, emit: Callable[[list[bytes]], None],
+                       size: int) -> int:
+        """``_stream`` of a block-structured stream (chunks of ``size`` bytes, sealed in
+        groups). It goes a group's worth (``group_target``) at a time to a worker, which
+        hashes that run's chunks and, when every one is new (a full backup, a rewritten
+        run of pages), compresses and seals the run as one group right away
+        (``_seal_run``). A regular file is read by the workers themselves, each run at
+        its offset (``_pread_runs``), so that hashing and compressing find the bytes in
+        the cache of the core that read them. Reading every 32 KiB chunk here, handing
+        it to a worker to hash, back to be grouped and on again to be sealed, cost
+        about as much CPU as the hashing and compressing. Runs holding chunks already
+        stored are grouped chunk by chunk (``_accept_grouped``)."""
+        self._close_group()  # one a failed stream left open: groups stay per stream
+        self._stream_at = 0
+        run = max(size, self._group_target // size * size)
+        fd = _regular_file(reader)
+        tasks = (self._pread_runs(reader, fd, run, size) if fd is not None
+                 else (self._pool.submit(self._seal_run, data, size)
+                       for data in _fixed_chunks(reader, run)))
+        inflight: collections.deque[Future[_SealedRun]] = collections.deque()
+        try:
+            more = True
+            while more:
+                self._check_stop()
+                task = next(tasks, None)
+                if task is None:
+                    break
+                inflight.append(task)
+                while more and inflight and (len(inflight) >= self._window
+                                             or inflight[0].done()):
+                    more = self._take_run(inflight.popleft().result(), run, size, emit)
+            while inflight:
+                result = inflight.popleft().result()
+                more = more and self._take_run(result, run, size, emit)
+        finally:
+            # Nothing reads the file once the caller closes it (its descriptor reused).
+            for task in inflight:
+                task.cancel()
+            futures_wait(inflight)
+        self._finish_groups()
+        return self._stream_at
+
+    def _pread_runs(self, reader: BinaryIO, fd: int, run: int,
+                    size: int) -> Iterator[Future[_SealedRun]]:
+        """A worker's task for every run of the file from ``reader``'s position to its
+        end; once the last is read, the runs the file grew by meanwhile (the end a
+        sequential read finds)."""
+        at = reader.tell()
+        last: Future[_SealedRun] | None = None
+        while True:
+            if last is not None:
+                futures_wait([last])
+            end = os.fstat(fd).st_size
+            if end <= at:
+                return
+            while at < end:
+                last = self._pool.submit(self._read_run, fd, at, run, size)
+                yield last
+                at += run
+
+    def _read_run(self, fd: int, at: int, run: int, size: int) -> _SealedRun:
+        return self._seal_run(os.pread(fd, run, at), size)
+
+    def _take_run(self, result: _SealedRun, run: int, size: int,
+                  emit: Callable[[list[bytes]], None]) -> bool:
+        """Accept one run, in order; False when it ends the stream (read short: the end
+        of the file, or of one that shrank while it was read, whose later runs, read at
+        their offsets, must not follow it)."""
+        data = result[0]
+        if data:
+            self.stats.bytes_read += len(data)
+            if self._progress is not None:
+                self._progress(len(data))
+            self._accept_run(result, size, emit)
+        return len(data) == run
+
+    def _seal_run(self, data: bytes, size: int) -> _SealedRun:
+        """On a worker: the ids of ``data``'s chunks, and its seal as one group when they
+        are all new and distinct as far as this thread can see (``_accept_run`` decides)."""
+        view = memoryview(data)
+        ids = [self._repo.key.chunk_id(view[at:at + size]) for at in range(0, len(data), size)]
+        if len(ids) < 2 or len(set(ids)) < len(ids) or not self._all_new(ids):
+            return data, ids, None
+        return data, ids, seal_group_plain(self._repo.key, ids, data, self._level)
+
+    def _all_new(self, ids: list[bytes]) -> bool:
+        return self._index.holds_none(ids) and self._added.isdisjoint(ids)
+
+    def _accept_run(self, result: _SealedRun, size: int,
+                    emit: Callable[[list[bytes]], None]) -> None:
+        data, ids, sealed = result
+        if sealed is not None and self._all_new(ids):
+            self._close_group()  # the open group's chunks come before these in the file
+            self.stats.chunks += len(ids)
+            self.stats.chunks_new += len(ids)
+            self._added.update(ids)
+            last = len(data) - (len(ids) - 1) * size
+            done: Future[bytes] = Future()
+            done.set_result(sealed)
+            self._sealing.append(([(chunk_id, size) for chunk_id in ids[:-1]]
+                                  + [(ids[-1], last)], done))
+            self._store_sealed(wait=len(self._sealing) > self._window // 4)
+            self._stream_at += len(data)
+            emit(ids)
+            return
+        view = memoryview(data)
+        emit([self._accept_grouped(chunk_id, view[i * size:(i + 1) * size])
+              for i, chunk_id in enumerate(ids)])
 
     @staticmethod
     def _process_batch(work: Callable[[bytes | memoryview, int], _Processed],
@@ -430,10 +556,12 @@ class SnapshotWriter:
         self._tree.write(head.encode())
         first = True
 
-        def emit(chunk_id: bytes) -> None:
+        def emit(chunk_ids: list[bytes]) -> None:
             nonlocal first
-            self._tree.write((b'"' if first else b',"') + chunk_id.hex().encode() + b'"')
-            first = False
+            if chunk_ids:
+                listed = '","'.join([chunk_id.hex() for chunk_id in chunk_ids])
+                self._tree.write((b'"' if first else b',"') + listed.encode() + b'"')
+                first = False
 
         size = self._stream(reader, BLOB_DATA, emit, fixed_size)
         self._tree.write(f'],"size":{size}}}\n'.encode())
@@ -454,7 +582,7 @@ class SnapshotWriter:
         tree_ids: list[str] = []
         self._tree.seek(0)
         self._stream(self._tree, BLOB_TREE,  # type: ignore[arg-type]
-                     lambda cid: tree_ids.append(cid.hex()))
+                     lambda cids: tree_ids.extend(cid.hex() for cid in cids))
         self._finish_groups()
         self._flush_pack()
         self._uploader.close()

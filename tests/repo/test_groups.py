@@ -515,3 +515,115 @@ def test_deliver_writes_each_run_of_a_group_s_members_with_one_put() -> None:
     # Runs, not blocks: a's groups each came in a handful of writes.
     assert len(sinks["a"].puts) <= blocks // 4
     assert max(length for _at, length in sinks["a"].puts) > BLOCK
+
+
+# -- a regular file is read by the workers, a run at a time, at its offset -------------
+
+RUN = GROUP_TARGET // BLOCK * BLOCK
+
+
+def _backup_file(repo: Repository, path: Path, writer: SnapshotWriter | None = None,
+                 *, buffered: bool = False) -> Snapshot:
+    writer = writer or SnapshotWriter(repo, repo.load_index())
+    with open(path, "rb", buffering=-1 if buffered else 0) as fh:
+        writer.add_stream(Entry("rel", "file", mode=0o600, size=path.stat().st_size), fh,
+                          fixed_size=BLOCK)
+    return writer.commit(host="t", source_kind="files", source_spec={}, tags=[], summary={},
+                         version="t")
+
+
+def test_a_file_read_at_offsets_stores_what_a_stream_of_it_stores(tmp_path: Path) -> None:
+    """The same bytes from a file (read by the workers at offsets, raw or buffered) and
+    from a stream (read in order here) give the same chunks; each run of new chunks is
+    one group of GROUP_TARGET bytes."""
+    data = bytes(_relation(3 * RUN + 5 * BLOCK + 1000, 21))
+    (tmp_path / "rel").write_bytes(data)
+    repo = _repo()
+    snaps = [_backup_file(repo, tmp_path / "rel")]
+    assert sorted(len(g) for g in _groups(repo)) == [6, 16, 16, 16]  # the last: 5 and 1000 B
+    snaps.append(_backup_file(repo, tmp_path / "rel", buffered=True))
+    snaps.append(_backup(repo, {"rel": data}))
+    with SnapshotReader(repo, repo.load_index()) as reader:
+        chunks = [[e.chunks for e in reader.entries(snap)] for snap in snaps]
+    assert chunks[0] == chunks[1] == chunks[2]
+    assert len(chunks[0][0]) == 3 * 16 + 6
+    assert all(_restore(repo, snap) == {"rel": data} for snap in snaps)
+
+
+class _Hooked(SnapshotWriter):
+    """A writer whose worker calls ``after(at)`` once it has read the run at ``at``."""
+
+    def __init__(self, repo: Repository, after: Any) -> None:
+        super().__init__(repo, repo.load_index(), workers=1)  # runs read in file order
+        self._after = after
+
+    def _read_run(self, fd: int, at: int, run: int, size: int) -> Any:
+        result = super()._read_run(fd, at, run, size)
+        self._after(at)
+        return result
+
+
+def test_a_file_that_shrinks_while_it_is_read_ends_at_its_short_read(tmp_path: Path) -> None:
+    """Runs are read at their offsets, ahead of each other: once one is read short (the
+    file was truncated), nothing read after it may follow it, even when the file grew
+    back before the next run was read (its bytes belong further on)."""
+    path = tmp_path / "rel"
+    before = bytes(_relation(5 * RUN, 22))
+    path.write_bytes(before)
+    after = bytes(_relation(5 * RUN, 23))
+
+    def change(at: int) -> None:
+        if at == 0:
+            with open(path, "r+b") as fh:
+                fh.truncate(2 * RUN + RUN // 2)  # a vacuum truncating the relation
+        elif at == 2 * RUN:
+            path.write_bytes(after)  # and it grew again
+
+    repo = _repo()
+    snap = _backup_file(repo, path, _Hooked(repo, change))
+    assert _restore(repo, snap) == {"rel": before[:2 * RUN + RUN // 2]}
+    with SnapshotReader(repo, repo.load_index()) as reader:
+        (entry,) = reader.entries(snap)
+    assert entry.size == 2 * RUN + RUN // 2
+
+
+def test_a_file_that_grows_while_it_is_read_is_read_to_its_new_end(tmp_path: Path) -> None:
+    path = tmp_path / "rel"
+    data = bytes(_relation(2 * RUN, 24))
+    path.write_bytes(data)
+    more = bytes(_relation(RUN + 3 * BLOCK, 25))
+
+    def grow(at: int) -> None:
+        if at == RUN:  # the last run the file had when its reading started
+            with open(path, "ab") as fh:
+                fh.write(more)
+
+    repo = _repo()
+    snap = _backup_file(repo, path, _Hooked(repo, grow))
+    assert _restore(repo, snap) == {"rel": data + more}
+
+
+def test_a_file_whose_run_fails_to_read_raises_and_leaves_no_read_behind(
+        tmp_path: Path) -> None:
+    """An error reading one run (EIO on a bad sector) is the stream's error, raised
+    once every run still being read has stopped (none reads a descriptor closed)."""
+    path = tmp_path / "rel"
+    path.write_bytes(bytes(_relation(6 * RUN, 26)))
+    reads: list[int] = []
+
+    def fail(at: int) -> None:
+        reads.append(at)
+        if at == 2 * RUN:
+            raise OSError(5, "Input/output error")
+
+    repo = _repo()
+    writer = _Hooked(repo, fail)
+    with open(path, "rb", buffering=0) as fh, pytest.raises(OSError, match="Input/output"):
+        writer.add_stream(Entry("rel", "file", mode=0o600, size=6 * RUN), fh,
+                          fixed_size=BLOCK)
+    done = list(reads)
+    writer.add_stream(Entry("dump", "stream"), io.BytesIO(b"y" * 1000))
+    snap = writer.commit(host="t", source_kind="files", source_spec={}, tags=[], summary={},
+                         version="t")
+    assert reads == done  # nothing read the file after add_stream returned
+    assert _restore(repo, snap) == {"dump": b"y" * 1000}
