@@ -47,7 +47,10 @@ meanwhile, the walsender for drsync, is its own line, not in the tool's):
   of the rounds, and the segments each fetched. (Timed once, it moved 0.61-1.29x
   between runs of the same code.)
 
-Also, as context: database size, pg_basebackup alone to a tar file.
+Also, as context: database size, pg_basebackup alone to a tar file, and the per-byte
+work of a full backup done alone on one thread (``raw_limits.measure_blocks`` over the
+cluster's relation files: read, keyed BLAKE3 per 32 KiB, zstd-3 and AES-GCM per 512
+KiB), with each tool's full backup CPU as a multiple of it.
 Run ``make bench-pg`` or ``python bench/pg_bench.py --scale 5`` (``--no-resident``: every
 wal-push starts cold, ``[wal] resident = false``). The table
 goes to stdout, everything to ``bench/out/pg_results.json``. Run as root, the
@@ -72,6 +75,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import raw_limits
 from bench.datagen import TABLES, table_rows
 from bench.peers import byte_compile_drsync
 from bench.pgbackrest_peer import PgBackRest, install_pgbackrest
@@ -511,10 +515,18 @@ class Bench:
                           "pg_basebackup_cpu_s": round(t.cpu_s, 2),
                           "walsender_cpu_s": round(t.server_cpu_s, 2)}
         (self.base / "base.tar").unlink()
+        relations = sorted(p for sub in ("base", "global")
+                           for p in (self.cluster.data / sub).rglob("*") if p.is_file())
+        work = raw_limits.measure_blocks(relations)
         rows: list[Row] = []
 
         first, peer_first = self.backup_rounds("full")
         rows += self.backup_rows("full backup", first, peer_first)
+        out["context"]["block_work"] = {
+            **{k: round(v, 3) for k, v in work.items()},
+            "full_backup_cpu_x": {"drsync": round(first[0].cpu_s / work["cpu_s"], 2),
+                                  "pgbackrest": round(peer_first[0].cpu_s / work["cpu_s"], 2)
+                                  if peer_first else None}}
         block_full = self.peer_backup(self.block, "full") if self.block else None
 
         out["pages_touched_pct"] = round(self.touch_pages(), 2)
@@ -629,6 +641,13 @@ def main() -> None:
     print(f"context: pg_basebackup alone to a tar file {c['pg_basebackup_to_tar_s']} s "
           f"(its CPU {c['pg_basebackup_cpu_s']} s, the walsender's {c['walsender_cpu_s']} s); "
           f"the pgbench run behind the WAL lines took {results['wal_pgbench_s']} s")
+    w = c["block_work"]
+    peer = w["full_backup_cpu_x"]["pgbackrest"]
+    print(f"the per-byte work of a full backup alone, on one thread (read, keyed BLAKE3 per "
+          f"32 KiB, zstd-3 and AES-GCM per 512 KiB; {w['input_mb']:,.0f} MB of relation "
+          f"files): {w['cpu_s']:.2f} CPU-s ({w['mb_s']:.0f} MB/s); full backup CPU: drsync "
+          f"{w['full_backup_cpu_x']['drsync']:.2f}x it"
+          + (f", pgBackRest {peer:.2f}x" if peer else ""))
 
 
 if __name__ == "__main__":

@@ -97,6 +97,32 @@ def test_raw_limits_measures_every_stage(dump: datagen.DumpStats) -> None:
     assert f"({speedup:.2f}x of 1 thread)" in text
 
 
+def test_raw_block_work_reads_hashes_and_seals_every_file_in_groups(
+        dump: datagen.DumpStats, tmp_path: Path) -> None:
+    """The base backup's per-byte work over files: every byte of every regular file (a
+    directory skipped), each file sealed in GROUP pieces, the ratio exactly that of
+    zstd-3 plus AES-GCM's tag over those pieces."""
+    import zstandard
+
+    data = dump.path.read_bytes()
+    files = [tmp_path / "16384", tmp_path / "16385", tmp_path / "16386_fsm"]
+    files[0].write_bytes(data[:raw_limits.GROUP * 2 + 5000])  # two groups and a piece
+    files[1].write_bytes(data[-40_000:])
+    files[2].write_bytes(b"")
+    (tmp_path / "pg_tblspc").mkdir()
+    results = raw_limits.measure_blocks([*files, tmp_path / "pg_tblspc"], repeat=1)
+    total = sum(p.stat().st_size for p in files)
+    assert results["files"] == 3
+    assert results["input_mb"] == total / 1e6
+    zstd = zstandard.ZstdCompressor(level=raw_limits.ZSTD_LEVEL, write_content_size=True)
+    pieces = [p.read_bytes()[at:at + raw_limits.GROUP] for p in files
+              for at in range(0, p.stat().st_size, raw_limits.GROUP)]
+    assert len(pieces) == 4
+    sealed = sum(len(zstd.compress(piece)) + 16 for piece in pieces)
+    assert results["ratio"] == pytest.approx(total / sealed, rel=1e-12)
+    assert results["cpu_s"] > 0 and 0 < results["mb_s"] < 1e5
+
+
 def test_raw_restore_limits_open_what_was_sealed_and_write_into_the_directory(
         dump: datagen.DumpStats, tmp_path: Path) -> None:
     """Every sealed chunk is opened and verified back to the input's length (the
