@@ -127,6 +127,7 @@ Without ``credentials_file`` the credentials come from boto3's usual chain
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -237,6 +238,9 @@ class Settings:
     max_unused: str | None = None
     state_dir: str = ""  # filled in by resolve(): $XDG_STATE_HOME/drsync
     source: str = ""  # the config file these came from (absolute), for messages
+    # The SHA-256 of that file's bytes as read, so a process that outlives the read (the
+    # resident pusher) can tell an edit made since, even one within the same mtime tick.
+    source_sha256: str = ""
 
     def override(self, **flags: Any) -> Settings:
         """Settings with every flag that was given (not None) taking precedence."""
@@ -371,7 +375,8 @@ def load_settings(path: str | None) -> Settings:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
-    values: dict[str, Any] = {"source": os.path.abspath(path)}
+    values: dict[str, Any] = {"source": os.path.abspath(path),
+                              "source_sha256": hashlib.sha256(raw).hexdigest()}
     for key, value in data.items():
         if isinstance(value, dict) and key in _SCHEMA and key:
             for sub, sub_value in value.items():

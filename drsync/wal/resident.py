@@ -28,9 +28,10 @@ none, temporaries named ``.tmp-*``), and no marker that could be wrong.
 
 What the pusher refuses (then the client pushes by itself, as before): a
 request of another identity (an address collision), a client of another
-user (SO_PEERCRED), and any request once the config file or the key file
-changed since the pusher read them (it exits: the next push starts a fresh
-one). A pusher that dies mid-request leaves the client to push itself.
+user (SO_PEERCRED), and any request once the config file (its bytes, against
+those the parent read) or the key file (its stat) changed since they were read
+(it exits: the next push starts a fresh one). A pusher that dies mid-request
+leaves the client to push itself.
 """
 
 from __future__ import annotations
@@ -72,6 +73,17 @@ def _stat_or_none(path: str | None) -> Ident | None:
         return None
 
 
+def _sha256_or_none(path: str | None) -> str | None:
+    if not path:
+        return None
+    import hashlib
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return None
+
+
 def start(identity: list[str], settings: Settings, spool: Spool, served: str) -> None:
     """Fork a resident pusher for ``identity`` (the caller then simply exits)."""
     import threading
@@ -107,9 +119,11 @@ class _Pusher:
 
         self.identity = identity
         self.spool = spool
-        # Watched from before the key is read: a change after that refuses every request.
+        # The config as the parent read it (its bytes, compared on every request: a stat taken
+        # here could already see an edit made since the parent's read, and an edit within one
+        # mtime tick keeps the stat), and the key as stat'ed before it is read.
         self.config = settings.source or None
-        self.config_ident = _stat_or_none(self.config)
+        self.config_sha256 = settings.source_sha256
         self.key_path = os.path.abspath(settings.key_file) if settings.key_file else None
         self.key_ident = _stat_or_none(self.key_path)
         self.key: MasterKey = spool_key(spool, settings.key_file, None, _no_passphrase)
@@ -123,7 +137,7 @@ class _Pusher:
         self.cwd = identity[3]  # a request's path is relative to it, as in the client
 
     def unchanged(self) -> bool:
-        return (_stat_or_none(self.config) == self.config_ident
+        return (_sha256_or_none(self.config) == (self.config_sha256 or None)
                 and _stat_or_none(self.key_path) == self.key_ident)
 
     def run(self, served: str) -> None:

@@ -138,6 +138,29 @@ def test_pusher_refuses_once_the_config_changed(wal: Wal, tmp_path: Path) -> Non
     assert not (tmp_path / "one" / NAMES[1]).exists()
 
 
+def test_an_edit_before_the_forked_pusher_looks_is_seen(wal: Wal, tmp_path: Path) -> None:
+    """The pusher is forked after its parent read the config: an edit in between (the race
+    the test above lost once in CI) is an edit, though the pusher never saw the old file."""
+    from drsync.settings import resolve
+    from drsync.wal.resident import _Pusher
+
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[wal]\nspool = "{tmp_path / "one"}"\n')
+    pg_wal = _pg_wal(tmp_path, 1)
+    env = {**wal.env, "DRSYNC_CONFIG": str(config), "DRSYNC_SPOOL": ""}
+    assert wal("wal-push", str(pg_wal / NAMES[0]), env=env).returncode == 0  # a key there
+    settings = resolve(str(config), {}, env)  # the parent's read
+    config.write_text(f'[wal]\nspool = "{tmp_path / "two"}"\n')  # the same size
+    pusher = _Pusher(["test", str(tmp_path), "0", str(tmp_path)], settings,
+                     Spool(str(tmp_path / "one")))
+    try:
+        assert not pusher.unchanged()
+        config.write_text(f'[wal]\nspool = "{tmp_path / "one"}"\n')  # back as it was read
+        assert pusher.unchanged()
+    finally:
+        pusher.sock.close()
+
+
 def test_resident_false_leaves_no_pusher(wal: Wal, tmp_path: Path) -> None:
     pg_wal = _pg_wal(tmp_path, 2)
     config = tmp_path / "agent.toml"
