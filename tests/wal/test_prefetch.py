@@ -78,6 +78,10 @@ class Archive:
             return []
 
     def prefetcher_pid(self) -> int:
+        """The live prefetcher's pid, once it has written it: it takes the lock first and
+        writes its pid into the lock file just after, so a test that saw the lock held
+        can still find the file empty (CI did once)."""
+        wait_for(lambda: (self.queue / LOCK).read_text().strip() != "")
         return int((self.queue / LOCK).read_text().strip())
 
 
