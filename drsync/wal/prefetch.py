@@ -316,20 +316,29 @@ def _prefetch(queue: Path, fd: int, name: str, depth: int, segment_size: int,
         os.close(fd)
 
 
+def _lock_pid(queue: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        return int((queue / LOCK).read_text().strip() or 0) or None
+    return None
+
+
 def stop_prefetcher(queue: str | os.PathLike[str], timeout: float = 10.0) -> bool:
     """End the prefetcher of ``queue`` (SIGTERM to the pid in its lock) and remove the
     queue; True when one was running. For operators and benchmarks."""
     import signal
 
     queue = Path(queue)
-    pid = None
-    with contextlib.suppress(OSError, ValueError):
-        pid = int((queue / LOCK).read_text().strip() or 0) or None
+    deadline = time.monotonic() + timeout
     running = locked(queue)
+    pid = _lock_pid(queue)
+    # A prefetcher takes the lock first and writes its pid just after: one caught in
+    # between is waited for, not left running while its queue is removed under it.
+    while running and pid is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+        running, pid = locked(queue), _lock_pid(queue)
     if running and pid:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
         while locked(queue) and time.monotonic() < deadline:
             time.sleep(0.02)
     _clear(queue, remove=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -349,3 +350,29 @@ def _gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+def test_stop_waits_for_the_pid_of_a_prefetcher_caught_between_lock_and_pid(
+        tmp_path: Path) -> None:
+    """A prefetcher takes its lock and writes its pid just after; stop_prefetcher called
+    in between must still end it, not remove the queue under a live process."""
+    queue = tmp_path / "pg_wal" / QUEUE_DIR
+    queue.mkdir(parents=True)
+    late = ("import fcntl, os, signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+            f"fd = os.open({str(queue / LOCK)!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "time.sleep(0.4)\n"
+            "os.write(fd, f'{os.getpid()}\\n'.encode())\n"
+            "time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", late])
+    try:
+        wait_for(lambda: locked(queue))
+        assert (queue / LOCK).read_text() == ""  # caught in the window
+        assert stop_prefetcher(queue, timeout=10) is True
+        assert child.wait(timeout=5) == 0  # ended by its SIGTERM, not left running
+        assert not queue.exists()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
