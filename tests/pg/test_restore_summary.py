@@ -109,3 +109,26 @@ def test_broken_restore_command_is_one_line_then_delta_rerun_reports_recovery(
     assert runs[0]["id"] == doc["run_id"] and runs[0]["snapshot_id"] == base["snapshot_id"]
     assert runs[0]["bytes_read"] == doc["bytes_fetched"]
     assert "restore_command" in runs[1]["error"]
+
+
+def test_a_target_past_the_archived_wal_fails_in_one_line_instead_of_waiting(
+        tenant_factory: Any, scratch_dir: Path) -> None:
+    """Recovery that ends before its target shuts the server down after pg_ctl -w has
+    returned (hot_standby took connections): the restore says so at once, exit 15."""
+    tenant = tenant_factory()
+    tenant.cluster.psql("CREATE TABLE stamped (id serial PRIMARY KEY, note text)")
+    base = tenant.drsync_json("backup", "--pg-base", tenant.cluster.dsn)
+    stamped_inserts(tenant, 3)
+    tenant.switch_and_ship()
+    beyond = tenant.cluster.psql("SELECT (now() + interval '1 day')::text")
+    data = scratch_dir / "data"
+    done = tenant.drsync("restore", base["snapshot_id"], "--pgdata", str(data),
+                         "--target-time", beyond, "--start",
+                         "--pg-option", f"port={free_port()}",
+                         "--pg-option", f"unix_socket_directories={scratch_dir}",
+                         ok=False, timeout=240)
+    line = _one_line(done)
+    assert done.returncode == 15, done.stderr
+    assert "stopped in recovery" in line
+    assert "recovery ended before configured recovery target was reached" in line
+    assert not (data / "postmaster.pid").exists()  # no server left behind

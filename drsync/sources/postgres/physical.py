@@ -371,18 +371,39 @@ def start_cluster(pgdata: str | Path, *, run_as: list[str] | None = None,
         raise SourceError(f"PostgreSQL did not start in {pgdata}: "
                           f"{(fatal or [last_line(tail)])[-1]} (log: {log})")
     pid_lines = (pgdata / "postmaster.pid").read_text().splitlines()
-    port, socket_dir = pid_lines[3], pid_lines[4] or "/tmp"
+    postmaster, port, socket_dir = int(pid_lines[0]), pid_lines[3], pid_lines[4] or "/tmp"
     deadline = time.monotonic() + timeout
+    pause = 0.2
     while True:
         probe = subprocess.run([*prefix, tools.path("psql"), "-X", "-At", "-h", socket_dir, "-p",
                                 port, "-d", "postgres", "-c", "SELECT pg_is_in_recovery()"],
                                capture_output=True, text=True, timeout=60)
         if probe.returncode == 0 and probe.stdout.strip() == "f":
             break
+        # With hot_standby on, pg_ctl -w returns once the server takes read-only
+        # connections; a recovery that then fails (a target time past the archived WAL)
+        # shuts the server down, so a dead postmaster ends the wait with its FATAL line.
+        if not _alive(postmaster):
+            tail = log.read_text(errors="replace") if log.exists() else ""
+            fatal = [ln for ln in tail.splitlines() if "FATAL" in ln or "PANIC" in ln]
+            raise SourceError(f"PostgreSQL did not start in {pgdata} (it stopped in recovery): "
+                              f"{(fatal or [last_line(tail) or 'no log'])[-1]} (log: {log})")
         if time.monotonic() > deadline:
             raise SourceError(f"PostgreSQL in {pgdata} is still recovering after {timeout:.0f} s")
-        time.sleep(0.2)
+        time.sleep(pause)
+        pause = min(2.0, pause * 1.5)  # a long replay is probed every 2 s, not 5 times a second
     return {"port": int(port), "socket_dir": socket_dir, "log": str(log)}
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one of another user's counts: EPERM)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _substitute(command: str, wal: str, dest: str) -> str:
