@@ -379,7 +379,7 @@ def run_fleet_drill(fleet_path: str, name: str, settings: Any, *, ref: str = "la
     from drsync.errors import UsageError
     from drsync.plan.fleetfile import load_fleet
 
-    fleet = load_fleet(fleet_path)
+    fleet = load_fleet(fleet_path, planning=False)
     try:
         tenant = fleet.tenant(name)
     except KeyError:

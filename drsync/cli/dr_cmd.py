@@ -66,7 +66,7 @@ def plan_cmd(ctx: click.Context, fleet: str, as_json: bool) -> int:
     from drsync.dr.probe import probe_fleet
     from drsync.plan.fleetfile import load_fleet
 
-    parsed = load_fleet(fleet)
+    parsed = load_fleet(fleet, planning=False)
     settings = settings_from(ctx)
     probes = probe_fleet(parsed, settings)
     plan = dr_plan(probes, _restore_rate(ctx, parsed.restore_mbit_per_s), datetime.now(UTC))
@@ -83,7 +83,8 @@ def _print_plan(plan: Any) -> None:
     from rich.table import Table
 
     table = Table(title=f"dr plan, {plan.generated:%Y-%m-%d %H:%M} UTC, at "
-                  f"{plan.rate.mbit_per_s:.1f} Mbit/s ({plan.rate.basis})", header_style="bold")
+                  f"{plan.rate.mbit_per_s:.1f} Mbit/s ({escape(plan.rate.basis)})",
+                  header_style="bold")
     for column in ("#", "tenant", "prio", "point", "age", "bytes", "restore", "done at",
                    "RTO"):
         table.add_column(column)
@@ -141,7 +142,7 @@ def restore_cmd(ctx: click.Context, fleet: str, targets_path: str, jobs: int,
     from drsync.dr.targets import load_targets
     from drsync.plan.fleetfile import load_fleet
 
-    parsed = load_fleet(fleet)
+    parsed = load_fleet(fleet, planning=False)
     targets = load_targets(targets_path, [t.name for t in parsed.tenants])
     runner = FleetRestore(parsed, targets, settings_from(ctx), state_path(fleet, targets_path),
                           recorder=open_journal(ctx), drsync_command=drsync_command)

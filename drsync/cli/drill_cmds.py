@@ -147,7 +147,7 @@ def catalog_rebuild_cmd(ctx: click.Context, fleet: str | None, catalog_url: str 
         if fleet:
             from drsync.plan.fleetfile import load_fleet
 
-            done = rebuild_fleet(catalog, load_fleet(fleet), settings)
+            done = rebuild_fleet(catalog, load_fleet(fleet, planning=False), settings)
         else:
             assert repo is not None
             done = [rebuild_repo(catalog, repo, settings.tenant)]

@@ -57,7 +57,8 @@ class Recorder(Protocol):
                   tenant: str | None = None) -> str: ...
 
     def finish_run(self, run_id: str, status: str, *, bytes_read: int = 0,
-                   snapshot_id: str | None = None, error: str | None = None) -> None: ...
+                   bytes_added: int = 0, snapshot_id: str | None = None,
+                   error: str | None = None) -> None: ...
 
 
 @dataclass
@@ -91,9 +92,11 @@ class TenantOutcome:
 
 def state_path(fleet_path: str | Path, targets_path: str | Path) -> Path:
     """``dr-restore-<hash>.json`` beside TARGETS.toml: one per (fleet, targets) pair."""
-    key = f"{Path(fleet_path).absolute()}\0{Path(targets_path).absolute()}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return Path(targets_path).absolute().parent / f"dr-restore-{digest}.json"
+    fleet, targets = Path(fleet_path).resolve(), Path(targets_path).resolve()
+    # resolve(): the same files named from another directory (``../targets.toml``, a
+    # symlink) are the same restore, so a rerun from a new shell skips what is done.
+    digest = hashlib.sha256(f"{fleet}\0{targets}".encode()).hexdigest()[:16]
+    return targets.parent / f"dr-restore-{digest}.json"
 
 
 def _iso(at: datetime) -> str:
@@ -247,7 +250,8 @@ class FleetRestore:
             try:
                 self.recorder.finish_run(run_id, "ok" if out.status == "ok" else "failed",
                                          bytes_read=out.fetched_bytes,
-                                         snapshot_id=out.snapshot_id, error=out.error)
+                                         bytes_added=out.bytes, snapshot_id=out.snapshot_id,
+                                         error=out.error)
             except DrsyncError as err:  # the restore stands; say what was not recorded
                 out.error = "; ".join(filter(None, [out.error, f"not in the catalog: {err}"]))
         if on_change:
@@ -259,7 +263,7 @@ class FleetRestore:
         repo = open_tenant(self.fleet, tenant, self.settings)
         snap = latest_snapshot(repo, target.snapshot_kinds)
         point = snapshot_point(repo, snap)
-        out.snapshot_id, out.fetched_bytes = snap.id, point.bytes
+        out.snapshot_id = snap.id
         out.total_bytes = int(snap.summary.get("bytes_read", 0)) or None
         out.point_time = _iso(point.time)
         made = self._claim(tenant.name, target, before, interrupted)
@@ -275,12 +279,14 @@ class FleetRestore:
             result = restore_snapshot(repo, snap.id, target=target.where, progress=advance,
                                       delta=resume)
             out.bytes = result.bytes_written + result.bytes_kept
+            out.fetched_bytes = result.bytes_fetched
         elif target.kind == "pg_restore":
             from drsync.pgrestore import restore_logical
 
             logical = restore_logical(repo, snap.id, target.where, clean=interrupted,
                                       pg_bindir=self.settings.pg_bindir)
             out.bytes = logical.bytes_written
+            out.fetched_bytes = int(logical.details.get("bytes_fetched", 0))
         else:
             self._pgdata(repo, tenant, target, snap.id, resume, out)
         self._finish(out, point)
@@ -323,6 +329,7 @@ class FleetRestore:
                                 start=target.port is not None,
                                 pg_bindir=self.settings.pg_bindir, delta=resume)
         out.bytes = result.bytes_written + result.details["bytes_kept"]
+        out.fetched_bytes = int(result.details.get("bytes_fetched", 0))
 
     def _finish(self, out: TenantOutcome, point: Point) -> None:
         now = datetime.now(UTC)

@@ -56,12 +56,26 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
 
 
-def load_fleet(path: str | Path, overrides: Iterable[str] = ()) -> Fleet:
-    """Read, override and validate a fleet file; ConfigError names file and key."""
+def load_fleet(path: str | Path, overrides: Iterable[str] = (), *,
+               planning: bool = True) -> Fleet:
+    """Read, override and validate a fleet file; ConfigError names file and key.
+
+    ``planning`` False (``dr``, ``drill --fleet``, ``catalog rebuild``): a fleet file
+    that only says how to open the tenants (``[keys]``, ``[dr]``, each tenant's repo,
+    key_file, priority, rto_hours, rpo_hours) is enough; the planner's ``[window]``,
+    ``[[link]]`` and per-tenant rates may be absent (what is there is still checked).
+    """
     path = Path(path)
     raw = read_toml(path, "fleet file")
     overridden = apply_overrides(raw, overrides)
-    return fleet_from_dict(raw, source=str(path), overridden=overridden)
+    return fleet_from_dict(raw, source=str(path), overridden=overridden, planning=planning)
+
+
+# What a fleet file read for recovery only (``planning`` False) stands in for the planner's
+# numbers it does not give: valid, and never planned with.
+_UNPLANNED_WINDOW = {"start": "00:00", "minutes": 1440}
+_UNPLANNED_LINK = {"name": "unplanned", "mbit_per_s": 1}
+_UNPLANNED_TENANT = {"daily_mb": 1, "compress_mb_per_s": 1, "compression_ratio": 1}
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, str]:
@@ -102,11 +116,17 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
 
 
 def fleet_from_dict(
-    raw: Mapping[str, Any], source: str = "<fleet>", overridden: Mapping[str, str] | None = None
+    raw: Mapping[str, Any], source: str = "<fleet>", overridden: Mapping[str, str] | None = None,
+    *, planning: bool = True,
 ) -> Fleet:
     """Validate a parsed fleet file; the checks ``load_fleet`` runs after TOML parsing."""
     v = _Validator(source, overridden or {})
     v.known(raw, TOP_KEYS, "")
+    if not planning:
+        raw = {**raw}
+        raw.setdefault("window", _UNPLANNED_WINDOW)
+        if not raw.get("link"):
+            raw["link"] = [_UNPLANNED_LINK]
     window = _window(v, v.table(raw, "window", required=True))
     links = _links(v, raw.get("link"))
     receiver = v.table(raw, "receiver", required=False)
@@ -116,6 +136,8 @@ def fleet_from_dict(
         max_streams = int(v.number(receiver["max_streams"], "receiver.max_streams", integer=True))
     defaults = v.table(raw, "defaults", required=False)
     v.known(defaults, TENANT_KEYS, "defaults.")
+    if not planning:
+        defaults = {**_UNPLANNED_TENANT, **defaults}
     tenants = _tenants(v, raw.get("tenant"), defaults, window, {lk.name for lk in links})
     keys = v.table(raw, "keys", required=False)
     v.known(keys, KEYS_KEYS, "keys.")
