@@ -9,6 +9,7 @@ byte is written; then to stream the data.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
@@ -254,6 +255,13 @@ def write_tree(reader: SnapshotReader, snap: Snapshot, tree: FileTreeTarget, *,
     return done
 
 
+def _stdout_failed(entry: Entry, written: int, err: OSError) -> RestoreTargetError:
+    why = "the program reading it ended" if err.errno == errno.EPIPE else (
+        err.strerror or str(err))
+    return RestoreTargetError(f"cannot write {entry.path} to standard output after "
+                              f"{written} bytes: {why}; what was written is incomplete")
+
+
 def restore_snapshot(
     repo: Repository,
     ref: str,
@@ -297,10 +305,13 @@ def restore_snapshot(
                     raise UsageError(
                         f"snapshot {snap.short_id} holds {len(streams)} files; --stdout needs one"
                     )
-                for block in _counted(reader.blobs(streams[0].chunks), progress):
-                    stdout.write(block)
-                    done.bytes_written += len(block)
-                stdout.flush()
+                try:
+                    for block in _counted(reader.blobs(streams[0].chunks), progress):
+                        stdout.write(block)
+                        done.bytes_written += len(block)
+                    stdout.flush()
+                except OSError as err:  # a full disk, or the reading program ended (EPIPE)
+                    raise _stdout_failed(streams[0], done.bytes_written, err) from None
                 done.items = done.files_written = 1
             else:
                 assert target is not None

@@ -12,8 +12,10 @@ of ``drsync wal-push`` or a tiny backup stays small.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import os
 import sys
 from typing import Any
 
@@ -157,6 +159,16 @@ def _global_option_hint(err: click.exceptions.NoSuchOption) -> str | None:
             f"the command, as in `{example} ...`, or set {env}")
 
 
+def _forget_stdout() -> None:
+    """After a failure, drop what standard output still buffers: it may be a pipe whose
+    reader ended, and flushing it at exit would print a second error (Python's own)."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point: expected failures become one line and their exit code."""
     logger = logging.getLogger("drsync")
@@ -166,6 +178,7 @@ def main(argv: list[str] | None = None) -> Any:
         return cli.main(args=argv, prog_name="drsync", standalone_mode=False)
     except DrsyncError as err:
         click.echo(f"drsync: error: {err}", err=True)
+        _forget_stdout()
         sys.exit(err.exit_code)
     except click.exceptions.Abort:
         click.echo("drsync: aborted", err=True)

@@ -101,6 +101,33 @@ def test_stdin_stream_and_stdout_restore_with_key_file(cli: Cli, tmp_path: Path)
     assert out == dump
 
 
+def test_stdout_restore_onto_a_full_disk_or_a_closed_pipe_is_one_line(cli: Cli,
+                                                                      tmp_path: Path) -> None:
+    dump = text_like(3_000_000, seed=5) + os.urandom(200_000)
+    cli("backup", "--stdin-name", "registry.sql", stdin=dump)
+    with open("/dev/full", "wb") as full:  # the kernel's ENOSPC on every write
+        done = subprocess.run([cli.exe, "restore", "latest", "--stdout"], stdout=full,
+                              stderr=subprocess.PIPE, env=cli.env, timeout=120)
+    assert done.returncode == 17
+    line = done.stderr.decode().strip()
+    assert line.startswith("drsync: error: cannot write registry.sql to standard output "
+                           "after ") and "No space left on device" in line, line
+    assert "\n" not in line  # one line, no traceback
+    # A reader that ends early (`| head -c 10`): said once, not as Python's BrokenPipeError.
+    proc = subprocess.Popen([cli.exe, "restore", "latest", "--stdout"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=cli.env)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert len(proc.stdout.read(10)) == 10
+    proc.stdout.close()
+    err = proc.stderr.read().decode().strip()
+    assert proc.wait(timeout=120) == 17
+    assert err.startswith("drsync: error: cannot write registry.sql to standard output") \
+        and "the program reading it ended" in err and "\n" not in err, err
+    runs = cli.json("runs")
+    assert isinstance(runs, list)
+    assert [r["status"] for r in runs if r["kind"] == "restore"] == ["failed", "failed"]
+
+
 def test_runs_catalog(cli: Cli, tmp_path: Path) -> None:
     cli("backup", "--stdin-name", "a", stdin=b"first")
     cli("backup", "--sqlite", str(tmp_path / "absent.db"), ok=False)
