@@ -318,7 +318,29 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
                   "keep_within": ("keep_within", str), "keep_tags": ("keep_tags", list),
                   "max_unused": ("max_unused", str)},
 }
+# Values outside these are refused when the file is read, naming the key, not when used.
+_RANGES = {"compression_level": (0, 22), "workers": (1, 64), "connections": (1, 64),
+           "s3_part_size_mib": (1, 5120)}
+_CHOICES = {"s3_addressing_style": ("auto", "path", "virtual"),
+            "s3_conditional_writes": ("auto", "on", "off"),
+            "object_lock_mode": ("compliance", "governance")}
 _JOB_KEYS = ("source", "target", "name", "tags", "defaults_file")
+
+
+def endpoint_problem(url: str) -> str | None:
+    """What is wrong with an S3 endpoint URL (None: nothing), before botocore says it
+    with a traceback: it must be http:// or https:// and name a host."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a port that is not a number
+    except ValueError as err:
+        return f"not a valid URL ({err}): {url!r}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"must be http://HOST[:PORT] or https://HOST[:PORT], got {url!r}"
+    del port
+    return None
 _FIELDS = {f.name for f in fields(Settings)}
 # Paths in a config file are relative to the file.
 _PATH_FIELDS = ("repo", "password_file", "key_file", "catalog", "pg_bindir", "s3_ca_bundle",
@@ -408,6 +430,18 @@ def _check(path: str, section: str, key: str, value: Any) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: key {dotted!r} must be a number")
     if kind in (int, float) and value < 0:
         raise ConfigError(f"config file {path}: key {dotted!r} must not be negative")
+    if name in _RANGES:
+        low, high = _RANGES[name]
+        if not low <= value <= high:
+            raise ConfigError(f"config file {path}: key {dotted!r} must be {low}..{high} "
+                              f"(got {value})")
+    if name in _CHOICES and value.lower() not in _CHOICES[name]:
+        raise ConfigError(f"config file {path}: key {dotted!r} must be "
+                          f"{' or '.join(_CHOICES[name])} (got {value!r})")
+    if name == "s3_endpoint_url":
+        problem = endpoint_problem(value)
+        if problem:
+            raise ConfigError(f"config file {path}: key {dotted!r}: {problem}")
     if name in ("limit_upload", "limit_download"):
         from drsync.errors import UsageError
         from drsync.store.throttle import parse_rate
@@ -501,10 +535,15 @@ def store_options(settings: Settings) -> StoreOptions:
         spool_dir=settings.s3_spool_dir,
     )
     defaults = StoreOptions()
+    deadline = defaults.retry_deadline if settings.retry_deadline_s is None \
+        else float(settings.retry_deadline_s)
+    # One attempt that hangs (an endpoint that stopped answering) must not outlast the
+    # retry deadline by far: botocore's read timeout is at most the deadline (10 s least).
+    s3 = replace(s3, read_timeout=min(s3.read_timeout, max(10.0, deadline)),
+                 connect_timeout=min(s3.connect_timeout, max(2.0, deadline)))
     return StoreOptions(
         s3=s3, connections=settings.connections or defaults.connections,
-        retry_deadline=defaults.retry_deadline if settings.retry_deadline_s is None
-        else float(settings.retry_deadline_s),
+        retry_deadline=deadline,
         limit_upload=parse_rate(settings.limit_upload or "0"),
         limit_download=parse_rate(settings.limit_download or "0"),
         cache_dir=(settings.cache_dir or "") if settings.cache else "",

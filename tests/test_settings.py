@@ -44,6 +44,19 @@ def test_flags_override_file_but_none_does_not() -> None:
     ('[init]\npack_size_mib = -1\n', "'init.pack_size_mib' must not be negative"),
     ('[nonsense]\nx = 1\n', "unknown key 'nonsense'"),
     ('repo = \n', "not valid TOML"),
+    ('[backup]\ncompression_level = 99\n', "'backup.compression_level' must be 0..22 (got 99)"),
+    ('[backup]\nworkers = 0\n', "'backup.workers' must be 1..64 (got 0)"),
+    ('[store]\nconnections = 0\n', "'store.connections' must be 1..64 (got 0)"),
+    ('[s3]\naddressing_style = "pathy"\n',
+     "'s3.addressing_style' must be auto or path or virtual (got 'pathy')"),
+    ('[s3]\nconditional_writes = "maybe"\n', "'s3.conditional_writes' must be auto or on or off"),
+    ('[s3]\nobject_lock_mode = "strict"\n',
+     "'s3.object_lock_mode' must be compliance or governance (got 'strict')"),
+    ('[s3]\nendpoint_url = "127.0.0.1:5847"\n',
+     "'s3.endpoint_url': must be http://HOST[:PORT] or https://HOST[:PORT], got '127.0.0.1:5847'"),
+    ('[s3]\nendpoint_url = ""\n', "'s3.endpoint_url': must be http://HOST[:PORT]"),
+    ('[s3]\nendpoint_url = "http://"\n', "'s3.endpoint_url': must be http://HOST[:PORT]"),
+    ('[s3]\nendpoint_url = "http://127.0.0.1:notaport"\n', "'s3.endpoint_url': not a valid URL"),
 ])
 def test_each_problem_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     cfg = tmp_path / "bad.toml"

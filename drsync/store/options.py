@@ -35,6 +35,12 @@ class S3Options:
     spool_dir: str | None = None  # local copies of multipart objects in flight, for resuming
 
     def validate(self) -> S3Options:
+        if self.endpoint_url is not None:
+            from drsync.settings import endpoint_problem
+
+            problem = endpoint_problem(self.endpoint_url)
+            if problem:
+                raise UsageError(f"S3 endpoint URL {problem}")
         if self.addressing_style not in ("auto", "path", "virtual"):
             raise UsageError(f"S3 addressing style must be auto, path or virtual "
                              f"(got {self.addressing_style!r})")

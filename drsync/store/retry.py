@@ -8,7 +8,8 @@ out a link that drops for a few minutes without restarting, and fails with
 one line when the link stays down longer.
 
 Backoff is exponential with full jitter (AWS's recommendation): attempt n
-sleeps a uniform random time in [0, min(cap, base x 2^n)].
+sleeps a uniform random time in [0, min(cap, base x 2^n)], cut short so that the
+last attempt is made at the deadline rather than given up before it.
 """
 
 from __future__ import annotations
@@ -58,13 +59,16 @@ class RetryStore(Store):
             try:
                 return fn()
             except StoreUnavailable as err:
-                delay = policy.backoff(attempt)
                 elapsed = policy.clock() - start
-                if elapsed + delay > policy.deadline:
+                # A backoff that would end past the deadline is cut to it, for one last
+                # attempt there: the deadline is how long a request keeps trying.
+                remaining = policy.deadline - elapsed
+                if remaining <= 0:
                     raise StoreError(
                         f"{err} (gave up {what} after {attempt + 1} attempts in {elapsed:.0f} s; "
                         f"the retry deadline is {policy.deadline:g} s)"
                     ) from None
+                delay = min(policy.backoff(attempt), remaining)
                 attempt += 1
                 self.retries += 1
                 log.info("%s: %s; retry %d in %.1f s", what, err, attempt, delay)

@@ -229,6 +229,9 @@ class S3Store(Store):
         except BotoCoreError as err:
             raise translate(err, self.bucket, url_of(self.bucket, self.prefix),
                             "opening the store") from None
+        except ValueError as err:  # e.g. AWS_ENDPOINT_URL without a scheme: "Invalid endpoint"
+            raise ConfigError(f"{url_of(self.bucket, self.prefix)}: cannot open the S3 "
+                              f"client: {err}") from None
 
     # -- helpers -------------------------------------------------------------------
 

@@ -92,6 +92,24 @@ def test_a_failure_that_outlasts_the_deadline_is_one_final_line() -> None:
     assert clock.now <= 30
 
 
+def test_the_last_attempt_is_made_at_the_deadline_not_before() -> None:
+    flaky = FlakyStore(failures=10_000)
+    store, clock = _retrying(flaky, deadline=8)
+    store.policy.base = 100.0  # every backoff would jump past the deadline
+    with pytest.raises(StoreError) as info:
+        store.get("data/aa/x")
+    assert clock.now == 8  # it kept trying until the deadline, and no longer
+    assert flaky.calls == 2 and "after 2 attempts in 8 s" in str(info.value)
+
+
+def test_a_hung_endpoint_is_given_up_near_the_deadline() -> None:
+    from drsync.settings import Settings, store_options
+
+    assert store_options(Settings(retry_deadline_s=8)).s3.read_timeout == 10
+    assert store_options(Settings(retry_deadline_s=30)).s3.read_timeout == 30
+    assert store_options(Settings()).s3.read_timeout == 60  # the 300 s default deadline
+
+
 def test_permanent_failures_are_not_retried() -> None:
     flaky = FlakyStore()
     store, clock = _retrying(flaky)
