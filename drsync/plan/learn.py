@@ -2,9 +2,10 @@
 
 History comes as plain ``History`` records: from a CSV with the header
 ``tenant,date,bytes_in,bytes_out,prep_s,send_s``, or from the catalog's
-backup runs (``history_from_runs``: the run's host names the tenant, its
-bytes read and added are bytes in and out, its duration is preparation, as
-an agent compresses and stores in one pipeline). For each tenant with
+backup runs (``history_from_runs``: the tenant each run recorded, its host
+for a run recorded without one, names the fleet's tenant; its bytes read and
+added are bytes in and out, its duration is preparation, as an agent
+compresses and stores in one pipeline). For each tenant with
 history, over its last ``RECENT`` nights:
 
 - ``daily_mb``: the 90th percentile of ``bytes_in`` (nearest rank; dumps and
@@ -193,6 +194,8 @@ class RunLike(Protocol):
     @property
     def host(self) -> str: ...
     @property
+    def tenant(self) -> str | None: ...
+    @property
     def status(self) -> str: ...
     @property
     def started(self) -> dt.datetime: ...
@@ -205,7 +208,9 @@ class RunLike(Protocol):
 
 
 def history_from_runs(runs: Iterable[RunLike]) -> list[History]:
-    """Nights from finished runs; the host is the tenant.
+    """Nights from finished runs, by the tenant each recorded (a run from before
+    tenants were recorded: its host). The host alone is the machine, which need not be
+    named as the fleet file names the tenant.
 
     A backup run (``ok`` or ``partial``) adds its bytes read and added and its
     duration as preparation; an ``overrun`` one (stopped at the deadline) too,
@@ -230,12 +235,13 @@ def history_from_runs(runs: Iterable[RunLike]) -> list[History]:
             prep = False
         else:
             continue
-        key = (run.host, run.started.date())
+        tenant = run.tenant or run.host
+        key = (tenant, run.started.date())
         seconds = max(0.0, (run.ended - run.started).total_seconds())
         raw = run.bytes_read if prep or run.bytes_read > 0 else run.bytes_added
-        old = nights.get(key) or History(run.host, key[1], 0, 0, 0.0, 0.0, 0)
+        old = nights.get(key) or History(tenant, key[1], 0, 0, 0.0, 0.0, 0)
         nights[key] = History(
-            run.host, key[1], old.bytes_in + raw, old.bytes_out + run.bytes_added,
+            tenant, key[1], old.bytes_in + raw, old.bytes_out + run.bytes_added,
             old.prep_s + (seconds if prep else 0.0), old.send_s + (0.0 if prep else seconds),
             (old.prep_bytes or 0) + (raw if prep else 0),
             old.complete and run.status != "overrun")

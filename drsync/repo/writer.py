@@ -23,11 +23,15 @@ all new is sealed as one group in the same task, the others' new chunks are
 grouped here and sealed on a worker.
 
 Stopping: a writer given ``should_stop`` asks it before every chunk (every
-run of a block-structured stream) and once more just before the snapshot.
-When it answers with a reason, the pack being uploaded finishes, packs still
-queued are dropped (their chunks are simply not stored), what was stored is
-indexed, and ``RunInterrupted`` is raised: no snapshot, nothing the next run
-cannot adopt.
+run of a block-structured stream), once more just before the snapshot, and,
+on the uploader threads, before starting every pack: once the source is read,
+the chunking thread only waits for queued packs, and a stop asked then must
+not wait for them to be sent. When it answers with a reason, the pack being
+uploaded finishes, packs still queued are dropped (their chunks are simply
+not stored), what was stored is indexed, and ``RunInterrupted`` is raised: no
+snapshot, nothing the next run cannot adopt. ``should_stop`` is therefore
+called from several threads; a stop an uploader saw holds for the whole run
+(packs were dropped), whatever ``should_stop`` answers afterwards.
 """
 
 from __future__ import annotations
@@ -114,12 +118,17 @@ class _Uploader:
     directory, several for S3). A pack joins the list of packs awaiting an
     index only after its put returned, so an index never names a pack that is
     not stored, however the uploads interleave.
+
+    Before starting a pack a thread asks ``should_stop``; once it (or ``cancel``)
+    gave a reason, no further pack is started, and the queued ones are dropped.
     """
 
-    def __init__(self, repo: Repository, index: Index, stats: WriterStats) -> None:
+    def __init__(self, repo: Repository, index: Index, stats: WriterStats,
+                 should_stop: Callable[[], str | None] | None = None) -> None:
         self._repo = repo
         self._index = index
         self._stats = stats
+        self._should_stop = should_stop
         self._threads_n = max(1, repo.store.connections)
         self._queue: queue.Queue[PackBuilder | None] = queue.Queue(
             UPLOAD_QUEUE + self._threads_n - 1
@@ -127,7 +136,7 @@ class _Uploader:
         self._unindexed: list[tuple[str, int, list[BlobEntry]]] = []
         self._lock = threading.Lock()
         self.error: BaseException | None = None
-        self._cancelled = False
+        self.stop_reason: str | None = None  # why packs stopped being started
         self._threads = [
             threading.Thread(target=self._run, name=f"pack-uploader-{i}", daemon=True)
             for i in range(self._threads_n)
@@ -149,15 +158,24 @@ class _Uploader:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            if self.error is not None or self._cancelled:
-                item.close()  # drain so the producer never blocks after a failure or a stop
-                continue
             try:
-                self._store(item)
+                if self.error is not None or self._stopped():
+                    item.close()  # drain: the producer never blocks after a failure or a stop
+                else:
+                    self._store(item)
             except BaseException as err:
                 self.error = err
                 item.close()
             del item  # not held while waiting for the next pack
+
+    def _stopped(self) -> bool:
+        """Whether a stop was asked (remembered once seen: ``should_stop`` may change
+        its mind, the packs dropped meanwhile stay dropped)."""
+        if self.stop_reason is None and self._should_stop is not None:
+            reason = self._should_stop()
+            if reason and self.stop_reason is None:
+                self.stop_reason = reason
+        return self.stop_reason is not None
 
     def _store(self, item: PackBuilder) -> None:
         """Seal, store and (in batches) index one pack (a local store links the file it
@@ -187,9 +205,10 @@ class _Uploader:
             with self._lock:
                 self._stats.bytes_added += size
 
-    def cancel(self) -> None:
+    def cancel(self, reason: str) -> None:
         """Upload no pack that has not started; ``close`` still indexes the stored ones."""
-        self._cancelled = True
+        if self.stop_reason is None:
+            self.stop_reason = reason
 
     def close(self) -> None:
         """Wait for every queued pack, then index the rest."""
@@ -270,7 +289,7 @@ class SnapshotWriter:
         self._closed = False
 
     def _make_uploader(self) -> _Uploader:
-        return _Uploader(self._repo, self._index, self.stats)
+        return _Uploader(self._repo, self._index, self.stats, self._should_stop)
 
     # -- the pipeline -----------------------------------------------------------
 
@@ -570,9 +589,11 @@ class SnapshotWriter:
     # -- finishing ----------------------------------------------------------------
 
     def _check_stop(self) -> None:
-        reason = self._should_stop() if self._should_stop is not None else None
+        reason = self._uploader.stop_reason
+        if reason is None and self._should_stop is not None:
+            reason = self._should_stop()
         if reason:
-            self._uploader.cancel()
+            self._uploader.cancel(reason)
             raise RunInterrupted(f"stopped ({reason}) before the snapshot was written; "
                                  "packs already stored are reused by the next run", reason)
 
@@ -618,7 +639,7 @@ class _NoUploads(_Uploader):
 
     def __init__(self) -> None:  # no threads, no store: not the parent's
         self.error = None
-        self._cancelled = False
+        self.stop_reason = None
 
     def submit(self, pack: PackBuilder) -> None:
         raise AssertionError("a dry run stores no pack")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+import threading
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from drsync.errors import RunInterrupted
 from drsync.repo import RepoConfig
 from drsync.repo.check import check_repository
 from drsync.store import MemoryStore
+from drsync.store.throttle import ThrottledStore, TokenBucket
 from drsync.testing import make_repository
 
 MiB = 1 << 20
@@ -44,6 +46,50 @@ def test_stop_raises_before_the_snapshot_and_the_next_run_reuses_the_packs() -> 
     assert result.bytes_read == len(data)
     # the packs of the interrupted run were reused: less was stored the second time
     assert result.bytes_added < len(data) - (packs_left - 1) * MiB // 2
+    assert check_repository(repo, read_data=True).ok
+
+
+def test_a_stop_asked_while_packs_wait_for_a_slow_link_drops_them() -> None:
+    """The tester's overrun: the source is read, packs wait for a throttled link, the
+    deadline comes. The pack being uploaded finishes; the queued ones are not sent."""
+    inner = MemoryStore()
+    bucket = TokenBucket(4 * MiB)  # a 1 MiB pack takes a quarter of a second
+    repo = make_repository(ThrottledStore(inner, bucket, None), "pw", config=RepoConfig(
+        chunk_avg=64 << 10, chunk_min=16 << 10, chunk_max=256 << 10, pack_size=MiB))
+    data = random.Random(3).randbytes(10 * MiB)
+    writer_thread = threading.current_thread()
+    read = [0]
+    stored_at_stop: list[int] = []
+
+    def progress(n: int) -> None:
+        read[0] += n
+
+    def deadline_once_the_source_is_read() -> str | None:
+        # The writer's own thread asks once more (for the tree) after the last byte is
+        # read; the deadline comes just after, while it waits for the queued packs.
+        if stored_at_stop:
+            return "deadline"
+        if threading.current_thread() is writer_thread and read[0] == len(data):
+            stored_at_stop.append(len(repo.stored_packs()))
+        return None
+
+    req = BackupRequest(stdin_name="db.dump", stdin=io.BytesIO(data),
+                        should_stop=deadline_once_the_source_is_read)
+    with pytest.raises(RunInterrupted) as info:
+        run_backup(repo, req, progress=progress)
+    assert info.value.reason == "deadline"
+    assert repo.snapshot_ids() == []
+    assert check_repository(repo).ok
+    [at_stop] = stored_at_stop
+    stored = len(repo.stored_packs())
+    assert stored <= at_stop + repo.store.connections  # only the packs in flight finished
+
+    bucket.set_rate(0)  # the next night's link is free
+    result = run_backup(repo, BackupRequest(stdin_name="db.dump", stdin=io.BytesIO(data)))
+    assert repo.snapshot_ids() == [result.snapshot_id]
+    added = len(repo.stored_packs()) - stored
+    assert added >= 2  # the packs queued at the deadline were never sent...
+    assert added < stored  # ...and the stored ones were reused, not sent again
     assert check_repository(repo, read_data=True).ok
 
 

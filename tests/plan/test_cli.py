@@ -124,3 +124,33 @@ def test_learn_from_the_catalogs_backup_runs(tmp_path: Path) -> None:
     assert estimate["tenant"] == "Nobeoka" and estimate["nights"] == 1
     assert estimate["daily_mb"] == pytest.approx(len(dump) / 1e6)
     assert estimate["compression_ratio"] == pytest.approx(len(dump) / result.bytes_added)
+
+
+def test_learn_from_the_catalog_matches_runs_by_tenant_not_host(tmp_path: Path) -> None:
+    """An agent's tenant name is not its machine's host name: an overrun night on record
+    under tenant Nobeoka, host vm, is Nobeoka's (runbooks/window-overrun.md step 2)."""
+    import io
+
+    from drsync.backup import BackupRequest, run_backup
+    from drsync.catalog import RunJournal
+    from drsync.errors import RunInterrupted
+    from drsync.testing import make_repo, text_like
+
+    catalog = str(tmp_path / "catalog.sqlite")
+    repo = make_repo(chunk_avg=64 << 10, chunk_min=16 << 10, chunk_max=256 << 10,
+                     pack_size=1 << 20)
+    dump = text_like(3_000_000, seed=1)
+    run_backup(repo, BackupRequest(stdin_name="log", stdin=io.BytesIO(dump), host="vm",
+                                   tenant="Nobeoka"), catalog=RunJournal(catalog))
+    with pytest.raises(RunInterrupted):
+        run_backup(repo, BackupRequest(stdin_name="log2", stdin=io.BytesIO(dump), host="vm",
+                                       tenant="Nobeoka", should_stop=lambda: "deadline"),
+                   catalog=RunJournal(catalog))
+    done = CliRunner().invoke(cli, ["--catalog", catalog, "plan", str(TRIAL), "--learn-catalog",
+                                    "--json"], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    learned = json.loads(done.output)["learned"]
+    assert learned["unknown_tenants"] == []
+    (estimate,) = learned["estimates"]
+    assert estimate["tenant"] == "Nobeoka"
+    assert (estimate["nights"], estimate["overrun_nights"]) == (1, 1)

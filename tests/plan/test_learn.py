@@ -89,6 +89,24 @@ def test_history_from_catalog_runs_one_night_per_tenant_and_date() -> None:
         310_000_000, 31_000_000, 720.0, 0.0)
 
 
+def test_catalog_runs_are_matched_by_the_tenant_they_recorded_not_their_host() -> None:
+    from drsync.catalog.db import RunRecord
+    from drsync.plan import history_from_runs
+
+    began = dt.datetime(2024, 4, 1, 1, 0, tzinfo=dt.UTC)
+    ended = began + dt.timedelta(minutes=10)
+
+    def run(host: str, tenant: str | None, status: str = "ok") -> RunRecord:
+        return RunRecord("id", "/repo", "backup", "src", host, began, ended, status,
+                         100_000_000, 10_000_000, None, None, tenant=tenant)
+
+    # the agent of Nobeoka runs on a machine called vm; an old catalog's run has no tenant
+    history = history_from_runs([run("vm", "Nobeoka"), run("vm", "Nobeoka", "overrun"),
+                                 run("Hyuga", None)])
+    assert [(h.tenant, h.bytes_in, h.complete) for h in history] == [
+        ("Hyuga", 100_000_000, True), ("Nobeoka", 200_000_000, False)]
+
+
 def test_shipped_wal_counts_for_volume_and_ratio_not_for_the_preparation_rate(
         trial: Fleet) -> None:
     from drsync.catalog.db import RunRecord
