@@ -9,12 +9,14 @@ own result or error.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from drsync import __version__
@@ -85,6 +87,15 @@ class BackupRequest:
         return next(k for k in SOURCE_KINDS if k.kind == kind).build(self)
 
     def describe(self) -> str:
+        """What the run record names as its source. File and SQLite paths are absolute,
+        made so as each source reads them (files: ``os.path.abspath``; SQLite:
+        ``Path.absolute``, the path its snapshot records), symlinks unresolved: a report
+        matches them with a fleet file's paths whatever directory the backup ran in."""
+        kind = self.kind()
+        if kind == "files":
+            return FilesSource([os.path.abspath(p) for p in self.paths]).describe()
+        if kind == "sqlite":
+            return SqliteSource(str(Path(self.sqlite or "").absolute())).describe()
         return self.source().describe()
 
 

@@ -120,7 +120,8 @@ def _read_copy(fleet: Fleet, copy: Copy, settings: Settings) -> CopyEvidence:
         store = store_for(replace(settings, repo=copy.repo))
         repo = Repository.open(store, secret, warn=lambda _message: None)
         snaps = repo.snapshots(warn=lambda _message: None)
-        points = tuple(sorted((Point(s.id, _snapshot_time(s.time), s.source_kind)
+        points = tuple(sorted((Point(s.id, _snapshot_time(s.time), s.source_kind,
+                                     _recorded_source(s.source_kind, s.source_spec))
                                for s in snaps), key=lambda p: (p.time, p.snapshot_id)))
         wrappings = tuple(KeyWrapping(w.key_id, w.kind, w.escrow_key)
                           for w in repo.wrappings())
@@ -131,6 +132,17 @@ def _read_copy(fleet: Fleet, copy: Copy, settings: Settings) -> CopyEvidence:
     except DrsyncError as err:
         text = str(err).strip()
         return replace(base, read_error=text.splitlines()[0] if text else type(err).__name__)
+
+
+def _recorded_source(kind: str, spec: dict[str, Any]) -> str:
+    """The source as a run names it, from the absolute path the snapshot recorded: what
+    COVERAGE also matches, for runs that named a relative path (before drsync recorded
+    them absolute). Only SQLite snapshots record one: a files snapshot keeps the paths as
+    given, and the directory they were relative to is nowhere."""
+    path = spec.get("path")
+    if kind == "sqlite" and isinstance(path, str) and os.path.isabs(path):
+        return f"sqlite:{path}"
+    return ""
 
 
 def _wal_ranges(repo: Any, points: tuple[Point, ...]) -> tuple[WalRange, ...]:

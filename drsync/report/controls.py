@@ -14,18 +14,21 @@ The controls (docs: README "BCP audit report"), all measured at ``as_of``,
 the end of the period or the report's time when the period is not over:
 
 COVERAGE     a repository is configured and an ok backup ran in the period, of every
-             dataset's ``source`` where one is given; WARN when the job success rate is
-             below ``job_success_min``
+             dataset's ``source`` where one is given (named by the run, or by its
+             snapshot's absolute path: _names); WARN when the job success rate is below
+             ``job_success_min``
 RPO          the newest point (in a store that was read) and every gap between good
              points in the period are within ``rpo_hours``
 RETENTION    the oldest point a store holds is at least ``retention_days`` old
 OFFSITE      ``min_offsite_copies`` copies, read and holding points, in a zone other
              than ``primary_zone``; one under Object Lock when ``require_immutable``
 ENCRYPTION   every copy read (every point in it authenticated by the tenant's key), no
-             key file inside the copy's own directory, an escrow wrapping present
+             key file inside the copy's own directory, an escrow wrapping present (no
+             point in any copy read: NOT_EVALUATED)
 DRILL        a successful drill within the tenant's drill age (tier 1:
              ``drill_max_age_days_tier1``), within ``rto_hours``, its data validated
-ZERO-ERRORS  no failed check or drill in the period (none at all: NOT_EVALUATED)
+ZERO-ERRORS  no failed check or drill in the period (none at all, or only checks of
+             copies that all hold no point: NOT_EVALUATED)
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from pathlib import PurePosixPath
 from typing import Any
 
 from drsync.report.evidence import CopyEvidence, Drill, Evidence, Period, Run, TenantEvidence
@@ -259,8 +263,10 @@ def _coverage(ev: TenantEvidence, ts: TenantSettings, facts: Facts, period: Peri
                                  "backup run(s))")
     ids = tuple(f"run:{r.run_id}" for r in ok[-3:])
     # A dataset mapped to a source is covered only by a successful backup of that source.
-    missing = [d for d in ts.datasets if d.source and not any(d.source in r.source
-                                                              for r in ok)]
+    recorded = _recorded_sources(ev)
+    names = [name for r in ok for name in _run_sources(r, recorded)]
+    missing = [d for d in ts.datasets if d.source and not any(_names(name, d.source)
+                                                              for name in names)]
     if missing:
         return Result(c, "FAIL", "; ".join(f"dataset {d.name}: no successful backup of "
                                            f"{d.source} in the period" for d in missing), ids)
@@ -272,6 +278,42 @@ def _coverage(ev: TenantEvidence, ts: TenantSettings, facts: Facts, period: Peri
     if rate < ts.thresholds.job_success_min:
         return Result(c, "WARN", f"{text}, below {ts.thresholds.job_success_min:.0%}", ids)
     return Result(c, "PASS", text, ids)
+
+
+def _recorded_sources(ev: TenantEvidence) -> dict[str, str]:
+    """Per snapshot id, the absolute source its snapshot records, from every copy read."""
+    return {p.snapshot_id: p.source for cp in ev.copies if cp.read for p in cp.points
+            if p.source}
+
+
+def _run_sources(run: Run, recorded: dict[str, str]) -> list[str]:
+    """What a run backed up: its own source and, for a run that named a relative path
+    (drsync before it recorded them absolute), the absolute path its snapshot records,
+    when that path ends with the run's (the same file: the run's directory joined to it)."""
+    names = [run.source]
+    kind, sep, path = run.source.partition(":")
+    found = recorded.get(run.snapshot_id or "", "")
+    if sep and path and not path.startswith("/") and found.startswith(f"{kind}:/"):
+        rel = PurePosixPath(path).parts
+        if PurePosixPath(found[len(kind) + 1:]).parts[-len(rel):] == rel:
+            names.append(found)
+    return names
+
+
+def _names(source: str, wanted: str) -> bool:
+    """Whether a run's ``source`` names the dataset's ``wanted``: found in it whole, from
+    the start, after ``/``, ``:`` or a space (or ``wanted`` starts with ``/``), up to the
+    end or a space (a files run names its paths with spaces between). "juki.db" and
+    "/srv/juki.db" name "sqlite:/srv/juki.db"; "sqlite:/srv/juki.db" does not name
+    "sqlite:/srv/juki.db.old", nor "/srv" a backup of "/srv/data"."""
+    start = source.find(wanted)
+    while start >= 0:
+        end = start + len(wanted)
+        if (start == 0 or wanted.startswith("/") or source[start - 1] in "/: ") \
+                and (end == len(source) or source[end] == " "):
+            return True
+        start = source.find(wanted, start + 1)
+    return False
 
 
 def _rpo(ev: TenantEvidence, ts: TenantSettings, facts: Facts, period: Period) -> Result:
@@ -376,6 +418,11 @@ def _encryption(ev: TenantEvidence) -> Result:
     if problems:
         return Result(c, "FAIL", "; ".join(problems), ids)
     points = sum(len(cp.points) for cp in read)
+    if not points:  # nothing sealed to see: an empty copy proves no encryption
+        return Result(c, "NOT_EVALUATED", "no recovery point to see encrypted: "
+                      + ", ".join(f"{cp.name} holds none" for cp in read)
+                      + "".join(f", {cp.name} not read ({cp.read_error})"
+                                for cp in ev.copies if not cp.read), ids)
     unread = [cp for cp in ev.copies if not cp.read]
     text = (f"{points} point(s) in {len(read)} cop(ies), each sealed with AES-256-GCM and "
             "authenticated on reading; key held apart; escrow present")
@@ -441,4 +488,9 @@ def _zero_errors(ev: TenantEvidence, period: Period, as_of: dt.datetime) -> Resu
                                  "failed", tuple(bad))
     ids = tuple(f"drill:{d.drill_id}" for d in drills) + tuple(f"run:{r.run_id}"
                                                                for r in checks)
+    if not drills and ev.copies and all(cp.read and not cp.points for cp in ev.copies):
+        # Checks of repositories without a snapshot verified no recovery point.
+        return Result(c, "NOT_EVALUATED", f"{len(checks)} check(s) in the period, none "
+                      "failed, but no recovery point to verify: "
+                      + ", ".join(f"{cp.name} holds none" for cp in ev.copies), ids)
     return Result(c, "PASS", f"{total} verification(s) in the period, none failed", ids)

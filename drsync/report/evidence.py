@@ -90,6 +90,9 @@ class Point:
     snapshot_id: str
     time: dt.datetime  # when the backup finished
     source_kind: str
+    # the absolute path the snapshot records, as a run names it ("sqlite:/srv/juki.db"):
+    # "" when it records none (files record the paths as given; the databases a DSN)
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,8 @@ def evidence_to_json(evidence: Evidence) -> dict[str, Any]:
                 "media": c.media, "read_error": c.read_error,
                 "repository_id": c.repository_id,
                 "points": [{"snapshot_id": p.snapshot_id, "time": iso(p.time),
-                            "source_kind": p.source_kind} for p in c.points],
+                            "source_kind": p.source_kind, "source": p.source}
+                           for p in c.points],
                 "wrappings": [{"key_id": w.key_id, "kind": w.kind, "escrow_key": w.escrow_key}
                               for w in c.wrappings],
                 "key_file": c.key_file, "key_with_data": c.key_with_data,

@@ -233,3 +233,32 @@ def test_tenant_setting_defaults_to_the_host(tmp_path: Path) -> None:
     config.write_text('host = "nobeoka-db"\ntenant = "Nobeoka"\n')
     assert resolve(str(config), {}, {"HOME": str(tmp_path)}).tenant == "Nobeoka"
     assert resolve(None, {}, {"HOME": str(tmp_path)}).tenant is None  # backup: the hostname
+
+
+def test_a_relative_source_is_recorded_absolute(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the source reads it: the catalog and the store record the absolute path (the
+    SQLite one its snapshot records), symlinks not resolved."""
+    walk = tmp_path / "walkC"
+    (walk / "src" / "tree").mkdir(parents=True)
+    db = sqlite3.connect(walk / "src" / "saiki.db")
+    db.execute("CREATE TABLE t (x)")
+    db.commit()
+    db.close()
+    (walk / "src" / "tree" / "a.txt").write_text("a")
+    os.symlink(walk / "src", walk / "link")
+    repo = make_repo()
+    journal = RunJournal(str(tmp_path / "catalog.sqlite"))
+    monkeypatch.chdir(walk)
+    run_backup(repo, BackupRequest(sqlite="./link//saiki.db", host="h1"), catalog=journal)
+    run_backup(repo, BackupRequest(paths=["src/tree/", "link/../link/tree/a.txt"], host="h1"),
+               catalog=journal)
+    monkeypatch.chdir(tmp_path)
+    sqlite_run, files_run = load_runs(repo)
+    snap = next(s for s in repo.snapshots() if s.source_kind == "sqlite")
+    assert sqlite_run["source"] == f"sqlite:{walk}/link/saiki.db" \
+        == f"sqlite:{snap.source_spec['path']}"
+    assert files_run["source"] == f"{walk}/src/tree {walk}/link/tree/a.txt"
+    catalog = Catalog(str(tmp_path / "catalog.sqlite"))
+    assert sorted(r.source for r in catalog.runs()) == sorted(
+        [sqlite_run["source"], files_run["source"]])

@@ -122,9 +122,44 @@ def test_coverage() -> None:
     runs = (*nightly(range(1, 30)), replace(backup(9, at(30)), source="sqlite:/srv/juki.db"))
     r = status(evidence(runs=runs), "COVERAGE", mapped)
     assert r.status == "PASS" and "not mapped to a source: 税務" in r.summary
+    # Named whole: a longer path, or a directory above the one backed up, is another source.
+    juki = replace(settings(), datasets=(
+        Dataset("住民記録", "住民基本台帳事務", 1, "sqlite:/srv/juki.db"),))
+    old = (*nightly(range(1, 30)), replace(backup(9, at(30)), source="sqlite:/srv/juki.db.old"))
+    assert status(evidence(runs=old), "COVERAGE", juki).status == "FAIL"
+    srv = replace(settings(), datasets=(Dataset("住民記録", "住民基本台帳事務", 1, "/srv"),))
+    data = (*nightly(range(1, 30)), replace(backup(9, at(30)), source="/srv/data /etc"))
+    assert status(evidence(runs=data), "COVERAGE", srv).status == "FAIL"
+    both = (*nightly(range(1, 30)), replace(backup(9, at(30)), source="/etc /srv"))
+    assert status(evidence(runs=both), "COVERAGE", srv).status == "PASS"
     # A run still running is not counted either way.
     running = (*nightly(range(1, 31)), backup(3, at(30, 23), "running"))
     assert "30 of 30" in status(evidence(runs=running), "COVERAGE").summary
+
+
+def test_coverage_of_a_run_named_by_a_relative_path() -> None:
+    """An older run named the path it was given ("sqlite:src/saiki.db"); its snapshot
+    records the absolute one, which covers the dataset only when it ends with the run's."""
+    ts = replace(settings(), datasets=(
+        Dataset("住民記録", "住民基本台帳事務", 1, "sqlite:/tmp/walkC/src/saiki.db"),))
+    runs = (*nightly(range(1, 30)), replace(backup(9, at(30)), source="sqlite:src/saiki.db"))
+
+    def held(recorded: str) -> tuple[CopyEvidence, ...]:
+        return (copy(points=(Point("old", at(-40), "files"),
+                             Point("snap0009", at(30), "sqlite", recorded))),)
+
+    r = status(evidence(runs=runs, copies=held("sqlite:/tmp/walkC/src/saiki.db")), "COVERAGE",
+               ts)
+    assert r.status == "PASS", r.summary
+    # Without the snapshot's path, or with one of another file, the run names another source.
+    assert status(evidence(runs=runs, copies=held("")), "COVERAGE", ts).status == "FAIL"
+    for other in ("sqlite:/tmp/walkC/src/other.db", "sqlite:/tmp/walkC/lib/saiki.db"):
+        assert status(evidence(runs=runs, copies=held(other)), "COVERAGE", ts).status \
+            == "FAIL"
+    elsewhere = replace(ts, datasets=(
+        Dataset("住民記録", "住民基本台帳事務", 1, "sqlite:/tmp/walkD/src/saiki.db"),))
+    assert status(evidence(runs=runs, copies=held("sqlite:/tmp/walkC/src/saiki.db")),
+                  "COVERAGE", elsewhere).status == "FAIL"
 
 
 # -- RPO ---------------------------------------------------------------------------------
@@ -265,6 +300,16 @@ def test_encryption() -> None:
     assert status(evidence(copies=one_down), "ENCRYPTION").status == "WARN"
     all_down = (copy(read_error="timeout"),)
     assert status(evidence(copies=all_down), "ENCRYPTION").status == "NOT_EVALUATED"
+    # No snapshot in any copy read: nothing was seen sealed.
+    r = status(evidence(runs=(), runs_ever=0, copies=(copy(points=()),)), "ENCRYPTION")
+    assert r.status == "NOT_EVALUATED"
+    assert r.summary == "no recovery point to see encrypted: repo holds none"
+    empty_and_down = (copy(points=()), copy("tokyo", "kanto", read_error="timeout"))
+    r = status(evidence(copies=empty_and_down), "ENCRYPTION")
+    assert r.status == "NOT_EVALUATED" and "tokyo not read (timeout)" in r.summary
+    # A key kept with the data is a failure whether or not there is data yet.
+    r = status(evidence(copies=(copy(points=(), key_with_data=True),)), "ENCRYPTION")
+    assert r.status == "FAIL"
 
 
 # -- DRILL -------------------------------------------------------------------------------
@@ -309,6 +354,18 @@ def test_zero_errors() -> None:
     r = status(evidence(runs=(*nightly(range(1, 31)), *checks)), "ZERO-ERRORS")
     assert r.status == "FAIL" and r.evidence == ("run:chk2",)
     assert "1 of 3" in r.summary
+    # Checks of a repository holding no snapshot verified no recovery point; a failed one
+    # is still a failure.
+    empty = (copy(points=()),)
+    r = status(evidence(runs=(checks[0],), drills=(), copies=empty), "ZERO-ERRORS")
+    assert r.status == "NOT_EVALUATED" and r.evidence == ("run:chk1",)
+    assert "no recovery point to verify: repo holds none" in r.summary
+    assert status(evidence(runs=checks, drills=(), copies=empty), "ZERO-ERRORS").status \
+        == "FAIL"
+    # One copy not read: the checks may have verified its points.
+    unread = (copy(points=()), copy("tokyo", "kanto", read_error="timeout"))
+    assert status(evidence(runs=(checks[0],), drills=(), copies=unread),
+                  "ZERO-ERRORS").status == "PASS"
 
 
 # -- EXEMPT ------------------------------------------------------------------------------
@@ -339,6 +396,9 @@ CASES: dict[str, tuple[TenantEvidence, TenantSettings]] = {
                                   copies=(copy(read_error="no repository configured"),)),
                          settings()),
     "store-down": (evidence(copies=(copy(read_error="store unreachable"),)), settings()),
+    "no-snapshot": (evidence(runs=(Run("chk1", "check", "ok", at(3), at(3), None, 0, 0, 0,
+                                       None, "/r"),), drills=(), copies=(copy(points=()),)),
+                    settings()),
     "locked-offsite": (evidence(copies=(copy(ids=("snap0130",)),
                                         copy("tokyo", "kanto", locked=True))),
                        settings(require_immutable=True)),
