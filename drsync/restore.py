@@ -15,12 +15,15 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from drsync import __version__
 from drsync.catalog.records import RunRecorder
-from drsync.errors import DrsyncError, RestoreTargetError, UsageError
+from drsync.errors import DrsyncError, RestoreTargetError, StoreError, UsageError
 from drsync.repo import Entry, Repository, Snapshot, SnapshotReader
+from drsync.repo.runs import save_run_or_warn
 from drsync.sources import FileTreeTarget, LocalCopy, RestoringFile, unfinished_restore
 
 __all__ = ["RestoreResult", "RestoreRun", "TreeWritten", "restore_snapshot", "write_tree"]
@@ -70,19 +73,26 @@ class RestoreResult:
 
 
 class RestoreRun:
-    """One restore as a run of kind ``restore`` in the catalog: ``note`` what it did; a
+    """One restore as a run of kind ``restore`` in the catalog and, as a run record, in
+    the store (so that ``catalog rebuild`` brings it back): ``note`` what it did; a
     failure (any exception leaving the ``with``) is recorded with its first line."""
 
     def __init__(self, catalog: RunRecorder | None, repo: Repository, source: str,
                  tenant: str | None = None) -> None:
         self._catalog = catalog
+        self._repo = repo
         self.run_id: str | None = None
         self.snapshot_id: str | None = None
         self.bytes_fetched = self.bytes_written = 0
+        self._record: dict[str, Any] = {}
         if catalog is not None:
             host = socket.gethostname()
+            started = datetime.now(UTC)
             self.run_id = catalog.start_run(repo.url, "restore", source, host,
-                                            tenant=tenant or host)
+                                            tenant=tenant or host, started=started)
+            self._record = {"run_id": self.run_id, "tenant": tenant or host, "host": host,
+                            "kind": "restore", "source": source,
+                            "started": started.isoformat(), "drsync_version": __version__}
 
     def note(self, snapshot_id: str, *, fetched: int, written: int) -> None:
         self.snapshot_id, self.bytes_fetched, self.bytes_written = snapshot_id, fetched, written
@@ -99,9 +109,15 @@ class RestoreRun:
             text = str(err) if isinstance(err, DrsyncError) else repr(err)
             error = (text.strip().splitlines() or [repr(err)])[0]
         # bytes_read: fetched from the store; bytes_added: written into the target.
-        self._catalog.finish_run(self.run_id, "ok" if err is None else "failed",
-                                 bytes_read=self.bytes_fetched, bytes_added=self.bytes_written,
-                                 snapshot_id=self.snapshot_id, error=error)
+        status, finished = "ok" if err is None else "failed", datetime.now(UTC)
+        self._catalog.finish_run(self.run_id, status, bytes_read=self.bytes_fetched,
+                                 bytes_added=self.bytes_written, snapshot_id=self.snapshot_id,
+                                 error=error, finished=finished)
+        if not isinstance(err, StoreError | KeyboardInterrupt):  # a dead store: the catalog has it
+            save_run_or_warn(self._repo, {
+                **self._record, "status": status, "finished": finished.isoformat(),
+                "bytes_read": self.bytes_fetched, "bytes_added": self.bytes_written,
+                "snapshot_id": self.snapshot_id, "error": error}, quiet=True)
 
 
 class Counted:

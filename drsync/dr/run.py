@@ -42,10 +42,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from drsync import __version__
 from drsync.dr.plan import Point
 from drsync.dr.probe import latest_snapshot, open_tenant, snapshot_point
 from drsync.dr.targets import Target
-from drsync.errors import DrsyncError, UsageError
+from drsync.errors import DrsyncError, StoreError, UsageError
 from drsync.plan.fleet import Fleet, Tenant
 from drsync.settings import Settings
 
@@ -54,11 +55,11 @@ __all__ = ["FleetRestore", "TenantOutcome", "state_path"]
 
 class Recorder(Protocol):
     def start_run(self, repo: str, kind: str, source: str, host: str, *,
-                  tenant: str | None = None) -> str: ...
+                  tenant: str | None = None, started: datetime | None = None) -> str: ...
 
     def finish_run(self, run_id: str, status: str, *, bytes_read: int = 0,
                    bytes_added: int = 0, snapshot_id: str | None = None,
-                   error: str | None = None) -> None: ...
+                   error: str | None = None, finished: datetime | None = None) -> None: ...
 
 
 @dataclass
@@ -182,6 +183,7 @@ class FleetRestore:
         self.recorder = recorder
         self.drsync_command = drsync_command
         self.host = socket.gethostname()
+        self._opened: dict[str, Any] = {}  # tenant -> its repository, once opened
         self.outcomes: dict[str, TenantOutcome] = {}
         self.order: list[str] = []
 
@@ -227,19 +229,24 @@ class FleetRestore:
             on_change()
         run_id = None
         tenant = self.fleet.tenant(name)
+        started = datetime.now(UTC)
+        store_failed = False
+        source = ""
         try:
             target = self.targets.get(name)
             if target is None:
                 raise UsageError(f"no [[target]] for tenant {name} in the targets file")
+            source = target.describe()
             if self.recorder is not None and tenant.repo:
-                run_id = self.recorder.start_run(tenant.repo, "restore", target.describe(),
-                                                 self.host, tenant=name)
+                run_id = self.recorder.start_run(tenant.repo, "restore", source, self.host,
+                                                 tenant=name, started=started)
             self._restore(tenant, target, out)
             out.status = "ok"
         except Exception as err:  # one tenant's failure never stops the others
             out.status = "failed"
             out.error = str(err) if isinstance(err, DrsyncError) else \
                 f"{type(err).__name__}: {err}"
+            store_failed = isinstance(err, StoreError)
         out.duration_s = time.monotonic() - out.started_mono
         self.state.update(name, status=out.status, error=out.error, bytes=out.bytes,
                           fetched_bytes=out.fetched_bytes,
@@ -247,13 +254,24 @@ class FleetRestore:
                           snapshot_id=out.snapshot_id, point_time=out.point_time,
                           finished=_iso(datetime.now(UTC)))
         if run_id is not None and self.recorder is not None:
+            status, finished = ("ok" if out.status == "ok" else "failed"), datetime.now(UTC)
             try:
-                self.recorder.finish_run(run_id, "ok" if out.status == "ok" else "failed",
-                                         bytes_read=out.fetched_bytes,
+                self.recorder.finish_run(run_id, status, bytes_read=out.fetched_bytes,
                                          bytes_added=out.bytes, snapshot_id=out.snapshot_id,
-                                         error=out.error)
+                                         error=out.error, finished=finished)
             except DrsyncError as err:  # the restore stands; say what was not recorded
                 out.error = "; ".join(filter(None, [out.error, f"not in the catalog: {err}"]))
+            repo = self._opened.pop(name, None)
+            if repo is not None and not store_failed:  # as a run record, for catalog rebuild
+                from drsync.repo.runs import save_run_or_warn
+
+                save_run_or_warn(repo, {
+                    "run_id": run_id, "tenant": name, "host": self.host, "kind": "restore",
+                    "source": source, "status": status, "started": started.isoformat(),
+                    "finished": finished.isoformat(), "bytes_read": out.fetched_bytes,
+                    "bytes_added": out.bytes, "snapshot_id": out.snapshot_id,
+                    "error": (out.error or "").splitlines()[0] if out.error else None,
+                    "drsync_version": __version__}, quiet=True)
         if on_change:
             on_change()
 
@@ -261,6 +279,7 @@ class FleetRestore:
         before = self.state.get(tenant.name)
         interrupted = before.get("status") in ("running", "failed")
         repo = open_tenant(self.fleet, tenant, self.settings)
+        self._opened[tenant.name] = repo
         snap = latest_snapshot(repo, target.snapshot_kinds)
         point = snapshot_point(repo, snap)
         out.snapshot_id = snap.id

@@ -10,6 +10,7 @@ skips an unreadable record with a warning, as ``Repository.snapshots`` does.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +18,10 @@ from drsync.repo.objects import TYPE_RUN
 from drsync.repo.records import load_records, record_names, save_record
 from drsync.repo.repository import Repository, Warn
 
-__all__ = ["RUN_FIELDS", "RUN_STATUSES", "load_runs", "run_names", "save_run"]
+log = logging.getLogger(__name__)
+
+__all__ = ["RUN_FIELDS", "RUN_STATUSES", "load_runs", "run_names", "save_run",
+           "save_run_or_warn"]
 
 RUN_STATUSES = ("ok", "partial", "failed", "missed", "overrun")
 PREFIX = "runs"
@@ -81,6 +85,21 @@ def _validated(record: dict[str, Any]) -> dict[str, Any]:
 def save_run(repo: Repository, record: dict[str, Any]) -> str:
     """Seal and store one run record; return its object id. UsageError for a bad record."""
     return save_record(repo, TYPE_RUN, PREFIX, "run record", _validated, record)
+
+
+def save_run_or_warn(repo: Repository, record: dict[str, Any], *,
+                     quiet: bool = False) -> None:
+    """Seal the run record into the store; a failure is a warning, never the run's result
+    (the store is down, full or read-only: the catalog still has the run). ``quiet``:
+    only logged, for runs that must work with read-only access (restore, check)."""
+    try:
+        save_run(repo, record)
+    except Exception as err:
+        message = f"run record {record['run_id'][:8]} not written to the store: {err}"
+        if quiet:
+            log.info("%s", message)
+        else:
+            repo.warn(message)
 
 
 def run_names(repo: Repository) -> list[str]:

@@ -104,6 +104,20 @@ def test_fleet_drill_and_catalog_rebuild_from_the_stores_alone(drsync_bin: str,
         "Nobeoka": (nobeoka["drill_id"], "ok"), "Hyuga": (hyuga["drill_id"], "ok")}
     assert sorted(r["kind"] for r in runs_before) == ["backup", "backup", "drill", "drill"]
     snaps_before = site.json(*site.tenant_args("nobeoka"), "snapshots")
+    # Restores (one alone, one by dr restore) and checks are runs too, in each store.
+    site.run(*site.tenant_args("nobeoka"), "restore", "latest", "--target",
+             str(tmp_path / "restored"))
+    site.run(*site.tenant_args("nobeoka"), "check", "--read-data")
+    (tmp_path / "targets.toml").write_text('[[target]]\ntenant = "Hyuga"\n'
+                                           'directory = "dr/hyuga"\n')
+    site.run("dr", "restore", str(site.fleet), "--to", str(tmp_path / "targets.toml"),
+             code=1)  # Nobeoka has no target: failed, and Hyuga restored
+    runs_before = site.json("runs", "--all-repos")
+    host = runs_before[0]["host"]  # runs of the tenants' own commands: the host's name
+    assert sorted((r["tenant"], r["kind"], r["status"]) for r in runs_before) == sorted([
+        ("Hyuga", "drill", "ok"), ("Hyuga", "restore", "ok"), ("Nobeoka", "drill", "ok"),
+        (host, "backup", "ok"), (host, "backup", "ok"), (host, "check", "ok"),
+        (host, "restore", "ok")])
 
     # Unknown tenant, and TENANT without --fleet: one line, exit 2.
     bad = site.run("drill", "Kadogawa", "--fleet", str(site.fleet), code=2)
@@ -115,8 +129,8 @@ def test_fleet_drill_and_catalog_rebuild_from_the_stores_alone(drsync_bin: str,
     assert site.json("runs", "--all-repos") == []
     rebuilt = site.json("catalog", "rebuild", "--fleet", str(site.fleet))
     assert [(t["tenant"], t["status"], t["runs"], t["drills"], t["wal_ranges"])
-            for t in rebuilt["tenants"]] == [("Nobeoka", "ok", 1, 1, 0),
-                                             ("Hyuga", "ok", 1, 1, 0)]
+            for t in rebuilt["tenants"]] == [("Nobeoka", "ok", 3, 1, 0),
+                                             ("Hyuga", "ok", 2, 1, 0)]
 
     def by_id(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return sorted(runs, key=lambda r: r["id"])
@@ -125,7 +139,7 @@ def test_fleet_drill_and_catalog_rebuild_from_the_stores_alone(drsync_bin: str,
     assert site.json(*site.tenant_args("nobeoka"), "snapshots") == snaps_before
     # Again: nothing is duplicated.
     site.run("catalog", "rebuild", "--fleet", str(site.fleet))
-    assert len(site.json("runs", "--all-repos")) == 4
+    assert len(site.json("runs", "--all-repos")) == 7
 
 
 def test_catalog_rebuild_goes_on_past_a_tenant_it_cannot_open(drsync_bin: str,
