@@ -53,7 +53,7 @@ from drsync.repo import Repository, Snapshot
 from drsync.sources.mariadb import MariadbConnection, MariadbTools, parse_dsn
 from drsync.sources.mariadb.checksum import table_counts
 from drsync.sources.mariadb.conninfo import MariadbDsn
-from drsync.sources.mariadb.dump import SYSTEM_SCHEMAS
+from drsync.sources.mariadb.dump import SYSTEM_SCHEMAS, single_database
 from drsync.sources.mariadb.tools import quote_ident
 
 __all__ = ["ThrowawayMariadb", "drill_mariadb_dump", "server_programs"]
@@ -189,7 +189,7 @@ def drill_mariadb_dump(repo: Repository, snap: Snapshot, scratch: Path, checks: 
                        **kw: Any) -> int:
     """Reload, count, checksum, compare, tear down; append checks; return the bytes loaded."""
     spec = snap.source_spec
-    one = spec.get("scope") == "database"
+    one = single_database(spec) is not None
     programs = server_programs()
     if one and mariadb_dsn:
         return _on_server(repo, snap, scratch, checks, mariadb_dsn, measures)
@@ -219,7 +219,6 @@ def _on_throwaway(repo: Repository, snap: Snapshot, scratch: Path, checks: list[
     from drsync.mariadbrestore import restore_mariadb
 
     spec = snap.source_spec
-    databases = [str(d) for d in spec.get("databases") or []]
     tools = MariadbTools()
     server = ThrowawayMariadb(scratch / "mariadb", programs)
     try:
@@ -228,7 +227,7 @@ def _on_throwaway(repo: Repository, snap: Snapshot, scratch: Path, checks: list[
         except DrsyncError as err:
             checks.append(Check("restore", False, one_line(err)))
             return 0
-        into = databases[0] if spec.get("scope") == "database" else ""
+        into = single_database(spec) or ""
         result = restore_mariadb(repo, snap.id, server.url(into), work_dir=str(scratch))
         dumped = str(spec.get("server_version") or "an unrecorded version")
         checks.append(Check("restore", True, f"into a throwaway MariaDB {server.version} "

@@ -19,11 +19,14 @@ gap). The binlogs needed must follow each other without a gap from the
 dump's file; a time after the last archived change, or a position beyond
 the archive, is refused before anything is loaded.
 
-One-database dumps load under any name (the DSN's database, created if
-missing) and replay only that database's events (``--database``, renamed
-with ``--rewrite-db``); ``all``-database dumps replay everything. A dump of
-a list of several databases replays no binlogs (mariadb-binlog filters one
-database): back those up one by one, or all together.
+One-database dumps (by the number of databases dumped: a ``databases``
+snapshot of one, written before a list of one was dumped as one database,
+is one too, its ``CREATE DATABASE``/``USE`` lines dropped) load under any
+name (the DSN's database, created if missing) and replay only that
+database's events (``--database``, renamed with ``--rewrite-db``);
+``all``-database dumps replay everything. A dump of a list of several
+databases replays no binlogs (mariadb-binlog filters one database): back
+those up one by one, or all together.
 """
 
 from __future__ import annotations
@@ -43,12 +46,13 @@ from drsync.repo.wal import WAL_PREFIX, is_binlog_name
 from drsync.restore import Counted
 from drsync.sources.mariadb.binlog import BinlogSummary, summarize_binlog
 from drsync.sources.mariadb.conninfo import MariadbConnection, parse_dsn
-from drsync.sources.mariadb.dump import DUMP_NAME
+from drsync.sources.mariadb.dump import DUMP_NAME, single_database
 from drsync.sources.mariadb.restore import (
     ReplayRange,
     load_script,
     prepare_databases,
     replay_binlog,
+    without_database_switch,
 )
 from drsync.sources.mariadb.tools import MariadbTools
 from drsync.wal.coverage import binlog_chain, binlog_gap
@@ -192,14 +196,18 @@ def restore_mariadb(repo: Repository, ref: str, dsn: str, *, defaults_file: str 
     spec = snap.source_spec
     scope, databases = str(spec.get("scope")), [str(d) for d in spec.get("databases") or []]
     parsed = parse_dsn(dsn, defaults_file)
-    if scope == "database":
-        into = parsed.database or databases[0]
+    one = single_database(spec)
+    if one is not None:
+        into = parsed.database or one
     elif parsed.database:
-        raise UsageError(f"snapshot {snap.short_id} holds several databases ({scope}): give "
-                         "the server without a database (mariadb://user@host:port)")
+        held = ("every database" if scope == "all" else
+                f"{len(databases)} databases ({', '.join(databases)})")
+        raise UsageError(f"snapshot {snap.short_id} holds {held}: give the server without a "
+                         "database (mariadb://user@host:port) to restore them under their "
+                         "own names")
     else:
         into = ""
-    if target.given and scope == "databases" and len(databases) > 1:
+    if target.given and one is None and scope == "databases":
         raise UsageError(f"snapshot {snap.short_id} is a dump of {len(databases)} listed "
                          "databases: binlogs cannot be replayed for a list (back each "
                          "database up on its own, or all of them)")
@@ -233,11 +241,13 @@ def restore_mariadb(repo: Repository, ref: str, dsn: str, *, defaults_file: str 
                     on_total(dump.size)
 
                 stream = Counted(reader.blobs(dump.chunks), progress)
-                load_script(tools, conn, iter(stream), database=into)
+                script = iter(stream)
+                if one is not None and scope != "database":
+                    script = without_database_switch(script, one)  # a --databases dump
+                load_script(tools, conn, script, database=into)
                 written = stream.bytes
             details["replayed"] = _replay(tools, conn, fetcher, replay, spec, stop_time,
-                                          stop_pos, databases[0] if scope == "database"
-                                          else "", into)
+                                          stop_pos, one or "", into)
     finally:
         fetcher.close()
     details["target"] = (target.time or target.position or ("latest" if target.latest else None))

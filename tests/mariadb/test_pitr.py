@@ -1,6 +1,6 @@
 """Point-in-time restore of a MariaDB tenant elsewhere: a nightly dump plus the binlogs
 binlog-receive sealed and wal-ship shipped, after the tenant host lost its data directory
-and its spool."""
+and its spool; and a one-database dump, however it was asked for, under another name."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from drsync.repo import SnapshotWriter
+from drsync.sources.mariadb import MariadbConnection, MariadbDumpSource
 from drsync.testing_mariadb import MariadbServer
 from tests.mariadb.tenant import MariadbTenant, poll
 
@@ -124,3 +126,79 @@ def test_pitr_range_names_a_hole_in_the_archived_binlogs(
     assert holed["latest"] <= whole["latest"]
     text = tenant.drsync("pitr-range").stdout
     assert f"binlog {names[1]} is missing" in text
+
+
+class _WrittenBeforeAListOfOneWasOneDatabase(MariadbDumpSource):
+    """The dump as drsync wrote a ``--mariadb-database`` list of one until then: scope
+    ``databases``, ``mariadb-dump --databases`` (its CREATE DATABASE and USE lines)."""
+
+    def _scope(self, conn: MariadbConnection) -> tuple[str, list[str]]:
+        return "databases", list(self._databases)
+
+
+def _old_snapshot(tenant: MariadbTenant, database: str) -> str:
+    with _WrittenBeforeAListOfOneWasOneDatabase(tenant.server.dsn,
+                                                databases=[database]) as source:
+        writer = SnapshotWriter(tenant.repository, tenant.repository.load_index())
+        for item in source.items():
+            assert item.open is not None
+            with item.open() as stream:
+                writer.add_stream(item.meta, stream)
+        snap = writer.commit(host="t", source_kind="mariadb_dump", source_spec=source.spec(),
+                             tags=[], summary={}, version="t")
+    return snap.id
+
+
+def test_a_listed_database_alone_restores_and_replays_under_another_name(
+        tenant: MariadbTenant) -> None:
+    server = tenant.server
+    server.sql("CREATE DATABASE registry; CREATE TABLE registry.resident "
+               "(id INT PRIMARY KEY) ENGINE=InnoDB; CREATE DATABASE other; "
+               "CREATE TABLE other.t (id INT PRIMARY KEY) ENGINE=InnoDB")
+    server.sql("INSERT INTO resident SELECT seq FROM seq_1_to_10", "registry")
+    tenant.start_receiver("--rotate-every", "1")
+    new = tenant.drsync_json("backup", "--mariadb-dump", server.dsn,
+                             "--mariadb-database", "registry")["snapshot_id"]
+    spec = dump_spec(tenant)
+    assert spec["scope"] == "database" and spec["databases"] == ["registry"]
+    old = _old_snapshot(tenant, "registry")
+    several = tenant.drsync_json("backup", "--mariadb-dump", server.dsn, "--mariadb-database",
+                                 "registry", "--mariadb-database", "other")["snapshot_id"]
+
+    # Changes of both databases, across binlogs; a moment; later changes.
+    server.sql("INSERT INTO resident SELECT seq FROM seq_11_to_15; FLUSH BINARY LOGS; "
+               "INSERT INTO resident SELECT seq FROM seq_16_to_20; "
+               "INSERT INTO other.t SELECT seq FROM seq_1_to_5", "registry")
+    server.sql("INSERT INTO t SELECT seq FROM seq_6_to_9", "other")
+    moment = math.ceil(time.time() + 0.01)
+    while time.time() < moment + 1.1:
+        time.sleep(0.05)
+    server.sql("INSERT INTO resident SELECT seq FROM seq_21_to_30", "registry")
+    last = tenant.current_binlog()
+    poll("the last rows sealed", lambda: last in tenant.spooled())
+    tenant.stop_receiver()
+    tenant.drsync_json("wal-ship")
+    at = datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S+00:00")
+
+    # Into renamed databases on the dumped server itself: its registry and other are
+    # never touched (a replay of their own changes would collide with their keys).
+    for snap, name in ((new, "new"), (old, "old")):
+        restored = tenant.drsync_json("restore", snap, "--mariadb-restore",
+                                      server.dsn_for(f"{name}_copy"))
+        assert restored["created"] == [f"{name}_copy"] and restored["replayed"] == []
+        assert server.query(f"SELECT COUNT(*), MAX(id) FROM {name}_copy.resident") == "10\t10"
+        restored = tenant.drsync_json("restore", snap, "--mariadb-restore",
+                                      server.dsn_for(f"{name}_pitr"), "--target-time", at)
+        assert len(restored["replayed"]) >= 2 and restored["target_database"] == f"{name}_pitr"
+        assert server.query(f"SELECT COUNT(*), MAX(id) FROM {name}_pitr.resident") == "20\t20"
+        assert server.query(f"SHOW TABLES FROM {name}_pitr") == "resident"
+    assert server.query("SELECT COUNT(*) FROM registry.resident") == "30"
+    assert server.query("SELECT COUNT(*) FROM other.t") == "9"
+
+    # Two databases: under their own names only, said truly.
+    done = tenant.drsync("restore", several, "--mariadb-restore", server.dsn_for("x"),
+                         check=False)
+    assert done.returncode == 2, done.stderr
+    assert "holds 2 databases (registry, other): give the server without a database" in (
+        done.stderr)
+    assert server.query("SHOW DATABASES LIKE 'x'") == ""

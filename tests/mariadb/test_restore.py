@@ -1,13 +1,16 @@
 """restore --mariadb-restore: a dump into a server under another name, created if missing;
-a non-empty database refused unless --clean."""
+a non-empty database refused unless --clean; a --databases dump of one loaded under any
+name."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 from pathlib import Path
 
+from drsync.sources.mariadb.restore import without_database_switch
 from drsync.testing import make_repository
 from drsync.testing_mariadb import MariadbServer
 
@@ -95,7 +98,8 @@ def test_a_dump_of_every_database_restores_into_a_server(
     snap = json.loads(done.stdout)["snapshot_id"]
     done = subprocess.run([drsync_bin, "restore", snap, "--mariadb-restore",
                            elsewhere.dsn_for("a")], env=env, capture_output=True, text=True)
-    assert done.returncode == 2 and "without a database" in done.stderr
+    assert done.returncode == 2 and "holds every database: give the server without a " \
+        "database" in done.stderr, done.stderr
     done = subprocess.run([drsync_bin, "restore", snap, "--mariadb-restore", elsewhere.dsn,
                            "--target", "latest", "--json"], env=env, capture_output=True,
                           text=True, timeout=300)
@@ -103,3 +107,26 @@ def test_a_dump_of_every_database_restores_into_a_server(
     assert json.loads(done.stdout)["scope"] == "all"
     assert elsewhere.query("SELECT COUNT(*) FROM b.u") == "2"
     assert elsewhere.query("SHOW TABLES FROM a") == "t"
+
+
+def test_a_databases_dump_of_one_loses_only_its_create_and_use_lines_however_cut() -> None:
+    """Scope ``databases`` with one name (a ``--databases`` dump): its CREATE DATABASE and
+    USE lines go, so it loads into the database mariadb is given; nothing else changes."""
+    lines = [b"-- MariaDB dump 10.19\n", b"-- Current Database: `registry`\n",
+             b"CREATE DATABASE /*!32312 IF NOT EXISTS*/ `registry` /*!40100 DEFAULT "
+             b"CHARACTER SET utf8mb4 */;\n", b"\n", b"USE `registry`;\n",
+             b"INSERT INTO `t` VALUES ('\\nUSE `registry`;\\n'),('" + b"x" * 9000 + b"');\n",
+             b"USE `registry2`;\n", b"CREATE DATABASE /*!32312 IF NOT EXISTS*/ `other` ;\n",
+             b"  USE `registry`;\n", b"USE `registry`;\n", b"-- Dump completed"]
+    script = b"".join(lines)
+    kept = b"".join(line for i, line in enumerate(lines) if i not in (2, 4, 9))
+    rng = random.Random(7)
+    for _ in range(300):
+        cuts = sorted(rng.sample(range(1, len(script)), rng.randint(1, 40)))
+        blocks = [script[a:b] for a, b in zip([0, *cuts], [*cuts, len(script)], strict=True)]
+        assert b"".join(without_database_switch(blocks, "registry")) == kept
+    assert b"".join(without_database_switch([script], "other")) == script.replace(lines[7], b"")
+    # mid-line after a long line cut short: "USE `registry`;" there is data, not a switch
+    tail = b"INSERT INTO `t` VALUES ('" + b"y" * 5000
+    blocks = [tail, b"\nUSE `registry`;\n"[1:], b"x');\n"]
+    assert b"".join(without_database_switch(blocks, "registry")) == b"".join(blocks)

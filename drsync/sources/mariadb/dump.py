@@ -13,10 +13,13 @@ archived binlogs from. The end of the stream must carry mariadb-dump's
 ``-- Dump completed`` line; the GTID position (``gtid_slave_pos``) written
 just before it is recorded too.
 
-Scope: one database (the DSN's, ``mariadb://.../registry``) is dumped
-without ``CREATE DATABASE`` so it can be restored under another name; a list
-(``databases``) or every database (neither) with ``--databases`` /
-``--all-databases``.
+Scope: one database (``database``: the DSN's, ``mariadb://.../registry``, or a
+list of one, ``--mariadb-database registry``) is dumped without ``CREATE
+DATABASE`` so it can be restored under another name; a list of several
+(``databases``) or every database (``all``: neither) with ``--databases`` /
+``--all-databases``. Snapshots written before a list of one counted as one
+database hold scope ``databases`` with one name: :func:`single_database`
+reads both as one database.
 
 Non-transactional tables (MyISAM, Aria, MEMORY...) are not covered by the
 snapshot: each is reported as a problem that does not fail the run (the
@@ -51,7 +54,8 @@ from drsync.sources.mariadb.tools import MariadbTools, Query, quote_literal
 from drsync.sources.postgres.process import ProcessReader
 from drsync.tree import Entry
 
-__all__ = ["DUMP_FLAGS", "DUMP_NAME", "SYSTEM_SCHEMAS", "MariadbDumpSource", "PositionScanner"]
+__all__ = ["DUMP_FLAGS", "DUMP_NAME", "SYSTEM_SCHEMAS", "MariadbDumpSource", "PositionScanner",
+           "single_database"]
 
 DUMP_NAME = "database.sql"
 DUMP_FLAGS = ("--single-transaction", "--master-data=2", "--routines", "--triggers",
@@ -67,6 +71,16 @@ _GTID = re.compile(rb"^-- SET GLOBAL gtid_slave_pos='([^']*)';", re.M)
 _COMPLETED = re.compile(rb"^-- Dump completed", re.M)
 _HEAD = 64 << 10  # the position comment comes within the first few KiB
 _TAIL = 16 << 10
+
+
+def single_database(spec: dict[str, Any]) -> str | None:
+    """The one database a dump's spec holds, or None for several or all. Scope
+    ``databases`` with one name (written before a list of one was dumped as one
+    database) is one database too: only its script still switches to it by name."""
+    databases = spec.get("databases") or []
+    if spec.get("scope") in ("database", "databases") and len(databases) == 1:
+        return str(databases[0])
+    return None
 
 
 class PositionScanner:
@@ -178,8 +192,11 @@ class MariadbDumpSource(SourceBase):
     def _scope(self, conn: MariadbConnection) -> tuple[str, list[str]]:
         if self._dsn.database:
             return "database", [self._dsn.database]
-        if self._databases:
-            return "databases", list(self._databases)
+        listed = list(dict.fromkeys(self._databases))  # a name given twice is one
+        if len(listed) == 1:
+            return "database", listed  # restorable under another name, like the DSN's
+        if listed:
+            return "databases", listed
         rows = self._tools.query(conn, "SELECT schema_name FROM information_schema.schemata "
                                  "ORDER BY schema_name")
         return "all", [r[0] for r in rows if r[0] not in SYSTEM_SCHEMAS[1:]]

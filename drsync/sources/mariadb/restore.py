@@ -3,14 +3,21 @@
 ``mariadb`` reads the script (a restored ``database.sql``, or what
 ``mariadb-binlog`` makes of one binlog file) on standard input; any error
 stops it (no ``--force``), and its last error line becomes the SourceError.
+
+A ``--databases`` dump of one database (scope ``databases`` with one name,
+written before a list of one was dumped as one database) creates and
+switches to that database by name; :func:`without_database_switch` drops
+those lines from the stream so it loads into the database ``mariadb`` is
+given, as a one-database dump does.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -21,9 +28,12 @@ from drsync.sources.mariadb.conninfo import MariadbConnection
 from drsync.sources.mariadb.dump import SYSTEM_SCHEMAS
 from drsync.sources.mariadb.tools import MariadbTools, quote_ident, quote_literal
 
-__all__ = ["ReplayRange", "load_script", "prepare_databases", "replay_binlog"]
+__all__ = ["ReplayRange", "load_script", "prepare_databases", "replay_binlog",
+           "without_database_switch"]
 
 _COPY = 1 << 20
+_HOLD = 4096  # a line start held back to the next block while it may be one to drop
+_SWITCH_STARTS = (b"CREATE DATABASE ", b"USE ")
 
 
 def _text(err: IO[bytes]) -> str:
@@ -66,6 +76,38 @@ def prepare_databases(tools: MariadbTools, conn: MariadbConnection, databases: l
             tools.query(conn, f"CREATE DATABASE {quote_ident(db)}")
             created.append(db)
     return created
+
+
+def without_database_switch(blocks: Iterable[bytes], database: str) -> Iterator[bytes]:
+    """The script without mariadb-dump's ``CREATE DATABASE ... `database` ...;`` and
+    ``USE `database`;`` lines (whole lines only, however the blocks cut them; every
+    other byte passes as it came)."""
+    ident = re.escape(quote_ident(database).encode())
+    switch = re.compile(rb"^(?:CREATE DATABASE /\*!32312 IF NOT EXISTS\*/ " + ident
+                        + rb"[ ;][^\n]*|USE " + ident + rb";)\n", re.M)
+    held = b""
+    at_line_start = True  # the next block's first byte starts a line
+    for block in blocks:
+        data = held + block if held else block
+        held = b""
+        tail = data[data.rfind(b"\n") + 1:]
+        tail_starts_line = at_line_start or len(tail) < len(data)
+        if tail_starts_line and len(tail) < _HOLD and any(
+                s.startswith(tail[:len(s)]) for s in _SWITCH_STARTS):
+            held, data = tail, data[:len(data) - len(tail)]  # may be a switch: wait for more
+        pos = 0
+        for found in switch.finditer(data):
+            if found.start() == 0 and not at_line_start:
+                continue  # the rest of a line the previous block began
+            if found.start() > pos:
+                yield data[pos:found.start()]
+            pos = found.end()
+        if pos < len(data):
+            yield data[pos:] if pos else data
+        if data:
+            at_line_start = data.endswith(b"\n")
+    if held:
+        yield held  # the last line, without a newline: not a switch
 
 
 def load_script(tools: MariadbTools, conn: MariadbConnection, blocks: Iterable[bytes], *,
