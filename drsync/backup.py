@@ -45,6 +45,7 @@ class BackupRequest:
     sqlite: str | None = None
     stdin_name: str | None = None
     stdin: BinaryIO | None = None  # defaults to sys.stdin's bytes
+    allow_empty: bool = False  # with stdin_name: an empty stream is a snapshot, not an error
     pg_dump: str | None = None  # a PostgreSQL DSN: logical dump (custom format, -Z0)
     pg_dumpall_globals: bool = False  # with pg_dump: also roles and tablespaces
     pg_base: str | None = None  # a PostgreSQL DSN: physical base backup
@@ -61,8 +62,9 @@ class BackupRequest:
     compression_level: int | None = None
     workers: int | None = None
     pg_bindir: str | None = None  # PostgreSQL's programs (default: PATH, then Debian's)
-    # asked between chunks and before the snapshot: a reason ("deadline") stops the run
-    # with RunInterrupted, no snapshot (see drsync.repo.writer)
+    # asked between chunks, before each pack upload (on the uploader threads: it must be
+    # thread-safe) and before the snapshot: a reason ("deadline") stops the run with
+    # RunInterrupted, no snapshot (see drsync.repo.writer)
     should_stop: Callable[[], str | None] | None = None
     spec_extra: dict[str, Any] = field(default_factory=dict)  # added to the snapshot's spec
 
@@ -179,7 +181,8 @@ SOURCE_KINDS: tuple[SourceKind, ...] = (
     SourceKind("files", "paths", "PATH...", lambda r: FilesSource(r.paths)),
     SourceKind("sqlite", "sqlite", "--sqlite DB", lambda r: SqliteSource(r.sqlite or "")),
     SourceKind("stdin", "stdin_name", "--stdin-name NAME",
-               lambda r: StdinSource(r.stdin_name or "", r.stdin)),
+               lambda r: StdinSource(r.stdin_name or "", r.stdin,
+                                     allow_empty=r.allow_empty)),
     SourceKind("pg_dump", "pg_dump", "--pg-dump DSN", _pg_dump),
     SourceKind("pg_base", "pg_base", "--pg-base DSN", _pg_base),
     SourceKind("mariadb_dump", "mariadb_dump", "--mariadb-dump DSN", _mariadb_dump),

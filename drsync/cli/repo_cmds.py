@@ -113,7 +113,10 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--sqlite", "sqlite_db", type=click.Path(dir_okay=False),
               help="Back up a SQLite database consistently (online backup API).")
-@click.option("--stdin-name", help="Back up standard input as one stream with this name.")
+@click.option("--stdin-name", help="Back up standard input as one stream with this name "
+              "(an empty one is refused: the program writing it may have failed).")
+@click.option("--allow-empty", is_flag=True,
+              help="With --stdin-name: back up an empty stream instead of refusing it.")
 @click.option("--pg-dump", metavar="DSN",
               help="PostgreSQL logical backup: pg_dump -Fc -Z0, streamed, consistent snapshot.")
 @click.option("--pg-dumpall-globals", is_flag=True,
@@ -146,7 +149,8 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
 @json_option
 @click.pass_context
 def backup_cmd(ctx: click.Context, paths: tuple[str, ...], sqlite_db: str | None,
-               stdin_name: str | None, pg_dump: str | None, pg_dumpall_globals: bool,
+               stdin_name: str | None, allow_empty: bool, pg_dump: str | None,
+               pg_dumpall_globals: bool,
                pg_base: str | None, pg_base_method: str | None, pg_base_reread: bool | None,
                mariadb_dump: str | None, mariadb_databases: tuple[str, ...],
                mariadb_defaults_file: str | None,
@@ -163,7 +167,7 @@ def backup_cmd(ctx: click.Context, paths: tuple[str, ...], sqlite_db: str | None
       drsync backup --pg-base 'host=/run/postgresql user=postgres'
       drsync backup --mariadb-dump mariadb://backup@127.0.0.1:3306/registry
       drsync backup --mariadb-dump mariadb:// --defaults-file /etc/drsync/mariadb.cnf
-      pg_dump -Fc registry | drsync backup --stdin-name registry.dump
+      set -o pipefail; pg_dump -Fc registry | drsync backup --stdin-name registry.dump
       drsync backup --pg-dump 'dbname=registry' --dry-run --json   # bytes it would add
     Exit 3 means some files could not be read: the rest is in the snapshot.
     """
@@ -171,7 +175,8 @@ def backup_cmd(ctx: click.Context, paths: tuple[str, ...], sqlite_db: str | None
 
     settings = settings_from(ctx, pg_base_method=pg_base_method, pg_base_reread=pg_base_reread)
     request = BackupRequest(
-        paths=list(paths), sqlite=sqlite_db, stdin_name=stdin_name, pg_dump=pg_dump,
+        paths=list(paths), sqlite=sqlite_db, stdin_name=stdin_name, allow_empty=allow_empty,
+        pg_dump=pg_dump,
         pg_dumpall_globals=pg_dumpall_globals, pg_base=pg_base,
         pg_base_method=settings.pg_base_method, pg_base_reread=settings.pg_base_reread,
         mariadb_dump=mariadb_dump,

@@ -101,6 +101,23 @@ def test_stdin_stream_and_stdout_restore_with_key_file(cli: Cli, tmp_path: Path)
     assert out == dump
 
 
+def test_an_empty_stdin_is_refused_unless_allowed(cli: Cli, tmp_path: Path) -> None:
+    """`pg_dump nosuchdb | drsync backup --stdin-name x` reads nothing: no snapshot that
+    would become the newest, one line, exit 15; --allow-empty keeps an empty stream."""
+    done = cli("backup", "--stdin-name", "registry.dump", stdin=b"", ok=False)
+    assert done.returncode == 15
+    assert "standard input (registry.dump) gave no bytes" in _error_line(done)
+    assert cli.json("snapshots") == []
+    runs = cli.json("runs")
+    assert isinstance(runs, list) and [r["status"] for r in runs] == ["failed"]
+    doc = cli.json("backup", "--stdin-name", "empty.dump", "--allow-empty", stdin=b"")
+    assert isinstance(doc, dict) and doc["bytes_read"] == 0
+    assert cli("restore", "latest", "--stdout").stdout == b""
+    # One byte is a stream like any other: nothing of it is lost to the check.
+    cli("backup", "--stdin-name", "one.dump", stdin=b"x")
+    assert cli("restore", "latest", "--stdout").stdout == b"x"
+
+
 def test_stdout_restore_onto_a_full_disk_or_a_closed_pipe_is_one_line(cli: Cli,
                                                                       tmp_path: Path) -> None:
     dump = text_like(3_000_000, seed=5) + os.urandom(200_000)
