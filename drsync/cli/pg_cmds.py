@@ -108,10 +108,13 @@ def doctor_cmd(ctx: click.Context, dsn: str | None, mariadb_dsn: str | None,
                                  ship_interval_s=ship_interval)
     else:
         from drsync.sources.postgres import PgTools
+        from drsync.sources.postgres.archiver import check_archiver
         from drsync.sources.postgres.doctor import check_server
 
         assert dsn is not None
-        findings = check_server(dsn, PgTools(settings_from(ctx).pg_bindir))
+        tools = PgTools(settings_from(ctx).pg_bindir)
+        # The settings, then whether archive_command actually works (pg_stat_archiver).
+        findings = check_server(dsn, tools) + check_archiver(dsn, tools)
     if as_json:
         print_json([f.to_json() for f in findings])
     else:

@@ -220,21 +220,29 @@ def wal_ship_cmd(ctx: click.Context, spool: str | None, continuous: bool, interv
       drsync --limit-upload 20Mbit wal-ship --continuous           # within the tenant's share
     """
     from drsync.cli.context import open_repo
-    from drsync.wal.ship import ship_spool
+    from drsync.wal.ship import ship_continuously, ship_spool
 
     spooler = _spool(ctx, spool)
-    repo = open_repo(ctx, settings_from(ctx, spool=spool))
-    while True:
-        result = ship_spool(spooler, repo.store, repo.key)
+
+    def report(result: Any, url: str) -> None:
         if as_json:
             _echo_json(result.to_json())
         elif result.shipped or result.already or not continuous:
             click.echo(f"shipped {len(result.shipped)} WAL file(s)"
                        + (f" ({len(result.already)} already stored)" if result.already else "")
-                       + f" from {spooler.dir} to {repo.url}")
-        if not continuous:
-            return
-        time.sleep(interval)
+                       + f" from {spooler.dir} to {url}")
+
+    def connect() -> Any:
+        repo = open_repo(ctx, settings_from(ctx, spool=spool))
+        return repo.store, repo.key
+
+    if not continuous:
+        store, key = connect()
+        report(ship_spool(spooler, store, key), store.url)
+        return
+    # A store outage is waited out (the spool keeps every file); SIGTERM ends it, exit 0.
+    ship_continuously(spooler, connect, interval_s=interval, stop=_stop_on_signals(),
+                      on_pass=report, log=lambda line: click.echo(f"drsync: {line}", err=True))
 
 
 def _cpu_budget(text: str) -> float:

@@ -7,6 +7,12 @@ Shipping verifies each spooled object (authenticated decryption, content
 hash) before storing it with put-if-absent, and deletes the spooled copy
 only after the store confirmed the put (or holds identical content). A name
 already stored with different content is reported and kept in the spool.
+
+``ship_continuously`` is ``wal-ship --continuous``: a store error (the store is
+down, slow, refusing) ends a pass, not the shipper; it says so in one line and
+tries again after a growing pause (BACKOFF_FIRST_S doubling to BACKOFF_MAX_S),
+since the spool keeps every file until the store confirmed it. Anything that
+is no store error (a wrong key, a damaged spooled file, a conflict) still ends it.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from drsync.errors import (
     IntegrityError,
     ObjectExists,
     ObjectNotFound,
+    RepositoryNotFound,
     RestoreTargetError,
+    StoreError,
     WalConflict,
     WalNotFound,
 )
@@ -36,7 +44,15 @@ from drsync.wal.spool import Spool
 if TYPE_CHECKING:
     from drsync.settings import Settings
 
-__all__ = ["ShipResult", "fetch_file", "fetch_for_recovery", "fetch_verified", "ship_spool"]
+__all__ = ["BACKOFF_FIRST_S", "BACKOFF_MAX_S", "ShipResult", "fetch_file", "fetch_for_recovery",
+           "fetch_verified", "ship_continuously", "ship_spool"]
+
+# The pause after a failed pass of ship_continuously, doubled after each further failure:
+# soon enough that a short outage costs seconds of RPO, sparse enough that a long one does
+# not fill the log (one line per attempt).
+BACKOFF_FIRST_S = 5.0
+BACKOFF_MAX_S = 300.0
+_CONFIG_KEY = "config"  # drsync.repo.repository.CONFIG_KEY, not imported on wal-fetch's path
 
 
 @dataclass
@@ -57,15 +73,19 @@ class ShipResult:
 
 
 def ship_spool(spool: Spool, store: Store, key: MasterKey, *,
-               progress: Callable[[int], None] | None = None) -> ShipResult:
+               progress: Callable[[int], None] | None = None,
+               stop: Callable[[], bool] | None = None) -> ShipResult:
     """Ship every spooled object, oldest name first; never delete before the store confirmed.
 
     Bandwidth is the store's business: a store opened with ``--limit-upload`` is
-    throttled by the process-wide token bucket every transfer shares.
+    throttled by the process-wide token bucket every transfer shares. ``stop``,
+    asked before each file, ends the pass early (what is left stays spooled).
     """
     result = ShipResult()
     started = time.monotonic()
     for name in spool.names():
+        if stop is not None and stop():
+            break
         try:
             data = spool.read(name)
         except FileNotFoundError:
@@ -98,6 +118,59 @@ def ship_spool(spool: Spool, store: Store, key: MasterKey, *,
             f"and were kept in spool {spool.dir}: {', '.join(result.conflicts[:5])}"
         )
     return result
+
+
+def ship_continuously(spool: Spool, connect: Callable[[], tuple[Store, MasterKey]], *,
+                      interval_s: float, stop: Callable[[], bool],
+                      on_pass: Callable[[ShipResult, str], None],
+                      log: Callable[[str], None],
+                      backoff_s: tuple[float, float] = (BACKOFF_FIRST_S, BACKOFF_MAX_S),
+                      clock: Callable[[], float] = time.monotonic,
+                      sleep: Callable[[float], None] = time.sleep) -> None:
+    """Ship the spool every ``interval_s`` until ``stop()``; ride out store outages.
+
+    ``connect`` opens the store and the key (again after a failure to open it);
+    ``on_pass`` gets every pass's result and the store URL; ``log`` gets one line
+    per failed attempt and one when the store is back. A StoreError (and only
+    that: the store's failures, transient or not) is retried with a pause growing
+    from ``backoff_s[0]`` to ``backoff_s[1]``; every other error is raised.
+    """
+    first, cap = backoff_s
+    store: Store | None = None
+    key: MasterKey | None = None
+    failing_since: float | None = None
+    failures = 0
+    delay = first
+    while not stop():
+        try:
+            if store is None or key is None:
+                store, key = connect()
+            result = ship_spool(spool, store, key, stop=stop)
+        except StoreError as err:
+            if failing_since is None:
+                failing_since, delay = clock(), first
+            failures += 1
+            waiting = ""
+            with contextlib.suppress(StoreError):
+                waiting = f" ({len(spool.names())} file(s) wait in spool {spool.dir})"
+            log(f"warning: {err}{waiting}; shipping again in {delay:.0f} s (until SIGTERM)")
+            _pause(delay, stop, clock, sleep)
+            delay = min(delay * 2, cap)
+            continue
+        if failing_since is not None:
+            log(f"{store.url} works again after {clock() - failing_since:.0f} s and "
+                f"{failures} failed attempt(s): shipped what waited in spool {spool.dir}")
+            failing_since, failures = None, 0
+        on_pass(result, store.url)
+        _pause(interval_s, stop, clock, sleep)
+
+
+def _pause(seconds: float, stop: Callable[[], bool], clock: Callable[[], float],
+           sleep: Callable[[float], None]) -> None:
+    """Wait ``seconds``, in short naps so that a SIGTERM ends the wait at once."""
+    until = clock() + seconds
+    while not stop() and (left := until - clock()) > 0:
+        sleep(min(left, 0.2))
 
 
 def fetch_verified(name: str, key: MasterKey, *, spool: Spool | None,
@@ -158,7 +231,17 @@ def fetch_for_recovery(name: str, dest: str, settings: Settings,
     store = store_for(settings)
 
     def wrapping(kf: Any) -> bytes:
-        return bytes(store.get(f"keys/{kf.key_id}"))
+        try:
+            return bytes(store.get(f"keys/{kf.key_id}"))
+        except ObjectNotFound:
+            pass
+        # As Repository.open says it: no wrapping for this key file means it is another
+        # repository's key (or no repository is there at all), not a missing object.
+        from drsync.repo.keys import Secret, no_key_error
+
+        if not store.exists(_CONFIG_KEY):
+            raise RepositoryNotFound(f"no repository at {store.url}") from None
+        raise no_key_error(store.url, Secret(key_file=kf, source=str(settings.key_file)))
 
     key = spool_key(spool, settings.key_file, wrapping, lambda: open_repo(store), cache=False)
     head = fetch_file(name, dest, key, spool=spool, store=store)
