@@ -56,6 +56,11 @@ def status_cmd(ctx: click.Context, as_json: bool) -> int:
 
     Exit 0 when healthy; 1 when the last run failed (or was missed or overran)
     or the RPO exceeds [agent] rpo_hours (default 24).
+
+    \b
+    Examples:
+      drsync agent status --config /etc/drsync/agent.toml
+      drsync agent status --config /etc/drsync/agent.toml --json
     """
     from drsync.agent.config import agent_config, tenant_slot
     from drsync.agent.runner import open_agent_repo

@@ -58,7 +58,13 @@ def key_group() -> None:
 @json_option
 @click.pass_context
 def list_cmd(ctx: click.Context, as_json: bool) -> None:
-    """List the wrappings: id, kind (passphrase, keyfile, escrow), created, host."""
+    """List the wrappings: id, kind (passphrase, keyfile, escrow), created, host.
+
+    \b
+    Examples:
+      drsync key list
+      drsync key list --json
+    """
     repo = open_repo(ctx)
     rows = [{"id": w.key_id, "kind": w.kind, "created": w.created, "host": w.host,
              "generation": w.generation, "escrow_key": w.escrow_key,
@@ -88,7 +94,13 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def add_cmd(ctx: click.Context, new_key_file: str | None, new_password_file: str | None,
             as_json: bool) -> None:
-    """Add a passphrase or key file wrapping (no data is re-encrypted)."""
+    """Add a passphrase or key file wrapping (no data is re-encrypted).
+
+    \b
+    Examples:
+      drsync key add --new-key-file /etc/drsync/registry-2.key
+      drsync key add --new-password-file /root/second.pass
+    """
     from drsync.errors import UsageError
 
     if new_key_file and new_password_file:
@@ -111,7 +123,13 @@ def add_cmd(ctx: click.Context, new_key_file: str | None, new_password_file: str
 @click.pass_context
 def remove_cmd(ctx: click.Context, key_id: str, force: bool) -> None:
     """Remove a wrapping (by id or a unique prefix). Refuses to remove the last passphrase
-    or key file, and the wrapping in use without --force. Takes effect at once."""
+    or key file, and the wrapping in use without --force. Takes effect at once.
+
+    \b
+    Examples:
+      drsync key list   # the ids
+      drsync key remove 3fa1c2d0
+    """
     repo = open_repo(ctx)
     removed = repo.remove_wrapping(key_id, force=force)
     click.echo(f"removed {removed.kind} key {removed.key_id}")
@@ -123,7 +141,12 @@ def remove_cmd(ctx: click.Context, key_id: str, force: bool) -> None:
 @click.pass_context
 def passwd_cmd(ctx: click.Context, new_password_file: str | None) -> None:
     """Change the passphrase that opened the repository: a new wrapping is added, then the
-    old one removed (a crash in between leaves both, never neither)."""
+    old one removed (a crash in between leaves both, never neither).
+
+    \b
+    Example:
+      drsync key passwd --new-password-file /root/new.pass
+    """
     from drsync.errors import UsageError
 
     repo = open_repo(ctx)
@@ -143,7 +166,12 @@ def passwd_cmd(ctx: click.Context, new_password_file: str | None) -> None:
 @json_option
 def gen_escrow_cmd(out_dir: str, as_json: bool) -> None:
     """Make the fleet operator's escrow key pair (X25519). Keep escrow.key offline; give
-    escrow.pub to every tenant's `init --escrow-pubkey`."""
+    escrow.pub to every tenant's `init --escrow-pubkey`.
+
+    \b
+    Example:
+      drsync key gen-escrow --out /media/offline/escrow
+    """
     from drsync.repo.escrow import EscrowKeyPair
 
     pair = EscrowKeyPair.generate()
@@ -159,7 +187,12 @@ def gen_escrow_cmd(out_dir: str, as_json: bool) -> None:
               help="The operator's escrow.pub.")
 @click.pass_context
 def escrow_cmd(ctx: click.Context, pubkey: str) -> None:
-    """Add a wrapping that only the operator's escrow private key opens."""
+    """Add a wrapping that only the operator's escrow private key opens.
+
+    \b
+    Example:
+      drsync key escrow --pubkey /etc/drsync/escrow.pub
+    """
     from drsync.repo.escrow import EscrowPublicKey
 
     public = EscrowPublicKey.load(pubkey)
@@ -176,7 +209,13 @@ def escrow_cmd(ctx: click.Context, pubkey: str) -> None:
 @click.pass_context
 def recover_cmd(ctx: click.Context, escrow_key: str, new_key_file: str) -> None:
     """Open a tenant whose own keys are lost with the escrow key, and give it a new key
-    file. A wrong escrow key exits 11."""
+    file. A wrong escrow key exits 11.
+
+    \b
+    Examples:
+      drsync --repo s3://dr-backups/nobeoka key recover \
+        --escrow-key /media/offline/escrow/escrow.key --new-key-file nobeoka.key
+    """
     from drsync.repo.escrow import EscrowKeyPair
     from drsync.repo.keys import Secret
 

@@ -63,7 +63,7 @@ __all__ = ["plan_cmd"]
                    "plan with volumes and rates learned from it.")
 @click.option("--learn-catalog", "learn_catalog", is_flag=True,
               help="Learn from the catalog's backup and wal-ship runs instead (the global "
-                   "--catalog; an agent's `host` setting names its tenant): bytes on the "
+                   "--catalog; runs are matched by the tenant they name): bytes on the "
                    "wire as measured, after recompression.")
 @click.option("--write-schedule", "schedule_path", type=click.Path(dir_okay=False),
               help="Write the schedule the agents follow (JSON, see docs/PLANNER.md).")
@@ -72,7 +72,14 @@ def plan_cmd(
     strategy: str | None, cycle: bool, chart_path: str | None, history_path: str | None,
     learn_catalog: bool, schedule_path: str | None,
 ) -> None:
-    """Schedule a fleet's night, or say how many tenants fit the window."""
+    """Schedule a fleet's night, or say how many tenants fit the window.
+
+    \b
+    Examples:
+      drsync plan fleet.toml
+      drsync plan fleet.toml --max-fit Nobeoka
+      drsync plan fleet.toml --learn-catalog --write-schedule schedule.json
+    """
     _check_flags(max_fit_tenant, strategy, cycle, chart_path, schedule_path)
     fleet = load_fleet(fleet_path, overrides)
     learned = None

@@ -67,6 +67,10 @@ def build_cmd(ctx: click.Context, fleet: str, period: str, out_dir: str, formats
 
     Exit 0 when every tenant is compliant (every control PASS, WARN or EXEMPT),
     1 otherwise.
+
+    \b
+    Example:
+      drsync report build fleet.toml --period 2026-11-01..2026-11-30 --out report-2026-11
     """
     from drsync.plan.fleetfile import load_fleet
     from drsync.report.build import make_report, parse_formats, parse_period
@@ -167,6 +171,10 @@ def attest_cmd(fleet: str, item: str, by: str, when: str, tenant: str | None,
 
     Attestations are statements, shown in the report as such (who said so, and
     when it was recorded), never turned into a computed status.
+
+    \b
+    Example:
+      drsync report attest fleet.toml --item bia --by 'Sato, BCP officer' --date 2026-10-01
     """
     from drsync.errors import UsageError
     from drsync.plan.fleetfile import load_fleet
@@ -205,6 +213,10 @@ def verify_cmd(directory: str, public_key: str | None, previous: str | None,
 
     Exit 0 when everything verifies; 13 with one line per problem (the file
     changed, added or missing, a bad signature, a broken chain) otherwise.
+
+    \b
+    Example:
+      drsync report verify report-2026-11 --public-key report-signing.pub
     """
     from drsync.errors import IntegrityError
     from drsync.report.seal import load_public_key, verify_report
@@ -230,7 +242,12 @@ def verify_cmd(directory: str, public_key: str | None, previous: str | None,
 @json_option
 def keygen_cmd(out_dir: str, as_json: bool) -> None:
     """Make the Ed25519 key pair reports are signed with. Keep the .key on the reporting
-    host only; give the .pub to auditors (report verify --public-key)."""
+    host only; give the .pub to auditors (report verify --public-key).
+
+    \b
+    Example:
+      drsync report keygen --out /etc/drsync/report-key
+    """
     from drsync.report.seal import generate_key, key_id, load_public_key
 
     private, public = generate_key(out_dir)

@@ -56,6 +56,26 @@ def test_help_lists_every_command(drsync_bin: str) -> None:
         assert sub.returncode == 0 and "Example" in sub.stdout, command
 
 
+def test_every_command_and_subcommand_has_an_example() -> None:
+    import click
+
+    from drsync.cli import cli as root
+
+    missing = []
+
+    def walk(cmd: click.Command, path: list[str], ctx: click.Context) -> None:
+        if isinstance(cmd, click.Group):
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                assert sub is not None, name
+                walk(sub, [*path, name], click.Context(sub, parent=ctx, info_name=name))
+        elif "Example" not in (cmd.help or ""):
+            missing.append(" ".join(path))
+
+    walk(root, [], click.Context(root))
+    assert missing == []
+
+
 def test_init_uses_the_real_kdf_whatever_the_environment(drsync_bin: str,
                                                          tmp_path: Path) -> None:
     """`drsync init` has no test switch: the passphrase wrapping always gets full scrypt
