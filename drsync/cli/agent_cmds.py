@@ -100,6 +100,7 @@ def _render(doc: dict[str, object]) -> None:
                f"oldest {spool['oldest'] or '-'}")
     rpo = doc["rpo_s"]
     click.echo(f"RPO now: {'unknown' if rpo is None else f'{float(rpo):.0f} s'} "  # type: ignore[arg-type]
-               f"(target {doc['rpo_hours_target']} h; newest point {doc['newest_restorable']})")
+               f"(target {doc['rpo_hours_target']} h; newest point "
+               f"{doc['newest_restorable'] or 'none: nothing restorable yet'})")
     click.echo(f"planned slot: {slot['start']} for {slot['planned_s']} s, deadline "
                f"+{slot['deadline_s']} s after the window opens at {slot['window_start']}")
