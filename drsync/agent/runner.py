@@ -291,6 +291,9 @@ def _apply_retention(cfg: AgentConfig, repo: Repository, ctx: RunContext) -> Non
         if policy.empty:
             return
         result = forget(repo, policy)
+        # Removed on purpose: the catalog's rollback check must not report them missing.
+        RunJournal(cfg.settings.catalog or "", cfg.settings.state_dir).record_forgotten(
+            repo.url, result.removed)
     except DrsyncError as err:
         ctx.errors.append(f"forget: {err}")
         log.error("forget failed: %s", err, extra={"event": "forget"})

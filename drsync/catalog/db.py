@@ -82,6 +82,15 @@ wal_ranges_table = sa.Table(
     sa.Column("latest_lsn", sa.String(32)),
     sa.Column("latest_basis", sa.String(255)),
 )
+# Snapshots that `forget` removed on purpose (or, after a rebuild, that the store no
+# longer holds): the rollback check (``snapshot_times``) does not look for them again.
+forgotten_table = sa.Table(
+    "forgotten_snapshots",
+    _metadata,
+    sa.Column("repo", sa.String(1024), primary_key=True),
+    sa.Column("snapshot_id", sa.String(64), primary_key=True),
+    sa.Column("forgotten", sa.DateTime(timezone=True), nullable=False),
+)
 WAL_RANGE_FIELDS = ("snapshot_id", "consistent_at", "complete", "first_missing_wal",
                     "last_wal", "timeline", "latest", "latest_lsn", "latest_basis")
 ADDED_COLUMNS = ("tenant", "bytes_sent", "planned_start", "deadline", "drsync_version")
@@ -276,6 +285,8 @@ class Catalog:
                 snapshot_id=event["snapshot_id"], error=event["error"]))
         elif kind == "record":
             self._put(conn, _record_values(event["repo"], event), replace=True)
+        elif kind == "forgotten":
+            self._forget(conn, event["repo"], event["snapshots"], _parse_time(event["time"]))
         else:
             raise ValueError(f"unknown event {kind!r}")
 
@@ -424,13 +435,33 @@ class Catalog:
                         found[record.id] = record
         return list(found.values())
 
+    def record_forgotten(self, repo: str, snapshot_ids: Iterable[str],
+                         at: datetime | None = None) -> None:
+        """Snapshots of ``repo`` removed on purpose: ``snapshot_times`` leaves them out."""
+        with self._engine.begin() as conn:
+            self._forget(conn, repo, snapshot_ids, at or datetime.now(UTC))
+
+    @staticmethod
+    def _forget(conn: sa.Connection, repo: str, snapshot_ids: Iterable[str],
+                at: datetime | None) -> None:
+        known = {row[0] for row in conn.execute(sa.select(forgotten_table.c.snapshot_id).where(
+            forgotten_table.c.repo == repo))}
+        rows = [{"repo": repo, "snapshot_id": sid, "forgotten": at or datetime.now(UTC)}
+                for sid in dict.fromkeys(snapshot_ids) if sid not in known]
+        if rows:
+            conn.execute(forgotten_table.insert(), rows)
+
     def snapshot_times(self, repo: str) -> dict[str, str]:
         """Snapshot id -> when its backup finished (ISO 8601 UTC), for every snapshot the
-        runs of ``repo`` made: what the store should still hold (a rollback shows)."""
+        runs of ``repo`` made and no ``forget`` removed: what the store should still hold
+        (a rollback shows)."""
+        forgotten = sa.select(forgotten_table.c.snapshot_id).where(
+            forgotten_table.c.repo == repo)
         query = sa.select(runs_table.c.snapshot_id, runs_table.c.ended).where(
             runs_table.c.repo == repo, runs_table.c.kind == "backup",
             runs_table.c.snapshot_id.is_not(None), runs_table.c.ended.is_not(None),
-            runs_table.c.status.in_(("ok", "partial")))
+            runs_table.c.status.in_(("ok", "partial")),
+            runs_table.c.snapshot_id.not_in(forgotten))
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
         return {str(snapshot_id): _aware(ended).isoformat()  # type: ignore[union-attr]

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,15 @@ class RunJournal:
         """Append a whole run at once (a run record as ``drsync.repo.runs`` stores it):
         for runs recorded after the fact, such as a missed slot."""
         self._append({"event": "record", "repo": repo, **record})
+
+    def record_forgotten(self, repo: str, snapshot_ids: Iterable[str],
+                         at: datetime | None = None) -> None:
+        """Snapshots ``forget`` removed on purpose, so that the catalog's rollback check
+        (``Catalog.snapshot_times``) does not report them missing."""
+        ids = list(snapshot_ids)
+        if ids:
+            self._append({"event": "forgotten", "repo": repo, "snapshots": ids,
+                          "time": _time(at)})
 
     @contextlib.contextmanager
     def ingesting(self) -> Iterator[None]:

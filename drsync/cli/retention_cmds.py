@@ -7,7 +7,7 @@ from typing import TypeVar
 
 import click
 
-from drsync.cli.context import open_repo, settings_from
+from drsync.cli.context import open_journal, open_repo, settings_from
 from drsync.cli.render import human_bytes, print_json, progress_bar
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -58,7 +58,11 @@ def forget_cmd(ctx: click.Context, keep_last: int | None, keep_hourly: int | Non
         keep_weekly=keep_weekly, keep_monthly=keep_monthly, keep_yearly=keep_yearly,
         keep_within=keep_within, keep_tags=list(keep_tags) or None)
     policy = settings.retention_policy()
-    result = forget(open_repo(ctx, settings), policy, dry_run=dry_run)
+    repo = open_repo(ctx, settings)
+    result = forget(repo, policy, dry_run=dry_run)
+    if result.removed and not dry_run:
+        # Removed on purpose: the catalog's rollback check must not report them missing.
+        open_journal(ctx).record_forgotten(repo.url, result.removed)
     if as_json:
         print_json(result.to_json())
         return

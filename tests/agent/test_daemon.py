@@ -231,6 +231,9 @@ def test_the_retention_policy_is_applied_after_the_night(tenant: Tenant) -> None
     assert tenant.snapshots() == run["snapshot_ids"]  # the two older ones forgotten
     assert any(x.get("event") == "forget" and "2 removed" in x["message"]
                for x in tenant.lines()), tenant.lines()
+    # Removed on purpose: check does not report them missing from the store.
+    done = tenant.drsync("--config", str(tenant.config), "check")
+    assert done.returncode == 0 and "missing from the store" not in done.stdout, done.stdout
 
 
 def _slow_config(tenant: Tenant) -> None:

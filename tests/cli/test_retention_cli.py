@@ -55,6 +55,25 @@ def test_forget_and_prune_end_to_end(cli: Cli, tmp_path: Path) -> None:
     assert "delete 0 pack(s)" in human
 
 
+def test_what_forget_removed_is_not_reported_missing_but_a_deletion_is(cli: Cli,
+                                                                      tmp_path: Path) -> None:
+    nightly(cli, 3)
+    snaps = cli.json("snapshots")
+    assert isinstance(snaps, list)
+    cli("forget", "--keep-last", "1")
+    for command in (("check",), ("snapshots",)):
+        done = cli(*command)
+        out = done.stdout.decode() + done.stderr.decode()
+        assert "missing from the store" not in out, out  # removed on purpose
+    # A snapshot removed behind drsync's back is still named (the newest: an error).
+    (tmp_path / "repo" / "snapshots" / snaps[2]["id"]).unlink()
+    done = cli("check", ok=False)
+    assert done.returncode == 13  # the store now holds no snapshot newer than it: an error
+    assert f"snapshot {snaps[2]['id'][:8]}" in done.stdout.decode()
+    assert "rolled back or deleted" in done.stdout.decode()
+    assert f"snapshot {snaps[0]['id'][:8]}" not in done.stdout.decode()
+
+
 def test_retention_comes_from_the_config_and_a_flag_overrides_its_key(cli: Cli,
                                                                       tmp_path: Path) -> None:
     nightly(cli, 4)
