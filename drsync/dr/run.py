@@ -14,8 +14,8 @@ is killed can be run again:
   recorded as ``made_target`` before the first byte is written, so the retry
   resumes there as a delta restore (what the interrupted attempt finished is
   verified and kept, the rest fetched, anything else removed); a target that
-  held files before drsync came is never touched: the tenant fails with a
-  line saying so. A logical restore
+  held files before drsync came is never written into, on the first attempt
+  or a retry: the tenant fails with a line saying so. A logical restore
   interrupted in a database is run again with ``--clean``.
 
 Per tenant: ``rto_s`` is from the start of the fleet's restore (the first
@@ -324,11 +324,12 @@ class FleetRestore:
             return True
         if interrupted:
             raise UsageError(f"target {where} of tenant {name} holds files and drsync "
-                             "did not create it, so it is not cleared for the retry; clear "
-                             "it and run again")
-        if target.kind == "pgdata":
-            raise UsageError(f"target {where} of tenant {name} is not empty")
-        return False  # a directory restore refuses conflicts itself, writing nothing
+                             "did not create it, so it is not cleared for the retry; move "
+                             "its files away (or give a new directory) and run again")
+        # Not written into: a retry could neither resume in it nor clear it, and the
+        # operator's files would be mixed with the tenant's.
+        raise UsageError(f"target {where} of tenant {name} is not empty: give a new or "
+                         "empty directory (or move its files away) and run again")
 
     def _pgdata(self, repo: Any, tenant: Tenant, target: Target, snapshot_id: str,
                 resume: bool, out: TenantOutcome) -> None:

@@ -180,6 +180,19 @@ def test_interrupted_target_drsync_did_not_make_is_refused(dr_fleet: DrFleet) ->
     assert by_name["Hyuga"]["status"] == "ok"  # the others go on
 
 
+def test_a_target_holding_other_files_is_never_written_into(dr_fleet: DrFleet) -> None:
+    partial = dr_fleet.base / "restore" / "nobeoka"
+    partial.mkdir(parents=True)
+    (partial / "keep.txt").write_text("the operator's")
+    done = dr_fleet.run("dr", "restore", str(dr_fleet.fleet), "--to", str(dr_fleet.targets),
+                        "--json")
+    by_name = {t["name"]: t for t in json.loads(done.stdout)["tenants"]}
+    assert by_name["Nobeoka"]["status"] == "failed"
+    assert f"target {partial} of tenant Nobeoka is not empty" in by_name["Nobeoka"]["error"]
+    assert [p.name for p in partial.iterdir()] == ["keep.txt"]  # nothing written there
+    assert by_name["Hyuga"]["status"] == "ok"  # the others go on
+
+
 def test_bad_targets_file_is_one_line(dr_fleet: DrFleet) -> None:
     dr_fleet.targets.write_text('[[target]]\ntenant = "Nobeoka"\ndirectory = "a"\npgdata = "b"\n')
     done = dr_fleet.run("dr", "restore", str(dr_fleet.fleet), "--to", str(dr_fleet.targets))
