@@ -15,7 +15,9 @@ logged and the old one kept).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
+import os
 import signal
 import subprocess
 import threading
@@ -36,7 +38,7 @@ from drsync.agent.runner import (
     ship_between_slots,
 )
 from drsync.agent.state import AgentState, LastRun, agent_dir
-from drsync.errors import DrsyncError
+from drsync.errors import DrsyncError, RepositoryLocked
 from drsync.settings import Settings, store_options
 from drsync.store.throttle import TokenBucket
 
@@ -233,11 +235,15 @@ class Agent:
 
         try:
             spool = Spool.if_present(self.config.settings.wal_spool())
-            point, _basis = newest_restorable(open_agent_repo(self.config.settings), spool)
+            rpo_s = None
+            try:
+                point, _basis = newest_restorable(open_agent_repo(self.config.settings), spool)
+                rpo_s = age_s(point, _now())
+            except DrsyncError as err:  # the store is down: the run's failure still shows
+                log.warning("metrics: RPO unknown: %s", err, extra={"event": "metrics"})
             depth = spool_depth(spool)
             write_metrics(self.config.metrics_file, MetricsInput(
-                self.config.tenant, self.state, depth.files, depth.bytes,
-                age_s(point, _now())))
+                self.config.tenant, self.state, depth.files, depth.bytes, rpo_s))
         except DrsyncError as err:
             log.error("metrics not written: %s", err, extra={"event": "metrics"})
 
@@ -276,12 +282,31 @@ class Agent:
         if self._stopping:
             self.scheduler.shutdown(wait=False)
 
+    def _hold_the_tenant(self) -> None:
+        """One agent a tenant and state directory: a second one (the same config started
+        twice) would run the slot again and share the job store. Held (flock) until exit."""
+        home = agent_dir(self.config.settings.state_dir, self.config.tenant)
+        path = home / "agent.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RepositoryLocked(f"another agent (pid {holder}) already runs tenant "
+                                   f"{self.config.tenant} with state in {home}; not starting "
+                                   "a second one") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd  # kept open: the lock lasts as long as this process
+
     def run_forever(self) -> int:
         """Plan, then block in the scheduler until SIGTERM; 0 once the run in flight ended."""
         def in_thread(action: Callable[[], None]) -> Any:
             # handlers only start a thread: the scheduler's locks are never taken in a handler
             return lambda _sig, _frame: threading.Thread(target=action, daemon=True).start()
 
+        self._hold_the_tenant()
         signal.signal(signal.SIGTERM, in_thread(self.stop))
         signal.signal(signal.SIGINT, in_thread(self.stop))
         signal.signal(signal.SIGHUP, in_thread(self.reload))

@@ -321,6 +321,7 @@ def run_slot(cfg: AgentConfig, ctx: RunContext) -> LastRun:
         ctx.statuses.append("failed")
         ctx.errors.append(str(err))
         repo = None
+        _record_not_run(cfg, ctx, journal, err)
     night: NightChoice | None = None
     if repo is not None:
         night = _choose_night(cfg, repo, ctx, journal)
@@ -354,6 +355,29 @@ def run_slot(cfg: AgentConfig, ctx: RunContext) -> LastRun:
                    bytes_sent=ctx.bucket.taken - sent_before, duration_s=round(duration, 3),
                    error=ctx.errors[0][:500] if ctx.errors else None,
                    night=night.to_json() if night is not None else None)
+
+
+def _record_not_run(cfg: AgentConfig, ctx: RunContext, journal: RunJournal,
+                    err: DrsyncError) -> None:
+    """The repository did not open (the store is down, the key is wrong): each job of the
+    slot is still a run on record, failed, so that the catalog, the fleet view and the
+    next plan see the night (in the journal only: the store took nothing)."""
+    host = cfg.settings.host or socket.gethostname()
+    line = (str(err).strip().splitlines() or [repr(err)])[0]
+    for job in cfg.jobs:
+        try:
+            source = _request(job, cfg, ctx).describe()
+        except DrsyncError:
+            source = job.source
+        try:
+            run_id = journal.start_run(cfg.settings.repo or "", "backup", source, host,
+                                       tenant=cfg.tenant, planned_start=ctx.planned_start,
+                                       deadline=ctx.deadline)
+            journal.finish_run(run_id, "failed",
+                               error=f"not run: the repository did not open: {line}"[:500])
+        except DrsyncError as journal_err:
+            log.error("run not recorded: %s", journal_err, extra={"event": "journal"})
+            return
 
 
 def _spooled_bytes(cfg: AgentConfig) -> int:

@@ -411,3 +411,39 @@ def test_upload_rate_follows_the_send_segments(tenant: Tenant) -> None:
     at_least = (tb - t0) + (sent - 65536 - 500_000 * (tb - t0)) / 250_000
     assert at_least > sent / 500_000 + 1.5  # the bound tells the two apart
     assert run["duration_s"] >= at_least * 0.98, (run, at_least)
+
+
+def test_a_second_agent_for_the_same_tenant_is_refused(tenant: Tenant) -> None:
+    tenant.write_schedule(opens_in_s=600)
+    tenant.write_config()
+    tenant.start()
+    lock = tenant.root / "state" / "drsync" / "agent" / "Nobeoka" / "agent.lock"
+    tenant.wait_for(lambda: lock.exists() and lock.read_text().strip().isdigit())
+    assert tenant.proc is not None
+    second = tenant.drsync("agent", "run", "--config", str(tenant.config), timeout=60)
+    assert second.returncode == 12, second.stderr
+    line = second.stderr.strip()
+    assert line == (f"drsync: error: another agent (pid {tenant.proc.pid}) already runs "
+                    f"tenant Nobeoka with state in {lock.parent}; not starting a second one")
+    assert tenant.proc.poll() is None  # the first goes on
+    assert tenant.stop()[0] == 0
+
+
+def test_a_slot_whose_repository_does_not_open_is_on_record(tenant: Tenant) -> None:
+    """The store is gone at slot time: each job is a failed run in the catalog (what the
+    fleet view and the next plan read), and the metrics say the night failed."""
+    tenant.write_config()
+    tenant.repo.rename(tenant.root / "repo-away")  # the store is not there tonight
+    tenant.write_schedule(opens_in_s=2)
+    tenant.start()
+    tenant.wait_for(lambda: tenant.last_status() is not None)
+    assert tenant.stop()[0] == 0
+    assert tenant.last_status() == "failed"
+    (tenant.root / "repo-away").rename(tenant.repo)
+    backups = [r for r in tenant.catalog_runs() if r["kind"] == "backup"]
+    assert [(r["status"], r["tenant"], r["source"]) for r in backups] == [
+        ("failed", "Nobeoka", f"sqlite:{tenant.db}")]
+    assert backups[0]["error"].startswith("not run: the repository did not open: ")
+    assert backups[0]["planned_start"] is not None
+    metrics = tenant.metrics.read_text()
+    assert 'drsync_last_run_status{tenant="Nobeoka",status="failed"} 1' in metrics, metrics
