@@ -64,6 +64,9 @@ def test_add_a_tenant_runbook(drsync_bin: str, tmp_path: Path) -> None:
                           env=env, capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
     db = _registry(tmp_path / "kitaura.db", 3000)
+    # The site's config (an S3 site's [s3] section; here a [store] one) reaches tenant.toml.
+    (site / "site.toml").write_text("[store]\nconnections = 2\n")
+    env.update(DRSYNC_CONFIG=str(site / "site.toml"))
     env.update(TENANT="Kitaura", TENANT_REPO=str(site / "repos" / "kitaura"),
                TENANT_DIR=str(tmp_path / "etc-drsync-kitaura"),
                ESCROW_PUB=str(tmp_path / "operator" / "escrow.pub"),
@@ -79,6 +82,8 @@ def test_add_a_tenant_runbook(drsync_bin: str, tmp_path: Path) -> None:
          "key", "list", "--json"], env=env, capture_output=True, text=True).stdout)["keys"]
     assert sorted(k["kind"] for k in keys) == ["escrow", "keyfile", "passphrase"]
     assert (tmp_path / "etc-drsync-kitaura" / "tenant.key").stat().st_mode & 0o077 == 0
+    tenant_toml = (tmp_path / "etc-drsync-kitaura" / "tenant.toml").read_text()
+    assert "[store]\nconnections = 2" in tenant_toml
     schedule = json.loads((work / "schedule.json").read_text())
     assert set(schedule["tenants"]) == {"Nobeoka", "Kitaura"}
     # The escrow key really opens it: the operators' way in if every key is lost.
