@@ -34,8 +34,9 @@ def test_agent_unit_is_hardened_and_runs_the_agent() -> None:
                        ("Restart", "on-failure"), ("User", "drsync"),
                        ("EnvironmentFile", "-/etc/drsync/agent.env")):
         assert agent[key] == [value], key
-    # Writable: the state directory and the spool, nothing else.
-    assert agent["ReadWritePaths"] == ["/var/lib/drsync -/var/spool/drsync"]
+    # Writable: the state directory, the spool and the metrics directory, nothing else.
+    assert agent["ReadWritePaths"] == [
+        "/var/lib/drsync -/var/spool/drsync -/var/lib/prometheus/node-exporter"]
     assert agent["StateDirectory"] == ["drsync"]
     receive = _directives(UNITS / "drsync-wal-receive@.service")
     assert receive["ExecStart"] == [
