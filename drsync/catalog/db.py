@@ -417,7 +417,8 @@ class Catalog:
 
     def tenant_runs(self, tenants: Iterable[str]) -> list[RunRecord]:
         """For each tenant (the run's tenant, else its host): its newest backup run and its
-        newest ok backup run: what a fleet view needs, however long the history. Other
+        newest ok backup run, each with the other backup runs of its slot (same
+        ``planned_start``): what a fleet view needs, however long the history. Other
         kinds (checks, drills, WAL shipping, the agent's night choice) make no recovery
         point and must not hide a failed backup."""
         name = sa.func.coalesce(runs_table.c.tenant, runs_table.c.host)
@@ -433,6 +434,13 @@ class Catalog:
                                            runs_table.c.id).limit(1)
                     for record in self._records(conn.execute(query).mappings().all()):
                         found[record.id] = record
+                        if record.planned_start is not None:
+                            # the other jobs of its slot: a fleet view judges the night
+                            night = sa.select(runs_table).where(
+                                name == tenant, runs_table.c.kind == "backup",
+                                runs_table.c.planned_start == record.planned_start)
+                            for job in self._records(conn.execute(night).mappings().all()):
+                                found[job.id] = job
         return list(found.values())
 
     def record_forgotten(self, repo: str, snapshot_ids: Iterable[str],

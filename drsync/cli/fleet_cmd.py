@@ -56,7 +56,7 @@ def status_cmd(ctx: click.Context, fleet: str, schedule_path: str | None,
         catalog.close()
     runs = [Run(r.id, r.tenant_name, r.status, r.started, r.ended, r.snapshot_id,
                 r.bytes_read, r.bytes_sent if r.bytes_sent is not None else r.bytes_added,
-                r.error) for r in records]
+                r.error, r.kind, r.source, r.planned_start) for r in records]
     status = fleet_status(tenants, runs, datetime.now(UTC), slots)
     if html_path:
         from drsync.fleet.html import render_html

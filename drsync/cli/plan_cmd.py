@@ -90,7 +90,8 @@ def plan_cmd(
         fleet = learned.fleet
     elif learn_catalog:
         learned = learn(fleet, history_from_runs(open_catalog(click.get_current_context())
-                                                 .runs(limit=1_000_000)))
+                                                 .runs(limit=1_000_000),
+                                                 fleet.window.start))
         fleet = learned.fleet
     out: dict[str, Any]
     render: Callable[[Console], None]

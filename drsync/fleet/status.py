@@ -1,18 +1,30 @@
 """Fleet status: one row per tenant of the fleet file, from the runs reported for it.
 
 Pure: plain dataclasses in, rows out, no I/O and no clock (``now`` is given).
-A tenant's row says its last good point (the newest ``ok`` run: its snapshot
-and when it started, which is when its data was taken), the RPO now (the age
-of that point) against the tenant's ``rpo_hours``, the last run's result, and
-the planned slot (from a schedule) beside the actual one. Rows are sorted by
-health, problems first, then by priority (1 first) and name.
+A tenant is judged by its latest night: the newest run and, when an agent ran it
+in a scheduled slot, every other job of that slot (the runs with the same
+``planned_start``). The night's result is its worst job's (a night with a
+failed job and a good one failed: the agent ran the jobs in order and the last
+one's success says nothing of the first), its start and end those of its
+first and last job. A run without ``planned_start`` (``drsync backup`` from
+cron, no agent) is a night by itself. The agent's ``night`` run is its choice
+of what to ship, recorded ``ok`` before the jobs run: it carries no outcome and
+is not judged.
+
+A tenant's row says its last good point (the newest ``ok`` run: its snapshot,
+and the start of its night, when the night's data began to be taken), the
+RPO now (the age of that point) against the tenant's ``rpo_hours``, the
+latest night's result, and the planned slot (from a schedule) beside the
+actual one. Rows are sorted by health, problems first, then by priority (1
+first) and name.
 
 Health, worst first:
 
 ``no-report``     no run was ever reported for the tenant
 ``rpo-exceeded``  no good point, or the newest is older than ``rpo_hours``
-``degraded``      within the RPO, but the last run was not ``ok``
-``ok``            within the RPO and the last run was ``ok`` (or is running)
+``degraded``      within the RPO, but a job of the latest night was not ``ok``
+``ok``            within the RPO and every job of the latest night was ``ok`` (or
+                  is running)
 """
 
 from __future__ import annotations
@@ -26,6 +38,8 @@ __all__ = ["HEALTH", "FleetStatus", "FleetTenant", "PlannedSlot", "Run", "Tenant
            "fleet_status", "slots_from_schedule"]
 
 HEALTH = ("no-report", "rpo-exceeded", "degraded", "ok")
+# A night's result is its worst job's, in this order.
+_WORST = ("missed", "overrun", "failed", "partial", "running", "ok")
 
 
 @dataclass(frozen=True)
@@ -46,6 +60,9 @@ class Run:
     bytes_read: int = 0
     bytes_sent: int = 0
     error: str | None = None
+    kind: str = "backup"
+    source: str | None = None  # names the job in a problem of a night of several
+    planned_start: datetime | None = None  # the agent's slot; None: not run in a slot
 
 
 @dataclass(frozen=True)
@@ -136,13 +153,37 @@ def _newest(runs: Iterable[Run]) -> Run | None:
     return max(runs, key=lambda r: (r.started, r.run_id), default=None)
 
 
+def _night(runs: list[Run], run: Run) -> list[Run]:
+    """The jobs of ``run``'s night, first to last."""
+    if run.planned_start is None:
+        return [run]
+    return sorted((r for r in runs if r.planned_start == run.planned_start),
+                  key=lambda r: (r.started, r.run_id))
+
+
+def _worst(night: list[Run]) -> str:
+    # an unknown status is not a good one
+    return min((r.status for r in night),
+               key=lambda s: _WORST.index(s) if s in _WORST else -1)
+
+
+def _job_problem(run: Run, named: bool) -> str:
+    text = f"{run.source or run.kind} {run.status}" if named else run.status
+    return text + (f": {run.error}" if run.error else "")
+
+
 def _row(tenant: FleetTenant, runs: list[Run], now: datetime,
          slots: Mapping[str, PlannedSlot] | None) -> TenantRow:
-    last = _newest(runs)
-    good = _newest(r for r in runs if r.status == "ok")
-    rpo_now = (now - good.started).total_seconds() / 3600 if good else None
+    jobs = [r for r in runs if r.kind != "night"]
+    newest = _newest(jobs)
+    night = _night(jobs, newest) if newest else []
+    good = _newest(r for r in jobs if r.status == "ok")
+    good_time = _night(jobs, good)[0].started if good else None
+    rpo_now = (now - good_time).total_seconds() / 3600 if good_time else None
     problems: list[str] = []
-    if last is None:
+    bad = [r for r in night if r.status not in ("ok", "running")]
+    named = len(night) > 1
+    if not night:
         health = "no-report"
         problems.append("no run reported")
     else:
@@ -154,26 +195,29 @@ def _row(tenant: FleetTenant, runs: list[Run], now: datetime,
             health = "rpo-exceeded"
             problems.append(f"newest good point is {rpo_now:.1f} h old "
                             f"(target {tenant.rpo_hours:g} h)")
-        if last.status not in ("ok", "running"):
+        if bad:
             if health == "ok":
                 health = "degraded"
-            problems.append(f"last run {last.status}" + (f": {last.error}" if last.error
-                                                         else ""))
+            problems.append(("last night " if named else "last run ")
+                            + "; ".join(_job_problem(r, named) for r in bad))
     planned = None
     if slots is not None:
         planned = slots.get(tenant.name, PlannedSlot(None, None))
         if planned.start is None:
             problems.append("not in tonight's schedule")
+    finished = [r.finished for r in night]
     return TenantRow(
         tenant=tenant.name, priority=tenant.priority, rpo_hours=tenant.rpo_hours,
         health=health, problems=tuple(problems), rpo_now_hours=rpo_now,
-        last_good_time=good.started if good else None,
-        last_good_snapshot=good.snapshot_id if good else None,
-        last_status=last.status if last else None, last_error=last.error if last else None,
-        last_started=last.started if last else None,
-        last_finished=last.finished if last else None,
-        bytes_read=last.bytes_read if last else None,
-        bytes_sent=last.bytes_sent if last else None, planned=planned,
+        last_good_time=good_time, last_good_snapshot=good.snapshot_id if good else None,
+        last_status=_worst(night) if night else None,
+        last_error=next((f"{r.source or r.kind}: {r.error}" if named else r.error
+                         for r in bad if r.error), None),
+        last_started=night[0].started if night else None,
+        last_finished=max(f for f in finished if f is not None)
+        if night and None not in finished else None,
+        bytes_read=sum(r.bytes_read for r in night) if night else None,
+        bytes_sent=sum(r.bytes_sent for r in night) if night else None, planned=planned,
     )
 
 

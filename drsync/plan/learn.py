@@ -41,11 +41,11 @@ from pathlib import Path
 from typing import Protocol
 
 from drsync.errors import ConfigError
-from drsync.plan.fleet import Fleet, Tenant
+from drsync.plan.fleet import Fleet, Tenant, clock_seconds
 from drsync.plan.schedule import Plan, plan_fleet
 
 __all__ = ["ALPHA", "PERCENTILE", "RECENT", "Estimate", "History", "Learned", "RunLike",
-           "history_from_runs", "learn", "read_history_csv"]
+           "history_from_runs", "learn", "read_history_csv", "window_opening"]
 
 RECENT = 28
 ALPHA = 0.3
@@ -205,9 +205,23 @@ class RunLike(Protocol):
     def bytes_read(self) -> int: ...
     @property
     def bytes_added(self) -> int: ...
+    @property
+    def planned_start(self) -> dt.datetime | None: ...
 
 
-def history_from_runs(runs: Iterable[RunLike]) -> list[History]:
+def window_opening(at: dt.datetime, window_start: str,
+                   tz: dt.tzinfo | None = None) -> dt.datetime:
+    """The latest opening of the window (``window_start`` in ``tz``, None: this host's
+    local time, as the fleet file's times are) at or before ``at``."""
+    local = at.astimezone(tz)
+    seconds = clock_seconds(window_start)
+    opening = local.replace(hour=seconds // 3600, minute=seconds % 3600 // 60,
+                            second=seconds % 60, microsecond=0)
+    return opening if opening <= local else opening - dt.timedelta(days=1)
+
+
+def history_from_runs(runs: Iterable[RunLike], window_start: str = "00:00",
+                      tz: dt.tzinfo | None = None) -> list[History]:
     """Nights from finished runs, by the tenant each recorded (a run from before
     tenants were recorded: its host). The host alone is the machine, which need not be
     named as the fleet file names the tenant.
@@ -222,8 +236,12 @@ def history_from_runs(runs: Iterable[RunLike]) -> list[History]:
     count for the preparation rate. A wal-ship run from before raw sizes were
     recorded (bytes read 0) counts its shipped bytes as both.
 
-    Several runs of one tenant on one date count as one night: their bytes and
-    durations add up, as the window has to hold all of them.
+    The runs of one tenant in one night count as one night: their bytes and
+    durations add up, as the window has to hold all of them. A run's night is the
+    window (the fleet's ``[window] start``, see ``window_opening``) its slot's
+    planned start falls in, or, for a run not started in a slot, its own start:
+    the night that window opened, at or nearest before it, so a window crossing
+    midnight is one night, dated by the evening it opened.
     """
     nights: dict[tuple[str, dt.date], History] = {}
     for run in runs:
@@ -236,7 +254,8 @@ def history_from_runs(runs: Iterable[RunLike]) -> list[History]:
         else:
             continue
         tenant = run.tenant or run.host
-        key = (tenant, run.started.date())
+        key = (tenant, window_opening(run.planned_start or run.started, window_start,
+                                      tz).date())
         seconds = max(0.0, (run.ended - run.started).total_seconds())
         raw = run.bytes_read if prep or run.bytes_read > 0 else run.bytes_added
         old = nights.get(key) or History(tenant, key[1], 0, 0, 0.0, 0.0, 0)

@@ -59,3 +59,23 @@ def test_bad_fleet_file_is_one_line_and_writes_no_page(fleet_setup: FleetSetup) 
     assert done.returncode != 0 and len(lines) == 1, done.stderr
     assert "tenant.Hyuga.rpo_hours" in lines[0] and str(bad) in lines[0]
     assert not page.exists()
+
+
+def test_a_tenant_is_judged_by_its_whole_night(fleet_setup: FleetSetup) -> None:
+    """An agent's slot of a files job on a missing directory, then a good sqlite job."""
+    from datetime import UTC, datetime, timedelta
+
+    from drsync.catalog.db import Catalog
+
+    slot = (datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)
+    files = {**record("Shiiba", 1, "failed", 3, error="/srv/missing: No such file"),
+             "source": "files:/srv/missing", "planned_start": slot.isoformat()}
+    sqlite = {**record("Shiiba", 2, "ok", 2.9), "planned_start": slot.isoformat()}
+    catalog = Catalog(str(fleet_setup.catalog))
+    catalog.import_runs("/srv/dr/shiiba", [files, sqlite])
+    catalog.close()
+    done = fleet_setup.run("fleet", "status", str(fleet_setup.fleet), "--json")
+    rows = {t["tenant"]: t for t in json.loads(done.stdout)["tenants"]}
+    assert rows["Shiiba"]["health"] == "degraded", rows["Shiiba"]
+    assert rows["Shiiba"]["last_run"]["status"] == "failed"
+    assert "files:/srv/missing failed" in rows["Shiiba"]["problems"][0]

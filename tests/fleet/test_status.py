@@ -105,6 +105,64 @@ def test_all_good_is_healthy() -> None:
     assert not late.healthy and late.rows[0].health == "rpo-exceeded"
 
 
+def _job(n: int, source: str, status: str, start: datetime, minutes: float,
+         slot: datetime, kind: str = "backup", error: str | None = None) -> Run:
+    return Run(f"Nobeoka-{n}", "Nobeoka", status, start, start + timedelta(minutes=minutes),
+               f"snap{n}" if status == "ok" else None, bytes_read=1_000_000 * n,
+               bytes_sent=100_000 * n, error=error, kind=kind, source=source,
+               planned_start=slot)
+
+
+def _agent_night(slot: datetime, first: int, files_status: str) -> list[Run]:
+    """An agent's slot: its night choice, a files job, then a sqlite job that went well."""
+    return [
+        _job(first, "ships wal: no base", "ok", slot, 0, slot, kind="night"),
+        _job(first + 1, "files:/srv/missing", files_status, slot, 1, slot,
+             error=None if files_status == "ok" else "/srv/missing: No such file or directory"),
+        _job(first + 2, "sqlite:/var/lib/app/m.db", "ok", slot + timedelta(minutes=2), 10,
+             slot),
+    ]
+
+
+def test_a_night_with_a_failed_job_is_not_ok_however_its_last_job_went() -> None:
+    tenant = [FleetTenant("Nobeoka")]
+    slot = _at(7)
+    status = fleet_status(tenant, _agent_night(slot - timedelta(days=1), 0, "ok")
+                          + _agent_night(slot, 3, "failed"), NOW)
+    row = status.rows[0]
+    assert not status.healthy and row.health == "degraded"
+    assert row.last_status == "failed"
+    assert row.problems == ("last night files:/srv/missing failed: "
+                            "/srv/missing: No such file or directory",)
+    assert row.last_error == "files:/srv/missing: /srv/missing: No such file or directory"
+    # The night's actual times: from its first job's start to its last job's end.
+    assert (row.last_started, row.last_finished) == (slot, slot + timedelta(minutes=12))
+    assert (row.bytes_read, row.bytes_sent) == (9_000_000, 900_000)
+    # The newest good point is the sqlite job's, dated by the start of its night.
+    assert row.last_good_snapshot == "snap5" and row.last_good_time == slot
+    assert row.to_json()["last_run"]["status"] == "failed"
+
+
+def test_a_night_whose_jobs_all_went_well_is_ok() -> None:
+    slot = _at(7)
+    status = fleet_status([FleetTenant("Nobeoka")], _agent_night(slot, 0, "ok"), NOW)
+    row = status.rows[0]
+    assert status.healthy and row.health == "ok" and row.problems == ()
+    assert (row.last_status, row.last_error) == ("ok", None)
+    assert (row.last_started, row.last_finished) == (slot, slot + timedelta(minutes=12))
+    assert row.last_good_time == slot and row.rpo_now_hours == 7
+
+
+def test_runs_without_a_slot_are_each_a_night_of_their_own() -> None:
+    # no agent (drsync backup from cron): the newest run is the night, as before
+    runs = [_run("Nobeoka", 1, "failed", 8, error="disk full"), _run("Nobeoka", 2, "ok", 6)]
+    assert fleet_status([FleetTenant("Nobeoka")], runs, NOW).rows[0].health == "ok"
+    runs = [_run("Nobeoka", 1, "ok", 8), _run("Nobeoka", 2, "failed", 6, error="disk full")]
+    row = fleet_status([FleetTenant("Nobeoka")], runs, NOW).rows[0]
+    assert row.health == "degraded" and row.problems == ("last run failed: disk full",)
+    assert row.last_error == "disk full" and row.last_started == _at(6)
+
+
 def test_slots_from_a_schedule_document() -> None:
     doc = {"format": "drsync-schedule", "version": 1,
            "window": {"start": "23:00", "minutes": 180, "seconds": 10800.0},

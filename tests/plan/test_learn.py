@@ -81,12 +81,51 @@ def test_history_from_catalog_runs_one_night_per_tenant_and_date() -> None:
             run("Nobeoka", 5, 1, 1, status="running", day=3),
             run("Nobeoka", 5, 1, 1, kind="restore", day=4),
             run("Hyuga", 3, 50_000_000, 5_000_000, status="partial")]
-    history = history_from_runs(runs)
+    history = history_from_runs(runs, tz=dt.UTC)
     assert [(h.tenant, h.date.day) for h in history] == [("Hyuga", 1), ("Nobeoka", 1),
                                                          ("Nobeoka", 2)]
     first = history[1]
     assert (first.bytes_in, first.bytes_out, first.prep_s, first.send_s) == (
         310_000_000, 31_000_000, 720.0, 0.0)
+
+
+def test_a_window_crossing_midnight_is_one_night() -> None:
+    from drsync.catalog.db import RunRecord
+    from drsync.plan import history_from_runs
+
+    jst = dt.timezone(dt.timedelta(hours=9))
+
+    def at(day: int, clock: str) -> dt.datetime:
+        h, m = (int(x) for x in clock.split(":"))
+        return dt.datetime(2024, 12, day, h, m, tzinfo=jst)
+
+    def run(day: int, clock: str, mb: int, slot: tuple[int, str] | None = None,
+            kind: str = "backup") -> RunRecord:
+        began = at(day, clock)
+        return RunRecord("id", "/repo", kind, "src", "Nobeoka", began.astimezone(dt.UTC),
+                         began + dt.timedelta(minutes=5), "ok", mb * 1_000_000,
+                         mb * 100_000, None, None,
+                         planned_start=None if slot is None else at(*slot))
+
+    def nights(runs: list[RunRecord]) -> list[tuple[str, int]]:
+        return [(f"{h.date:%m-%d}", h.bytes_in // 1_000_000)
+                for h in history_from_runs(runs, "23:00", jst)]
+
+    # no slot (drsync backup from cron): 23:50 and 00:05 started in one window
+    cron = [run(1, "23:50", 200), run(2, "00:05", 300),
+            run(2, "23:50", 200), run(3, "00:05", 300)]
+    assert nights(cron) == [("12-01", 500), ("12-02", 500)]
+    # WAL shipped between slots, before the next window opens, is the last night's
+    assert nights([*cron[:2], run(2, "14:00", 40, kind="wal-ship")]) == [("12-01", 540)]
+    # an agent's slots: each job's night is its slot's, whenever the job started; two
+    # slots planned on one calendar date (00:30 and 23:30) are two nights
+    late, early = (2, "23:30"), (2, "00:30")
+    agent = [run(2, "00:40", 200, early), run(2, "01:10", 300, early),
+             run(2, "23:35", 200, late), run(3, "00:20", 300, late),
+             run(2, "23:59", 10, late), run(2, "23:58", 1, late, kind="restore")]
+    assert nights(agent) == [("12-01", 500), ("12-02", 510)]
+    # no window given: the fleet file's default, "00:00"
+    assert [h.date.day for h in history_from_runs(cron[:2], tz=jst)] == [1, 2]
 
 
 def test_catalog_runs_are_matched_by_the_tenant_they_recorded_not_their_host() -> None:
@@ -102,7 +141,7 @@ def test_catalog_runs_are_matched_by_the_tenant_they_recorded_not_their_host() -
 
     # the agent of Nobeoka runs on a machine called vm; an old catalog's run has no tenant
     history = history_from_runs([run("vm", "Nobeoka"), run("vm", "Nobeoka", "overrun"),
-                                 run("Hyuga", None)])
+                                 run("Hyuga", None)], tz=dt.UTC)
     assert [(h.tenant, h.bytes_in, h.complete) for h in history] == [
         ("Hyuga", 100_000_000, True), ("Nobeoka", 200_000_000, False)]
 
@@ -126,7 +165,7 @@ def test_shipped_wal_counts_for_volume_and_ratio_not_for_the_preparation_rate(
             run("wal-ship", 1, 100_000_000, 17_000_000, hour=15),
             run("wal-ship", 1, 0, 5_000_000, hour=16),  # recorded before raw sizes: 1:1
             run("wal-ship", 1, 9, 9, status="failed", hour=17)]
-    [night] = history_from_runs(runs)
+    [night] = history_from_runs(runs, tz=dt.UTC)
     assert (night.bytes_in, night.bytes_out) == (405_000_000, 65_000_000)
     assert (night.prep_s, night.send_s, night.prep_bytes) == (600.0, 240.0, 100_000_000)
     [est] = learn(trial, [night]).estimates
@@ -152,7 +191,7 @@ def test_an_overrun_night_counts_as_a_lower_bound_of_its_volume(trial: Fleet) ->
     small = int(planned * 0.5e6)  # stopped at the deadline halfway through a planned night
     big = int(planned * 1.6e6)  # stopped having read more than was planned
     done = [run(d, 10, int(planned * 0.8e6), int(planned * 0.8e6 / 9), "ok") for d in range(8)]
-    history = history_from_runs([*done, run(8, 30, small, small // 9, "overrun")])
+    history = history_from_runs([*done, run(8, 30, small, small // 9, "overrun")], tz=dt.UTC)
     assert [h.complete for h in history] == [True] * 8 + [False]
     [est] = learn(trial, history).estimates
     assert (est.nights, est.overrun_nights) == (9, 1)
@@ -161,10 +200,10 @@ def test_an_overrun_night_counts_as_a_lower_bound_of_its_volume(trial: Fleet) ->
     # its rate is what it did: bytes read over its preparation time
     assert est.overran  # the latest night is the overrun one
 
-    history = history_from_runs([*done, run(8, 30, big, big // 9, "overrun")])
+    history = history_from_runs([*done, run(8, 30, big, big // 9, "overrun")], tz=dt.UTC)
     [est] = learn(trial, history).estimates
     assert est.daily_mb == pytest.approx(planned * 1.6)  # at least what it read
-    ignored = history_from_runs([*done, run(8, 30, big, big // 9, "failed")])
+    ignored = history_from_runs([*done, run(8, 30, big, big // 9, "failed")], tz=dt.UTC)
     [est] = learn(trial, ignored).estimates
     assert (est.nights, est.overrun_nights) == (8, 0)
     assert est.daily_mb == pytest.approx(planned * 0.8)
