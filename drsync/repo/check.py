@@ -145,7 +145,9 @@ def _check_keys(repo: Repository, report: CheckReport) -> None:
         if doc["generation"] < newest:
             report.notes.append(f"object {info.key}: wraps master-key generation "
                                 f"{doc['generation']} of {newest}: it cannot read what newer "
-                                "generations sealed (remove it, or rotate from it again)")
+                                "generations sealed (remove it, or give it with "
+                                "--key-file-also to a rotate from a key of the newest "
+                                "generation)")
 
 
 def _load_index(repo: Repository, report: CheckReport) -> Index:

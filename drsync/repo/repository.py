@@ -39,6 +39,7 @@ from drsync.errors import (
     RepositoryExists,
     RepositoryNotFound,
     SnapshotNotFound,
+    StoreError,
     UsageError,
     WrongKey,
 )
@@ -343,13 +344,30 @@ class Repository:
         every escrow key; last the superseded wrappings are removed. A wrapping whose
         secret is not at hand cannot be re-wrapped: rotation refuses while there is one,
         unless ``remove_others``. A crash part-way leaves wrappings of both generations,
-        each opening everything its generation can read; the next rotate finishes.
+        each opening everything its generation can read. Run again: a new generation no
+        wrapping holds yet (the crash came right after its document) is removed and
+        rotated anew; else the rotate goes from a key of the new generation, which may
+        re-wrap key files of an older generation of this key (``_check_key_file``).
         """
         newest = self.generations()[-1]
-        if newest > self.key.generation:
-            raise UsageError(f"the repository is at generation {newest} and this key wraps "
-                             f"generation {self.key.generation}: open it with a current key")
         current = self.wrappings()
+        if newest > self.key.generation:
+            holders = [f"{w.kind} {w.key_id}" for w in current if w.generation >= newest]
+            if holders or newest != self.key.generation + 1:
+                raise UsageError(
+                    f"the repository is at generation {newest} and this key wraps generation "
+                    f"{self.key.generation}: rotate again with a key of generation {newest} "
+                    f"({', '.join(holders) or 'none left'}); --key-file-also takes key files "
+                    "of the older one")
+            # A rotate killed after writing the next generation's document and before any
+            # wrapping of it: nobody ever held that key, so nothing was sealed with it.
+            try:
+                self.store.delete(f"{GENERATIONS_PREFIX}{newest}")
+            except StoreError as err:
+                raise UsageError(f"generation {newest} was left by an interrupted rotate and "
+                                 f"no key wraps it, but it cannot be removed: {err}") from None
+            self.warn(f"generation {newest}, left by an interrupted rotate with no key "
+                      "wrapping it, removed; rotating again")
         files = {kf.key_id: kf for kf in key_files}
         if secret.key_file is not None:
             files[secret.key_file.key_id] = secret.key_file
@@ -405,7 +423,14 @@ class Repository:
             opened = unwrap(self.store.get(name), kf.key_id, Secret(key_file=kf))
         except ObjectNotFound:
             opened = None
-        if opened is None or kf.repo_id != self.config.id or opened.raw != self.key.raw:
+        older = dict(self.key.older)
+        held_older = (opened is not None and opened.generation < self.key.generation
+                      and older.get(opened.generation) == opened.raw[:32]
+                      and opened.raw[32:] == self.key.raw[32:])
+        # A key file of an older generation of this key (an interrupted rotate re-wrapped
+        # others before it) held the old one: it may be given the new generation.
+        if opened is None or kf.repo_id != self.config.id or (
+                opened.raw != self.key.raw and not held_older):
             raise WrongKey(f"key file for key {kf.key_id} does not open generation "
                            f"{self.key.generation} of {self.url}")
 

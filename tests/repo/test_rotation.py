@@ -209,3 +209,63 @@ def test_wal_sealed_before_a_rotation_is_fetched_with_the_rotated_key_file(
     pushed = spool_key(None, path, lambda kf: store.get(f"keys/{kf.key_id}"),
                        lambda: pytest.fail("wal-push must not open the repository"))
     assert pushed.generation == 1 and not pushed.older  # sealing needs only the newest
+
+
+class _Killed(Exception):
+    """Stands for SIGKILL: the rotate stops right after one put (nothing else runs)."""
+
+
+class _DiesAfter(MemoryStore):
+    def __init__(self, objects: dict[str, bytes], prefix: str, nth: int = 1) -> None:
+        super().__init__("memory://tenant")
+        self.objects = objects
+        self.prefix, self.left = prefix, nth
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        super().put(key, data, if_absent=if_absent)
+        if key.startswith(self.prefix):
+            self.left -= 1
+            if self.left == 0:
+                raise _Killed(key)
+
+
+def test_a_rotate_killed_before_any_wrapping_of_the_new_generation_is_run_again(
+        tenant: tuple[MemoryStore, KeyFile, KeyFile]) -> None:
+    store, agent, second = tenant
+    snap = backup_bytes(Repository.open(store, Secret(key_file=agent)), b"before" * 9000)
+    dying = _DiesAfter(store.objects, "generations/")
+    with pytest.raises(_Killed):
+        Repository.open(dying, Secret(key_file=agent)).rotate(Secret(key_file=agent),
+                                                               key_files=(second,))
+    assert "generations/1" in store.objects  # nobody holds that key now
+    again = Repository.open(store, Secret(key_file=agent))
+    done = again.rotate(Secret(key_file=agent), key_files=(second,))
+    assert (done.old_generation, done.generation) == (0, 1)
+    for kf in (agent, second):
+        opened = Repository.open(store, Secret(key_file=kf))
+        assert opened.key.generation == 1 and _read(opened, snap) == b"before" * 9000
+
+
+def test_a_rotate_killed_between_two_key_files_finishes_from_the_rewrapped_one(
+        tenant: tuple[MemoryStore, KeyFile, KeyFile]) -> None:
+    store, agent, second = tenant
+    snap = backup_bytes(Repository.open(store, Secret(key_file=agent)), b"before" * 9000)
+    dying = _DiesAfter(store.objects, "keys/")
+    with pytest.raises(_Killed):
+        Repository.open(dying, Secret(key_file=agent)).rotate(Secret(key_file=agent),
+                                                               key_files=(second,))
+    gens = {w.key_id: w.generation for w in Repository.open(
+        store, Secret(key_file=agent)).wrappings()}
+    new, old = ((agent, second) if gens[agent.key_id] == 1 else (second, agent))
+    assert gens[new.key_id] == 1 and gens[old.key_id] == 0  # both still open it
+    # From the key still at the old generation: refused, naming the one that holds the new.
+    with pytest.raises(UsageError, match=f"keyfile {new.key_id}"):
+        Repository.open(store, Secret(key_file=old)).rotate(Secret(key_file=old),
+                                                             key_files=(new,))
+    # From the re-wrapped one, the other given along: finished (a new generation for both).
+    done = Repository.open(store, Secret(key_file=new)).rotate(Secret(key_file=new),
+                                                                key_files=(old,))
+    assert done.generation == 2 and not done.removed
+    for kf in (agent, second):
+        opened = Repository.open(store, Secret(key_file=kf))
+        assert opened.key.generation == 2 and _read(opened, snap) == b"before" * 9000
