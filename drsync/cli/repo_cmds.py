@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -77,8 +78,22 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
     if store.exists("config"):
         from drsync.errors import RepositoryExists
 
-        raise RepositoryExists(f"a repository already exists at {store.url}")
-    if next(iter(store.list("")), None) is not None:
+        hint = ""
+        if new_key_file and os.path.isfile(new_key_file) \
+                and os.path.getsize(new_key_file) == 0:
+            hint = (f"; its key file {new_key_file} is empty (an init was interrupted): "
+                    f"add it with `drsync key add --new-key-file {new_key_file}` and the "
+                    "passphrase")
+        raise RepositoryExists(f"a repository already exists at {store.url}{hint}")
+    found = [info.key for info in store.list("")]
+    if found and all(key.startswith("keys/") for key in found):
+        # An init killed before its config: wrappings of a master key that no repository
+        # ever named and nothing was sealed with. Removed, and the init made anew.
+        for key in found:
+            store.delete(key)
+        click.echo(f"drsync: warning: {store.url}: removed {len(found)} key wrapping(s) "
+                   "an interrupted init left (no config was written)", err=True)
+    elif found:
         from drsync.errors import UsageError
 
         raise UsageError(f"{store.url} is not empty and is not a drsync repository; "

@@ -18,8 +18,10 @@ no KDF: an ``archive_command`` opens the repository in milliseconds.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,13 +132,26 @@ class KeyFileSlot:
 
     @classmethod
     def claim(cls, path: str | Path) -> KeyFileSlot:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except FileExistsError:
-            raise ConfigError(f"key file {path} already exists; refusing to overwrite") from None
-        except OSError as err:
-            raise ConfigError(f"cannot create key file {path}: {err.strerror}") from None
-        return cls(Path(path), fd)
+        """An empty regular file already there (the slot of a command killed before it
+        filled it) holds no key and is taken over; any other file is refused."""
+        for _attempt in range(2):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            except FileExistsError:
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    continue
+                if not (stat.S_ISREG(st.st_mode) and st.st_size == 0):
+                    raise ConfigError(f"key file {path} already exists; refusing to "
+                                      "overwrite") from None
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                continue
+            except OSError as err:
+                raise ConfigError(f"cannot create key file {path}: {err.strerror}") from None
+            return cls(Path(path), fd)
+        raise ConfigError(f"key file {path} already exists; refusing to overwrite")
 
     def fill(self, key_file: KeyFile) -> None:
         assert self._fd is not None, "a key file slot is filled once"

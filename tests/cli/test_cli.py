@@ -275,6 +275,44 @@ def test_init_refuses_a_key_file_it_cannot_create_before_touching_the_store(
     assert json.loads(done.stdout) == []
 
 
+def test_init_killed_part_way_can_be_run_again(drsync_bin: str, tmp_path: Path) -> None:
+    """What an init killed before its config leaves: key wrappings only, and the key file
+    it claimed, still empty. The same command run again makes the repository."""
+    env = {**os.environ, "DRSYNC_PASSWORD": "correct horse"}
+    repo, key = tmp_path / "repo", tmp_path / "agent.key"
+
+    def init() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([drsync_bin, "--repo", str(repo), "init", "--new-key-file",
+                               str(key)], env=env, capture_output=True, text=True, timeout=120)
+
+    assert init().returncode == 0
+    for path in sorted(repo.rglob("*"), reverse=True):  # all but the wrappings: as killed
+        if path.is_file() and path.parent.name != "keys":
+            path.unlink()
+    key.write_bytes(b"")
+    again = init()
+    assert again.returncode == 0, again.stderr
+    assert "removed 2 key wrapping(s) an interrupted init left" in again.stderr
+    listed = subprocess.run([drsync_bin, "--repo", str(repo), "--key-file", str(key),
+                             "key", "list", "--json"], env=env, capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    # A key file with something in it is never overwritten; a repository is never remade.
+    third = init()
+    assert third.returncode == 10 and "a repository already exists" in third.stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("not drsync's")
+    refused = subprocess.run([drsync_bin, "--repo", str(tmp_path / "repo2"), "init",
+                              "--new-key-file", str(key)], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 4 and "already exists; refusing to overwrite" in refused.stderr
+    alien = subprocess.run([drsync_bin, "--repo", str(other), "init"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert alien.returncode == 2 and "is not empty and is not a drsync repository" in \
+        alien.stderr
+    assert (other / "notes.txt").read_text() == "not drsync's"
+
+
 def test_init_without_a_passphrase_names_what_gives_one(drsync_bin: str,
                                                        tmp_path: Path) -> None:
     """init always needs a passphrase (a key file is extra): the line says how to give
