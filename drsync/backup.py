@@ -32,6 +32,7 @@ from drsync.errors import (
 from drsync.repo import Repository, SnapshotWriter
 from drsync.repo.lock import RepositoryLock
 from drsync.repo.resume import abort_interrupted_uploads
+from drsync.repo.runs import save_run_or_warn
 from drsync.repo.writer import WriterStats, adopt_orphan_packs
 from drsync.sources import FilesSource, Source, SourceItem, SourceProblem, SqliteSource, StdinSource
 
@@ -267,8 +268,8 @@ def run_backup(repo: Repository, req: BackupRequest, *, catalog: RunRecorder | N
         # Not when the store itself failed (its retry deadline is spent already), nor on
         # Ctrl-C or exit: the journal has the run either way.
         if isinstance(err, Exception) and not isinstance(err, StoreError):
-            _write_record(repo, {**record, "status": status, "error": message,
-                                 "finished": finished.isoformat(), **done})
+            save_run_or_warn(repo, {**record, "status": status, "error": message,
+                                    "finished": finished.isoformat(), **done})
         raise
     result.run_id = run_id
     status = "partial" if result.partial else "ok"
@@ -280,21 +281,11 @@ def run_backup(repo: Repository, req: BackupRequest, *, catalog: RunRecorder | N
             bytes_sent=result.bytes_added, snapshot_id=result.snapshot_id, error=error,
             finished=finished,
         )
-    _write_record(repo, {**record, "status": status, "finished": finished.isoformat(),
-                         "bytes_read": result.bytes_read, "bytes_added": result.bytes_added,
-                         "bytes_sent": result.bytes_added, "snapshot_id": result.snapshot_id,
-                         "error": error})
+    save_run_or_warn(repo, {**record, "status": status, "finished": finished.isoformat(),
+                            "bytes_read": result.bytes_read, "bytes_added": result.bytes_added,
+                            "bytes_sent": result.bytes_added, "snapshot_id": result.snapshot_id,
+                            "error": error})
     return result
-
-
-def _write_record(repo: Repository, record: dict[str, Any]) -> None:
-    """Seal the run record into the store; a failure is a warning, never the run's result."""
-    from drsync.repo.runs import save_run
-
-    try:
-        save_run(repo, record)
-    except Exception as err:  # the store is down, full, read-only: the run's outcome stands
-        repo.warn(f"run record {record['run_id'][:8]} not written to the store: {err}")
 
 
 @dataclass

@@ -443,15 +443,11 @@ class Catalog:
                                 found[job.id] = job
         return list(found.values())
 
-    def record_forgotten(self, repo: str, snapshot_ids: Iterable[str],
-                         at: datetime | None = None) -> None:
-        """Snapshots of ``repo`` removed on purpose: ``snapshot_times`` leaves them out."""
-        with self._engine.begin() as conn:
-            self._forget(conn, repo, snapshot_ids, at or datetime.now(UTC))
-
     @staticmethod
     def _forget(conn: sa.Connection, repo: str, snapshot_ids: Iterable[str],
                 at: datetime | None) -> None:
+        """Snapshots of ``repo`` removed on purpose (the journal's ``forgotten`` events):
+        ``snapshot_times`` leaves them out."""
         known = {row[0] for row in conn.execute(sa.select(forgotten_table.c.snapshot_id).where(
             forgotten_table.c.repo == repo))}
         rows = [{"repo": repo, "snapshot_id": sid, "forgotten": at or datetime.now(UTC)}

@@ -59,7 +59,7 @@ from drsync.errors import DrsyncError, ObjectExists, ObjectNotFound, RepositoryL
 from drsync.repo.objects import HEADER_SIZE, TYPE_LOCK, FormatError, check_header, header
 from drsync.store.base import Store
 
-__all__ = ["LOCK_KEY", "TAKEOVER_PREFIX", "LockInfo", "RepositoryLock", "read_lock",
+__all__ = ["LOCK_KEY", "TAKEOVER_PREFIX", "LockInfo", "RepositoryLock", "pid_alive", "read_lock",
            "remove_lock"]
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class LockInfo:
             return None
         if self.boot_id and boot_id() not in (None, self.boot_id):
             return "written before this host last booted"
-        if not _pid_alive(self.pid):
+        if not pid_alive(self.pid):
             return f"process {self.pid} is gone"
         started = process_start_time(self.pid)
         if self.start_time is not None and started is not None and started != self.start_time:
@@ -132,7 +132,8 @@ def process_start_time(pid: int) -> int | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one of another user's counts)."""
     if pid <= 0:
         return False  # kill(0) would signal our own process group
     try:

@@ -358,6 +358,8 @@ def _inside(pgdata: Path, dir_fd: int, name: str, flags: int, *, mkdir: bool = F
 def start_cluster(pgdata: str | Path, *, run_as: list[str] | None = None,
                   tools: PgTools | None = None, timeout: float = 3600) -> dict[str, Any]:
     """Start the restored cluster; wait until recovery ended and it accepts connections."""
+    from drsync.repo.lock import pid_alive
+
     tools = tools or PgTools()
     pgdata = Path(pgdata)
     prefix = run_as or []
@@ -383,7 +385,7 @@ def start_cluster(pgdata: str | Path, *, run_as: list[str] | None = None,
         # With hot_standby on, pg_ctl -w returns once the server takes read-only
         # connections; a recovery that then fails (a target time past the archived WAL)
         # shuts the server down, so a dead postmaster ends the wait with its FATAL line.
-        if not _alive(postmaster):
+        if not pid_alive(postmaster):
             tail = log.read_text(errors="replace") if log.exists() else ""
             fatal = [ln for ln in tail.splitlines() if "FATAL" in ln or "PANIC" in ln]
             raise SourceError(f"PostgreSQL did not start in {pgdata} (it stopped in recovery): "
@@ -393,17 +395,6 @@ def start_cluster(pgdata: str | Path, *, run_as: list[str] | None = None,
         time.sleep(pause)
         pause = min(2.0, pause * 1.5)  # a long replay is probed every 2 s, not 5 times a second
     return {"port": int(port), "socket_dir": socket_dir, "log": str(log)}
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (one of another user's counts: EPERM)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _substitute(command: str, wal: str, dest: str) -> str:
