@@ -95,7 +95,9 @@ def test_a_failure_that_outlasts_the_deadline_is_one_final_line() -> None:
 def test_the_last_attempt_is_made_at_the_deadline_not_before() -> None:
     flaky = FlakyStore(failures=10_000)
     store, clock = _retrying(flaky, deadline=8)
-    store.policy.base = 100.0  # every backoff would jump past the deadline
+    # Every backoff would jump past the deadline (full jitter's draw is pinned: a random one
+    # under 8 s, which min(cap, base) allows, would make a third attempt)
+    store.policy.backoff = lambda attempt: 50.0  # type: ignore[method-assign]
     with pytest.raises(StoreError) as info:
         store.get("data/aa/x")
     assert clock.now == 8  # it kept trying until the deadline, and no longer
