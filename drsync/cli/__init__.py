@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "key": "drsync.cli.key_cmds:key_group",
     "forget": "drsync.cli.retention_cmds:forget_cmd",
     "prune": "drsync.cli.retention_cmds:prune_cmd",
+    "repair": "drsync.cli.retention_cmds:repair_group",
     "runs": "drsync.cli.repo_cmds:runs_cmd",
     "demo": "drsync.cli.demo_cmd:demo_cmd",
     "plan": "drsync.cli.plan_cmd:plan_cmd",

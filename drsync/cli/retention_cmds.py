@@ -1,4 +1,5 @@
-"""Retention commands: forget (which snapshots to keep) and prune (what to delete)."""
+"""Retention and repair commands: forget (which snapshots to keep), prune (what to
+delete), repair packs (damaged packs out of the store, what verifies kept)."""
 
 from __future__ import annotations
 
@@ -126,3 +127,81 @@ def prune_cmd(ctx: click.Context, max_unused: str | None, dry_run: bool, as_json
                    f"; index: {report.index_files_before} file(s) -> "
                    f"{report.index_files_written} written, {report.index_files_deleted} "
                    "deleted")
+
+
+@click.group("repair")
+def repair_group() -> None:
+    """Take damaged objects out of the repository, keeping what still verifies."""
+
+
+@repair_group.command("packs")
+@click.argument("packs", nargs=-1, metavar="[PACK]...")
+@click.option("--save-to", metavar="DIR", type=click.Path(file_okay=False),
+              help="Where each damaged pack is saved before it leaves the store "
+                   "[default: <state dir>/quarantine].")
+@dry_run_option
+@json_option
+@click.pass_context
+def repair_packs_cmd(ctx: click.Context, packs: tuple[str, ...], save_to: str | None,
+                     dry_run: bool, as_json: bool) -> None:
+    """Salvage the blobs of damaged packs into new ones and take the packs out of the store.
+
+    PACK: an id, a prefix of 8 or more hex digits, or the object name `check
+    --read-data` prints (data/xx/ID). With none, every pack is read and those
+    whose bytes do not match their name are repaired. Each blob that still
+    authenticates is copied into a new pack; the damaged pack is saved to
+    --save-to, then deleted from the store, so that backups stop deduplicating
+    against it. A blob that did not verify is lost: the next backup of a source
+    that still has it stores it again, and every snapshot that needs it until
+    then is named. An intact pack is never touched.
+
+    \b
+    Examples:
+      drsync check --read-data        # names each damaged pack
+      drsync repair packs data/3f/3fa1c2d0e4b5... --dry-run
+      drsync repair packs 3fa1c2d0e4b5 --save-to /srv/quarantine --json
+      drsync repair packs             # read every pack, repair the damaged ones
+    Then: a backup of the tenant's source, and `drsync check`.
+    """
+    import os
+
+    from drsync.repo.repair import repair_packs
+
+    settings = settings_from(ctx)
+    repo = open_repo(ctx, settings)
+    quarantine = save_to or os.path.join(settings.state_dir, "quarantine")
+    with progress_bar("read", enabled=not as_json) as (advance, set_total):
+        report = repair_packs(repo, packs, save_to=quarantine, dry_run=dry_run,
+                              progress=advance, on_total=set_total)
+    if as_json:
+        print_json(report.to_json())
+        return
+    would = "would be " if dry_run else ""
+    damaged = [p for p in report.packs if p.status in ("repaired", "locked")]
+    for fix in report.packs:
+        name = f"pack {fix.pack_id[:12]}"
+        if fix.status == "intact":
+            click.echo(f"{name}: intact (its bytes match its name): left alone")
+            continue
+        if fix.status == "missing":
+            click.echo(f"{name}: {fix.problems[0]}")
+            continue
+        click.echo(f"{name}: damaged: {fix.blobs_salvaged} blob(s) {would}salvaged, "
+                   f"{fix.blobs_held} held by other packs, {fix.blobs_lost} lost")
+        for problem in fix.problems:
+            click.echo(f"  {problem}")
+        if fix.saved_to:
+            deleted = "deleted from the store" if fix.status == "repaired" else "NOT deleted"
+            click.echo(f"  saved to {fix.saved_to}; {deleted}")
+    if not damaged:
+        click.echo("no damaged pack found" + (f" ({len(report.packs)} named)" if packs else ""))
+        return
+    click.echo(f"{len(damaged)} damaged pack(s): {report.blobs_salvaged} blob(s) {would}"
+               f"salvaged into {report.packs_written} new pack(s) "
+               f"({human_bytes(report.bytes_written)}), {report.blobs_lost} lost")
+    for snap in report.snapshots_affected:
+        click.echo(f"snapshot {snap['id'][:8]} ({snap['time'][:19].replace('T', ' ')}) cannot "
+                   f"be fully restored: {snap['blobs_lost']} blob(s) lost")
+    if report.blobs_lost:
+        click.echo("next: back up the tenant's source (it stores the lost blobs again if the "
+                   "source still has them), then `drsync check`")

@@ -79,7 +79,7 @@ from drsync.repo.retention import binlog_starts, expired_binlogs, expired_wal
 from drsync.repo.snapshot import Snapshot
 from drsync.repo.wal import WAL_PREFIX
 
-__all__ = ["PruneReport", "parse_max_unused", "prune"]
+__all__ = ["IndexWriter", "PruneReport", "copy_range", "parse_max_unused", "prune"]
 
 INDEX_BLOBS = 50_000  # blobs per compacted index file
 _HEX_ID = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
@@ -189,8 +189,8 @@ class _Marker:
                 carry = tail if tail is not None else (carry + head)[-_EDGE:]
 
 
-class _IndexWriter:
-    """New index files of at most INDEX_BLOBS blobs each."""
+class IndexWriter:
+    """New index files of at most INDEX_BLOBS blobs each (``flush`` writes the last)."""
 
     def __init__(self, repo: Repository) -> None:
         self._repo = repo
@@ -217,6 +217,35 @@ class _IndexWriter:
             oid, _size = self._repo.save_document(TYPE_INDEX, "index", {"packs": self._batch})
             self.names.add(f"index/{oid}")
         self._batch, self._blobs = [], 0
+
+
+def copy_range(repo: Repository, builder: PackBuilder, members: list[BlobEntry],
+               keep: list[BlobEntry], sealed: bytes) -> None:
+    """Copy the stored range of ``members`` into ``builder``, keeping the blobs of
+    ``keep``: still sealed (authenticated first: a seal binds its id or its group's
+    ids, not its pack) when it keeps them all, else the group opened, verified, and
+    what it keeps sealed again (a group, or one blob). SealError when it does not
+    authenticate (nothing is added then)."""
+    key = repo.key
+    first = members[0]
+    if len(members) == 1:
+        key.unseal(sealed, first.blob_id)
+        builder.add(first.blob_type, first.blob_id, sealed, first.raw_length)
+        return
+    group = Group([e.blob_id for e in members], [e.raw_length for e in members])
+    if len(keep) == len(members):
+        unseal_group(key, group, sealed)
+        builder.add_group([(e.blob_id, e.raw_length) for e in members], sealed)
+        return
+    plain = dict(open_group(key, group, sealed))
+    kept = [(e.blob_id, plain[e.blob_id]) for e in keep]
+    level = repo.config.compression_level
+    if len(kept) == 1:
+        blob_id, data = kept[0]
+        builder.add(BLOB_DATA, blob_id, key.seal_chunk(data, blob_id, level), len(data))
+    else:
+        builder.add_group([(blob_id, len(data)) for blob_id, data in kept],
+                          seal_group(key, kept, level))
 
 
 def prune(repo: Repository, *, max_unused: float | None = 0.10, dry_run: bool = False,
@@ -321,7 +350,7 @@ class _Prune:
             # A dry run, or nothing to delete and the index compact already: no new objects.
             self._expire_wal(snaps, delete=not report.dry_run)
             return report
-        writer = _IndexWriter(repo)
+        writer = IndexWriter(repo)
         if on_total is not None:
             on_total(sum(self.uses[p].size for p in repack))
         gone = set(delete) | set(repack)
@@ -456,7 +485,7 @@ class _Prune:
         return held, repeated
 
     def _repack(self, repack: list[str], skip: tuple[set[bytes], set[int]], marker: _Marker,
-                writer: _IndexWriter, progress: Callable[[int], None] | None) -> None:
+                writer: IndexWriter, progress: Callable[[int], None] | None) -> None:
         repo = self.repo
         held, repeated = skip
         copied: set[bytes] = set()  # only blobs whose prefix another one shares
@@ -499,7 +528,7 @@ class _Prune:
                 first = members[0]
                 sealed = data[first.offset:first.offset + first.length]
                 try:
-                    self._copy(builder, members, keep, sealed)
+                    copy_range(repo, builder, members, keep, sealed)
                 except SealError as err:
                     what = (f"blob {first.blob_id.hex()[:16]}" if len(members) == 1 else
                             f"group of {len(members)} blobs with {first.blob_id.hex()[:16]}")
@@ -510,33 +539,6 @@ class _Prune:
             if progress is not None:
                 progress(len(data))
         flush()
-
-    def _copy(self, builder: PackBuilder, members: list[BlobEntry], keep: list[BlobEntry],
-              sealed: bytes) -> None:
-        """Copy the stored range of ``members`` into ``builder``, keeping the blobs of
-        ``keep``: still sealed (authenticated first: a seal binds its id or its group's
-        ids, not its pack) when it keeps them all, else the group opened, verified, and
-        what it keeps sealed again (a group, or one blob)."""
-        key = self.repo.key
-        first = members[0]
-        if len(members) == 1:
-            key.unseal(sealed, first.blob_id)
-            builder.add(first.blob_type, first.blob_id, sealed, first.raw_length)
-            return
-        group = Group([e.blob_id for e in members], [e.raw_length for e in members])
-        if len(keep) == len(members):
-            unseal_group(key, group, sealed)
-            builder.add_group([(e.blob_id, e.raw_length) for e in members], sealed)
-            return
-        plain = dict(open_group(key, group, sealed))
-        kept = [(e.blob_id, plain[e.blob_id]) for e in keep]
-        level = self.repo.config.compression_level
-        if len(kept) == 1:
-            blob_id, data = kept[0]
-            builder.add(BLOB_DATA, blob_id, key.seal_chunk(data, blob_id, level), len(data))
-        else:
-            builder.add_group([(blob_id, len(data)) for blob_id, data in kept],
-                              seal_group(key, kept, level))
 
     def _delete(self, key: str) -> bool:
         """Delete ``key``; False (and reported) when Object Lock still retains it."""

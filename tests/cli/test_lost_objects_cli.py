@@ -77,3 +77,34 @@ def test_a_deleted_newest_snapshot_is_reported_from_the_catalog(cli: Cli,
     (warning,) = done.stderr.decode().splitlines()
     assert warning.startswith(f"drsync: warning: snapshot {newest[:8]} (")
     assert "missing from the store" in warning
+
+
+def test_repair_packs_as_an_operator_reads_it(cli: Cli, tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    first = cli.json("backup", "--stdin-name", "dump", stdin=data)
+    pack = _only_pack(tmp_path)
+    done = cli("repair", "packs", pack.name[:12])
+    assert done.stdout.decode().splitlines() == [
+        f"pack {pack.name[:12]}: intact (its bytes match its name): left alone",
+        "no damaged pack found (1 named)"]
+    raw = bytearray(pack.read_bytes())
+    raw[100] ^= 0x01  # inside the only data blob
+    pack.chmod(0o600)
+    pack.write_bytes(bytes(raw))
+    bad = cli("repair", "packs", "data/zz", ok=False)
+    assert bad.returncode == 2 and b"is not a pack" in bad.stderr
+    done = cli("repair", "packs", f"data/{pack.parent.name}/{pack.name}", "--save-to",
+               str(tmp_path / "q"))
+    out = done.stdout.decode().splitlines()
+    assert out[0].startswith(f"pack {pack.name[:12]}: damaged: ")
+    assert out[0].endswith(" held by other packs, 1 lost")
+    assert out[1].startswith("  offset ") and "authentication failed" in out[1]
+    assert out[-3].startswith("1 damaged pack(s): ") and out[-3].endswith(", 1 lost")
+    assert out[-2].startswith(f"snapshot {first['snapshot_id'][:8]} (")  # type: ignore[index]
+    assert out[-1].startswith("next: back up the tenant's source")
+    assert f"  saved to {tmp_path / 'q' / pack.name}; deleted from the store" in out
+    assert not pack.exists()
+    assert cli("check", ok=False).returncode == 13  # the loss, named, until a backup heals
+    cli("backup", "--stdin-name", "dump", stdin=data)
+    assert cli("restore", first["snapshot_id"], "--stdout").stdout == data  # type: ignore[index]
+    assert cli("check", "--read-data").returncode == 0

@@ -56,8 +56,13 @@ def test_drill_runbook_passes_fails_on_a_damaged_pack_and_heals(
     assert "error: " in failed.stdout and name in failed.stdout.split("drill exit 13", 1)[1]
     assert "recorded: " not in failed.stdout  # it stops before claiming success
 
-    # The heal step 3 describes: the damaged pack out of the store, a backup, the drill again.
-    pack.rename(tmp_path / "quarantined-pack")
+    # The heal step 3 describes (damaged-pack.md): the damaged pack repaired out of the
+    # store, a backup, the drill again.
+    repaired = subprocess.run([drsync_bin, "--config", str(config), "repair", "packs",
+                               name, "--save-to", str(tmp_path / "quarantine")],
+                              env=env, capture_output=True, text=True)
+    assert repaired.returncode == 0, repaired.stderr
+    assert not pack.exists() and (tmp_path / "quarantine" / pack.name).exists()
     backup()
     healed = run_book("drill.md", env, tmp_path)
     assert healed.returncode == 0, healed.stdout + healed.stderr
