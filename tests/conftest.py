@@ -29,6 +29,19 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     stop_leftover_processes(str(tmp_path))  # resident pushers, wal-fetch prefetchers
 
 
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real HTTP endpoint: moto's threaded server on loopback, one per test process
+    (tests make buckets of their own), stopped at the end."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
 @pytest.fixture
 def drsync_bin() -> str:
     path = shutil.which("drsync")

@@ -8,7 +8,6 @@ import json
 import os
 import sqlite3
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -19,16 +18,6 @@ from tests.runbooks.conftest import RUNBOOKS, blocks, operator_env, run_book
 pytestmark = pytest.mark.slow
 KEYS = {"aws_access_key_id": "AKIADC2", "aws_secret_access_key": "dc2-secret"}
 
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 class _Where:

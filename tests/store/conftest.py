@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 import boto3
 import pytest
 from moto import mock_aws
-from moto.server import ThreadedMotoServer
 
 from tests.helpers import unavailable
 from tests.store.faultproxy import FaultProxy
@@ -38,14 +37,6 @@ def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in AWS_ENV.items():
         monkeypatch.setenv(name, value)
 
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def new_bucket(endpoint: str | None, *, object_lock: bool = False) -> str:
