@@ -294,6 +294,14 @@ def test_a_killed_restore_run_again_resumes_fetching_less_and_ends_identical(
     assert resumed["files_kept"] >= len(placed)
     assert resumed["bytes_fetched"] <= clean["bytes_fetched"] - len(placed) * 2 * MiB
     assert not list((out / "big").glob(".*drsync-tmp"))
+    # The killed run is on record as what it was, not "running" for ever.
+    runs = json.loads(subprocess.run([drsync_bin, "runs", "--json"], env=env, check=True,
+                                     capture_output=True).stdout)
+    assert [(r["kind"], r["status"]) for r in runs] == [
+        ("restore", "ok"), ("restore", "failed"), ("restore", "ok"), ("backup", "ok")]
+    assert runs[1]["error"].startswith(f"interrupted: process {slow.pid} is gone and never "
+                                       "finished the run (killed, or the host went down)")
+    assert runs[1]["ended"] is not None
 
 
 def test_a_file_changed_between_compare_and_rewrite_fails_naming_it(

@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from drsync import __version__
 from drsync.catalog.journal import RunJournal
+from drsync.catalog.records import owner_gone, this_owner
 from drsync.errors import ConfigError
 
 __all__ = ["Catalog", "RunRecord", "engine_url"]
@@ -53,6 +54,9 @@ runs_table = sa.Table(
     sa.Column("planned_start", sa.DateTime(timezone=True)),
     sa.Column("deadline", sa.DateTime(timezone=True)),
     sa.Column("drsync_version", sa.String(32)),
+    # Who runs a running run (drsync.catalog.records.this_owner): a run whose process
+    # ended without finishing it (killed, OOM, power loss) is settled as failed.
+    sa.Column("owner", sa.String(512)),
 )
 # A drill (drsync.drill) is a run of kind "drill" (its id the drill id) plus this row.
 drills_table = sa.Table(
@@ -93,7 +97,7 @@ forgotten_table = sa.Table(
 )
 WAL_RANGE_FIELDS = ("snapshot_id", "consistent_at", "complete", "first_missing_wal",
                     "last_wal", "timeline", "latest", "latest_lsn", "latest_basis")
-ADDED_COLUMNS = ("tenant", "bytes_sent", "planned_start", "deadline", "drsync_version")
+ADDED_COLUMNS = ("tenant", "bytes_sent", "planned_start", "deadline", "drsync_version", "owner")
 _SCHEMA_LOCK = 0x64727379  # "drsy": the advisory lock key of schema changes on PostgreSQL
 
 
@@ -116,6 +120,7 @@ class RunRecord:
     planned_start: datetime | None = None
     deadline: datetime | None = None
     drsync_version: str | None = None
+    owner: str | None = None  # while running: who runs it (not part of the JSON)
 
     @property
     def tenant_name(self) -> str:
@@ -193,6 +198,7 @@ class Catalog:
             first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
             raise ConfigError(f"cannot open catalog {location}: {first}") from None
         self.ingest(RunJournal(location, state_dir))
+        self.settle_abandoned()
 
     # -- schema -----------------------------------------------------------------
 
@@ -276,7 +282,8 @@ class Catalog:
                 "bytes_read": 0, "bytes_added": 0,
                 "planned_start": _parse_time(event.get("planned_start")),
                 "deadline": _parse_time(event.get("deadline")),
-                "drsync_version": event.get("version")}, replace=False)
+                "drsync_version": event.get("version"), "owner": event.get("owner")},
+                replace=False)
         elif kind == "finish":
             conn.execute(runs_table.update().where(runs_table.c.id == str(event["run"])).values(
                 ended=_parse_time(event["time"]), status=event["status"],
@@ -382,9 +389,31 @@ class Catalog:
                 id=run_id, repo=repo, kind=kind, source=source, host=host,
                 tenant=tenant or host, started=started or datetime.now(UTC), status="running",
                 bytes_read=0, bytes_added=0, drsync_version=__version__,
-                planned_start=planned_start, deadline=deadline,
+                planned_start=planned_start, deadline=deadline, owner=this_owner(),
             ))
         return run_id
+
+    def settle_abandoned(self, now: datetime | None = None) -> list[str]:
+        """Runs left ``running`` by a process of this host that has ended (killed, out of
+        memory, the host restarted) become failed, saying so: otherwise they would look in
+        progress for ever, and a report would count them neither ok nor failed. Runs of
+        other hosts are settled when their host next opens the catalog. Returns the ids."""
+        now = now or datetime.now(UTC)
+        settled = []
+        with self._engine.begin() as conn:
+            rows = conn.execute(sa.select(runs_table.c.id, runs_table.c.owner).where(
+                runs_table.c.status == "running", runs_table.c.owner.is_not(None))).all()
+            for run_id, owner in rows:
+                why = owner_gone(owner)
+                if why is None:
+                    continue
+                conn.execute(runs_table.update().where(
+                    runs_table.c.id == run_id, runs_table.c.status == "running").values(
+                    status="failed", ended=now,
+                    error=f"interrupted: {why} and never finished the run (killed, or the "
+                          f"host went down); found at {now:%Y-%m-%d %H:%M:%SZ}"))
+                settled.append(run_id)
+        return settled
 
     def finish_run(self, run_id: str, status: str, *, bytes_read: int = 0, bytes_added: int = 0,
                    snapshot_id: str | None = None, error: str | None = None,

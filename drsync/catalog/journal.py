@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from drsync import __version__
+from drsync.catalog.records import this_owner
 from drsync.errors import StoreError, UsageError
 
 __all__ = ["RunJournal", "journal_path"]
@@ -98,7 +99,8 @@ class RunJournal:
         run_id = uuid.uuid4().hex
         event: dict[str, Any] = {"event": "start", "run": run_id, "repo": repo, "kind": kind,
                                  "source": source, "host": host, "tenant": tenant or host,
-                                 "time": _time(started), "version": __version__}
+                                 "time": _time(started), "version": __version__,
+                                 "owner": this_owner()}
         if planned_start is not None:
             event["planned_start"] = _time(planned_start)
         if deadline is not None:
