@@ -92,9 +92,13 @@ def chown_to_cluster_user(path: str | Path) -> None:
             os.lchown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)
 
 
+CLUSTER_DIRS: list[Path] = []  # made by this process, for a test session's last cleanup
+
+
 def make_cluster_dir(prefix: str = "drpg-") -> Path:
     """A short, world-traversable directory owned by the cluster's user."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    CLUSTER_DIRS.append(path)
     os.chmod(path, 0o755)
     chown_to_cluster_user(path)
     return path

@@ -117,9 +117,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """Leave nothing running: a wal-push or wal-fetch helper that a test's own cleanup
     missed is stopped here, and named, so the miss is fixed rather than left to idle."""
     from drsync.testing import stop_leftover_processes
+    from drsync.testing_postgres import CLUSTER_DIRS
 
     factory = getattr(session.config, "_tmp_path_factory", None)
-    markers = ["/tmp/drpg"]  # throwaway clusters (drsync.testing_postgres.make_cluster_dir)
+    # This session's throwaway clusters only: another test run on the machine (CI, a
+    # developer's second shell) has helpers under /tmp/drpg* too, and they are its own.
+    markers = [str(path) for path in CLUSTER_DIRS]  # mkdtemp names: none prefixes another
     if factory is not None:
         markers.append(str(factory.getbasetemp()))
     for marker in markers:

@@ -8,8 +8,9 @@ memory store. Two runs never overlap: the slot job has ``max_instances=1``
 and the runner is guarded by a lock besides. After a slot's run, a restore
 drill runs when ``[agent] drill_every_days`` says one is due
 (policy.drill_due). SIGTERM asks the run to stop after its current pack and
-exits 0 once it has; SIGHUP reloads the config and the schedule (a bad one is
-logged and the old one kept).
+exits 0 once it has (the window is not counted as handled: started again before
+its deadline, with room for the planned run, the agent runs it at once); SIGHUP
+reloads the config and the schedule (a bad one is logged and the old one kept).
 """
 
 from __future__ import annotations
@@ -212,7 +213,10 @@ class Agent:
                      run.bytes_sent, run.duration_s, f" ({run.error})" if run.error else "",
                      extra={"event": "run_finished", "status": run.status,
                             "snapshot_ids": run.snapshot_ids})
-            self._finish(run, window)
+            # Stopped by SIGTERM (a restart, a host going down), the night is not done
+            # with: started again before the deadline, the agent runs it again at once,
+            # reusing the packs this run stored. The deadline's stop (overrun) is final.
+            self._finish(run, window, handled=self._stop_reason != "SIGTERM")
             if self._stop_reason is None:
                 drill_if_due(self.config)  # after the night's backup, still one at a time
         finally:
@@ -223,8 +227,8 @@ class Agent:
         if self._stop_reason != "SIGTERM":
             self.plan()
 
-    def _finish(self, run: LastRun, window: datetime) -> None:
-        self.state.record(run, window)
+    def _finish(self, run: LastRun, window: datetime, *, handled: bool = True) -> None:
+        self.state.record(run, window, handled=handled)
         self.write_metrics()
 
     def write_metrics(self) -> None:

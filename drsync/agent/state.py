@@ -89,9 +89,12 @@ class AgentState:
                "last_success": self.last_success}
         write_atomic(self.path, json.dumps(doc, indent=1) + "\n")
 
-    def record(self, run: LastRun, window: datetime) -> None:
+    def record(self, run: LastRun, window: datetime, *, handled: bool = True) -> None:
+        """Keep the run; ``handled``: its window is done with (a run stopped by SIGTERM is
+        not, so an agent started again while the window has room runs it again)."""
         self.last_run = run
-        self.last_window = window
+        if handled:
+            self.last_window = window
         if run.status in ("ok", "partial"):
             self.last_success = run.finished
         self.save()

@@ -291,6 +291,29 @@ def test_sigterm_mid_backup_exits_0_and_the_next_run_is_clean(tenant: Tenant) ->
 
 
 @pytest.mark.slow
+def test_an_agent_restarted_within_the_window_runs_the_stopped_night_again(
+        tenant: Tenant) -> None:
+    """A restart (SIGTERM mid-backup: a deploy, a host going down and up) before the
+    deadline does not lose the night: the same schedule, the agent runs it at once."""
+    _slow_config(tenant)
+    tenant.write_schedule(opens_in_s=2, end_s=10, deadline_s=110, sends=[(0, 110, 2.0)],
+                          max_mbit=2.0)
+    tenant.write_config()
+    tenant.start()
+    tenant.wait_for(lambda: _packs(tenant) >= 1)
+    assert tenant.stop()[0] == 0
+    stopped = tenant.state()["last_run"]
+    assert stopped["status"] == "failed" and "SIGTERM" in stopped["error"]
+    tenant.start()  # nothing else changed: the window is open, its deadline ahead
+    tenant.wait_for(lambda: tenant.state()["last_run"]["run_id"] != stopped["run_id"],
+                    timeout=100)
+    assert tenant.stop()[0] == 0
+    assert tenant.last_status() == "ok" and len(tenant.snapshots()) == 1
+    assert any(x.get("event") == "catch_up" for x in tenant.lines())
+    assert sorted(r["status"] for r in tenant.catalog_runs()) == ["failed", "ok"]
+
+
+@pytest.mark.slow
 def test_sigterm_during_a_slow_16_mib_pack_finishes_it_within_30_s(tmp_path: Path) -> None:
     # At the slot's 2 Mbit/s one 16 MiB pack takes 67 s: SIGTERM lifts the limit for the
     # pack in flight, so it is stored and the agent exits well within 30 s.
