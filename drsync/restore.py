@@ -331,7 +331,8 @@ def restore_snapshot(
                 done.items = done.files_written = 1
             else:
                 assert target is not None
-                with FileTreeTarget(target, snapshot=snap.short_id, delta=delta) as tree:
+                with FileTreeTarget(target, snapshot=snap.short_id, delta=delta,
+                                    remove_extra=not resumed) as tree:
                     done = write_tree(reader, snap, tree, progress=progress)
         fetched = reader.stats.bytes_fetched
         run.note(snap.id, fetched=fetched, written=done.bytes_written)

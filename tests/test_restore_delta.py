@@ -269,6 +269,11 @@ def test_a_killed_restore_run_again_resumes_fetching_less_and_ends_identical(
                                        str(tmp_path / "clean"), "--json"], env=env, check=True,
                                       capture_output=True).stdout)
     out = tmp_path / "out"
+    # The target already holds the operator's own files, beside what the snapshot holds:
+    # a resume must not take them for leftovers of the killed restore.
+    (out / "notes").mkdir(parents=True)
+    (out / "notes" / "incident.txt").write_text("what happened at 03:12")
+    (out / "README.operator").write_text("restored for the auditors")
     slow = subprocess.Popen([drsync_bin, "--limit-download", "4MB/s", "restore", "latest",
                              "--target", str(out)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -283,13 +288,19 @@ def test_a_killed_restore_run_again_resumes_fetching_less_and_ends_identical(
     assert [p.name for p in out.rglob("*") if p.name.endswith(".drsync-tmp")] == []
 
     assert (out / ".drsync-restore-unfinished").read_text().strip() == clean["snapshot_id"]
+    # What a killed resume (a delta, whose temporaries have names) would leave: removed.
+    (out / "big" / ".f7.0123456789abcdef.drsync-tmp").write_bytes(b"half a file")
 
     # The same command again: the unfinished restore of this snapshot is resumed.
     resumed = json.loads(subprocess.run([drsync_bin, "restore", "latest", "--target", str(out),
                                          "--json"], env=env, check=True,
                                         capture_output=True).stdout)
 
-    assert _tree(out) == _tree(tmp_path / "clean")  # the mark is gone too
+    mine = {"notes", "notes/incident.txt", "README.operator"}
+    assert (out / "notes" / "incident.txt").read_text() == "what happened at 03:12"
+    assert (out / "README.operator").read_text() == "restored for the auditors"
+    restored = {k: v for k, v in _tree(out).items() if k not in mine}
+    assert restored == _tree(tmp_path / "clean")  # the mark and the temporary are gone
     assert resumed["resumed"] is True and resumed["delta"] is True
     assert resumed["files_kept"] >= len(placed)
     assert resumed["bytes_fetched"] <= clean["bytes_fetched"] - len(placed) * 2 * MiB
@@ -330,3 +341,23 @@ def test_a_file_changed_between_compare_and_rewrite_fails_naming_it(
         write_tree(reader, snap, tree)
     assert victim.read_bytes().endswith(b"meanwhile!")  # not replaced by a mix of both
     assert not list(victim.parent.glob(".*drsync-tmp"))
+
+
+def test_a_resume_refuses_what_is_in_the_snapshots_way_and_removes_nothing(
+        tmp_path: Path, repo: Repository) -> None:
+    src = _source(tmp_path)
+    snapshot_id = run_backup(repo, BackupRequest(paths=[str(src)], host="t")).snapshot_id
+    out = tmp_path / "out"
+    # As a killed restore of that snapshot leaves its target, then someone made a directory
+    # where the snapshot has a file.
+    (out / "registry" / "part02.csv").mkdir(parents=True)
+    (out / "registry" / "part02.csv" / "theirs.txt").write_text("not drsync's")
+    (out / ".drsync-restore-unfinished").write_text(snapshot_id + "\n")
+    with pytest.raises(RestoreTargetError) as info:
+        restore_snapshot(repo, "latest", target=out)
+    assert str(info.value).startswith(f"{out / 'registry' / 'part02.csv'} is in the way of "
+                                      "the snapshot's file")
+    assert (out / "registry" / "part02.csv" / "theirs.txt").read_text() == "not drsync's"
+    # Asked for, a delta makes the target equal to the snapshot: then it is removed.
+    restore_snapshot(repo, "latest", target=out, delta=True)
+    assert (out / "registry" / "part02.csv").is_file()

@@ -24,7 +24,8 @@ copy) and the fetched rest, then replaced by an atomic rename of the
 verified temporary. The result is what a restore into an empty target
 makes. While a restore writes, ``UNFINISHED`` in the target's root names
 its snapshot, so that the same restore run again after a kill resumes as a
-delta (``unfinished_restore``).
+delta (``unfinished_restore``); a resume removes only the killed restore's
+temporaries, never what else the target held (``remove_extra=False``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import ctypes
 import errno
 import functools
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -49,6 +51,8 @@ from drsync.tree import Entry
 
 __all__ = ["UNFINISHED", "DeltaStats", "FileTreeTarget", "LocalCopy", "RestoringFile",
            "unfinished_restore"]
+# The hidden temporary of a file being restored (see RestoringFile), and nothing else.
+_TEMPORARY = re.compile(r"\..{1,64}\.[0-9a-f]{16}\.drsync-tmp", re.S)
 
 # In the target's root while a restore writes into it: the snapshot's id. Run again, the
 # same restore finds it and resumes as a delta; a finished restore removes it.
@@ -109,9 +113,14 @@ class FileTreeTarget:
     ``prepare`` checks every entry before the first byte is written.
     """
 
-    def __init__(self, root: str | Path, *, snapshot: str = "", delta: bool = False) -> None:
+    def __init__(self, root: str | Path, *, snapshot: str = "", delta: bool = False,
+                 remove_extra: bool = True) -> None:
         self.root = Path(root).absolute()
         self.delta = delta
+        # A delta restore asked for removes what the snapshot lacks; one resuming a killed
+        # restore (``remove_extra=False``) removes only that restore's temporaries: what
+        # else the target held was there before, and is someone else's.
+        self.remove_extra = remove_extra
         self.delta_stats = DeltaStats()
         self._snapshot = f"snapshot {snapshot} " if snapshot else ""
         self._root_fd: int | None = None
@@ -184,6 +193,9 @@ class FileTreeTarget:
             rel = f"{above}{name}"
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             kind, link = wanted.get(rel, ("", ""))
+            if not self.remove_extra and not kind and not (
+                    _TEMPORARY.fullmatch(name) and stat.S_ISREG(st.st_mode)):
+                continue  # not the snapshot's, not a restore's temporary: not ours
             if kind == "dir" and stat.S_ISDIR(st.st_mode):
                 try:
                     child = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
@@ -200,6 +212,11 @@ class FileTreeTarget:
                     kind == "symlink" and stat.S_ISLNK(st.st_mode)
                     and os.readlink(name, dir_fd=dir_fd) == link):
                 continue
+            if not self.remove_extra and kind:
+                raise RestoreTargetError(
+                    f"{self.root / rel} is in the way of the snapshot's {kind} (the restore "
+                    "being resumed did not put it there): move it, or run with --delta to "
+                    "make the target equal to the snapshot")
             if stat.S_ISDIR(st.st_mode):
                 shutil.rmtree(name, dir_fd=dir_fd)  # descriptor-based: links are unlinked
             else:
