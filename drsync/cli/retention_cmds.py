@@ -31,8 +31,8 @@ def _keep(name: str, what: str) -> Callable[[FC], FC]:
 @_keep("monthly", "months")
 @_keep("yearly", "years")
 @click.option("--keep-within", metavar="DURATION",
-              help="Keep every snapshot at most DURATION (e.g. 30d, 1y2m, 12h) older than the "
-                   "group's newest [retention] keep_within.")
+              help="Keep every snapshot less than DURATION (e.g. 30d, 1y2m, 12h) older than "
+                   "the group's newest [retention] keep_within.")
 @click.option("--keep-tag", "keep_tags", multiple=True, metavar="TAG",
               help="Keep every snapshot with this tag (repeatable) [retention] keep_tags.")
 @dry_run_option

@@ -72,7 +72,8 @@ def _days_in(year: int, month: int) -> int:
 
 
 def parse_duration(text: str) -> Duration:
-    """``30d``, ``1y2m``, ``12h``; UsageError naming the text when it is not one."""
+    """``30d``, ``1y2m``, ``12h``; UsageError naming the text when it is not one, or is
+    zero."""
     cleaned = text.strip()
     parts = _DURATION.findall(cleaned)
     if not cleaned or "".join(n + u for n, u in parts) != cleaned:
@@ -81,6 +82,11 @@ def parse_duration(text: str) -> Duration:
     amounts = {"y": 0, "m": 0, "d": 0, "h": 0}
     for number, unit in parts:
         amounts[unit] += int(number)
+    if not any(amounts.values()):
+        # keep_within keeps what is less than this older than the newest: none at all,
+        # which would let one typo remove every snapshot of every group.
+        raise UsageError(f"duration {text!r} is zero: it would keep no snapshot; give a "
+                         "positive one like 30d, or leave keep_within out")
     return Duration(amounts["y"], amounts["m"], amounts["d"], amounts["h"])
 
 

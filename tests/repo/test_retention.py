@@ -96,6 +96,12 @@ def test_keep_within_counts_back_from_the_newest_snapshot_not_from_now() -> None
     assert group.kept[0].reasons == ["within 1m"]
 
 
+@pytest.mark.parametrize("text", ["0d", "0h", "0y0m", "0d0h"])
+def test_a_zero_keep_within_is_refused_rather_than_keeping_nothing(text: str) -> None:
+    with pytest.raises(UsageError, match=f"duration '{text}' is zero: it would keep no "):
+        parse_duration(text)
+
+
 def test_keep_tag_keeps_every_tagged_snapshot() -> None:
     snaps = nightly(datetime(2026, 1, 1, 3, tzinfo=UTC), 30)
     snaps[3].tags = ["audit"]
