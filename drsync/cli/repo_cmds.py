@@ -689,11 +689,11 @@ def runs_cmd(ctx: click.Context, limit: int, all_repos: bool, from_store: bool,
         print_json([r.to_json() for r in records])
         return
     table = _table()
-    for column in ("run", "tenant", "started (UTC)", "ended", "status", "read", "added",
-                   "snapshot", "error"):
+    for column in ("run", "kind", "tenant", "started (UTC)", "ended", "status", "read",
+                   "added", "snapshot", "error"):
         table.add_column(column)  # type: ignore[attr-defined]
     for r in records:
-        table.add_row(r.id[:8], r.tenant_name,  # type: ignore[attr-defined]
+        table.add_row(r.id[:8], r.kind, r.tenant_name,  # type: ignore[attr-defined]
                       r.started.strftime("%Y-%m-%d %H:%M:%S"),
                       r.ended.strftime("%H:%M:%S") if r.ended else "-", r.status,
                       human_bytes(r.bytes_read), human_bytes(r.bytes_added),

@@ -110,6 +110,10 @@ def test_backup_snapshots_restore_files(cli: Cli, tmp_path: Path) -> None:
     cli("restore", doc["snapshot_id"][:12], "--target", str(tmp_path / "out"))
     assert (tmp_path / "out" / "exports" / "residents.csv").read_bytes() == (
         src / "residents.csv").read_bytes()
+    # The runs table says what each run was: newest first, a restore and two backups.
+    rows = [line.split("│") for line in cli("runs", env={"COLUMNS": "160"}).stdout.decode()
+            .splitlines() if line.startswith("│")]
+    assert [r[2].strip() for r in rows] == ["restore", "backup", "backup"]
 
 
 def test_stdin_stream_and_stdout_restore_with_key_file(cli: Cli, tmp_path: Path) -> None:
