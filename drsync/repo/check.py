@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from drsync.errors import DrsyncError
+from drsync.errors import DrsyncError, IntegrityError
 from drsync.paths import tree_problems
 from drsync.repo.crypto import SealError
 from drsync.repo.index import BlobLocation, Index, pack_key
@@ -47,6 +47,8 @@ class CheckReport:
     bytes_verified: int = 0
     wal_files: int = 0
     uploads: list[dict[str, Any]] = field(default_factory=list)
+    # With read_data: packs whose bytes do not match their name (what `repair packs` takes)
+    damaged_packs: set[str] = field(default_factory=set)
 
     @property
     def ok(self) -> bool:
@@ -56,7 +58,7 @@ class CheckReport:
         return {"ok": self.ok, "errors": self.errors, "notes": self.notes,
                 "snapshots": self.snapshots, "packs": self.packs, "blobs": self.blobs,
                 "bytes_verified": self.bytes_verified, "wal_files": self.wal_files,
-                "uploads": self.uploads}
+                "uploads": self.uploads, "damaged_packs": sorted(self.damaged_packs)}
 
 
 def check_repository(repo: Repository, *, read_data: bool = False,
@@ -375,12 +377,15 @@ def _read_packs(repo: Repository, index: Index, stored: dict[str, int], report: 
         except DrsyncError as err:
             report.errors.append(f"object {name}: {err}")
             damaged.update((blob_id, pack_id) for blob_id, _loc in by_pack.get(pack_id, []))
+            if isinstance(err, IntegrityError):  # S3: bytes unlike those uploaded
+                report.damaged_packs.add(pack_id)
             continue
         if progress is not None:
             progress(len(data))
         report.bytes_verified += len(data)
         if object_id(data) != pack_id:
             report.errors.append(f"object {name}: content does not match its name (SHA-256)")
+            report.damaged_packs.add(pack_id)
         try:
             read_pack_header(repo.key, data)
         except FormatError as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -91,6 +92,9 @@ def test_repair_packs_as_an_operator_reads_it(cli: Cli, tmp_path: Path) -> None:
     raw[100] ^= 0x01  # inside the only data blob
     pack.chmod(0o600)
     pack.write_bytes(bytes(raw))
+    found = cli("check", "--read-data", "--json", ok=False)
+    assert found.returncode == 13
+    assert json.loads(found.stdout)["damaged_packs"] == [pack.name]
     bad = cli("repair", "packs", "data/zz", ok=False)
     assert bad.returncode == 2 and b"is not a pack" in bad.stderr
     done = cli("repair", "packs", f"data/{pack.parent.name}/{pack.name}", "--save-to",

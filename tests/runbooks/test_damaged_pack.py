@@ -108,6 +108,8 @@ def test_damaged_pack_runbook(kind: str, drsync_bin: str, tmp_path: Path,
     damaged = where.packs()[pack_id]
     found = drsync("check", "--read-data", ok=False)
     assert f"data/{pack_id[:2]}/{pack_id}" in found.stdout
+    listed = json.loads(drsync("check", "--read-data", "--json", ok=False).stdout)
+    assert listed["damaged_packs"] == [pack_id]
 
     before = where.packs()
     dry = run_book("damaged-pack.md", env, tmp_path, only=slice(0, 1))
