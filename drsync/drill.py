@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from drsync import __version__
-from drsync.errors import DrsyncError
+from drsync.errors import DrsyncError, RestoreTargetError
 from drsync.repo import Repository, Snapshot, SnapshotReader
 
 __all__ = ["Check", "DrillResult", "Measures", "one_line", "run_drill", "run_fleet_drill"]
@@ -126,6 +126,19 @@ def _snapshot_time(snap: Snapshot) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def _scratch(scratch_dir: str | None) -> Path:
+    """A new directory of the drill's own in ``scratch_dir`` (made when missing; default
+    TMPDIR); RestoreTargetError, one line, when it cannot be made."""
+    try:
+        if scratch_dir is not None:
+            os.makedirs(scratch_dir, mode=0o700, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="drsync-drill-", dir=scratch_dir))
+    except OSError as err:
+        where = scratch_dir or tempfile.gettempdir()
+        raise RestoreTargetError(f"cannot make the drill's scratch directory in {where}: "
+                                 f"{err.strerror or err}") from None
+
+
 def run_drill(repo: Repository, *, tenant: str | None = None, host: str | None = None,
               ref: str = "latest", pg_dsn: str | None = None, pg_bindir: str | None = None,
               mariadb_dsn: str | None = None,
@@ -150,7 +163,7 @@ def run_drill(repo: Repository, *, tenant: str | None = None, host: str | None =
     if snap is not None:
         checks.append(Check("snapshot", True, f"{snap.short_id} ({snap.source_kind}) of "
                                               f"{snap.time}"))
-        scratch = Path(tempfile.mkdtemp(prefix="drsync-drill-", dir=scratch_dir))
+        scratch = _scratch(scratch_dir)
         try:
             drill: Callable[..., int] = _DRILLS.get(snap.source_kind) or _drill_files
             written = drill(repo, snap, scratch, checks, pg_dsn=pg_dsn, pg_bindir=pg_bindir,

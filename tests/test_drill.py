@@ -155,6 +155,19 @@ def test_files_drill_checks_every_size(cli: Cli, tmp_path: Path) -> None:
     assert doc["status"] == "ok" and checks["files"]["detail"] == \
         "2 files with the snapshot's sizes"
     assert doc["bytes_restored"] == 700_000
+    # A scratch directory that does not exist yet is made (and only the drill's own
+    # directory in it removed); one that cannot be made is one line, exit 17.
+    scratch = tmp_path / "not" / "yet"
+    assert cli.json("drill", "--config", str(cli.config), "--scratch-dir",
+                    str(scratch))["status"] == "ok"
+    assert scratch.is_dir() and list(scratch.iterdir()) == []
+    (tmp_path / "a-file").write_text("in the way")
+    done = cli("drill", "--config", str(cli.config), "--scratch-dir",
+               str(tmp_path / "a-file" / "scratch"), ok=False)
+    assert done.returncode == 17
+    assert done.stderr.strip().splitlines() == [
+        f"drsync: error: cannot make the drill's scratch directory in "
+        f"{tmp_path / 'a-file' / 'scratch'}: Not a directory"]
 
 
 def test_counts_that_differ_from_the_recorded_ones_fail_the_drill(tmp_path: Path) -> None:

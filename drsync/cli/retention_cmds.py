@@ -35,32 +35,41 @@ def _keep(name: str, what: str) -> Callable[[FC], FC]:
                    "the group's newest [retention] keep_within.")
 @click.option("--keep-tag", "keep_tags", multiple=True, metavar="TAG",
               help="Keep every snapshot with this tag (repeatable) [retention] keep_tags.")
+@click.argument("snapshots", nargs=-1, metavar="[SNAPSHOT]...")
 @dry_run_option
 @json_option
 @click.pass_context
 def forget_cmd(ctx: click.Context, keep_last: int | None, keep_hourly: int | None,
                keep_daily: int | None, keep_weekly: int | None, keep_monthly: int | None,
                keep_yearly: int | None, keep_within: str | None, keep_tags: tuple[str, ...],
-               dry_run: bool, as_json: bool) -> None:
-    """Remove the snapshots the retention policy does not keep (their data: `prune`).
+               snapshots: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Remove the snapshots the retention policy does not keep, or the SNAPSHOTs named
+    (ids or unique prefixes); their data goes at `prune`.
 
     Snapshots are judged per host and source; each kept one lists the rules that
     kept it. A kept base backup keeps the WAL it needs; older WAL goes at `prune`.
+    Named snapshots are removed whatever the policy (no --keep-* with them).
 
     \b
     Examples:
       drsync forget --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --dry-run
       drsync forget --json          # the [retention] section of the config file
+      drsync forget 3fa1c2d0 9b2e41aa --dry-run
     """
+    from drsync.errors import UsageError
     from drsync.repo.forget import forget
 
+    given = (keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly,
+             keep_within)
+    if snapshots and (any(v is not None for v in given) or keep_tags):
+        raise UsageError("forget takes snapshot ids or --keep-* options, not both")
     settings = settings_from(
         ctx, keep_last=keep_last, keep_hourly=keep_hourly, keep_daily=keep_daily,
         keep_weekly=keep_weekly, keep_monthly=keep_monthly, keep_yearly=keep_yearly,
         keep_within=keep_within, keep_tags=list(keep_tags) or None)
     policy = settings.retention_policy()
     repo = open_repo(ctx, settings)
-    result = forget(repo, policy, dry_run=dry_run)
+    result = forget(repo, policy, dry_run=dry_run, snapshots=snapshots)
     if result.removed and not dry_run:
         # Removed on purpose: the catalog's rollback check must not report them missing.
         open_journal(ctx).record_forgotten(repo.url, result.removed)
@@ -69,6 +78,8 @@ def forget_cmd(ctx: click.Context, keep_last: int | None, keep_hourly: int | Non
         return
     verb = "would remove" if dry_run else "removed"
     for group in result.groups:
+        if snapshots and not group.removed:
+            continue  # the groups of named snapshots only
         click.echo(f"{group.host} {group.source}: keep {len(group.kept)}, "
                    f"{verb} {len(group.removed)}")
         for d in group.decisions:

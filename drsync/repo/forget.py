@@ -1,4 +1,4 @@
-"""Forget: remove the snapshots a retention policy does not keep.
+"""Forget: remove the snapshots a retention policy does not keep, or those named.
 
 Only the snapshot objects (``snapshots/<id>``) are removed, under the writer
 lock; their packs and the WAL no kept base backup needs are removed later by
@@ -9,6 +9,7 @@ Lock is skipped and reported.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from drsync.repo.retention import (
     expired_binlogs,
     expired_wal,
 )
+from drsync.repo.snapshot import Snapshot
 from drsync.repo.wal import WAL_PREFIX
 
 __all__ = ["ForgetResult", "forget"]
@@ -46,22 +48,38 @@ class ForgetResult:
                 "unreadable": self.unreadable, "wal_expirable": self.wal_expirable}
 
 
-def forget(repo: Repository, policy: RetentionPolicy, *, dry_run: bool = False) -> ForgetResult:
-    """Apply ``policy`` to every group of snapshots; a dry run only decides."""
-    policy.validate()
-    if policy.empty:
-        raise UsageError("no retention policy: give at least one --keep-* option or set "
-                         "[retention] in the config file (forget keeps everything otherwise)")
+def forget(repo: Repository, policy: RetentionPolicy, *, dry_run: bool = False,
+           snapshots: Sequence[str] = ()) -> ForgetResult:
+    """Apply ``policy`` to every group of snapshots, or (``snapshots``: ids or unique
+    prefixes) remove just those, whatever the policy; a dry run only decides."""
+    if not snapshots:
+        policy.validate()
+        if policy.empty:
+            raise UsageError("no retention policy: give at least one --keep-* option or set "
+                             "[retention] in the config file (forget keeps everything "
+                             "otherwise), or name the snapshots to remove")
     if dry_run:
-        return _forget(repo, policy, True)
+        return _forget(repo, policy, True, snapshots)
     with RepositoryLock(repo.store, "forget"):
-        return _forget(repo, policy, False)
+        return _forget(repo, policy, False, snapshots)
 
 
-def _forget(repo: Repository, policy: RetentionPolicy, dry_run: bool) -> ForgetResult:
+def _named(repo: Repository, refs: Sequence[str], snaps: list[Snapshot]) -> list[Group]:
+    """Every group with the named snapshots removed, the others kept as "not named"."""
+    named = {repo.find_snapshot(ref).id for ref in refs}  # NoSuchSnapshot: one line, exit 16
+    groups = apply_policy(snaps, RetentionPolicy(keep_last=-1))
+    for group in groups:
+        for d in group.decisions:
+            d.reasons = [] if d.snapshot.id in named else ["not named"]
+    return groups
+
+
+def _forget(repo: Repository, policy: RetentionPolicy, dry_run: bool,
+            refs: Sequence[str]) -> ForgetResult:
     unreadable: list[str] = []
     snaps = repo.snapshots(warn=unreadable.append)
-    result = ForgetResult(policy, apply_policy(snaps, policy), dry_run, unreadable=unreadable)
+    groups = _named(repo, refs, snaps) if refs else apply_policy(snaps, policy)
+    result = ForgetResult(policy, groups, dry_run, unreadable=unreadable)
     for group in result.groups:
         for decision in group.removed:
             snapshot_id = decision.snapshot.id

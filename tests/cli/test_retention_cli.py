@@ -115,3 +115,26 @@ def test_forget_without_a_policy_and_bad_flags_are_usage_errors(cli: Cli) -> Non
     done = cli("prune", "--max-unused", "10", ok=False)
     assert done.returncode == 2 and "not a percentage" in _error_line(done)
     assert len(cli.json("snapshots")) == 1
+
+
+def test_forget_removes_the_snapshots_named_and_no_other(cli: Cli, tmp_path: Path) -> None:
+    versions = nightly(cli, 4)
+    snaps = cli.json("snapshots")
+    assert isinstance(snaps, list)
+    ids = [s["id"] for s in snaps]
+    plan = cli.json("forget", ids[1][:8], ids[2], "--dry-run")
+    assert sorted(plan["removed"]) == sorted([ids[1], ids[2]]) and plan["kept"] == 2
+    assert len(cli.json("snapshots")) == 4
+    missing = cli("forget", "deadbeef", ok=False)
+    assert (missing.returncode, _error_line(missing)) == (
+        16, f"drsync: error: no snapshot 'deadbeef' in {tmp_path / 'repo'}")
+    both = cli("forget", ids[1], "--keep-last", "1", ok=False)
+    assert (both.returncode, _error_line(both)) == (
+        2, "drsync: error: forget takes snapshot ids or --keep-* options, not both")
+    assert len(cli.json("snapshots")) == 4  # neither removed anything
+    cli("forget", ids[1][:8], ids[2])
+    assert [s["id"] for s in cli.json("snapshots")] == [ids[0], ids[3]]  # type: ignore[union-attr]
+    cli("prune", "--max-unused", "0%")
+    assert cli("check", "--read-data").returncode == 0  # forgotten on purpose: no error
+    assert cli("restore", ids[0], "--stdout").stdout == versions[0]
+    assert cli("restore", ids[3], "--stdout").stdout == versions[3]
