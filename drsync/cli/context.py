@@ -7,9 +7,10 @@ or restates a default.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
@@ -136,3 +137,47 @@ def config_option(help_text: str = "TOML settings file (same as the global --con
     return click.option("--config", type=click.Path(dir_okay=False), expose_value=False,
                         is_eager=True, callback=_use_config, help=help_text)
 
+
+@contextlib.contextmanager
+def on_record(ctx: click.Context, repo: Any, kind: str, source: str, *,
+               enabled: bool = True) -> Iterator[dict[str, Any]]:
+    """The command as a run of ``kind`` in the catalog and, as a run record, in the store
+    (``catalog rebuild`` brings it back): the caller updates the yielded outcome
+    (``status``, ``error``, ``bytes_read``, ``bytes_added``); an exception is a failed
+    run with its first line. A dry run (``enabled`` false) is not on record."""
+    import socket
+    from datetime import UTC, datetime
+
+    from drsync import __version__
+    from drsync.errors import StoreError
+    from drsync.repo.runs import save_run_or_warn
+
+    outcome: dict[str, Any] = {"status": "ok", "error": None, "bytes_read": 0,
+                               "bytes_added": 0}
+    if not enabled:
+        yield outcome
+        return
+    settings = settings_from(ctx)
+    host = settings.host or socket.gethostname()
+    tenant = settings.tenant or host
+    journal = open_journal(ctx)
+    started = datetime.now(UTC)
+    run_id = journal.start_run(repo.url, kind, source, host, tenant=tenant, started=started)
+    record = {"run_id": run_id, "tenant": tenant, "host": host, "kind": kind,
+              "source": source, "started": started.isoformat(), "drsync_version": __version__}
+    try:
+        yield outcome
+    except Exception as err:
+        failure = str(err).strip().split("\n")[0]
+        finished = datetime.now(UTC)
+        journal.finish_run(run_id, "failed", error=failure, finished=finished)
+        if not isinstance(err, StoreError):
+            save_run_or_warn(repo, {**record, "status": "failed", "error": failure,
+                                    "finished": finished.isoformat()}, quiet=True)
+        raise
+    finished = datetime.now(UTC)
+    journal.finish_run(run_id, outcome["status"], error=outcome["error"],
+                       bytes_read=outcome["bytes_read"], bytes_added=outcome["bytes_added"],
+                       finished=finished)
+    save_run_or_warn(repo, {**record, **outcome, "finished": finished.isoformat()},
+                     quiet=True)

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from drsync.cli.context import (
+    on_record,
     open_catalog,
     open_journal,
     open_repo,
@@ -570,49 +571,24 @@ def check_cmd(ctx: click.Context, read_data: bool, cleanup_uploads: bool, as_jso
     Unreferenced packs and unfinished uploads are `note:` lines, not errors.
     """
     import dataclasses
-    import socket
-    from datetime import UTC, datetime
 
-    from drsync import __version__
-    from drsync.errors import IntegrityError, StoreError
+    from drsync.errors import IntegrityError
     from drsync.repo.check import check_repository
-    from drsync.repo.runs import save_run_or_warn
 
     settings = settings_from(ctx)
     # The store's documents are what must be sound, not the local cache's copies of them.
     repo = open_repo(ctx, dataclasses.replace(settings, cache=False))
     known = _recorded_snapshots(ctx, repo.url)
-    host = settings.host or socket.gethostname()
     # On record like a backup (kind check): the audit report's integrity evidence.
-    journal = open_journal(ctx)
     source = "check --read-data" if read_data else "check"
-    started = datetime.now(UTC)
-    run_id = journal.start_run(repo.url, "check", source, host,
-                               tenant=settings.tenant or host, started=started)
-    # Also a run record in the store, as a backup's: `catalog rebuild` brings it back.
-    record = {"run_id": run_id, "tenant": settings.tenant or host, "host": host,
-              "kind": "check", "source": source, "started": started.isoformat(),
-              "drsync_version": __version__}
-    try:
+    with on_record(ctx, repo, "check", source) as run:
         with progress_bar("check", enabled=not as_json and read_data) as (advance, set_total):
             report = check_repository(repo, read_data=read_data, progress=advance,
                                       on_total=set_total, cleanup_uploads=cleanup_uploads,
                                       known_snapshots=known)
-    except Exception as err:
-        failure = str(err).strip().split("\n")[0]
-        finished = datetime.now(UTC)
-        journal.finish_run(run_id, "failed", error=failure, finished=finished)
-        if not isinstance(err, StoreError):
-            save_run_or_warn(repo, {**record, "status": "failed", "error": failure,
-                                    "finished": finished.isoformat()}, quiet=True)
-        raise
-    status, finished = ("ok" if report.ok else "failed"), datetime.now(UTC)
-    error = None if report.ok else f"{len(report.errors)} error(s): {report.errors[0]}"[:500]
-    journal.finish_run(run_id, status, bytes_read=report.bytes_verified, error=error,
-                       finished=finished)
-    save_run_or_warn(repo, {**record, "status": status, "error": error,
-                            "finished": finished.isoformat(),
-                            "bytes_read": report.bytes_verified}, quiet=True)
+        run.update(status="ok" if report.ok else "failed", bytes_read=report.bytes_verified,
+                   error=None if report.ok else
+                   f"{len(report.errors)} error(s): {report.errors[0]}"[:500])
     if as_json:
         print_json(report.to_json())
     else:

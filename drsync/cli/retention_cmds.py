@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import click
 
-from drsync.cli.context import open_journal, open_repo, settings_from
+from drsync.cli.context import on_record, open_journal, open_repo, settings_from
 from drsync.cli.render import human_bytes, print_json, progress_bar
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -181,9 +181,16 @@ def repair_packs_cmd(ctx: click.Context, packs: tuple[str, ...], save_to: str | 
     settings = settings_from(ctx)
     repo = open_repo(ctx, settings)
     quarantine = save_to or os.path.join(settings.state_dir, "quarantine")
-    with progress_bar("read", enabled=not as_json) as (advance, set_total):
-        report = repair_packs(repo, packs, save_to=quarantine, dry_run=dry_run,
-                              progress=advance, on_total=set_total)
+    with on_record(ctx, repo, "repair", "repair packs" + (f" {' '.join(packs)}" if packs
+                                                           else ""), enabled=not dry_run) as run:
+        with progress_bar("read", enabled=not as_json) as (advance, set_total):
+            report = repair_packs(repo, packs, save_to=quarantine, dry_run=dry_run,
+                                  progress=advance, on_total=set_total)
+        run.update(bytes_read=report.bytes_read, bytes_added=report.bytes_written)
+        if report.blobs_lost:
+            run.update(status="partial", error=f"{report.blobs_lost} blob(s) could not be "
+                       f"salvaged; {len(report.snapshots_affected)} snapshot(s) need a backup "
+                       "of their source to heal")
     if as_json:
         print_json(report.to_json())
         return
@@ -211,8 +218,10 @@ def repair_packs_cmd(ctx: click.Context, packs: tuple[str, ...], save_to: str | 
                f"salvaged into {report.packs_written} new pack(s) "
                f"({human_bytes(report.bytes_written)}), {report.blobs_lost} lost")
     for snap in report.snapshots_affected:
-        click.echo(f"snapshot {snap['id'][:8]} ({snap['time'][:19].replace('T', ' ')}) cannot "
-                   f"be fully restored: {snap['blobs_lost']} blob(s) lost")
+        tags = f" {','.join(snap['tags'])}" if snap["tags"] else ""
+        click.echo(f"snapshot {snap['id'][:8]} ({snap['time'][:19].replace('T', ' ')}{tags}) "
+                   f"of {snap['host']} {snap['source']} cannot be fully restored: "
+                   f"{snap['blobs_lost']} blob(s) lost")
     if report.blobs_lost:
         click.echo("next: back up the tenant's source (it stores the lost blobs again if the "
                    "source still has them), then `drsync check`")

@@ -32,27 +32,37 @@ even when named.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drsync.errors import DrsyncError, IntegrityError, ObjectLocked, ObjectNotFound, UsageError
+from drsync.errors import (
+    DrsyncError,
+    IntegrityError,
+    ObjectLocked,
+    ObjectNotFound,
+    RestoreTargetError,
+    UsageError,
+)
 from drsync.repo.crypto import SealError
 from drsync.repo.index import index_packs, pack_key
-from drsync.repo.lock import RepositoryLock
+from drsync.repo.lock import RepositoryLock, pid_alive
 from drsync.repo.objects import TYPE_INDEX, FormatError, object_id
 from drsync.repo.pack import BlobEntry, PackBuilder, read_pack_header, staged_pack, stored_ranges
 from drsync.repo.prune import IndexWriter, copy_range
 from drsync.repo.reader import SnapshotReader
 from drsync.repo.repository import Repository
+from drsync.repo.resume import abort_interrupted_uploads, verified_pack_entries
+from drsync.repo.retention import group_key
 
 __all__ = ["PackRepair", "RepairReport", "repair_packs", "resolve_pack_ids"]
 
 _HEX = re.compile("[0-9a-f]+")
+_TEMPORARY = re.compile(r"\.[0-9a-f]{12}\.([0-9]+)\.tmp")  # a quarantine copy being written
 _MIN_PREFIX = 8
 
 
@@ -81,6 +91,7 @@ class RepairReport:
     dry_run: bool
     packs: list[PackRepair] = field(default_factory=list)
     packs_read: int = 0
+    bytes_read: int = 0
     packs_written: int = 0
     bytes_written: int = 0
     index_files_written: int = 0
@@ -96,7 +107,8 @@ class RepairReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "packs": [p.to_json() for p in self.packs],
-                "packs_read": self.packs_read, "packs_written": self.packs_written,
+                "packs_read": self.packs_read, "bytes_read": self.bytes_read,
+                "packs_written": self.packs_written,
                 "bytes_written": self.bytes_written,
                 "index_files_written": self.index_files_written,
                 "blobs_salvaged": self.blobs_salvaged, "blobs_lost": self.blobs_lost,
@@ -156,6 +168,9 @@ class _Repair:
     def run(self, names: list[str], progress: Callable[[int], None] | None,
             on_total: Callable[[int], None] | None) -> RepairReport:
         repo, report = self.repo, self.report
+        self._prepare_quarantine()  # before anything is stored: a bad --save-to stops here
+        if not report.dry_run:
+            abort_interrupted_uploads(repo.store)  # a killed repair's salvage: finished
         present = repo.stored_packs()
         indexed: dict[str, list[BlobEntry]] = {}
         for pack_id, _size, entries in self._records():
@@ -164,24 +179,33 @@ class _Repair:
                   else sorted(present))
         if on_total is not None:
             on_total(sum(present.get(p, 0) for p in chosen))
-        damaged: dict[str, bytes] = {}
-        for pack_id in chosen:
+        damaged: list[str] = []
+        missing: list[str] = []
+        for pack_id in chosen:  # one pack in memory at a time
             data = self._read(pack_id, present)
-            if progress is not None and data is not None:
-                progress(len(data))
             if data is None:
-                report.packs.append(PackRepair(pack_id, "missing", blobs_lost=len(
-                    indexed.get(pack_id, [])), problems=["not in the store: nothing to salvage "
-                                                         "(the next backup stores its chunks "
-                                                         "again)"]))
-            elif object_id(data) == pack_id:
-                if names:  # asked for by name: say why it is left alone
-                    report.packs.append(PackRepair(pack_id, "intact", size=len(data)))
-            else:
-                damaged[pack_id] = data
+                missing.append(pack_id)
+                continue
+            report.packs_read += 1
+            report.bytes_read += len(data)
+            if progress is not None:
+                progress(len(data))
+            if object_id(data) != pack_id:
+                damaged.append(pack_id)
+            elif names:  # asked for by name: say why it is left alone
+                report.packs.append(PackRepair(pack_id, "intact", size=len(data)))
+        held = self._held_elsewhere([*damaged, *missing], indexed, present)
+        for pack_id in missing:
+            entries = indexed.get(pack_id, [])
+            gone = sum(e.blob_id not in held for e in entries)
+            report.packs.append(PackRepair(
+                pack_id, "missing", blobs_held=len(entries) - gone, blobs_lost=gone,
+                problems=[f"not in the store (taken out by an earlier repair, or lost): "
+                          f"nothing to salvage; {len(entries) - gone} of its {len(entries)} "
+                          f"blobs are in other packs, {gone} are not (the next backup "
+                          "stores those again)"]))
         if not damaged:
             return report
-        held = self._held_elsewhere(damaged, indexed, present)
         lost: set[bytes] = set()
         writer = IndexWriter(repo)
 
@@ -193,17 +217,24 @@ class _Repair:
 
         def flush() -> None:
             nonlocal builder
-            if builder.entries and not report.dry_run:
-                new_id, size = builder.seal()
-                builder.commit(pack_key(new_id))
-                writer.add(new_id, size, builder.entries)
-                report.packs_written += 1
-                report.bytes_written += size
+            if builder.entries:
+                report.packs_written += 1  # a dry run's: would be written
+                if report.dry_run:
+                    report.bytes_written += len(builder)
+                    builder.close()
+                else:
+                    new_id, size = builder.seal()
+                    builder.commit(pack_key(new_id))
+                    writer.add(new_id, size, builder.entries)
+                    report.bytes_written += size
             else:
                 builder.close()
             builder = new_pack()
 
-        for pack_id, data in damaged.items():
+        for pack_id in damaged:
+            data = self._read(pack_id, present)
+            if data is None or object_id(data) == pack_id:
+                continue  # gone, or replaced by its good bytes, since it was read
             fix = PackRepair(pack_id, "repaired", size=len(data))
             report.packs.append(fix)
             for members in self._ranges(pack_id, data, indexed.get(pack_id, []), fix):
@@ -228,14 +259,13 @@ class _Repair:
                 held.update(ids)  # a blob in two damaged packs is copied once
                 if len(builder) >= repo.config.pack_size:
                     flush()
+            if not report.dry_run:  # saved before anything is deleted
+                fix.saved_to = str(self._quarantine(pack_id, data))
         flush()
         builder.close()
         if not report.dry_run:
             writer.flush()
             report.index_files_written = len(writer.names)
-            for fix in report.packs:
-                if fix.status == "repaired":
-                    fix.saved_to = str(self._quarantine(fix.pack_id, damaged[fix.pack_id]))
             for fix in report.packs:
                 if fix.status == "repaired":
                     try:
@@ -282,24 +312,56 @@ class _Repair:
                                  f"entries break the rules of stored ranges ({err}); repair "
                                  "refuses it") from None
 
-    def _held_elsewhere(self, damaged: dict[str, bytes], indexed: dict[str, list[BlobEntry]],
+    def _held_elsewhere(self, packs: list[str], indexed: dict[str, list[BlobEntry]],
                         present: dict[str, int]) -> set[bytes]:
-        """The blobs of the damaged packs that an intact present pack holds too (the index
-        says so with the pack's right size; a pack's own bytes are verified when read)."""
-        wanted = {e.blob_id for p in damaged for e in indexed.get(p, [])}
+        """The blobs of ``packs`` (damaged or missing) that an intact present pack holds
+        too: one an index names with its right size, or one no index names whose header
+        verifies (a killed repair's salvage, finished since). A pack's bytes are verified
+        when it is read."""
+        skip = set(packs)
+        wanted = {e.blob_id for p in packs for e in indexed.get(p, [])}
         held: set[bytes] = set()
         for pack_id, size, entries in self._records():
-            if pack_id in damaged or present.get(pack_id) != size:
+            if pack_id in skip or present.get(pack_id) != size:
                 continue
             held.update(e.blob_id for e in entries if e.blob_id in wanted)
+        for pack_id in sorted(present.keys() - indexed.keys() - skip):
+            found = verified_pack_entries(self.repo.store, self.repo.key, pack_key(pack_id),
+                                          pack_id, present[pack_id])
+            held.update(e.blob_id for e in found or [] if e.blob_id in wanted)
         return held
+
+    def _prepare_quarantine(self) -> None:
+        """The quarantine directory made (0700) and known to take a file, and what a killed
+        repair left half-written in it removed: checked before anything is stored."""
+        probe = self.save_to / f".probe.{os.getpid()}.tmp"
+        try:
+            if self.report.dry_run:  # nothing made: the nearest directory there must do
+                where = next(p for p in (self.save_to, *self.save_to.parents) if p.exists())
+                code = (errno.ENOTDIR if not where.is_dir() else
+                        None if os.access(where, os.W_OK | os.X_OK) else errno.EACCES)
+                if code is not None:
+                    raise OSError(code, os.strerror(code))
+                return
+            self.save_to.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for leftover in self.save_to.glob(".*.tmp"):
+                match = _TEMPORARY.fullmatch(leftover.name)
+                if match and not pid_alive(int(match.group(1))):
+                    leftover.unlink(missing_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise RestoreTargetError(f"cannot save damaged packs to {self.save_to}: "
+                                     f"{err.strerror or err}; nothing was stored or deleted "
+                                     "(give --save-to a directory this user can write, with "
+                                     "room for the damaged packs)") from None
 
     def _quarantine(self, pack_id: str, data: bytes) -> Path:
         """The damaged pack's bytes, on disk before the store forgets them."""
         target = self.save_to / pack_id
+        tmp = self.save_to / f".{pack_id[:12]}.{os.getpid()}.tmp"
         try:
-            self.save_to.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(prefix=f".{pack_id[:12]}.", dir=self.save_to)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
@@ -316,10 +378,10 @@ class _Repair:
             finally:
                 os.close(dir_fd)
         except OSError as err:
-            raise DrsyncError(f"cannot save damaged pack {pack_id[:12]} to {target}: "
-                              f"{err.strerror or err}; nothing was deleted from the store "
-                              "(the salvaged blobs are stored; run repair again with "
-                              "--save-to on a disk with room)") from None
+            raise RestoreTargetError(f"cannot save damaged pack {pack_id[:12]} to {target}: "
+                                     f"{err.strerror or err}; nothing was deleted from the "
+                                     "store (the salvaged blobs are stored; run repair again "
+                                     "with --save-to on a disk with room)") from None
         return target
 
     def _affected(self, lost: set[bytes]) -> list[dict[str, Any]]:
@@ -342,7 +404,8 @@ class _Repair:
                     except (DrsyncError, ValueError):
                         count = count or 1
                 if count:
+                    host, source = group_key(snap)
                     found.append({"id": snap.id, "time": snap.time, "tags": list(snap.tags),
-                                  "blobs_lost": count})
+                                  "host": host, "source": source, "blobs_lost": count})
         return found
 

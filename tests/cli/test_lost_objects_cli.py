@@ -112,3 +112,19 @@ def test_repair_packs_as_an_operator_reads_it(cli: Cli, tmp_path: Path) -> None:
     cli("backup", "--stdin-name", "dump", stdin=data)
     assert cli("restore", first["snapshot_id"], "--stdout").stdout == data  # type: ignore[index]
     assert cli("check", "--read-data").returncode == 0
+
+
+def test_a_repair_is_on_record(cli: Cli, tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    cli.json("backup", "--stdin-name", "dump", stdin=data)
+    pack = _only_pack(tmp_path)
+    raw = bytearray(pack.read_bytes())
+    raw[100] ^= 0x01
+    pack.chmod(0o600)
+    pack.write_bytes(bytes(raw))
+    cli("repair", "packs", "--dry-run")  # a dry run is not on record
+    report = cli.json("repair", "packs", "--save-to", str(tmp_path / "q"))
+    [run] = [r for r in cli.json("runs") if r["kind"] == "repair"]  # type: ignore[union-attr]
+    assert run["status"] == "partial" and run["source"] == "repair packs"
+    assert run["bytes_read"] == report["bytes_read"] > 0  # type: ignore[index]
+    assert run["error"].startswith("1 blob(s) could not be salvaged; 1 snapshot(s) need")

@@ -150,11 +150,16 @@ def test_an_intact_pack_is_left_alone_and_a_dry_run_changes_nothing(
     _flip(path, offset)
     root = Path(repo.store.url)
     before = sorted((p, p.read_bytes()) for p in root.rglob("*") if p.is_file())
-    dry = repair_packs(_reopen(repo), save_to=tmp_path / "q", dry_run=True)
+    dry = repair_packs(_reopen(repo), save_to=tmp_path / "q-dry", dry_run=True)
     assert [(p.pack_id, p.status, p.blobs_lost) for p in dry.packs] == [(pack_id, "repaired", 1)]
-    assert dry.packs_written == 0 and dry.packs[0].saved_to is None
+    # What it would write is counted, what it read too; nothing was written.
+    assert dry.packs_written == 1 and dry.bytes_written > 0 and dry.packs[0].saved_to is None
+    assert dry.packs_read == len(_packs(repo))
     assert sorted((p, p.read_bytes()) for p in root.rglob("*") if p.is_file()) == before
-    assert not (tmp_path / "q").exists()
+    assert not (tmp_path / "q-dry").exists()
+    (tmp_path / "a-file").write_text("in the way")
+    with pytest.raises(DrsyncError, match=r"cannot save damaged packs to .*: Not a directory"):
+        repair_packs(_reopen(repo), save_to=tmp_path / "a-file" / "q", dry_run=True)
 
 
 def test_a_quarantine_that_cannot_be_written_deletes_nothing(repo: Repository,
@@ -165,15 +170,20 @@ def test_a_quarantine_that_cannot_be_written_deletes_nothing(repo: Repository,
     _flip(path, offset)
     blocked = tmp_path / "a-file"
     blocked.write_text("in the way")
+    root = Path(repo.store.url)
+    before = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
     with pytest.raises(DrsyncError) as info:
         repair_packs(_reopen(repo), save_to=blocked / "quarantine")
-    message = str(info.value)
-    assert f"cannot save damaged pack {pack_id[:12]} to {blocked / 'quarantine' / pack_id}" \
-        in message and "nothing was deleted from the store" in message
-    assert pack_id in _packs(repo)
+    assert info.value.exit_code == 17
+    assert str(info.value) == (f"cannot save damaged packs to {blocked / 'quarantine'}: Not a "
+                               "directory; nothing was stored or deleted (give --save-to a "
+                               "directory this user can write, with room for the damaged "
+                               "packs)")
+    # Found before anything was stored: no salvage pack, no index, the pack still there.
+    assert sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file()) == before
     assert not (Path(repo.store.url) / "locks").exists() or not any(
         (Path(repo.store.url) / "locks").iterdir())  # the lock was released
-    # Run again with room: done, and the salvaged copies of the first run do no harm.
+    # Run again with room: done.
     report = repair_packs(_reopen(repo), save_to=tmp_path / "q")
     assert [p.status for p in report.packs] == ["repaired"]
     assert pack_id not in _packs(repo)
@@ -277,3 +287,33 @@ def test_repair_waits_for_nobody_a_held_lock_is_exit_12(repo: Repository,
         repair_packs(_reopen(repo), save_to=tmp_path / "q")
     assert info.value.exit_code == 12 and "lock" in str(info.value)
     assert pack_id in _packs(repo) and not (tmp_path / "q").exists()
+
+
+def test_a_repair_killed_while_saving_leaves_no_temporary_after_the_next(
+        repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    data = _data(13)
+    first = _backup(repo, data)
+    pack_id, path, offset = _data_pack(repo)
+    _flip(path, offset)
+    quarantine = tmp_path / "q"
+    quarantine.mkdir()
+    # What a repair killed mid-write (by a pid that has ended) left: half a copy.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (quarantine / f".{pack_id[:12]}.{dead}.tmp").write_bytes(b"half")
+    (quarantine / "notes.txt").write_text("the operator's")  # not repair's: left alone
+    report = repair_packs(_reopen(repo), save_to=quarantine)
+    assert [p.status for p in report.packs] == ["repaired"]
+    assert sorted(p.name for p in quarantine.iterdir()) == sorted([pack_id, "notes.txt"])
+    # Named again, the pack repaired before is missing: none of its blobs counted lost
+    # that the salvage holds.
+    again = repair_packs(_reopen(repo), [pack_id], save_to=quarantine)
+    [gone] = again.packs
+    assert (gone.status, gone.blobs_lost) == ("missing", 1)
+    assert gone.blobs_held == report.packs[0].blobs_salvaged
+    assert "taken out by an earlier repair" in gone.problems[0]
+    _backup(_reopen(repo), data)
+    assert _restore(repo, first) == data
