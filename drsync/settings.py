@@ -390,7 +390,8 @@ def load_settings(path: str | None) -> Settings:
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
     try:
-        text = raw.decode("utf-8")
+        # A byte-order mark (Windows Notepad writes one) is no TOML, but nothing else either.
+        text = raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as err:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start})") from None
     try:
@@ -459,8 +460,18 @@ def _check(path: str, section: str, key: str, value: Any) -> dict[str, Any]:
             (parse_duration if name == "keep_within" else parse_max_unused)(value)
         except UsageError as err:
             raise ConfigError(f"config file {path}: key {dotted!r}: {err}") from None
+    if name == "repo":
+        from drsync.store import url_problem
+
+        problem = url_problem(value)
+        if problem:
+            raise ConfigError(f"config file {path}: key {dotted!r}: {problem}")
     if name in _PATH_FIELDS and isinstance(value, str):
         value = _relative_to(path, value)
+    if name == "s3_ca_bundle" and not os.path.isfile(value):
+        why = "is not a file" if os.path.exists(value) else "does not exist"
+        raise ConfigError(f"config file {path}: key {dotted!r}: {value} {why} (the PEM file "
+                          "of the CA that signed the endpoint's certificate)")
     return {name: value}
 
 

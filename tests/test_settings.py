@@ -57,6 +57,13 @@ def test_flags_override_file_but_none_does_not() -> None:
     ('[s3]\nendpoint_url = ""\n', "'s3.endpoint_url': must be http://HOST[:PORT]"),
     ('[s3]\nendpoint_url = "http://"\n', "'s3.endpoint_url': must be http://HOST[:PORT]"),
     ('[s3]\nendpoint_url = "http://127.0.0.1:notaport"\n', "'s3.endpoint_url': not a valid URL"),
+    # A scheme without its '//' would be a relative directory: backups kept on this disk.
+    ('repo = "s3:/dr-backups/registry"\n', "key 'repo': repository URL 's3:/dr-backups/registry' "
+     "is not a URL (a scheme needs '://') nor a local path meant as one; did you mean "
+     "'s3://dr-backups/registry'?"),
+    ('repo = "s3:dr-backups/x"\n', "did you mean 's3://dr-backups/x'?"),
+    ('repo = "file:/srv/dc2"\n', "did you mean 'file:///srv/dc2'?"),
+    ('[s3]\nca_bundle = "no-such.pem"\n', "key 's3.ca_bundle': "),
 ])
 def test_each_problem_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     cfg = tmp_path / "bad.toml"
@@ -64,6 +71,44 @@ def test_each_problem_names_file_and_key(tmp_path: Path, text: str, message: str
     with pytest.raises(ConfigError) as info:
         load_settings(str(cfg))
     assert message in str(info.value) and str(cfg) in str(info.value)
+
+
+def test_a_missing_ca_bundle_is_named_at_load(tmp_path: Path) -> None:
+    cfg = tmp_path / "tenant.toml"
+    cfg.write_text('[s3]\nca_bundle = "dc2-ca.pem"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(str(cfg))
+    assert str(info.value) == (f"config file {cfg}: key 's3.ca_bundle': {tmp_path / 'dc2-ca.pem'}"
+                               " does not exist (the PEM file of the CA that signed the "
+                               "endpoint's certificate)")
+    (tmp_path / "dc2-ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    assert load_settings(str(cfg)).s3_ca_bundle == str(tmp_path / "dc2-ca.pem")
+
+
+def test_a_repository_url_typo_from_a_flag_is_refused_too() -> None:
+    from drsync.errors import UsageError
+    from drsync.store import open_store
+
+    with pytest.raises(UsageError, match="did you mean 's3://dr-backups/registry'"):
+        open_store("s3:/dr-backups/registry")
+    assert open_store("backups:2026").url.endswith("backups:2026")  # no scheme of a store
+
+
+def test_a_config_saved_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
+    cfg = tmp_path / "notepad.toml"
+    cfg.write_bytes("\ufeffrepo = \"/srv/dc2\"\n".encode())
+    assert load_settings(str(cfg)).repo == "/srv/dc2"
+
+
+def test_an_unreadable_config_is_one_line_exit_4(drsync_bin: str, tmp_path: Path) -> None:
+    import subprocess
+
+    for args in (["--config", str(tmp_path)], ["catalog", "rebuild", "--config", str(tmp_path)]):
+        done = subprocess.run([drsync_bin, *args] + (["snapshots"] if len(args) == 2 else []),
+                              capture_output=True, text=True)
+        assert done.returncode == 4, done.stderr
+        assert done.stderr.strip().splitlines() == [
+            f"drsync: error: cannot read config file {tmp_path}: Is a directory"]
 
 
 # -- resolve(): flags, environment, config file, defaults ------------------------------------

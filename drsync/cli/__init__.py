@@ -88,7 +88,7 @@ class LazyGroup(click.Group):
          "(env DRSYNC_KEY_FILE).",
 )
 @click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False),
+    "--config", "config_path", metavar="FILE",  # checked when read: one line, exit 4
     help="TOML settings file (env DRSYNC_CONFIG); flags and environment override it.",
 )
 @click.option("--catalog", help="Catalog SQLAlchemy URL or SQLite path (env DRSYNC_CATALOG).")

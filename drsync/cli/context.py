@@ -134,7 +134,7 @@ def _use_config(ctx: click.Context, _param: click.Parameter, value: str | None) 
 def config_option(help_text: str = "TOML settings file (same as the global --config).",
                   ) -> Callable[[FC], FC]:
     """The ``--config FILE`` option of a subcommand."""
-    return click.option("--config", type=click.Path(dir_okay=False), expose_value=False,
+    return click.option("--config", metavar="FILE", expose_value=False,
                         is_eager=True, callback=_use_config, help=help_text)
 
 

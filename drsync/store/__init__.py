@@ -9,6 +9,7 @@ only) outside both, so that a hit is neither paced nor retried.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
@@ -26,6 +27,24 @@ __all__ = ["LocalStore", "MemoryStore", "ObjectInfo", "S3Options", "Store", "Sto
            "open_store", "validate_key"]
 
 
+_SCHEME_TYPO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(?!//)")
+_SCHEMES = ("s3", "file", "http", "https", "gs", "az", "b2", "sftp", "swift", "rest")
+
+
+def url_problem(url: str) -> str | None:
+    """What makes ``url`` no repository URL (None: nothing): a known scheme without its
+    ``//`` (``s3:/bucket``, ``file:/srv``) would otherwise be a relative local path, and
+    the backups would stay on this disk."""
+    typo = _SCHEME_TYPO.match(url)
+    if typo is None or typo.group(1).lower() not in _SCHEMES:
+        return None
+    scheme, rest = typo.group(1).lower(), url[typo.end():].lstrip("/")
+    meant = f"s3://{rest}" if scheme == "s3" else f"file:///{rest}" if scheme == "file" else (
+        f"{scheme}://{rest}")
+    return (f"repository URL {url!r} is not a URL (a scheme needs '://') nor a local path "
+            f"meant as one; did you mean {meant!r}?")
+
+
 def open_store(url: str, options: StoreOptions | None = None, *,
                upload: TokenBucket | None = None) -> Store:
     """A plain path or ``file:///path`` opens a directory store; ``s3://bucket/prefix`` a
@@ -35,6 +54,9 @@ def open_store(url: str, options: StoreOptions | None = None, *,
     if not url:
         raise UsageError("no repository given: use --repo, DRSYNC_REPO or `repo` in the config")
     options = (options or StoreOptions()).validate()
+    problem = url_problem(url)
+    if problem:
+        raise UsageError(problem)
     store: Store
     if "://" not in url:
         store = LocalStore(url)
