@@ -232,6 +232,8 @@ def run_backup(repo: Repository, req: BackupRequest, *, catalog: RunRecorder | N
     """Back up one source under the writer lock; the snapshot is written last, then the
     run record (also for a failed run)."""
     kind = req.kind()
+    if any(not tag.strip() for tag in req.tags):
+        raise UsageError("--tag '' is empty (an unset variable?): give the tag, or leave it out")
     host = req.host or socket.gethostname()
     tenant = req.tenant or host
     started_at = datetime.now(UTC)

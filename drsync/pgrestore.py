@@ -25,7 +25,7 @@ from drsync.repo import Repository, Snapshot, SnapshotReader
 from drsync.repo.objects import FormatError
 from drsync.repo.wal import HEADER_MAX, WAL_PREFIX, WalHeader, parse_wal_header, wal_key
 from drsync.restore import Counted, RestoreRun, write_tree
-from drsync.sources import FileTreeTarget, unfinished_restore
+from drsync.sources import FileTreeTarget, refuse_unsafe_target, unfinished_restore
 from drsync.sources.postgres import (
     LOGICAL_DUMP_NAME,
     PGDATA_PREFIX,
@@ -181,7 +181,7 @@ def restore_pgdata(repo: Repository, ref: str, pgdata: str | Path, *,
     restore_command fetches the first WAL file needed, and (``start``) start the
     server and report where recovery stopped, as the server says."""
     started = time.monotonic()
-    pgdata = Path(pgdata).absolute()
+    pgdata = refuse_unsafe_target(pgdata, delta=True, store=repo.store, flag="--pgdata")
     source = f"pgdata -> {pgdata}" + (" (delta)" if delta else "")
     with RestoreRun(catalog, repo, source, tenant) as run:
         snap = repo.find_snapshot(ref)

@@ -24,7 +24,13 @@ from drsync.catalog.records import RunRecorder
 from drsync.errors import DrsyncError, RestoreTargetError, StoreError, UsageError
 from drsync.repo import Entry, Repository, Snapshot, SnapshotReader
 from drsync.repo.runs import save_run_or_warn
-from drsync.sources import FileTreeTarget, LocalCopy, RestoringFile, unfinished_restore
+from drsync.sources import (
+    FileTreeTarget,
+    LocalCopy,
+    RestoringFile,
+    refuse_unsafe_target,
+    unfinished_restore,
+)
 
 __all__ = ["RestoreResult", "RestoreRun", "TreeWritten", "restore_snapshot", "write_tree"]
 
@@ -302,6 +308,8 @@ def restore_snapshot(
         raise UsageError("restore needs exactly one of --target DIR or --stdout")
     if delta and target is None:
         raise UsageError("--delta goes with --target DIR (or --pgdata DIR)")
+    if target is not None:
+        target = refuse_unsafe_target(target, delta=delta, store=repo.store)
     started = time.monotonic()
     where = "stdout" if target is None else str(Path(target).absolute())
     with RestoreRun(catalog, repo, f"files -> {where}" + (" (delta)" if delta else ""),

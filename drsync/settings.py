@@ -460,6 +460,9 @@ def _check(path: str, section: str, key: str, value: Any) -> dict[str, Any]:
             (parse_duration if name == "keep_within" else parse_max_unused)(value)
         except UsageError as err:
             raise ConfigError(f"config file {path}: key {dotted!r}: {err}") from None
+    if name in ("keep_tags", "tags") and any(not str(t).strip() for t in value):
+        raise ConfigError(f"config file {path}: key {dotted!r}: an empty tag (it would match "
+                          "no snapshot)")
     if name == "repo":
         from drsync.store import url_problem
 

@@ -64,6 +64,7 @@ def test_flags_override_file_but_none_does_not() -> None:
     ('repo = "s3:dr-backups/x"\n', "did you mean 's3://dr-backups/x'?"),
     ('repo = "file:/srv/dc2"\n', "did you mean 'file:///srv/dc2'?"),
     ('[s3]\nca_bundle = "no-such.pem"\n', "key 's3.ca_bundle': "),
+    ('[retention]\nkeep_tags = [""]\n', "key 'retention.keep_tags': an empty tag"),
 ])
 def test_each_problem_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     cfg = tmp_path / "bad.toml"

@@ -163,6 +163,8 @@ def _global_option_hint(err: click.exceptions.NoSuchOption) -> str | None:
 def _forget_stdout() -> None:
     """After a failure, drop what standard output still buffers: it may be a pipe whose
     reader ended, and flushing it at exit would print a second error (Python's own)."""
+    if sys.stdout is None:  # started with standard output closed: nothing buffered
+        return
     try:
         sys.stdout.flush()
     except (OSError, ValueError):

@@ -395,10 +395,14 @@ def restore_cmd(ctx: click.Context, snapshot: str, target: str | None, to_stdout
         raise UsageError("--target-time, --target-lsn and --start go with --pgdata")
     if clean:
         raise UsageError("--clean goes with --pg-restore")
+    from drsync.errors import RestoreTargetError
     from drsync.restore import restore_snapshot
 
     if to_stdout and as_json:
         raise UsageError("--stdout and --json both want standard output; choose one")
+    if to_stdout and sys.stdout is None:
+        raise RestoreTargetError("standard output is closed: nothing can be written to it "
+                                 "(redirect it to a file or a program)")
     settings = settings_from(ctx)
     repo = open_repo(ctx)
     with progress_bar("restore", enabled=not as_json) as (advance, set_total):

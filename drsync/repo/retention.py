@@ -56,9 +56,12 @@ class Duration:
         """``at`` minus this duration (months clamp to the month's last day)."""
         month0 = at.year * 12 + at.month - 1 - self.years * 12 - self.months
         year, month = divmod(month0, 12)
-        day = min(at.day, _days_in(year, month + 1))
-        shifted = at.replace(year=year, month=month + 1, day=day)
-        return shifted - timedelta(days=self.days, hours=self.hours)
+        try:
+            day = min(at.day, _days_in(year, month + 1))
+            shifted = at.replace(year=year, month=month + 1, day=day)
+            return shifted - timedelta(days=self.days, hours=self.hours)
+        except (ValueError, OverflowError):  # before year 1: every snapshot is within it
+            return datetime.min.replace(tzinfo=at.tzinfo)
 
     def __str__(self) -> str:
         text = "".join(f"{n}{u}" for n, u in ((self.years, "y"), (self.months, "m"),
@@ -116,6 +119,10 @@ class RetentionPolicy:
             if type(value) is not int or value < -1:
                 raise UsageError(f"--{name.replace('_', '-')} must be a whole number "
                                  f"(-1 for no limit), got {value!r}")
+        if any(not tag.strip() for tag in self.keep_tags):
+            # An empty tag (an unset variable) matches no snapshot: as the only rule, it
+            # would remove them all.
+            raise UsageError("--keep-tag '' is empty (an unset variable?): give the tag to keep")
         return self
 
     @property

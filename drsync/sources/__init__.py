@@ -10,7 +10,13 @@ from drsync.sources.base import Source, SourceBase, SourceItem, SourceProblem
 from drsync.sources.files import FilesSource, scan_paths
 from drsync.sources.sqlite import SqliteSource, sqlite_consistent_copy
 from drsync.sources.stdin import StdinSource
-from drsync.sources.tree import FileTreeTarget, LocalCopy, RestoringFile, unfinished_restore
+from drsync.sources.tree import (
+    FileTreeTarget,
+    LocalCopy,
+    RestoringFile,
+    refuse_unsafe_target,
+    unfinished_restore,
+)
 
 __all__ = [
     "FileTreeTarget",
@@ -23,6 +29,7 @@ __all__ = [
     "SourceProblem",
     "SqliteSource",
     "StdinSource",
+    "refuse_unsafe_target",
     "scan_paths",
     "sqlite_consistent_copy",
     "unfinished_restore",

@@ -33,6 +33,9 @@ class StdinSource(SourceBase):
     def items(self) -> Iterator[SourceItem]:
         if "/" in self._name or self._name in (".", ".."):
             raise UsageError(f"--stdin-name {self._name!r} must be a plain file name")
+        if self._stream is None and sys.stdin is None:
+            raise SourceError(f"standard input is closed: nothing to back up as "
+                              f"{self._name!r} (pipe the dump into drsync)")
         stream: BinaryIO = self._stream if self._stream is not None else sys.stdin.buffer
         if not self._allow_empty:
             # `pg_dump nosuchdb | drsync backup --stdin-name x` gives no byte: an empty

@@ -50,7 +50,7 @@ from drsync.store.local import NO_ANONYMOUS, NO_HARD_LINKS
 from drsync.tree import Entry
 
 __all__ = ["UNFINISHED", "DeltaStats", "FileTreeTarget", "LocalCopy", "RestoringFile",
-           "unfinished_restore"]
+           "refuse_unsafe_target", "unfinished_restore"]
 # The hidden temporary of a file being restored (see RestoringFile), and nothing else.
 _TEMPORARY = re.compile(r"\..{1,64}\.[0-9a-f]{16}\.drsync-tmp", re.S)
 
@@ -717,6 +717,34 @@ def _libc() -> ctypes.CDLL | None:
         return ctypes.CDLL(None, use_errno=True)
     except OSError:
         return None
+
+
+def refuse_unsafe_target(target: str | Path, *, delta: bool, store: object = None,
+                         flag: str = "--target") -> Path:
+    """The target as an absolute path, or UsageError when restoring there would destroy
+    what must not be: an empty value (the working directory), with ``delta`` (which
+    removes what the snapshot lacks) the root directory, and the repository of a local
+    ``store`` (the target inside it, or, with delta, holding it)."""
+    if not str(target).strip():
+        raise UsageError(f"{flag} is empty (an unset variable?): name the directory to "
+                         "restore into")
+    root = Path(os.path.abspath(target))
+    real = Path(os.path.realpath(root))
+    if delta and real == Path("/"):
+        raise UsageError(f"refusing a --delta restore into {root}: it would remove every "
+                         "file of the system the snapshot does not hold")
+    inner = store
+    while inner is not None and not hasattr(inner, "root"):
+        inner = getattr(inner, "inner", None)
+    repo_root = getattr(inner, "root", None)
+    if repo_root is not None:
+        repo_real = Path(os.path.realpath(repo_root))
+        within = real == repo_real or repo_real in real.parents
+        if within or (delta and real in repo_real.parents):
+            where = "holds it" if within else "is inside it (a --delta would remove it)"
+            raise UsageError(f"refusing to restore into {root}: the repository {repo_root} "
+                             f"{where}; restore somewhere else")
+    return root
 
 
 def unfinished_restore(root: str | Path) -> str | None:

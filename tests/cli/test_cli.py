@@ -475,3 +475,50 @@ def test_check_is_on_record_ok_and_failed(cli: Cli, tmp_path: Path) -> None:
         ("check --read-data", "ok"), ("check --read-data", "failed")]
     assert checks[0]["bytes_read"] > 300_000
     assert "error(s): object data/" in checks[1]["error"] and pack.name in checks[1]["error"]
+
+
+def test_targets_and_values_that_would_destroy_are_refused(cli: Cli, tmp_path: Path) -> None:
+    """An empty --target (an unset variable: the working directory), a --delta into / or
+    into a directory holding the repository, empty tags, closed standard streams: one
+    line each, and nothing written or removed."""
+    src = tmp_path / "exports"
+    src.mkdir()
+    (src / "residents.csv").write_bytes(text_like(100_000, seed=4))
+    cli("backup", str(src))
+    cwd = tmp_path / "cwd"
+    (cwd / "important").mkdir(parents=True)
+    (cwd / "important" / "db").write_text("the operator's")
+    for args, code, line in (
+        (["restore", "latest", "--target", "", "--delta"], 2,
+         "--target is empty (an unset variable?): name the directory to restore into"),
+        (["restore", "latest", "--target", "/", "--delta"], 2,
+         "refusing a --delta restore into /: it would remove every file of the system the "
+         "snapshot does not hold"),
+        (["restore", "latest", "--target", str(tmp_path), "--delta"], 2,
+         f"refusing to restore into {tmp_path}: the repository {tmp_path / 'repo'} is inside "
+         "it (a --delta would remove it); restore somewhere else"),
+        (["restore", "latest", "--target", str(tmp_path / "repo" / "x")], 2,
+         f"refusing to restore into {tmp_path / 'repo' / 'x'}: the repository "
+         f"{tmp_path / 'repo'} holds it; restore somewhere else"),
+        (["forget", "--keep-tag", ""], 2,
+         "--keep-tag '' is empty (an unset variable?): give the tag to keep"),
+        (["backup", "--tag", "", str(src)], 2,
+         "--tag '' is empty (an unset variable?): give the tag, or leave it out"),
+    ):
+        done = subprocess.run([cli.exe, *args], capture_output=True, text=True, cwd=cwd,
+                              env=cli.env)
+        assert (done.returncode, done.stderr.strip()) == (code, f"drsync: error: {line}"), args
+    assert (cwd / "important" / "db").read_text() == "the operator's"
+    assert len(cli.json("snapshots")) == 1  # type: ignore[arg-type]
+    closed = subprocess.run(f"{cli.exe} restore latest --stdout >&-", shell=True,
+                            capture_output=True, text=True, env=cli.env)
+    assert (closed.returncode, closed.stderr.strip()) == (
+        17, "drsync: error: standard output is closed: nothing can be written to it "
+            "(redirect it to a file or a program)")
+    closed = subprocess.run(f"{cli.exe} backup --stdin-name dump <&-", shell=True,
+                            capture_output=True, text=True, env=cli.env)
+    assert (closed.returncode, closed.stderr.strip()) == (
+        15, "drsync: error: standard input is closed: nothing to back up as 'dump' (pipe the "
+            "dump into drsync)")
+    # A keep_within past year 1 keeps everything rather than failing.
+    assert cli.json("forget", "--keep-within", "3000y", "--dry-run")["removed"] == []  # type: ignore[index]
