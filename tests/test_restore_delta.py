@@ -361,3 +361,23 @@ def test_a_resume_refuses_what_is_in_the_snapshots_way_and_removes_nothing(
     # Asked for, a delta makes the target equal to the snapshot: then it is removed.
     restore_snapshot(repo, "latest", target=out, delta=True)
     assert (out / "registry" / "part02.csv").is_file()
+
+
+def test_a_delta_leaves_a_hard_link_outside_the_target_untouched(
+        tmp_path: Path, repo: Repository) -> None:
+    src = _source(tmp_path)
+    run_backup(repo, BackupRequest(paths=[str(src)], host="t"))
+    clean, out = tmp_path / "clean", tmp_path / "out"
+    restore_snapshot(repo, "latest", target=clean)
+    restore_snapshot(repo, "latest", target=out)
+    outside = tmp_path / "elsewhere.csv"
+    victim = out / "registry" / "part02.csv"
+    os.link(victim, outside)  # the same inode, outside the target
+    outside.chmod(0o600)
+    os.utime(outside, ns=(10**18, 10**18))
+    before = (outside.read_bytes(), outside.stat().st_mode, outside.stat().st_mtime_ns)
+    done = restore_snapshot(repo, "latest", target=out, delta=True)
+    assert (outside.read_bytes(), outside.stat().st_mode, outside.stat().st_mtime_ns) == before
+    assert _tree(out) == _tree(clean) and victim.stat().st_nlink == 1
+    # Rewritten from its own chunks (no data fetched), not kept in place.
+    assert done.files_written == 1 and done.bytes_reused == victim.stat().st_size

@@ -242,7 +242,11 @@ class FileTreeTarget:
                 matches.append(len(data) == length and chunk_id(data) == blob_id)
         if not any(matches) and chunks:
             return None
-        return LocalCopy(matches, all(matches) and st.st_size == meta.size)
+        # Kept, a file gets the snapshot's mode and mtime in place; a file with another
+        # name (a hard link, maybe outside the target) would have them too. It is
+        # rewritten instead, from its matching chunks, and the new file renamed over it.
+        whole = all(matches) and st.st_size == meta.size and st.st_nlink == 1
+        return LocalCopy(matches, whole)
 
     @contextlib.contextmanager
     def existing(self, meta: Entry) -> Iterator[int]:
