@@ -9,13 +9,16 @@ one line when the link stays down longer.
 
 Backoff is exponential with full jitter (AWS's recommendation): attempt n
 sleeps a uniform random time in [0, min(cap, base x 2^n)], cut short so that the
-last attempt is made at the deadline rather than given up before it.
+last attempt is made at the deadline rather than given up before it. A request
+still failing after a few seconds is one ``drsync: warning:`` line per process,
+so that an endpoint that is down does not mean minutes of silence.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -27,6 +30,8 @@ __all__ = ["RetryPolicy", "RetryStore"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_SAY_AFTER_S = 5.0  # a request failing this long is said once per process, as a warning
+_SAID = threading.Event()
 
 
 class RetryPolicy:
@@ -72,6 +77,12 @@ class RetryStore(Store):
                 attempt += 1
                 self.retries += 1
                 log.info("%s: %s; retry %d in %.1f s", what, err, attempt, delay)
+                if elapsed >= _SAY_AFTER_S and not _SAID.is_set():
+                    # An endpoint that is down would otherwise mean minutes of silence.
+                    _SAID.set()
+                    log.warning("%s: %s; still retrying, for up to %g s in all (the retry "
+                                "deadline, [store] retry_deadline_s)", what, err,
+                                policy.deadline)
                 policy.sleep(delay)
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:

@@ -259,3 +259,30 @@ def test_throttle_charges_whole_objects_on_stores_that_cannot_pace() -> None:
     assert clock.now == pytest.approx(2.0)  # 3000 bytes at 1000 B/s, less the 1000 burst
     assert store.get("a") == b"x" * 3000
     assert clock.now == pytest.approx(2.0 + 5.0)
+
+
+def test_a_request_failing_for_seconds_is_said_once(monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import drsync.store.retry as retry
+
+    monkeypatch.setattr(retry, "_SAID", threading.Event())
+    flaky = FlakyStore(failures=10_000)
+    store, _clock = _retrying(flaky, deadline=30)
+    with caplog.at_level(logging.WARNING, logger="drsync"), pytest.raises(StoreError):
+        store.get("data/aa/x")
+    with caplog.at_level(logging.WARNING, logger="drsync"), pytest.raises(StoreError):
+        store.get("data/aa/y")  # the second request says nothing more
+    [said] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert said.getMessage().startswith("reading data/aa/x: memory://flaky: connection reset; "
+                                        "still retrying, for up to 30 s in all")
+    # A blip shorter than that is ridden out in silence.
+    monkeypatch.setattr(retry, "_SAID", threading.Event())
+    caplog.clear()
+    blip = FlakyStore(failures=1)
+    blip.inner.put("k", b"v")
+    store, _clock = _retrying(blip, deadline=30)
+    with caplog.at_level(logging.WARNING, logger="drsync"):
+        assert store.get("k") == b"v"
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
