@@ -265,6 +265,21 @@ def test_catalog_rebuilt_from_the_store_alone_equals_the_lost_one(cli: Cli,
     # Rebuilding again (or into a catalog that has the runs) duplicates nothing.
     cli("catalog", "rebuild", "--config", cfg)
     assert len(cli.json("--config", cfg, "runs")) == 5
+    # A catalog file damaged (truncated): other commands say what to do in one line;
+    # rebuild moves it aside and rebuilds it, equal again.
+    path = tmp_path / "catalog.sqlite"
+    path.write_bytes(path.read_bytes()[:1000])
+    broken = cli("--config", cfg, "runs", ok=False)
+    assert broken.returncode == 4
+    assert broken.stderr.strip().endswith("(a damaged catalog: `drsync catalog rebuild` moves "
+                                          "it aside and rebuilds it from the store)")
+    done = cli("catalog", "rebuild", "--config", cfg)
+    [aside] = [p for p in tmp_path.iterdir() if p.name.startswith("catalog.sqlite.damaged-")]
+    assert aside.stat().st_size == 1000
+    assert done.stderr.strip() == (f"drsync: warning: cannot open catalog {path}: "
+                                   "(sqlite3.DatabaseError) database disk image is malformed: "
+                                   f"moved aside to {aside}; rebuilding it from the store")
+    assert _comparable_runs(cli.json("--config", cfg, "runs")) == _comparable_runs(runs_before)
 
 
 def test_catalog_rebuild_into_another_catalog_url(cli: Cli, tmp_path: Path) -> None:

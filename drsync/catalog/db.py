@@ -29,7 +29,7 @@ from drsync.catalog.journal import RunJournal
 from drsync.catalog.records import owner_gone, this_owner
 from drsync.errors import ConfigError
 
-__all__ = ["Catalog", "RunRecord", "engine_url"]
+__all__ = ["Catalog", "CatalogDamaged", "RunRecord", "engine_url", "set_aside"]
 
 _metadata = sa.MetaData()
 runs_table = sa.Table(
@@ -183,6 +183,33 @@ def _record_values(repo: str, record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class CatalogDamaged(ConfigError):
+    """A SQLite catalog file that is no database any more (truncated, overwritten)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason} (a damaged catalog: `drsync catalog rebuild` moves it "
+                         "aside and rebuilds it from the store)")
+        self.reason = reason
+
+
+def _damaged_sqlite(err: BaseException) -> bool:
+    import sqlite3
+
+    orig = getattr(err, "orig", None)
+    return (isinstance(orig, sqlite3.DatabaseError)
+            and not isinstance(orig, sqlite3.OperationalError))
+
+
+def set_aside(location: str) -> str:
+    """Move a damaged SQLite catalog file aside (``<file>.damaged-<UTC time>``); its
+    journal stays, to be ingested into the catalog rebuilt in its place. Returns the new
+    name."""
+    path = engine_url(location).removeprefix("sqlite:///")
+    aside = f"{path}.damaged-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    os.rename(path, aside)
+    return aside
+
+
 class Catalog:
     """A ``RunRecorder`` writing straight to the database; ingests the journal on open."""
 
@@ -196,6 +223,8 @@ class Catalog:
                               "reinstall drsync with its dependencies") from None
         except (SQLAlchemyError, OSError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+            if _damaged_sqlite(err):
+                raise CatalogDamaged(f"cannot open catalog {location}: {first}") from None
             raise ConfigError(f"cannot open catalog {location}: {first}") from None
         self.ingest(RunJournal(location, state_dir))
         self.settle_abandoned()

@@ -138,11 +138,21 @@ def catalog_rebuild_cmd(ctx: click.Context, fleet: str | None, catalog_url: str 
       drsync catalog rebuild --config tenant.toml --catalog postgresql://dr@db2/drsync
       drsync --config /etc/drsync/dc2.toml catalog rebuild --fleet fleet.toml --json
     """
+    from drsync.catalog.db import CatalogDamaged, set_aside
     from drsync.dr.rebuild import rebuild_fleet, rebuild_repo
 
     settings = settings_from(ctx)
     repo = None if fleet else open_repo(ctx, settings)
-    catalog = _open_catalog(ctx, catalog_url)
+    try:
+        catalog = _open_catalog(ctx, catalog_url)
+    except CatalogDamaged as err:
+        location = catalog_url or settings.catalog or ""
+        if "://" in location and not location.startswith("sqlite:///"):
+            raise
+        aside = set_aside(location)
+        click.echo(f"drsync: warning: {err.reason}: moved aside to "
+                   f"{aside}; rebuilding it from the store", err=True)
+        catalog = _open_catalog(ctx, catalog_url)
     try:
         if fleet:
             from drsync.plan.fleetfile import load_fleet
