@@ -99,6 +99,7 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
 
         raise UsageError(f"{store.url} is not empty and is not a drsync repository; "
                          "choose an empty directory or bucket prefix")
+    _refuse_enclosing_repository(settings, store.url)
     passphrase, _source = read_passphrase(settings, confirm=True)
     # The key file's path is taken before the store is touched: a key file that cannot be
     # written must not leave a repository behind with a wrapping nobody holds.
@@ -123,6 +124,35 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
             click.echo(f"key file written to {key_path} (keep a copy off this host)")
         if escrow:
             click.echo(f"escrow key {escrow.key_id} can recover this repository")
+
+
+def _refuse_enclosing_repository(settings: Any, url: str) -> None:
+    """UsageError when a repository already holds ``url`` (a directory or prefix inside
+    it): the new one's objects would lie in the other's, under its retention, its
+    prune and whatever grants access to it."""
+    import dataclasses
+    from pathlib import PurePosixPath
+
+    from drsync.errors import DrsyncError
+    from drsync.repo.objects import HEADER_SIZE, TYPE_CONFIG, header
+
+    if url.startswith("s3://"):
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        parts = [p for p in prefix.split("/") if p]
+        above = [f"s3://{bucket}/{'/'.join(parts[:n])}".rstrip("/") for n in range(len(parts))]
+    else:
+        above = [str(p) for p in PurePosixPath(url).parents]
+    for outer in reversed(above):
+        try:
+            store = open_store_for(dataclasses.replace(settings, repo=outer))
+            first = store.get("config", 0, HEADER_SIZE)
+        except (DrsyncError, OSError):
+            continue  # none there, or no access above the prefix: nothing to say
+        if first == header(TYPE_CONFIG):
+            from drsync.errors import UsageError
+
+            raise UsageError(f"{url} lies inside the repository {outer}: choose a directory "
+                             "or bucket prefix outside every repository")
 
 
 @click.command("backup")

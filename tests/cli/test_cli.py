@@ -522,3 +522,11 @@ def test_targets_and_values_that_would_destroy_are_refused(cli: Cli, tmp_path: P
             "dump into drsync)")
     # A keep_within past year 1 keeps everything rather than failing.
     assert cli.json("forget", "--keep-within", "3000y", "--dry-run")["removed"] == []  # type: ignore[index]
+
+
+def test_init_refuses_a_directory_inside_a_repository(cli: Cli, tmp_path: Path) -> None:
+    done = cli("--repo", str(tmp_path / "repo" / "data" / "tenant2"), "init", ok=False)
+    assert (done.returncode, _error_line(done)) == (
+        2, f"drsync: error: {tmp_path / 'repo' / 'data' / 'tenant2'} lies inside the repository "
+           f"{tmp_path / 'repo'}: choose a directory or bucket prefix outside every repository")
+    assert not (tmp_path / "repo" / "data" / "tenant2").exists()

@@ -67,6 +67,15 @@ def test_init_refuses_a_non_empty_prefix_that_is_no_repository(
     again.env["DRSYNC_REPO"] = f"s3://{bucket}/other-tenant"
     again("init")
     assert again("init", ok=False).returncode == 10  # exists
+    # A prefix inside that repository is refused: its objects would lie in the other's.
+    inner = S3Cli(drsync_bin, tmp_path, moto_endpoint, bucket)
+    inner.env["DRSYNC_REPO"] = f"s3://{bucket}/other-tenant/sub"
+    nested = inner("init", ok=False)
+    assert nested.returncode == 2
+    assert nested.stderr.decode().strip() == (
+        f"drsync: error: s3://{bucket}/other-tenant/sub lies inside the repository "
+        f"s3://{bucket}/other-tenant: choose a directory or bucket prefix outside every "
+        "repository")
 
 
 @pytest.mark.slow
