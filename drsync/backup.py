@@ -355,12 +355,33 @@ def _add(writer: SnapshotWriter, item: SourceItem, source: Source) -> None:
         return
     try:
         with item.open() as reader:
-            writer.add_stream(item.meta, reader, fixed_size=item.fixed_chunk or None)
+            before = _identity(reader) if source.kind == "files" else None
+            read = writer.add_stream(item.meta, reader, fixed_size=item.fixed_chunk or None)
+            after = _identity(reader) if before is not None else None
     except OSError as err:
         origin = item.origin or item.meta.path
         if not source.skips_unreadable:
             raise SourceError(f"reading {origin}: {err.strerror}") from None
         source.problems.append(SourceProblem(origin, err.strerror or str(err)))
+        return
+    if before is not None and (after != before or read != before[0]):
+        # Written to (or replaced in place) while it was read: what the snapshot holds
+        # may be a mix of before and after that never existed on disk, as tar says.
+        origin = item.origin or item.meta.path
+        assert after is not None
+        source.problems.append(SourceProblem(
+            origin, f"changed while it was read ({before[0]} bytes at the start, {after[0]} "
+                    f"at the end, {read} read): its copy in the snapshot may be torn; back "
+                    "it up again when nothing writes it"))
+
+
+def _identity(reader: Any) -> tuple[int, int, int] | None:
+    """A file's size, mtime and ctime, by its descriptor (None: not a file)."""
+    try:
+        st = os.fstat(reader.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _backup_locked(repo: Repository, req: BackupRequest, kind: str, host: str,

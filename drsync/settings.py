@@ -471,10 +471,6 @@ def _check(path: str, section: str, key: str, value: Any) -> dict[str, Any]:
             raise ConfigError(f"config file {path}: key {dotted!r}: {problem}")
     if name in _PATH_FIELDS and isinstance(value, str):
         value = _relative_to(path, value)
-    if name == "s3_ca_bundle" and not os.path.isfile(value):
-        why = "is not a file" if os.path.exists(value) else "does not exist"
-        raise ConfigError(f"config file {path}: key {dotted!r}: {value} {why} (the PEM file "
-                          "of the CA that signed the endpoint's certificate)")
     return {name: value}
 
 
@@ -537,6 +533,14 @@ def store_options(settings: Settings) -> StoreOptions:
     from drsync.store.options import MiB, S3Options, StoreOptions
     from drsync.store.throttle import parse_rate
 
+    bundle = settings.s3_ca_bundle
+    if bundle and (settings.repo or "").startswith("s3://") and not os.path.isfile(bundle):
+        # Found when the store opens (an example config may name one not made yet), as a
+        # setting: botocore would call it a TLS failure and advise setting ca_bundle.
+        why = "is not a file" if os.path.exists(bundle) else "does not exist"
+        where = f"config file {settings.source}: " if settings.source else ""
+        raise ConfigError(f"{where}key 's3.ca_bundle': {bundle} {why} (the PEM file of the "
+                          "CA that signed the endpoint's certificate)")
     s3 = S3Options(
         endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
         addressing_style=settings.s3_addressing_style or "auto", profile=settings.s3_profile,
