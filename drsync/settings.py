@@ -342,6 +342,7 @@ def endpoint_problem(url: str) -> str | None:
     del port
     return None
 _FIELDS = {f.name for f in fields(Settings)}
+_SECRET_FIELDS = ("key_file", "password_file", "password")  # given together, by one layer
 # Paths in a config file are relative to the file.
 _PATH_FIELDS = ("repo", "password_file", "key_file", "catalog", "pg_bindir", "s3_ca_bundle",
                 "s3_credentials_file", "s3_spool_dir", "cache_dir", "spool", "escrow_pubkey",
@@ -361,7 +362,17 @@ def resolve(config_path: str | None, flags: Mapping[str, Any],
         raise ValueError(f"not settings: {sorted(unknown)}")
     path = config_path or environ.get(CONFIG_ENV) or None
     from_env = {name: environ[var] for var, name in ENVIRONMENT.items() if environ.get(var)}
-    settings = load_settings(path).override(**from_env).override(**flags)
+    loaded = load_settings(path)
+    # The repository's secret comes whole from the highest layer that gives one: a
+    # --password-file flag (or DRSYNC_PASSWORD) is used, not passed over for the config
+    # file's key_file, which would make a wrong passphrase look right.
+    given = [layer for layer in (flags, from_env)
+             if any(layer.get(name) is not None for name in _SECRET_FIELDS)]
+    if given:
+        loaded = replace(loaded, key_file=None, password_file=None, password=None)
+        if given[0] is flags:
+            from_env = {k: v for k, v in from_env.items() if k not in _SECRET_FIELDS}
+    settings = loaded.override(**from_env).override(**flags)
     state_dir = _state_dir(environ)
     return replace(
         settings, state_dir=state_dir,

@@ -217,3 +217,20 @@ def test_an_unknown_base_backup_method_is_one_usage_error() -> None:
 
     with pytest.raises(UsageError, match="pg_base_method must be auto, direct or stream"):
         BackupRequest(pg_base="dbname=x", pg_base_method="rsync").kind()
+
+
+def test_the_secret_comes_whole_from_the_highest_layer_that_gives_one(tmp_path: Path) -> None:
+    cfg = tmp_path / "tenant.toml"
+    cfg.write_text('key_file = "agent.key"\npassword_file = "registry.pass"\n')
+    kf, pf = str(tmp_path / "agent.key"), str(tmp_path / "registry.pass")
+    assert (resolve(str(cfg), {}, {}).key_file, resolve(str(cfg), {}, {}).password_file) == (
+        kf, pf)
+    # A passphrase file on the command line is used: not passed over for the file's key.
+    flag = resolve(str(cfg), {"password_file": "/tmp/wrong.pass"}, {})
+    assert (flag.key_file, flag.password_file) == (None, "/tmp/wrong.pass")
+    # DRSYNC_PASSWORD beats the file's password_file and key_file...
+    env = resolve(str(cfg), {}, {"DRSYNC_PASSWORD": "typed"})
+    assert (env.key_file, env.password_file, env.password) == (None, None, "typed")
+    # ...and a flag beats the environment's secret as a whole.
+    both = resolve(str(cfg), {"key_file": "/k"}, {"DRSYNC_PASSWORD": "typed"})
+    assert (both.key_file, both.password_file, both.password) == ("/k", None, None)
