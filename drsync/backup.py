@@ -388,7 +388,7 @@ def _backup_locked(repo: Repository, req: BackupRequest, kind: str, host: str,
                    started: float, progress: Callable[[int], None] | None,
                    stats: list[WriterStats]) -> BackupResult:
     source = req.source()
-    with RepositoryLock(repo.store, f"backup {req.describe()}"), source:
+    with RepositoryLock(repo.store, f"backup {req.describe()}") as lock, source:
         abort_interrupted_uploads(repo.store)  # finished ones become packs to adopt
         # The index trusts only packs listed present now: a chunk whose pack was lost is
         # stored again, never referenced in its absence.
@@ -406,7 +406,7 @@ def _backup_locked(repo: Repository, req: BackupRequest, kind: str, host: str,
             snap = writer.commit(
                 host=host, source_kind=kind, source_spec={**source.spec(), **req.spec_extra},
                 tags=list(req.tags), summary={"items": items, "problems": len(problems)},
-                version=__version__,
+                version=__version__, before_snapshot=lock.confirm_held,
             )
         except BaseException:
             writer.abort()

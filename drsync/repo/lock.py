@@ -278,13 +278,26 @@ class RepositoryLock:
                 current = read_lock(self._store)
                 if current is None or current.token != self._info.token:
                     log.warning("the repository lock was removed by another process")
-                    return  # the snapshot write will still be safe
+                    return  # confirm_held refuses the snapshot then
                 self._info = replace(self._info, time=time.time())
                 self._store.put(LOCK_KEY, _encode(self._info))
             except DrsyncError as err:
                 # The store is unreachable for now: keep trying, a lock not refreshed for
                 # STALE_AFTER goes stale whatever its pid.
                 log.warning("cannot refresh the repository lock: %s", err)
+
+    def confirm_held(self) -> None:
+        """RepositoryLocked unless the lock is still ours: a writer about to make its work
+        visible (a snapshot) must not do so after another took the lock from it (`unlock
+        --force` on a live writer, a takeover after it went unrefreshed): a prune may have
+        deleted what it references meanwhile."""
+        current = read_lock(self._store)
+        if current is None or current.token != self._info.token:
+            now = f" (now held by {current.describe()})" if current is not None else ""
+            raise RepositoryLocked(f"repository {self._store.url}: the writer lock was taken "
+                                   f"from this {self._info.command} while it ran{now} (`drsync "
+                                   "unlock --force`?): its work is not made visible; what it "
+                                   "stored is reused by the next run")
 
     def release(self) -> None:
         self._stop.set()

@@ -598,8 +598,10 @@ class SnapshotWriter:
                                  "packs already stored are reused by the next run", reason)
 
     def commit(self, *, host: str, source_kind: str, source_spec: dict[str, Any],
-               tags: list[str], summary: dict[str, Any], version: str) -> Snapshot:
-        """Store the tree, the last pack, the indexes, then the snapshot."""
+               tags: list[str], summary: dict[str, Any], version: str,
+               before_snapshot: Callable[[], None] | None = None) -> Snapshot:
+        """Store the tree, the last pack, the indexes, then the snapshot; ``before_snapshot``
+        (the writer lock's ``confirm_held``) may refuse that last write."""
         tree_ids: list[str] = []
         self._tree.seek(0)
         self._stream(self._tree, BLOB_TREE,  # type: ignore[arg-type]
@@ -609,6 +611,8 @@ class SnapshotWriter:
         self._uploader.close()
         self._check_stop()  # the last moment a stop (a deadline) can keep the snapshot out
         self._shutdown()
+        if before_snapshot is not None:
+            before_snapshot()
         snap = Snapshot(
             time=utc_now(), start_time=self.start_time, host=host, source_kind=source_kind,
             source_spec=source_spec, tree=tree_ids, tags=tags, drsync_version=version,

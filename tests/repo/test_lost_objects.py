@@ -244,3 +244,26 @@ def test_repository_needs_an_object_the_store_lost_exit_13(repo: Repository) -> 
     assert caught.value.exit_code == 13
     assert f"object data/{pack.parent.name}/{pack.name}: missing (named by the index)" \
         in str(caught.value)
+
+
+def test_a_backup_whose_lock_was_taken_writes_no_snapshot(repo: Repository) -> None:
+    """`unlock --force` on a live backup (then, say, a prune): the backup must not make a
+    snapshot visible that may reference what the prune deleted."""
+    from drsync.errors import RepositoryLocked
+    from drsync.repo.lock import remove_lock
+
+    taken = {"done": False}
+
+    def progress(_n: int) -> None:
+        if not taken["done"]:
+            remove_lock(repo.store)  # what `drsync unlock --force` does
+            taken["done"] = True
+
+    with pytest.raises(RepositoryLocked) as info:
+        run_backup(repo, BackupRequest(stdin_name="dump", stdin=io.BytesIO(_data(14))),
+                   progress=progress)
+    assert "the writer lock was taken from this backup stdin:dump while it ran" in str(
+        info.value) and info.value.exit_code == 12
+    assert _reopen(repo).snapshot_ids() == []
+    assert run_backup(_reopen(repo), BackupRequest(stdin_name="dump",
+                                                   stdin=io.BytesIO(_data(14)))).exit_code == 0

@@ -317,3 +317,4 @@ def test_a_repair_killed_while_saving_leaves_no_temporary_after_the_next(
     assert "taken out by an earlier repair" in gone.problems[0]
     _backup(_reopen(repo), data)
     assert _restore(repo, first) == data
+
