@@ -9,6 +9,7 @@ byte is written; then to stream the data.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -21,7 +22,13 @@ from typing import Any, BinaryIO
 
 from drsync import __version__
 from drsync.catalog.records import RunRecorder
-from drsync.errors import DrsyncError, RestoreTargetError, StoreError, UsageError
+from drsync.errors import (
+    DrsyncError,
+    IntegrityError,
+    RestoreTargetError,
+    StoreError,
+    UsageError,
+)
 from drsync.repo import Entry, Repository, Snapshot, SnapshotReader
 from drsync.repo.runs import save_run_or_warn
 from drsync.sources import (
@@ -284,6 +291,25 @@ def _stdout_failed(entry: Entry, written: int, err: OSError) -> RestoreTargetErr
                               f"{written} bytes: {why}; what was written is incomplete")
 
 
+@contextlib.contextmanager
+def _changed_meanwhile(repo: Repository, indexes: list[str]) -> Iterator[None]:
+    """An object found missing while the index files changed (a prune or repair ran
+    meanwhile, and removed a pack this restore had planned to read) is said to be that,
+    not damage: run again, the restore resumes."""
+    try:
+        yield
+    except IntegrityError as err:
+        try:
+            changed = repo.index_names() != indexes
+        except DrsyncError:
+            changed = False
+        if not changed:
+            raise
+        raise IntegrityError(f"{err}; the repository changed while this restore ran (a prune "
+                             "or repair replaced its index): run the restore again, it "
+                             "resumes with what is stored now") from None
+
+
 def restore_snapshot(
     repo: Repository,
     ref: str,
@@ -322,7 +348,8 @@ def restore_snapshot(
                    and unfinished_restore(target) == snap.id)
         delta = delta or resumed
         done = TreeWritten()
-        with SnapshotReader(repo) as reader:
+        indexes = repo.index_names()  # to tell a repository pruned meanwhile from damage
+        with _changed_meanwhile(repo, indexes), SnapshotReader(repo) as reader:
             if stdout is not None:
                 streams = [e for e in reader.entries(snap) if e.type in ("file", "stream")]
                 if len(streams) != 1:

@@ -267,3 +267,37 @@ def test_a_backup_whose_lock_was_taken_writes_no_snapshot(repo: Repository) -> N
     assert _reopen(repo).snapshot_ids() == []
     assert run_backup(_reopen(repo), BackupRequest(stdin_name="dump",
                                                    stdin=io.BytesIO(_data(14)))).exit_code == 0
+
+
+def test_a_pack_pruned_during_a_restore_is_said_to_be_that(
+        repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import drsync.restore
+    from drsync.repo.index import index_document, pack_key
+    from drsync.repo.objects import TYPE_INDEX
+
+    data = _data(15)
+    _backup(repo, data)
+    fresh = _reopen(repo)
+    doomed = _packs(repo)[0].name
+
+    class PrunedMeanwhile(SnapshotReader):
+        """Once the restore has read the index, a prune writes a new one and deletes a
+        pack the restore planned to read."""
+
+        def __init__(self, *args: object, **kw: object) -> None:
+            super().__init__(*args, **kw)  # type: ignore[arg-type]
+            fresh.save_document(TYPE_INDEX, "index", index_document([]))
+            fresh.store.delete(pack_key(doomed))
+
+    monkeypatch.setattr(drsync.restore, "SnapshotReader", PrunedMeanwhile)
+    with pytest.raises(IntegrityError) as info:
+        drsync.restore.restore_snapshot(fresh, "latest", target=tmp_path / "out")
+    assert str(info.value).endswith("; the repository changed while this restore ran (a "
+                                    "prune or repair replaced its index): run the restore "
+                                    "again, it resumes with what is stored now")
+    assert doomed[:12] in str(info.value)
+    # Damage alone (no index changed) is still damage, said as before.
+    monkeypatch.setattr(drsync.restore, "SnapshotReader", SnapshotReader)
+    with pytest.raises(IntegrityError) as plain:
+        drsync.restore.restore_snapshot(_reopen(repo), "latest", target=tmp_path / "out2")
+    assert "the repository changed" not in str(plain.value)
