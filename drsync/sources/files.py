@@ -34,7 +34,9 @@ class FilesSource(SourceBase):
     def __init__(self, paths: Iterable[str]) -> None:
         super().__init__()
         self._paths = list(paths)
-        self._spec["paths"] = list(self._paths)
+        # Absolute: the identity retention groups by (`backup data` in two directories is
+        # two sources, `backup src` and `backup /abs/src` one), as the snapshot shows it.
+        self._spec["paths"] = [os.path.abspath(p) for p in self._paths]
 
     def describe(self) -> str:
         return " ".join(self._paths)

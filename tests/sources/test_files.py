@@ -244,3 +244,25 @@ def test_a_flush_ahead_that_fails_fails_the_restore_naming_the_file(
     with pytest.raises(RestoreTargetError, match=r"big\.dump: Input/output error"):
         restore_snapshot(repo, "latest", target=tmp_path / "out")
     assert (tmp_path / "out" / tree.UNFINISHED).exists()
+
+
+def test_a_files_source_is_known_by_its_absolute_paths(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retention groups by it: `backup data` in two directories is two sources (the
+    only snapshot of one was removed as the older of "one" group), `backup src` and
+    `backup /abs/src` one."""
+    from drsync.repo.retention import RetentionPolicy, apply_policy
+
+    for town in ("x", "y"):
+        (tmp_path / town / "data").mkdir(parents=True)
+        (tmp_path / town / "data" / f"{town}.csv").write_text(town)
+    repo = make_repo()
+    for town in ("x", "y"):
+        monkeypatch.chdir(tmp_path / town)
+        run_backup(repo, BackupRequest(paths=["data"], host="h3"))
+    run_backup(repo, BackupRequest(paths=[str(tmp_path / "y" / "data")], host="h3"))
+    groups = apply_policy(repo.snapshots(), RetentionPolicy(keep_last=1))
+    assert sorted((g.source, len(g.decisions)) for g in groups) == [
+        (f'files {{"paths": ["{tmp_path / "x" / "data"}"]}}', 1),
+        (f'files {{"paths": ["{tmp_path / "y" / "data"}"]}}', 2)]
+    assert all(len(g.kept) == 1 for g in groups)  # x's only snapshot is kept
