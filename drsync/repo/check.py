@@ -184,12 +184,15 @@ def _unreadable(index: Index, damaged: Mapping[bytes, str], hex_id: str,
     if blob_id in index:
         pack_id = damaged.get(blob_id)
         return None if pack_id is None else f"damaged pack {pack_id[:12]}…"
-    lost = index.lost(blob_id)
-    if lost is None:
+    packs = index.lost_in(blob_id)
+    if not packs:
         return "no index"
-    needed.add(lost.pack_id)
-    why = index.lost_packs.get(lost.pack_id, "missing")
-    return f"{'missing' if why == 'missing' else 'truncated'} pack {lost.pack_id[:12]}…"
+    needed.update(packs)
+    kinds = {"missing" if index.lost_packs.get(p, "missing") == "missing" else "truncated"
+             for p in packs}
+    kind = kinds.pop() if len(kinds) == 1 else "missing or truncated"
+    return (f"{kind} pack{'s' if len(packs) > 1 else ''} "
+            f"{', '.join(p[:12] + '…' for p in sorted(packs))}")
 
 
 def _check_snapshots(repo: Repository, index: Index, report: CheckReport,

@@ -115,6 +115,7 @@ class Index:
         self.present: dict[str, int] | None = None  # the data/ listing merged against
         self.lost_packs: dict[str, str] = {}  # pack id named by an index -> why it is unusable
         self._lost: dict[bytes, BlobLocation] = {}  # blobs named only in lost packs
+        self._lost_in: dict[bytes, list[str]] = {}  # every lost pack an index names one in
         self.skipped: dict[str, str] = {}  # index object name -> why it was not read
         self.adopted: list[tuple[str, int, list[BlobEntry]]] = []  # indexed from headers
 
@@ -138,6 +139,11 @@ class Index:
         """Where a blob the index names, but no present pack holds, was."""
         return None if blob_id in self._blobs else self._lost.get(blob_id)
 
+    def lost_in(self, blob_id: bytes) -> list[str]:
+        """Every lost pack an index file names the blob in (an old index file may still
+        name a pack a repair took out; another names the one it was lost from)."""
+        return [] if blob_id in self._blobs else self._lost_in.get(blob_id, [])
+
     def add_pack(self, pack_id: str, size: int, entries: Iterable[BlobEntry]) -> None:
         """Add a pack's blobs; ValueError (and nothing added) when its entries break the
         rules of stored ranges."""
@@ -158,6 +164,9 @@ class Index:
                 self.lost_packs.setdefault(pack_id, why)
                 for blob_id, loc in located:
                     self._lost.setdefault(blob_id, loc)
+                    packs = self._lost_in.setdefault(blob_id, [])
+                    if pack_id not in packs:
+                        packs.append(pack_id)
                 continue
             self.lost_packs.pop(pack_id, None)
             self.packs[pack_id] = size

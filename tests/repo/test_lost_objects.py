@@ -301,3 +301,23 @@ def test_a_pack_pruned_during_a_restore_is_said_to_be_that(
     with pytest.raises(IntegrityError) as plain:
         drsync.restore.restore_snapshot(_reopen(repo), "latest", target=tmp_path / "out2")
     assert "the repository changed" not in str(plain.value)
+
+
+def test_check_names_every_lost_pack_an_index_names_a_blob_in(repo: Repository) -> None:
+    """After repairs, an old index file may still name a pack taken out earlier, beside the
+    one the blob was lost from: both are named, not whichever index was read first."""
+    from drsync.repo.index import index_document, index_packs, pack_key
+    from drsync.repo.objects import TYPE_INDEX
+
+    snapshot_id = _backup(repo, _data(16))
+    pack = _packs(repo)[0]
+    [name] = repo.index_names()
+    records = index_packs(repo._read_document(TYPE_INDEX, name))
+    [(pack_id, size, entries)] = [r for r in records if r[0] == pack.name]
+    earlier = "e" * 64  # a pack an earlier repair took out, still named by an old index
+    repo.save_document(TYPE_INDEX, "index", index_document([(earlier, size, entries)]))
+    repo.store.delete(pack_key(pack_id))
+    errors = check_repository(_reopen(repo)).errors
+    [line] = [e for e in errors if e.startswith(f"snapshot {snapshot_id[:8]} (")]
+    first, second = sorted([pack_id, earlier])
+    assert f" in missing packs {first[:12]}…, {second[:12]}…" in line
