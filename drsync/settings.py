@@ -366,8 +366,8 @@ def resolve(config_path: str | None, flags: Mapping[str, Any],
     # The repository's secret comes whole from the highest layer that gives one: a
     # --password-file flag (or DRSYNC_PASSWORD) is used, not passed over for the config
     # file's key_file, which would make a wrong passphrase look right.
-    given = [layer for layer in (flags, from_env)
-             if any(layer.get(name) is not None for name in _SECRET_FIELDS)]
+    given = [layer for layer in (flags, from_env)  # an empty value gives none (it clears)
+             if any(layer.get(name) for name in _SECRET_FIELDS)]
     if given:
         loaded = replace(loaded, key_file=None, password_file=None, password=None)
         if given[0] is flags:
