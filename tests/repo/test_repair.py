@@ -318,3 +318,34 @@ def test_a_repair_killed_while_saving_leaves_no_temporary_after_the_next(
     _backup(_reopen(repo), data)
     assert _restore(repo, first) == data
 
+
+
+def test_a_rerun_after_a_kill_before_the_index_copies_nothing_twice(
+        repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after its salvage pack was stored but before its index: the rerun finds
+    that pack (no index names it, its header verifies) holding the blobs, and writes no
+    second copy (a duplicate no prune would ever reclaim)."""
+    from drsync.repo.prune import IndexWriter
+
+    data = _data(17)
+    first = _backup(repo, data)
+    pack_id, path, offset = _data_pack(repo)
+    _flip(path, offset)
+
+    def killed(self: IndexWriter) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(IndexWriter, "flush", killed)
+        with pytest.raises(KeyboardInterrupt):
+            repair_packs(_reopen(repo), save_to=tmp_path / "q")
+    salvage = set(_packs(repo)) - {pack_id}
+    from drsync.repo.lock import remove_lock
+    remove_lock(repo.store)
+    again = repair_packs(_reopen(repo), save_to=tmp_path / "q")
+    [fix] = again.packs
+    assert fix.status == "repaired" and fix.blobs_salvaged == 0 and fix.blobs_held >= 2
+    assert again.packs_written == 0 and set(_packs(repo)) == salvage
+    _backup(_reopen(repo), data)
+    assert _restore(repo, first) == data
+    assert check_repository(_reopen(repo), read_data=True).ok
