@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from drsync import __version__
 from drsync.catalog.journal import RunJournal
 from drsync.catalog.records import owner_gone, this_owner
-from drsync.errors import ConfigError
+from drsync.errors import ConfigError, StoreError
 
 __all__ = ["Catalog", "CatalogDamaged", "RunRecord", "engine_url", "set_aside"]
 
@@ -225,6 +225,10 @@ class Catalog:
             first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
             if _damaged_sqlite(err):
                 raise CatalogDamaged(f"cannot open catalog {location}: {first}") from None
+            if isinstance(err, sa.exc.OperationalError) and "://" in location \
+                    and not location.startswith("sqlite"):
+                # A catalog server that is down or unreachable: the network, not a setting.
+                raise StoreError(f"cannot open catalog {location}: {first}") from None
             raise ConfigError(f"cannot open catalog {location}: {first}") from None
         self.ingest(RunJournal(location, state_dir))
         self.settle_abandoned()
