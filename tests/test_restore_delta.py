@@ -313,6 +313,14 @@ def test_a_killed_restore_run_again_resumes_fetching_less_and_ends_identical(
     assert runs[1]["error"].startswith(f"interrupted: process {slow.pid} is gone and never "
                                        "finished the run (killed, or the host went down)")
     assert runs[1]["ended"] is not None
+    # ...and in the store: its record waited in the outbox for the next run that wrote
+    # one (this check), so a catalog rebuilt from the store has it too.
+    subprocess.run([drsync_bin, "check"], env=env, check=True, capture_output=True)
+    rebuilt = json.loads(subprocess.run(
+        [drsync_bin, "runs", "--from-store", "--json"], check=True, capture_output=True,
+        env={**env, "DRSYNC_CATALOG": str(tmp_path / "rebuilt.sqlite")}).stdout)
+    [again] = [r for r in rebuilt if r["id"] == runs[1]["id"]]
+    assert again["status"] == "failed" and again["error"] == runs[1]["error"]
 
 
 def test_a_file_changed_between_compare_and_rewrite_fails_naming_it(

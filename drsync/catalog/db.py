@@ -183,6 +183,21 @@ def _record_values(repo: str, record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _for_the_store(row: Any, ended: datetime, error: str) -> None:
+    """A settled run's record, into the outbox of its repository: the process that ran it
+    never wrote one, and a catalog rebuilt from the store would not know of it."""
+    from drsync.repo.runs import keep_for_later
+
+    started = _aware(row["started"])
+    keep_for_later(row["repo"], {
+        "run_id": row["id"], "tenant": row["tenant"] or row["host"], "host": row["host"],
+        "kind": row["kind"], "source": row["source"], "status": "failed",
+        "started": started.isoformat() if started else ended.isoformat(),
+        "finished": ended.isoformat(), "error": error,
+        "bytes_read": int(row["bytes_read"] or 0), "bytes_added": int(row["bytes_added"] or 0),
+        "drsync_version": row["drsync_version"] or ""})
+
+
 class CatalogDamaged(ConfigError):
     """A SQLite catalog file that is no database any more (truncated, overwritten)."""
 
@@ -434,18 +449,20 @@ class Catalog:
         now = now or datetime.now(UTC)
         settled = []
         with self._engine.begin() as conn:
-            rows = conn.execute(sa.select(runs_table.c.id, runs_table.c.owner).where(
-                runs_table.c.status == "running", runs_table.c.owner.is_not(None))).all()
-            for run_id, owner in rows:
-                why = owner_gone(owner)
+            rows = conn.execute(sa.select(runs_table).where(
+                runs_table.c.status == "running",
+                runs_table.c.owner.is_not(None))).mappings().all()
+            for row in rows:
+                why = owner_gone(row["owner"])
                 if why is None:
                     continue
+                error = (f"interrupted: {why} and never finished the run (killed, or the "
+                         f"host went down); found at {now:%Y-%m-%d %H:%M:%SZ}")
                 conn.execute(runs_table.update().where(
-                    runs_table.c.id == run_id, runs_table.c.status == "running").values(
-                    status="failed", ended=now,
-                    error=f"interrupted: {why} and never finished the run (killed, or the "
-                          f"host went down); found at {now:%Y-%m-%d %H:%M:%SZ}"))
-                settled.append(run_id)
+                    runs_table.c.id == row["id"], runs_table.c.status == "running").values(
+                    status="failed", ended=now, error=error))
+                settled.append(row["id"])
+                _for_the_store(row, now, error)
         return settled
 
     def finish_run(self, run_id: str, status: str, *, bytes_read: int = 0, bytes_added: int = 0,

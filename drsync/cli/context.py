@@ -40,6 +40,9 @@ def settings_from(ctx: click.Context, **command_flags: Any) -> Settings:
         return cached[1]  # type: ignore[no-any-return]
     settings = resolve(obj.get("config_path"), flags, os.environ)
     obj["_settings"] = (key, settings)
+    from drsync.outbox import use_outbox
+
+    use_outbox(os.path.join(settings.state_dir, "run-outbox"))
     return settings
 
 

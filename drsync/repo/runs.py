@@ -10,18 +10,22 @@ skips an unreadable record with a warning, as ``Repository.snapshots`` does.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from datetime import datetime
 from typing import Any
 
+from drsync import outbox
+from drsync.errors import UsageError
 from drsync.repo.objects import TYPE_RUN
 from drsync.repo.records import load_records, record_names, save_record
 from drsync.repo.repository import Repository, Warn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RUN_FIELDS", "RUN_STATUSES", "load_runs", "run_names", "save_run",
-           "save_run_or_warn"]
+__all__ = ["RUN_FIELDS", "RUN_STATUSES", "flush_outbox", "keep_for_later", "load_runs",
+           "run_names", "save_run", "save_run_or_warn"]
 
 RUN_STATUSES = ("ok", "partial", "failed", "missed", "overrun")
 PREFIX = "runs"
@@ -90,7 +94,8 @@ def save_run(repo: Repository, record: dict[str, Any]) -> str:
 def save_run_or_warn(repo: Repository, record: dict[str, Any], *,
                      quiet: bool = False) -> None:
     """Seal the run record into the store; a failure is a warning, never the run's result
-    (the store is down, full or read-only: the catalog still has the run). ``quiet``:
+    (the store is down, full or read-only: the catalog still has the run), and the record
+    waits in the outbox (drsync.outbox) for the next run that reaches the store. ``quiet``:
     only logged, for runs that must work with read-only access (restore, check)."""
     try:
         save_run(repo, record)
@@ -100,6 +105,57 @@ def save_run_or_warn(repo: Repository, record: dict[str, Any], *,
             log.info("%s", message)
         else:
             repo.warn(message)
+        keep_for_later(repo.url, record)
+        return
+    flush_outbox(repo)
+
+
+# The outbox: run records that could not be stored when their run ended (the store was
+# down, or the run was found interrupted later), one JSON file each, under a directory
+# per repository URL, sent by the next run that stores its own record. Without it, a run
+# that failed because the store was down would be missing from a catalog rebuilt from
+# the store, and a night that failed would look ok to the secondary side.
+def keep_for_later(url: str, record: dict[str, Any]) -> None:
+    """Put ``record`` in the outbox of the repository at ``url`` (quietly, at worst lost
+    as before: the catalog has the run)."""
+    box = outbox.box(url)
+    if box is None:
+        return
+    try:
+        box.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = box / f"{record['run_id']}.json"
+        tmp = box / f".{record['run_id']}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(record, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except (OSError, KeyError, TypeError, ValueError) as err:
+        log.info("run record not kept for later: %s", err)
+
+
+def flush_outbox(repo: Repository) -> int:
+    """Store what waits in the outbox of ``repo``; stops at the first failure (the rest
+    waits on). Returns how many records were stored."""
+    box = outbox.box(repo.url)
+    if box is None or not box.is_dir():
+        return 0
+    sent = 0
+    for path in sorted(box.glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            save_run(repo, record)
+        except (OSError, ValueError, TypeError, KeyError, UsageError) as err:  # not a record
+            log.info("outbox record %s set aside: %s", path.name, err)
+            path.replace(path.with_suffix(".bad"))
+            continue
+        except Exception as err:
+            log.info("outbox not sent yet: %s", err)
+            break
+        path.unlink(missing_ok=True)
+        sent += 1
+    return sent
 
 
 def run_names(repo: Repository) -> list[str]:

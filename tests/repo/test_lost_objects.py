@@ -321,3 +321,40 @@ def test_check_names_every_lost_pack_an_index_names_a_blob_in(repo: Repository) 
     [line] = [e for e in errors if e.startswith(f"snapshot {snapshot_id[:8]} (")]
     first, second = sorted([pack_id, earlier])
     assert f" in missing packs {first[:12]}…, {second[:12]}…" in line
+
+
+def test_a_run_record_the_store_refused_is_sent_by_the_next_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store down when a run ended: its record waits in the outbox, and the next run
+    that stores its own sends it, so a catalog rebuilt from the store misses no run."""
+    from drsync.errors import StoreUnavailable
+    from drsync.outbox import use_outbox
+    from drsync.repo.runs import load_runs, save_run_or_warn
+    from drsync.store import MemoryStore
+
+    class DownForRuns(MemoryStore):
+        down = True
+
+        def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+            if self.down and key.startswith("runs/"):
+                raise StoreUnavailable("memory://: connection refused")
+            super().put(key, data, if_absent=if_absent)
+
+    store = DownForRuns()
+    repo = make_repo(store)
+    use_outbox(tmp_path / "run-outbox")
+    try:
+        def record(run_id: str, status: str) -> dict[str, object]:
+            return {"run_id": run_id, "tenant": "Nobeoka", "host": "h", "kind": "backup",
+                    "status": status, "started": "2026-12-07T02:00:00+00:00",
+                    "finished": "2026-12-07T02:05:00+00:00"}
+
+        save_run_or_warn(repo, record("a" * 32, "failed"), quiet=True)
+        assert load_runs(repo) == []
+        assert len(list((tmp_path / "run-outbox").rglob("*.json"))) == 1
+        store.down = False
+        save_run_or_warn(repo, record("b" * 32, "ok"), quiet=True)
+        assert sorted(r["run_id"] for r in load_runs(repo)) == ["a" * 32, "b" * 32]
+        assert list((tmp_path / "run-outbox").rglob("*.json")) == []
+    finally:
+        use_outbox(None)
