@@ -348,8 +348,7 @@ def restore_snapshot(
                    and unfinished_restore(target) == snap.id)
         delta = delta or resumed
         done = TreeWritten()
-        indexes = repo.index_names()  # to tell a repository pruned meanwhile from damage
-        with _changed_meanwhile(repo, indexes), SnapshotReader(repo) as reader:
+        with SnapshotReader(repo) as reader, _changed_meanwhile(repo, reader.index.names):
             if stdout is not None:
                 streams = [e for e in reader.entries(snap) if e.type in ("file", "stream")]
                 if len(streams) != 1:

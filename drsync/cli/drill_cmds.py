@@ -145,11 +145,8 @@ def catalog_rebuild_cmd(ctx: click.Context, fleet: str | None, catalog_url: str 
     repo = None if fleet else open_repo(ctx, settings)
     try:
         catalog = _open_catalog(ctx, catalog_url)
-    except CatalogDamaged as err:
-        location = catalog_url or settings.catalog or ""
-        if "://" in location and not location.startswith("sqlite:///"):
-            raise
-        aside = set_aside(location)
+    except CatalogDamaged as err:  # a SQLite file: a server's database is its own to mend
+        aside = set_aside(catalog_url or settings.catalog or "")
         click.echo(f"drsync: warning: {err.reason}: moved aside to "
                    f"{aside}; rebuilding it from the store", err=True)
         catalog = _open_catalog(ctx, catalog_url)

@@ -137,7 +137,9 @@ def _refuse_enclosing_repository(settings: Any, url: str) -> None:
     from drsync.repo.objects import HEADER_SIZE, TYPE_CONFIG, header
 
     if url.startswith("s3://"):
-        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        from drsync.store.s3 import parse_s3_url
+
+        bucket, prefix = parse_s3_url(url)
         parts = [p for p in prefix.split("/") if p]
         above = [f"s3://{bucket}/{'/'.join(parts[:n])}".rstrip("/") for n in range(len(parts))]
     else:

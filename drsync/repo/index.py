@@ -117,6 +117,7 @@ class Index:
         self._lost: dict[bytes, BlobLocation] = {}  # blobs named only in lost packs
         self._lost_in: dict[bytes, list[str]] = {}  # every lost pack an index names one in
         self.skipped: dict[str, str] = {}  # index object name -> why it was not read
+        self.names: list[str] = []  # the index files listed when it was loaded
         self.adopted: list[tuple[str, int, list[BlobEntry]]] = []  # indexed from headers
 
     def __contains__(self, blob_id: object) -> bool:

@@ -524,7 +524,7 @@ class Repository:
         """
         warn = warn or self.warn
         index = Index()
-        names = self.index_names()
+        names = index.names = self.index_names()
         # Listed after the index names: every pack a listed index names was stored first.
         index.present = self.stored_packs()
         for name, doc in self._read_documents(TYPE_INDEX, names):

@@ -46,7 +46,8 @@ from pathlib import Path
 
 from drsync.errors import RestoreTargetError, UnsafePath, UsageError
 from drsync.paths import path_problem, tree_problems
-from drsync.store.local import NO_ANONYMOUS, NO_HARD_LINKS
+from drsync.store.capabilities import capability
+from drsync.store.local import NO_ANONYMOUS, NO_HARD_LINKS, LocalStore
 from drsync.tree import Entry
 
 __all__ = ["UNFINISHED", "DeltaStats", "FileTreeTarget", "LocalCopy", "RestoringFile",
@@ -737,11 +738,9 @@ def refuse_unsafe_target(target: str | Path, *, delta: bool, store: object = Non
     if delta and real == Path("/"):
         raise UsageError(f"refusing a --delta restore into {root}: it would remove every "
                          "file of the system the snapshot does not hold")
-    inner = store
-    while inner is not None and not hasattr(inner, "root"):
-        inner = getattr(inner, "inner", None)
-    repo_root = getattr(inner, "root", None)
-    if repo_root is not None:
+    local = capability(store, LocalStore)
+    if local is not None:
+        repo_root = local.root
         repo_real = Path(os.path.realpath(repo_root))
         within = real == repo_real or repo_real in real.parents
         if within or (delta and real in repo_real.parents):
