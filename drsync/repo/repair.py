@@ -172,8 +172,9 @@ class _Repair:
         if not report.dry_run:
             abort_interrupted_uploads(repo.store)  # a killed repair's salvage: finished
         present = repo.stored_packs()
+        records = list(self._records())  # read once: the entries of every pack are needed
         indexed: dict[str, list[BlobEntry]] = {}
-        for pack_id, _size, entries in self._records():
+        for pack_id, _size, entries in records:
             indexed.setdefault(pack_id, entries)  # every index naming a pack lists it whole
         chosen = (resolve_pack_ids(names, present.keys() | indexed.keys()) if names
                   else sorted(present))
@@ -194,7 +195,7 @@ class _Repair:
                 damaged.append(pack_id)
             elif names:  # asked for by name: say why it is left alone
                 report.packs.append(PackRepair(pack_id, "intact", size=len(data)))
-        held = self._held_elsewhere([*damaged, *missing], indexed, present)
+        held = self._held_elsewhere([*damaged, *missing], records, indexed, present)
         for pack_id in missing:
             entries = indexed.get(pack_id, [])
             gone = sum(e.blob_id not in held for e in entries)
@@ -312,7 +313,9 @@ class _Repair:
                                  f"entries break the rules of stored ranges ({err}); repair "
                                  "refuses it") from None
 
-    def _held_elsewhere(self, packs: list[str], indexed: dict[str, list[BlobEntry]],
+    def _held_elsewhere(self, packs: list[str],
+                        records: list[tuple[str, int, list[BlobEntry]]],
+                        indexed: dict[str, list[BlobEntry]],
                         present: dict[str, int]) -> set[bytes]:
         """The blobs of ``packs`` (damaged or missing) that an intact present pack holds
         too: one an index names with its right size, or one no index names whose header
@@ -321,7 +324,7 @@ class _Repair:
         skip = set(packs)
         wanted = {e.blob_id for p in packs for e in indexed.get(p, [])}
         held: set[bytes] = set()
-        for pack_id, size, entries in self._records():
+        for pack_id, size, entries in records:
             if pack_id in skip or present.get(pack_id) != size:
                 continue
             held.update(e.blob_id for e in entries if e.blob_id in wanted)
