@@ -72,4 +72,5 @@ def render_metrics(m: MetricsInput) -> str:
 
 
 def write_metrics(path: str | Path, m: MetricsInput) -> None:
-    write_atomic(path, render_metrics(m))
+    # 0644: node_exporter's textfile collector, which reads it, runs as another user
+    write_atomic(path, render_metrics(m), mode=0o644)

@@ -5,13 +5,13 @@ the history; this is what ``agent status`` and the metrics read first)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from drsync import atomic
 from drsync.errors import StoreError
 
 __all__ = ["AgentState", "LastRun", "agent_dir", "write_atomic"]
@@ -23,19 +23,13 @@ def agent_dir(state_dir: str, tenant: str) -> Path:
     return Path(state_dir) / "agent" / safe
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Temporary file in the same directory, fsync, rename: readers see old or new, whole."""
+def write_atomic(path: str | Path, text: str, mode: int = 0o600) -> None:
+    """``text`` under ``path``, whole or not at all (``drsync.atomic``); one line if not."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic.write_atomic(path, text, mode=mode)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise StoreError(f"cannot write {path}: {err.strerror}") from None
 
 

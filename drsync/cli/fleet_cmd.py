@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from datetime import UTC, datetime
 
 import click
@@ -70,22 +69,14 @@ def status_cmd(ctx: click.Context, fleet: str, schedule_path: str | None,
 
 
 def _write_atomically(path: str, text: str) -> None:
-    """The page appears whole or not at all (a web server may be serving it)."""
+    """The page appears whole or not at all (a web server may be serving it: 0644)."""
+    from drsync.atomic import write_atomic
     from drsync.errors import UsageError
 
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".fleet-", suffix=".html", dir=directory)
+        write_atomic(os.path.abspath(path), text, mode=0o644)
     except OSError as err:
         raise UsageError(f"--html {path}: cannot write there: {err.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 _STYLE = {"no-report": "bold white on grey35", "rpo-exceeded": "bold white on red",

@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -42,7 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from drsync import __version__
+from drsync import __version__, atomic
 from drsync.dr.plan import Point
 from drsync.dr.probe import latest_snapshot, open_tenant, snapshot_point
 from drsync.dr.targets import Target
@@ -146,23 +145,7 @@ class StateFile:
             self._write()
 
     def _write(self) -> None:
-        data = json.dumps(self.doc, indent=1, sort_keys=True).encode()
-        fd, tmp = tempfile.mkstemp(prefix=".dr-restore-", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic.write_atomic(self.path, json.dumps(self.doc, indent=1, sort_keys=True))
 
 
 def _empty_or_absent(path: Path) -> bool:

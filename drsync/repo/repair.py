@@ -31,7 +31,6 @@ even when named.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import re
@@ -40,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drsync import atomic
 from drsync.errors import (
     DrsyncError,
     IntegrityError,
@@ -62,7 +62,9 @@ from drsync.repo.retention import group_key
 __all__ = ["PackRepair", "RepairReport", "repair_packs", "resolve_pack_ids"]
 
 _HEX = re.compile("[0-9a-f]+")
-_TEMPORARY = re.compile(r"\.[0-9a-f]{12}\.([0-9]+)\.tmp")  # a quarantine copy being written
+# A quarantine copy being written (drsync.atomic; before 2026-12-08 the temporary was
+# named by the pack id's first 12 digits).
+_TEMPORARY = re.compile(r"\.[0-9a-f]{12,64}\.([0-9]+)\.tmp")
 _MIN_PREFIX = 8
 
 
@@ -362,24 +364,8 @@ class _Repair:
     def _quarantine(self, pack_id: str, data: bytes) -> Path:
         """The damaged pack's bytes, on disk before the store forgets them."""
         target = self.save_to / pack_id
-        tmp = self.save_to / f".{pack_id[:12]}.{os.getpid()}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-            dir_fd = os.open(self.save_to, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            atomic.write_atomic(target, data)
         except OSError as err:
             raise RestoreTargetError(f"cannot save damaged pack {pack_id[:12]} to {target}: "
                                      f"{err.strerror or err}; nothing was deleted from the "

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from datetime import datetime
 from typing import Any
 
-from drsync import outbox
+from drsync import atomic, outbox
 from drsync.errors import UsageError
 from drsync.repo.objects import TYPE_RUN
 from drsync.repo.records import load_records, record_names, save_record
@@ -123,14 +122,7 @@ def keep_for_later(url: str, record: dict[str, Any]) -> None:
         return
     try:
         box.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = box / f"{record['run_id']}.json"
-        tmp = box / f".{record['run_id']}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic.write_atomic(box / f"{record['run_id']}.json", json.dumps(record))
     except (OSError, KeyError, TypeError, ValueError) as err:
         log.info("run record not kept for later: %s", err)
 

@@ -53,6 +53,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from drsync import atomic
 from drsync.wal.queue import LOCK, TMP_PREFIX, WANTED, is_segment_name, locked, queue_for
 
 if TYPE_CHECKING:
@@ -114,21 +115,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
     Not fsynced: a file is served only while its prefetcher lives (the lock), so
     after a crash or power loss nothing in the queue is ever used, whatever the
     disk kept of it; while it lives, readers see the page cache."""
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
-                     0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic.write_atomic(path, data, durable=False,
+                        tmp=path.with_name(f"{TMP_PREFIX}{path.name}-{os.getpid()}"))
 
 
 def _read_wanted(queue: Path) -> str | None:
