@@ -474,6 +474,12 @@ def _check(path: str, section: str, key: str, value: Any) -> dict[str, Any]:
     if name in ("keep_tags", "tags") and any(not str(t).strip() for t in value):
         raise ConfigError(f"config file {path}: key {dotted!r}: an empty tag (it would match "
                           "no snapshot)")
+    if name == "catalog":
+        from drsync.catalog.journal import location_problem
+
+        problem = location_problem(value)
+        if problem:
+            raise ConfigError(f"config file {path}: key {dotted!r}: {problem}")
     if name == "repo":
         from drsync.store import url_problem
 

@@ -64,6 +64,17 @@ def test_flags_override_file_but_none_does_not() -> None:
     ('repo = "s3:dr-backups/x"\n', "did you mean 's3://dr-backups/x'?"),
     ('repo = "file:/srv/dc2"\n', "did you mean 'file:///srv/dc2'?"),
     ('[retention]\nkeep_tags = [""]\n', "key 'retention.keep_tags': an empty tag"),
+    # A catalog that can never be opened is found now, not by the first `runs` weeks later.
+    ('catalog = "sqlite:/var/lib/drsync/catalog.sqlite"\n',
+     "key 'catalog': catalog 'sqlite:/var/lib/drsync/catalog.sqlite' is not a URL (a scheme "
+     "needs '://') nor a SQLite path meant as one; did you mean "
+     "'sqlite:////var/lib/drsync/catalog.sqlite'?"),
+    ('catalog = "postgresql:drsync@dc2/drsync"\n', "did you mean 'postgresql://drsync@dc2/drsync'?"),
+    ('catalog = "sqlite://"\n', "an in-memory SQLite catalog keeps nothing"),
+    ('catalog = "mysql://drsync@dc2/drsync"\n',
+     "key 'catalog': catalog 'mysql://drsync@dc2/drsync': its database driver is not installed "
+     "(MySQLdb); drsync comes with SQLite and PostgreSQL (psycopg)"),
+    ('catalog = "postgresq://drsync@dc2/drsync"\n', "not a database URL drsync can open"),
 ])
 def test_each_problem_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     cfg = tmp_path / "bad.toml"
@@ -234,3 +245,27 @@ def test_the_secret_comes_whole_from_the_highest_layer_that_gives_one(tmp_path: 
     # ...and a flag beats the environment's secret as a whole.
     both = resolve(str(cfg), {"key_file": "/k"}, {"DRSYNC_PASSWORD": "typed"})
     assert (both.key_file, both.password_file, both.password) == ("/k", None, None)
+
+
+def test_a_catalog_typo_from_the_environment_stops_the_backup_before_it_starts(
+        drsync_bin: str, tmp_path: Path) -> None:
+    """A backup only appends to the run journal: a catalog that can never be opened was
+    unnoticed (and ``sqlite:/x`` made a directory named ``sqlite:`` wherever it ran)."""
+    import os
+
+    env = {**os.environ, "DRSYNC_REPO": str(tmp_path / "repo"), "DRSYNC_PASSWORD": "pw",
+           "DRSYNC_CATALOG": str(tmp_path / "catalog.sqlite")}
+    subprocess.run([drsync_bin, "init"], env=env, check=True, capture_output=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    for catalog, exit_code in (("sqlite:/srv/catalog.sqlite", 2), ("mysql://dc2/drsync", 2)):
+        done = subprocess.run([drsync_bin, "backup", "--stdin-name", "x"], input=b"rows\n",
+                              env={**env, "DRSYNC_CATALOG": catalog}, cwd=work,
+                              capture_output=True)
+        lines = done.stderr.decode().splitlines()
+        assert done.returncode == exit_code and len(lines) == 1, done.stderr
+        assert lines[0].startswith(f"drsync: error: catalog {catalog!r}")
+    assert list(work.iterdir()) == []
+    listed = subprocess.run([drsync_bin, "snapshots", "--json"], env=env, check=True,
+                            capture_output=True)
+    assert listed.stdout.strip() == b"[]"  # nothing was backed up into a lost catalog

@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -30,15 +31,57 @@ from drsync import __version__
 from drsync.catalog.records import this_owner
 from drsync.errors import StoreError, UsageError
 
-__all__ = ["RunJournal", "journal_path"]
+__all__ = ["RunJournal", "journal_path", "location_problem"]
 
 APPEND_LOCK = ".append-lock"  # shared by appenders, exclusive while setting the journal aside
 INGEST_LOCK = ".lock"  # exclusive while one process ingests
 
 
+_SCHEME_TYPO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(?!//)")
+_DATABASES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg", "mysql", "mariadb")
+_BUILT_IN = ("postgresql", "postgres", "postgresql+psycopg")  # psycopg 3 comes with drsync
+
+
+def location_problem(catalog: str) -> str | None:
+    """What makes ``catalog`` no catalog location (None: nothing). Caught before any
+    run: a backup only appends to the journal, so a catalog that can never be opened
+    would otherwise be found by the first ``drsync runs``, weeks of runs later."""
+    typo = _SCHEME_TYPO.match(catalog)
+    if typo is not None and typo.group(1).lower() in _DATABASES:
+        rest = catalog[typo.end():]
+        meant = (f"sqlite:///{os.path.abspath(rest)}" if typo.group(1).lower() == "sqlite"
+                 else f"{typo.group(1)}://{rest.lstrip('/')}")
+        return (f"catalog {catalog!r} is not a URL (a scheme needs '://') nor a SQLite path "
+                f"meant as one; did you mean {meant!r}?")
+    if "://" not in catalog:
+        return None if catalog.strip() else "catalog: an empty path"
+    scheme = catalog.split("://", 1)[0].lower()
+    if scheme == "sqlite":
+        path = catalog.removeprefix("sqlite:///") if catalog.startswith("sqlite:///") else ""
+        return None if path else (f"catalog {catalog!r}: an in-memory SQLite catalog keeps "
+                                  "nothing; give a file (sqlite:////var/lib/drsync/catalog."
+                                  "sqlite or a plain path)")
+    if scheme in _BUILT_IN:
+        return None
+    try:  # another SQLAlchemy URL: its dialect and driver must load (this imports SQLAlchemy)
+        from sqlalchemy.engine import make_url
+
+        make_url(catalog).get_dialect().import_dbapi()
+    except ImportError as err:
+        return (f"catalog {catalog!r}: its database driver is not installed "
+                f"({err.name or err}); drsync comes with SQLite and PostgreSQL (psycopg)")
+    except Exception as err:
+        return f"catalog {catalog!r}: not a database URL drsync can open ({err})"
+    return None
+
+
 def journal_path(catalog: str, state_dir: str | None = None) -> Path:
     """Beside a SQLite catalog file; in the state directory (drsync.settings resolves it)
-    for a catalog URL."""
+    for a catalog URL. A location that can be no catalog (``location_problem``) is a
+    UsageError."""
+    problem = location_problem(catalog)
+    if problem:
+        raise UsageError(problem)
     if "://" not in catalog:
         return Path(os.path.abspath(catalog) + "-journal.jsonl")
     if catalog.startswith("sqlite:///"):
