@@ -30,10 +30,13 @@ def temporary_name(path: Path, pid: int | None = None) -> Path:
 
 
 def write_atomic(path: str | Path, data: bytes | str, *, mode: int = 0o600,
-                 durable: bool = True, tmp: Path | None = None) -> None:
+                 durable: bool = True, tmp: Path | None = None,
+                 owner: tuple[int, int] | None = None) -> None:
     """Replace ``path`` with ``data`` whole. ``durable=False`` skips both fsyncs (a file
     that is worthless after a crash anyway); ``tmp``: the temporary's path, when its
-    directory's readers must recognise temporaries by a name of their own."""
+    directory's readers must recognise temporaries by a name of their own; ``owner``:
+    (uid, gid) to give the new file (a file another user's process must go on reading,
+    rewritten by root)."""
     path = Path(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
@@ -42,6 +45,8 @@ def write_atomic(path: str | Path, data: bytes | str, *, mode: int = 0o600,
                  mode)
     try:
         try:
+            if owner is not None and owner != (os.geteuid(), os.getegid()):
+                os.fchown(fd, *owner)
             if mode & 0o077:  # the umask may have taken bits the caller asked for
                 os.fchmod(fd, mode)
             view = memoryview(data)

@@ -116,6 +116,12 @@ class UnsafePath(IntegrityError):
     exit_code = 13
 
 
+class StaleKey(IntegrityError):
+    """An object sealed by a master-key generation the key at hand does not hold: opened
+    from a wrapping cached before a rotation, say; a full open of the repository reads it."""
+    exit_code = 13
+
+
 class StoreError(DrsyncError):
     exit_code = 14
 

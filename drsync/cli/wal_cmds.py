@@ -233,7 +233,13 @@ def wal_ship_cmd(ctx: click.Context, spool: str | None, continuous: bool, interv
                        + f" from {spooler.dir} to {url}")
 
     def connect() -> Any:
-        repo = open_repo(ctx, settings_from(ctx, spool=spool))
+        from drsync.wal.push import refresh_cached_wrapping
+
+        settings = settings_from(ctx, spool=spool)
+        repo = open_repo(ctx, settings)
+        if refresh_cached_wrapping(spooler, settings.key_file, repo.store):
+            click.echo(f"drsync: the key wrapping cached in {spooler.dir} predated a key "
+                       "rotation: replaced, so wal-push seals with the new generation", err=True)
         return repo.store, repo.key
 
     if not continuous:

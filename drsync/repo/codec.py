@@ -26,6 +26,11 @@ class SealError(Exception):
     """A sealed payload failed authentication or decoding (caller names the object)."""
 
 
+class GenerationMissing(SealError):
+    """Sealed by a master-key generation the key at hand does not hold: not damage, but a
+    key opened from a wrapping older than a rotation (a full open holds every generation)."""
+
+
 _local = threading.local()
 
 

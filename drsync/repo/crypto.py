@@ -33,6 +33,7 @@ from drsync.repo.codec import (
     CODEC_LZMA,
     CODEC_RAW,
     CODEC_ZSTD,
+    GenerationMissing,
     SealError,
     compress,
     compress_lzma,
@@ -47,6 +48,7 @@ __all__ = [
     "NONCE_SIZE",
     "SEAL_OVERHEAD",
     "TAG_SIZE",
+    "GenerationMissing",
     "MasterKey",
     "SealError",
     "compress",
@@ -103,7 +105,7 @@ class MasterKey:
         for gen, key in self.older:
             if gen == generation:
                 return AESGCM(key)
-        raise SealError(f"sealed by master-key generation {generation}, which this key "
+        raise GenerationMissing(f"sealed by master-key generation {generation}, which this key "
                         f"(generation {self.generation}) does not hold")
 
     def chunk_id(self, data: bytes | bytearray | memoryview) -> bytes:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from drsync.repo.crypto import (
     CODEC_LZMA,
     GENERATION_FLAG,
+    GenerationMissing,
     MasterKey,
     SealError,
     compress,
@@ -39,6 +40,7 @@ from drsync.repo.objects import HEADER_SIZE, FormatError, check_header, header
 __all__ = [
     "TYPE_WAL",
     "WAL_PREFIX",
+    "OlderKey",
     "WalHeader",
     "is_binlog_name",
     "is_wal_name",
@@ -148,6 +150,10 @@ def parse_wal_header(data: bytes) -> WalHeader:
 HEADER_MAX = HEADER_SIZE + 1 + 255 + _FIXED.size  # read this much to parse any header
 
 
+class OlderKey(FormatError):
+    """The object is sealed by a generation the key does not hold (codec.GenerationMissing)."""
+
+
 def open_wal(key: MasterKey, data: bytes, expected_name: str | None = None) -> tuple[WalHeader,
                                                                                        bytes]:
     """Authenticate, decompress and verify a WAL object; return its header and content."""
@@ -159,6 +165,8 @@ def open_wal(key: MasterKey, data: bytes, expected_name: str | None = None) -> t
     try:
         codec, payload = key.unseal(bytes(data[head.length:]), bytes(data[:head.length]))
         plain = decompress(codec, payload, head.size)
+    except GenerationMissing as err:
+        raise OlderKey(str(err)) from None
     except SealError as err:
         raise FormatError(str(err)) from None
     if len(plain) != head.size:

@@ -4,17 +4,22 @@ The master key comes from the key file and a cached copy of its wrapping
 (``<spool>/.key-<key id>``, the same bytes as the store's ``keys/<key id>``,
 useless without the key file), so a push reads no store and works while the
 WAN is down; only the very first push of a spool fetches the wrapping, from
-the store the settings name with every store option they carry.
+the store the settings name with every store option they carry. A rotation
+re-wraps the key file in the store; the next ``wal-ship`` (which opens the
+repository anyway) replaces the stale copy (``refresh_cached_wrapping``), so
+pushes from then on seal with the new generation, and ``wal-fetch`` meeting WAL
+sealed by a generation the cached copy does not know opens the repository whole.
 """
 
 from __future__ import annotations
 
-import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from drsync.atomic import write_atomic
 from drsync.errors import ConfigError, IntegrityError, SourceError, WalConflict, WrongKey
 from drsync.repo.crypto import MasterKey
 from drsync.repo.keys import KeyFile, Secret, unwrap
@@ -24,10 +29,11 @@ from drsync.wal.spool import Spool
 
 if TYPE_CHECKING:
     from drsync.settings import Settings
+    from drsync.store.base import Store
     from drsync.wal.headstart import HeadStart
 
-__all__ = ["PushResult", "push_file", "push_segment", "resolve_spool", "spool_key",
-           "wrapping_from_store"]
+__all__ = ["PushResult", "push_file", "push_segment", "refresh_cached_wrapping",
+           "resolve_spool", "spool_key", "wrapping_from_store"]
 
 # zstd level for WAL: 3, as pgBackRest's compress-type=zst default, about 17% fewer bytes
 # than level 1 on pgbench WAL; its extra time is hidden behind wal-push's own start-up
@@ -77,9 +83,9 @@ def spool_key(spool: Spool | None, key_file: str | None,
         wrapping = fetch_wrapping(kf)
         if cache and spool is not None and cached is not None:
             spool.ensure()
-            tmp = cached.with_name(cached.name + ".tmp")
-            tmp.write_bytes(wrapping)
-            os.replace(tmp, cached)
+            # 0644 as before: useless without the key file, and read by wal-ship and
+            # wal-fetch, which may run as another user than PostgreSQL's wal-push
+            write_atomic(cached, wrapping, mode=0o644)
     try:
         key = unwrap(wrapping, kf.key_id, Secret(key_file=kf))
     except (FormatError, KeyError, ValueError) as err:
@@ -91,6 +97,32 @@ def spool_key(spool: Spool | None, key_file: str | None,
         # the repository's generations document, which a full open reads.
         return open_repo()
     return key
+
+
+def refresh_cached_wrapping(spool: Spool, key_file: str | None, store: Store) -> bool:
+    """Replace the spool's cached wrapping of ``key_file`` when the store's differs (a
+    ``key rotate`` re-wrapped it since); True when it did. Without it, every push after
+    a rotation went on sealing with the generation the rotation retired."""
+    if not key_file:
+        return False
+    kf = KeyFile.load(key_file)
+    cached = spool.path(f".key-{kf.key_id}")
+    try:
+        old = cached.read_bytes()
+        st = cached.stat()
+    except OSError:  # none, or not ours to read: wal-push keeps what it has
+        return False
+    current = bytes(store.get(f"keys/{kf.key_id}"))
+    if current == old:
+        return False
+    try:  # as it was: wal-push (PostgreSQL's user) reads it, wal-ship may run as another
+        write_atomic(cached, current, mode=stat.S_IMODE(st.st_mode),
+                     owner=(st.st_uid, st.st_gid))
+    except OSError as err:
+        raise ConfigError(f"cannot replace the key wrapping cached in {cached} (it predates "
+                          f"a key rotation): {err.strerror}; remove it, and the next wal-push "
+                          "fetches the current one") from None
+    return True
 
 
 def wrapping_from_store(settings: Settings) -> Callable[[KeyFile], bytes]:

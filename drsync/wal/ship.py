@@ -31,13 +31,21 @@ from drsync.errors import (
     ObjectNotFound,
     RepositoryNotFound,
     RestoreTargetError,
+    StaleKey,
     StoreError,
     WalConflict,
     WalNotFound,
 )
 from drsync.repo.crypto import MasterKey
 from drsync.repo.objects import FormatError
-from drsync.repo.wal import HEADER_MAX, WalHeader, open_wal, parse_wal_header, wal_key
+from drsync.repo.wal import (
+    HEADER_MAX,
+    OlderKey,
+    WalHeader,
+    open_wal,
+    parse_wal_header,
+    wal_key,
+)
 from drsync.store.base import Store
 from drsync.wal.spool import Spool
 
@@ -192,6 +200,8 @@ def fetch_verified(name: str, key: MasterKey, *, spool: Spool | None,
         raise WalNotFound(f"WAL file {name} is in neither the spool nor the store")
     try:
         return open_wal(key, data, name)
+    except OlderKey as err:
+        raise StaleKey(f"{where}: {err}") from None
     except FormatError as err:
         raise IntegrityError(f"{where}: {err}") from None
 
@@ -244,7 +254,15 @@ def fetch_for_recovery(name: str, dest: str, settings: Settings,
         raise no_key_error(store.url, Secret(key_file=kf, source=str(settings.key_file)))
 
     key = spool_key(spool, settings.key_file, wrapping, lambda: open_repo(store), cache=False)
-    head = fetch_file(name, dest, key, spool=spool, store=store)
+    try:
+        head = fetch_file(name, dest, key, spool=spool, store=store)
+    except StaleKey:
+        if not settings.key_file:
+            raise  # a passphrase opens the repository whole already: nothing newer to read
+        # The spool's cached wrapping predates a rotation (key rotate --reencrypt rewrote
+        # this WAL at the new generation): the repository's own keys hold every generation.
+        key = open_repo(store)
+        head = fetch_file(name, dest, key, spool=spool, store=store)
     if settings.wal_prefetch:
         from drsync.wal.prefetch import FETCH_DEADLINE_S, start_prefetcher
 

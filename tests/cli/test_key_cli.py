@@ -164,3 +164,38 @@ def test_rotate_reencrypt_and_resume(cli: Cli, tmp_path: Path) -> None:
     assert next((tmp_path / "out").rglob("premium.bin")).read_bytes() == \
         (data / "premium.bin").read_bytes()
     assert cli(*agent, "check", "--read-data").returncode == 0
+
+
+def test_wal_sealed_after_a_rotation_is_fetched_and_pushed_at_the_new_generation(
+        cli: Cli, tmp_path: Path) -> None:
+    """The spool caches the key file's wrapping (wal-push reads no store). After `key rotate
+    --reencrypt` the cached copy was of the retired generation: wal-fetch of the rewritten
+    WAL failed (exit 13, PostgreSQL's recovery stopped), and every later push sealed with
+    the retired key. Found by an edge hunt."""
+    agent = ("--key-file", str(tmp_path / "agent.key"))
+    env = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    first, second = "000000010000000000000001", "000000010000000000000002"
+    wal = tmp_path / "pg_wal"
+    wal.mkdir()
+    (wal / first).write_bytes(os.urandom(1 << 20))
+    (wal / second).write_bytes(os.urandom(1 << 20))
+    cli(*agent, "wal-push", str(wal / first), env=env)
+    cli(*agent, "wal-ship", env=env)
+    cached = next((tmp_path / "state").rglob(".key-*"))
+    retired = cached.read_bytes()
+    cli(*agent, "key", "rotate", "--remove-others", "--reencrypt", env=env)
+    fetched = cli(*agent, "wal-fetch", first, str(tmp_path / "restored"), env=env)
+    assert (tmp_path / "restored").read_bytes() == (wal / first).read_bytes(), fetched.stderr
+    assert cached.read_bytes() == retired  # wal-fetch never writes the spool
+    shipped = cli(*agent, "wal-ship", env=env)
+    assert "predated a key rotation: replaced" in shipped.stderr.decode()
+    store_copy = next((tmp_path / "repo" / "keys").iterdir()).read_bytes()
+    assert cached.read_bytes() == store_copy != retired
+    cli(*agent, "wal-push", str(wal / second), env=env)
+    cli(*agent, "wal-ship", env=env)
+    # Sealed at the new generation: a repository opened whole reads it, and so does a
+    # fresh host that knows only the current wrapping.
+    fresh = {"XDG_STATE_HOME": str(tmp_path / "other-host")}
+    cli(*agent, "wal-fetch", second, str(tmp_path / "second"), env=fresh)
+    assert (tmp_path / "second").read_bytes() == (wal / second).read_bytes()
+    assert "predated" not in cli(*agent, "wal-ship", env=env).stderr.decode()
