@@ -332,3 +332,37 @@ def test_drill_records_refuse_bad_shapes_and_skip_damaged_ones() -> None:
     assert any(f"drills/{malformed}" in w and "'rto_s'" in w for w in warnings)
     errors = check_repository(repo).errors
     assert any(f"drills/{damaged}" in e for e in errors)
+
+
+def test_a_damaged_newest_snapshot_is_not_passed_over_for_an_older_one(cli: Cli,
+                                                                         tmp_path: Path) -> None:
+    """A snapshot object that fails to open may be the newest point (its time is inside
+    it). `restore latest` restored the older one with exit 0 and the drill proved the
+    older one "ok" without a word: the loss of the newest night was hidden. Found by an
+    edge hunt."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "registry.csv").write_text("night 1\n")
+    cli("--config", str(cli.config), "backup", str(data))
+    (data / "registry.csv").write_text("night 2\n")
+    newest = cli.json("--config", str(cli.config), "backup", str(data))["snapshot_id"]
+    damaged = tmp_path / "repo" / "snapshots" / newest
+    damaged.chmod(0o600)
+    raw = bytearray(damaged.read_bytes())
+    raw[-5] ^= 0x01
+    damaged.write_bytes(bytes(raw))
+    done = cli("--config", str(cli.config), "restore", "latest", "--target",
+               str(tmp_path / "out"), ok=False)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 13 and len(lines) == 1, done.stderr
+    assert f"cannot tell the latest snapshot: object snapshots/{newest}" in lines[0]
+    assert "a snapshot id (`drsync snapshots`) restores a readable one" in lines[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    drill = cli.json("--config", str(cli.config), "drill", ok=False)
+    assert drill["status"] == "failed"
+    assert next(c for c in drill["checks"] if not c["ok"])["name"] == "snapshot"
+    # The older point is still there for whoever names it.
+    older = [s["id"] for s in cli.json("--config", str(cli.config), "snapshots")]
+    assert newest not in older and len(older) == 1
+    cli("--config", str(cli.config), "restore", older[0], "--target", str(tmp_path / "out"))
+    assert next((tmp_path / "out").rglob("registry.csv")).read_text() == "night 1\n"

@@ -107,15 +107,8 @@ def snapshot_point(repo: Repository, snap: Snapshot) -> Point:
 
 
 def latest_snapshot(repo: Repository, kinds: Iterable[str] | None = None) -> Snapshot:
-    """The newest readable snapshot (of one of ``kinds``); SnapshotNotFound when none."""
-    from drsync.errors import SnapshotNotFound
-
-    wanted = None if kinds is None else set(kinds)
-    snaps = [s for s in repo.snapshots() if wanted is None or s.source_kind in wanted]
-    if not snaps:
-        what = "" if wanted is None else f" of kind {'/'.join(sorted(wanted))}"
-        raise SnapshotNotFound(f"repository {repo.url} has no snapshot{what} yet")
-    return snaps[-1]
+    """The newest snapshot (of one of ``kinds``): ``Repository.latest``."""
+    return repo.latest(kinds)
 
 
 def probe_tenant(fleet: Fleet, tenant: Tenant, settings: Settings,

@@ -25,8 +25,9 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import re
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -77,6 +78,13 @@ if TYPE_CHECKING:
 __all__ = ["RepoConfig", "Repository", "Warn"]
 
 Warn = Callable[[str], None]
+
+
+_OBJECT_ID = re.compile(r"[0-9a-f]{64}")  # what a stored document is named (its SHA-256)
+
+
+class Vanished(FormatError):
+    """A listed object gone when read: removed meanwhile (a forget, a prune), not damaged."""
 
 CONFIG_KEY = "config"
 GENERATIONS_PREFIX = "generations/"
@@ -461,7 +469,7 @@ class Repository:
         try:
             data = self.store.get(name)
         except ObjectNotFound:
-            raise FormatError("missing (listed, then gone)") from None
+            raise Vanished("missing (listed, then gone)") from None
         if object_id(data) != name.rsplit("/", 1)[-1]:
             raise FormatError("content does not match its name")
         return open_document(self.key, kind, data)
@@ -626,12 +634,16 @@ class Repository:
         except (KeyError, ValueError, TypeError, AttributeError) as err:
             raise IntegrityError(f"{self.url}: object {name}: malformed snapshot: {err}") from None
 
-    def snapshots(self, warn: Warn | None = None) -> list[Snapshot]:
+    def snapshots(self, warn: Warn | None = None, *,
+                  unreadable: list[str] | None = None) -> list[Snapshot]:
         """Every readable snapshot, oldest first; an unreadable one is skipped (``warn``
-        is told: ``check`` reports it). Read ``store.connections`` at a time."""
-        return self.listed_snapshots(warn)[0]
+        is told: ``check`` reports it; ``unreadable`` gets what is wrong with each one
+        that is there but cannot be read, not with one a forget removed meanwhile). Read
+        ``store.connections`` at a time."""
+        return self.listed_snapshots(warn, unreadable=unreadable)[0]
 
-    def listed_snapshots(self, warn: Warn | None = None) -> tuple[list[Snapshot], list[str]]:
+    def listed_snapshots(self, warn: Warn | None = None, *, unreadable: list[str] | None = None
+                         ) -> tuple[list[Snapshot], list[str]]:
         """``snapshots()`` and the id of every snapshot listed, readable or not, from one
         listing (a round trip less over a WAN than listing again)."""
         warn = warn or self.warn
@@ -644,24 +656,37 @@ class Repository:
                     raise self._unreadable(name, doc)
                 snaps.append(self._snapshot(name, doc))
             except IntegrityError as err:
-                warn(f"{str(err).removeprefix(self.url + ': ')}: skipped")
+                message = str(err).removeprefix(self.url + ": ")
+                warn(f"{message}: skipped")
+                if (unreadable is not None and not isinstance(doc, Vanished)
+                        and _OBJECT_ID.fullmatch(name.removeprefix("snapshots/"))):
+                    unreadable.append(message)  # a stray file there was never a snapshot
         return sorted(snaps, key=lambda s: (s.time, s.id)), ids
 
+    def latest(self, kinds: Iterable[str] | None = None) -> Snapshot:
+        """The newest snapshot (of one of ``kinds``). IntegrityError when a snapshot is
+        there but cannot be read: it may be the newest (its time is inside it), and
+        restoring an older point with exit 0 would hide the loss of the newer one."""
+        unreadable: list[str] = []
+        wanted = None if kinds is None else set(kinds)
+        snaps = [s for s in self.snapshots(lambda _message: None, unreadable=unreadable)
+                 if wanted is None or s.source_kind in wanted]
+        if unreadable:
+            more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+            raise IntegrityError(
+                f"{self.url}: cannot tell the latest snapshot: {unreadable[0]}{more}, and it may "
+                "be the newest; `drsync check` names the damage, and a snapshot id "
+                "(`drsync snapshots`) restores a readable one")
+        if not snaps:
+            what = "" if wanted is None else f" of kind {'/'.join(sorted(wanted))}"
+            raise SnapshotNotFound(f"repository {self.url} has no snapshot{what} yet")
+        return snaps[-1]
+
     def find_snapshot(self, ref: str) -> Snapshot:
-        """``latest``, a full id, or a unique id prefix (at least 4 characters)."""
+        """``latest`` (see ``latest``), a full id, or a unique id prefix (at least 4
+        characters)."""
         if ref == "latest":
-            skipped: list[str] = []
-
-            def warn(message: str) -> None:
-                skipped.append(message)
-                self.warn(message)
-
-            snaps = self.snapshots(warn)
-            if not snaps and skipped:
-                raise IntegrityError(f"{self.url}: no readable snapshot: {skipped[0]}")
-            if not snaps:
-                raise SnapshotNotFound(f"repository {self.url} has no snapshots")
-            return snaps[-1]
+            return self.latest()
         matches = [s for s in self.snapshot_ids() if s.startswith(ref.lower())]
         if len(ref) < 4 or not matches:
             raise SnapshotNotFound(f"no snapshot {ref!r} in {self.url}")

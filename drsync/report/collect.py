@@ -119,7 +119,8 @@ def _read_copy(fleet: Fleet, copy: Copy, settings: Settings) -> CopyEvidence:
         secret = _secret(fleet, copy)
         store = store_for(replace(settings, repo=copy.repo))
         repo = Repository.open(store, secret, warn=lambda _message: None)
-        snaps = repo.snapshots(warn=lambda _message: None)
+        unreadable: list[str] = []
+        snaps = repo.snapshots(warn=lambda _message: None, unreadable=unreadable)
         points = tuple(sorted((Point(s.id, _snapshot_time(s.time), s.source_kind,
                                      _recorded_source(s.source_kind, s.source_spec))
                                for s in snaps), key=lambda p: (p.time, p.snapshot_id)))
@@ -128,7 +129,7 @@ def _read_copy(fleet: Fleet, copy: Copy, settings: Settings) -> CopyEvidence:
         until, how = _retention(store, points)
         return replace(base, repository_id=repo.config.id, points=points, wrappings=wrappings,
                        retained_until=until, lock_evidence=how,
-                       wal_ranges=_wal_ranges(repo, points))
+                       wal_ranges=_wal_ranges(repo, points), unreadable=tuple(unreadable))
     except DrsyncError as err:
         text = str(err).strip()
         return replace(base, read_error=text.splitlines()[0] if text else type(err).__name__)

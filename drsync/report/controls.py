@@ -22,7 +22,8 @@ RPO          the newest point (in a store that was read) and every gap between g
 RETENTION    the oldest point a store holds is at least ``retention_days`` old
 OFFSITE      ``min_offsite_copies`` copies, read and holding points, in a zone other
              than ``primary_zone``; one under Object Lock when ``require_immutable``
-ENCRYPTION   every copy read (every point in it authenticated by the tenant's key), no
+ENCRYPTION   every copy read (every point in it authenticated by the tenant's key: a
+             snapshot object that fails to open is a FAIL), no
              key file inside the copy's own directory, an escrow wrapping present (no
              point in any copy read: NOT_EVALUATED)
 DRILL        a successful drill within the tenant's drill age (tier 1:
@@ -410,6 +411,11 @@ def _encryption(ev: TenantEvidence) -> Result:
     ids = tuple(f"copy:{cp.name}" for cp in read)
     problems = []
     for cp in read:
+        if cp.unreadable:
+            more = f" (and {len(cp.unreadable) - 1} more)" if len(cp.unreadable) > 1 else ""
+            problems.append(f"{cp.name}: {len(cp.unreadable)} snapshot object(s) failed to "
+                            f"open with the tenant's key, a newer point among them may be "
+                            f"lost: {cp.unreadable[0]}{more}")
         if cp.key_with_data:
             problems.append(f"{cp.name}: the key file {cp.key_file} is stored inside the copy")
         if not any(w.kind == "escrow" for w in cp.wrappings):

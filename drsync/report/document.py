@@ -79,7 +79,8 @@ def _copy_json(c: CopyEvidence, as_of: dt.datetime) -> dict[str, Any]:
             "key_held_at": c.key_file, "key_with_data": c.key_with_data,
             "wal_restorable": [{"snapshot_id": w.snapshot_id, "from": iso(w.start),
                                 "to": iso(w.end), "last_wal": w.last_wal}
-                               for w in c.wal_ranges]}
+                               for w in c.wal_ranges],
+            "unreadable_snapshots": len(c.unreadable)}
 
 
 def _attested(ts: TenantSettings, attestations: Sequence[Attestation]) -> dict[str, Any]:

@@ -131,6 +131,9 @@ class CopyEvidence:
     retained_until: dt.datetime | None  # Object Lock of the newest snapshot object
     lock_evidence: str  # how retention was (or could not be) seen
     wal_ranges: tuple[WalRange, ...] = ()  # PostgreSQL base backups with archived WAL
+    # Snapshot objects there that failed to open (damaged, not authenticated by the key):
+    # what is wrong with each. A point among them may be the newest.
+    unreadable: tuple[str, ...] = ()
 
     @property
     def read(self) -> bool:
@@ -208,7 +211,8 @@ def evidence_to_json(evidence: Evidence) -> dict[str, Any]:
                 "retained_until": iso(c.retained_until), "lock_evidence": c.lock_evidence,
                 "wal_ranges": [{"snapshot_id": w.snapshot_id, "start": iso(w.start),
                                 "end": iso(w.end), "last_wal": w.last_wal}
-                               for w in c.wal_ranges]}
+                               for w in c.wal_ranges],
+                "unreadable_snapshots": list(c.unreadable)}
 
     plan = evidence.plan
     return {

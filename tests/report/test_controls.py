@@ -310,6 +310,15 @@ def test_encryption() -> None:
     # A key kept with the data is a failure whether or not there is data yet.
     r = status(evidence(copies=(copy(points=(), key_with_data=True),)), "ENCRYPTION")
     assert r.status == "FAIL"
+    # A snapshot object that failed to open: not authenticated by the key, and perhaps
+    # the newest point (its time is inside it). Read and dropped before, so: PASS.
+    damaged = replace(copy(ids=("snap0130",)), unreadable=(
+        "object snapshots/9f3e: sealed document failed authentication", "object snapshots/a1"))
+    r = status(evidence(copies=(damaged,)), "ENCRYPTION")
+    assert r.status == "FAIL" and r.summary == (
+        "repo: 2 snapshot object(s) failed to open with the tenant's key, a newer point among "
+        "them may be lost: object snapshots/9f3e: sealed document failed authentication "
+        "(and 1 more)")
 
 
 # -- DRILL -------------------------------------------------------------------------------
