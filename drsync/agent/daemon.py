@@ -31,6 +31,7 @@ from drsync.agent.metrics import MetricsInput, write_metrics
 from drsync.agent.policy import Decision, boundaries, bytes_per_s, decide, rate_at
 from drsync.agent.runner import (
     RunContext,
+    check_jobs,
     drill_if_due,
     open_agent_repo,
     recompress_between_slots,
@@ -92,6 +93,7 @@ class Agent:
 
     def _load(self) -> tuple[AgentConfig, TenantSlot]:
         config = agent_config(self._load_settings())
+        check_jobs(config)
         return config, tenant_slot(config)
 
     def fields(self) -> tuple[str, str]:
@@ -219,6 +221,9 @@ class Agent:
             self._finish(run, window, handled=self._stop_reason != "SIGTERM")
             if self._stop_reason is None:
                 drill_if_due(self.config)  # after the night's backup, still one at a time
+        except Exception as err:  # a bug must not end the nights: logged, and planned on
+            log.error("run failed unexpectedly: %r", err, exc_info=True,
+                      extra={"event": "run_finished", "status": "failed"})
         finally:
             self._run_window = None
             self.run_id = "-"
@@ -259,6 +264,11 @@ class Agent:
         except DrsyncError as err:
             log.error("reload refused, keeping the old config: %s", err,
                       extra={"event": "reload"})
+            return
+        if config.tenant != self.config.tenant:  # its state, lock and jobs are the old one's
+            log.error("reload refused, keeping the old config: [agent] tenant changed from "
+                      "%r to %r; restart the agent to run as another tenant",
+                      self.config.tenant, config.tenant, extra={"event": "reload"})
             return
         self.config, self.slot = config, slot
         log.info("reloaded config and schedule", extra={"event": "reload"})

@@ -38,7 +38,8 @@ from drsync.repo.keys import KeyFile, Secret, read_password_file
 from drsync.settings import AgentJob, Settings, store_for
 from drsync.store.throttle import TokenBucket
 
-__all__ = ["RunContext", "open_agent_repo", "recompress_between_slots", "run_slot"]
+__all__ = ["RunContext", "check_jobs", "open_agent_repo", "recompress_between_slots",
+           "run_slot"]
 
 log = logging.getLogger("drsync.agent")
 
@@ -114,7 +115,7 @@ def _command_stdout(command: str) -> Iterator[BinaryIO]:
         proc.wait()
 
 
-def _request(job: AgentJob, cfg: AgentConfig, ctx: RunContext,
+def _request(job: AgentJob, cfg: AgentConfig, ctx: RunContext | None,
              spec_extra: dict[str, Any] | None = None) -> BackupRequest:
     kind = {"files": "paths", "sqlite": "sqlite", "pg-dump": "pg_dump", "pg-base": "pg_base",
             "mariadb-dump": "mariadb_dump",
@@ -128,10 +129,26 @@ def _request(job: AgentJob, cfg: AgentConfig, ctx: RunContext,
                          workers=settings.workers, pg_bindir=settings.pg_bindir,
                          pg_base_method=settings.pg_base_method,
                          pg_base_reread=settings.pg_base_reread,
-                         should_stop=ctx.should_stop, tenant=cfg.tenant,
+                         should_stop=ctx.should_stop if ctx else None, tenant=cfg.tenant,
                          mariadb_defaults_file=job.defaults_file,
-                         planned_start=ctx.planned_start, deadline=ctx.deadline,
+                         planned_start=ctx.planned_start if ctx else None,
+                         deadline=ctx.deadline if ctx else None,
                          spec_extra=dict(spec_extra or {}))
+
+
+def check_jobs(cfg: AgentConfig) -> None:
+    """Each job's target as its backup will read it (a MariaDB DSN, a defaults file that
+    is there...): ConfigError naming the job, at start and on reload, not at 2 a.m."""
+    where = f"config file {cfg.settings.source}" if cfg.settings.source else "the settings"
+    for i, job in enumerate(cfg.jobs):
+        try:
+            _request(job, cfg, None).describe()
+        except DrsyncError as err:
+            raise ConfigError(f"{where}: agent.job[{i}] ({job.source}): {err}") from None
+
+
+def _label(job: AgentJob) -> str:
+    return f"{job.source} {' '.join(job.targets)}"
 
 
 def _job_status(err: BaseException) -> tuple[str, str]:
@@ -144,15 +161,18 @@ def _job_status(err: BaseException) -> tuple[str, str]:
 
 def _run_job(job: AgentJob, cfg: AgentConfig, repo: Repository, ctx: RunContext,
              journal: RunJournal, spec_extra: dict[str, Any] | None = None) -> bool:
-    """One job, recorded; False when the run must end (interrupted)."""
-    req = _request(job, cfg, ctx, spec_extra)
+    """One job, recorded; False when the run must end (interrupted). A job whose target
+    cannot be read is one failed job: the others run, the night is recorded."""
     read = [0]
+    label = _label(job)
 
     def progress(n: int) -> None:
         read[0] += n
 
-    log.info("job %s started", req.describe(), extra={"event": "job_started"})
     try:
+        req = _request(job, cfg, ctx, spec_extra)
+        label = req.describe()
+        log.info("job %s started", label, extra={"event": "job_started"})
         if job.source == "stdin-command":
             with _command_stdout(job.targets[0]) as stream:
                 req.stdin = stream
@@ -162,9 +182,9 @@ def _run_job(job: AgentJob, cfg: AgentConfig, repo: Repository, ctx: RunContext,
     except Exception as err:
         status, message = _job_status(err)
         ctx.statuses.append(status)
-        ctx.errors.append(f"{req.describe()}: {message}")
+        ctx.errors.append(f"{label}: {message}")
         ctx.bytes_read += read[0]
-        log.error("job %s %s: %s", req.describe(), status, message,
+        log.error("job %s %s: %s", label, status, message,
                   extra={"event": "job_finished", "status": status})
         return not isinstance(err, RunInterrupted)
     status = "partial" if result.partial else "ok"
@@ -174,7 +194,7 @@ def _run_job(job: AgentJob, cfg: AgentConfig, repo: Repository, ctx: RunContext,
     problems = "; ".join(f"{p.path}: {p.reason}" for p in result.problems if p.partial)
     if problems:
         ctx.errors.append(problems)
-    log.info("job %s %s: snapshot %s, %d bytes read, %.3g MB/s", req.describe(), status,
+    log.info("job %s %s: snapshot %s, %d bytes read, %.3g MB/s", label, status,
              result.snapshot_id[:8], result.bytes_read, result.mb_per_s,
              extra={"event": "job_finished", "status": status,
                     "snapshot_id": result.snapshot_id})

@@ -99,3 +99,55 @@ def test_a_due_drill_runs_after_the_slot_and_is_recorded(tenant: Tenant) -> None
     later = drill_if_due(agent.config, datetime.now().astimezone() + timedelta(days=7))
     assert later is not None and later.ok
     assert len(load_drills(repo)) == 2
+
+
+def test_a_job_whose_target_cannot_be_read_is_refused_at_start_and_fails_alone_at_night(
+        tenant: Tenant, caplog: pytest.LogCaptureFixture) -> None:
+    """A MariaDB job naming a defaults file that is not there: the agent started without a
+    word, and at the slot the error escaped the run: the other jobs never ran, nothing
+    was recorded, and no later night was planned. Found by an edge hunt."""
+    from drsync.errors import ConfigError
+
+    cnf = tenant.root / "mariadb.cnf"
+    jobs = (f'[[agent.job]]\nsource = "mariadb-dump"\ntarget = "mariadb:///registry"\n'
+            f'defaults_file = "{cnf}"\n\n'
+            f'[[agent.job]]\nsource = "sqlite"\ntarget = "{tenant.db}"\n')
+    tenant.write_schedule(opens_in_s=600)
+    tenant.write_config(jobs=jobs)
+    with pytest.raises(ConfigError) as refused:
+        _agent(tenant)
+    assert str(refused.value).startswith(f"config file {tenant.config}: agent.job[0] "
+                                         f"(mariadb-dump): --defaults-file {cnf}")
+    cnf.write_text("[client]\nuser = nobody\n")
+    agent = _agent(tenant)
+    agent.plan()
+    cnf.unlink()  # gone by the night (a config management run, a wrong mount)
+    with caplog.at_level(logging.ERROR, logger="drsync.agent"):
+        agent.run_now()
+    last = agent.state.last_run
+    assert last is not None and last.status == "failed"
+    assert last.error is not None and "--defaults-file" in last.error
+    assert len(last.snapshot_ids) == 1 and tenant.snapshots() == last.snapshot_ids  # SQLite's
+    assert {job.id for job in agent.scheduler.get_jobs()} >= {"slot"}  # the next night
+    runs = tenant.catalog_runs()
+    assert [r["status"] for r in runs if r["kind"] == "backup"] == ["ok"]
+
+
+def test_a_reload_that_changes_the_tenant_is_refused(
+        tenant: Tenant, caplog: pytest.LogCaptureFixture) -> None:
+    """The state, lock and slot job are the tenant's: after such a reload the slot failed
+    with a KeyError and no night ran again. Found by an edge hunt."""
+    import json
+
+    tenant.write_schedule(opens_in_s=600)
+    doc = json.loads(tenant.schedule.read_text())
+    doc["tenants"]["Saga"] = doc["tenants"]["Nobeoka"]  # a slot for both: only the tenant
+    tenant.schedule.write_text(json.dumps(doc))
+    tenant.write_config()
+    agent = _agent(tenant)
+    tenant.config.write_text(tenant.config.read_text().replace('tenant = "Nobeoka"',
+                                                               'tenant = "Saga"'))
+    with caplog.at_level(logging.ERROR, logger="drsync.agent"):
+        agent.reload()
+    assert agent.config.tenant == "Nobeoka"
+    assert "tenant changed from 'Nobeoka' to 'Saga'; restart the agent" in caplog.text
