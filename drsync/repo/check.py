@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from drsync.errors import DrsyncError, IntegrityError
+from drsync.errors import DrsyncError, IntegrityError, ObjectNotFound, StoreError
 from drsync.paths import tree_problems
 from drsync.repo.crypto import SealError
 from drsync.repo.index import BlobLocation, Index, pack_key
@@ -59,6 +59,13 @@ class CheckReport:
                 "snapshots": self.snapshots, "packs": self.packs, "blobs": self.blobs,
                 "bytes_verified": self.bytes_verified, "wal_files": self.wal_files,
                 "uploads": self.uploads, "damaged_packs": sorted(self.damaged_packs)}
+
+
+def _store_down(err: DrsyncError) -> bool:
+    """A store that could not be asked (the link down past the retry deadline, a 5xx,
+    access denied) says nothing about the data: the check ends with that error (exit 14)
+    instead of reporting what it could not read as damaged. A missing object is damage."""
+    return isinstance(err, StoreError) and not isinstance(err, ObjectNotFound)
 
 
 def check_repository(repo: Repository, *, read_data: bool = False,
@@ -142,6 +149,8 @@ def _check_keys(repo: Repository, report: CheckReport) -> None:
         try:
             doc = parse_wrapping(repo.store.get(info.key))
         except (FormatError, DrsyncError) as err:
+            if isinstance(err, DrsyncError) and _store_down(err):
+                raise
             report.errors.append(f"object {info.key}: {err}")
             continue
         if doc["generation"] < newest:
@@ -208,6 +217,8 @@ def _check_snapshots(repo: Repository, index: Index, report: CheckReport,
             try:
                 snap = repo.load_snapshot(snapshot_id)
             except DrsyncError as err:
+                if _store_down(err):
+                    raise
                 report.errors.append(f"object {name}: {err}" if name not in str(err) else str(err))
                 continue
             snaps.append(snap)
@@ -244,6 +255,8 @@ def _cannot_restore(reader: SnapshotReader, index: Index, damaged: Mapping[bytes
                 shape.append((entry.path, entry.type))
                 note(entry.chunks)
         except (DrsyncError, ValueError) as err:
+            if isinstance(err, DrsyncError) and _store_down(err):
+                raise
             walk_error = str(err)
     parts = [f"{len(blobs)} blob{'s' if len(blobs) > 1 else ''} in {where}"
              for where, blobs in sorted(problems.items())]
@@ -297,6 +310,8 @@ def _check_wal(repo: Repository, report: CheckReport, snaps: list[Snapshot],
                 report.bytes_verified += len(data)
                 open_wal(repo.key, data, name)
             except (FormatError, DrsyncError) as err:
+                if isinstance(err, DrsyncError) and _store_down(err):
+                    raise
                 report.errors.append(f"object {key}: {err}" if key not in str(err) else str(err))
                 continue  # damaged: a gap in the chain, too
         archived.append(name)
@@ -313,6 +328,8 @@ def _check_wal(repo: Repository, report: CheckReport, snaps: list[Snapshot],
     try:
         coverage = archive.coverage()
     except DrsyncError as err:
+        if _store_down(err):
+            raise
         report.errors.append(str(err))
         return
     segments = [n for n in archived if len(n) == 24]
@@ -383,6 +400,8 @@ def _read_packs(repo: Repository, index: Index, stored: dict[str, int], report: 
                 # ranged, which takes them as they are, to name what in them is damaged.
                 data = repo.store.get(name, 0, stored[pack_id])
         except DrsyncError as err:
+            if _store_down(err):
+                raise
             report.errors.append(f"object {name}: {err}" if name not in str(err) else str(err))
             damaged.update((blob_id, pack_id) for blob_id, _loc in by_pack.get(pack_id, []))
             continue

@@ -116,3 +116,41 @@ def test_unreferenced_pack_is_a_note_not_an_error(repo: Repository) -> None:
     report = check_repository(repo)
     assert report.ok
     assert any("unreferenced pack" in n and stray.name in n for n in report.notes)
+
+
+class _LinkDown(LocalStore):
+    """The link drops (past the retry deadline: the StoreError RetryStore gives up with)
+    for every read under ``prefix``."""
+
+    def __init__(self, root: str, prefix: str) -> None:
+        super().__init__(root)
+        self.prefix = prefix
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        if key.startswith(self.prefix):
+            from drsync.errors import StoreError
+
+            raise StoreError(f"{self.url}: reading {key}: ConnectionClosedError (gave up "
+                             "reading after 3 attempts in 6 s; the retry deadline is 6 s)")
+        return super().get(key, offset, length)
+
+
+@pytest.mark.parametrize("prefix", ["data/", "snapshots/", "keys/"])
+def test_a_store_that_cannot_be_reached_is_its_error_not_damage(repo: Repository,
+                                                                 prefix: str) -> None:
+    """A link cut during check made it report every pack it could not read as damaged and
+    every snapshot as "cannot be fully restored" (exit 13), which a check once the link
+    was back called clean. Found by an edge hunt."""
+    from drsync.errors import StoreError
+
+    link = _LinkDown(repo.store.url, "nothing/")
+    down = Repository.open(link, Secret(passphrase="test passphrase"))
+    link.prefix = prefix  # down once the repository is open
+    with pytest.raises(StoreError, match="ConnectionClosedError") as info:
+        check_repository(down, read_data=True)
+    assert type(info.value) is StoreError  # exit 14, the store's, not 13
+    # A pack that is gone is still damage, named as such.
+    (pack,) = _files(repo, "data/")[:1]
+    pack.unlink()
+    report = check_repository(repo, read_data=True)
+    assert not report.ok and any("missing" in e for e in report.errors), report.errors
