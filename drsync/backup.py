@@ -267,11 +267,12 @@ def run_backup(repo: Repository, req: BackupRequest, *, catalog: RunRecorder | N
         if catalog is not None:
             catalog.finish_run(run_id, status, error=message, finished=finished,
                                bytes_read=read, bytes_added=added, bytes_sent=added)
-        # Not when the store itself failed (its retry deadline is spent already), nor on
-        # Ctrl-C or exit: the journal has the run either way.
-        if isinstance(err, Exception) and not isinstance(err, StoreError):
+        # Not on Ctrl-C or exit (the journal has the run; the next open of the catalog
+        # settles it); when the store itself failed, into the outbox without another try.
+        if isinstance(err, Exception):
             save_run_or_warn(repo, {**record, "status": status, "error": message,
-                                    "finished": finished.isoformat(), **done})
+                                    "finished": finished.isoformat(), **done},
+                             store_failed=isinstance(err, StoreError))
         raise
     result.run_id = run_id
     status = "partial" if result.partial else "ok"

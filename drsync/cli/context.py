@@ -174,9 +174,9 @@ def on_record(ctx: click.Context, repo: Any, kind: str, source: str, *,
         failure = str(err).strip().split("\n")[0]
         finished = datetime.now(UTC)
         journal.finish_run(run_id, "failed", error=failure, finished=finished)
-        if not isinstance(err, StoreError):
-            save_run_or_warn(repo, {**record, "status": "failed", "error": failure,
-                                    "finished": finished.isoformat()}, quiet=True)
+        save_run_or_warn(repo, {**record, "status": "failed", "error": failure,
+                                "finished": finished.isoformat()}, quiet=True,
+                         store_failed=isinstance(err, StoreError))
         raise
     finished = datetime.now(UTC)
     journal.finish_run(run_id, outcome["status"], error=outcome["error"],

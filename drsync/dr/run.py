@@ -245,7 +245,8 @@ class FleetRestore:
             except DrsyncError as err:  # the restore stands; say what was not recorded
                 out.error = "; ".join(filter(None, [out.error, f"not in the catalog: {err}"]))
             repo = self._opened.pop(name, None)
-            if repo is not None and not store_failed:  # as a run record, for catalog rebuild
+            if repo is not None:  # as a run record, for catalog rebuild (later, if the store
+                # failed)
                 from drsync.repo.runs import save_run_or_warn
 
                 save_run_or_warn(repo, {
@@ -254,7 +255,7 @@ class FleetRestore:
                     "finished": finished.isoformat(), "bytes_read": out.fetched_bytes,
                     "bytes_added": out.bytes, "snapshot_id": out.snapshot_id,
                     "error": (out.error or "").splitlines()[0] if out.error else None,
-                    "drsync_version": __version__}, quiet=True)
+                    "drsync_version": __version__}, quiet=True, store_failed=store_failed)
         if on_change:
             on_change()
 

@@ -91,11 +91,17 @@ def save_run(repo: Repository, record: dict[str, Any]) -> str:
 
 
 def save_run_or_warn(repo: Repository, record: dict[str, Any], *,
-                     quiet: bool = False) -> None:
+                     quiet: bool = False, store_failed: bool = False) -> None:
     """Seal the run record into the store; a failure is a warning, never the run's result
     (the store is down, full or read-only: the catalog still has the run), and the record
     waits in the outbox (drsync.outbox) for the next run that reaches the store. ``quiet``:
-    only logged, for runs that must work with read-only access (restore, check)."""
+    only logged, for runs that must work with read-only access (restore, check).
+    ``store_failed``: the run failed because the store did, whose retry deadline is spent
+    already: the record goes to the outbox without another try."""
+    if store_failed:
+        log.info("run record %s kept for later: the store failed", record["run_id"][:8])
+        keep_for_later(repo.url, record)
+        return
     try:
         save_run(repo, record)
     except Exception as err:

@@ -9,6 +9,7 @@ not fatal; a rollback of the store shows against the local catalog.
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -361,5 +362,45 @@ def test_a_run_record_the_store_refused_is_sent_by_the_next_run(
         save_run_or_warn(repo, record("b" * 32, "ok"), quiet=True)
         assert sorted(r["run_id"] for r in load_runs(repo)) == ["a" * 32, "b" * 32]
         assert list((tmp_path / "run-outbox").rglob("*.json")) == []
+    finally:
+        use_outbox(None)
+
+
+def test_a_backup_that_failed_because_the_store_did_is_recorded_by_the_next(
+        tmp_path: Path) -> None:
+    """A backup that failed because the link died kept its record out of the store and
+    out of the outbox too (only the local catalog had it): a catalog rebuilt from the
+    store showed that night as if nothing had run. Found by an edge hunt."""
+    from drsync.errors import StoreError
+    from drsync.outbox import use_outbox
+    from drsync.repo.runs import load_runs
+    from drsync.store import MemoryStore
+
+    class LinkDies(MemoryStore):
+        down = False
+
+        def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+            if self.down and key.startswith("data/"):
+                raise StoreError("memory://: writing a pack: connection reset (gave up "
+                                 "after 4 attempts in 300 s)")
+            super().put(key, data, if_absent=if_absent)
+
+    store = LinkDies()
+    repo = make_repo(store)
+    use_outbox(tmp_path / "run-outbox")
+    try:
+        store.down = True
+        with pytest.raises(StoreError):
+            run_backup(repo, BackupRequest(stdin_name="registry.dump",
+                                           stdin=io.BytesIO(os.urandom(1 << 20))))
+        assert load_runs(repo) == []
+        (kept,) = (tmp_path / "run-outbox").rglob("*.json")
+        assert json.loads(kept.read_text())["status"] == "failed"
+        store.down = False
+        run_backup(repo, BackupRequest(stdin_name="registry.dump",
+                                       stdin=io.BytesIO(b"night 2")))
+        assert sorted(r["status"] for r in load_runs(repo)) == ["failed", "ok"]
+        assert "connection reset" in next(r["error"] for r in load_runs(repo)
+                                          if r["status"] == "failed")
     finally:
         use_outbox(None)
