@@ -310,10 +310,10 @@ def _apply_retention(cfg: AgentConfig, repo: Repository, ctx: RunContext) -> Non
         policy = cfg.settings.retention_policy()
         if policy.empty:
             return
-        result = forget(repo, policy)
+        journal = RunJournal(cfg.settings.catalog or "", cfg.settings.state_dir)
         # Removed on purpose: the catalog's rollback check must not report them missing.
-        RunJournal(cfg.settings.catalog or "", cfg.settings.state_dir).record_forgotten(
-            repo.url, result.removed)
+        result = forget(repo, policy,
+                        on_removed=lambda sid: journal.record_forgotten(repo.url, [sid]))
     except DrsyncError as err:
         ctx.errors.append(f"forget: {err}")
         log.error("forget failed: %s", err, extra={"event": "forget"})

@@ -69,10 +69,11 @@ def forget_cmd(ctx: click.Context, keep_last: int | None, keep_hourly: int | Non
         keep_within=keep_within, keep_tags=list(keep_tags) or None)
     policy = settings.retention_policy()
     repo = open_repo(ctx, settings)
-    result = forget(repo, policy, dry_run=dry_run, snapshots=snapshots)
-    if result.removed and not dry_run:
-        # Removed on purpose: the catalog's rollback check must not report them missing.
-        open_journal(ctx).record_forgotten(repo.url, result.removed)
+    journal = open_journal(ctx)
+    # Removed on purpose: the catalog's rollback check must not report them missing, even
+    # when the forget is cut short after some deletes.
+    result = forget(repo, policy, dry_run=dry_run, snapshots=snapshots,
+                    on_removed=lambda sid: journal.record_forgotten(repo.url, [sid]))
     if as_json:
         print_json(result.to_json())
         return

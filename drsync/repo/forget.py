@@ -9,7 +9,7 @@ Lock is skipped and reported.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,9 +49,12 @@ class ForgetResult:
 
 
 def forget(repo: Repository, policy: RetentionPolicy, *, dry_run: bool = False,
-           snapshots: Sequence[str] = ()) -> ForgetResult:
+           snapshots: Sequence[str] = (),
+           on_removed: Callable[[str], None] | None = None) -> ForgetResult:
     """Apply ``policy`` to every group of snapshots, or (``snapshots``: ids or unique
-    prefixes) remove just those, whatever the policy; a dry run only decides."""
+    prefixes) remove just those, whatever the policy; a dry run only decides.
+    ``on_removed`` is told each snapshot id as soon as its delete succeeded (the catalog
+    records it forgotten then, so a forget cut short is not taken for a rollback)."""
     if not snapshots:
         policy.validate()
         if policy.empty:
@@ -59,9 +62,9 @@ def forget(repo: Repository, policy: RetentionPolicy, *, dry_run: bool = False,
                              "[retention] in the config file (forget keeps everything "
                              "otherwise), or name the snapshots to remove")
     if dry_run:
-        return _forget(repo, policy, True, snapshots)
+        return _forget(repo, policy, True, snapshots, None)
     with RepositoryLock(repo.store, "forget"):
-        return _forget(repo, policy, False, snapshots)
+        return _forget(repo, policy, False, snapshots, on_removed)
 
 
 def _named(repo: Repository, refs: Sequence[str], snaps: list[Snapshot]) -> list[Group]:
@@ -75,7 +78,7 @@ def _named(repo: Repository, refs: Sequence[str], snaps: list[Snapshot]) -> list
 
 
 def _forget(repo: Repository, policy: RetentionPolicy, dry_run: bool,
-            refs: Sequence[str]) -> ForgetResult:
+            refs: Sequence[str], on_removed: Callable[[str], None] | None) -> ForgetResult:
     unreadable: list[str] = []
     snaps = repo.snapshots(warn=unreadable.append)
     groups = _named(repo, refs, snaps) if refs else apply_policy(snaps, policy)
@@ -89,6 +92,8 @@ def _forget(repo: Repository, policy: RetentionPolicy, dry_run: bool,
                 except ObjectLocked:
                     result.locked.append(snapshot_id)
                     continue
+                if on_removed is not None:
+                    on_removed(snapshot_id)
             result.removed.append(snapshot_id)
     from drsync.wal.archive import base_backups
 

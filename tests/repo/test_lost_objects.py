@@ -404,3 +404,27 @@ def test_a_backup_that_failed_because_the_store_did_is_recorded_by_the_next(
                                           if r["status"] == "failed")
     finally:
         use_outbox(None)
+
+
+def test_a_forget_cut_short_has_told_each_delete_that_succeeded() -> None:
+    """A forget whose link died after it deleted a snapshot (listing wal/, say) recorded
+    nothing forgotten: `check` then called the snapshot rolled back (exit 13), and naming
+    it to forget again was "no such snapshot". Found by an edge hunt."""
+    from drsync.errors import StoreError
+    from drsync.repo.forget import forget
+    from drsync.repo.retention import RetentionPolicy
+    from drsync.store import MemoryStore
+
+    class DiesAfterDeletes(MemoryStore):
+        def list(self, prefix: str = ""):  # type: ignore[no-untyped-def]
+            if prefix == "wal/":
+                raise StoreError("memory://: listing wal/: connection reset")
+            return super().list(prefix)
+
+    repo = make_repo(DiesAfterDeletes())
+    older = _backup(repo, b"night 1")
+    _backup(repo, b"night 2")
+    told: list[str] = []
+    with pytest.raises(StoreError, match="listing wal/"):
+        forget(repo, RetentionPolicy(), snapshots=[older], on_removed=told.append)
+    assert told == [older] and older not in repo.snapshot_ids()
