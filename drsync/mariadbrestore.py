@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drsync.errors import UsageError
+from drsync.errors import IntegrityError, UsageError
 from drsync.repo import Repository, Snapshot, SnapshotReader
 from drsync.repo.wal import WAL_PREFIX, is_binlog_name
 from drsync.restore import Counted
@@ -142,11 +142,16 @@ def _utc(seconds: int) -> str:
 
 
 def _plan(snap: Snapshot, target: BinlogTarget, chain: list[str], fetcher: _Fetcher,
-          ) -> tuple[list[str], str | None, tuple[str, int] | None]:
+          gap: str | None = None) -> tuple[list[str], str | None, tuple[str, int] | None]:
     """Which files to replay, the UTC stop time, the stop position; refused (UsageError)
-    before anything is loaded when the archive cannot reach the target."""
+    before anything is loaded when the archive cannot reach the target. ``gap``: the
+    binlog missing after ``chain`` while later ones are archived (``binlog_gap``)."""
     spec = snap.source_spec
     first = str(spec["binlog_file"])
+    lost = (f"binlog {gap} is missing from the archive while later ones are stored, so no "
+            "replay from this dump goes past it (its changes are lost unless the server "
+            "still has it); restore a dump taken after the gap, or stop before it with "
+            "--target-time or --target-position") if gap else ""
     if target.position:
         name, pos = _parse_position(target.position)
         if name not in chain:
@@ -163,6 +168,9 @@ def _plan(snap: Snapshot, target: BinlogTarget, chain: list[str], fetcher: _Fetc
             raise UsageError(f"--target-time {target.time} is before the dump "
                              f"(consistent at {spec['consistent_at']}): pick an older snapshot")
         through = fetcher.summary(chain[-1]).end_time if chain else 0
+        if when.timestamp() > through and gap:
+            raise IntegrityError(f"--target-time {target.time} is after "
+                                 f"{_utc(through) if through else 'the dump'}, where {lost}")
         if when.timestamp() > through:
             raise UsageError(
                 f"--target-time {target.time} is after the archived binlogs end ("
@@ -170,6 +178,8 @@ def _plan(snap: Snapshot, target: BinlogTarget, chain: list[str], fetcher: _Fetc
                 "changes after that are not archived yet; use --target latest or an "
                 "earlier time")
         return chain, when.strftime("%Y-%m-%d %H:%M:%S"), None
+    if gap:  # latest: "every archived change" would silently stop at the gap
+        raise IntegrityError(f"--target latest cannot be reached: {lost}")
     return chain, None, None
 
 
@@ -224,8 +234,10 @@ def restore_mariadb(repo: Repository, ref: str, dsn: str, *, defaults_file: str 
         stop_time: str | None = None
         stop_pos: tuple[str, int] | None = None
         if target.given:
-            chain = binlog_chain(str(spec["binlog_file"]), _archived(repo, spool))
-            replay, stop_time, stop_pos = _plan(snap, target, chain, fetcher)
+            archived = _archived(repo, spool)
+            chain = binlog_chain(str(spec["binlog_file"]), archived)
+            replay, stop_time, stop_pos = _plan(snap, target, chain, fetcher, binlog_gap(
+                str(spec["binlog_file"]), chain, archived))
             replay = _prefetch(fetcher, replay, stop_time)
         with MariadbConnection(parsed.with_database("")) as conn:
             created = prepare_databases(tools, conn, [into] if into else databases,
