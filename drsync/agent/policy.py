@@ -98,6 +98,12 @@ def boundaries(slot: TenantSlot) -> list[float]:
     return sorted({t for s in slot.sends for t in (s.from_s, s.to_s)})
 
 
+def _hours(seconds: float) -> str:
+    """An RPO as people read it: hours, or seconds when under a tenth of an hour ("0.0 h
+    exceeds the target of 0.01 h" said nothing)."""
+    return f"{seconds / 3600:.1f} h" if seconds >= 360 else f"{seconds:.0f} s"
+
+
 def health(last_status: str | None, rpo_s: float | None, rpo_hours: float) -> list[str]:
     """Why the tenant is unhealthy (empty: healthy)."""
     problems = []
@@ -106,7 +112,7 @@ def health(last_status: str | None, rpo_s: float | None, rpo_hours: float) -> li
     if rpo_s is None:
         problems.append("no restorable point yet")
     elif rpo_s > rpo_hours * 3600:
-        problems.append(f"RPO {rpo_s / 3600:.1f} h exceeds the target of {rpo_hours:g} h")
+        problems.append(f"RPO {_hours(rpo_s)} exceeds the target of {rpo_hours:g} h")
     return problems
 
 

@@ -36,7 +36,8 @@ def spool_depth(spool: Spool | None) -> SpoolDepth:
 
 def newest_restorable(repo: Repository, spool: Spool | None) -> tuple[str | None, str]:
     """(ISO time of the newest restorable point, what it is): the latest snapshot, or, for
-    PostgreSQL base backups with archived WAL, the latest point ``pitr-range`` finds."""
+    PostgreSQL base backups with archived WAL and MariaDB dumps with archived binlogs, the
+    latest point ``pitr-range`` finds."""
     snaps = repo.snapshots()
     newest = max((s.time for s in snaps), default=None)
     basis = "snapshot"
@@ -46,6 +47,13 @@ def newest_restorable(repo: Repository, spool: Spool | None) -> tuple[str | None
         latest = pitr_range(repo, spool)["latest"]
         if latest and (newest is None or _parse(latest) > _parse(newest)):
             newest, basis = latest, "wal"
+    if any(s.source_kind == "mariadb_dump" for s in snaps):
+        from drsync.mariadbrestore import mariadb_pitr_range
+
+        found = mariadb_pitr_range(repo, spool, snaps)
+        latest = found["latest"] if found else None
+        if latest and (newest is None or _parse(latest) > _parse(newest)):
+            newest, basis = latest, "binlog"
     return newest, basis
 
 

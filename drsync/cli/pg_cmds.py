@@ -27,7 +27,8 @@ def pitr_range_cmd(ctx: click.Context, spool: str | None, as_json: bool) -> None
     archived; it reaches as far as the archived WAL continues without a gap
     on its timeline, to the timestamp of the last commit in that WAL (read
     from the WAL itself; the push time, labelled approximate, when no commit
-    is found). RPO now is the age of the newest archived WAL (store or spool).
+    is found). RPO now is the age of the newest archived WAL (store or spool), or for a
+    MariaDB tenant of the end of its newest archived binlog.
 
     \b
     Example:
@@ -45,6 +46,12 @@ def pitr_range_cmd(ctx: click.Context, spool: str | None, as_json: bool) -> None
     mariadb = mariadb_pitr_range(repo, spooler)
     if mariadb is not None:
         doc["mariadb"] = mariadb
+        if doc["rpo_s"] is None and mariadb["latest"]:  # a MariaDB tenant: its binlogs
+            from datetime import UTC, datetime
+
+            at = datetime.fromisoformat(str(mariadb["latest"]).replace("Z", "+00:00"))
+            at = at if at.tzinfo else at.replace(tzinfo=UTC)
+            doc["rpo_s"] = max(0.0, (datetime.now(UTC) - at).total_seconds())
     if as_json:
         print_json(doc)
         return
@@ -71,7 +78,7 @@ def pitr_range_cmd(ctx: click.Context, spool: str | None, as_json: bool) -> None
             click.echo(f"newest WAL in the {where}: {newest['wal']} archived {newest['pushed_at']}"
                        f" ({newest['age_s']:.0f} s ago)")
     click.echo(f"RPO now: {doc['rpo_s']:.0f} s" if doc["rpo_s"] is not None
-               else "RPO now: unknown (no WAL archived)")
+               else "RPO now: unknown (no WAL or binlog archived)")
 
 
 @click.command("doctor")

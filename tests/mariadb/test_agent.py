@@ -56,3 +56,23 @@ def test_the_agent_dumps_mariadb_and_ships_its_binlogs(mariadb: MariadbServer, d
     assert snap.source_kind == "mariadb_dump" and snap.source_spec["databases"] == ["registry"]
     assert tenant.spooled() == []  # shipped in the slot
     assert any(i.key.startswith("wal/binlog.") for i in tenant.repository.store.list("wal/"))
+    # A change after the dump, its binlog sealed and shipped: the newest restorable point
+    # is its end, for `agent status` and the RPO metric as for `pitr-range` (they took the
+    # dump's age: a tenant shipping binlogs every minute looked hours behind). Edge hunt.
+    import time
+
+    from drsync.agent.status import newest_restorable
+    from drsync.wal.spool import Spool
+
+    time.sleep(1.2)  # binlog times have one-second resolution: a change after the dump's
+    tenant.start_receiver()
+    try:
+        mariadb.sql("INSERT INTO registry.t VALUES (2); FLUSH BINARY LOGS")
+        poll("a binlog after the dump sealed", tenant.spooled)
+        tenant.stop_receiver()
+    finally:
+        tenant.kill_receiver()
+    point, basis = newest_restorable(tenant.repository, Spool.if_present(tenant.spool))
+    assert basis == "binlog" and point is not None and point >= snap.time[:19]
+    doc = tenant.drsync_json("pitr-range")
+    assert doc["rpo_s"] is not None and doc["rpo_s"] < 300
