@@ -44,7 +44,7 @@ from drsync.report.evidence import CopyEvidence, Drill, Evidence, Period, Run, T
 from drsync.report.settings import CONTROLS, Exemption, ReportSettings, TenantSettings
 
 __all__ = ["DATA_CHECKS", "STATUSES", "Assessment", "Facts", "Gap", "Result", "apply_exemption",
-           "assess", "assess_tenant", "gaps", "last_day"]
+           "assess", "assess_tenant", "gaps", "last_day", "seen_at"]
 
 STATUSES = ("PASS", "WARN", "FAIL", "NOT_EVALUATED", "EXEMPT")
 # Drill checks that look at the data itself, not only at the bytes coming back.
@@ -127,8 +127,22 @@ def assess(evidence: Evidence, settings: ReportSettings) -> tuple[Assessment, ..
                  for ts in settings.tenants)
 
 
+def seen_at(ev: TenantEvidence, as_of: dt.datetime) -> TenantEvidence:
+    """The copies as they stood at ``as_of``: the stores are read when the report is made,
+    so a report of a past period would count points made after it (an "oldest point"
+    days in the future, an encrypted point in a month that had none)."""
+    def copy(c: CopyEvidence) -> CopyEvidence:
+        ranges = tuple(replace(w, end=min(w.end, as_of)) for w in c.wal_ranges
+                       if w.start <= as_of)
+        return replace(c, points=tuple(p for p in c.points if p.time <= as_of),
+                       wal_ranges=ranges)
+
+    return replace(ev, copies=tuple(copy(c) for c in ev.copies))
+
+
 def assess_tenant(ev: TenantEvidence, ts: TenantSettings, period: Period,
                   as_of: dt.datetime) -> Assessment:
+    ev = seen_at(ev, as_of)
     facts = _facts(ev, period, as_of)
     results = [
         _coverage(ev, ts, facts, period),

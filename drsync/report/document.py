@@ -19,7 +19,7 @@ from typing import Any
 
 from drsync import __version__
 from drsync.report.attest import Attestation
-from drsync.report.controls import STATUSES, Assessment, last_day
+from drsync.report.controls import STATUSES, Assessment, last_day, seen_at
 from drsync.report.costs import Sharing
 from drsync.report.evidence import CopyEvidence, Drill, Evidence, Run, iso
 from drsync.report.labels import ATTEST_ITEMS, CONTROL_INFO, GLOSSARY, STATUS_LABELS
@@ -95,8 +95,8 @@ def _attested(ts: TenantSettings, attestations: Sequence[Attestation]) -> dict[s
 
 def _tenant_json(ts: TenantSettings, a: Assessment, evidence: Evidence,
                  attestations: Sequence[Attestation]) -> dict[str, Any]:
-    ev = evidence.tenant(ts.name)
     f = a.facts
+    ev = seen_at(evidence.tenant(ts.name), f.as_of)
     th = ts.thresholds
     last = f.last_drill
     return {

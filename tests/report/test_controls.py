@@ -445,3 +445,20 @@ def test_a_period_of_japanese_days() -> None:
     assert apply_exemption(failing, ex, jst.end, "Asia/Tokyo").status == "EXEMPT"
     assert apply_exemption(failing, ex, jst.end + dt.timedelta(hours=1),
                            "Asia/Tokyo").status == "FAIL"
+
+
+def test_a_past_period_does_not_count_points_made_after_it() -> None:
+    """The stores are read when the report is made: for a past period, points made since
+    counted (RETENTION "oldest point -7.4 days old", ENCRYPTION and OFFSITE passing for a
+    month that had no point). Found by an edge hunt."""
+    later = (Point("next-month", AS_OF + dt.timedelta(days=7), "files"),)
+    ev = evidence(runs=(), runs_ever=3, copies=(copy(points=later),))
+    assert status(ev, "ENCRYPTION").status == "NOT_EVALUATED"
+    assert status(ev, "OFFSITE").status == "NOT_EVALUATED"  # a copy holding no point
+    assert status(ev, "RETENTION").status == "FAIL"
+    a = assess_tenant(ev, settings(), PERIOD, AS_OF)
+    assert a.facts.oldest_point is None
+    # What was there by then still counts.
+    both = evidence(copies=(copy(points=(Point("old", at(-40), "files"), *later)),))
+    assert status(both, "ENCRYPTION").status == "PASS"
+    assert assess_tenant(both, settings(), PERIOD, AS_OF).facts.oldest_point == at(-40)
