@@ -555,12 +555,18 @@ class Catalog:
 
 
 def tenant_history(catalog: Catalog, tenant: str, since: datetime,
-                   until: datetime) -> tuple[list[RunRecord], int]:
+                   until: datetime, repos: Iterable[str] = ()) -> tuple[list[RunRecord], int]:
     """For a report (drsync.report): the tenant's runs started in [since, until), its
     newest ok backup started before ``since`` (where the period's first gap begins), oldest
-    first; and how many runs of any kind were ever recorded for it."""
+    first; and how many runs of any kind were ever recorded for it. A check of one of
+    ``repos`` (the tenant's copies) is the tenant's whatever tenant the host that ran it
+    named: an operator's `drsync --repo ... check` records the host's name."""
     name = sa.func.coalesce(runs_table.c.tenant, runs_table.c.host)
-    inside = (sa.select(runs_table).where(name == tenant, runs_table.c.started >= since,
+    ours = name == tenant
+    if repos:
+        ours = sa.or_(ours, sa.and_(runs_table.c.kind == "check",
+                                    runs_table.c.repo.in_(sorted(set(repos)))))
+    inside = (sa.select(runs_table).where(ours, runs_table.c.started >= since,
                                           runs_table.c.started < until)
               .order_by(runs_table.c.started, runs_table.c.id))
     before = (sa.select(runs_table).where(name == tenant, runs_table.c.started < since,

@@ -50,7 +50,8 @@ def collect(fleet: Fleet, report: ReportSettings, catalog: Catalog, settings: Se
             drills_by_tenant.setdefault(str(row["tenant"]), []).append(drill)
     tenants = []
     for ts in report.tenants:
-        records, ever = tenant_history(catalog, ts.name, period.start, until)
+        records, ever = tenant_history(catalog, ts.name, period.start, until,
+                                       _urls(c.repo for c in ts.copies))
         runs = tuple(_run(r) for r in records if r.kind != "drill")
         drills = tuple(sorted(drills_by_tenant.get(ts.name, []),
                               key=lambda d: (d.started, d.drill_id)))
@@ -92,6 +93,21 @@ def _drill(row: dict[str, Any]) -> Drill:
                  None if row.get("rpo_s") is None else float(row["rpo_s"]), str(row["host"]),
                  tuple(Check(str(c["name"]), bool(c["ok"]), str(c["detail"]))
                        for c in row["checks"]))
+
+
+def _urls(repos: Any) -> list[str]:
+    """Each repository as a run records it (``store.url``: a local one absolute), and as
+    written."""
+    found = []
+    for repo in repos:
+        if not repo:
+            continue
+        found.append(repo)
+        local = repo.removeprefix("file://") if repo.startswith("file://") else (
+            repo if "://" not in repo else None)
+        if local is not None:
+            found += [os.path.abspath(local), os.path.realpath(local)]
+    return found
 
 
 def _local_path(url: str) -> str | None:

@@ -63,3 +63,24 @@ def test_the_period_the_point_before_it_and_the_count(catalog_url: str,
         assert tenant_history(catalog, "nobody", SINCE, UNTIL) == ([], 0)
     finally:
         catalog.close()
+
+
+def test_a_check_of_the_tenants_repository_is_the_tenants_whoever_ran_it(
+        catalog_url: str, tmp_path: Path) -> None:
+    """`drsync --repo /srv/dc2/nobeoka check` on an operator's host records the host's
+    name as tenant: the failed check never reached Nobeoka's ZERO-ERRORS (and its "last
+    integrity check" was null). Found by an edge hunt."""
+    catalog = Catalog(catalog_url, state_dir=str(tmp_path / "state"))
+    try:
+        catalog.import_runs("/srv/dc2/nobeoka", [
+            _run("op-check", "ops-host", dt.datetime(2026, 11, 15, tzinfo=dt.UTC), "failed",
+                 kind="check"),
+            _run("op-backup", "ops-host", dt.datetime(2026, 11, 16, tzinfo=dt.UTC))])
+        catalog.import_runs("/srv/dc2/saga", [
+            _run("saga-check", "ops-host", dt.datetime(2026, 11, 15, tzinfo=dt.UTC),
+                 kind="check")])
+        runs, _ = tenant_history(catalog, "Nobeoka", SINCE, UNTIL, ["/srv/dc2/nobeoka"])
+        assert [r.id for r in runs] == ["op-check"]  # not its backup, not Saga's check
+        assert tenant_history(catalog, "Nobeoka", SINCE, UNTIL) == ([], 0)
+    finally:
+        catalog.close()
