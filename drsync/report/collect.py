@@ -140,12 +140,14 @@ def _read_copy(fleet: Fleet, copy: Copy, settings: Settings) -> CopyEvidence:
         points = tuple(sorted((Point(s.id, _snapshot_time(s.time), s.source_kind,
                                      _recorded_source(s.source_kind, s.source_spec))
                                for s in snaps), key=lambda p: (p.time, p.snapshot_id)))
-        wrappings = tuple(KeyWrapping(w.key_id, w.kind, w.escrow_key)
+        newest = repo.generations()[-1]
+        wrappings = tuple(KeyWrapping(w.key_id, w.kind, w.escrow_key, w.generation >= newest)
                           for w in repo.wrappings())
         until, how = _retention(store, points)
         return replace(base, repository_id=repo.config.id, points=points, wrappings=wrappings,
                        retained_until=until, lock_evidence=how,
-                       wal_ranges=_wal_ranges(repo, points), unreadable=tuple(unreadable))
+                       wal_ranges=_wal_ranges(repo, points), unreadable=tuple(unreadable),
+                       fleet_escrow_key=_escrow_id(fleet))
     except DrsyncError as err:
         text = str(err).strip()
         return replace(base, read_error=text.splitlines()[0] if text else type(err).__name__)
@@ -175,6 +177,19 @@ def _wal_ranges(repo: Any, points: tuple[Point, ...]) -> tuple[WalRange, ...]:
             ranges.append(WalRange(str(row["snapshot_id"]), _snapshot_time(row["consistent_at"]),
                                    _snapshot_time(row["latest"]), str(row.get("last_wal") or "")))
     return tuple(sorted(ranges, key=lambda r: (r.start, r.snapshot_id)))
+
+
+def _escrow_id(fleet: Fleet) -> str | None:
+    """The key id of the fleet's [keys] escrow_key (None: none, or it cannot be read:
+    opening the copies with it says why)."""
+    if not fleet.escrow_key:
+        return None
+    from drsync.repo.escrow import EscrowKeyPair
+
+    try:
+        return EscrowKeyPair.load(fleet.escrow_key).public.key_id
+    except DrsyncError:
+        return None
 
 
 def _secret(fleet: Fleet, copy: Copy) -> Any:

@@ -23,7 +23,8 @@ RETENTION    the oldest point a store holds is at least ``retention_days`` old
 OFFSITE      ``min_offsite_copies`` copies, read and holding points, in a zone other
              than ``primary_zone``; one under Object Lock when ``require_immutable``
 ENCRYPTION   every copy read (every point in it authenticated by the tenant's key: a
-             snapshot object that fails to open is a FAIL), no
+             snapshot object that fails to open is a FAIL), an escrow wrapping for the
+             fleet's [keys] escrow_key (when set) at the newest key generation, no
              key file inside the copy's own directory, an escrow wrapping present (no
              point in any copy read: NOT_EVALUATED)
 DRILL        a successful drill within the tenant's drill age (tier 1:
@@ -432,9 +433,20 @@ def _encryption(ev: TenantEvidence) -> Result:
                             f"lost: {cp.unreadable[0]}{more}")
         if cp.key_with_data:
             problems.append(f"{cp.name}: the key file {cp.key_file} is stored inside the copy")
-        if not any(w.kind == "escrow" for w in cp.wrappings):
+        escrows = [w for w in cp.wrappings if w.kind == "escrow"]
+        ours = [w for w in escrows if cp.fleet_escrow_key in (None, w.escrow_key)]
+        if not escrows:
             problems.append(f"{cp.name}: no escrow wrapping (a key lost with the town hall "
                             "loses the data)")
+        elif not ours:
+            problems.append(f"{cp.name}: its escrow wrapping is for escrow key "
+                            f"{escrows[0].escrow_key}, not the fleet's [keys] escrow_key "
+                            f"{cp.fleet_escrow_key}: the operator cannot recover it")
+        elif not any(w.current for w in ours):
+            problems.append(f"{cp.name}: the escrow wrapping predates the last key rotation "
+                            "(one cut short): a recovery with the escrow key cannot read what "
+                            "was sealed since (run `drsync key rotate` again: it re-wraps "
+                            "every escrow key)")
     if problems:
         return Result(c, "FAIL", "; ".join(problems), ids)
     points = sum(len(cp.points) for cp in read)

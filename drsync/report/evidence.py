@@ -111,6 +111,7 @@ class KeyWrapping:
     key_id: str
     kind: str  # passphrase, keyfile, escrow
     escrow_key: str | None
+    current: bool = True  # wraps the repository's newest master-key generation
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ class CopyEvidence:
     # Snapshot objects there that failed to open (damaged, not authenticated by the key):
     # what is wrong with each. A point among them may be the newest.
     unreadable: tuple[str, ...] = ()
+    fleet_escrow_key: str | None = None  # the id of the fleet's [keys] escrow_key, if any
 
     @property
     def read(self) -> bool:
@@ -205,8 +207,9 @@ def evidence_to_json(evidence: Evidence) -> dict[str, Any]:
                 "points": [{"snapshot_id": p.snapshot_id, "time": iso(p.time),
                             "source_kind": p.source_kind, "source": p.source}
                            for p in c.points],
-                "wrappings": [{"key_id": w.key_id, "kind": w.kind, "escrow_key": w.escrow_key}
-                              for w in c.wrappings],
+                "wrappings": [{"key_id": w.key_id, "kind": w.kind, "escrow_key": w.escrow_key,
+                               "current": w.current} for w in c.wrappings],
+                "fleet_escrow_key": c.fleet_escrow_key,
                 "key_file": c.key_file, "key_with_data": c.key_with_data,
                 "retained_until": iso(c.retained_until), "lock_evidence": c.lock_evidence,
                 "wal_ranges": [{"snapshot_id": w.snapshot_id, "start": iso(w.start),

@@ -310,6 +310,18 @@ def test_encryption() -> None:
     # A key kept with the data is a failure whether or not there is data yet.
     r = status(evidence(copies=(copy(points=(), key_with_data=True),)), "ENCRYPTION")
     assert r.status == "FAIL"
+    # An escrow wrapping the fleet's escrow key cannot open, or one a rotation cut short
+    # left at the older generation: "escrow present" was a PASS the operator could not use.
+    foreign = replace(copy(ids=("snap0130",)), fleet_escrow_key="e9")
+    r = status(evidence(copies=(foreign,)), "ENCRYPTION")
+    assert r.status == "FAIL" and ("its escrow wrapping is for escrow key e1, not the fleet's "
+                                   "[keys] escrow_key e9") in r.summary
+    assert status(evidence(copies=(replace(foreign, fleet_escrow_key="e1"),)),
+                  "ENCRYPTION").status == "PASS"
+    stale = replace(copy(ids=("snap0130",)), wrappings=(
+        KeyWrapping("k1", "keyfile", None), KeyWrapping("k2", "escrow", "e1", current=False)))
+    r = status(evidence(copies=(stale,)), "ENCRYPTION")
+    assert r.status == "FAIL" and "predates the last key rotation" in r.summary
     # A snapshot object that failed to open: not authenticated by the key, and perhaps
     # the newest point (its time is inside it). Read and dropped before, so: PASS.
     damaged = replace(copy(ids=("snap0130",)), unreadable=(
