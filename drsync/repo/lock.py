@@ -55,9 +55,16 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from drsync.errors import DrsyncError, ObjectExists, ObjectNotFound, RepositoryLocked
+from drsync.errors import (
+    DrsyncError,
+    ObjectExists,
+    ObjectNotFound,
+    RepositoryLocked,
+    StoreError,
+)
 from drsync.repo.objects import HEADER_SIZE, TYPE_LOCK, FormatError, check_header, header
 from drsync.store.base import Store
+from drsync.store.retry import brief
 
 __all__ = ["LOCK_KEY", "TAKEOVER_PREFIX", "LockInfo", "RepositoryLock", "pid_alive", "read_lock",
            "remove_lock"]
@@ -71,6 +78,7 @@ STALE_AFTER = 1800.0
 # A takeover is a read and a delete: a claim this old belongs to a taker that died. Generous,
 # because each request may ride out a dropped link for minutes in the retry wrapper.
 TAKEOVER_STALE = 600.0
+RELEASE_AFTER_FAILURE_S = 5.0  # retrying a lock's release once the store has failed
 _ATTEMPTS = 6
 _GENERATIONS = 8
 _BOOT_ID = "/proc/sys/kernel/random/boot_id"
@@ -299,10 +307,13 @@ class RepositoryLock:
                                    "unlock --force`?): its work is not made visible; what it "
                                    "stored is reused by the next run")
 
-    def release(self) -> None:
+    def release(self, *, wait_s: float | None = None) -> None:
+        """Remove the lock if it is still ours. ``wait_s``: at most this long for a refresh
+        in flight (a daemon thread; the store failed, so it may be riding out the same
+        dead link)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(wait_s)
         current = read_lock(self._store)
         if current is not None and current.token == self._info.token:
             self._store.delete(LOCK_KEY)
@@ -316,6 +327,12 @@ class RepositoryLock:
             self.release()
             return
         # Failing already (often because the store is unreachable): a lock that cannot be
-        # removed goes stale; the original error is the one to report.
-        with contextlib.suppress(DrsyncError):
-            self.release()
+        # removed goes stale; the original error is the one to report. When the store is
+        # what failed, its retry deadline is spent already: one more short try, not a
+        # second deadline (a backup on a dead link took twice retry_deadline_s to exit).
+        if not isinstance(exc, StoreError):
+            with contextlib.suppress(DrsyncError):
+                self.release()
+            return
+        with contextlib.suppress(DrsyncError), brief(RELEASE_AFTER_FAILURE_S):
+            self.release(wait_s=RELEASE_AFTER_FAILURE_S)

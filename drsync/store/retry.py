@@ -16,6 +16,7 @@ so that an endpoint that is down does not mean minutes of silence.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -32,6 +33,20 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _SAY_AFTER_S = 5.0  # a request failing this long is said once per process, as a warning
 _SAID = threading.Event()
+_BRIEF = threading.local()  # brief(): a shorter deadline for this thread's requests
+
+
+@contextlib.contextmanager
+def brief(seconds: float) -> Iterator[None]:
+    """This thread's requests retry for at most ``seconds`` meanwhile: for clean-up after
+    the store has already failed (a lock to release once a pack upload gave up), which
+    must not wait a whole retry deadline again for the same dead link."""
+    before = getattr(_BRIEF, "deadline", None)
+    _BRIEF.deadline = seconds if before is None else min(before, seconds)
+    try:
+        yield
+    finally:
+        _BRIEF.deadline = before
 
 
 class RetryPolicy:
@@ -58,6 +73,8 @@ class RetryStore(Store):
 
     def _call(self, what: str, fn: Callable[[], _T]) -> _T:
         policy = self.policy
+        short = getattr(_BRIEF, "deadline", None)
+        deadline = policy.deadline if short is None else min(policy.deadline, short)
         start = policy.clock()
         attempt = 0
         while True:
@@ -67,11 +84,12 @@ class RetryStore(Store):
                 elapsed = policy.clock() - start
                 # A backoff that would end past the deadline is cut to it, for one last
                 # attempt there: the deadline is how long a request keeps trying.
-                remaining = policy.deadline - elapsed
+                remaining = deadline - elapsed
                 if remaining <= 0:
                     raise StoreError(
-                        f"{err} (gave up {what} after {attempt + 1} attempts in {elapsed:.0f} s; "
-                        f"the retry deadline is {policy.deadline:g} s)"
+                        f"{err} (gave up {what} after {attempt + 1} "
+                        f"attempt{'s' if attempt else ''} in {elapsed:.0f} s; "
+                        f"the retry deadline is {deadline:g} s)"
                     ) from None
                 delay = min(policy.backoff(attempt), remaining)
                 attempt += 1

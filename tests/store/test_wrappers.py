@@ -286,3 +286,29 @@ def test_a_request_failing_for_seconds_is_said_once(monkeypatch: pytest.MonkeyPa
     with caplog.at_level(logging.WARNING, logger="drsync"):
         assert store.get("k") == b"v"
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_backup_on_a_dead_link_gives_up_after_one_deadline_not_two() -> None:
+    """Once a pack upload had given up, releasing the lock rode out a whole retry deadline
+    again on the same dead link: a backup took twice retry_deadline_s to exit (10 minutes
+    at the default). Found by an edge hunt."""
+    import io
+    import os
+
+    from drsync.backup import BackupRequest, run_backup
+    from drsync.testing import make_repo
+
+    class DiesAtTheFirstPack(FlakyStore):
+        def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+            if key.startswith("data/"):
+                self.failures = 10**9  # the link dies, for good, with the lock held
+            super().put(key, data, if_absent=if_absent)
+
+    flaky = DiesAtTheFirstPack()
+    store, clock = _retrying(flaky, deadline=300.0)
+    repo = make_repo(store, pack_size=1 << 20, chunk_avg=64 << 10, chunk_min=16 << 10,
+                     chunk_max=256 << 10)
+    started = clock.now
+    with pytest.raises(StoreError, match="the retry deadline is 300 s"):
+        run_backup(repo, BackupRequest(stdin_name="dump", stdin=io.BytesIO(os.urandom(1 << 20))))
+    assert 300 <= clock.now - started <= 310
