@@ -129,6 +129,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -325,6 +326,8 @@ _CHOICES = {"s3_addressing_style": ("auto", "path", "virtual"),
             "s3_conditional_writes": ("auto", "on", "off"),
             "object_lock_mode": ("compliance", "governance")}
 _JOB_KEYS = ("source", "target", "name", "tags", "defaults_file")
+# What botocore accepts as a region name (others fail when the store opens, exit 14).
+_REGION = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
 
 
 def endpoint_problem(url: str) -> str | None:
@@ -421,6 +424,9 @@ def load_settings(path: str | None) -> Settings:
         else:
             values.update(_check(path, "", key, value))
     assert set(values) <= _FIELDS
+    if values.get("object_lock_mode") and not values.get("object_lock_days"):
+        raise ConfigError(f"config file {path}: key 's3.object_lock_mode' needs "
+                          "'s3.object_lock_days' (the retention, at least 1 day)")
     return Settings(**values)
 
 
@@ -450,6 +456,9 @@ def _check(path: str, section: str, key: str, value: Any) -> dict[str, Any]:
     if name in _CHOICES and value.lower() not in _CHOICES[name]:
         raise ConfigError(f"config file {path}: key {dotted!r} must be "
                           f"{' or '.join(_CHOICES[name])} (got {value!r})")
+    if name == "s3_region" and not _REGION.fullmatch(value):
+        raise ConfigError(f"config file {path}: key {dotted!r} must be a region name such as "
+                          f"us-east-1 (letters, digits and '-'; got {value!r})")
     if name == "s3_endpoint_url":
         problem = endpoint_problem(value)
         if problem:
@@ -481,11 +490,18 @@ def _check(path: str, section: str, key: str, value: Any) -> dict[str, Any]:
         if problem:
             raise ConfigError(f"config file {path}: key {dotted!r}: {problem}")
     if name == "repo":
+        from drsync.errors import UsageError
         from drsync.store import url_problem
+        from drsync.store.base import parse_s3_url
 
         problem = url_problem(value)
         if problem:
             raise ConfigError(f"config file {path}: key {dotted!r}: {problem}")
+        if value.startswith("s3://"):
+            try:
+                parse_s3_url(value)
+            except UsageError as err:
+                raise ConfigError(f"config file {path}: key {dotted!r}: {err}") from None
     if name in _PATH_FIELDS and isinstance(value, str):
         value = _relative_to(path, value)
     return {name: value}

@@ -75,6 +75,15 @@ def test_flags_override_file_but_none_does_not() -> None:
      "key 'catalog': catalog 'mysql://drsync@dc2/drsync': its database driver is not installed "
      "(MySQLdb); drsync comes with SQLite and PostgreSQL (psycopg)"),
     ('catalog = "postgresq://drsync@dc2/drsync"\n', "not a database URL drsync can open"),
+    # Found when the store opened, as exit 2 or 14 without the file or key (edge hunt).
+    ('[s3]\nobject_lock_mode = "governance"\n',
+     "key 's3.object_lock_mode' needs 's3.object_lock_days' (the retention, at least 1 day)"),
+    ('[s3]\nregion = "not a region!"\n', "key 's3.region' must be a region name such as "
+     "us-east-1 (letters, digits and '-'; got 'not a region!')"),
+    ('repo = "s3://dr-backups/uni/市町村"\n', "key 'repo': S3 URL 's3://dr-backups/uni/市町村': "
+     "the prefix 'uni/市町村' is not a valid key ('/'-separated names of ASCII letters, digits, "
+     "'.', '_' and '-', none starting with '.')"),
+    ('repo = "s3://DR_Backups/x"\n', "'DR_Backups' is not a valid bucket name (3 to 63"),
 ])
 def test_each_problem_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     cfg = tmp_path / "bad.toml"

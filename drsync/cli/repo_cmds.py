@@ -137,7 +137,7 @@ def _refuse_enclosing_repository(settings: Any, url: str) -> None:
     from drsync.repo.objects import HEADER_SIZE, TYPE_CONFIG, header
 
     if url.startswith("s3://"):
-        from drsync.store.s3 import parse_s3_url
+        from drsync.store.base import parse_s3_url
 
         bucket, prefix = parse_s3_url(url)
         parts = [p for p in prefix.split("/") if p]

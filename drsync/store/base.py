@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from drsync.errors import StoreError
 
-__all__ = ["ObjectInfo", "Store", "validate_key"]
+__all__ = ["ObjectInfo", "Store", "parse_s3_url", "validate_key"]
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -34,6 +34,29 @@ def validate_key(key: str) -> str:
         if not _SEGMENT.match(segment) or segment in (".", ".."):
             raise StoreError(f"invalid object key {key!r}: bad segment {segment!r}")
     return key
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> (bucket, 'some/prefix'); UsageError saying what a
+    bucket name or prefix may hold. Here, not in drsync.store.s3: a config file's ``repo``
+    is checked without importing botocore."""
+    from drsync.errors import UsageError
+
+    rest = url[len("s3://"):]
+    bucket, _, prefix = rest.partition("/")
+    prefix = prefix.strip("/")
+    if not 3 <= len(bucket) <= 63 or not all(c.isalnum() or c in ".-" for c in bucket) \
+            or bucket != bucket.lower() or not bucket.isascii():
+        raise UsageError(f"S3 URL {url!r}: {bucket!r} is not a valid bucket name (3 to 63 "
+                         "lowercase letters, digits, '.' and '-')")
+    if prefix:
+        try:
+            validate_key(prefix)
+        except StoreError:
+            raise UsageError(f"S3 URL {url!r}: the prefix {prefix!r} is not a valid key ('/'-"
+                             "separated names of ASCII letters, digits, '.', '_' and '-', "
+                             "none starting with '.')") from None
+    return bucket, prefix
 
 
 def validate_prefix(prefix: str) -> str:

@@ -63,9 +63,8 @@ from drsync.errors import (
     ObjectNotFound,
     StoreError,
     StoreUnavailable,
-    UsageError,
 )
-from drsync.store.base import ObjectInfo, Store, validate_key, validate_prefix
+from drsync.store.base import ObjectInfo, Store, parse_s3_url, validate_key, validate_prefix
 from drsync.store.capabilities import CapabilityUnavailable, Pacer, PendingUpload, warn_once
 from drsync.store.options import S3Options
 from drsync.store.s3_commit import ConditionalCreate
@@ -81,22 +80,6 @@ log = logging.getLogger(__name__)
 META_SHA256 = "drsync-sha256"
 READ_BLOCK = 256 * 1024
 _VERIFY_ATTEMPTS = 3
-
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix`` -> (bucket, 'some/prefix')."""
-    rest = url[len("s3://"):]
-    bucket, _, prefix = rest.partition("/")
-    prefix = prefix.strip("/")
-    if not 3 <= len(bucket) <= 63 or not all(c.isalnum() or c in ".-" for c in bucket) \
-            or bucket != bucket.lower():
-        raise UsageError(f"S3 URL {url!r}: {bucket!r} is not a valid bucket name")
-    if prefix:
-        try:
-            validate_key(prefix)
-        except StoreError:
-            raise UsageError(f"S3 URL {url!r}: the prefix {prefix!r} is not a valid key") from None
-    return bucket, prefix
 
 
 _sessions: dict[tuple[str | None, StaticCredentials | None], botocore.session.Session] = {}
