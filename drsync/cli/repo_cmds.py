@@ -56,6 +56,7 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
       drsync --repo /srv/dr/tenant init --new-key-file /etc/drsync/tenant.key
       drsync --repo s3://dr-backups/tenant init --new-key-file /etc/drsync/tenant.key
     """
+    from drsync.errors import StoreError
     from drsync.repo import RepoConfig, Repository
     from drsync.repo.keys import KeyFileSlot
 
@@ -85,6 +86,10 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
             hint = (f"; its key file {new_key_file} is empty (an init was interrupted): "
                     f"add it with `drsync key add --new-key-file {new_key_file}` and the "
                     "passphrase")
+        elif new_key_file and not os.path.exists(new_key_file):
+            hint = (f" (if it is the one an init of yours cut short made, it opens with its "
+                    f"passphrase: add the key file with `drsync key add --new-key-file "
+                    f"{new_key_file}`)")
         raise RepositoryExists(f"a repository already exists at {store.url}{hint}")
     found = [info.key for info in store.list("")]
     if found and all(key.startswith("keys/") for key in found):
@@ -106,10 +111,19 @@ def init_cmd(ctx: click.Context, new_key_file: str | None, chunk_avg_kib: int | 
     slot = KeyFileSlot.claim(new_key_file) if new_key_file else None
     try:
         repo = Repository.init(store, passphrase, config, escrow=escrow)
-        key_file = repo.add_key_file() if slot is not None else None
     except BaseException:
         if slot is not None:
             slot.abandon()
+        raise
+    try:
+        key_file = repo.add_key_file() if slot is not None else None
+    except BaseException as err:
+        if slot is not None:
+            slot.abandon()
+        if isinstance(err, StoreError):  # the repository is made: say so, and what is left
+            raise type(err)(f"{err}; the repository {repo.config.id[:8]} was created and "
+                            f"opens with its passphrase, but holds no key file yet: add it "
+                            f"with `drsync key add --new-key-file {new_key_file}`") from None
         raise
     key_path = None
     if slot is not None and key_file is not None:

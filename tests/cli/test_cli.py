@@ -317,6 +317,32 @@ def test_init_killed_part_way_can_be_run_again(drsync_bin: str, tmp_path: Path) 
     assert (other / "notes.txt").read_text() == "not drsync's"
 
 
+def test_an_init_cut_after_its_config_says_how_to_add_the_key_file(drsync_bin: str,
+                                                                    tmp_path: Path) -> None:
+    """Cut after the config and before the key file's wrapping (the link died), an init
+    left a repository that opens with its passphrase only; run again, it said "a
+    repository already exists" and nothing more. Found by an edge hunt."""
+    env = {**os.environ, "DRSYNC_PASSWORD": "correct horse"}
+    repo, key = tmp_path / "repo", tmp_path / "agent.key"
+
+    def drsync(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([drsync_bin, "--repo", str(repo), *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    assert drsync("init").returncode == 0  # what the cut init left: no key file wrapping
+    again = drsync("init", "--new-key-file", str(key))
+    assert again.returncode == 10 and not key.exists()
+    hint = f"add the key file with `drsync key add --new-key-file {key}`"
+    lines = again.stderr.strip().splitlines()
+    assert len(lines) == 1 and hint in lines[0], lines
+    assert drsync("key", "add", "--new-key-file", str(key)).returncode == 0
+    opened = subprocess.run([drsync_bin, "--repo", str(repo), "--key-file", str(key),
+                             "snapshots"], env={k: v for k, v in env.items()
+                                                if k != "DRSYNC_PASSWORD"},
+                            capture_output=True, text=True, timeout=120)
+    assert opened.returncode == 0, opened.stderr
+
+
 def test_init_without_a_passphrase_names_what_gives_one(drsync_bin: str,
                                                        tmp_path: Path) -> None:
     """init always needs a passphrase (a key file is extra): the line says how to give
