@@ -156,7 +156,9 @@ def wal_receive_cmd(ctx: click.Context, dsn: str, slot: str, spool: str | None,
 @click.option("--staging", type=click.Path(file_okay=False),
               help="Where mariadb-binlog writes (default: <spool>/.binlog-receive).")
 @click.option("--start-file", metavar="NAME",
-              help="The first binlog of a new spool (default: the oldest the server has).")
+              help="The first binlog of a new spool (default: the oldest the server has), "
+                   "or where to start instead of where the last run stopped (what the "
+                   "staging holds is set aside).")
 @click.option("--rotate-every", type=click.FloatRange(min=0), default=0.0,
               metavar="SECONDS", help="FLUSH BINARY LOGS this often, so no change waits "
               "longer than that in an unsealed file (0: only when the server rotates).")

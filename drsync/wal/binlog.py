@@ -16,7 +16,9 @@ A restart resumes from the last complete file: from the oldest staged file
 if any (mariadb-binlog rewrites it from its start), else the file after
 ``.last-sealed``, else (a new spool) ``start_file`` or the oldest binlog the
 server still has. The server keeps binlogs for ``binlog_expire_logs_seconds``:
-a receiver down longer than that loses the gap (``doctor --mariadb`` checks it).
+a receiver down longer than that loses the gap (``doctor --mariadb`` checks it),
+and its restart is refused naming the purged binlog and what to do. A
+``start_file`` given on a restart is honoured, the staging's files set aside.
 
 ``rotate_every_s`` runs ``FLUSH BINARY LOGS`` on that period, so the newest
 changes are in a complete, sealed file within it (PostgreSQL's
@@ -25,6 +27,7 @@ changes are in a complete, sealed file within it (PostgreSQL's
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -48,6 +51,8 @@ from drsync.store.local import fsync_dir
 from drsync.wal.push import PushResult, push_file
 from drsync.wal.receive import prepare_staging, run_receiver, sweeper
 from drsync.wal.spool import Spool
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BinlogReceiveResult", "binlog_staging", "receive_binlogs", "spool_complete_binlogs"]
 
@@ -115,17 +120,45 @@ def spool_complete_binlogs(staging: Path, spool: Spool, key: MasterKey) -> list[
     return done
 
 
+def _older(name: str, than: str) -> bool:
+    """Whether binlog ``name`` comes before ``than`` in the same log."""
+    base, _, number = name.rpartition(".")
+    other, _, other_number = than.rpartition(".")
+    return base == other and int(number) < int(other_number)
+
+
 def _first_file(staging: Path, tools: MariadbTools, conn: MariadbConnection,
-                start_file: str | None) -> str:
+                start_file: str | None, warn: Callable[[str], None] = log.warning) -> str:
+    """Where to start: the staged copy or the file after the last sealed (a restart),
+    else ``start_file``, else the oldest binlog the server has. A ``start_file`` other
+    than the restart's point is honoured, what the staging holds set aside; a restart
+    point the server has purged is refused, naming it (mariadb-binlog only says "Could
+    not find first log file name")."""
     staged = _staged(staging)
-    if staged:
-        return staged[0]
     sealed = last_sealed(staging)
-    if sealed:
-        return next_binlog(sealed)
-    if start_file:
+    resume = staged[0] if staged else (next_binlog(sealed) if sealed else None)
+    if resume is not None and start_file and start_file != resume:
+        aside = staging / f"set-aside-{time.strftime('%Y%m%dT%H%M%S')}"
+        aside.mkdir()
+        for name in [*staged, LAST_SEALED]:
+            if (staging / name).exists():
+                os.replace(staging / name, aside / name)
+        warn(f"--start-file {start_file}: starting there instead of {resume}, where the "
+             f"last run stopped; what the staging held is set aside in {aside}")
         return start_file
     available = server_binlogs(tools, conn)
+    if resume is not None:
+        if available and _older(resume, available[0]):
+            raise SourceError(
+                f"MariaDB ({conn.dsn.shown}) no longer has binlog {resume}, where the last "
+                f"run stopped (its oldest is {available[0]}): the changes in {resume} up to "
+                f"{available[0]} were purged before they were archived, so point-in-time "
+                "restores cannot cross them; take a new dump now (`drsync backup "
+                f"--mariadb-dump ...`), then run binlog-receive with --start-file "
+                f"{available[0]}")
+        return resume
+    if start_file:
+        return start_file
     if not available:
         raise SourceError(f"MariaDB ({conn.dsn.shown}) has no binary logs (is log_bin on?)")
     return available[0]

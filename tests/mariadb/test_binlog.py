@@ -103,3 +103,34 @@ def test_a_server_restart_stops_the_receiver_and_the_next_one_seals_what_it_miss
     repo = _open(tenant)
     plain = open_wal(repo.key, (tenant.spool / before).read_bytes(), before)[1]
     assert summarize_binlog(plain).ends_with == "stop"
+
+
+def test_a_restart_after_the_server_purged_its_point_names_the_gap_and_start_file_resumes(
+        tenant: MariadbTenant) -> None:
+    """A receiver down longer than the server kept its binlogs: the restart ended with
+    mariadb-binlog's "Could not find first log file name in binary log index file", and
+    --start-file was silently ignored (the staging's record won), so the only way out was
+    moving files by hand. Found by an edge hunt."""
+    server = tenant.server
+    server.sql("CREATE DATABASE town; CREATE TABLE town.t (id INT) ENGINE=InnoDB")
+    tenant.start_receiver()
+    server.sql("INSERT INTO town.t VALUES (1); FLUSH BINARY LOGS")
+    sealed_first = tenant.current_binlog()
+    poll("a binlog sealed", tenant.spooled)
+    tenant.stop_receiver()
+    stopped_at = tenant.current_binlog()  # where the next run resumes
+    server.sql("INSERT INTO town.t VALUES (2); FLUSH BINARY LOGS; FLUSH BINARY LOGS")
+    oldest = tenant.current_binlog()
+    server.sql(f"PURGE BINARY LOGS TO '{oldest}'")
+    done = tenant.drsync("binlog-receive", server.dsn, check=False)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 15 and len(lines) == 1, done.stderr
+    assert (f"no longer has binlog {stopped_at}, where the last run stopped (its oldest is "
+            f"{oldest})") in lines[0] and f"--start-file {oldest}" in lines[0]
+    assert sealed_first != oldest
+    tenant.start_receiver("--start-file", oldest)
+    server.sql("INSERT INTO town.t VALUES (3); FLUSH BINARY LOGS")
+    poll("the binlog after the gap sealed", lambda: oldest in tenant.spooled())
+    tenant.stop_receiver()
+    staging = tenant.spool / ".binlog-receive"
+    assert [p.name for p in staging.iterdir() if p.name.startswith("set-aside-")]
