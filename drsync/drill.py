@@ -132,7 +132,8 @@ def _scratch(scratch_dir: str | None) -> Path:
     try:
         if scratch_dir is not None:
             os.makedirs(scratch_dir, mode=0o700, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix="drsync-drill-", dir=scratch_dir))
+        # Absolute: the SQLite check opens it by a file: URI, which a relative path is not.
+        return Path(tempfile.mkdtemp(prefix="drsync-drill-", dir=scratch_dir)).absolute()
     except OSError as err:
         where = scratch_dir or tempfile.gettempdir()
         raise RestoreTargetError(f"cannot make the drill's scratch directory in {where}: "

@@ -115,6 +115,13 @@ def test_sqlite_backup_records_table_counts_and_a_drill_passes(cli: Cli, tmp_pat
     assert [(d["drill_id"], d["status"], d["rto_s"]) for d in stored] == [
         (doc["drill_id"], "ok", pytest.approx(doc["rto_s"], abs=1e-3))]
     assert [c["name"] for c in stored[0]["checks"]] == [c["name"] for c in doc["checks"]]
+    # A relative --scratch-dir: the SQLite check crashed with a traceback ("relative path
+    # can't be expressed as a file URI") and no drill was recorded. Found by an edge hunt.
+    relative = subprocess.run([cli.exe, "drill", "--config", str(cli.config), "--scratch-dir",
+                               "scratch", "--json"], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=120)
+    assert relative.returncode == 0, relative.stderr
+    assert json.loads(relative.stdout)["status"] == "ok" and list(scratch.iterdir()) == []
 
 
 def test_a_drill_fails_naming_the_damaged_pack_and_removes_its_scratch(

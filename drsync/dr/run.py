@@ -11,8 +11,8 @@ is killed can be run again:
   of the run that restored it);
 * a tenant recorded ``running`` (interrupted) or ``failed`` is restored again.
   A directory or data directory that drsync created (or found empty) is
-  recorded as ``made_target`` before the first byte is written, so the retry
-  resumes there as a delta restore (what the interrupted attempt finished is
+  recorded as ``made_target`` (its path) before the first byte is written, so a
+  retry into that same directory resumes there as a delta restore (what the interrupted attempt finished is
   verified and kept, the rest fetched, anything else removed); a target that
   held files before drsync came is never written into, on the first attempt
   or a retry: the tenant fails with a line saying so. A logical restore
@@ -148,6 +148,12 @@ class StateFile:
         atomic.write_atomic(self.path, json.dumps(self.doc, indent=1, sort_keys=True))
 
 
+def _made_here(before: dict[str, Any], target: Target) -> bool:
+    """Whether an earlier attempt made (or found empty) this very target. A state file of
+    drsync before 2026-12-08 said only ``true``: not trusted, the directory unknown."""
+    return before.get("made_target") == target.where
+
+
 def _empty_or_absent(path: Path) -> bool:
     return not os.path.lexists(path) or (path.is_dir() and not path.is_symlink()
                                          and not any(path.iterdir()))
@@ -181,7 +187,9 @@ class FleetRestore:
             target = self.targets.get(tenant.name)
             out = TenantOutcome(tenant.name, target=target.describe() if target else None)
             if done.get("status") == "ok":
-                out = replace(out, status="skipped", bytes=int(done.get("bytes", 0)),
+                # Where it was restored (the targets file may name another place now).
+                out = replace(out, status="skipped", target=done.get("target") or out.target,
+                              bytes=int(done.get("bytes", 0)),
                               fetched_bytes=int(done.get("fetched_bytes", 0)),
                               rto_s=done.get("rto_s"), rpo_s=done.get("rpo_s"),
                               duration_s=done.get("duration_s"),
@@ -270,9 +278,13 @@ class FleetRestore:
         out.total_bytes = int(snap.summary.get("bytes_read", 0)) or None
         out.point_time = _iso(point.time)
         made = self._claim(tenant.name, target, before, interrupted)
-        resume = interrupted and bool(before.get("made_target")) and target.kind != "pg_restore"
-        self.state.update(tenant.name, status="running", made_target=made, error=None,
-                          snapshot_id=snap.id, attempt_started=_iso(datetime.now(UTC)))
+        resume = (interrupted and _made_here(before, target) and target.kind != "pg_restore")
+        # The directory itself is what was made: a retry pointed at another one must not
+        # take it for its own (and delete what the snapshot does not hold in it).
+        self.state.update(tenant.name, status="running",
+                          made_target=target.where if made else None, error=None,
+                          snapshot_id=snap.id, target=target.describe(),
+                          attempt_started=_iso(datetime.now(UTC)))
         if target.kind == "directory":
             from drsync.restore import restore_snapshot
 
@@ -302,7 +314,7 @@ class FleetRestore:
         if target.kind == "pg_restore":
             return False
         where = Path(target.where)
-        if interrupted and before.get("made_target") and os.path.lexists(where):
+        if interrupted and _made_here(before, target) and os.path.lexists(where):
             return True
         if _empty_or_absent(where):
             return True

@@ -68,7 +68,20 @@ def load_targets(path: str | Path, tenants: Iterable[str]) -> dict[str, Target]:
         if out_target.tenant in out:
             raise ConfigError(f"{path}: target.{out_target.tenant}: is defined twice")
         out[out_target.tenant] = out_target
+    _refuse_shared(path, list(out.values()))
     return out
+
+
+def _refuse_shared(path: Path, targets: list[Target]) -> None:
+    """Two tenants restored into one directory (or one inside another's) mix their files,
+    and one's retry, a delta restore, deletes what the other restored."""
+    places = [(t, Path(os.path.normpath(t.where))) for t in targets if t.kind != "pg_restore"]
+    for i, (a, pa) in enumerate(places):
+        for b, pb in places[i + 1:]:
+            if pa == pb or pa in pb.parents or pb in pa.parents:
+                how = "the same directory" if pa == pb else "directories one inside the other"
+                raise ConfigError(f"{path}: target.{a.tenant} and target.{b.tenant} are "
+                                  f"{how} ({pa}, {pb}): give each tenant its own")
 
 
 def _target(path: Path, i: int, item: Any, known: set[str]) -> Target:

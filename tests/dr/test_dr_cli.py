@@ -154,7 +154,7 @@ def test_interrupted_target_drsync_made_is_cleared(dr_fleet: DrFleet) -> None:
     (partial / "half").mkdir(parents=True)
     (partial / "half" / "written.bin").write_bytes(b"x" * 1000)
     _state(dr_fleet).write_text(json.dumps({"version": 1, "started": "2026-12-01T00:00:00Z",
-        "tenants": {"Nobeoka": {"status": "running", "made_target": True}}}))
+        "tenants": {"Nobeoka": {"status": "running", "made_target": str(partial)}}}))
     done = dr_fleet.run("dr", "restore", str(dr_fleet.fleet), "--to", str(dr_fleet.targets),
                         "--json")
     by_name = {t["name"]: t for t in json.loads(done.stdout)["tenants"]}
@@ -178,6 +178,45 @@ def test_interrupted_target_drsync_did_not_make_is_refused(dr_fleet: DrFleet) ->
     assert "drsync did not create" in by_name["Nobeoka"]["error"]
     assert (partial / "precious.txt").read_text() == "not drsync's"
     assert by_name["Hyuga"]["status"] == "ok"  # the others go on
+
+
+def test_a_retry_pointed_at_another_directory_does_not_take_it_for_its_own(
+        dr_fleet: DrFleet) -> None:
+    """The mark "drsync made this target" was the tenant's, not the directory's: after an
+    interrupted attempt, pointing the tenant at another directory made the retry resume
+    there as a delta restore and delete the operator's files. Found by an edge hunt."""
+    elsewhere = dr_fleet.base / "restore" / "elsewhere"
+    partial = dr_fleet.base / "restore" / "nobeoka"
+    partial.mkdir(parents=True)
+    (partial / "precious.txt").write_text("the operator's")
+    _state(dr_fleet).write_text(json.dumps({"version": 1, "started": "2026-12-01T00:00:00Z",
+        "tenants": {"Nobeoka": {"status": "running", "made_target": str(elsewhere)}}}))
+    done = dr_fleet.run("dr", "restore", str(dr_fleet.fleet), "--to", str(dr_fleet.targets),
+                        "--json")
+    by_name = {t["name"]: t for t in json.loads(done.stdout)["tenants"]}
+    assert by_name["Nobeoka"]["status"] == "failed"
+    assert "drsync did not create" in by_name["Nobeoka"]["error"]
+    assert [p.name for p in partial.iterdir()] == ["precious.txt"]
+    # A state file of an older drsync said only `true`: not trusted either.
+    _state(dr_fleet).write_text(json.dumps({"version": 1, "started": "2026-12-01T00:00:00Z",
+        "tenants": {"Nobeoka": {"status": "running", "made_target": True}}}))
+    dr_fleet.run("dr", "restore", str(dr_fleet.fleet), "--to", str(dr_fleet.targets))
+    assert [p.name for p in partial.iterdir()] == ["precious.txt"]
+
+
+def test_two_tenants_in_one_directory_are_refused(dr_fleet: DrFleet) -> None:
+    """Accepted, two tenants' files were mixed, and one's resume (a delta restore) deleted
+    what the other had restored, which was still reported back. Found by an edge hunt."""
+    shared = dr_fleet.base / "restore" / "shared"
+    for inner in (shared, shared / "hyuga"):
+        dr_fleet.targets.write_text(
+            f'[[target]]\ntenant = "Nobeoka"\ndirectory = "{shared}"\n'
+            f'[[target]]\ntenant = "Hyuga"\ndirectory = "{inner}"\n')
+        done = dr_fleet.run("dr", "restore", str(dr_fleet.fleet), "--to", str(dr_fleet.targets))
+        assert done.returncode == 4, done.stderr
+        assert "target.Nobeoka and target.Hyuga are" in done.stderr
+        assert "give each tenant its own" in done.stderr
+        assert not shared.exists()
 
 
 def test_a_target_holding_other_files_is_never_written_into(dr_fleet: DrFleet) -> None:
@@ -233,3 +272,19 @@ def test_a_recovery_only_fleet_file_from_any_directory(dr_fleet: DrFleet) -> Non
         "Kadogawa": "failed"}, again.stderr
     assert len(list(dr_fleet.base.glob("dr-restore-*.json"))) == 1
     _check_restored(dr_fleet)
+
+
+def test_a_tenant_restored_earlier_is_reported_where_it_was_restored(
+        dr_fleet: DrFleet) -> None:
+    """The state file kept no target: a rerun after the targets file changed reported a
+    skipped tenant at its new directory, where nothing was ever restored (edge hunt)."""
+    first = json.loads(dr_fleet.run("dr", "restore", str(dr_fleet.fleet), "--to",
+                                    str(dr_fleet.targets), "--json").stdout)
+    was = {t["name"]: t["target"] for t in first["tenants"]}
+    text = dr_fleet.targets.read_text().replace('"restore/nobeoka"', '"restore/moved"')
+    dr_fleet.targets.write_text(text)
+    again = json.loads(dr_fleet.run("dr", "restore", str(dr_fleet.fleet), "--to",
+                                    str(dr_fleet.targets), "--json").stdout)
+    nobeoka = next(t for t in again["tenants"] if t["name"] == "Nobeoka")
+    assert nobeoka["status"] == "skipped" and nobeoka["target"] == was["Nobeoka"]
+    assert "moved" not in nobeoka["target"]
