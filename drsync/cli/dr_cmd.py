@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -150,10 +152,22 @@ def restore_cmd(ctx: click.Context, fleet: str, targets_path: str, jobs: int,
     from rich.console import Console
 
     console = Console(stderr=True)
-    if as_json or not console.is_terminal:
-        outcomes = runner.run(jobs)
-    else:
-        outcomes = _run_live(runner, jobs, console)
+    try:
+        if as_json or not console.is_terminal:
+            outcomes = runner.run(jobs)
+        else:
+            outcomes = _run_live(runner, jobs, console)
+    except KeyboardInterrupt:
+        # Now, as SIGTERM does: the restores under way are recorded interrupted in the
+        # state file and resumed by the next run; the threads running them would
+        # otherwise hold the exit until every one of them had finished.
+        under_way = [o.name for o in runner.outcomes.values() if o.status == "running"]
+        click.echo("drsync: interrupted" + (f" ({', '.join(under_way)} under way)"
+                                            if under_way else "")
+                   + "; run the same command again to resume", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     doc = {"tenants": [o.to_json() for o in outcomes],
            "state_file": str(runner.state.path),
            "ok": all(o.status in ("ok", "skipped") for o in outcomes)}

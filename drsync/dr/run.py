@@ -12,8 +12,9 @@ is killed can be run again:
 * a tenant recorded ``running`` (interrupted) or ``failed`` is restored again.
   A directory or data directory that drsync created (or found empty) is
   recorded as ``made_target`` (its path) before the first byte is written, so a
-  retry into that same directory resumes there as a delta restore (what the interrupted attempt finished is
-  verified and kept, the rest fetched, anything else removed); a target that
+  retry into that same directory resumes there as a delta restore (what the
+  interrupted attempt finished is verified and kept, the rest fetched, anything
+  else removed); a target that
   held files before drsync came is never written into, on the first attempt
   or a retry: the tenant fails with a line saying so. A logical restore
   interrupted in a database is run again with ``--clean``.
@@ -207,10 +208,17 @@ class FleetRestore:
             self.prepare()
         todo = [n for n in self.order if self.outcomes[n].status != "skipped"]
         self.state.save()  # the fleet restore's start is on record before any tenant's
-        with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="dr-restore") as pool:
+        pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="dr-restore")
+        try:
             futures = [pool.submit(self._one, name, on_change) for name in todo]
             for fut in futures:
                 fut.result()  # _one never raises: failures are outcomes
+        except BaseException:
+            # Ctrl-C: no tenant still queued is started (they stay waiting, and the next
+            # run restores them); those under way are recorded interrupted by their state.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         return [self.outcomes[n] for n in self.order]
 
     def _one(self, name: str, on_change: Callable[[], None] | None) -> None:

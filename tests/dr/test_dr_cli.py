@@ -288,3 +288,32 @@ def test_a_tenant_restored_earlier_is_reported_where_it_was_restored(
     nobeoka = next(t for t in again["tenants"] if t["name"] == "Nobeoka")
     assert nobeoka["status"] == "skipped" and nobeoka["target"] == was["Nobeoka"]
     assert "moved" not in nobeoka["target"]
+
+
+def test_ctrl_c_stops_the_fleet_restore_without_starting_the_tenants_queued(
+        dr_fleet: DrFleet) -> None:
+    """Ctrl-C went on restoring every queued tenant (their futures were submitted) and
+    only then said "aborted". Found by an edge hunt."""
+    args = ("dr", "restore", str(dr_fleet.fleet), "--to", str(dr_fleet.targets), "--json")
+    proc = dr_fleet.popen(*args)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            doc = json.loads(_state(dr_fleet).read_text()) if _state(dr_fleet).exists() else {}
+            if any(t.get("status") == "running" for t in doc.get("tenants", {}).values()):
+                proc.send_signal(signal.SIGINT)
+                break
+            time.sleep(0.005)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume" in err
+    left = json.loads(_state(dr_fleet).read_text())["tenants"]
+    assert len([t for t in left.values() if t.get("status") == "ok"]) < 3  # not all done
+    again = json.loads(dr_fleet.run(*args).stdout)
+    assert {t["name"] for t in again["tenants"] if t["status"] in ("ok", "skipped")} == {
+        "Nobeoka", "Saiki", "Hyuga"}
+    _check_restored(dr_fleet)
