@@ -14,7 +14,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from drsync.sources.postgres import (
     start_cluster,
 )
 from drsync.sources.postgres.dump import GLOBALS_NAME, apply_globals, prepare_database
-from drsync.sources.postgres.tools import redact
+from drsync.sources.postgres.tools import lsn_to_int, redact
 from drsync.wal.archive import wal_archive
 from drsync.wal.coverage import Coverage
 from drsync.wal.spool import Spool
@@ -167,6 +167,66 @@ def _chown_tree(root: Path, uid: int, gid: int) -> None:
         os.close(root_fd)
 
 
+def target_utc(target: RecoveryTarget) -> datetime | None:
+    """The target time as an aware datetime when it reads as ISO 8601 with an offset or Z;
+    None otherwise (no zone: the server's own; other forms the server reads itself)."""
+    if not target.time:
+        return None
+    try:
+        when = datetime.fromisoformat(target.time.strip())
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
+def checked_target(target: RecoveryTarget) -> RecoveryTarget:
+    """``target`` as the server will take it, or UsageError before anything is written: an
+    LSN must read as one, and an ISO 8601 time with 'T' or 'Z' (as pitr-range prints
+    them), which recovery_target_time refuses, is given as 'YYYY-MM-DD HH:MM:SS+00:00'."""
+    if target.lsn:
+        lsn_to_int(target.lsn)  # UsageError: not an LSN
+    when = target_utc(target)
+    if when is not None:
+        return replace(target, time=when.isoformat(sep=" "))
+    return target
+
+
+def _consistent(snap: Snapshot) -> datetime | None:
+    text = snap.source_spec.get("consistent_at")
+    if not text:
+        return None
+    when = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _base_for(repo: Repository, ref: str, target: RecoveryTarget) -> Snapshot:
+    """The base backup to restore: ``ref``; with a target time, ``latest`` is the newest
+    base backup consistent by then. A base backup consistent after the target cannot be
+    rolled back to it (its files hold what committed before it was taken, and the
+    server stops at the first later commit it replays, with exit 0): refused."""
+    when = target_utc(target)
+    if ref == "latest" and when is not None:
+        repo.latest()  # an unreadable snapshot may be the one wanted: refused as for latest
+        bases = [s for s in repo.snapshots(lambda _message: None) if s.source_kind == "pg_base"]
+        fit = [s for s in bases if (c := _consistent(s)) is not None and c <= when]
+        if fit:
+            return fit[-1]
+        if bases:
+            first = min(bases, key=lambda s: _consistent(s) or datetime.max.replace(tzinfo=UTC))
+            raise UsageError(f"--target-time {target.time} is before the oldest base backup "
+                             f"({first.short_id}, consistent at "
+                             f"{first.source_spec.get('consistent_at')}): nothing restores to "
+                             "it")
+    snap = repo.find_snapshot(ref)
+    consistent = _consistent(snap) if snap.source_kind == "pg_base" else None
+    if when is not None and consistent is not None and when < consistent:
+        raise UsageError(f"--target-time {target.time} is before base backup {snap.short_id} "
+                         f"was consistent ({snap.source_spec.get('consistent_at')}): recovery "
+                         "cannot go back before it; restore an older base backup (`drsync "
+                         "pitr-range` lists them), or `latest`, which picks one")
+    return snap
+
+
 def restore_pgdata(repo: Repository, ref: str, pgdata: str | Path, *,
                    target: RecoveryTarget, restore_command: str,
                    options: dict[str, str] | None = None, keep_archiving: bool = False,
@@ -182,9 +242,10 @@ def restore_pgdata(repo: Repository, ref: str, pgdata: str | Path, *,
     server and report where recovery stopped, as the server says."""
     started = time.monotonic()
     pgdata = refuse_unsafe_target(pgdata, delta=True, store=repo.store, flag="--pgdata")
+    target = checked_target(target)  # before anything is written
     source = f"pgdata -> {pgdata}" + (" (delta)" if delta else "")
     with RestoreRun(catalog, repo, source, tenant) as run:
-        snap = repo.find_snapshot(ref)
+        snap = _base_for(repo, ref, target)
         run.snapshot_id = snap.id  # a failed restore names it too
         _expect(snap, "pg_base", "--pgdata")
         if on_snapshot is not None:

@@ -27,3 +27,46 @@ def test_the_drsync_of_an_archive_command() -> None:
     assert drsync_executable("drsync wal-push %p") is None  # the server's PATH decides
     assert drsync_executable("/bin/cp %p /mnt/%f") is None
     assert drsync_executable("'unbalanced") is None
+
+
+def test_a_script_whose_interpreter_or_link_the_user_cannot_reach_is_not_executable(
+        ) -> None:
+    """A venv's drsync: mode 0755, but its #! python is a symlink into a base Python under
+    /root (0700). doctor said "the server's user postgres can run it" while every archive
+    attempt failed with Permission denied. Found by an edge hunt."""
+    import os
+    import pwd
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from drsync.sources.postgres.archiver import executable_by
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    root = Path(tempfile.mkdtemp(prefix="drsync-exec-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        private = root / "private"
+        private.mkdir(mode=0o700)
+        (private / "python3").write_text("#!/bin/sh\nexit 0\n")
+        (private / "python3").chmod(0o755)
+        bin_dir = root / "venv" / "bin"
+        bin_dir.mkdir(parents=True)
+        bin_dir.parent.chmod(0o755)
+        bin_dir.chmod(0o755)
+        os.symlink(private / "python3", bin_dir / "python")
+        script = bin_dir / "drsync"
+        script.write_text(f"#!{bin_dir / 'python'}\nprint('wal-push')\n")
+        script.chmod(0o755)
+        why = executable_by(str(script), nobody)
+        assert why is not None and why.startswith(f"{script} runs {bin_dir / 'python'} (its #! "
+                                                  f"line): {bin_dir / 'python'} leads to")
+        assert f"no search permission on {private}" in why
+        (private).chmod(0o755)
+        assert executable_by(str(script), nobody) is None
+        plain = bin_dir / "tool"
+        plain.write_text("#!/usr/bin/env python3\n")
+        plain.chmod(0o755)
+        assert executable_by(str(plain), nobody) is None  # env: found on a PATH unknown here
+    finally:
+        shutil.rmtree(root)

@@ -87,3 +87,45 @@ def test_second_base_backup_after_one_percent_of_pages_is_incremental(
                 if s["id"] == second["snapshot_id"])["source"]["spec"]
     assert doc["newest_wal_in_store"] is not None, doc
     assert doc["newest_wal_in_store"]["wal"] >= spec["stop_wal"]
+
+
+def test_a_target_before_the_base_backup_is_refused_and_latest_picks_an_older_one(
+        tenant_factory: Any, scratch_dir: Path) -> None:
+    """The server cannot roll a base backup back past the moment it was taken: it stops
+    at the first later commit it replays and reports nothing wrong, so a target before
+    the base backup gave rows committed after it, with exit 0; `latest` took the newest
+    base backup whatever the target. Found by an edge hunt."""
+    from datetime import datetime
+
+    from drsync.testing_postgres import Cluster, free_port
+
+    tenant = tenant_factory()
+    tenant.cluster.psql("CREATE TABLE stamped (id serial PRIMARY KEY, note text)")
+    older = tenant.drsync_json("backup", "--pg-base", tenant.cluster.dsn)
+    rows = stamped_inserts(tenant, 10)
+    newer = tenant.drsync_json("backup", "--pg-base", tenant.cluster.dsn)
+    tenant.cluster.psql("INSERT INTO stamped (note) VALUES ('after the newer base')")
+    tenant.switch_and_ship()
+    target = tenant.cluster.psql(
+        f"SELECT (timestamptz '{rows[4][1]}' + (timestamptz '{rows[5][1]}' - "
+        f"timestamptz '{rows[4][1]}') / 2)::text")
+    expected = [rid for rid, ts in rows if ts <= target]
+    pgdata = scratch_dir / "data"
+    refused = tenant.drsync("restore", newer["snapshot_id"], "--pgdata", str(pgdata),
+                            "--target-time", target, ok=False)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+    assert f"is before base backup {newer['snapshot_id'][:8]} was consistent" in lines[0]
+    assert not pgdata.exists() or not any(pgdata.iterdir())  # nothing written
+    # `latest` with that target is the older base backup; the time as pitr-range prints
+    # times (ISO 8601, 'T' and 'Z'), which recovery_target_time itself refuses.
+    iso = datetime.fromisoformat(target.replace(" ", "T").replace("+00", "+00:00")
+                                 ).isoformat().replace("+00:00", "Z")
+    port = free_port()
+    done = tenant.drsync_json("restore", "latest", "--pgdata", str(pgdata), "--target-time",
+                              iso, "--start", "--pg-option", f"port={port}",
+                              "--pg-option", f"unix_socket_directories={scratch_dir}")
+    assert done["snapshot_id"] == older["snapshot_id"] and done["started"] is True
+    restored = Cluster(scratch_dir, tenant.bindir, port)
+    assert restored_ids(restored) == expected
+    restored.stop()

@@ -84,16 +84,52 @@ def drsync_executable(archive_command: str) -> str | None:
     return None
 
 
-def executable_by(path: str, uid: int) -> str | None:
+def executable_by(path: str, uid: int, _depth: int = 0) -> str | None:
     """Why the user ``uid`` cannot execute ``path`` (a missing file, a directory on the way
     it may not search, no execute bit for it), or None when it can. Judged from the mode
-    bits of the file and of every directory above it, as the kernel does (ACLs aside)."""
+    bits of the file and of every directory above it, as the kernel does (ACLs aside),
+    then the same for where its symlinks lead and for a script's ``#!`` interpreter (a
+    venv's python is a symlink into its base Python's home: under /root, the server's
+    user cannot run the script whatever its own mode bits say)."""
+    why = _mode_problem(Path(path), uid)
+    if why is not None:
+        return why
+    real = Path(os.path.realpath(path))
+    if real != Path(path):
+        why = _mode_problem(real, uid)
+        if why is not None:
+            return f"{path} leads to {real}: {why}"
+    interpreter = _shebang(real) if _depth < 3 else None
+    if interpreter is not None:
+        why = executable_by(interpreter, uid, _depth + 1)
+        if why is not None:
+            return f"{path} runs {interpreter} (its #! line): {why}"
+    return None
+
+
+def _shebang(path: Path) -> str | None:
+    """The absolute interpreter a script's ``#!`` line names (None: no script, or
+    ``/usr/bin/env NAME``, found on a PATH this does not know)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(256)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].split()
+    if not words or words[0].endswith(b"/env"):
+        return None
+    first = words[0].decode(errors="replace")
+    return first if first.startswith("/") else None
+
+
+def _mode_problem(target: Path, uid: int) -> str | None:
     try:
         user = pwd.getpwuid(uid)
         groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
     except KeyError:
         groups = set()
-    target = Path(path)
     for place, bit in [*((d, "search") for d in reversed(target.parents)),
                        (target, "execute")]:
         try:
