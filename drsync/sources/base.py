@@ -16,6 +16,7 @@ database session), and leaving it releases what it holds.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -93,7 +94,14 @@ class SourceBase:
         return dict(self._spec)
 
 
+_ERROR_LINE = re.compile(r"\b(error|fatal)\b\s*:", re.IGNORECASE)
+
+
 def last_line(text: str) -> str:
-    """The last non-blank line of a tool's stderr: what it says went wrong."""
+    """What a tool's stderr says went wrong: its last line that says "error:" or "FATAL:",
+    else its last non-blank line. The very last line is often context, not the cause
+    (pg_restore's "Command was: ALTER TABLE ... OWNER TO app;" after "role app does not
+    exist"; psql's "Is the server running locally...?" after what failed)."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "failed without a message"
+    errors = [ln for ln in lines if _ERROR_LINE.search(ln)]
+    return errors[-1] if errors else lines[-1] if lines else "failed without a message"

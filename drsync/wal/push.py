@@ -125,22 +125,33 @@ def refresh_cached_wrapping(spool: Spool, key_file: str | None, store: Store) ->
     return True
 
 
+def fetch_wrapping(store: Store, kf: KeyFile, source: str | None) -> bytes:
+    """The store's wrapping of key file ``kf`` (named ``source``). None there: another
+    repository's key file (WrongKey, exit 11, as Repository.open says it), or no
+    repository at all (RepositoryNotFound, exit 10)."""
+    from drsync.errors import ObjectNotFound, RepositoryNotFound
+    from drsync.repo.keys import no_key_error
+
+    try:
+        return bytes(store.get(f"keys/{kf.key_id}"))
+    except ObjectNotFound:
+        pass
+    if not store.exists("config"):
+        raise RepositoryNotFound(f"no repository at {store.url}") from None
+    raise no_key_error(store.url, Secret(key_file=kf, source=source or ""))
+
+
 def wrapping_from_store(settings: Settings) -> Callable[[KeyFile], bytes]:
     """Fetch a key file's wrapping from the store the settings name, with all their
     store options (endpoint, credentials, CA bundle, limits)."""
 
     def fetch(kf: KeyFile) -> bytes:
-        from drsync.errors import ObjectNotFound, RepositoryNotFound
         from drsync.settings import store_for
 
         if not settings.repo:
             raise ConfigError("no repository: the first wal-push of a spool needs --repo, "
                               "DRSYNC_REPO or `repo` in the config to fetch the key wrapping")
-        try:
-            return store_for(settings).get(f"keys/{kf.key_id}")
-        except ObjectNotFound:
-            raise RepositoryNotFound(f"no key {kf.key_id} in repository {settings.repo}") \
-                from None
+        return fetch_wrapping(store_for(settings), kf, settings.key_file)
 
     return fetch
 

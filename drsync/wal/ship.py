@@ -29,7 +29,6 @@ from drsync.errors import (
     IntegrityError,
     ObjectExists,
     ObjectNotFound,
-    RepositoryNotFound,
     RestoreTargetError,
     StaleKey,
     StoreError,
@@ -60,7 +59,6 @@ __all__ = ["BACKOFF_FIRST_S", "BACKOFF_MAX_S", "ShipResult", "fetch_file", "fetc
 # not fill the log (one line per attempt).
 BACKOFF_FIRST_S = 5.0
 BACKOFF_MAX_S = 300.0
-_CONFIG_KEY = "config"  # drsync.repo.repository.CONFIG_KEY, not imported on wal-fetch's path
 
 
 @dataclass
@@ -241,17 +239,9 @@ def fetch_for_recovery(name: str, dest: str, settings: Settings,
     store = store_for(settings)
 
     def wrapping(kf: Any) -> bytes:
-        try:
-            return bytes(store.get(f"keys/{kf.key_id}"))
-        except ObjectNotFound:
-            pass
-        # As Repository.open says it: no wrapping for this key file means it is another
-        # repository's key (or no repository is there at all), not a missing object.
-        from drsync.repo.keys import Secret, no_key_error
+        from drsync.wal.push import fetch_wrapping
 
-        if not store.exists(_CONFIG_KEY):
-            raise RepositoryNotFound(f"no repository at {store.url}") from None
-        raise no_key_error(store.url, Secret(key_file=kf, source=str(settings.key_file)))
+        return fetch_wrapping(store, kf, settings.key_file)
 
     key = spool_key(spool, settings.key_file, wrapping, lambda: open_repo(store), cache=False)
     try:

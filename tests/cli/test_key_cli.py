@@ -199,3 +199,17 @@ def test_wal_sealed_after_a_rotation_is_fetched_and_pushed_at_the_new_generation
     cli(*agent, "wal-fetch", second, str(tmp_path / "second"), env=fresh)
     assert (tmp_path / "second").read_bytes() == (wal / second).read_bytes()
     assert "predated" not in cli(*agent, "wal-ship", env=env).stderr.decode()
+
+
+def test_wal_push_with_another_repositorys_key_file_is_a_wrong_key(cli: Cli,
+                                                                   tmp_path: Path) -> None:
+    """It was exit 10 ("no repository") with "no key ... in repository", where snapshots
+    and wal-ship say exit 11, wrong key file. Found by an edge hunt."""
+    make_repository(str(tmp_path / "other"), "pw", tmp_path / "other.key")
+    segment = tmp_path / "000000010000000000000001"
+    segment.write_bytes(os.urandom(1 << 16))
+    env = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    done = cli("--key-file", str(tmp_path / "other.key"), "wal-push", str(segment), env=env,
+               ok=False)
+    assert done.returncode == 11, done.stderr
+    assert "wrong key file" in _error_line(done) or "opens no wrapping" in _error_line(done)
