@@ -111,6 +111,11 @@ def _print_plan(plan: Any) -> None:
         if row.point is None:  # whole, on one line each: what an operator must fix first
             console.print(f"{escape(row.name)}: nothing to restore: {escape(row.reason or '')}",
                           soft_wrap=True)
+        else:
+            for other in row.point.others:
+                console.print(f"{escape(row.name)}: also holds {escape(other)}, which dr "
+                              "restore does not bring back (`drsync restore ID`)",
+                              soft_wrap=True)
 
 
 @dr_cmd.command("restore")
@@ -182,6 +187,8 @@ def restore_cmd(ctx: click.Context, fleet: str, targets_path: str, jobs: int,
             if o.error:
                 line += f": {o.error}"
             click.echo(line)
+            for other in o.not_restored:
+                click.echo(f"  not restored: {other} (`drsync restore ID --target DIR`)")
     return 0 if doc["ok"] else 1
 
 

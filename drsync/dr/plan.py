@@ -38,6 +38,9 @@ class Point:
     bytes: int  # what a restore fetches from the store
     basis: str  # "snapshot", or for pg_base with WAL: "base backup + WAL"
     wal_until: str | None = None  # pg_base: the last commit the WAL reaches (ISO)
+    # The newest snapshot of each other source of the tenant ("sqlite /srv/juki.db:
+    # 1a2b3c4d of 2026-..."), which this point does not bring back.
+    others: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class PlanRow:
             "point_time": p.time.isoformat() if p else None,
             "basis": p.basis if p else None, "wal_until": p.wal_until if p else None,
             "bytes": p.bytes if p else None,
+            "not_restored": list(p.others) if p else [],
             "predicted_s": _round(self.predicted_s), "finish_s": _round(self.finish_s),
             "rpo_s": _round(self.rpo_s), "rto_met": self.rto_met,
         }

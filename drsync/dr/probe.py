@@ -86,7 +86,36 @@ def snapshot_bytes(repo: Repository, snap: Snapshot) -> int:
     return total or int(snap.summary.get("bytes_read", 0))
 
 
-def snapshot_point(repo: Repository, snap: Snapshot) -> Point:
+def other_sources(repo: Repository, snap: Snapshot,
+                  kinds: Iterable[str] | None = None) -> tuple[str, ...]:
+    """The newest snapshot of every other source of the repository (of one of ``kinds``)
+    than ``snap``'s: a tenant backing up a database and a directory each night, which
+    a restore of its latest point alone would silently leave behind."""
+    from drsync.repo.retention import group_key
+
+    wanted = None if kinds is None else set(kinds)
+    mine = group_key(snap)
+    newest: dict[tuple[str, str], Snapshot] = {}
+    for other in repo.snapshots(lambda _message: None):
+        key = group_key(other)
+        if key == mine or (wanted is not None and other.source_kind not in wanted):
+            continue
+        if key not in newest or (other.time, other.id) > (newest[key].time, newest[key].id):
+            newest[key] = other
+    return tuple(f"{_source(s)}: snapshot {s.short_id} of {s.time[:19].replace('T', ' ')}"
+                 for s in sorted(newest.values(), key=lambda s: (s.time, s.id), reverse=True))
+
+
+def _source(snap: Snapshot) -> str:
+    spec = snap.source_spec
+    where = spec.get("path") or spec.get("name") or spec.get("paths") or spec.get("dsn") or ""
+    if isinstance(where, list):
+        where = " ".join(str(p) for p in where)
+    return f"{snap.source_kind} {where}".strip()
+
+
+def snapshot_point(repo: Repository, snap: Snapshot,
+                   kinds: Iterable[str] | None = None) -> Point:
     """The point a snapshot restores: its consistent time (databases) or start time;
     for a base backup with complete WAL after it, the last commit the WAL reaches."""
     spec = snap.source_spec
@@ -103,7 +132,8 @@ def snapshot_point(repo: Repository, snap: Snapshot) -> Point:
                 latest = _parse_time(row["latest"])
                 if latest is not None:
                     at, basis, wal_until = latest, "base backup + WAL", row["latest"]
-    return Point(snap.id, snap.source_kind, at, snapshot_bytes(repo, snap), basis, wal_until)
+    return Point(snap.id, snap.source_kind, at, snapshot_bytes(repo, snap), basis, wal_until,
+                 other_sources(repo, snap, kinds))
 
 
 def latest_snapshot(repo: Repository, kinds: Iterable[str] | None = None) -> Snapshot:
@@ -118,7 +148,7 @@ def probe_tenant(fleet: Fleet, tenant: Tenant, settings: Settings,
     try:
         repo = open_tenant(fleet, tenant, settings)
         snap = latest_snapshot(repo, kinds)
-        return replace(base, point=snapshot_point(repo, snap))
+        return replace(base, point=snapshot_point(repo, snap, kinds))
     except DrsyncError as err:
         return replace(base, reason=str(err))
 

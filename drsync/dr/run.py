@@ -78,6 +78,7 @@ class TenantOutcome:
     point_time: str | None = None
     target: str | None = None
     error: str | None = None
+    not_restored: list[str] = field(default_factory=list)  # probe.other_sources
     started_mono: float | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -88,7 +89,8 @@ class TenantOutcome:
                 "rpo_s": r(self.rpo_s), "bytes": self.bytes, "error": self.error,
                 "fetched_bytes": self.fetched_bytes,
                 "duration_s": r(self.duration_s), "snapshot_id": self.snapshot_id,
-                "point_time": self.point_time, "target": self.target}
+                "point_time": self.point_time, "target": self.target,
+                "not_restored": self.not_restored}
 
 
 def state_path(fleet_path: str | Path, targets_path: str | Path) -> Path:
@@ -281,7 +283,8 @@ class FleetRestore:
         repo = open_tenant(self.fleet, tenant, self.settings)
         self._opened[tenant.name] = repo
         snap = latest_snapshot(repo, target.snapshot_kinds)
-        point = snapshot_point(repo, snap)
+        point = snapshot_point(repo, snap, target.snapshot_kinds)
+        out.not_restored = list(point.others)
         out.snapshot_id = snap.id
         out.total_bytes = int(snap.summary.get("bytes_read", 0)) or None
         out.point_time = _iso(point.time)

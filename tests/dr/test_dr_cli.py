@@ -317,3 +317,28 @@ def test_ctrl_c_stops_the_fleet_restore_without_starting_the_tenants_queued(
     assert {t["name"] for t in again["tenants"] if t["status"] in ("ok", "skipped")} == {
         "Nobeoka", "Saiki", "Hyuga"}
     _check_restored(dr_fleet)
+
+
+def test_a_tenant_with_two_sources_is_told_what_dr_restore_leaves_behind(
+        dr_fleet: DrFleet) -> None:
+    """A tenant backing up its database and a directory each night: dr plan, dr restore
+    and its summary named only the newest snapshot, and the database stayed behind
+    without a word (exit 0, "ok"). Found by an edge hunt."""
+    from tests.dr.conftest import _backup
+
+    docs = dr_fleet.base / "hyuga-docs"
+    docs.mkdir()
+    (docs / "permit.txt").write_text("建築確認\n")
+    _backup(dr_fleet, "hyuga", str(docs))  # now Hyuga's newest snapshot is the files one
+    plan = json.loads(dr_fleet.run("dr", "plan", str(dr_fleet.fleet), "--json").stdout)
+    hyuga = next(r for r in plan["tenants"] if r["name"] == "Hyuga")
+    assert hyuga["source_kind"] == "files"
+    assert len(hyuga["not_restored"]) == 1 and hyuga["not_restored"][0].startswith("sqlite ")
+    text = dr_fleet.run("dr", "plan", str(dr_fleet.fleet)).stdout
+    assert "Hyuga: also holds sqlite " in text and "which dr restore does not bring back" in text
+    done = json.loads(dr_fleet.run("dr", "restore", str(dr_fleet.fleet), "--to",
+                                   str(dr_fleet.targets), "--json").stdout)
+    out = next(t for t in done["tenants"] if t["name"] == "Hyuga")
+    assert out["status"] == "ok" and out["not_restored"] == hyuga["not_restored"]
+    nobeoka = next(t for t in done["tenants"] if t["name"] == "Nobeoka")
+    assert nobeoka["not_restored"] == []

@@ -49,8 +49,8 @@ def test_order_bytes_times_and_rto() -> None:
         "name": "Nobeoka", "priority": 1, "rto_hours": 4, "repo": None, "restorable": True,
         "reason": None, "snapshot_id": "ab" * 32, "source_kind": "files",
         "point_time": "2026-12-01T08:00:00+00:00", "basis": "snapshot", "wal_until": None,
-        "bytes": 3600 * MB, "predicted_s": 360.0, "finish_s": 360.0, "rpo_s": 3600.0,
-        "rto_met": True}
+        "bytes": 3600 * MB, "not_restored": [], "predicted_s": 360.0, "finish_s": 360.0,
+        "rpo_s": 3600.0, "rto_met": True}
 
 
 def test_rate_measured_then_configured_then_default() -> None:
