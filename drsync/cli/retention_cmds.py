@@ -130,9 +130,10 @@ def prune_cmd(ctx: click.Context, max_unused: str | None, dry_run: bool, as_json
     would = "would " if dry_run else ""
     click.echo(f"{report.snapshots} snapshots, {report.packs} packs, "
                f"{human_bytes(report.bytes_total)}, {human_bytes(report.bytes_unused)} unused")
+    about = "about " if dry_run else ""
     click.echo(f"{would}delete {report.packs_deleted} pack(s), {would}repack "
-               f"{report.packs_repacked} into {report.packs_written} "
-               f"({human_bytes(report.bytes_rewritten)} written), "
+               f"{report.packs_repacked} into {about}{report.packs_written} "
+               f"({about}{human_bytes(report.bytes_rewritten)} written), "
                f"{would}remove {len(report.wal_expired)} WAL file(s)")
     if not dry_run:
         click.echo(f"freed {human_bytes(max(0, report.bytes_deleted - report.bytes_rewritten))}"

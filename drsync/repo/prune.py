@@ -114,7 +114,7 @@ class PruneReport:
     bytes_total: int = 0
     bytes_unused: int = 0  # dead blob bytes before
     bytes_deleted: int = 0  # pack bytes removed (deleted and repacked packs)
-    bytes_rewritten: int = 0  # bytes of the new packs
+    bytes_rewritten: int = 0  # bytes of the new packs (a dry run: their blobs' bytes)
     index_files_before: int = 0
     index_files_written: int = 0
     index_files_deleted: int = 0
@@ -348,6 +348,10 @@ class _Prune:
         compact = report.index_files_before <= max(1, -(-self.blobs // INDEX_BLOBS))
         if report.dry_run or (compact and not (delete or repack or adopted or lost)):
             # A dry run, or nothing to delete and the index compact already: no new objects.
+            if report.dry_run:  # what a prune would delete and upload, over a slow link
+                report.bytes_deleted = sum(self.uses[p].size for p in [*delete, *repack])
+                report.bytes_rewritten = sum(self.uses[p].live_bytes for p in repack)
+                report.packs_written = -(-report.bytes_rewritten // repo.config.pack_size)
             self._expire_wal(snaps, delete=not report.dry_run)
             return report
         writer = IndexWriter(repo)
