@@ -12,6 +12,7 @@ so agents starting together do not trip over each other.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -225,6 +227,23 @@ def set_aside(location: str) -> str:
     return aside
 
 
+def _give_sqlite_to_owner(url: str) -> None:
+    """A SQLite catalog root made in another user's directory is given to that user (as
+    the journal beside it is: drsync.catalog.journal), or that user's next run could
+    only read it."""
+    if os.geteuid() != 0 or not url.startswith("sqlite:///"):
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    owner = path.parent.stat()
+    if owner.st_uid == 0:
+        return
+    for made in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"),
+                 path.with_name(path.name + "-journal")):
+        with contextlib.suppress(FileNotFoundError):
+            if made.stat().st_uid == 0:
+                os.chown(made, owner.st_uid, owner.st_gid)
+
+
 class Catalog:
     """A ``RunRecorder`` writing straight to the database; ingests the journal on open."""
 
@@ -233,6 +252,7 @@ class Catalog:
         try:
             self._engine = sa.create_engine(engine_url(location))
             self._prepare_schema()
+            _give_sqlite_to_owner(engine_url(location))
         except ImportError as err:
             raise ConfigError(f"cannot open catalog {location}: driver missing ({err.name}); "
                               "reinstall drsync with its dependencies") from None

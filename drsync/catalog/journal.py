@@ -75,6 +75,17 @@ def location_problem(catalog: str) -> str | None:
     return None
 
 
+def _give_to_owner(fd: int, directory: Path) -> None:
+    """A journal file root creates in another user's directory (a restore run as root
+    beside the postgres user's agent) is given to that user, or its next backup could
+    not append to it (as drsync.store.local does for a repository's objects)."""
+    if os.geteuid() != 0:
+        return
+    st = os.stat(directory)
+    if st.st_uid != 0:
+        os.fchown(fd, st.st_uid, st.st_gid)
+
+
 def journal_path(catalog: str, state_dir: str | None = None) -> Path:
     """Beside a SQLite catalog file; in the state directory (drsync.settings resolves it)
     for a catalog URL. A location that can be no catalog (``location_problem``) is a
@@ -111,6 +122,7 @@ class RunJournal:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            _give_to_owner(fd, self.path.parent)
         except OSError as err:
             raise StoreError(f"cannot lock run journal {lock_path}: {err.strerror}") from None
         try:
@@ -127,6 +139,7 @@ class RunJournal:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 try:
+                    _give_to_owner(fd, self.path.parent)
                     os.write(fd, line)
                     os.fsync(fd)
                 finally:
@@ -190,20 +203,25 @@ class RunJournal:
         during ingestion re-ingests rather than loses.
         """
         aside = self.path.with_name(self.path.name + ".ingesting")
-        with self._locked(APPEND_LOCK, fcntl.LOCK_EX):  # no append in flight
-            if self.path.exists() and not aside.exists():
-                os.replace(self.path, aside)
-        if not aside.exists():
-            return
-        with open(aside, encoding="utf-8") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    yield json.loads(line)
-                except ValueError:
-                    continue  # a torn last line from a crash mid-append
+        try:
+            with self._locked(APPEND_LOCK, fcntl.LOCK_EX):  # no append in flight
+                if self.path.exists() and not aside.exists():
+                    os.replace(self.path, aside)
+            if not aside.exists():
+                return
+            with open(aside, encoding="utf-8") as fh:
+                lines = fh.readlines()
+        except OSError as err:
+            raise StoreError(f"cannot ingest run journal {aside}: {err.strerror} (written by "
+                             "another user? the catalog's files must be this user's)") from None
+        for line in lines:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue  # a torn last line from a crash mid-append
 
     def done(self) -> None:
         self.path.with_name(self.path.name + ".ingesting").unlink(missing_ok=True)

@@ -89,11 +89,26 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _owner_for_root(root: Path) -> tuple[int, int] | None:
+    """Whose the repository's files are, when root writes into a repository another user
+    owns (a restore or check run as root in the postgres user's repository): given to
+    that user, or its own runs (wal-push, the nightly base backup) would then meet
+    root-owned 0600 objects they cannot read. None: keep the writer's own."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        st = root.stat()
+    except OSError:
+        return None
+    return None if st.st_uid == 0 else (st.st_uid, st.st_gid)
+
+
 class LocalStore(Store):
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).absolute()
         self.url = str(self.root)
         self._made_dirs: set[Path] = set()
+        self.owner = _owner_for_root(self.root)
 
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
@@ -103,6 +118,11 @@ class LocalStore(Store):
             return
         if not directory.is_dir():
             directory.mkdir(parents=True, exist_ok=True)
+            if self.owner is not None:
+                for made in (directory, *directory.parents):
+                    if made == self.root or self.root not in made.parents:
+                        break
+                    os.chown(made, *self.owner)
             fsync_dir(directory.parent)
         self._made_dirs.add(directory)
 
@@ -113,6 +133,8 @@ class LocalStore(Store):
             self._ensure_dir(path.parent)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
+                if self.owner is not None:
+                    os.fchown(fd, *self.owner)
                 _preallocate(fd, len(data))
                 view = memoryview(data)
                 while view:
@@ -243,6 +265,8 @@ class _LocalStaged(Staged):
                 fd = os.open(self._name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                              0o600)
             try:
+                if store.owner is not None:
+                    os.fchown(fd, *store.owner)
                 _preallocate(fd, size_hint)
             except OSError:
                 os.close(fd)
