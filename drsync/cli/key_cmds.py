@@ -224,6 +224,12 @@ def recover_cmd(ctx: click.Context, escrow_key: str, new_key_file: str) -> None:
     key_id = _write_new_key_file(repo, new_key_file)
     click.echo(f"recovered {repo.url} with escrow key {pair.public.key_id}; new key file "
                f"{new_key_file} (key {key_id})")
+    newest = repo.generations()[-1]
+    if repo.key.generation < newest:  # a rotation cut short before it re-wrapped the escrow
+        click.echo(f"drsync: warning: the escrow wrapping holds master-key generation "
+                   f"{repo.key.generation}, the repository {newest}: what was sealed since "
+                   "cannot be read with it (nor with the new key file); find a key of "
+                   "the newer generation and run `drsync key rotate` again", err=True)
 
 
 @key_group.command("rotate")

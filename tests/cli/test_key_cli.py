@@ -213,3 +213,28 @@ def test_wal_push_with_another_repositorys_key_file_is_a_wrong_key(cli: Cli,
                ok=False)
     assert done.returncode == 11, done.stderr
     assert "wrong key file" in _error_line(done) or "opens no wrapping" in _error_line(done)
+
+
+def test_recovering_with_an_escrow_wrapping_older_than_the_repository_warns(
+        drsync_bin: str, tmp_path: Path) -> None:
+    """A rotation cut short before it re-wrapped the escrow key leaves the escrow at the
+    older generation: `key recover` said "recovered" and issued a key file that cannot
+    read what was sealed since. Found by an edge hunt."""
+    op = Cli(drsync_bin, tmp_path)
+    gen = json.loads(op("key", "gen-escrow", "--out", str(tmp_path / "op"), "--json").stdout)
+    op("init", "--escrow-pubkey", gen["public"], "--new-key-file", str(tmp_path / "t.key"))
+    keys = tmp_path / "repo" / "keys"
+    kinds = {k["id"] if "id" in k else k["key_id"]: k["kind"] for k in json.loads(
+        op("key", "list", "--json").stdout)["keys"]}
+    (escrow_id,) = [k for k, kind in kinds.items() if kind == "escrow"]
+    older = (keys / escrow_id).read_bytes()
+    op("key", "rotate", "--key-file-also", str(tmp_path / "t.key"))
+    for path in keys.iterdir():  # as if the rotate had stopped before the escrow key
+        if path.read_bytes() != older and "escrow" in path.read_text(errors="replace"):
+            path.chmod(0o600)
+            path.unlink()
+    (keys / escrow_id).write_bytes(older)
+    done = op("key", "recover", "--escrow-key", gen["private"], "--new-key-file",
+              str(tmp_path / "recovered.key"))
+    assert "the escrow wrapping holds master-key generation 0, the repository 1" in \
+        done.stderr.decode()
