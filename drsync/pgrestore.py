@@ -206,8 +206,9 @@ def _base_for(repo: Repository, ref: str, target: RecoveryTarget) -> Snapshot:
     server stops at the first later commit it replays, with exit 0): refused."""
     when = target_utc(target)
     if ref == "latest" and when is not None:
-        repo.latest()  # an unreadable snapshot may be the one wanted: refused as for latest
-        bases = [s for s in repo.snapshots(lambda _message: None) if s.source_kind == "pg_base"]
+        seen: list[Snapshot] = []
+        repo.latest(seen=seen)  # an unreadable snapshot may be the one wanted: refused
+        bases = [s for s in seen if s.source_kind == "pg_base"]
         fit = [s for s in bases if (c := _consistent(s)) is not None and c <= when]
         if fit:
             return fit[-1]

@@ -22,7 +22,8 @@ from drsync.settings import Settings, store_for
 if TYPE_CHECKING:
     from drsync.repo import Repository, Secret, Snapshot
 
-__all__ = ["open_tenant", "probe_fleet", "probe_tenant", "snapshot_point", "tenant_secret"]
+__all__ = ["latest_point", "open_tenant", "probe_fleet", "probe_tenant", "snapshot_point",
+           "tenant_secret"]
 
 # What each kind of restore target takes (None: any snapshot).
 DIRECTORY_KINDS = ("files", "sqlite", "stdin", "pg_dump")
@@ -86,9 +87,9 @@ def snapshot_bytes(repo: Repository, snap: Snapshot) -> int:
     return total or int(snap.summary.get("bytes_read", 0))
 
 
-def other_sources(repo: Repository, snap: Snapshot,
+def other_sources(snap: Snapshot, snaps: Iterable[Snapshot],
                   kinds: Iterable[str] | None = None) -> tuple[str, ...]:
-    """The newest snapshot of every other source of the repository (of one of ``kinds``)
+    """The newest snapshot of every other source among ``snaps`` (of one of ``kinds``)
     than ``snap``'s: a tenant backing up a database and a directory each night, which
     a restore of its latest point alone would silently leave behind."""
     from drsync.repo.retention import group_key
@@ -96,7 +97,7 @@ def other_sources(repo: Repository, snap: Snapshot,
     wanted = None if kinds is None else set(kinds)
     mine = group_key(snap)
     newest: dict[tuple[str, str], Snapshot] = {}
-    for other in repo.snapshots(lambda _message: None):
+    for other in snaps:
         key = group_key(other)
         if key == mine or (wanted is not None and other.source_kind not in wanted):
             continue
@@ -114,8 +115,7 @@ def _source(snap: Snapshot) -> str:
     return f"{snap.source_kind} {where}".strip()
 
 
-def snapshot_point(repo: Repository, snap: Snapshot,
-                   kinds: Iterable[str] | None = None) -> Point:
+def snapshot_point(repo: Repository, snap: Snapshot, others: tuple[str, ...] = ()) -> Point:
     """The point a snapshot restores: its consistent time (databases) or start time;
     for a base backup with complete WAL after it, the last commit the WAL reaches."""
     spec = snap.source_spec
@@ -133,12 +133,16 @@ def snapshot_point(repo: Repository, snap: Snapshot,
                 if latest is not None:
                     at, basis, wal_until = latest, "base backup + WAL", row["latest"]
     return Point(snap.id, snap.source_kind, at, snapshot_bytes(repo, snap), basis, wal_until,
-                 other_sources(repo, snap, kinds))
+                 others)
 
 
-def latest_snapshot(repo: Repository, kinds: Iterable[str] | None = None) -> Snapshot:
-    """The newest snapshot (of one of ``kinds``): ``Repository.latest``."""
-    return repo.latest(kinds)
+def latest_point(repo: Repository, kinds: Iterable[str] | None = None,
+                 ) -> tuple[Snapshot, Point]:
+    """The newest snapshot (of one of ``kinds``: ``Repository.latest``) and the point it
+    restores, naming the other sources it leaves behind; the snapshots are read once."""
+    seen: list[Snapshot] = []
+    snap = repo.latest(kinds, seen=seen)
+    return snap, snapshot_point(repo, snap, other_sources(snap, seen, kinds))
 
 
 def probe_tenant(fleet: Fleet, tenant: Tenant, settings: Settings,
@@ -147,8 +151,7 @@ def probe_tenant(fleet: Fleet, tenant: Tenant, settings: Settings,
     base = Probe(tenant.name, tenant.priority, tenant.rto_hours, repo=tenant.repo)
     try:
         repo = open_tenant(fleet, tenant, settings)
-        snap = latest_snapshot(repo, kinds)
-        return replace(base, point=snapshot_point(repo, snap, kinds))
+        return replace(base, point=latest_point(repo, kinds)[1])
     except DrsyncError as err:
         return replace(base, reason=str(err))
 

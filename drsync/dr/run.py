@@ -44,7 +44,7 @@ from typing import Any, Protocol
 
 from drsync import __version__, atomic
 from drsync.dr.plan import Point
-from drsync.dr.probe import latest_snapshot, open_tenant, snapshot_point
+from drsync.dr.probe import latest_point, open_tenant
 from drsync.dr.targets import Target
 from drsync.errors import DrsyncError, StoreError, UsageError
 from drsync.plan.fleet import Fleet, Tenant
@@ -282,8 +282,7 @@ class FleetRestore:
         interrupted = before.get("status") in ("running", "failed")
         repo = open_tenant(self.fleet, tenant, self.settings)
         self._opened[tenant.name] = repo
-        snap = latest_snapshot(repo, target.snapshot_kinds)
-        point = snapshot_point(repo, snap, target.snapshot_kinds)
+        snap, point = latest_point(repo, target.snapshot_kinds)
         out.not_restored = list(point.others)
         out.snapshot_id = snap.id
         out.total_bytes = int(snap.summary.get("bytes_read", 0)) or None

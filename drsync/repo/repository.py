@@ -663,14 +663,19 @@ class Repository:
                     unreadable.append(message)  # a stray file there was never a snapshot
         return sorted(snaps, key=lambda s: (s.time, s.id)), ids
 
-    def latest(self, kinds: Iterable[str] | None = None) -> Snapshot:
+    def latest(self, kinds: Iterable[str] | None = None, *,
+               seen: list[Snapshot] | None = None) -> Snapshot:
         """The newest snapshot (of one of ``kinds``). IntegrityError when a snapshot is
         there but cannot be read: it may be the newest (its time is inside it), and
-        restoring an older point with exit 0 would hide the loss of the newer one."""
+        restoring an older point with exit 0 would hide the loss of the newer one.
+        ``seen`` gets every snapshot read, oldest first (a caller choosing among them
+        reads them once)."""
         unreadable: list[str] = []
         wanted = None if kinds is None else set(kinds)
-        snaps = [s for s in self.snapshots(lambda _message: None, unreadable=unreadable)
-                 if wanted is None or s.source_kind in wanted]
+        every = self.snapshots(lambda _message: None, unreadable=unreadable)
+        if seen is not None:
+            seen.extend(every)
+        snaps = [s for s in every if wanted is None or s.source_kind in wanted]
         if unreadable:
             more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
             raise IntegrityError(
