@@ -21,7 +21,22 @@ import contextlib
 import os
 from pathlib import Path
 
-__all__ = ["temporary_name", "write_atomic"]
+__all__ = ["owner_for", "temporary_name", "write_atomic"]
+
+
+def owner_for(directory: str | Path) -> tuple[int, int] | None:
+    """Whom the files root makes in ``directory`` belong to: the directory's owner when it
+    is another user's (a restore or check run as root in the postgres user's repository
+    or catalog directory), or that user's own runs would meet root-owned 0600 files they
+    cannot write or read. None: keep the writer's own (not root, a root-owned or missing
+    directory)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return None
+    return None if st.st_uid == 0 else (st.st_uid, st.st_gid)
 
 
 def temporary_name(path: Path, pid: int | None = None) -> Path:

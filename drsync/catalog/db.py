@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from drsync import __version__
+from drsync.atomic import owner_for
 from drsync.catalog.journal import RunJournal
 from drsync.catalog.records import owner_gone, this_owner
 from drsync.errors import ConfigError, StoreError
@@ -231,17 +232,17 @@ def _give_sqlite_to_owner(url: str) -> None:
     """A SQLite catalog root made in another user's directory is given to that user (as
     the journal beside it is: drsync.catalog.journal), or that user's next run could
     only read it."""
-    if os.geteuid() != 0 or not url.startswith("sqlite:///"):
+    if not url.startswith("sqlite:///"):
         return
     path = Path(url.removeprefix("sqlite:///"))
-    owner = path.parent.stat()
-    if owner.st_uid == 0:
+    owner = owner_for(path.parent)
+    if owner is None:
         return
     for made in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"),
                  path.with_name(path.name + "-journal")):
         with contextlib.suppress(FileNotFoundError):
             if made.stat().st_uid == 0:
-                os.chown(made, owner.st_uid, owner.st_gid)
+                os.chown(made, *owner)
 
 
 class Catalog:

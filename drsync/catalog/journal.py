@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from drsync import __version__
+from drsync.atomic import owner_for
 from drsync.catalog.records import this_owner
 from drsync.errors import StoreError, UsageError
 
@@ -77,13 +78,11 @@ def location_problem(catalog: str) -> str | None:
 
 def _give_to_owner(fd: int, directory: Path) -> None:
     """A journal file root creates in another user's directory (a restore run as root
-    beside the postgres user's agent) is given to that user, or its next backup could
-    not append to it (as drsync.store.local does for a repository's objects)."""
-    if os.geteuid() != 0:
-        return
-    st = os.stat(directory)
-    if st.st_uid != 0:
-        os.fchown(fd, st.st_uid, st.st_gid)
+    beside the postgres user's agent) is given to that user (``atomic.owner_for``), or
+    its next backup could not append to it."""
+    owner = owner_for(directory)
+    if owner is not None:
+        os.fchown(fd, *owner)
 
 
 def journal_path(catalog: str, state_dir: str | None = None) -> Path:

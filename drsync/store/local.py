@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from drsync.atomic import owner_for
 from drsync.errors import ObjectExists, ObjectNotFound, StoreError
 from drsync.store.base import ObjectInfo, Store, validate_key, validate_prefix
 from drsync.store.capabilities import PendingUpload, Staged
@@ -89,26 +90,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _owner_for_root(root: Path) -> tuple[int, int] | None:
-    """Whose the repository's files are, when root writes into a repository another user
-    owns (a restore or check run as root in the postgres user's repository): given to
-    that user, or its own runs (wal-push, the nightly base backup) would then meet
-    root-owned 0600 objects they cannot read. None: keep the writer's own."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        st = root.stat()
-    except OSError:
-        return None
-    return None if st.st_uid == 0 else (st.st_uid, st.st_gid)
-
-
 class LocalStore(Store):
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).absolute()
         self.url = str(self.root)
         self._made_dirs: set[Path] = set()
-        self.owner = _owner_for_root(self.root)
+        self.owner = owner_for(self.root)  # root writing into another user's repository
 
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
